@@ -1,0 +1,170 @@
+//! The `emulated` host backend: a software model of the kernel's iommufd
+//! contract for one vIOMMU (a vSMMUv3 and, optionally, its CMDQ-V), for CI,
+//! fuzzing and development machines with no SMMU.
+//!
+//! It enforces what the kernel enforces, so a model bug that the kernel
+//! would reject fails in our tests first, and it records every call so the
+//! replay tool and the tests can assert on the exact backend traffic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::backend::{BackendCall, BackendError, Errno};
+
+/// The state of one emulated vIOMMU, shared by the vSMMU and the CMDQ-V
+/// models of that vIOMMU (in the kernel they are one iommufd object).
+#[derive(Debug, Default)]
+pub struct EmulatedViommu {
+    /// Every backend call, in order, until taken.
+    calls: Vec<BackendCall>,
+    /// vDEVICEs: virtual StreamID -> physical StreamID.
+    vdevices: BTreeMap<u32, u32>,
+    /// How many vDEVICEs fit (the CMD-QV SID_MATCH slots); `None` = unlimited.
+    vdevice_slots: Option<usize>,
+}
+
+/// A handle on one emulated vIOMMU. Clones share the same state.
+#[derive(Clone, Debug, Default)]
+pub struct EmulatedBackend {
+    viommu: Arc<Mutex<EmulatedViommu>>,
+}
+
+impl EmulatedBackend {
+    /// A vIOMMU with no vDEVICE limit (plain SMMUv3).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lock the shared state. A poisoned lock means a panic elsewhere already
+    /// broke the VM; the state itself is still consistent call by call, so
+    /// keep going rather than panic twice.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, EmulatedViommu> {
+        self.viommu
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Limit the number of vDEVICEs (CMD-QV: 1 << log2vsids SID slots).
+    pub fn set_vdevice_slots(&self, slots: usize) {
+        self.lock().vdevice_slots = Some(slots);
+    }
+
+    /// Record a backend call.
+    pub fn record(&self, call: BackendCall) {
+        self.lock().record(call);
+    }
+
+    /// Take every call recorded so far.
+    pub fn take_calls(&self) -> Vec<BackendCall> {
+        std::mem::take(&mut self.lock().calls)
+    }
+
+    /// `IOMMU_VDEVICE_ALLOC`: register `vsid` for the device with `psid`.
+    /// EEXIST for a vSID or device already registered, ENOSPC when every
+    /// SID slot is taken.
+    pub fn vdevice_alloc(&self, vsid: u32, psid: u32) -> Result<(), BackendError> {
+        let mut viommu = self.lock();
+        let result = viommu.vdevice_alloc(vsid, psid);
+        let mut call = BackendCall::new("vdevice_alloc")
+            .hex("vsid", u64::from(vsid))
+            .hex("psid", u64::from(psid));
+        if let Err(err) = &result {
+            call = call.word("err", &err.errno.to_string());
+        }
+        viommu.record(call);
+        result
+    }
+
+    /// The physical StreamID registered for `vsid`, if any.
+    pub fn vdevice_psid(&self, vsid: u32) -> Option<u32> {
+        self.lock().vdevices.get(&vsid).copied()
+    }
+
+    /// Every registered (vSID, pSID) pair, in vSID order.
+    pub fn vdevices(&self) -> Vec<(u32, u32)> {
+        self.lock().vdevices.iter().map(|(v, p)| (*v, *p)).collect()
+    }
+}
+
+impl EmulatedViommu {
+    fn record(&mut self, call: BackendCall) {
+        log::debug!(target: "emulated", "{call}");
+        self.calls.push(call);
+    }
+
+    fn vdevice_alloc(&mut self, vsid: u32, psid: u32) -> Result<(), BackendError> {
+        if self.vdevices.contains_key(&vsid) {
+            return Err(BackendError::new(
+                Errno::Exist,
+                format!("vSID {vsid:#x} is already registered"),
+            ));
+        }
+        if self.vdevices.values().any(|p| *p == psid) {
+            return Err(BackendError::new(
+                Errno::Exist,
+                format!("device with StreamID {psid:#x} already has a vDEVICE"),
+            ));
+        }
+        if let Some(slots) = self.vdevice_slots
+            && self.vdevices.len() >= slots
+        {
+            return Err(BackendError::new(
+                Errno::NoSpc,
+                format!("all {slots} SID slots of the VINTF are in use"),
+            ));
+        }
+        self.vdevices.insert(vsid, psid);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vdevice_alloc_rejects_duplicate_vsid_and_device() {
+        let backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        assert_eq!(
+            backend.vdevice_alloc(8, 0x101).unwrap_err().errno,
+            Errno::Exist
+        );
+        assert_eq!(
+            backend.vdevice_alloc(9, 0x100).unwrap_err().errno,
+            Errno::Exist
+        );
+        assert_eq!(backend.vdevice_psid(8), Some(0x100));
+    }
+
+    #[test]
+    fn vdevice_alloc_fails_when_sid_slots_are_full() {
+        let backend = EmulatedBackend::new();
+        backend.set_vdevice_slots(1);
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        assert_eq!(
+            backend.vdevice_alloc(16, 0x200).unwrap_err().errno,
+            Errno::NoSpc
+        );
+    }
+
+    #[test]
+    fn calls_are_recorded_in_order_with_errors() {
+        let backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        backend.vdevice_alloc(8, 0x100).unwrap_err();
+        let calls: Vec<String> = backend
+            .take_calls()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "vdevice_alloc vsid=0x8 psid=0x100",
+                "vdevice_alloc vsid=0x8 psid=0x100 err=EEXIST"
+            ]
+        );
+        assert!(backend.take_calls().is_empty());
+    }
+}
