@@ -1,1 +1,11 @@
+//! Guest platform description for the aarch64 `cloud-hypervisor` VM.
+//!
+//! [`layout`] is the guest physical memory map and interrupt numbering: pure
+//! data, usable on any host so that firmware tables can be built and checked
+//! on a development machine. [`aarch64`] holds what only makes sense on an
+//! aarch64 KVM host (vCPU register identifiers, boot hand-off).
 
+pub mod layout;
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
