@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install what building and testing this project needs, from Debian's
+# packages and crates.io only. Idempotent: installs only what is missing.
+#
+#   scripts/install-deps.sh            everything (host tests, aarch64 lane)
+#   scripts/install-deps.sh --acpi     only iasl (for scripts/demo.sh)
+#   scripts/install-deps.sh --fuzz     also cargo-fuzz (for .ci/run)
+set -euo pipefail
+
+want_cross=1
+want_fuzz=0
+case "${1:-}" in
+  --acpi) want_cross=0 ;;
+  --fuzz) want_fuzz=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--acpi|--fuzz]" >&2; exit 2 ;;
+esac
+
+missing=()
+command -v iasl >/dev/null || missing+=(acpica-tools)
+if [ "$want_cross" = 1 ]; then
+  # Debian's rustc-web ships an arm64 std that matches its compiler exactly;
+  # rustup's toolchains here have only the x86_64 std.
+  [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -q . || missing+=(rustc-web cargo-web)
+  dpkg -s libstd-rust-web-dev:arm64 >/dev/null 2>&1 || missing+=(libstd-rust-web-dev:arm64 rustc-web cargo-web)
+  dpkg -s rust-web-clippy >/dev/null 2>&1 || missing+=(rust-web-clippy)
+  command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: ${missing[*]}" >&2
+    echo "run as root: dpkg --add-architecture arm64 && apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  dpkg --add-architecture arm64
+  apt-get update -q
+  # One transaction, so rustc-web and its arm64 std get the same version.
+  apt-get install -y -q --no-install-recommends ca-certificates "${missing[@]}"
+fi
+
+if [ "$want_fuzz" = 1 ] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo +nightly install cargo-fuzz --locked
+fi
