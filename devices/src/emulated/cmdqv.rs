@@ -292,3 +292,135 @@ impl CmdqvBackend for EmulatedCmdqv {
         self.viommu.vdevices().into_iter().map(|(v, _)| v).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_STATUS};
+
+    const RAM: u64 = 0x4000_0000;
+
+    fn backend(mapped: bool) -> (EmulatedCmdqv, EmulatedBackend) {
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), 0x10_0000)]).unwrap();
+        let viommu = EmulatedBackend::new();
+        let config = EmulatedCmdqvConfig {
+            info: CmdqvHostInfo {
+                cmdqs: 8,
+                ..EmulatedCmdqvConfig::default().info
+            },
+            mapped,
+        };
+        (
+            EmulatedCmdqv::new(viommu.clone(), mem, config).unwrap(),
+            viommu,
+        )
+    }
+
+    fn errno(result: Result<(), BackendError>) -> Errno {
+        result.unwrap_err().errno
+    }
+
+    #[test]
+    fn hw_queue_alloc_enforces_kernel_index_rules() {
+        let (mut b, _) = backend(false);
+        assert_eq!(errno(b.hw_queue_alloc(2, RAM, 0x1000)), Errno::Inval);
+        assert_eq!(errno(b.hw_queue_alloc(1, RAM, 0x1000)), Errno::Io);
+        b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
+        assert_eq!(errno(b.hw_queue_alloc(0, RAM, 0x1000)), Errno::Exist);
+    }
+
+    #[test]
+    fn hw_queue_alloc_enforces_kernel_length_and_address_rules() {
+        let (mut b, _) = backend(false);
+        assert_eq!(errno(b.hw_queue_alloc(0, RAM, 0)), Errno::Inval);
+        assert_eq!(errno(b.hw_queue_alloc(0, RAM, 16)), Errno::Inval);
+        assert_eq!(errno(b.hw_queue_alloc(0, RAM, 0x3000)), Errno::Inval);
+        assert_eq!(
+            errno(b.hw_queue_alloc(0, RAM, 0x2000)),
+            Errno::Inval,
+            "> 16 << 8"
+        );
+        assert_eq!(
+            errno(b.hw_queue_alloc(0, RAM + 0x800, 0x1000)),
+            Errno::Inval
+        );
+        assert_eq!(
+            errno(b.hw_queue_alloc(0, 0x8000_0000, 0x1000)),
+            Errno::Fault
+        );
+        assert_eq!(
+            errno(b.hw_queue_alloc(0, u64::MAX - 0xfff, 0x2000)),
+            Errno::Overflow
+        );
+    }
+
+    #[test]
+    fn hw_queue_free_refuses_lower_queue_while_higher_exists() {
+        let (mut b, viommu) = backend(false);
+        b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
+        b.hw_queue_alloc(1, RAM + 0x1000, 0x1000).unwrap();
+        assert_eq!(errno(b.hw_queue_free(0)), Errno::Busy);
+        b.hw_queue_free(1).unwrap();
+        b.hw_queue_free(0).unwrap();
+        assert_eq!(errno(b.hw_queue_free(0)), Errno::NoEnt);
+        let calls: Vec<String> = viommu.take_calls().iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            calls,
+            [
+                "hw_queue_alloc index=0 gpa=0x40000000 len=0x1000",
+                "hw_queue_alloc index=1 gpa=0x40001000 len=0x1000",
+                "hw_queue_free index=0 err=EBUSY",
+                "hw_queue_free index=1",
+                "hw_queue_free index=0",
+                "hw_queue_free index=0 err=ENOENT",
+            ]
+        );
+    }
+
+    #[test]
+    fn vdevice_slots_follow_host_log2vsids() {
+        let (_b, viommu) = backend(false);
+        for sid in 0..16 {
+            viommu.vdevice_alloc(sid, 0x100 + sid).unwrap();
+        }
+        assert_eq!(
+            viommu.vdevice_alloc(16, 0x200).unwrap_err().errno,
+            Errno::NoSpc
+        );
+    }
+
+    #[test]
+    fn trapped_page0_enables_only_allocated_queues() {
+        let (mut b, _) = backend(false);
+        b.page0_write(VCMDQ_CONFIG.offset, 1);
+        assert_eq!(b.page0_read(VCMDQ_STATUS.offset), 0);
+        b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
+        b.page0_write(VCMDQ_CONFIG.offset, 1);
+        assert_eq!(b.page0_read(VCMDQ_STATUS.offset), 1);
+        b.page0_write(VCMDQ_STATUS.offset, 0);
+        assert_eq!(b.page0_read(VCMDQ_STATUS.offset), 1, "STATUS is read-only");
+    }
+
+    #[test]
+    fn mapped_page0_is_served_by_the_engine_thread_and_joined_on_drop() {
+        let (mut b, _) = backend(true);
+        let Page0Mode::Mapped(region) = b.page0_mode() else {
+            panic!("mapped mode expected");
+        };
+        assert_eq!(region.len, PAGE0_BYTES);
+        b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
+        // A direct store, as a vCPU writing through the memory slot would.
+        lock(&b.engine).page0().store(VCMDQ_CONFIG.offset, 1);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&b.engine).page0().load(VCMDQ_STATUS.offset) != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "engine thread never enabled the queue"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(b);
+    }
+}
