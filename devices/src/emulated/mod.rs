@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::{BackendCall, BackendError, Errno};
 
+pub mod cmdqv;
+pub mod vcmdq_engine;
+
 /// The state of one emulated vIOMMU, shared by the vSMMU and the CMDQ-V
 /// models of that vIOMMU (in the kernel they are one iommufd object).
 #[derive(Debug, Default)]
