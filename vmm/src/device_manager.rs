@@ -1,0 +1,234 @@
+//! Builds the VM's devices from its description and puts them on the MMIO
+//! bus: per vSMMU the SMMUv3 model and (with `cmdqv`) its CMD-QV, both over
+//! one host backend; the PL011 console; one PCIe ECAM host bridge per
+//! segment. Owns the teardown order: page0 leaves the guest and HW queues
+//! are freed (descending) before any vIOMMU object goes.
+
+use std::sync::{Arc, Mutex};
+
+use arch::layout::{CMDQV_VINTF0_PAGE0_OFFSET, Range};
+use devices::GuestMemory;
+use devices::cmdqv::{Cmdqv, CmdqvConfig, Page0Event};
+use devices::emulated::EmulatedBackend;
+use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
+use devices::irq::IrqLine;
+use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
+
+use crate::bus::{BusError, MmioBus};
+use crate::config::{BackendKind, Page0Mode, VsmmuKind};
+use crate::description::{VmDescription, VsmmuDescription};
+use crate::irqchip::{IrqChip, RoutedInterrupts};
+
+/// Installs and removes CMD-QV page0 memory slots (KVM on aarch64).
+pub trait Page0Mapper: Send + Sync {
+    /// Map `len` bytes of host memory at `host_addr` at guest address `gpa`.
+    fn map(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), String>;
+    /// Remove the mapping at `gpa`.
+    fn unmap(&self, gpa: u64) -> Result<(), String>;
+}
+
+/// Why the devices could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A model refused its configuration.
+    #[error("vSMMU {index}: {reason}")]
+    Vsmmu {
+        /// vSMMU index.
+        index: u32,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A backend this build cannot provide.
+    #[error(
+        "--vsmmu backend=iommufd is not available in this build yet; use backend=emulated \
+         (the iommufd backend needs /dev/iommu and a Linux >= 6.17 host)"
+    )]
+    IommufdUnavailable,
+    /// Passthrough devices need the iommufd backend.
+    #[error(
+        "--device {0}: passthrough needs backend=iommufd (VFIO); with backend=emulated the VM \
+         has no host device to pass through"
+    )]
+    PassthroughNeedsIommufd(String),
+    /// Bus placement failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// The devices of one vSMMU.
+pub struct VsmmuDevices {
+    /// Where it sits.
+    pub description: VsmmuDescription,
+    /// The SMMUv3 model.
+    pub smmu: Arc<Mutex<Smmuv3>>,
+    /// Its CMD-QV, with `--vsmmu cmdqv`.
+    pub cmdqv: Option<Arc<Mutex<Cmdqv>>>,
+    /// The host backend both share.
+    pub backend: EmulatedBackend,
+}
+
+/// Every device of a VM.
+pub struct DeviceManager {
+    /// The MMIO bus the vCPUs dispatch to.
+    pub bus: Arc<MmioBus>,
+    /// vSMMUs by index.
+    pub vsmmus: Vec<VsmmuDevices>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl DeviceManager {
+    /// Build every device of `vm` and the bus that reaches them.
+    pub fn new(
+        vm: &VmDescription,
+        mem: &GuestMemory,
+        chip: Arc<dyn IrqChip>,
+        page0: Arc<dyn Page0Mapper>,
+    ) -> Result<Self, DeviceError> {
+        let vsmmu_config = &vm.config.vsmmu;
+        if vsmmu_config.kind != VsmmuKind::Off && vsmmu_config.backend == BackendKind::Iommufd {
+            return Err(DeviceError::IommufdUnavailable);
+        }
+        if let Some(device) = vm.devices.first() {
+            return Err(DeviceError::PassthroughNeedsIommufd(device.id.clone()));
+        }
+        let mut bus = MmioBus::new();
+        let mut vsmmus = Vec::with_capacity(vm.vsmmus.len());
+        for description in &vm.vsmmus {
+            let devices = build_vsmmu(vm, description, mem, &chip, &page0)?;
+            let smmu_dev: Arc<Mutex<Smmuv3>> = devices.smmu.clone();
+            bus.register("smmuv3", description.layout.smmu, smmu_dev)?;
+            if let Some(cmdqv) = &devices.cmdqv {
+                bus.register("cmdqv", description.layout.cmdqv, cmdqv.clone())?;
+            }
+            vsmmus.push(devices);
+        }
+        Ok(DeviceManager {
+            bus: Arc::new(bus),
+            vsmmus,
+        })
+    }
+
+    /// Deliver what the hosts reported since the last call: SMMU events
+    /// into guest event queues, CMD-QV queue errors into the error maps.
+    pub fn poll(&self) {
+        for v in &self.vsmmus {
+            lock(&v.smmu).process_events();
+            if let Some(cmdqv) = &v.cmdqv {
+                lock(cmdqv).poll_host_errors();
+            }
+        }
+    }
+
+    /// Tear down in the hardware's order: for every CMD-QV, page0 leaves
+    /// the guest and its HW queues are freed in descending index (the
+    /// model's shutdown does both, in that order); only then do the vSMMUs
+    /// and their backends (the vIOMMU objects) go.
+    pub fn shutdown(&mut self) {
+        for v in &self.vsmmus {
+            if let Some(cmdqv) = &v.cmdqv {
+                log::info!(target: "vmm", "vSMMU {}: CMD-QV teardown", v.description.index);
+                lock(cmdqv).shutdown();
+            }
+        }
+        for v in self.vsmmus.drain(..) {
+            log::info!(target: "vmm", "vSMMU {}: vIOMMU released", v.description.index);
+            lock(&v.smmu).reset();
+        }
+    }
+}
+
+impl Drop for DeviceManager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn build_vsmmu(
+    vm: &VmDescription,
+    description: &VsmmuDescription,
+    mem: &GuestMemory,
+    chip: &Arc<dyn IrqChip>,
+    page0: &Arc<dyn Page0Mapper>,
+) -> Result<VsmmuDevices, DeviceError> {
+    let index = description.index;
+    let err = |reason: String| DeviceError::Vsmmu { index, reason };
+    let l = &description.layout;
+    let backend = EmulatedBackend::new();
+    let smmu_irq = Arc::new(RoutedInterrupts::new(
+        chip.clone(),
+        vec![
+            (IrqLine::SmmuEventq, l.eventq_gsiv),
+            (IrqLine::SmmuGerror, l.gerror_gsiv),
+            (IrqLine::SmmuCmdqSync, l.sync_gsiv),
+        ],
+        l.its_device_id,
+    ));
+    let model_config = SmmuModelConfig {
+        ipa_bits: 48,
+        ..SmmuModelConfig::default()
+    };
+    let mut smmu = Smmuv3::new(&model_config, Box::new(backend.clone()), mem.clone(), smmu_irq)
+        .map_err(|e| err(e.to_string()))?;
+
+    let cmdqv = if description.cmdqv {
+        let mapped = vm.config.vsmmu.page0_mode() == Page0Mode::Mapped;
+        let host = EmulatedCmdqv::new(
+            backend.clone(),
+            mem.clone(),
+            EmulatedCmdqvConfig {
+                mapped,
+                ..EmulatedCmdqvConfig::default()
+            },
+        )
+        .map_err(|e| err(e.to_string()))?;
+        let irq = Arc::new(RoutedInterrupts::new(
+            chip.clone(),
+            vec![(IrqLine::Cmdqv, l.cmdqv_gsiv)],
+            l.its_device_id,
+        ));
+        let mut model = Cmdqv::new(Box::new(host), mem.clone(), irq, CmdqvConfig::default())
+            .map_err(|e| err(e.to_string()))?;
+        let devices_behind = vm.devices.iter().filter(|d| d.vsmmu == Some(index)).count();
+        model
+            .check_device_count(devices_behind)
+            .map_err(|e| err(e.to_string()))?;
+        let window = l.cmdqv;
+        let mapper = page0.clone();
+        model.set_page0_listener(Box::new(move |event| page0_event(&*mapper, window, event)));
+        Some(Arc::new(Mutex::new(model)))
+    } else {
+        None
+    };
+
+    for device in vm.devices.iter().filter(|d| d.vsmmu == Some(index)) {
+        let vsid = device.stream_id();
+        backend
+            .vdevice_alloc(vsid, vsid)
+            .map_err(|e| err(format!("vDEVICE for {}: {e}", device.id)))?;
+        smmu.register_stream(vsid);
+    }
+    Ok(VsmmuDevices {
+        description: description.clone(),
+        smmu: Arc::new(Mutex::new(smmu)),
+        cmdqv,
+        backend,
+    })
+}
+
+/// Apply one page0 event of the CMD-QV whose window is `window`.
+fn page0_event(mapper: &dyn Page0Mapper, window: Range, event: Page0Event) {
+    let result = match event {
+        Page0Event::Map { offset, region } => {
+            mapper.map(window.base + offset, region.host_addr, region.len)
+        }
+        Page0Event::Unmap { offset } => mapper.unmap(window.base + offset),
+    };
+    if let Err(reason) = result {
+        // The guest keeps working through the trapped path: the model
+        // serves page0 accesses that reach it.
+        log::error!(target: "vmm", "CMD-QV page0 at {:#x}: {reason}", window.base + CMDQV_VINTF0_PAGE0_OFFSET);
+    }
+}

@@ -1,0 +1,329 @@
+//! The aarch64 KVM side of a VM: the VM file descriptor with the largest
+//! IPA size the host allows, guest RAM and page0 memory slots, the in-kernel
+//! GICv3 with its ITS, and interrupt injection. Every `unsafe` block of the
+//! run path lives in this module.
+
+pub mod vcpu;
+
+use std::sync::Mutex;
+
+use arch::layout::{
+    GIC_DIST_BASE, GIC_ITS_BASE, GIC_NR_IRQS, GIC_REDIST_BASE, Layout,
+};
+use kvm_bindings::{
+    KVM_ARM_IRQ_TYPE_SHIFT, KVM_ARM_IRQ_TYPE_SPI, KVM_DEV_ARM_VGIC_CTRL_INIT,
+    KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
+    KVM_MSI_VALID_DEVID, KVM_VGIC_ITS_ADDR_TYPE, KVM_VGIC_V3_ADDR_TYPE_DIST,
+    KVM_VGIC_V3_ADDR_TYPE_REDIST, kvm_create_device, kvm_device_attr,
+    kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_msi,
+    kvm_userspace_memory_region,
+};
+use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemory as _, GuestMemoryRegion};
+
+use crate::irqchip::IrqChip;
+use devices::GuestMemory;
+
+/// KVM's default IPA size when the host does not report KVM_CAP_ARM_VM_IPA_SIZE.
+const DEFAULT_IPA_BITS: u32 = 40;
+/// Memory slot of the first RAM region; page0 slots follow the RAM slots.
+const FIRST_RAM_SLOT: u32 = 0;
+
+/// What can go wrong setting up KVM; each names the call and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    /// /dev/kvm could not be opened or is not API 12.
+    #[error("cannot use /dev/kvm: {0}")]
+    Open(kvm_ioctls::Error),
+    /// The guest address map needs more IPA bits than the host gives.
+    #[error("the guest address map needs {needed} IPA bits but this host's KVM allows {limit}")]
+    IpaTooSmall {
+        /// Bits the layout needs.
+        needed: u32,
+        /// Bits KVM allows.
+        limit: u32,
+    },
+    /// An ioctl failed.
+    #[error("{call} failed: {err}")]
+    Ioctl {
+        /// The ioctl and its argument.
+        call: String,
+        /// The errno.
+        err: kvm_ioctls::Error,
+    },
+}
+
+fn ioctl(call: impl Into<String>) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {
+    let call = call.into();
+    move |err| KvmError::Ioctl { call, err }
+}
+
+/// A KVM VM with its GICv3 and ITS.
+pub struct KvmVm {
+    _kvm: Kvm,
+    vm: VmFd,
+    gic: Option<DeviceFd>,
+    its: Option<DeviceFd>,
+    ram_slots: u32,
+    /// Page0 slots currently installed: (slot, guest address).
+    page0_slots: Mutex<Vec<(u32, u64)>>,
+}
+
+/// Bits needed to address everything up to (excluding) `end`.
+fn bits_for(end: u64) -> u32 {
+    64 - (end.saturating_sub(1)).leading_zeros()
+}
+
+impl KvmVm {
+    /// Create a VM whose IPA space is as large as the host allows and at
+    /// least as large as `layout` needs.
+    pub fn new(layout: &Layout) -> Result<Self, KvmError> {
+        let kvm = Kvm::new().map_err(KvmError::Open)?;
+        let limit = match kvm.get_host_ipa_limit() {
+            n if n > 0 => n as u32,
+            _ => DEFAULT_IPA_BITS,
+        };
+        let top = layout
+            .pci_segments
+            .iter()
+            .map(|s| s.mmio64.end())
+            .chain([layout.ram.end()])
+            .max()
+            .unwrap_or(layout.ram.end());
+        let needed = bits_for(top);
+        if needed > limit {
+            return Err(KvmError::IpaTooSmall { needed, limit });
+        }
+        let vm = kvm
+            .create_vm_with_type(u64::from(limit))
+            .map_err(ioctl(format!("KVM_CREATE_VM(ipa={limit})")))?;
+        log::info!(target: "kvm", "VM created with a {limit}-bit IPA space (layout needs {needed})");
+        Ok(KvmVm {
+            _kvm: kvm,
+            vm,
+            gic: None,
+            its: None,
+            ram_slots: 0,
+            page0_slots: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Register every region of guest RAM as a memory slot.
+    pub fn add_ram(&mut self, mem: &GuestMemory) -> Result<(), KvmError> {
+        for (index, region) in mem.iter().enumerate() {
+            let slot = FIRST_RAM_SLOT + index as u32;
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|_| KvmError::Ioctl {
+                    call: format!("host address of RAM region {index}"),
+                    err: kvm_ioctls::Error::new(libc::EFAULT),
+                })?;
+            let entry = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+            };
+            // SAFETY: the region is a live mapping owned by `mem`, which the
+            // VM keeps alive (the device manager holds it) until the VM fd is
+            // closed; the guest range does not overlap any other slot.
+            unsafe { self.vm.set_user_memory_region(entry) }
+                .map_err(ioctl(format!("KVM_SET_USER_MEMORY_REGION(slot {slot})")))?;
+            self.ram_slots = slot + 1;
+        }
+        Ok(())
+    }
+
+    /// Install a CMD-QV page0 (host memory at `host_addr`, `len` bytes) at
+    /// guest address `gpa` as its own memory slot, so the guest's page0
+    /// accesses cause no VM exit.
+    ///
+    /// # Safety
+    /// `host_addr..host_addr+len` must stay mapped until
+    /// [`KvmVm::unmap_page0`] for `gpa` returns (the CMD-QV model sends the
+    /// unmap event before its backend releases the page).
+    pub unsafe fn map_page0(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), KvmError> {
+        let mut slots = self.page0_slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.iter().any(|(_, g)| *g == gpa) {
+            return Ok(());
+        }
+        let slot = (self.ram_slots..)
+            .find(|s| !slots.iter().any(|(used, _)| used == s))
+            .unwrap_or(self.ram_slots);
+        let entry = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: len,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: the caller guarantees the mapping outlives the slot; the
+        // guest range is the CMD-QV page0, inside an MMIO window no other
+        // slot covers.
+        unsafe { self.vm.set_user_memory_region(entry) }
+            .map_err(ioctl(format!("KVM_SET_USER_MEMORY_REGION(page0 slot {slot} at {gpa:#x})")))?;
+        slots.push((slot, gpa));
+        log::info!(target: "kvm", "page0 slot {slot} installed at {gpa:#x} ({len:#x} bytes)");
+        Ok(())
+    }
+
+    /// Remove the page0 slot at `gpa`, if installed; guest accesses trap again.
+    pub fn unmap_page0(&self, gpa: u64) -> Result<(), KvmError> {
+        let mut slots = self.page0_slots.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(pos) = slots.iter().position(|(_, g)| *g == gpa) else {
+            return Ok(());
+        };
+        let (slot, _) = slots.remove(pos);
+        let entry = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: gpa,
+            memory_size: 0,
+            userspace_addr: 0,
+        };
+        // SAFETY: a zero-sized region deletes the slot; no memory is handed
+        // to the kernel.
+        unsafe { self.vm.set_user_memory_region(entry) }
+            .map_err(ioctl(format!("KVM_SET_USER_MEMORY_REGION(delete page0 slot {slot})")))?;
+        log::info!(target: "kvm", "page0 slot {slot} removed from {gpa:#x}");
+        Ok(())
+    }
+
+    /// Create vCPU `id`.
+    pub fn create_vcpu(&self, id: u64) -> Result<VcpuFd, KvmError> {
+        self.vm
+            .create_vcpu(id)
+            .map_err(ioctl(format!("KVM_CREATE_VCPU({id})")))
+    }
+
+    /// The VM fd, for vCPU initialisation.
+    pub fn vm_fd(&self) -> &VmFd {
+        &self.vm
+    }
+
+    /// Create the GICv3 (distributor, one redistributor per vCPU) and the
+    /// ITS. Call after every vCPU exists, then [`KvmVm::finalize_gic`].
+    pub fn create_gic(&mut self, layout: &Layout) -> Result<(), KvmError> {
+        let gic = self.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, "GICv3")?;
+        set_attr_u64(&gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_DIST, GIC_DIST_BASE)?;
+        set_attr_u64(&gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_REDIST, GIC_REDIST_BASE)?;
+        set_attr_u32(&gic, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, GIC_NR_IRQS)?;
+        let its = self.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, "GIC ITS")?;
+        set_attr_u64(&its, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_ITS_ADDR_TYPE, GIC_ITS_BASE)?;
+        log::info!(
+            target: "kvm",
+            "GICv3: distributor {GIC_DIST_BASE:#x}, redistributors {}, ITS {GIC_ITS_BASE:#x}",
+            layout.gic_redist
+        );
+        self.gic = Some(gic);
+        self.its = Some(its);
+        Ok(())
+    }
+
+    /// Initialise the GIC and the ITS (after every vCPU is initialised).
+    pub fn finalize_gic(&self) -> Result<(), KvmError> {
+        for device in [&self.gic, &self.its].into_iter().flatten() {
+            let attr = kvm_device_attr {
+                group: KVM_DEV_ARM_VGIC_GRP_CTRL,
+                attr: u64::from(KVM_DEV_ARM_VGIC_CTRL_INIT),
+                addr: 0,
+                flags: 0,
+            };
+            device
+                .set_device_attr(&attr)
+                .map_err(ioctl("KVM_DEV_ARM_VGIC_CTRL_INIT"))?;
+        }
+        Ok(())
+    }
+
+    fn create_device(&self, type_: u32, name: &str) -> Result<DeviceFd, KvmError> {
+        let mut device = kvm_create_device {
+            type_,
+            fd: 0,
+            flags: 0,
+        };
+        self.vm
+            .create_device(&mut device)
+            .map_err(ioctl(format!("KVM_CREATE_DEVICE({name})")))
+    }
+}
+
+fn set_attr_u64(device: &DeviceFd, group: u32, attr: u32, value: u64) -> Result<(), KvmError> {
+    let attr_desc = kvm_device_attr {
+        group,
+        attr: u64::from(attr),
+        addr: &value as *const u64 as u64,
+        flags: 0,
+    };
+    device
+        .set_device_attr(&attr_desc)
+        .map_err(ioctl(format!("KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value:#x})")))
+}
+
+fn set_attr_u32(device: &DeviceFd, group: u32, attr: u32, value: u32) -> Result<(), KvmError> {
+    let attr_desc = kvm_device_attr {
+        group,
+        attr: u64::from(attr),
+        addr: &value as *const u32 as u64,
+        flags: 0,
+    };
+    device
+        .set_device_attr(&attr_desc)
+        .map_err(ioctl(format!("KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value})")))
+}
+
+impl IrqChip for KvmVm {
+    fn set_spi_level(&self, intid: u32, asserted: bool) {
+        let irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | intid;
+        if let Err(err) = self.vm.set_irq_line(irq, asserted) {
+            log::error!(target: "kvm", "KVM_IRQ_LINE(INTID {intid}, {asserted}) failed: {err}");
+        }
+    }
+
+    fn signal_msi(&self, addr: u64, data: u32, device_id: u32) {
+        let msi = kvm_msi {
+            address_lo: addr as u32,
+            address_hi: (addr >> 32) as u32,
+            data,
+            flags: KVM_MSI_VALID_DEVID,
+            devid: device_id,
+            ..Default::default()
+        };
+        if let Err(err) = self.vm.signal_msi(msi) {
+            log::warn!(target: "kvm", "KVM_SIGNAL_MSI({addr:#x}, {data:#x}, devid {device_id:#x}) failed: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipa_bits_cover_the_last_byte() {
+        assert_eq!(bits_for(1 << 40), 40);
+        assert_eq!(bits_for((1 << 40) + 1), 41);
+        assert_eq!(bits_for(0x180_0000_0000), 41);
+    }
+
+    #[test]
+    fn vm_creation_works_on_a_real_kvm_host() {
+        // Gate on the API version, not on the device file: under qemu-user
+        // the x86 /dev/kvm opens but every ioctl fails.
+        let Ok(kvm) = Kvm::new() else { return };
+        if kvm.get_api_version() != 12 {
+            return;
+        }
+        let layout = Layout::new(arch::layout::Topology {
+            vcpus: 1,
+            ram_size: 64 << 20,
+            pci_segments: 1,
+            vsmmus: 1,
+        })
+        .unwrap();
+        let mut vm = KvmVm::new(&layout).unwrap();
+        vm.create_vcpu(0).unwrap();
+        vm.create_gic(&layout).unwrap();
+    }
+}

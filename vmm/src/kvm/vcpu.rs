@@ -1,0 +1,123 @@
+//! aarch64 vCPUs: initialisation (PSCI 0.2, secondaries powered off until
+//! PSCI CPU_ON), boot registers, and the run loop that dispatches MMIO exits
+//! to the device bus until the guest powers off or resets.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arch::aarch64::regs::{BOOT_PSTATE, PC, PSTATE, xreg};
+use kvm_bindings::{
+    KVM_ARM_VCPU_POWER_OFF, KVM_ARM_VCPU_PSCI_0_2, KVM_SYSTEM_EVENT_RESET,
+    KVM_SYSTEM_EVENT_SHUTDOWN, kvm_vcpu_init,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+
+use super::{KvmError, ioctl};
+use crate::bus::MmioBus;
+
+/// Why the VM stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// PSCI SYSTEM_OFF.
+    PowerOff,
+    /// PSCI SYSTEM_RESET.
+    Reset,
+    /// A vCPU could not go on.
+    Failed(String),
+}
+
+/// Shared between the vCPU threads of one VM run.
+#[derive(Default)]
+pub struct RunState {
+    stop: AtomicBool,
+    exit: Mutex<Option<VmExit>>,
+}
+
+impl RunState {
+    /// Record why the VM stops (the first reason wins) and ask every vCPU to stop.
+    pub fn request_stop(&self, why: VmExit) {
+        let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if exit.is_none() {
+            *exit = Some(why);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// True once a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The recorded reason.
+    pub fn exit(&self) -> VmExit {
+        self.exit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| VmExit::Failed("vCPUs stopped without a reason".into()))
+    }
+}
+
+/// Initialise vCPU `index`: PSCI 0.2 in the kernel; vCPU 0 enters the
+/// kernel at `entry` with x0 = the device tree, the others wait powered off
+/// for PSCI CPU_ON (Documentation/arch/arm64/booting.rst).
+pub fn init(vm: &VmFd, vcpu: &VcpuFd, index: u32, entry: u64, fdt: u64) -> Result<(), KvmError> {
+    let mut kvi = kvm_vcpu_init::default();
+    vm.get_preferred_target(&mut kvi)
+        .map_err(ioctl("KVM_ARM_PREFERRED_TARGET"))?;
+    kvi.features[0] |= 1 << KVM_ARM_VCPU_PSCI_0_2;
+    if index > 0 {
+        kvi.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
+    }
+    vcpu.vcpu_init(&kvi)
+        .map_err(ioctl(format!("KVM_ARM_VCPU_INIT(vCPU {index})")))?;
+    if index == 0 {
+        set_reg(vcpu, PSTATE, BOOT_PSTATE)?;
+        set_reg(vcpu, PC, entry)?;
+        for (n, value) in [(0u8, fdt), (1, 0), (2, 0), (3, 0)] {
+            let id = xreg(n).ok_or_else(|| KvmError::Ioctl {
+                call: format!("register id of x{n}"),
+                err: kvm_ioctls::Error::new(libc::EINVAL),
+            })?;
+            set_reg(vcpu, id, value)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_reg(vcpu: &VcpuFd, id: u64, value: u64) -> Result<(), KvmError> {
+    vcpu.set_one_reg(id, &value.to_le_bytes())
+        .map(|_| ())
+        .map_err(ioctl(format!("KVM_SET_ONE_REG({id:#x}, {value:#x})")))
+}
+
+/// Run one vCPU until the VM stops. MMIO exits go to `bus`; PSCI
+/// SYSTEM_OFF / SYSTEM_RESET (KVM system events) stop the whole VM.
+pub fn run(mut vcpu: VcpuFd, index: u32, bus: Arc<MmioBus>, state: Arc<RunState>) {
+    while !state.stopping() {
+        match vcpu.run() {
+            Ok(VcpuExit::MmioRead(addr, data)) => bus.read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => bus.write(addr, data),
+            Ok(VcpuExit::SystemEvent(kind, _)) => {
+                let why = match kind {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff,
+                    KVM_SYSTEM_EVENT_RESET => VmExit::Reset,
+                    other => VmExit::Failed(format!("vCPU {index}: unknown system event {other}")),
+                };
+                log::info!(target: "vcpu", "vCPU {index}: system event {kind}: {why:?}");
+                state.request_stop(why);
+            }
+            Ok(other) => {
+                let why = format!("vCPU {index}: unexpected exit {other:?}");
+                log::error!(target: "vcpu", "{why}");
+                state.request_stop(VmExit::Failed(why));
+            }
+            Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {}
+            Err(err) => {
+                let why = format!("vCPU {index}: KVM_RUN failed: {err}");
+                log::error!(target: "vcpu", "{why}");
+                state.request_stop(VmExit::Failed(why));
+            }
+        }
+    }
+}

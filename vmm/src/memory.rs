@@ -1,0 +1,127 @@
+//! Guest RAM: one anonymous mapping at the layout's RAM base, optionally on
+//! huge pages (which a real host needs so that a VCMDQ is physically
+//! contiguous, and which the kernel pins for each HW queue).
+
+use arch::layout::Layout;
+use devices::GuestMemory;
+use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::{GuestAddress, GuestRegionMmap};
+
+/// Why guest RAM could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// Not enough free huge pages.
+    #[error(
+        "hugepages=on needs {needed:#x} bytes of free huge pages but the host has {free:#x} \
+         ({pages} free pages of {page_size:#x}); reserve more with \
+         'echo N > /proc/sys/vm/nr_hugepages' or use hugepages=off"
+    )]
+    NotEnoughHugePages {
+        /// Bytes of RAM requested.
+        needed: u64,
+        /// Bytes of free huge pages.
+        free: u64,
+        /// Free huge pages.
+        pages: u64,
+        /// Huge page size.
+        page_size: u64,
+    },
+    /// The host has no huge page support at all.
+    #[error("hugepages=on but the host reports no huge pages in /proc/meminfo; use hugepages=off")]
+    NoHugePages,
+    /// The mapping failed.
+    #[error("cannot map {size:#x} bytes of guest RAM: {reason}")]
+    Map {
+        /// Bytes requested.
+        size: u64,
+        /// The error.
+        reason: String,
+    },
+}
+
+/// Free huge pages and their size, from /proc/meminfo text.
+fn huge_pages(meminfo: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let free = field("HugePages_Free:")?;
+    let size_kib = field("Hugepagesize:")?;
+    Some((free, size_kib * 1024))
+}
+
+fn check_huge_pages(size: u64, meminfo: &str) -> Result<(), MemoryError> {
+    let (pages, page_size) = huge_pages(meminfo).ok_or(MemoryError::NoHugePages)?;
+    let free = pages.saturating_mul(page_size);
+    if free < size {
+        return Err(MemoryError::NotEnoughHugePages {
+            needed: size,
+            free,
+            pages,
+            page_size,
+        });
+    }
+    Ok(())
+}
+
+/// Map guest RAM for `layout`.
+pub fn create(layout: &Layout, hugepages: bool) -> Result<GuestMemory, MemoryError> {
+    let size = layout.ram.size;
+    let map_err = |reason: String| MemoryError::Map { size, reason };
+    let len = usize::try_from(size).map_err(|e| map_err(e.to_string()))?;
+    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+    if hugepages {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        check_huge_pages(size, &meminfo)?;
+        flags |= libc::MAP_HUGETLB;
+    } else {
+        flags |= libc::MAP_NORESERVE;
+    }
+    let region = MmapRegionBuilder::new(len)
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(flags)
+        .build()
+        .map_err(|e| map_err(e.to_string()))?;
+    let region = GuestRegionMmap::new(region, GuestAddress(layout.ram.base))
+        .ok_or_else(|| map_err("region wraps the address space".into()))?;
+    GuestMemory::from_regions(vec![region]).map_err(|e| map_err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use arch::layout::Topology;
+    use vm_memory::{Bytes, GuestMemory as _};
+
+    use super::*;
+
+    const MEMINFO: &str = "MemTotal: 100 kB\nHugePages_Total: 8\nHugePages_Free: 4\nHugepagesize: 2048 kB\n";
+
+    #[test]
+    fn huge_page_check_names_what_is_missing() {
+        assert!(check_huge_pages(8 << 20, MEMINFO).is_ok());
+        let err = check_huge_pages(16 << 20, MEMINFO).unwrap_err();
+        assert!(
+            err.to_string().contains("needs 0x1000000 bytes of free huge pages but the host has 0x800000"),
+            "{err}"
+        );
+        assert!(matches!(check_huge_pages(1, "MemTotal: 1 kB\n"), Err(MemoryError::NoHugePages)));
+    }
+
+    #[test]
+    fn ram_is_mapped_at_the_layout_base() {
+        let layout = Layout::new(Topology {
+            vcpus: 1,
+            ram_size: 64 << 20,
+            pci_segments: 1,
+            vsmmus: 0,
+        })
+        .unwrap();
+        let mem = create(&layout, false).unwrap();
+        assert_eq!(mem.last_addr(), GuestAddress(layout.ram.end() - 1));
+        mem.write_obj(0xdead_beefu32, GuestAddress(layout.ram.base)).unwrap();
+        assert_eq!(mem.read_obj::<u32>(GuestAddress(layout.ram.base)).unwrap(), 0xdead_beef);
+    }
+}
