@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::{BackendCall, BackendError, Errno};
 
+mod smmu;
+pub use smmu::EmulatedSmmu;
+
 /// The state of one emulated vIOMMU, shared by the vSMMU and the CMDQ-V
 /// models of that vIOMMU (in the kernel they are one iommufd object).
 #[derive(Debug, Default)]
@@ -21,6 +24,8 @@ pub struct EmulatedViommu {
     vdevices: BTreeMap<u32, u32>,
     /// How many vDEVICEs fit (the CMD-QV SID_MATCH slots); `None` = unlimited.
     vdevice_slots: Option<usize>,
+    /// The vSMMUv3 side: hw info and the ARM_SMMUV3 vEVENTQ.
+    smmu: EmulatedSmmu,
 }
 
 /// A handle on one emulated vIOMMU. Clones share the same state.
