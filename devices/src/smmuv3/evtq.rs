@@ -31,7 +31,6 @@ const FETCH_ADDR: Field = Field::new(3, 49);
 
 /// Event type numbers (7.3).
 pub mod event_id {
-    pub const C_BAD_STREAMID: u64 = 0x02;
     pub const F_STE_FETCH: u64 = 0x03;
     pub const C_BAD_STE: u64 = 0x04;
 }
@@ -53,11 +52,6 @@ impl EventRecord {
     /// C_BAD_STE: the STE for `sid` is not valid for this SMMU.
     pub fn bad_ste(sid: u32) -> Self {
         Self::with_sid(event_id::C_BAD_STE, sid)
-    }
-
-    /// C_BAD_STREAMID: `sid` is outside the stream table.
-    pub fn bad_stream_id(sid: u32) -> Self {
-        Self::with_sid(event_id::C_BAD_STREAMID, sid)
     }
 
     /// F_STE_FETCH: reading `sid`'s STE at `addr` aborted.

@@ -430,8 +430,12 @@ impl Smmuv3 {
         }
     }
 
-    /// Read and check `vsid`'s guest STE; a lookup failure or a bad STE
-    /// becomes an abort STE and the event a transaction would report.
+    /// Read and check `vsid`'s guest STE; anything unusable becomes an abort
+    /// STE. A bad STE (C_BAD_STE) or a table fetch abort (F_STE_FETCH) is
+    /// also reported as an event: the guest asked for that STE to be used.
+    /// A StreamID the table does not cover yet is not: Linux enables the
+    /// SMMU before it has built the L2 tables of its devices, and hardware
+    /// reports C_BAD_STREAMID only when such a device does DMA.
     fn guest_ste(&mut self, vsid: u32) -> NestedSte {
         let table = ste::StreamTable {
             base: self.state.strtab_base,
@@ -445,12 +449,13 @@ impl Smmuv3 {
                     evtq::EventRecord::bad_ste(vsid)
                 }
             },
+            Err(ste::LookupError::Fetch { addr }) => {
+                log::warn!(target: "smmuv3", "vSID {vsid:#x}: STE fetch at {addr:#x} aborted");
+                evtq::EventRecord::ste_fetch(vsid, addr)
+            }
             Err(err) => {
-                log::warn!(target: "smmuv3", "vSID {vsid:#x}: {err}");
-                match err {
-                    ste::LookupError::Fetch { addr } => evtq::EventRecord::ste_fetch(vsid, addr),
-                    _ => evtq::EventRecord::bad_stream_id(vsid),
-                }
+                log::debug!(target: "smmuv3", "vSID {vsid:#x}: {err}, aborting its DMA");
+                return NestedSte::abort();
             }
         };
         self.report_events(&[event]);

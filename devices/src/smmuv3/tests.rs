@@ -688,13 +688,17 @@ fn bad_ste_becomes_abort_and_c_bad_ste_event() {
 }
 
 #[test]
-fn stream_outside_linear_table_is_c_bad_streamid() {
+fn stream_outside_table_aborts_without_event() {
     let mut rig = rig();
     rig.device(0x300);
-    rig.enable();
+    rig.set(Reg::EvtqBase, EVTQ | 3);
+    rig.set(Reg::Cr0, cr0::EVTQEN.mask());
+    rig.set(Reg::StrtabBase, STRTAB);
+    rig.set(Reg::StrtabBaseCfg, strtab::LOG2SIZE.make(8));
     rig.calls();
-    rig.submit(&[cmd(Opcode::CfgiSte, 0x300, 1), sync()]);
-    assert_eq!(rig.event(0)[0], 0x300_0000_0002);
+    rig.set(Reg::Cr0, cr0::SMMUEN.mask() | cr0::EVTQEN.mask());
+    assert_eq!(rig.calls(), ["install_ste sid=0x300 cfg=abort ste0=0x1 ste1=0x0"]);
+    assert_eq!(rig.reg(Reg::EvtqProd), 0);
 }
 
 #[test]
