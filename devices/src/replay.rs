@@ -119,11 +119,19 @@ fn access_size(token: &str) -> Result<u8, String> {
 fn parse_op(tokens: &[&str]) -> Result<Op, String> {
     let args = tokens.get(1..).unwrap_or_default();
     let nums = |range: std::ops::RangeFrom<usize>| -> Result<Vec<u64>, String> {
-        args.get(range).unwrap_or_default().iter().map(|t| number(t)).collect()
+        args.get(range)
+            .unwrap_or_default()
+            .iter()
+            .map(|t| number(t))
+            .collect()
     };
     let arity = |min: usize, max: usize| {
         if args.len() < min || args.len() > max {
-            Err(format!("{} takes {min}..={max} arguments, got {}", tokens[0], args.len()))
+            Err(format!(
+                "{} takes {min}..={max} arguments, got {}",
+                tokens[0],
+                args.len()
+            ))
         } else {
             Ok(())
         }
@@ -132,18 +140,25 @@ fn parse_op(tokens: &[&str]) -> Result<Op, String> {
         "ram" => {
             arity(2, 2)?;
             let v = nums(0..)?;
-            Ok(Op::Ram { base: v[0], size: v[1] })
+            Ok(Op::Ram {
+                base: v[0],
+                size: v[1],
+            })
         }
         "device" => {
             arity(1, 1)?;
             let sid = number(args[0])?;
-            let sid = u32::try_from(sid).map_err(|_| format!("StreamID {sid:#x} exceeds 32 bits"))?;
+            let sid =
+                u32::try_from(sid).map_err(|_| format!("StreamID {sid:#x} exceeds 32 bits"))?;
             Ok(Op::Device { sid })
         }
         "mem" => {
             arity(2, usize::MAX)?;
             let v = nums(0..)?;
-            Ok(Op::Mem { gpa: v[0], words: v[1..].to_vec() })
+            Ok(Op::Mem {
+                gpa: v[0],
+                words: v[1..].to_vec(),
+            })
         }
         "write" => {
             arity(4, 4)?;
@@ -166,12 +181,17 @@ fn parse_op(tokens: &[&str]) -> Result<Op, String> {
         "expect-mem" => {
             arity(2, 2)?;
             let v = nums(0..)?;
-            Ok(Op::ExpectMem { gpa: v[0], value: v[1] })
+            Ok(Op::ExpectMem {
+                gpa: v[0],
+                value: v[1],
+            })
         }
         "event" => {
             arity(4, 4)?;
             let v = nums(0..)?;
-            Ok(Op::Event { record: [v[0], v[1], v[2], v[3]] })
+            Ok(Op::Event {
+                record: [v[0], v[1], v[2], v[3]],
+            })
         }
         other => Err(format!("unknown operation {other:?}")),
     }
@@ -228,7 +248,12 @@ struct PrintingSink {
 impl PrintingSink {
     fn push(&self, line: String) {
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        out.extend(self.backend.take_calls().iter().map(|c| format!("backend {c}")));
+        out.extend(
+            self.backend
+                .take_calls()
+                .iter()
+                .map(|c| format!("backend {c}")),
+        );
         out.push(line);
     }
 }
@@ -301,7 +326,10 @@ impl Runner {
         if let Some(machine) = &self.machine {
             self.print_backend_calls(&machine.env.backend);
         }
-        self.out.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(line);
     }
 
     fn print_backend_calls(&self, backend: &EmulatedBackend) {
@@ -316,7 +344,9 @@ impl Runner {
             let machine = self.build()?;
             self.machine = Some(machine);
         }
-        self.machine.as_mut().ok_or_else(|| "no machine".to_string())
+        self.machine
+            .as_mut()
+            .ok_or_else(|| "no machine".to_string())
     }
 
     fn build(&mut self) -> Result<Machine, String> {
@@ -329,8 +359,13 @@ impl Runner {
             backend: backend.clone(),
             out: self.out.clone(),
         });
-        let mut smmu = Smmuv3::new(&self.config, Box::new(backend.clone()), mem.clone(), irq.clone())
-            .map_err(|err| format!("vSMMU: {err}"))?;
+        let mut smmu = Smmuv3::new(
+            &self.config,
+            Box::new(backend.clone()),
+            mem.clone(),
+            irq.clone(),
+        )
+        .map_err(|err| format!("vSMMU: {err}"))?;
         for &vsid in &self.devices {
             backend
                 .vdevice_alloc(vsid, replay_psid(vsid))
@@ -362,7 +397,9 @@ impl Runner {
                     return Err("ram must come before any access".into());
                 }
                 if *size == 0 || *size > MAX_RAM_SIZE || base.checked_add(*size).is_none() {
-                    return Err(format!("RAM {base:#x}+{size:#x} is empty, too large or wraps"));
+                    return Err(format!(
+                        "RAM {base:#x}+{size:#x} is empty, too large or wraps"
+                    ));
                 }
                 self.ram = (*base, *size);
             }
@@ -397,19 +434,33 @@ impl Runner {
                     .map(u64::from_le)
                     .map_err(|err| format!("expect-mem {gpa:#x}: {err}"))?;
                 if found != *value {
-                    self.mismatch(line, format!("mem {gpa:#x} = {found:#x}, expected {value:#x}"));
+                    self.mismatch(
+                        line,
+                        format!("mem {gpa:#x} = {found:#x}, expected {value:#x}"),
+                    );
                 }
             }
-            Op::Write { region, offset, size, value } => {
+            Op::Write {
+                region,
+                offset,
+                size,
+                value,
+            } => {
                 let bytes = value.to_le_bytes();
                 let data = bytes.get(..usize::from(*size)).unwrap_or_default();
                 let device = self.device(*region)?;
                 device.mmio_write(MmioAddress(0), *offset, data);
             }
-            Op::Read { region, offset, size, expected } => {
+            Op::Read {
+                region,
+                offset,
+                size,
+                expected,
+            } => {
                 let mut bytes = [0u8; 8];
                 let data = bytes.get_mut(..usize::from(*size)).unwrap_or_default();
-                self.device(*region)?.mmio_read(MmioAddress(0), *offset, data);
+                self.device(*region)?
+                    .mmio_read(MmioAddress(0), *offset, data);
                 let value = u64::from_le_bytes(bytes);
                 self.print(format!("read {} {offset:#x} = {value:#x}", region.name()));
                 if let Some(expected) = expected
@@ -510,15 +561,37 @@ mod tests {
         assert_eq!(
             ops,
             [
-                (3, Op::Read { region: Region::Smmu, offset: 0, size: 4, expected: None }),
-                (4, Op::Write { region: Region::Smmu, offset: 0x20, size: 4, value: 0xc }),
+                (
+                    3,
+                    Op::Read {
+                        region: Region::Smmu,
+                        offset: 0,
+                        size: 4,
+                        expected: None
+                    }
+                ),
+                (
+                    4,
+                    Op::Write {
+                        region: Region::Smmu,
+                        offset: 0x20,
+                        size: 4,
+                        value: 0xc
+                    }
+                ),
             ]
         );
     }
 
     #[test]
     fn malformed_line_is_exit_2_naming_the_line() {
-        for bad in ["read smmu 0x0 2", "frobnicate", "write gic 0 4 0", "read smmu zz 4", "mem 0x0"] {
+        for bad in [
+            "read smmu 0x0 2",
+            "frobnicate",
+            "write gic 0 4 0",
+            "read smmu zz 4",
+            "mem 0x0",
+        ] {
             let outcome = run_default(&format!("\n{bad}\n"));
             assert_eq!(outcome.exit_code(), 2, "{bad}");
             assert_eq!(outcome.error.unwrap().line, 2, "{bad}");
@@ -591,7 +664,10 @@ mod tests {
     #[test]
     fn expect_mem_reports_mismatch_with_found_value() {
         let outcome = run_default("mem 0x40000000 0x5\nexpect-mem 0x40000000 0x6\n");
-        assert_eq!(outcome.lines, ["mismatch line 2: mem 0x40000000 = 0x5, expected 0x6"]);
+        assert_eq!(
+            outcome.lines,
+            ["mismatch line 2: mem 0x40000000 = 0x5, expected 0x6"]
+        );
         assert_eq!(outcome.exit_code(), 1);
     }
 
@@ -599,6 +675,9 @@ mod tests {
     fn ram_outside_any_access_window_is_rejected() {
         assert_eq!(run_default("ram 0x0 0\n").exit_code(), 2);
         assert_eq!(run_default("mem 0x1000 1\n").exit_code(), 2);
-        assert_eq!(run_default("ram 0x1000 0x10000\nmem 0x1000 1\n").exit_code(), 0);
+        assert_eq!(
+            run_default("ram 0x1000 0x10000\nmem 0x1000 1\n").exit_code(),
+            0
+        );
     }
 }

@@ -428,7 +428,8 @@ mod tests {
                 | strtab::FMT.make(strtab::FMT_2LVL),
         };
         // Span 2 covers 2 STEs: L2 index 3 is outside.
-        mem.write_obj((RAM + 0x8000) | 2, GuestAddress(RAM)).unwrap();
+        mem.write_obj((RAM + 0x8000) | 2, GuestAddress(RAM))
+            .unwrap();
         assert_eq!(
             table.read_ste(3, &idr(false), &mem),
             Err(LookupError::NoL2 { sid: 3, span: 2 })

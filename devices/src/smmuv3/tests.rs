@@ -26,7 +26,10 @@ impl InterruptSink for RecordingIrqs {
         self.0.lock().unwrap().push(line.name().to_string());
     }
     fn msi(&self, addr: u64, data: u32) {
-        self.0.lock().unwrap().push(format!("msi {addr:#x} {data:#x}"));
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("msi {addr:#x} {data:#x}"));
     }
 }
 
@@ -43,7 +46,13 @@ fn rig_with(config: VsmmuConfig) -> Rig {
     let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), 0x10_0000)]).unwrap();
     let backend = EmulatedBackend::new();
     let irqs = Arc::new(RecordingIrqs::default());
-    let smmu = Smmuv3::new(&config, Box::new(backend.clone()), mem.clone(), irqs.clone()).unwrap();
+    let smmu = Smmuv3::new(
+        &config,
+        Box::new(backend.clone()),
+        mem.clone(),
+        irqs.clone(),
+    )
+    .unwrap();
     Rig {
         smmu,
         backend,
@@ -128,7 +137,9 @@ impl Rig {
     fn write_ste(&self, sid: u32, words: [u64; 2]) {
         let addr = STRTAB + u64::from(sid) * 64;
         self.mem.write_obj(words[0], GuestAddress(addr)).unwrap();
-        self.mem.write_obj(words[1], GuestAddress(addr + 8)).unwrap();
+        self.mem
+            .write_obj(words[1], GuestAddress(addr + 8))
+            .unwrap();
     }
 
     fn device(&mut self, vsid: u32) {
@@ -143,8 +154,12 @@ impl Rig {
         let geometry = queue::QueueGeometry::new(self.cmdq_log2size);
         for command in commands {
             let addr = CMDQ + u64::from(geometry.index(self.prod)) * 16;
-            self.mem.write_obj(command.0[0], GuestAddress(addr)).unwrap();
-            self.mem.write_obj(command.0[1], GuestAddress(addr + 8)).unwrap();
+            self.mem
+                .write_obj(command.0[0], GuestAddress(addr))
+                .unwrap();
+            self.mem
+                .write_obj(command.0[1], GuestAddress(addr + 8))
+                .unwrap();
             self.prod = geometry.next(self.prod);
         }
         self.set(Reg::CmdqProd, u64::from(self.prod));
@@ -198,7 +213,10 @@ impl Rig {
 #[test]
 fn cr0_write_is_acknowledged_immediately() {
     let mut rig = rig();
-    rig.set(Reg::Cr0, cr0::CMDQEN.mask() | cr0::EVTQEN.mask() | cr0::PRIQEN.mask());
+    rig.set(
+        Reg::Cr0,
+        cr0::CMDQEN.mask() | cr0::EVTQEN.mask() | cr0::PRIQEN.mask(),
+    );
     assert_eq!(
         rig.reg(Reg::Cr0Ack),
         cr0::CMDQEN.mask() | cr0::EVTQEN.mask(),
@@ -225,7 +243,10 @@ fn gbpa_abort_while_disabled_reinstalls_registered_streams() {
         "install_ste sid=0x4 cfg=bypass ste0=0x9 ste1=0x0"
     );
     rig.set(Reg::Gbpa, gbpa::ABORT.mask() | gbpa::UPDATE.mask());
-    assert_eq!(rig.calls(), ["install_ste sid=0x4 cfg=abort ste0=0x1 ste1=0x0"]);
+    assert_eq!(
+        rig.calls(),
+        ["install_ste sid=0x4 cfg=abort ste0=0x1 ste1=0x0"]
+    );
 }
 
 #[test]
@@ -300,11 +321,20 @@ fn reset_restores_power_on_values_and_gbpa_bypass() {
     rig.submit(&[cmd(Opcode::TlbiNhAll, 0, 0), sync()]);
     rig.calls();
     rig.smmu.reset();
-    for reg in [Reg::Cr0, Reg::Cr0Ack, Reg::CmdqBase, Reg::CmdqProd, Reg::CmdqCons] {
+    for reg in [
+        Reg::Cr0,
+        Reg::Cr0Ack,
+        Reg::CmdqBase,
+        Reg::CmdqProd,
+        Reg::CmdqCons,
+    ] {
         assert_eq!(rig.reg(reg), 0, "{}", reg.decl().name);
     }
     assert_eq!(rig.reg(Reg::Gbpa), gbpa::RESET);
-    assert_eq!(rig.calls(), ["install_ste sid=0x1 cfg=bypass ste0=0x9 ste1=0x0"]);
+    assert_eq!(
+        rig.calls(),
+        ["install_ste sid=0x1 cfg=bypass ste0=0x9 ste1=0x0"]
+    );
 }
 
 // ---- command queue ---------------------------------------------------------
@@ -326,7 +356,10 @@ fn tlbi_burst_is_one_backend_call_per_cmd_sync() {
 fn leftover_invalidations_are_flushed_at_end_of_consume() {
     let mut rig = rig();
     rig.enable();
-    rig.submit(&[cmd(Opcode::TlbiNsnhAll, 0, 0), cmd(Opcode::TlbiNhAsid, 5 << 16, 0)]);
+    rig.submit(&[
+        cmd(Opcode::TlbiNsnhAll, 0, 0),
+        cmd(Opcode::TlbiNhAsid, 5 << 16, 0),
+    ]);
     assert_eq!(rig.calls(), ["invalidate entries=2 ok=2"]);
 }
 
@@ -460,7 +493,10 @@ fn commands_the_guest_cannot_use_are_illegal() {
 fn prefetch_commands_are_no_ops() {
     let mut rig = rig();
     rig.enable();
-    rig.submit(&[cmd(Opcode::PrefetchConfig, 1, 0), cmd(Opcode::PrefetchAddr, 1, 0)]);
+    rig.submit(&[
+        cmd(Opcode::PrefetchConfig, 1, 0),
+        cmd(Opcode::PrefetchAddr, 1, 0),
+    ]);
     assert_eq!(rig.cons(), (2, 0));
     assert!(rig.calls().is_empty());
 }
@@ -493,7 +529,12 @@ fn consume_across_queue_end_toggles_wrap() {
     rig.enable();
     rig.submit(&[cmd(Opcode::PrefetchConfig, 0, 0); 6]);
     assert_eq!(rig.cons(), (6, 0));
-    rig.submit(&[cmd(Opcode::TlbiNhAll, 0, 0), cmd(Opcode::TlbiNhAll, 0, 0), sync(), sync()]);
+    rig.submit(&[
+        cmd(Opcode::TlbiNhAll, 0, 0),
+        cmd(Opcode::TlbiNhAll, 0, 0),
+        sync(),
+        sync(),
+    ]);
     // 6 + 4 = 10 = wrap flag (8) | index 2.
     assert_eq!(rig.cons(), (0x8 | 2, 0));
     assert_eq!(rig.calls(), ["invalidate entries=2 ok=2"]);
@@ -556,7 +597,10 @@ fn cmd_sync_msi_address_in_ram_gets_the_payload() {
         Opcode::CmdSync as u64 | (1 << 12) | (0xfeed_u64 << 32),
         target,
     ])]);
-    assert_eq!(rig.mem.read_obj::<u32>(GuestAddress(target)).unwrap(), 0xfeed);
+    assert_eq!(
+        rig.mem.read_obj::<u32>(GuestAddress(target)).unwrap(),
+        0xfeed
+    );
     assert!(rig.irqs().is_empty());
 }
 
@@ -681,7 +725,10 @@ fn bad_ste_becomes_abort_and_c_bad_ste_event() {
     rig.enable();
     rig.write_ste(8, [ste0::V.make(1) | ste0::CONFIG.make(0b110), 0]);
     rig.submit(&[cmd(Opcode::CfgiSte, 8, 1), sync()]);
-    assert_eq!(rig.calls(), ["install_ste sid=0x8 cfg=abort ste0=0x1 ste1=0x0"]);
+    assert_eq!(
+        rig.calls(),
+        ["install_ste sid=0x8 cfg=abort ste0=0x1 ste1=0x0"]
+    );
     assert_eq!(rig.event(0), [0x8_0000_0004, 0, 0, 0]);
     assert_eq!(rig.reg(Reg::EvtqProd), 1);
     assert_eq!(rig.irqs(), ["eventq"]);
@@ -697,7 +744,10 @@ fn stream_outside_table_aborts_without_event() {
     rig.set(Reg::StrtabBaseCfg, strtab::LOG2SIZE.make(8));
     rig.calls();
     rig.set(Reg::Cr0, cr0::SMMUEN.mask() | cr0::EVTQEN.mask());
-    assert_eq!(rig.calls(), ["install_ste sid=0x300 cfg=abort ste0=0x1 ste1=0x0"]);
+    assert_eq!(
+        rig.calls(),
+        ["install_ste sid=0x300 cfg=abort ste0=0x1 ste1=0x0"]
+    );
     assert_eq!(rig.reg(Reg::EvtqProd), 0);
 }
 
@@ -718,7 +768,9 @@ fn two_level_stream_table_through_the_model() {
     rig.device(0x101);
     let l2 = STRTAB + 0x4000;
     rig.mem.write_obj(l2 | 9, GuestAddress(STRTAB + 8)).unwrap();
-    rig.mem.write_obj(s1_ste(CD)[0], GuestAddress(l2 + 64)).unwrap();
+    rig.mem
+        .write_obj(s1_ste(CD)[0], GuestAddress(l2 + 64))
+        .unwrap();
     rig.set(Reg::StrtabBase, STRTAB);
     rig.set(
         Reg::StrtabBaseCfg,
@@ -741,7 +793,10 @@ fn disabling_smmu_returns_streams_to_gbpa() {
     rig.submit(&[cmd(Opcode::CfgiSte, 8, 1), sync()]);
     rig.calls();
     rig.set(Reg::Cr0, cr0::CMDQEN.mask());
-    assert_eq!(rig.calls(), ["install_ste sid=0x8 cfg=bypass ste0=0x9 ste1=0x0"]);
+    assert_eq!(
+        rig.calls(),
+        ["install_ste sid=0x8 cfg=bypass ste0=0x9 ste1=0x0"]
+    );
 }
 
 // ---- events ----------------------------------------------------------------
