@@ -271,6 +271,8 @@ impl Smmuv3 {
         let evtq_enabled = cr0::EVTQEN.is_set(s.cr0);
         let smmu_enabled = cr0::SMMUEN.is_set(s.cr0);
         match reg {
+            // ATSCHK is RES0 unless ATS is advertised (6.3.9).
+            Reg::Cr0 if !self.idr.ats() => self.write_cr0(cr0::ATSCHK.set(value, 0)),
             Reg::Cr0 => self.write_cr0(value),
             Reg::Cr1 => s.cr1 = value,
             Reg::Cr2 => s.cr2 = value,
