@@ -200,7 +200,7 @@ impl Smmuv3 {
         };
         let decl = reg.decl();
         if decl.access != Access::Rw {
-            log::debug!(target: "smmuv3", "write to read-only {} ignored", decl.name);
+            self.ignored(reg, "read-only or RAZ/WI");
             return;
         }
         let old = self.read_reg(reg);
