@@ -13,6 +13,7 @@ pub mod cmdqv;
 pub mod emulated;
 pub mod irq;
 pub mod regs;
+pub mod replay;
 pub mod smmuv3;
 
 /// The guest memory type every model reads queues and tables from.

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::backend::{BackendCall, BackendError, Errno};
 
 pub mod cmdqv;
+mod smmu;
 pub mod vcmdq_engine;
+
+pub use smmu::EmulatedSmmu;
 
 /// The state of one emulated vIOMMU, shared by the vSMMU and the CMDQ-V
 /// models of that vIOMMU (in the kernel they are one iommufd object).
@@ -24,6 +27,8 @@ pub struct EmulatedViommu {
     vdevices: BTreeMap<u32, u32>,
     /// How many vDEVICEs fit (the CMD-QV SID_MATCH slots); `None` = unlimited.
     vdevice_slots: Option<usize>,
+    /// The vSMMUv3 side: hw info and the ARM_SMMUV3 vEVENTQ.
+    smmu: EmulatedSmmu,
 }
 
 /// A handle on one emulated vIOMMU. Clones share the same state.

@@ -1,0 +1,308 @@
+//! The emulated backend's vSMMUv3 side: what the kernel's arm-smmu-v3
+//! iommufd driver enforces for `IOMMU_HWPT_ALLOC` (nested STE) and
+//! `IOMMU_HWPT_INVALIDATE` on a vIOMMU, plus a vEVENTQ tests can fill.
+
+use std::collections::VecDeque;
+
+use super::EmulatedBackend;
+use crate::backend::{BackendCall, BackendError, Errno};
+use crate::smmuv3::cmd::{Command, Opcode};
+use crate::smmuv3::ste::{ste0, ste1};
+use crate::smmuv3::{HostSmmuInfo, InvalidateError, NestedSte, SteConfig, VsmmuBackend};
+
+/// STE.Config values the kernel accepts for a nested HWPT.
+const CFG_ABORT: u64 = 0b000;
+const CFG_BYPASS: u64 = 0b100;
+const CFG_S1_TRANS: u64 = 0b101;
+/// STE.EATS values the kernel accepts: abort (0) and full ATS (1).
+const EATS_MAX: u64 = 1;
+
+/// The vSMMU state of one emulated vIOMMU.
+#[derive(Debug)]
+pub struct EmulatedSmmu {
+    /// What `IOMMU_GET_HW_INFO` reports.
+    hw_info: HostSmmuInfo,
+    /// The ARM_SMMUV3 vEVENTQ: records with the vSID already in place.
+    events: VecDeque<[u64; 4]>,
+}
+
+impl Default for EmulatedSmmu {
+    fn default() -> Self {
+        EmulatedSmmu {
+            hw_info: HostSmmuInfo::grace_like(),
+            events: VecDeque::new(),
+        }
+    }
+}
+
+impl EmulatedBackend {
+    /// Make `IOMMU_GET_HW_INFO` report `info` (default: a Grace-like SMMU).
+    pub fn set_smmu_hw_info(&self, info: HostSmmuInfo) {
+        self.lock().smmu.hw_info = info;
+    }
+
+    /// Queue an event record on the vEVENTQ, as the host SMMU driver would
+    /// after a fault on a device with a vDEVICE.
+    pub fn inject_event(&self, record: [u64; 4]) {
+        self.lock().smmu.events.push_back(record);
+    }
+}
+
+/// The kernel's `arm_smmu_validate_vste`: a non-valid STE is accepted and
+/// zeroed; otherwise only the nesting-allowed bits, Config abort/bypass/S1
+/// and EATS 0/1 are accepted (EIO).
+fn validate_vste(ste: &NestedSte) -> Result<NestedSte, BackendError> {
+    let [w0, w1] = ste.words;
+    if !ste0::V.is_set(w0) {
+        return Ok(NestedSte {
+            config: SteConfig::Abort,
+            words: [0, 0],
+        });
+    }
+    if w0 & !ste0::ALLOWED != 0 || w1 & !ste1::ALLOWED != 0 {
+        return Err(BackendError::new(
+            Errno::Io,
+            format!("STE bits outside the nesting mask: {w0:#x} {w1:#x}"),
+        ));
+    }
+    let config = match ste0::CONFIG.get(w0) {
+        CFG_ABORT => SteConfig::Abort,
+        CFG_BYPASS => SteConfig::Bypass,
+        CFG_S1_TRANS => SteConfig::S1Translate,
+        other => {
+            return Err(BackendError::new(
+                Errno::Io,
+                format!("STE.Config {other:#05b} is not abort, bypass or S1"),
+            ));
+        }
+    };
+    let eats = ste1::EATS.get(w1);
+    if eats > EATS_MAX {
+        return Err(BackendError::new(
+            Errno::Io,
+            format!("STE.EATS {eats:#04b} is not 0 or 1"),
+        ));
+    }
+    Ok(NestedSte {
+        config,
+        words: ste.words,
+    })
+}
+
+impl EmulatedBackend {
+    /// One command of an `IOMMU_HWPT_INVALIDATE` batch, as the kernel's
+    /// `arm_vsmmu_convert_user_cmd` checks it.
+    fn check_invalidation(&self, command: Command) -> Result<(), BackendError> {
+        match command.opcode() {
+            Some(
+                Opcode::TlbiNsnhAll
+                | Opcode::TlbiNhVa
+                | Opcode::TlbiNhVaa
+                | Opcode::TlbiNhAll
+                | Opcode::TlbiNhAsid,
+            ) => Ok(()),
+            Some(Opcode::AtcInv | Opcode::CfgiCd | Opcode::CfgiCdAll) => {
+                let vsid = command.sid();
+                match self.vdevice_psid(vsid) {
+                    Some(_) => Ok(()),
+                    None => Err(BackendError::new(
+                        Errno::Io,
+                        format!("vSID {vsid:#x} has no vDEVICE"),
+                    )),
+                }
+            }
+            _ => Err(BackendError::new(
+                Errno::Io,
+                format!("opcode {:#x} is not accepted", command.opcode_byte()),
+            )),
+        }
+    }
+}
+
+impl VsmmuBackend for EmulatedBackend {
+    fn hw_info(&self) -> Result<HostSmmuInfo, BackendError> {
+        Ok(self.lock().smmu.hw_info)
+    }
+
+    fn install_ste(&mut self, vsid: u32, ste: &NestedSte) -> Result<(), BackendError> {
+        let result = validate_vste(ste);
+        let mut call = BackendCall::new("install_ste")
+            .hex("sid", u64::from(vsid))
+            .word("cfg", ste.config.name())
+            .hex("ste0", ste.words[0])
+            .hex("ste1", ste.words[1]);
+        let result = result.and_then(|checked| {
+            // Attaching to an S1 nested domain needs the device's vDEVICE.
+            if checked.config == SteConfig::S1Translate && self.vdevice_psid(vsid).is_none() {
+                return Err(BackendError::new(
+                    Errno::NoEnt,
+                    format!("vSID {vsid:#x} has no vDEVICE for an S1 attach"),
+                ));
+            }
+            Ok(())
+        });
+        if let Err(err) = &result {
+            call = call.word("err", &err.errno.to_string());
+        }
+        self.record(call);
+        result
+    }
+
+    fn invalidate(&mut self, commands: &[Command]) -> Result<(), InvalidateError> {
+        let mut done = 0;
+        let mut failure = None;
+        for command in commands {
+            if let Err(error) = self.check_invalidation(*command) {
+                failure = Some(error);
+                break;
+            }
+            done += 1;
+        }
+        let mut call = BackendCall::new("invalidate")
+            .dec("entries", commands.len() as u64)
+            .dec("ok", done as u64);
+        if let Some(error) = &failure {
+            call = call.word("err", &error.errno.to_string());
+        }
+        self.record(call);
+        match failure {
+            None => Ok(()),
+            Some(error) => Err(InvalidateError { done, error }),
+        }
+    }
+
+    fn poll_events(&mut self) -> Vec<[u64; 4]> {
+        self.lock().smmu.events.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calls(backend: &EmulatedBackend) -> Vec<String> {
+        backend
+            .take_calls()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn s1_words() -> [u64; 2] {
+        [
+            ste0::V.make(1) | ste0::CONFIG.make(CFG_S1_TRANS) | 0x4001_0000,
+            ste1::EATS.make(1),
+        ]
+    }
+
+    #[test]
+    fn install_ste_records_call_and_accepts_s1_with_vdevice() {
+        let mut backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x1008).unwrap();
+        backend.take_calls();
+        let ste = NestedSte {
+            config: SteConfig::S1Translate,
+            words: s1_words(),
+        };
+        backend.install_ste(8, &ste).unwrap();
+        assert_eq!(
+            calls(&backend),
+            ["install_ste sid=0x8 cfg=s1 ste0=0x4001000b ste1=0x10000000"]
+        );
+    }
+
+    #[test]
+    fn install_ste_rejects_bits_outside_nesting_mask_with_eio() {
+        let mut backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x1008).unwrap();
+        let mut words = s1_words();
+        words[1] |= 1 << 40;
+        let ste = NestedSte {
+            config: SteConfig::S1Translate,
+            words,
+        };
+        assert_eq!(backend.install_ste(8, &ste).unwrap_err().errno, Errno::Io);
+    }
+
+    #[test]
+    fn install_ste_rejects_stage2_config_and_split_eats() {
+        let mut backend = EmulatedBackend::new();
+        let nested = NestedSte {
+            config: SteConfig::Abort,
+            words: [ste0::V.make(1) | ste0::CONFIG.make(0b111), 0],
+        };
+        assert_eq!(
+            backend.install_ste(1, &nested).unwrap_err().errno,
+            Errno::Io
+        );
+        let split_eats = NestedSte {
+            config: SteConfig::Bypass,
+            words: [
+                ste0::V.make(1) | ste0::CONFIG.make(CFG_BYPASS),
+                ste1::EATS.make(2),
+            ],
+        };
+        assert_eq!(
+            backend.install_ste(1, &split_eats).unwrap_err().errno,
+            Errno::Io
+        );
+    }
+
+    #[test]
+    fn install_ste_accepts_invalid_ste_and_s1_needs_vdevice() {
+        let mut backend = EmulatedBackend::new();
+        let invalid = NestedSte {
+            config: SteConfig::Abort,
+            words: [ste0::CONFIG.make(0b111), 1 << 40],
+        };
+        backend.install_ste(3, &invalid).unwrap();
+        let s1 = NestedSte {
+            config: SteConfig::S1Translate,
+            words: s1_words(),
+        };
+        assert_eq!(backend.install_ste(3, &s1).unwrap_err().errno, Errno::NoEnt);
+    }
+
+    #[test]
+    fn invalidate_reports_done_before_first_refused_command() {
+        let mut backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x1008).unwrap();
+        backend.take_calls();
+        let commands = [
+            Command([Opcode::TlbiNhVa as u64, 0x1000]),
+            Command([Opcode::AtcInv as u64 | (8 << 32), 0]),
+            Command([Opcode::CfgiCd as u64 | (9 << 32), 0]),
+            Command([Opcode::TlbiNhAll as u64, 0]),
+        ];
+        let err = backend.invalidate(&commands).unwrap_err();
+        assert_eq!(err.done, 2);
+        assert_eq!(err.error.errno, Errno::Io);
+        assert_eq!(calls(&backend), ["invalidate entries=4 ok=2 err=EIO"]);
+    }
+
+    #[test]
+    fn invalidate_refuses_cfgi_ste_and_stage2_tlbi() {
+        let mut backend = EmulatedBackend::new();
+        for op in [Opcode::CfgiSte, Opcode::TlbiS12Vmall, Opcode::CmdSync] {
+            let err = backend.invalidate(&[Command([op as u64, 0])]).unwrap_err();
+            assert_eq!(err.done, 0, "{}", op.name());
+        }
+        backend
+            .invalidate(&[
+                Command([Opcode::TlbiNsnhAll as u64, 0]),
+                Command([Opcode::TlbiNhAsid as u64, 0]),
+                Command([Opcode::TlbiNhVaa as u64, 0]),
+            ])
+            .unwrap();
+        assert_eq!(calls(&backend).last().unwrap(), "invalidate entries=3 ok=3");
+    }
+
+    #[test]
+    fn injected_events_are_polled_once_in_order() {
+        let mut backend = EmulatedBackend::new();
+        backend.inject_event([1, 2, 3, 4]);
+        backend.inject_event([5, 6, 7, 8]);
+        assert_eq!(backend.poll_events(), [[1, 2, 3, 4], [5, 6, 7, 8]]);
+        assert!(backend.poll_events().is_empty());
+    }
+}
