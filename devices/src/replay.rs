@@ -366,17 +366,20 @@ impl Runner {
             irq.clone(),
         )
         .map_err(|err| format!("vSMMU: {err}"))?;
-        for &vsid in &self.devices {
-            backend
-                .vdevice_alloc(vsid, replay_psid(vsid))
-                .map_err(|err| format!("device {vsid:#x}: {err}"))?;
-            smmu.register_stream(vsid);
-        }
         let env = ReplayEnv { backend, mem, irq };
+        // The CMD-QV first: it sizes the vIOMMU's SID table, which the
+        // vDEVICE registrations below must respect.
         let cmdqv = match self.cmdqv_factory.take() {
             Some(factory) => Some(factory(&env)?),
             None => None,
         };
+        for &vsid in &self.devices {
+            // A refused vDEVICE (the SID table is full) is printed as the
+            // failed backend call; the endpoint then has no stream.
+            if env.backend.vdevice_alloc(vsid, replay_psid(vsid)).is_ok() {
+                smmu.register_stream(vsid);
+            }
+        }
         Ok(Machine { env, smmu, cmdqv })
     }
 

@@ -1,6 +1,7 @@
 //! Runs every `tests/traces/*.trace` through the `vsmmu-replay` binary and
 //! compares its stdout with `<trace>.expected` byte for byte. A trace states
-//! a non-zero exit status it expects with a `# expect-exit: N` line.
+//! a non-zero exit status it expects with a `# expect-exit: N` line; traces
+//! named `cmdqv-*` run with `--vsmmu cmdqv`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,7 +35,12 @@ fn every_trace_matches_its_expected_output_and_exit_status() {
         let expected_path = PathBuf::from(format!("{}.expected", trace.display()));
         let expected = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|err| panic!("{}: {err}", expected_path.display()));
+        let cmdqv = trace
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("cmdqv-"));
+        let vsmmu = if cmdqv { "cmdqv" } else { "smmuv3" };
         let output = Command::new(env!("CARGO_BIN_EXE_vsmmu-replay"))
+            .args(["--vsmmu", vsmmu])
             .arg(trace)
             .output()
             .unwrap();
@@ -71,13 +77,14 @@ fn malformed_line_error_names_the_line_on_stderr() {
 }
 
 #[test]
-fn cmdqv_mode_says_it_is_not_wired_yet() {
-    let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces/expect-mismatch.trace");
+fn cmdqv_region_is_a_line_error_without_a_cmdqv() {
+    let trace = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces/cmdqv-linux-probe.trace");
     let output = Command::new(env!("CARGO_BIN_EXE_vsmmu-replay"))
-        .args(["--vsmmu", "cmdqv"])
+        .args(["--vsmmu", "smmuv3"])
         .arg(trace)
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not yet wired"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cmdqv"), "{stderr}");
 }

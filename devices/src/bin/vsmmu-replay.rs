@@ -6,12 +6,15 @@
 
 use std::process::ExitCode;
 
-use devices::replay::{self, ReplayOptions};
+use devices::cmdqv::Cmdqv;
+use devices::replay::{self, ReplayEnv, ReplayOptions};
+use vm_device::MutDeviceMmio;
 
 const USAGE: &str = "usage: vsmmu-replay [--vsmmu smmuv3|cmdqv] TRACE
 
-Runs TRACE (format: docs/replay.md) against the vSMMUv3 model with the
-emulated iommufd backend. Prints reads, backend calls and interrupts.
+Runs TRACE (format: docs/replay.md) against the vSMMUv3 model (and, with
+--vsmmu cmdqv, its CMD-QV with page0 trapped) over the emulated iommufd
+backend. Prints reads, backend calls and interrupts.
 Exit status: 0 ok, 1 mismatch, 2 bad trace line or usage.";
 
 /// Which models sit behind the trace's regions.
@@ -58,10 +61,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if vsmmu == Vsmmu::Cmdqv {
-        eprintln!("error: --vsmmu cmdqv: the CMDQ-V model is not yet wired into the replay tool");
-        return ExitCode::from(2);
-    }
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) => {
@@ -69,7 +68,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = replay::run(&text, ReplayOptions::default());
+    let mut options = ReplayOptions::default();
+    if vsmmu == Vsmmu::Cmdqv {
+        options.cmdqv = Some(Box::new(|env: &ReplayEnv| {
+            Cmdqv::emulated(env.backend.clone(), env.mem.clone(), env.irq.clone())
+                .map(|model| Box::new(model) as Box<dyn MutDeviceMmio + Send>)
+                .map_err(|err| format!("CMD-QV: {err}"))
+        }));
+    }
+    let outcome = replay::run(&text, options);
     for line in &outcome.lines {
         println!("{line}");
     }
