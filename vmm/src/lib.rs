@@ -1,6 +1,16 @@
-//! The cloud-hypervisor VMM: configuration, VM description, firmware tables
-//! and (on aarch64 KVM hosts) the VM itself.
+//! The cloud-hypervisor VMM: configuration, VM description, firmware tables,
+//! devices and (on aarch64 KVM hosts) the VM itself.
 
 pub mod acpi;
+pub mod boot;
+pub mod bus;
 pub mod config;
 pub mod description;
+pub mod device_manager;
+pub mod irqchip;
+pub mod memory;
+
+#[cfg(target_arch = "aarch64")]
+pub mod kvm;
+#[cfg(target_arch = "aarch64")]
+pub mod vm;

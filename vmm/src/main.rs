@@ -90,6 +90,31 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
+    boot(&vm)
+}
+
+/// Run the VM until the guest powers off; a guest reset rebuilds it.
+#[cfg(target_arch = "aarch64")]
+fn boot(vm: &VmDescription) -> Result<(), String> {
+    use vmm::kvm::vcpu::VmExit;
+    let mut boots = 0u32;
+    loop {
+        boots += 1;
+        match vmm::vm::run_once(vm).map_err(|e| e.to_string())? {
+            VmExit::PowerOff => {
+                log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
+                return Ok(());
+            }
+            VmExit::Reset => {
+                log::info!(target: "vmm", "guest reset: rebuilding the VM (boot {})", boots + 1);
+            }
+            VmExit::Failed(why) => return Err(why),
+        }
+    }
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn boot(_vm: &VmDescription) -> Result<(), String> {
     Err("booting a VM needs an aarch64 KVM host; this build can only --dump-acpi".into())
 }
 
