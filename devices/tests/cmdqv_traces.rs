@@ -21,6 +21,12 @@ impl InterruptSink for Output {
     fn trigger(&self, line: IrqLine) {
         self.0.lock().unwrap().push(format!("irq {}", line.name()));
     }
+    fn set_level(&self, line: IrqLine, asserted: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("irq {} level {}", line.name(), asserted as u8));
+    }
     fn msi(&self, addr: u64, data: u32) {
         self.0
             .lock()
