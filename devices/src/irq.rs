@@ -12,6 +12,8 @@ pub enum IrqLine {
     SmmuCmdqSync,
     /// The CMDQ-V error interrupt (the NVDA200C `_CRS` Interrupt).
     Cmdqv,
+    /// The PL011 console UART (level-high SPI, DSDT `ARMH0011` / SPCR).
+    Uart,
 }
 
 impl IrqLine {
@@ -22,15 +24,20 @@ impl IrqLine {
             IrqLine::SmmuGerror => "gerror",
             IrqLine::SmmuCmdqSync => "cmdq-sync",
             IrqLine::Cmdqv => "cmdqv",
+            IrqLine::Uart => "uart",
         }
     }
 }
 
-/// Where a device model's interrupts go. Edge-triggered semantics: each call
-/// is one pulse.
+/// Where a device model's interrupts go. Edge-triggered lines use
+/// [`trigger`](Self::trigger) (each call is one pulse); level-triggered
+/// lines use [`set_level`](Self::set_level).
 pub trait InterruptSink: Send + Sync {
-    /// Pulse a wired interrupt line.
+    /// Pulse a wired, edge-triggered interrupt line.
     fn trigger(&self, line: IrqLine);
+    /// Drive a wired, level-triggered interrupt line (for KVM: `KVM_IRQ_LINE`
+    /// with level 1 / 0). Models call it only when the level changes.
+    fn set_level(&self, line: IrqLine, asserted: bool);
     /// Perform an MSI write (doorbell address and payload) on behalf of the device.
     fn msi(&self, addr: u64, data: u32);
 }
@@ -41,5 +48,6 @@ pub struct NoInterrupts;
 
 impl InterruptSink for NoInterrupts {
     fn trigger(&self, _line: IrqLine) {}
+    fn set_level(&self, _line: IrqLine, _asserted: bool) {}
     fn msi(&self, _addr: u64, _data: u32) {}
 }

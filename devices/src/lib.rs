@@ -12,6 +12,7 @@ pub mod backend;
 pub mod cmdqv;
 pub mod emulated;
 pub mod irq;
+pub mod legacy;
 pub mod regs;
 pub mod replay;
 pub mod smmuv3;

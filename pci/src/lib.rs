@@ -3,8 +3,20 @@
 //!
 //! Each PCI segment is one ECAM host bridge; device 0 on bus 0 is the host
 //! bridge itself, endpoints take devices 1..=31 on bus 0.
+//!
+//! [`host_bridge::PciSegment`] serves a segment's ECAM window,
+//! [`device::PciDevice`] is what a function plugged into it implements, and
+//! [`config::ConfigSpace`] is a type 0 header with BAR sizing for emulated
+//! functions.
+
+pub mod config;
+pub mod device;
+pub mod host_bridge;
 
 use std::fmt;
+
+pub use device::PciDevice;
+pub use host_bridge::{PciError, PciSegment};
 
 /// Device numbers on a bus.
 pub const DEVICES_PER_BUS: u8 = 32;
