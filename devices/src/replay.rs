@@ -262,6 +262,9 @@ impl InterruptSink for PrintingSink {
     fn trigger(&self, line: IrqLine) {
         self.push(format!("irq {}", line.name()));
     }
+    fn set_level(&self, line: IrqLine, asserted: bool) {
+        self.push(format!("irq {} level={}", line.name(), u8::from(asserted)));
+    }
     fn msi(&self, addr: u64, data: u32) {
         self.push(format!("msi {addr:#x} {data:#x}"));
     }

@@ -10,20 +10,13 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use arch::efi::write_efi_handoff;
-use arch::fdt::create_stub_fdt;
+use arch::boot::{place_initrd, write_boot_handoff};
 use arch::layout::{Layout, Range};
 use devices::GuestMemory;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::acpi::AcpiTables;
 
-/// The EFI system table we hand over has no runtime services.
-const NO_RUNTIME: &str = "efi=noruntime";
-/// arm64 boot protocol: the initrd must not share a page with anything.
-const INITRD_ALIGN: u64 = 0x1000;
-/// The device tree on an 8-byte boundary (booting.rst).
-const FDT_ALIGN: u64 = 8;
 /// The arm64 Image header: text_offset at 8, image_size at 16, magic at 56.
 const IMAGE_HEADER_LEN: usize = 64;
 const IMAGE_MAGIC: u32 = 0x644d_5241; // "ARM\x64"
@@ -69,18 +62,6 @@ pub struct KernelPlacement {
     pub end: u64,
 }
 
-/// The kernel command line the guest gets: the user's plus `efi=noruntime`
-/// (the system table we build has no runtime services).
-pub fn guest_cmdline(user: &str) -> String {
-    if user.split_whitespace().any(|word| word == NO_RUNTIME) {
-        user.to_string()
-    } else if user.is_empty() {
-        NO_RUNTIME.to_string()
-    } else {
-        format!("{user} {NO_RUNTIME}")
-    }
-}
-
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, BootError> {
     let mut bytes = Vec::new();
     File::open(path)
@@ -104,7 +85,11 @@ fn le64(bytes: &[u8], at: usize) -> u64 {
 /// Load an arm64 Image at the start of RAM plus its text_offset
 /// (Documentation/arch/arm64/booting.rst: a 2 MiB aligned base; text_offset
 /// 0x80000 when image_size is 0, as pre-3.17 kernels had).
-pub fn load_kernel(mem: &GuestMemory, layout: &Layout, path: &Path) -> Result<KernelPlacement, BootError> {
+pub fn load_kernel(
+    mem: &GuestMemory,
+    layout: &Layout,
+    path: &Path,
+) -> Result<KernelPlacement, BootError> {
     let image = read_file("kernel", path)?;
     let magic = image
         .get(56..60)
@@ -113,7 +98,11 @@ pub fn load_kernel(mem: &GuestMemory, layout: &Layout, path: &Path) -> Result<Ke
         return Err(BootError::NotAnImage(path.display().to_string()));
     }
     let image_size = le64(&image, 16);
-    let text_offset = if image_size == 0 { 0x8_0000 } else { le64(&image, 8) };
+    let text_offset = if image_size == 0 {
+        0x8_0000
+    } else {
+        le64(&image, 8)
+    };
     let entry = layout.ram.base + text_offset;
     let footprint = image_size.max(image.len() as u64);
     let end = entry + footprint;
@@ -130,7 +119,8 @@ pub fn load_kernel(mem: &GuestMemory, layout: &Layout, path: &Path) -> Result<Ke
     Ok(KernelPlacement { entry, end })
 }
 
-/// Load the initramfs as high as possible below the firmware region.
+/// Load the initramfs as high as possible below the firmware region
+/// (arch::boot::place_initrd says where).
 pub fn load_initramfs(
     mem: &GuestMemory,
     layout: &Layout,
@@ -138,23 +128,23 @@ pub fn load_initramfs(
     path: &Path,
 ) -> Result<Range, BootError> {
     let bytes = read_file("initramfs", path)?;
-    let size = bytes.len() as u64;
-    let base = layout.firmware.base.checked_sub(size).map(|b| b & !(INITRD_ALIGN - 1));
-    let Some(base) = base.filter(|b| *b >= kernel.end.next_multiple_of(INITRD_ALIGN)) else {
-        return Err(BootError::NoRoom {
-            what: "initramfs",
-            size,
-            ram: layout.ram,
-        });
+    let kernel_range = Range {
+        base: kernel.entry,
+        size: kernel.end - kernel.entry,
     };
-    mem.write_slice(&bytes, GuestAddress(base))
-        .map_err(|e| BootError::Firmware(format!("writing the initramfs at {base:#x}: {e}")))?;
-    log::info!(target: "boot", "initramfs {} at {base:#x} ({size:#x} bytes)", path.display());
-    Ok(Range { base, size })
+    let range = place_initrd(layout, kernel_range, bytes.len() as u64)
+        .map_err(|e| BootError::Firmware(e.to_string()))?;
+    mem.write_slice(&bytes, GuestAddress(range.base))
+        .map_err(|e| {
+            BootError::Firmware(format!("writing the initramfs at {:#x}: {e}", range.base))
+        })?;
+    log::info!(target: "boot", "initramfs {} at {range}", path.display());
+    Ok(range)
 }
 
-/// Write the ACPI tables, the EFI hand-off and the stub device tree into
-/// the firmware region; returns the device tree's address (x0 at entry).
+/// Write the ACPI tables, then the EFI hand-off and the stub device tree
+/// (arch::boot::write_boot_handoff) into the firmware region; returns the
+/// device tree's address (x0 at kernel entry).
 pub fn write_firmware(
     mem: &GuestMemory,
     layout: &Layout,
@@ -164,28 +154,30 @@ pub fn write_firmware(
 ) -> Result<u64, BootError> {
     for table in &tables.tables {
         mem.write_slice(&table.bytes, GuestAddress(table.addr))
-            .map_err(|e| BootError::Firmware(format!("writing {} at {:#x}: {e}", table.signature, table.addr)))?;
+            .map_err(|e| {
+                BootError::Firmware(format!(
+                    "writing {} at {:#x}: {e}",
+                    table.signature, table.addr
+                ))
+            })?;
     }
-    let efi = write_efi_handoff(mem, layout.ram, layout.firmware, tables.rsdp_addr(), tables.span())
-        .map_err(|e| BootError::Firmware(e.to_string()))?;
-    let fdt = create_stub_fdt(cmdline, initrd, &efi).map_err(|e| BootError::Firmware(e.to_string()))?;
-    let fdt_addr = efi.end.next_multiple_of(FDT_ALIGN);
-    if fdt_addr + fdt.len() as u64 > layout.firmware.end() {
-        return Err(BootError::NoRoom {
-            what: "device tree",
-            size: fdt.len() as u64,
-            ram: layout.firmware,
-        });
-    }
-    mem.write_slice(&fdt, GuestAddress(fdt_addr))
-        .map_err(|e| BootError::Firmware(format!("writing the device tree at {fdt_addr:#x}: {e}")))?;
+    let handoff = write_boot_handoff(
+        mem,
+        layout,
+        tables.rsdp_addr(),
+        tables.span(),
+        cmdline,
+        initrd,
+    )
+    .map_err(|e| BootError::Firmware(e.to_string()))?;
     log::info!(
         target: "boot",
-        "ACPI at {:#x}, EFI system table at {:#x}, device tree at {fdt_addr:#x}, cmdline {cmdline:?}",
+        "ACPI at {:#x}, EFI system table at {:#x}, device tree at {}",
         tables.rsdp_addr(),
-        efi.system_table
+        handoff.efi.system_table,
+        handoff.dtb
     );
-    Ok(fdt_addr)
+    Ok(handoff.dtb.base)
 }
 
 #[cfg(test)]
@@ -193,7 +185,7 @@ mod tests {
     use std::io::Write;
 
     use arch::layout::Topology;
-    use vm_memory::GuestMemory as _;
+    use vm_memory::GuestMemoryBackend as _;
 
     use super::*;
 
@@ -209,7 +201,10 @@ mod tests {
 
     fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
         let path = std::env::temp_dir().join(format!("ch-boot-{}-{name}", std::process::id()));
-        std::fs::File::create(&path).unwrap().write_all(bytes).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
         path
     }
 
@@ -222,23 +217,26 @@ mod tests {
     }
 
     #[test]
-    fn cmdline_gets_efi_noruntime_once() {
-        assert_eq!(guest_cmdline(""), "efi=noruntime");
-        assert_eq!(guest_cmdline("console=ttyAMA0"), "console=ttyAMA0 efi=noruntime");
-        assert_eq!(guest_cmdline("efi=noruntime quiet"), "efi=noruntime quiet");
-    }
-
-    #[test]
     fn kernel_lands_at_text_offset_and_its_footprint_counts_bss() {
         let layout = layout();
         let mem = crate::memory::create(&layout, false).unwrap();
         let path = temp_file("Image", &image(0, 0x40_0000, 0x1000));
         let k = load_kernel(&mem, &layout, &path).unwrap();
         assert_eq!(k.entry, layout.ram.base);
-        assert_eq!(k.end, layout.ram.base + 0x40_0000, "image_size, not file size");
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(k.entry + 56)).unwrap(), IMAGE_MAGIC);
+        assert_eq!(
+            k.end,
+            layout.ram.base + 0x40_0000,
+            "image_size, not file size"
+        );
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(k.entry + 56)).unwrap(),
+            IMAGE_MAGIC
+        );
         let old = temp_file("OldImage", &image(0x1234, 0, 0x1000));
-        assert_eq!(load_kernel(&mem, &layout, &old).unwrap().entry, layout.ram.base + 0x8_0000);
+        assert_eq!(
+            load_kernel(&mem, &layout, &old).unwrap().entry,
+            layout.ram.base + 0x8_0000
+        );
         std::fs::remove_file(path).unwrap();
         std::fs::remove_file(old).unwrap();
     }
@@ -248,8 +246,37 @@ mod tests {
         let layout = layout();
         let mem = crate::memory::create(&layout, false).unwrap();
         let path = temp_file("NotImage", &[0u8; 4096]);
-        assert!(matches!(load_kernel(&mem, &layout, &path), Err(BootError::NotAnImage(_))));
+        assert!(matches!(
+            load_kernel(&mem, &layout, &path),
+            Err(BootError::NotAnImage(_))
+        ));
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn firmware_region_gets_tables_efi_and_a_device_tree_after_them() {
+        use crate::config::{VmConfig, VsmmuConfig};
+        use crate::description::VmDescription;
+        let config = VmConfig {
+            vsmmu: VsmmuConfig::parse("cmdqv,backend=emulated").unwrap(),
+            memory: crate::config::MemoryConfig {
+                size: 64 << 20,
+                hugepages: false,
+            },
+            ..VmConfig::default()
+        };
+        let vm = VmDescription::new(config, 16).unwrap();
+        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let tables = AcpiTables::build(&vm);
+        let fdt = write_firmware(&mem, &vm.layout, &tables, "console=ttyAMA0", None).unwrap();
+        assert!(fdt >= tables.rsdp_addr() + tables.span() && fdt % 8 == 0);
+        assert!(vm.layout.firmware.contains(fdt));
+        let mut sig = [0u8; 8];
+        mem.read_slice(&mut sig, GuestAddress(tables.rsdp_addr()))
+            .unwrap();
+        assert_eq!(&sig, b"RSD PTR ");
+        // FDT magic, big endian.
+        assert_eq!(mem.read_obj::<u32>(GuestAddress(fdt)).unwrap(), 0xedfe0dd0);
     }
 
     #[test]
@@ -262,17 +289,15 @@ mod tests {
         };
         let path = temp_file("initrd", &[0xa5u8; 0x1801]);
         let r = load_initramfs(&mem, &layout, kernel, &path).unwrap();
-        assert_eq!(r.base % INITRD_ALIGN, 0);
+        assert_eq!(r.base % 0x1000, 0);
         assert!(r.end() <= layout.firmware.base && r.base >= kernel.end);
         assert_eq!(mem.read_obj::<u8>(GuestAddress(r.end() - 1)).unwrap(), 0xa5);
         let huge = KernelPlacement {
             entry: layout.ram.base,
             end: layout.firmware.base - 0x1000,
         };
-        assert!(matches!(
-            load_initramfs(&mem, &layout, huge, &path),
-            Err(BootError::NoRoom { what: "initramfs", .. })
-        ));
+        let err = load_initramfs(&mem, &layout, huge, &path).unwrap_err();
+        assert!(err.to_string().contains("initrd"), "{err}");
         std::fs::remove_file(path).unwrap();
         assert!(mem.last_addr().0 >= layout.firmware.end() - 1);
     }

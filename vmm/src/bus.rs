@@ -61,8 +61,8 @@ impl MmioBus {
             range,
             reason,
         };
-        let mmio_range =
-            MmioRange::new(MmioAddress(range.base), range.size).map_err(|e| err(format!("{e:?}")))?;
+        let mmio_range = MmioRange::new(MmioAddress(range.base), range.size)
+            .map_err(|e| err(format!("{e:?}")))?;
         self.io
             .register_mmio(mmio_range, device)
             .map_err(|e| err(format!("{e:?}")))?;
@@ -142,8 +142,15 @@ mod tests {
     fn accesses_reach_the_device_at_its_offset_and_are_counted() {
         let dev = Arc::new(Mutex::new(Scratch::default()));
         let mut bus = MmioBus::new();
-        bus.register("scratch", Range { base: 0x1000, size: 0x100 }, dev.clone())
-            .unwrap();
+        bus.register(
+            "scratch",
+            Range {
+                base: 0x1000,
+                size: 0x100,
+            },
+            dev.clone(),
+        )
+        .unwrap();
         let mut data = [0u8; 4];
         bus.read(0x1010, &mut data);
         assert_eq!(data, [0x10; 4]);
@@ -155,8 +162,15 @@ mod tests {
     #[test]
     fn unclaimed_reads_are_zero_and_writes_are_dropped() {
         let mut bus = MmioBus::new();
-        bus.register("scratch", Range { base: 0x1000, size: 0x100 }, Arc::new(Mutex::new(Scratch::default())))
-            .unwrap();
+        bus.register(
+            "scratch",
+            Range {
+                base: 0x1000,
+                size: 0x100,
+            },
+            Arc::new(Mutex::new(Scratch::default())),
+        )
+        .unwrap();
         let mut data = [0xffu8; 8];
         bus.read(0x2000, &mut data);
         assert_eq!(data, [0; 8]);
@@ -170,8 +184,29 @@ mod tests {
     fn overlapping_windows_are_refused() {
         let mut bus = MmioBus::new();
         let dev = Arc::new(Mutex::new(Scratch::default()));
-        bus.register("a", Range { base: 0x1000, size: 0x100 }, dev.clone()).unwrap();
-        let err = bus.register("b", Range { base: 0x1080, size: 0x100 }, dev).unwrap_err();
-        assert!(err.to_string().starts_with("cannot place b at [0x1080, 0x1180)"), "{err}");
+        bus.register(
+            "a",
+            Range {
+                base: 0x1000,
+                size: 0x100,
+            },
+            dev.clone(),
+        )
+        .unwrap();
+        let err = bus
+            .register(
+                "b",
+                Range {
+                    base: 0x1080,
+                    size: 0x100,
+                },
+                dev,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot place b at [0x1080, 0x1180)"),
+            "{err}"
+        );
     }
 }

@@ -6,13 +6,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use arch::layout::{CMDQV_VINTF0_PAGE0_OFFSET, Range};
+use arch::layout::{CMDQV_VINTF0_PAGE0_OFFSET, Range, UART_BASE, UART_GSIV, UART_SIZE};
 use devices::GuestMemory;
 use devices::cmdqv::{Cmdqv, CmdqvConfig, Page0Event};
 use devices::emulated::EmulatedBackend;
 use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use devices::irq::IrqLine;
+use devices::legacy::Pl011;
 use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
+use pci::PciSegment;
 
 use crate::bus::{BusError, MmioBus};
 use crate::config::{BackendKind, Page0Mode, VsmmuKind};
@@ -71,6 +73,8 @@ pub struct VsmmuDevices {
 pub struct DeviceManager {
     /// The MMIO bus the vCPUs dispatch to.
     pub bus: Arc<MmioBus>,
+    /// The console.
+    pub uart: Arc<Mutex<Pl011>>,
     /// vSMMUs by index.
     pub vsmmus: Vec<VsmmuDevices>,
 }
@@ -86,6 +90,7 @@ impl DeviceManager {
         mem: &GuestMemory,
         chip: Arc<dyn IrqChip>,
         page0: Arc<dyn Page0Mapper>,
+        console: Box<dyn std::io::Write + Send>,
     ) -> Result<Self, DeviceError> {
         let vsmmu_config = &vm.config.vsmmu;
         if vsmmu_config.kind != VsmmuKind::Off && vsmmu_config.backend == BackendKind::Iommufd {
@@ -95,6 +100,24 @@ impl DeviceManager {
             return Err(DeviceError::PassthroughNeedsIommufd(device.id.clone()));
         }
         let mut bus = MmioBus::new();
+        let uart_irq = Arc::new(RoutedInterrupts::new(
+            chip.clone(),
+            vec![(IrqLine::Uart, UART_GSIV)],
+            0,
+        ));
+        let uart = Arc::new(Mutex::new(Pl011::new(console, uart_irq)));
+        bus.register(
+            "uart",
+            Range {
+                base: UART_BASE,
+                size: UART_SIZE,
+            },
+            uart.clone(),
+        )?;
+        for segment in &vm.layout.pci_segments {
+            let ecam = Arc::new(Mutex::new(PciSegment::new(*segment)));
+            bus.register("pci-ecam", segment.ecam, ecam)?;
+        }
         let mut vsmmus = Vec::with_capacity(vm.vsmmus.len());
         for description in &vm.vsmmus {
             let devices = build_vsmmu(vm, description, mem, &chip, &page0)?;
@@ -107,6 +130,7 @@ impl DeviceManager {
         }
         Ok(DeviceManager {
             bus: Arc::new(bus),
+            uart,
             vsmmus,
         })
     }
@@ -170,8 +194,13 @@ fn build_vsmmu(
         ipa_bits: 48,
         ..SmmuModelConfig::default()
     };
-    let mut smmu = Smmuv3::new(&model_config, Box::new(backend.clone()), mem.clone(), smmu_irq)
-        .map_err(|e| err(e.to_string()))?;
+    let mut smmu = Smmuv3::new(
+        &model_config,
+        Box::new(backend.clone()),
+        mem.clone(),
+        smmu_irq,
+    )
+    .map_err(|e| err(e.to_string()))?;
 
     let cmdqv = if description.cmdqv {
         let mapped = vm.config.vsmmu.page0_mode() == Page0Mode::Mapped;
@@ -221,9 +250,11 @@ fn build_vsmmu(
 /// Apply one page0 event of the CMD-QV whose window is `window`.
 fn page0_event(mapper: &dyn Page0Mapper, window: Range, event: Page0Event) {
     let result = match event {
-        Page0Event::Map { offset, region } => {
-            mapper.map(window.base + offset, region.host_addr, region.len)
-        }
+        Page0Event::Map { offset, region } => mapper.map(
+            window.base + offset,
+            region.host_addr as u64,
+            region.len as u64,
+        ),
         Page0Event::Unmap { offset } => mapper.unmap(window.base + offset),
     };
     if let Err(reason) = result {

@@ -32,7 +32,11 @@ impl RoutedInterrupts {
     }
 
     fn gsiv(&self, line: IrqLine) -> Option<u32> {
-        let gsiv = self.routes.iter().find(|(l, _)| *l == line).map(|(_, g)| *g);
+        let gsiv = self
+            .routes
+            .iter()
+            .find(|(l, _)| *l == line)
+            .map(|(_, g)| *g);
         if gsiv.is_none() {
             log::warn!(target: "irq", "interrupt line {} is not wired", line.name());
         }
@@ -75,10 +79,16 @@ pub mod tests {
 
     impl IrqChip for RecordingChip {
         fn set_spi_level(&self, intid: u32, asserted: bool) {
-            self.events.lock().unwrap().push(format!("spi {intid} {}", u8::from(asserted)));
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("spi {intid} {}", u8::from(asserted)));
         }
         fn signal_msi(&self, addr: u64, data: u32, device_id: u32) {
-            self.events.lock().unwrap().push(format!("msi {addr:#x} {data:#x} {device_id:#x}"));
+            self.events
+                .lock()
+                .unwrap()
+                .push(format!("msi {addr:#x} {data:#x} {device_id:#x}"));
         }
     }
 
@@ -96,7 +106,12 @@ pub mod tests {
         sink.msi(0x0809_0040, 7);
         assert_eq!(
             *chip.events.lock().unwrap(),
-            ["spi 49 1", "spi 49 0", "spi 48 1", "msi 0x8090040 0x7 0xf000"]
+            [
+                "spi 49 1",
+                "spi 49 0",
+                "spi 48 1",
+                "msi 0x8090040 0x7 0xf000"
+            ]
         );
     }
 }

@@ -93,21 +93,26 @@ pub fn create(layout: &Layout, hugepages: bool) -> Result<GuestMemory, MemoryErr
 #[cfg(test)]
 mod tests {
     use arch::layout::Topology;
-    use vm_memory::{Bytes, GuestMemory as _};
+    use vm_memory::{Bytes, GuestMemoryBackend as _};
 
     use super::*;
 
-    const MEMINFO: &str = "MemTotal: 100 kB\nHugePages_Total: 8\nHugePages_Free: 4\nHugepagesize: 2048 kB\n";
+    const MEMINFO: &str =
+        "MemTotal: 100 kB\nHugePages_Total: 8\nHugePages_Free: 4\nHugepagesize: 2048 kB\n";
 
     #[test]
     fn huge_page_check_names_what_is_missing() {
         assert!(check_huge_pages(8 << 20, MEMINFO).is_ok());
         let err = check_huge_pages(16 << 20, MEMINFO).unwrap_err();
         assert!(
-            err.to_string().contains("needs 0x1000000 bytes of free huge pages but the host has 0x800000"),
+            err.to_string()
+                .contains("needs 0x1000000 bytes of free huge pages but the host has 0x800000"),
             "{err}"
         );
-        assert!(matches!(check_huge_pages(1, "MemTotal: 1 kB\n"), Err(MemoryError::NoHugePages)));
+        assert!(matches!(
+            check_huge_pages(1, "MemTotal: 1 kB\n"),
+            Err(MemoryError::NoHugePages)
+        ));
     }
 
     #[test]
@@ -121,7 +126,11 @@ mod tests {
         .unwrap();
         let mem = create(&layout, false).unwrap();
         assert_eq!(mem.last_addr(), GuestAddress(layout.ram.end() - 1));
-        mem.write_obj(0xdead_beefu32, GuestAddress(layout.ram.base)).unwrap();
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(layout.ram.base)).unwrap(), 0xdead_beef);
+        mem.write_obj(0xdead_beefu32, GuestAddress(layout.ram.base))
+            .unwrap();
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(layout.ram.base)).unwrap(),
+            0xdead_beef
+        );
     }
 }

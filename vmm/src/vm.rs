@@ -13,11 +13,13 @@ use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 use crate::acpi::AcpiTables;
 use crate::boot::{self, BootError};
 use crate::bus::MmioBus;
-use crate::device_manager::{DeviceError, DeviceManager, Page0Mapper};
+use crate::config::SerialConfig;
 use crate::description::VmDescription;
+use crate::device_manager::{DeviceError, DeviceManager, Page0Mapper};
 use crate::kvm::vcpu::{self, RunState, VmExit};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
+use devices::legacy::Pl011;
 
 /// How often host-side events (vEVENTQ records, CMD-QV queue errors) are
 /// delivered to the guest.
@@ -74,20 +76,25 @@ pub fn run_once(vm: &VmDescription) -> Result<VmExit, VmError> {
     kvm.create_gic(layout)?;
     let kvm = Arc::new(kvm);
 
-    let mut devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone())?;
+    let console = console(&config.serial).map_err(|e| VmError::Thread("console", e))?;
+    let mut devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), console)?;
+    if config.serial == SerialConfig::Tty {
+        spawn_console_input(devices.uart.clone())
+            .map_err(|e| VmError::Thread("console input", e))?;
+    }
 
     let tables = AcpiTables::build(vm);
-    let kernel_path = config.kernel.as_deref().ok_or(BootError::Firmware(
-        "no --kernel given".into(),
-    ))?;
+    let kernel_path = config
+        .kernel
+        .as_deref()
+        .ok_or(BootError::Firmware("no --kernel given".into()))?;
     let kernel = boot::load_kernel(&mem, layout, kernel_path)?;
     let initrd = config
         .initramfs
         .as_deref()
         .map(|path| boot::load_initramfs(&mem, layout, kernel, path))
         .transpose()?;
-    let cmdline = boot::guest_cmdline(&config.cmdline);
-    let fdt = boot::write_firmware(&mem, layout, &tables, &cmdline, initrd)?;
+    let fdt = boot::write_firmware(&mem, layout, &tables, &config.cmdline, initrd)?;
 
     for (index, vcpu) in vcpus.iter().enumerate() {
         vcpu::init(kvm.vm_fd(), vcpu, index as u32, kernel.entry, fdt)?;
@@ -133,6 +140,48 @@ pub fn run_once(vm: &VmDescription) -> Result<VmExit, VmError> {
     drop(devices);
     drop(kvm);
     Ok(exit)
+}
+
+/// Where the guest's console output goes.
+fn console(serial: &SerialConfig) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+    Ok(match serial {
+        SerialConfig::Tty => Box::new(std::io::stdout()),
+        SerialConfig::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        SerialConfig::Off => Box::new(std::io::sink()),
+    })
+}
+
+/// Feed the VMM's stdin to the console, as the FIFO has room; ends at EOF.
+fn spawn_console_input(uart: Arc<std::sync::Mutex<Pl011>>) -> std::io::Result<()> {
+    use std::io::Read;
+    std::thread::Builder::new()
+        .name("console-in".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut rest = &buf[..n];
+                while !rest.is_empty() {
+                    let queued = uart
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .queue_input(rest);
+                    rest = &rest[queued..];
+                    if !rest.is_empty() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 fn log_exit_counts(bus: &MmioBus) {

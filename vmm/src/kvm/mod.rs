@@ -7,9 +7,7 @@ pub mod vcpu;
 
 use std::sync::Mutex;
 
-use arch::layout::{
-    GIC_DIST_BASE, GIC_ITS_BASE, GIC_NR_IRQS, GIC_REDIST_BASE, Layout,
-};
+use arch::layout::{GIC_DIST_BASE, GIC_ITS_BASE, GIC_NR_IRQS, GIC_REDIST_BASE, Layout};
 use kvm_bindings::{
     KVM_ARM_IRQ_TYPE_SHIFT, KVM_ARM_IRQ_TYPE_SPI, KVM_DEV_ARM_VGIC_CTRL_INIT,
     KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_GRP_NR_IRQS,
@@ -19,7 +17,7 @@ use kvm_bindings::{
     kvm_userspace_memory_region,
 };
 use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
-use vm_memory::{GuestMemory as _, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 
 use crate::irqchip::IrqChip;
 use devices::GuestMemory;
@@ -161,8 +159,9 @@ impl KvmVm {
         // SAFETY: the caller guarantees the mapping outlives the slot; the
         // guest range is the CMD-QV page0, inside an MMIO window no other
         // slot covers.
-        unsafe { self.vm.set_user_memory_region(entry) }
-            .map_err(ioctl(format!("KVM_SET_USER_MEMORY_REGION(page0 slot {slot} at {gpa:#x})")))?;
+        unsafe { self.vm.set_user_memory_region(entry) }.map_err(ioctl(format!(
+            "KVM_SET_USER_MEMORY_REGION(page0 slot {slot} at {gpa:#x})"
+        )))?;
         slots.push((slot, gpa));
         log::info!(target: "kvm", "page0 slot {slot} installed at {gpa:#x} ({len:#x} bytes)");
         Ok(())
@@ -184,8 +183,9 @@ impl KvmVm {
         };
         // SAFETY: a zero-sized region deletes the slot; no memory is handed
         // to the kernel.
-        unsafe { self.vm.set_user_memory_region(entry) }
-            .map_err(ioctl(format!("KVM_SET_USER_MEMORY_REGION(delete page0 slot {slot})")))?;
+        unsafe { self.vm.set_user_memory_region(entry) }.map_err(ioctl(format!(
+            "KVM_SET_USER_MEMORY_REGION(delete page0 slot {slot})"
+        )))?;
         log::info!(target: "kvm", "page0 slot {slot} removed from {gpa:#x}");
         Ok(())
     }
@@ -206,11 +206,26 @@ impl KvmVm {
     /// ITS. Call after every vCPU exists, then [`KvmVm::finalize_gic`].
     pub fn create_gic(&mut self, layout: &Layout) -> Result<(), KvmError> {
         let gic = self.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, "GICv3")?;
-        set_attr_u64(&gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_DIST, GIC_DIST_BASE)?;
-        set_attr_u64(&gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_REDIST, GIC_REDIST_BASE)?;
+        set_attr_u64(
+            &gic,
+            KVM_DEV_ARM_VGIC_GRP_ADDR,
+            KVM_VGIC_V3_ADDR_TYPE_DIST,
+            GIC_DIST_BASE,
+        )?;
+        set_attr_u64(
+            &gic,
+            KVM_DEV_ARM_VGIC_GRP_ADDR,
+            KVM_VGIC_V3_ADDR_TYPE_REDIST,
+            GIC_REDIST_BASE,
+        )?;
         set_attr_u32(&gic, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, GIC_NR_IRQS)?;
         let its = self.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, "GIC ITS")?;
-        set_attr_u64(&its, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_ITS_ADDR_TYPE, GIC_ITS_BASE)?;
+        set_attr_u64(
+            &its,
+            KVM_DEV_ARM_VGIC_GRP_ADDR,
+            KVM_VGIC_ITS_ADDR_TYPE,
+            GIC_ITS_BASE,
+        )?;
         log::info!(
             target: "kvm",
             "GICv3: distributor {GIC_DIST_BASE:#x}, redistributors {}, ITS {GIC_ITS_BASE:#x}",
@@ -256,9 +271,9 @@ fn set_attr_u64(device: &DeviceFd, group: u32, attr: u32, value: u64) -> Result<
         addr: &value as *const u64 as u64,
         flags: 0,
     };
-    device
-        .set_device_attr(&attr_desc)
-        .map_err(ioctl(format!("KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value:#x})")))
+    device.set_device_attr(&attr_desc).map_err(ioctl(format!(
+        "KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value:#x})"
+    )))
 }
 
 fn set_attr_u32(device: &DeviceFd, group: u32, attr: u32, value: u32) -> Result<(), KvmError> {
@@ -268,9 +283,9 @@ fn set_attr_u32(device: &DeviceFd, group: u32, attr: u32, value: u32) -> Result<
         addr: &value as *const u32 as u64,
         flags: 0,
     };
-    device
-        .set_device_attr(&attr_desc)
-        .map_err(ioctl(format!("KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value})")))
+    device.set_device_attr(&attr_desc).map_err(ioctl(format!(
+        "KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value})"
+    )))
 }
 
 impl IrqChip for KvmVm {

@@ -28,6 +28,12 @@ impl InterruptSink for RecordingIrqs {
     fn trigger(&self, line: IrqLine) {
         self.0.lock().unwrap().push(line.name().to_string());
     }
+    fn set_level(&self, line: IrqLine, asserted: bool) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}={}", line.name(), u8::from(asserted)));
+    }
     fn msi(&self, addr: u64, data: u32) {
         self.0
             .lock()
