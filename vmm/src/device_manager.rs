@@ -158,8 +158,9 @@ impl DeviceManager {
             }
         }
         for v in self.vsmmus.drain(..) {
-            log::info!(target: "vmm", "vSMMU {}: vIOMMU released", v.description.index);
-            lock(&v.smmu).reset();
+            let index = v.description.index;
+            drop(v);
+            log::info!(target: "vmm", "vSMMU {index}: vIOMMU released");
         }
     }
 }
@@ -261,5 +262,177 @@ fn page0_event(mapper: &dyn Page0Mapper, window: Range, event: Page0Event) {
         // The guest keeps working through the trapped path: the model
         // serves page0 accesses that reach it.
         log::error!(target: "vmm", "CMD-QV page0 at {:#x}: {reason}", window.base + CMDQV_VINTF0_PAGE0_OFFSET);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use arch::layout::CMDQV_VINTF0_PAGE0_OFFSET;
+    use devices::emulated::EmulatedBackend;
+    use vm_memory::{Bytes, GuestAddress};
+
+    use super::*;
+    use crate::config::{VmConfig, VsmmuConfig};
+    use crate::irqchip::tests::RecordingChip;
+
+    /// Records page0 map/unmap, and what the backend had done by then.
+    #[derive(Default)]
+    struct RecordingMapper {
+        events: Mutex<Vec<String>>,
+        backend: Mutex<Option<EmulatedBackend>>,
+    }
+
+    impl RecordingMapper {
+        fn note(&self, what: String) {
+            let calls: Vec<String> = self
+                .backend
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|b| {
+                    b.take_calls()
+                        .iter()
+                        .map(|c| format!("backend {c}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut events = self.events.lock().unwrap();
+            events.extend(calls);
+            events.push(what);
+        }
+    }
+
+    impl Page0Mapper for RecordingMapper {
+        fn map(&self, gpa: u64, _host: u64, len: u64) -> Result<(), String> {
+            self.note(format!("map {gpa:#x} {len:#x}"));
+            Ok(())
+        }
+        fn unmap(&self, gpa: u64) -> Result<(), String> {
+            self.note(format!("unmap {gpa:#x}"));
+            Ok(())
+        }
+    }
+
+    fn vm(vsmmu: &str) -> VmDescription {
+        let config = VmConfig {
+            vsmmu: VsmmuConfig::parse(vsmmu).unwrap(),
+            memory: crate::config::MemoryConfig {
+                size: 64 << 20,
+                hugepages: false,
+            },
+            ..VmConfig::default()
+        };
+        VmDescription::new(config, 16).unwrap()
+    }
+
+    fn write32(bus: &MmioBus, addr: u64, value: u32) {
+        bus.write(addr, &value.to_le_bytes());
+    }
+
+    #[test]
+    fn teardown_unmaps_page0_before_freeing_hw_queues_in_descending_order() {
+        let vm = vm("cmdqv,backend=emulated,page0=mapped");
+        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let chip = Arc::new(RecordingChip::default());
+        let mapper = Arc::new(RecordingMapper::default());
+        let mut dm =
+            DeviceManager::new(&vm, &mem, chip, mapper.clone(), Box::new(std::io::sink())).unwrap();
+        *mapper.backend.lock().unwrap() = Some(dm.vsmmus[0].backend.clone());
+        let base = vm.vsmmus[0].layout.cmdqv.base;
+        let ram = vm.layout.ram.base;
+        mem.write_obj(0u64, GuestAddress(ram)).unwrap();
+        // The Linux driver's order: CMDQV_EN, VINTF0 EN, map both LVCMDQs,
+        // then each queue's BASE (4 KiB queues at the start of RAM).
+        write32(&dm.bus, base, 1);
+        write32(&dm.bus, base + 0x1000, 1);
+        write32(&dm.bus, base + 0x200, 1);
+        write32(&dm.bus, base + 0x204, (1 << 1) | 1);
+        dm.bus.write(base + 0x4_0000, &(ram | 8).to_le_bytes());
+        dm.bus
+            .write(base + 0x4_0080, &((ram + 0x1000) | 8).to_le_bytes());
+        dm.shutdown();
+        let events = mapper.events.lock().unwrap().clone();
+        let page0 = base + CMDQV_VINTF0_PAGE0_OFFSET;
+        let position = |needle: &str| {
+            events
+                .iter()
+                .position(|e| e.starts_with(needle))
+                .unwrap_or_else(|| panic!("{needle} missing in {events:#?}"))
+        };
+        assert!(position(&format!("map {page0:#x}")) < position("backend hw_queue_alloc index=0"));
+        let unmap = position(&format!("unmap {page0:#x}"));
+        let backend = dm_calls_after(&mapper);
+        let free1 = backend
+            .iter()
+            .position(|c| c.starts_with("backend hw_queue_free index=1"));
+        let free0 = backend
+            .iter()
+            .position(|c| c.starts_with("backend hw_queue_free index=0"));
+        assert!(
+            unmap + 1 == events.len(),
+            "nothing after the unmap yet: {events:#?}"
+        );
+        assert!(
+            !events.iter().any(|e| e.contains("hw_queue_free")),
+            "a HW queue was freed while page0 was still mapped: {events:#?}"
+        );
+        assert!(
+            free1.is_some() && free0.is_some() && free1 < free0,
+            "{backend:#?}"
+        );
+    }
+
+    fn dm_calls_after(mapper: &RecordingMapper) -> Vec<String> {
+        mapper
+            .backend
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|b| {
+                b.take_calls()
+                    .iter()
+                    .map(|c| format!("backend {c}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn iommufd_backend_and_passthrough_are_refused_with_the_fix() {
+        let vm = vm("smmuv3");
+        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let err = DeviceManager::new(
+            &vm,
+            &mem,
+            Arc::new(RecordingChip::default()),
+            Arc::new(RecordingMapper::default()),
+            Box::new(std::io::sink()),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("use backend=emulated"), "{err}");
+    }
+
+    #[test]
+    fn every_device_window_is_on_the_bus() {
+        let vm = vm("cmdqv,backend=emulated");
+        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let dm = DeviceManager::new(
+            &vm,
+            &mem,
+            Arc::new(RecordingChip::default()),
+            Arc::new(RecordingMapper::default()),
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
+        let names: Vec<&str> = dm.bus.exit_counts().0.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["uart", "pci-ecam", "smmuv3", "cmdqv"]);
+        // SMMU IDR0 reads through the bus: stage 1 only, AArch64 tables.
+        let mut idr0 = [0u8; 4];
+        dm.bus.read(vm.vsmmus[0].layout.smmu.base, &mut idr0);
+        let idr0 = u32::from_le_bytes(idr0);
+        assert_eq!(idr0 & 0b11, 0b10, "S1P=1, S2P=0: {idr0:#x}");
     }
 }
