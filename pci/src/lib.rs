@@ -12,6 +12,7 @@
 pub mod config;
 pub mod device;
 pub mod host_bridge;
+pub mod test_endpoint;
 
 use std::fmt;
 

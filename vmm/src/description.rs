@@ -26,10 +26,21 @@ pub struct VsmmuDescription {
     pub layout: VsmmuLayout,
 }
 
-/// One passthrough device, placed.
+/// What backs a placed PCI function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// A host device through VFIO (`--device`).
+    Passthrough,
+    /// An emulated test endpoint (`--test-device`).
+    TestEndpoint,
+}
+
+/// One PCI function of the VM, placed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlacedDevice {
-    /// Index of its `--device` option.
+    /// Passthrough or emulated.
+    pub kind: DeviceKind,
+    /// Index of its `--device` / `--test-device` option.
     pub config_index: usize,
     /// Its id.
     pub id: String,
@@ -99,7 +110,9 @@ impl VmDescription {
         let segments = config
             .devices
             .iter()
-            .map(|d| d.pci_segment.saturating_add(1))
+            .map(|d| d.pci_segment)
+            .chain(config.test_devices.iter().map(|d| d.pci_segment))
+            .map(|s| s.saturating_add(1))
             .max()
             .unwrap_or(1);
         let vsmmu_segments = vsmmu_segments(&config, segments);
@@ -123,25 +136,38 @@ impl VmDescription {
             .collect();
 
         let mut slots: Vec<SlotAllocator> = (0..segments).map(SlotAllocator::new).collect();
-        let mut devices = Vec::with_capacity(config.devices.len());
-        for (config_index, device) in config.devices.iter().enumerate() {
+        let functions = config
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (DeviceKind::Passthrough, i, &d.id, d.pci_segment, d.iommu))
+            .chain(
+                config
+                    .test_devices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (DeviceKind::TestEndpoint, i, &d.id, d.pci_segment, d.iommu)),
+            );
+        let mut devices = Vec::with_capacity(config.devices.len() + config.test_devices.len());
+        for (kind, config_index, id, segment, iommu) in functions {
             let bdf = slots
-                .get_mut(usize::from(device.pci_segment))
-                .ok_or(LayoutError::TooManySegments(device.pci_segment))?
+                .get_mut(usize::from(segment))
+                .ok_or(LayoutError::TooManySegments(segment))?
                 .allocate()?;
-            let vsmmu = if device.iommu {
+            let vsmmu = if iommu {
                 let v = vsmmus
                     .iter()
-                    .find(|v| v.segment == device.pci_segment)
-                    .ok_or_else(|| DescriptionError::NoVsmmu(device.id.clone()))?;
+                    .find(|v| v.segment == segment)
+                    .ok_or_else(|| DescriptionError::NoVsmmu(id.clone()))?;
                 Some(v.index)
             } else {
                 None
             };
             devices.push(PlacedDevice {
+                kind,
                 config_index,
-                id: device.id.clone(),
-                segment: device.pci_segment,
+                id: id.clone(),
+                segment,
                 bdf,
                 vsmmu,
             });
@@ -189,6 +215,10 @@ fn vsmmu_segments(config: &VmConfig, segments: u16) -> Vec<u16> {
                 .devices
                 .iter()
                 .any(|d| d.iommu && d.pci_segment == *s)
+                || config
+                    .test_devices
+                    .iter()
+                    .any(|d| d.iommu && d.pci_segment == *s)
         })
         .collect();
     if with_devices.is_empty() {
@@ -255,6 +285,32 @@ mod tests {
         assert_eq!(vm.devices[1].vsmmu, Some(1));
         assert_eq!(vm.devices[2].vsmmu, None);
         assert_eq!(vm.iort_rc_id(2), 5);
+    }
+
+    #[test]
+    fn test_endpoints_are_placed_after_passthrough_devices_and_get_vsmmus() {
+        let mut c = config(
+            "cmdqv,backend=emulated",
+            &["path=/dev/vfio/devices/vfio0,iommu=on"],
+        );
+        c.test_devices = vec![
+            crate::config::TestDeviceConfig::parse("id=dma0", 0).unwrap(),
+            crate::config::TestDeviceConfig::parse("id=dma1,pci_segment=1", 1).unwrap(),
+        ];
+        let vm = VmDescription::new(c, 16).unwrap();
+        let kinds: Vec<(DeviceKind, u32, Option<u32>)> = vm
+            .devices
+            .iter()
+            .map(|d| (d.kind, d.stream_id(), d.vsmmu))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (DeviceKind::Passthrough, 0x08, Some(0)),
+                (DeviceKind::TestEndpoint, 0x10, Some(0)),
+                (DeviceKind::TestEndpoint, 0x08, Some(1)),
+            ]
+        );
     }
 
     #[test]

@@ -15,10 +15,11 @@ use devices::irq::IrqLine;
 use devices::legacy::Pl011;
 use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
 use pci::PciSegment;
+use pci::test_endpoint::TestEndpoint;
 
 use crate::bus::{BusError, MmioBus};
 use crate::config::{BackendKind, Page0Mode, VsmmuKind};
-use crate::description::{VmDescription, VsmmuDescription};
+use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
 
 /// Installs and removes CMD-QV page0 memory slots (KVM on aarch64).
@@ -52,6 +53,9 @@ pub enum DeviceError {
          has no host device to pass through"
     )]
     PassthroughNeedsIommufd(String),
+    /// A PCI function could not be placed.
+    #[error("device {0}: {1}")]
+    Pci(String, String),
     /// Bus placement failed.
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -96,7 +100,11 @@ impl DeviceManager {
         if vsmmu_config.kind != VsmmuKind::Off && vsmmu_config.backend == BackendKind::Iommufd {
             return Err(DeviceError::IommufdUnavailable);
         }
-        if let Some(device) = vm.devices.first() {
+        if let Some(device) = vm
+            .devices
+            .iter()
+            .find(|d| d.kind == DeviceKind::Passthrough)
+        {
             return Err(DeviceError::PassthroughNeedsIommufd(device.id.clone()));
         }
         let mut bus = MmioBus::new();
@@ -115,8 +123,17 @@ impl DeviceManager {
             uart.clone(),
         )?;
         for segment in &vm.layout.pci_segments {
-            let ecam = Arc::new(Mutex::new(PciSegment::new(*segment)));
-            bus.register("pci-ecam", segment.ecam, ecam)?;
+            let mut ecam = PciSegment::new(*segment);
+            for device in vm.devices.iter().filter(|d| d.segment == segment.id) {
+                ecam.add_device(device.bdf, Box::new(TestEndpoint::new()))
+                    .map_err(|e| DeviceError::Pci(device.id.clone(), e.to_string()))?;
+                log::info!(
+                    target: "vmm",
+                    "test endpoint {} at {:04x}:{}, StreamID {:#x}",
+                    device.id, segment.id, device.bdf, device.stream_id()
+                );
+            }
+            bus.register("pci-ecam", segment.ecam, Arc::new(Mutex::new(ecam)))?;
         }
         let mut vsmmus = Vec::with_capacity(vm.vsmmus.len());
         for description in &vm.vsmmus {

@@ -8,7 +8,8 @@ use clap::Parser;
 use vmm::acpi::AcpiTables;
 use vmm::config::{
     CPUS_SYNTAX, CpusConfig, DEVICE_SYNTAX, DeviceConfig, MEMORY_SYNTAX, MemoryConfig,
-    SERIAL_SYNTAX, SerialConfig, VSMMU_SYNTAX, VmConfig, VsmmuConfig,
+    SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig,
+    VsmmuConfig,
 };
 use vmm::description::VmDescription;
 
@@ -38,6 +39,8 @@ struct Cli {
     memory: Option<MemoryConfig>,
     #[arg(long, value_name = "OPTIONS", help = DEVICE_SYNTAX, action = clap::ArgAction::Append)]
     device: Vec<String>,
+    #[arg(long = "test-device", value_name = "OPTIONS", help = TEST_DEVICE_SYNTAX, action = clap::ArgAction::Append)]
+    test_device: Vec<String>,
     #[arg(long, value_name = "OPTIONS", help = VSMMU_SYNTAX, value_parser = VsmmuConfig::parse)]
     vsmmu: Option<VsmmuConfig>,
     #[arg(long, value_name = "OPTIONS", help = SERIAL_SYNTAX, value_parser = SerialConfig::parse)]
@@ -60,6 +63,13 @@ impl Cli {
             .map(|(i, d)| DeviceConfig::parse(d, i))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        let test_devices = self
+            .test_device
+            .iter()
+            .enumerate()
+            .map(|(i, d)| TestDeviceConfig::parse(d, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         let config = VmConfig {
             kernel: self.kernel,
             initramfs: self.initramfs,
@@ -67,6 +77,7 @@ impl Cli {
             cpus: self.cpus.unwrap_or_default(),
             memory: self.memory.unwrap_or_default(),
             devices,
+            test_devices,
             vsmmu: self.vsmmu.unwrap_or_default(),
             serial: self.serial.unwrap_or(SerialConfig::Tty),
         };

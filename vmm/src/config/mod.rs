@@ -21,6 +21,10 @@ pub const MEMORY_SYNTAX: &str = "Guest RAM: \"size=<guest_memory_size>,hugepages
 pub const DEVICE_SYNTAX: &str = "Passthrough device: \
      \"path=<sysfs device dir|/dev/vfio/devices/vfioN>,iommu=on|off,id=<device_id>,\
      pci_segment=<segment_id>\" (iommu=on puts the device behind the vSMMU of its segment)";
+/// `--test-device` syntax.
+pub const TEST_DEVICE_SYNTAX: &str = "Emulated PCI test endpoint (no host device; for DMA-API \
+     tests such as dma_map_benchmark in the guest): \"iommu=on|off,id=<device_id>,\
+     pci_segment=<segment_id>\" (needs --vsmmu ...,backend=emulated when iommu=on)";
 /// `--vsmmu` syntax.
 pub const VSMMU_SYNTAX: &str = "Virtual SMMUv3: \
      \"off|smmuv3|cmdqv[,backend=iommufd|emulated][,page0=mapped|trapped]\" (cmdqv adds the \
@@ -117,6 +121,31 @@ impl DeviceConfig {
             iommu,
             id,
             pci_segment,
+        })
+    }
+}
+
+/// `--test-device`: an emulated PCI endpoint with no host device behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestDeviceConfig {
+    /// Behind the vSMMU of its segment.
+    pub iommu: bool,
+    /// Identifier; `_test<N>` when not given.
+    pub id: String,
+    /// PCI segment.
+    pub pci_segment: u16,
+}
+
+impl TestDeviceConfig {
+    /// Parse `iommu=on|off,id=...,pci_segment=N`; `index` names it when no `id=`.
+    pub fn parse(input: &str, index: usize) -> Result<Self, OptionError> {
+        let opts = Options::parse("test-device", input, &["iommu", "id", "pci_segment"], false)?;
+        Ok(TestDeviceConfig {
+            iommu: opts.toggle("iommu", true)?,
+            id: opts
+                .get("id")
+                .map_or_else(|| format!("_test{index}"), str::to_string),
+            pci_segment: opts.number::<u16>("pci_segment")?.unwrap_or(0),
         })
     }
 }
@@ -250,6 +279,9 @@ pub struct VmConfig {
     pub memory: MemoryConfig,
     /// Passthrough devices.
     pub devices: Vec<DeviceConfig>,
+    /// Emulated test endpoints.
+    #[serde(default)]
+    pub test_devices: Vec<TestDeviceConfig>,
     /// The vSMMU.
     pub vsmmu: VsmmuConfig,
     /// Console.
@@ -265,6 +297,7 @@ impl Default for VmConfig {
             cpus: CpusConfig::default(),
             memory: MemoryConfig::default(),
             devices: Vec::new(),
+            test_devices: Vec::new(),
             vsmmu: VsmmuConfig::default(),
             serial: SerialConfig::Tty,
         }
@@ -311,6 +344,12 @@ pub enum ConfigError {
     /// A device id that would clash with generated ids.
     #[error("--device id={0}: ids starting with '_' are reserved for generated names")]
     ReservedDeviceId(String),
+    /// A test endpoint behind a vSMMU that is not emulated.
+    #[error(
+        "--test-device id={0} has iommu=on but the vSMMU backend is not emulated; a test endpoint \
+         has no host device to register with the host IOMMU: use --vsmmu ...,backend=emulated"
+    )]
+    TestDeviceNeedsEmulated(String),
     /// Kernel missing when a VM is to run.
     #[error("--kernel is required to boot a VM (only --dump-acpi works without one)")]
     MissingKernel,
@@ -347,6 +386,20 @@ impl VmConfig {
             }
             if device.iommu && self.vsmmu.kind == VsmmuKind::Off {
                 return Err(ConfigError::IommuWithoutVsmmu(device.id.clone()));
+            }
+        }
+        for (index, device) in self.test_devices.iter().enumerate() {
+            if device.id.starts_with('_') && device.id != format!("_test{index}") {
+                return Err(ConfigError::ReservedDeviceId(device.id.clone()));
+            }
+            if !ids.insert(device.id.as_str()) {
+                return Err(ConfigError::DuplicateDeviceId(device.id.clone()));
+            }
+            if device.iommu && self.vsmmu.kind == VsmmuKind::Off {
+                return Err(ConfigError::IommuWithoutVsmmu(device.id.clone()));
+            }
+            if device.iommu && self.vsmmu.backend != BackendKind::Emulated {
+                return Err(ConfigError::TestDeviceNeedsEmulated(device.id.clone()));
             }
         }
         self.validate_vsmmu()
@@ -625,6 +678,40 @@ mod tests {
         assert_eq!(
             config.validate(false),
             Err(ConfigError::MemoryTooSmall(1 << 20))
+        );
+    }
+
+    #[test]
+    fn test_devices_parse_and_need_an_emulated_vsmmu() {
+        let t = TestDeviceConfig::parse("pci_segment=1,id=dma0", 0).unwrap();
+        assert!(t.iommu, "behind the vSMMU unless iommu=off");
+        assert_eq!((t.id.as_str(), t.pci_segment), ("dma0", 1));
+        assert!(TestDeviceConfig::parse("path=/x", 0).is_err());
+        let mut config = cmdqv_emulated();
+        config.test_devices = vec![TestDeviceConfig::parse("", 0).unwrap()];
+        assert_eq!(config.validate(false), Ok(()));
+        config.vsmmu = VsmmuConfig::parse("smmuv3").unwrap();
+        config.devices = vec![device("path=/dev/vfio/devices/vfio0,iommu=on", 0)];
+        assert_eq!(
+            config.validate(false),
+            Err(ConfigError::TestDeviceNeedsEmulated("_test0".into()))
+        );
+        config.vsmmu = VsmmuConfig::parse("off").unwrap();
+        config.devices.clear();
+        assert_eq!(
+            config.validate(false),
+            Err(ConfigError::IommuWithoutVsmmu("_test0".into()))
+        );
+    }
+
+    #[test]
+    fn test_device_ids_share_the_id_space_with_devices() {
+        let mut config = cmdqv_emulated();
+        config.devices = vec![device("path=/dev/vfio/devices/vfio0,id=x", 0)];
+        config.test_devices = vec![TestDeviceConfig::parse("id=x", 0).unwrap()];
+        assert_eq!(
+            config.validate(false),
+            Err(ConfigError::DuplicateDeviceId("x".into()))
         );
     }
 

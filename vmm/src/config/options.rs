@@ -78,7 +78,8 @@ impl Options {
     ) -> Result<Self, OptionError> {
         let mut word = None;
         let mut pairs = BTreeMap::new();
-        for (index, part) in input.split(',').enumerate() {
+        // An empty string is an option with every key at its default.
+        for (index, part) in input.split(',').filter(|_| !input.is_empty()).enumerate() {
             let Some((key, value)) = part.split_once('=') else {
                 if index == 0 && leading_word && !part.is_empty() {
                     word = Some(part.to_string());
