@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Build (or reuse) the minimal arm64 Image from Debian's linux-source-VERSION.
+#
+#   scripts/e2e/build-kernel.sh VERSION      e.g. 6.12 or 7.2; prints the Image path
+#
+# Needs scripts/e2e/setup.sh first. The Image is cached in
+#   $E2E_CACHE/kernels/Image-<VERSION>-<hash(config fragment + source package version)>
+# One Image serves as the L1 host kernel and the L2 guest kernel.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+VERSION="${1:?usage: $0 VERSION (e.g. 6.12)}"
+FRAGMENT="$E2E_DIR/guest-kernel.config"
+JOBS="${E2E_JOBS:-$(nproc)}"
+env_file="$(src_env "$VERSION")"
+[ -f "$env_file" ] || die "no linux-source-$VERSION unpacked: run scripts/e2e/setup.sh (E2E_KERNELS=\"$VERSION\")"
+# shellcheck disable=SC1090
+. "$env_file"
+
+# Options that must survive olddefconfig (a missing one fails the build).
+REQUIRED=(ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
+  DMA_MAP_BENCHMARK DEBUG_FS IOMMU_DEBUGFS SERIAL_AMBA_PL011_CONSOLE BLK_DEV_INITRD DEVTMPFS)
+
+key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; } | sha256sum | cut -c1-16)"
+mkdir -p "$E2E_CACHE/kernels"
+IMAGE="$E2E_CACHE/kernels/Image-$VERSION-$key"
+if [ -s "$IMAGE" ]; then
+  log "kernel $VERSION: cached $IMAGE"
+  echo "$IMAGE"
+  exit 0
+fi
+
+BUILD="$E2E_CACHE/build/linux-$VERSION-$key"
+mkdir -p "$BUILD"
+K=(make -C "$SRC_DIR" O="$BUILD" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- -s)
+t0=$SECONDS
+log "kernel $VERSION ($SRC_PKG $SRC_PKGVER): configuring in $BUILD"
+"${K[@]}" allnoconfig >/dev/null
+(cd "$SRC_DIR" && ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- \
+  scripts/kconfig/merge_config.sh -m -O "$BUILD" "$BUILD/.config" "$FRAGMENT" >"$BUILD/merge.log" 2>&1) ||
+  { cat "$BUILD/merge.log" >&2; die "kernel $VERSION: merge_config.sh failed"; }
+"${K[@]}" olddefconfig >/dev/null
+
+missing=()
+for opt in "${REQUIRED[@]}"; do
+  grep -qx "CONFIG_$opt=y" "$BUILD/.config" || missing+=("CONFIG_$opt")
+done
+# Everything else the fragment asks for: warn only (names differ across versions).
+while IFS= read -r line; do
+  case "$line" in CONFIG_*=y) grep -qx "$line" "$BUILD/.config" || log "kernel $VERSION: warning: $line did not survive olddefconfig" ;; esac
+done <"$FRAGMENT"
+[ "${#missing[@]}" = 0 ] || die "kernel $VERSION: required option(s) missing after olddefconfig: ${missing[*]} (fix $FRAGMENT)"
+log "kernel $VERSION: config ok ($(( SECONDS - t0 )) s); building Image with -j$JOBS"
+
+"${K[@]}" -j"$JOBS" Image >"$BUILD/build.log" 2>&1 ||
+  { tail -40 "$BUILD/build.log" >&2; die "kernel $VERSION: make Image failed (log: $BUILD/build.log)"; }
+cp "$BUILD/arch/arm64/boot/Image" "$IMAGE.tmp"
+cp "$BUILD/.config" "$IMAGE.config"
+mv "$IMAGE.tmp" "$IMAGE"
+# The build tree is keyed like the Image, so it is never reused: drop it (~0.5 GB).
+[ "${E2E_KEEP_BUILD:-0}" = 1 ] || rm -rf "$BUILD"
+log "kernel $VERSION: built $IMAGE ($(du -h "$IMAGE" | cut -f1)) in $(( SECONDS - t0 )) s"
+echo "$IMAGE"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Build the statically linked aarch64 cloud-hypervisor for the L1 initramfs and
+# print its path. Uses Debian's rustc-web (scripts/aarch64-env.sh) and its own
+# target dir, so the +crt-static RUSTFLAGS never invalidate the unit-test build.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+export AARCH64_TARGET_DIR="${E2E_VMM_TARGET_DIR:-$REPO_ROOT/target/aarch64-static}"
+# shellcheck source=scripts/aarch64-env.sh
+. scripts/aarch64-env.sh
+t0=$SECONDS
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build -q --release --target aarch64-unknown-linux-gnu -p vmm --bin cloud-hypervisor >&2 ||
+  die "cargo build of the aarch64 cloud-hypervisor failed"
+bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/cloud-hypervisor"
+file "$bin" | grep -q 'ARM aarch64.*statically linked' ||
+  die "$bin is not a static aarch64 executable: $(file -b "$bin")"
+log "vmm: $bin ($(du -h "$bin" | cut -f1), $((SECONDS - t0)) s)"
+echo "$bin"

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# End-to-end harness: QEMU (TCG, aarch64, virtualization=on) boots our minimal
+# Linux as the L1 host (real KVM inside); the L1 /init runs the case's script,
+# which runs our static aarch64 cloud-hypervisor (and later an L2 guest).
+#
+#   scripts/e2e/run.sh                 default cases (CASE_DEFAULT=1: smoke)
+#   scripts/e2e/run.sh CASE...         named cases (scripts/e2e/cases/CASE.sh)
+#   scripts/e2e/run.sh --list          list cases
+#
+# Environment: E2E_KERNELS ("6.12 7.2"), E2E_CACHE (~/.cache/ch-e2e), E2E_OUT
+# (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+T_START=$SECONDS
+
+case_file() { echo "$E2E_DIR/cases/$1.sh"; }
+all_cases() { for f in "$E2E_DIR"/cases/*.sh; do basename "$f" .sh; done; }
+
+load_case() {
+  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT
+  unset -f case_l1_script case_l2_script case_assert 2>/dev/null || true
+  # shellcheck disable=SC1090
+  . "$(case_file "$1")"
+}
+
+if [ "${1:-}" = --list ]; then
+  for c in $(all_cases); do load_case "$c"; printf '%-12s default=%s  %s\n' "$c" "$CASE_DEFAULT" "$CASE_DESC"; done
+  exit 0
+fi
+
+CASES=("$@")
+if [ "${#CASES[@]}" = 0 ]; then
+  for c in $(all_cases); do load_case "$c"; [ "${CASE_DEFAULT:-0}" = 1 ] && CASES+=("$c"); done
+fi
+for c in "${CASES[@]}"; do [ -f "$(case_file "$c")" ] || die "no case '$c' (have: $(all_cases | xargs))"; done
+
+# --- assertion helpers for case_assert (LOG is the console log, \r stripped) ---
+FAILURES=()
+has() { grep -qF -- "$1" "$LOG"; }
+fail() { FAILURES+=("$1"); }
+expect() { has "$1" || fail "$2 [missing marker: '$1']"; }
+expect_re() { grep -qE -- "$1" "$LOG" || fail "$2 [missing pattern: /$1/]"; }
+reject() { if has "$1"; then fail "$2 [found: '$(grep -m1 -F -- "$1" "$LOG")']"; fi; }
+
+# --- build everything ------------------------------------------------------------
+[ "${E2E_SKIP_SETUP:-0}" = 1 ] || timed "setup" "$E2E_DIR/setup.sh"
+declare -A IMAGES
+for v in $E2E_KERNELS; do
+  IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
+done
+VMM_BIN="$(timed "cloud-hypervisor (aarch64, static)" "$E2E_DIR/build-vmm.sh")"
+
+# --- run the cases -----------------------------------------------------------------
+RESULTS=()
+rc_all=0
+for c in "${CASES[@]}"; do
+  load_case "$c"
+  out="$E2E_OUT/$c"
+  mkdir -p "$out"
+  case_l1_script >"$out/run.sh"
+  l2_script=""
+  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script="$out/l2.sh"; fi
+  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" $l2_script
+  for v in $E2E_KERNELS; do
+    image="${IMAGES[$v]}"
+    l1="$out/l1-$v.cpio"
+    LOG="$out/console-$v.log"
+    "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio"
+    tmo="${E2E_QEMU_TIMEOUT:-${CASE_TIMEOUT:-300}}"
+    log "case $c, kernel $v: booting L1 (timeout $tmo s, log $LOG)"
+    t0=$SECONDS
+    qrc=0
+    timeout -k 10 "$tmo" qemu-system-aarch64 \
+      -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 3072 \
+      -nographic -no-reboot -nic none \
+      -kernel "$image" -initrd "$l1" \
+      -append "console=ttyAMA0 panic=-1 rdinit=/init ${E2E_L1_APPEND:-}" \
+      </dev/null 2>&1 | tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
+    wall=$((SECONDS - t0))
+    FAILURES=()
+    [ "$qrc" = 124 ] && fail "QEMU timed out after $tmo s (L1 never powered off)"
+    [ "$qrc" = 124 ] || [ "$qrc" = 0 ] || fail "qemu-system-aarch64 exited $qrc"
+    expect "E2E-L1: init " "L1 never reached /init (kernel or initramfs broken; see the log's last lines)"
+    expect "E2E-L1: kvm ok" "/dev/kvm missing in L1 (KVM did not initialise at EL2)"
+    case_assert
+    expect "E2E-L1: done" "L1's /init did not finish the case script"
+    l1_up="$(grep -o 'E2E-L1: init uptime=[0-9.]*' "$LOG" | head -1 | cut -d= -f2 || true)"
+    grep -E '^E2E-|^cloud-hypervisor' "$LOG" | sed 's/^/    /' >&2 || true
+    if [ "${#FAILURES[@]}" = 0 ]; then
+      RESULTS+=("PASS $c kernel=$v (QEMU wall $wall s, L1 /init at ${l1_up:-?} s guest time)")
+    else
+      rc_all=1
+      RESULTS+=("FAIL $c kernel=$v (QEMU wall $wall s; log $LOG)")
+      for f in "${FAILURES[@]}"; do RESULTS+=("     - $f"); done
+      echo "---- last 25 lines of $LOG ----" >&2
+      tail -25 "$LOG" >&2
+    fi
+  done
+done
+
+echo "==== e2e results ====" >&2
+printf '%s\n' "${RESULTS[@]}" >&2
+log "total: $((SECONDS - T_START)) s"
+exit "$rc_all"
