@@ -11,10 +11,12 @@
 //!   sizes the EFI stub writes (drivers/firmware/efi/libstub/fdt.c):
 //!   `linux,uefi-system-table` u64, `linux,uefi-mmap-start` u64,
 //!   `linux,uefi-mmap-size` u32, `linux,uefi-mmap-desc-size` u32,
-//!   `linux,uefi-mmap-desc-ver` u32. fdtparams.c needs all five (one
-//!   missing and it logs "Can't find ..." and boots without EFI, so without
-//!   ACPI); it reads each with `of_read_number(prop, len / 4)` into a field
-//!   of the listed size, so wider values would be truncated.
+//!   `linux,uefi-mmap-desc-ver` u32, and (since Linux 5.x)
+//!   `linux,uefi-secure-boot` u32. fdtparams.c needs all six: one missing
+//!   and it logs "Can't find property ... in DT!" and boots without EFI,
+//!   so without memory and without ACPI (a 6.12 guest then panics in
+//!   paging_init, "Failed to allocate page table page"). It reads a 4-byte
+//!   property as a u32 and anything else as a u64.
 //!
 //! The root has `#address-cells = <2>` and `#size-cells = <2>`. There is no
 //! `/memory` node: with EFI, `reserve_regions()` discards DT memory and uses
@@ -52,7 +54,13 @@ pub mod prop {
     pub const UEFI_MMAP_DESC_SIZE: &str = "linux,uefi-mmap-desc-size";
     /// EFI memory descriptor version (u32).
     pub const UEFI_MMAP_DESC_VER: &str = "linux,uefi-mmap-desc-ver";
+    /// Secure boot mode (u32, `enum efi_secureboot_mode`).
+    pub const UEFI_SECURE_BOOT: &str = "linux,uefi-secure-boot";
 }
+
+/// `efi_secureboot_mode_disabled` (include/linux/efi.h: unset, unknown,
+/// disabled, enabled): there is no firmware to have verified anything.
+const SECURE_BOOT_DISABLED: u32 = 2;
 
 /// Why the stub device tree could not be built.
 #[derive(Debug, PartialEq, Eq, Error)]
@@ -116,6 +124,7 @@ pub fn create_stub_fdt(
     fdt.property_u32(prop::UEFI_MMAP_SIZE, efi.mmap_size)?;
     fdt.property_u32(prop::UEFI_MMAP_DESC_SIZE, efi.desc_size)?;
     fdt.property_u32(prop::UEFI_MMAP_DESC_VER, efi.desc_ver)?;
+    fdt.property_u32(prop::UEFI_SECURE_BOOT, SECURE_BOOT_DISABLED)?;
     fdt.end_node(chosen)?;
 
     fdt.end_node(root)?;
@@ -249,8 +258,9 @@ mod tests {
             &40u32.to_be_bytes()
         );
         assert_eq!(chosen.prop("linux,uefi-mmap-desc-ver"), &1u32.to_be_bytes());
+        assert_eq!(chosen.prop("linux,uefi-secure-boot"), &2u32.to_be_bytes());
         // No initrd: no initrd properties, nothing else.
-        assert_eq!(chosen.props.len(), 6);
+        assert_eq!(chosen.props.len(), 7);
     }
 
     #[test]
@@ -269,7 +279,7 @@ mod tests {
             chosen.prop("linux,initrd-end"),
             &0x4812_3456u64.to_be_bytes()
         );
-        assert_eq!(chosen.props.len(), 8);
+        assert_eq!(chosen.props.len(), 9);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! comes back in power-on state.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -62,6 +63,17 @@ impl Page0Mapper for KvmVm {
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
+/// Set by SIGTERM / SIGINT: stop the guest and tear down in order.
+static TERMINATE: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn terminate_handler(
+    signal: libc::c_int,
+    _: *mut libc::siginfo_t,
+    _: *mut libc::c_void,
+) {
+    TERMINATE.store(signal, Ordering::SeqCst);
+}
+
 /// Boot the VM once and run it until the guest powers off or resets.
 pub fn run_once(vm: &VmDescription) -> Result<VmExit, VmError> {
     let layout = &vm.layout;
@@ -104,6 +116,10 @@ pub fn run_once(vm: &VmDescription) -> Result<VmExit, VmError> {
     // A no-op handler: its only job is to make KVM_RUN return EINTR.
     register_signal_handler(SIGRTMIN(), kick_handler)
         .map_err(|e| VmError::Thread("signal", std::io::Error::from_raw_os_error(e.errno())))?;
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        register_signal_handler(signal, terminate_handler)
+            .map_err(|e| VmError::Thread("signal", std::io::Error::from_raw_os_error(e.errno())))?;
+    }
 
     let state = Arc::new(RunState::default());
     let bus = devices.bus.clone();
@@ -120,6 +136,10 @@ pub fn run_once(vm: &VmDescription) -> Result<VmExit, VmError> {
 
     while !state.stopping() {
         devices.poll();
+        let signal = TERMINATE.load(Ordering::SeqCst);
+        if signal != 0 {
+            state.request_stop(VmExit::Failed(format!("terminated by signal {signal}")));
+        }
         std::thread::sleep(POLL_INTERVAL);
     }
     // Kick until every vCPU has left KVM_RUN: a kick that lands while a

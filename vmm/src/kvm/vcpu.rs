@@ -91,6 +91,20 @@ fn set_reg(vcpu: &VcpuFd, id: u64, value: u64) -> Result<(), KvmError> {
         .map_err(ioctl(format!("KVM_SET_ONE_REG({id:#x}, {value:#x})")))
 }
 
+/// Log where a stopped vCPU was, for post-mortems of a guest that hung.
+fn log_position(vcpu: &VcpuFd, index: u32) {
+    let mut pc = [0u8; 8];
+    let mut pstate = [0u8; 8];
+    if vcpu.get_one_reg(PC, &mut pc).is_ok() && vcpu.get_one_reg(PSTATE, &mut pstate).is_ok() {
+        log::info!(
+            target: "vcpu",
+            "vCPU {index} stopped at pc={:#x} pstate={:#x}",
+            u64::from_le_bytes(pc),
+            u64::from_le_bytes(pstate)
+        );
+    }
+}
+
 /// Run one vCPU until the VM stops. MMIO exits go to `bus`; PSCI
 /// SYSTEM_OFF / SYSTEM_RESET (KVM system events) stop the whole VM.
 pub fn run(mut vcpu: VcpuFd, index: u32, bus: Arc<MmioBus>, state: Arc<RunState>) {
@@ -120,4 +134,5 @@ pub fn run(mut vcpu: VcpuFd, index: u32, bus: Arc<MmioBus>, state: Arc<RunState>
             }
         }
     }
+    log_position(&vcpu, index);
 }
