@@ -68,6 +68,19 @@ pub const EFI_ACPI_RECLAIM_MEMORY: u32 = 9;
 /// `EFI_MEMORY_WB`: write-back cacheable.
 pub const EFI_MEMORY_WB: u64 = 0x8;
 
+/// `LINUX_EFI_MEMRESERVE_TABLE_GUID` 888eb0c6-8ede-4ff5-a8f0-9aee5cb977c2
+/// (include/linux/efi.h) in EFI byte order. The kernel's GICv3 ITS driver
+/// records its LPI tables through this table (`efi_mem_reserve_persistent`)
+/// and WARNs at boot when it is missing.
+pub const LINUX_EFI_MEMRESERVE_TABLE_GUID: [u8; 16] = [
+    0xc6, 0xb0, 0x8e, 0x88, 0xde, 0x8e, 0xf5, 0x4f, 0xa8, 0xf0, 0x9a, 0xee, 0x5c, 0xb9, 0x77, 0xc2,
+];
+/// An empty `struct linux_efi_memreserve` root: size 0, count 0, next 0
+/// (the kernel links the blocks it allocates behind it).
+const MEMRESERVE_ROOT_SIZE: usize = 16;
+/// Configuration table entries we hand over: ACPI 2.0 and the memreserve root.
+const NR_CONFIG_TABLES: usize = 2;
+
 /// `ACPI_20_TABLE_GUID` 8868e871-e4f1-11d3-bc22-0080c73c8881 in EFI byte
 /// order: the first three groups little-endian, the last two as written.
 pub const ACPI_20_TABLE_GUID: [u8; 16] = [
@@ -309,14 +322,18 @@ pub fn write_efi_handoff(
         return Err(EfiError::RegionTooSmall {
             region_size: firmware.size,
             used_prefix,
-            needed: (SYSTEM_TABLE_SIZE + CONFIG_TABLE_ENTRY_SIZE + vendor.len()) as u64
+            needed: (SYSTEM_TABLE_SIZE
+                + NR_CONFIG_TABLES * CONFIG_TABLE_ENTRY_SIZE
+                + MEMRESERVE_ROOT_SIZE
+                + vendor.len()) as u64
                 + map.len() as u64 * u64::from(MEMORY_DESCRIPTOR_SIZE),
         });
     }
     let start = align_up(firmware.base + used_prefix);
     let system_table_addr = start;
     let config_addr = system_table_addr + SYSTEM_TABLE_SIZE as u64;
-    let vendor_addr = config_addr + CONFIG_TABLE_ENTRY_SIZE as u64;
+    let memreserve_addr = config_addr + (NR_CONFIG_TABLES * CONFIG_TABLE_ENTRY_SIZE) as u64;
+    let vendor_addr = memreserve_addr + MEMRESERVE_ROOT_SIZE as u64;
     let mmap_start = align_up(vendor_addr + vendor.len() as u64);
     let mmap_size = map.len() as u32 * MEMORY_DESCRIPTOR_SIZE;
     let end = mmap_start + u64::from(mmap_size);
@@ -328,18 +345,26 @@ pub fn write_efi_handoff(
         });
     }
 
-    let mut config = [0u8; CONFIG_TABLE_ENTRY_SIZE];
+    let mut config = [0u8; NR_CONFIG_TABLES * CONFIG_TABLE_ENTRY_SIZE];
     config[..16].copy_from_slice(&ACPI_20_TABLE_GUID);
-    config[16..].copy_from_slice(&rsdp_addr.to_le_bytes());
+    config[16..24].copy_from_slice(&rsdp_addr.to_le_bytes());
+    config[24..40].copy_from_slice(&LINUX_EFI_MEMRESERVE_TABLE_GUID);
+    config[40..48].copy_from_slice(&memreserve_addr.to_le_bytes());
     let mmap: Vec<u8> = map.iter().flat_map(|d| d.to_bytes()).collect();
 
     write(
         mem,
         "EFI system table",
         system_table_addr,
-        &system_table(vendor_addr, config_addr, 1),
+        &system_table(vendor_addr, config_addr, NR_CONFIG_TABLES as u64),
     )?;
     write(mem, "EFI configuration table", config_addr, &config)?;
+    write(
+        mem,
+        "Linux memreserve root",
+        memreserve_addr,
+        &[0u8; MEMRESERVE_ROOT_SIZE],
+    )?;
     write(mem, "EFI firmware vendor", vendor_addr, &vendor)?;
     write(mem, "EFI memory map", mmap_start, &mmap)?;
     Ok(EfiHandoff {
@@ -432,12 +457,19 @@ mod tests {
                 "offset {console_or_services}"
             );
         }
-        assert_eq!(u64_at(&t, 104), 1, "nr_tables");
+        assert_eq!(u64_at(&t, 104), 2, "nr_tables");
         let tables = u64_at(&t, 112);
 
         let entry = read(&mem, tables, CONFIG_TABLE_ENTRY_SIZE);
         assert_eq!(&entry[..16], &ACPI_20_TABLE_GUID);
         assert_eq!(u64_at(&entry, 16), rsdp);
+        let entry = read(&mem, tables + 24, CONFIG_TABLE_ENTRY_SIZE);
+        assert_eq!(&entry[..16], &LINUX_EFI_MEMRESERVE_TABLE_GUID);
+        let root = read(&mem, u64_at(&entry, 16), MEMRESERVE_ROOT_SIZE);
+        assert_eq!(
+            root, [0u8; MEMRESERVE_ROOT_SIZE],
+            "an empty memreserve root"
+        );
 
         let name = read(&mem, vendor, 2 * (FIRMWARE_VENDOR.len() + 1));
         let units: Vec<u16> = name

@@ -210,6 +210,7 @@ fn build_vsmmu(
     ));
     let model_config = SmmuModelConfig {
         ipa_bits: 48,
+        cmdq_log2size: cmdq_log2size(vm.config.memory.hugepages),
         ..SmmuModelConfig::default()
     };
     let mut smmu = Smmuv3::new(
@@ -263,6 +264,17 @@ fn build_vsmmu(
         cmdqv,
         backend,
     })
+}
+
+/// The largest command queue (log2 entries) the guest may ask for. A HW
+/// queue must be physically contiguous (the kernel pins it and refuses a
+/// queue that is not, EFAULT), so, as QEMU does, cap IDR1.CMDQS so that one
+/// queue fits the smallest page backing RAM: 4 KiB pages hold 256 commands,
+/// 2 MiB huge pages 2^17. (Linux needs at least 2^7.)
+fn cmdq_log2size(hugepages: bool) -> u8 {
+    const CMD_LOG2_BYTES: u32 = 4;
+    let page_log2: u32 = if hugepages { 21 } else { 12 };
+    (page_log2 - CMD_LOG2_BYTES) as u8
 }
 
 /// Apply one page0 event of the CMD-QV whose window is `window`.
@@ -430,6 +442,13 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("use backend=emulated"), "{err}");
+    }
+
+    #[test]
+    fn command_queues_fit_one_backing_page() {
+        assert_eq!(cmdq_log2size(false), 8);
+        assert_eq!(cmdq_log2size(true), 17);
+        assert!(cmdq_log2size(false) >= 7, "Linux needs CMDQS >= 7");
     }
 
     #[test]

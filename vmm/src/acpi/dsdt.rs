@@ -75,6 +75,29 @@ fn pci_host_bridge(segment: &PciSegmentLayout) -> RawAml {
     ))
 }
 
+/// A motherboard-resources device (PNP0C02) claiming a segment's ECAM
+/// window, as firmware does, so the OS knows the window is taken (Linux
+/// otherwise logs "[Firmware Bug]: ECAM area ... not reserved").
+fn ecam_reservation(segment: &PciSegmentLayout) -> RawAml {
+    let name = format!("RS{:02X}", segment.id);
+    let window = AddressSpace::<u64>::new_memory(
+        AddressSpaceCacheable::NotCacheable,
+        true,
+        segment.ecam.base,
+        segment.ecam.end() - 1,
+        None,
+    );
+    let crs = ResourceTemplate::new(vec![&window]);
+    serialise(&Device::new(
+        Path::new(&name),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0C02")),
+            &Name::new("_UID".into(), &u64::from(segment.id)),
+            &Name::new("_CRS".into(), &crs),
+        ],
+    ))
+}
+
 fn pl011() -> RawAml {
     let registers = Memory32Fixed::new(true, UART_BASE as u32, UART_SIZE as u32);
     // consumer, level triggered, active high, exclusive
@@ -119,6 +142,7 @@ fn cmdqv(vsmmu: &VsmmuDescription) -> RawAml {
 pub fn build(vm: &VmDescription) -> Sdt {
     let mut children: Vec<RawAml> = vec![pl011()];
     children.extend(vm.layout.pci_segments.iter().map(pci_host_bridge));
+    children.extend(vm.layout.pci_segments.iter().map(ecam_reservation));
     children.extend(vm.vsmmus.iter().filter(|v| v.cmdqv).map(cmdqv));
     let refs: Vec<&dyn Aml> = children.iter().map(|c| c as &dyn Aml).collect();
     let mut sdt = Sdt::new(
