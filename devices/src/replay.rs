@@ -79,6 +79,9 @@ pub enum Op {
     /// `event W0 W1 W2 W3`: the host reports an event record; the vSMMU
     /// drains its vEVENTQ into the guest event queue.
     Event { record: [u64; 4] },
+    /// `host-lose SID`: the host destroys the device's vDEVICE under the VM
+    /// (the model still has the endpoint), so the host refuses its commands.
+    HostLose { sid: u32 },
 }
 
 /// A trace line that cannot be parsed or run (exit status 2).
@@ -185,6 +188,13 @@ fn parse_op(tokens: &[&str]) -> Result<Op, String> {
                 gpa: v[0],
                 value: v[1],
             })
+        }
+        "host-lose" => {
+            arity(1, 1)?;
+            let v = nums(0..)?;
+            let sid = u32::try_from(v[0])
+                .map_err(|_| format!("StreamID {:#x} does not fit 32 bits", v[0]))?;
+            Ok(Op::HostLose { sid })
         }
         "event" => {
             arity(4, 4)?;
@@ -474,6 +484,11 @@ impl Runner {
                 {
                     self.mismatch(line, format!("expected {expected:#x}"));
                 }
+            }
+            Op::HostLose { sid } => {
+                let machine = self.machine()?;
+                // A refusal (no such vDEVICE) prints as the failed call.
+                let _ = machine.env.backend.vdevice_destroy(*sid);
             }
             Op::Event { record } => {
                 let machine = self.machine()?;

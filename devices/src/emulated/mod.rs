@@ -83,6 +83,25 @@ impl EmulatedBackend {
         result
     }
 
+    /// `IOMMU_DESTROY` of the vDEVICE of `vsid` (the host side goes away,
+    /// e.g. the device was unbound on the host). ENOENT when there is none.
+    pub fn vdevice_destroy(&self, vsid: u32) -> Result<(), BackendError> {
+        let mut viommu = self.lock();
+        let result = match viommu.vdevices.remove(&vsid) {
+            Some(_) => Ok(()),
+            None => Err(BackendError::new(
+                Errno::NoEnt,
+                format!("vSID {vsid:#x} has no vDEVICE"),
+            )),
+        };
+        let mut call = BackendCall::new("vdevice_destroy").hex("vsid", u64::from(vsid));
+        if let Err(err) = &result {
+            call = call.word("err", &err.errno.to_string());
+        }
+        viommu.record(call);
+        result
+    }
+
     /// The physical StreamID registered for `vsid`, if any.
     pub fn vdevice_psid(&self, vsid: u32) -> Option<u32> {
         self.lock().vdevices.get(&vsid).copied()

@@ -121,6 +121,17 @@ impl Smmuv3 {
                 Step::Next
             }
             Opcode::AtcInv if !self.idr.ats() => illegal(opcode, cons, "IDR0.ATS = 0"),
+            // A StreamID with no vDEVICE belongs to an emulated function (the
+            // host bridge, a test endpoint): the host holds no CD or ATC
+            // state for it, so the command completes here; the kernel would
+            // refuse it with EIO.
+            Opcode::CfgiCd | Opcode::CfgiCdAll | Opcode::AtcInv
+                if !self.streams.contains_key(&command.sid()) =>
+            {
+                log::trace!(target: "smmuv3", "{} for vSID {:#x} (no vDEVICE) completes locally",
+                    opcode.name(), command.sid());
+                Step::Next
+            }
             Opcode::CfgiCd
             | Opcode::CfgiCdAll
             | Opcode::TlbiNhAll
@@ -203,7 +214,13 @@ impl Smmuv3 {
         match result {
             Ok(()) => Ok(()),
             Err(err) => {
-                log::warn!(target: "smmuv3", "invalidation batch of {}: {err}", commands.len());
+                let failed_cmd = commands.get(err.done).or(commands.last());
+                log::warn!(
+                    target: "smmuv3",
+                    "invalidation batch of {}: {err} (command {:x?})",
+                    commands.len(),
+                    failed_cmd.map(|c| c.0)
+                );
                 // A backend that claims more than it was given failed on the
                 // last one at the latest.
                 let failed = pending

@@ -158,6 +158,13 @@ impl Rig {
         self.smmu.register_stream(vsid);
     }
 
+    /// An endpoint the model knows but whose vDEVICE the host no longer
+    /// has (destroyed under it): the host refuses its commands with EIO.
+    fn device_lost_by_host(&mut self, vsid: u32) {
+        self.smmu.register_stream(vsid);
+        let _ = self.backend.take_calls();
+    }
+
     /// Write commands at PROD and publish them with one PROD write.
     fn submit(&mut self, commands: &[Command]) {
         let geometry = queue::QueueGeometry::new(self.cmdq_log2size);
