@@ -163,6 +163,31 @@ impl DeviceManager {
         }
     }
 
+    /// One line per vSMMU: what its trapped queue, its host backend and its
+    /// VCMDQs did. The figures behind "backend calls per unmap".
+    pub fn stats(&self) -> Vec<String> {
+        self.vsmmus
+            .iter()
+            .map(|v| {
+                let cmdq = lock(&v.smmu).cmdq_stats();
+                let counts = v.backend.call_counts();
+                let count = |key: &str| counts.get(key).copied().unwrap_or(0);
+                format!(
+                    "vsmmu{}: trapped_cmds={} trapped_syncs={} invalidate_calls={} \
+                     install_ste_calls={} vcmdq_cmds={} vcmdq_syncs={} hw_queue_allocs={}",
+                    v.description.index,
+                    cmdq.commands,
+                    cmdq.syncs,
+                    count("invalidate"),
+                    count("install_ste"),
+                    count("vcmdq_exec"),
+                    count("vcmdq_exec:CMD_SYNC"),
+                    count("hw_queue_alloc"),
+                )
+            })
+            .collect()
+    }
+
     /// Tear down in the hardware's order: for every CMD-QV, page0 leaves
     /// the guest and its HW queues are freed in descending index (the
     /// model's shutdown does both, in that order); only then do the vSMMUs
@@ -198,7 +223,7 @@ fn build_vsmmu(
     let index = description.index;
     let err = |reason: String| DeviceError::Vsmmu { index, reason };
     let l = &description.layout;
-    let backend = EmulatedBackend::new();
+    let backend = EmulatedBackend::counting_only();
     let smmu_irq = Arc::new(RoutedInterrupts::new(
         chip.clone(),
         vec![

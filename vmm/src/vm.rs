@@ -155,6 +155,9 @@ pub fn run_once(vm: &VmDescription) -> Result<VmExit, VmError> {
     }
     let exit = state.exit();
     log_exit_counts(&bus);
+    for line in devices.stats() {
+        log::info!(target: "stats", "{line}");
+    }
     log::info!(target: "vmm", "VM stopped: {exit:?}; tearing down");
     devices.shutdown();
     drop(devices);

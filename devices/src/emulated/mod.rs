@@ -6,7 +6,7 @@
 //! would reject fails in our tests first, and it records every call so the
 //! replay tool and the tests can assert on the exact backend traffic.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::backend::{BackendCall, BackendError, Errno};
@@ -19,10 +19,18 @@ pub use smmu::EmulatedSmmu;
 
 /// The state of one emulated vIOMMU, shared by the vSMMU and the CMDQ-V
 /// models of that vIOMMU (in the kernel they are one iommufd object).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EmulatedViommu {
-    /// Every backend call, in order, until taken.
-    calls: Vec<BackendCall>,
+    /// Backend calls, in order, until taken: all of them for tests and
+    /// replay; in a VM only the newest [`VM_CALL_LOG_LEN`] (a flight
+    /// recorder), since millions of VCMDQ commands would otherwise grow it
+    /// without bound.
+    calls: VecDeque<BackendCall>,
+    /// The most calls `calls` holds.
+    call_log_len: usize,
+    /// How many calls of each kind (and, for `vcmdq_exec`, each opcode)
+    /// were made: the VM's statistics.
+    counts: BTreeMap<String, u64>,
     /// vDEVICEs: virtual StreamID -> physical StreamID.
     vdevices: BTreeMap<u32, u32>,
     /// How many vDEVICEs fit (the CMD-QV SID_MATCH slots); `None` = unlimited.
@@ -31,16 +39,54 @@ pub struct EmulatedViommu {
     smmu: EmulatedSmmu,
 }
 
+/// Calls a VM's backend keeps for post-mortems.
+pub const VM_CALL_LOG_LEN: usize = 256;
+
+impl EmulatedViommu {
+    fn with_call_log(call_log_len: usize) -> Self {
+        EmulatedViommu {
+            calls: VecDeque::new(),
+            call_log_len,
+            counts: BTreeMap::new(),
+            vdevices: BTreeMap::new(),
+            vdevice_slots: None,
+            smmu: EmulatedSmmu::default(),
+        }
+    }
+}
+
 /// A handle on one emulated vIOMMU. Clones share the same state.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct EmulatedBackend {
     viommu: Arc<Mutex<EmulatedViommu>>,
 }
 
+impl Default for EmulatedBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl EmulatedBackend {
-    /// A vIOMMU with no vDEVICE limit (plain SMMUv3).
+    /// A vIOMMU that keeps a log of every call (tests, replay, fuzzing).
     pub fn new() -> Self {
-        Self::default()
+        EmulatedBackend {
+            viommu: Arc::new(Mutex::new(EmulatedViommu::with_call_log(usize::MAX))),
+        }
+    }
+
+    /// A vIOMMU for a running VM: calls are counted, and only the newest
+    /// [`VM_CALL_LOG_LEN`] are kept.
+    pub fn counting_only() -> Self {
+        EmulatedBackend {
+            viommu: Arc::new(Mutex::new(EmulatedViommu::with_call_log(VM_CALL_LOG_LEN))),
+        }
+    }
+
+    /// How many calls of each kind were made so far (`vcmdq_exec` also per
+    /// opcode, as `vcmdq_exec:OP`).
+    pub fn call_counts(&self) -> BTreeMap<String, u64> {
+        self.lock().counts.clone()
     }
 
     /// Lock the shared state. A poisoned lock means a panic elsewhere already
@@ -64,7 +110,7 @@ impl EmulatedBackend {
 
     /// Take every call recorded so far.
     pub fn take_calls(&self) -> Vec<BackendCall> {
-        std::mem::take(&mut self.lock().calls)
+        std::mem::take(&mut self.lock().calls).into()
     }
 
     /// `IOMMU_VDEVICE_ALLOC`: register `vsid` for the device with `psid`.
@@ -116,7 +162,19 @@ impl EmulatedBackend {
 impl EmulatedViommu {
     fn record(&mut self, call: BackendCall) {
         log::debug!(target: "emulated", "{call}");
-        self.calls.push(call);
+        *self.counts.entry(call.name.to_string()).or_default() += 1;
+        if let Some((_, op)) = call.args.iter().find(|(key, _)| *key == "op") {
+            *self
+                .counts
+                .entry(format!("{}:{op}", call.name))
+                .or_default() += 1;
+        }
+        if self.calls.len() >= self.call_log_len {
+            self.calls.pop_front();
+        }
+        if self.call_log_len > 0 {
+            self.calls.push_back(call);
+        }
     }
 
     fn vdevice_alloc(&mut self, vsid: u32, psid: u32) -> Result<(), BackendError> {
@@ -173,6 +231,27 @@ mod tests {
             backend.vdevice_alloc(16, 0x200).unwrap_err().errno,
             Errno::NoSpc
         );
+    }
+
+    #[test]
+    fn a_vm_backend_counts_every_call_and_keeps_only_the_newest() {
+        let backend = EmulatedBackend::counting_only();
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        for _ in 0..VM_CALL_LOG_LEN {
+            backend.record(BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC"));
+        }
+        backend.record(BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC"));
+        let kept = backend.take_calls();
+        assert_eq!(kept.len(), VM_CALL_LOG_LEN);
+        assert!(
+            kept.iter().all(|c| c.name == "vcmdq_exec"),
+            "the oldest call went first"
+        );
+        let counts = backend.call_counts();
+        assert_eq!(counts.get("vdevice_alloc"), Some(&1));
+        let n = VM_CALL_LOG_LEN as u64 + 1;
+        assert_eq!(counts.get("vcmdq_exec"), Some(&n));
+        assert_eq!(counts.get("vcmdq_exec:CMD_SYNC"), Some(&n));
     }
 
     #[test]

@@ -109,6 +109,10 @@ impl Smmuv3 {
         };
         log::trace!(target: "smmuv3", "command {} {:#x} {:#x}",
             opcode.name(), command.0[0], command.0[1]);
+        self.stats.commands += 1;
+        if opcode == Opcode::CmdSync {
+            self.stats.syncs += 1;
+        }
         match opcode {
             Opcode::PrefetchConfig | Opcode::PrefetchAddr => Step::Next,
             Opcode::CfgiSte => {

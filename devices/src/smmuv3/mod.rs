@@ -115,6 +115,16 @@ pub struct Smmuv3 {
     mem: GuestMemory,
     irq: Arc<dyn InterruptSink>,
     bad_access_log: RateLimit,
+    stats: CmdqStats,
+}
+
+/// What the trapped command queue has done (VM statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CmdqStats {
+    /// Commands consumed.
+    pub commands: u64,
+    /// CMD_SYNCs among them.
+    pub syncs: u64,
 }
 
 impl std::fmt::Debug for Smmuv3 {
@@ -148,7 +158,13 @@ impl Smmuv3 {
             mem,
             irq,
             bad_access_log: RateLimit::default(),
+            stats: CmdqStats::default(),
         })
+    }
+
+    /// Commands and CMD_SYNCs the trapped queue consumed since the model was built.
+    pub fn cmdq_stats(&self) -> CmdqStats {
+        self.stats
     }
 
     /// The guest-visible ID registers.
