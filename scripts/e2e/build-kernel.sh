@@ -57,7 +57,7 @@ log "kernel $VERSION: config ok ($(( SECONDS - t0 )) s); building Image with -j$
 cp "$BUILD/arch/arm64/boot/Image" "$IMAGE.tmp"
 cp "$BUILD/.config" "$IMAGE.config"
 mv "$IMAGE.tmp" "$IMAGE"
-# The build tree is keyed like the Image, so it is never reused: drop it (~0.5 GB).
+# The build tree is keyed like the Image, so it is never reused: drop it (~170 MB).
 [ "${E2E_KEEP_BUILD:-0}" = 1 ] || rm -rf "$BUILD"
 log "kernel $VERSION: built $IMAGE ($(du -h "$IMAGE" | cut -f1)) in $(( SECONDS - t0 )) s"
 echo "$IMAGE"
