@@ -7,6 +7,7 @@
 #   $E2E_CACHE/kernels/Image-<VERSION>-<hash(config fragment + source package version)>
 # One Image serves as the L1 host kernel and the L2 guest kernel.
 set -euo pipefail
+# shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 VERSION="${1:?usage: $0 VERSION (e.g. 6.12)}"

@@ -10,6 +10,7 @@
 # Environment: E2E_KERNELS ("6.12 7.2"), E2E_CACHE (~/.cache/ch-e2e), E2E_OUT
 # (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's).
 set -euo pipefail
+# shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 T_START=$SECONDS
 
@@ -35,6 +36,7 @@ fi
 for c in "${CASES[@]}"; do [ -f "$(case_file "$c")" ] || die "no case '$c' (have: $(all_cases | xargs))"; done
 
 # --- assertion helpers for case_assert (LOG is the console log, \r stripped) ---
+# shellcheck disable=SC2317 # called from the cases' case_assert
 FAILURES=()
 has() { grep -qF -- "$1" "$LOG"; }
 fail() { FAILURES+=("$1"); }
@@ -58,9 +60,9 @@ for c in "${CASES[@]}"; do
   out="$E2E_OUT/$c"
   mkdir -p "$out"
   case_l1_script >"$out/run.sh"
-  l2_script=""
-  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script="$out/l2.sh"; fi
-  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" $l2_script
+  l2_script=()
+  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script=("$out/l2.sh"); fi
+  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "${l2_script[@]}"
   for v in $E2E_KERNELS; do
     image="${IMAGES[$v]}"
     l1="$out/l1-$v.cpio"

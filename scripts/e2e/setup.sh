@@ -7,6 +7,7 @@
 # Never changes the machine's apt sources: sid's linux-source comes through a
 # private apt state under $E2E_CACHE/apt-sid (see docs/e2e.md).
 set -euo pipefail
+# shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 T0=$SECONDS
