@@ -25,6 +25,9 @@ REQUIRED=(ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
 key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; } | sha256sum | cut -c1-16)"
 mkdir -p "$E2E_CACHE/kernels"
 IMAGE="$E2E_CACHE/kernels/Image-$VERSION-$key"
+# Two runs building the same kernel at once: the second waits, then reuses.
+exec 9>"$IMAGE.lock"
+flock -n 9 || { log "kernel $VERSION: another build holds $IMAGE.lock; waiting"; flock 9; }
 if [ -s "$IMAGE" ]; then
   log "kernel $VERSION: cached $IMAGE"
   echo "$IMAGE"
