@@ -9,6 +9,7 @@
 #
 # /dev/console comes from the kernel's built-in default initramfs.
 set -euo pipefail
+# shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 [ -x "$BUSYBOX" ] || die "no arm64 busybox at $BUSYBOX: run scripts/e2e/setup.sh"

@@ -7,6 +7,7 @@
 #   $E2E_CACHE/kernels/Image-<VERSION>-<hash(config fragment + source package version)>
 # One Image serves as the L1 host kernel and the L2 guest kernel.
 set -euo pipefail
+# shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 VERSION="${1:?usage: $0 VERSION (e.g. 6.12)}"
@@ -24,6 +25,9 @@ REQUIRED=(ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
 key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; } | sha256sum | cut -c1-16)"
 mkdir -p "$E2E_CACHE/kernels"
 IMAGE="$E2E_CACHE/kernels/Image-$VERSION-$key"
+# Two runs building the same kernel at once: the second waits, then reuses.
+exec 9>"$IMAGE.lock"
+flock -n 9 || { log "kernel $VERSION: another build holds $IMAGE.lock; waiting"; flock 9; }
 if [ -s "$IMAGE" ]; then
   log "kernel $VERSION: cached $IMAGE"
   echo "$IMAGE"
@@ -57,7 +61,7 @@ log "kernel $VERSION: config ok ($(( SECONDS - t0 )) s); building Image with -j$
 cp "$BUILD/arch/arm64/boot/Image" "$IMAGE.tmp"
 cp "$BUILD/.config" "$IMAGE.config"
 mv "$IMAGE.tmp" "$IMAGE"
-# The build tree is keyed like the Image, so it is never reused: drop it (~0.5 GB).
+# The build tree is keyed like the Image, so it is never reused: drop it (~170 MB).
 [ "${E2E_KEEP_BUILD:-0}" = 1 ] || rm -rf "$BUILD"
 log "kernel $VERSION: built $IMAGE ($(du -h "$IMAGE" | cut -f1)) in $(( SECONDS - t0 )) s"
 echo "$IMAGE"

@@ -3,6 +3,7 @@
 # print its path. Uses Debian's rustc-web (scripts/aarch64-env.sh) and its own
 # target dir, so the +crt-static RUSTFLAGS never invalidate the unit-test build.
 set -euo pipefail
+# shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
 export AARCH64_TARGET_DIR="${E2E_VMM_TARGET_DIR:-$REPO_ROOT/target/aarch64-static}"

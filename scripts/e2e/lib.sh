@@ -48,4 +48,5 @@ sid_apt() {
 #   $E2E_CACHE/src/linux-source-VERSION.env  (SRC_DIR=..., SRC_PKG=..., SRC_PKGVER=...)
 src_env() { echo "$E2E_CACHE/src/linux-source-$1.env"; }
 
+# shellcheck disable=SC2034 # used by the scripts that source this
 BUSYBOX="$E2E_CACHE/busybox-arm64/bin/busybox"

@@ -7,6 +7,7 @@
 # Never changes the machine's apt sources: sid's linux-source comes through a
 # private apt state under $E2E_CACHE/apt-sid (see docs/e2e.md).
 set -euo pipefail
+# shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 T0=$SECONDS
@@ -114,14 +115,21 @@ sid_update() {
 deb [arch=amd64,arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main
 SRC
   # Refresh at most once a day (E2E_REFRESH=1 forces it).
+  SID_REFRESHED=0
   if [ "${E2E_REFRESH:-0}" = 1 ] || [ -z "$(find "$SID_APT_DIR/lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
     sid_apt apt-get update >&2
+    SID_REFRESHED=1
   fi
 }
 
 get_sid_source() {
   local version="$1" pkg ver deb
   sid_update
+  # Lists not refreshed and this version already unpacked: nothing can have changed.
+  if [ "$SID_REFRESHED" = 0 ] && [ -f "$(src_env "$version")" ]; then
+    log "linux-source-$version: $(grep SRC_PKGVER "$(src_env "$version")" | cut -d= -f2) already unpacked (sid lists < 1 day old)"
+    return 0
+  fi
   pkg="linux-source-$version"
   if ! sid_apt apt-cache show "$pkg" >/dev/null 2>&1; then
     # That version left sid: take the newest linux-source-X.Y there and say so.

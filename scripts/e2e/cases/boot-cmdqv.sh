@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced by scripts/e2e/run.sh
 # boot-cmdqv: inside L1, cloud-hypervisor boots the L2 guest with a vSMMUv3 +
 # Tegra241 CMDQ-V (emulated backend); the guest's own drivers must probe them.
 CASE_DESC="cloud-hypervisor boots an L2 Linux with --vsmmu cmdqv,backend=emulated; guest SMMU/CMDQ-V drivers probe"

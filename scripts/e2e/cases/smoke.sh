@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # sourced by scripts/e2e/run.sh
 # smoke: L1 boots with KVM; the static aarch64 cloud-hypervisor runs inside it.
 CASE_DESC="L1 boots, /dev/kvm present, cloud-hypervisor --version and --dump-acpi exit 0 inside L1"
 CASE_DEFAULT=1
