@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Every test: the host workspace (unit tests, uAPI/ACPI/replay integration
-# tests), then the aarch64 build with its unit tests under qemu-user.
+# Every test: the host workspace (unit tests, ACPI/iasl and replay
+# integration tests), the aarch64 build with its unit tests under qemu-user,
+# then the end-to-end guests (scripts/e2e: QEMU + KVM + our VMM + real Linux
+# guests built from Debian's 6.12 and 7.2 sources; E2E_KERNELS narrows it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -10,3 +12,4 @@ cargo test --workspace
   . scripts/aarch64-env.sh
   cargo test --workspace --target aarch64-unknown-linux-gnu
 )
+scripts/e2e/run.sh

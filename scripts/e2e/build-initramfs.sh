@@ -39,6 +39,8 @@ case "$kind" in
     new_root "$root"
     install -m 0755 "$E2E_DIR/initramfs/l2-init" "$root/init"
     [ -z "${3:-}" ] || install -m 0755 "$3" "$root/e2e/l2.sh"
+    # The DMA-API benchmark tool, when run.sh built it.
+    [ -z "${E2E_DMA_BENCH:-}" ] || install -m 0755 "$E2E_DMA_BENCH" "$root/bin/dma_map_benchmark"
     pack "$root" "$out"
     ;;
   l1)

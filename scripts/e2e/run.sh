@@ -43,6 +43,21 @@ fail() { FAILURES+=("$1"); }
 expect() { has "$1" || fail "$2 [missing marker: '$1']"; }
 expect_re() { grep -qE -- "$1" "$LOG" || fail "$2 [missing pattern: /$1/]"; }
 reject() { if has "$1"; then fail "$2 [found: '$(grep -m1 -F -- "$1" "$LOG")']"; fi; }
+# The console lines of one VMM run: between "vmm start step=STEP" and its exit line.
+section() { sed 's/\x1b\[[0-9;]*m//g' "$LOG" | awk -v s="$1" '$0 ~ "E2E-L1: vmm start step="s" " {f=1} f {print} $0 ~ "E2E-L1: vmm exit=[0-9]+ step="s" " {f=0}'; }
+# Every fixed string of "$@" appears in section $STEP, each after the previous one.
+in_order() {
+  local step="$1" why="$2" last=0 n pat
+  shift 2
+  for pat in "$@"; do
+    n="$(section "$step" | grep -nF -- "$pat" | awk -F: -v after="$last" '$1 > after {print $1; exit}')"
+    if [ -z "$n" ]; then fail "$why [step $step: '$pat' missing after line $last]"; return; fi
+    last="$n"
+  done
+}
+# Section $STEP has a line matching ERE "$2".
+step_expect_re() { section "$1" | grep -qE -- "$2" || fail "$3 [step $1: missing /$2/]"; }
+step_reject_re() { if section "$1" | grep -qE -- "$2"; then fail "$3 [step $1: found '$(section "$1" | grep -m1 -E -- "$2")']"; fi; }
 
 # --- build everything ------------------------------------------------------------
 [ "${E2E_SKIP_SETUP:-0}" = 1 ] || timed "setup" "$E2E_DIR/setup.sh"
@@ -51,6 +66,8 @@ for v in $E2E_KERNELS; do
   IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
 done
 VMM_BIN="$(timed "cloud-hypervisor (aarch64, static)" "$E2E_DIR/build-vmm.sh")"
+E2E_DMA_BENCH="$(timed "dma_map_benchmark (aarch64, static)" "$E2E_DIR/build-dma-bench.sh")"
+export E2E_DMA_BENCH
 
 # --- run the cases -----------------------------------------------------------------
 RESULTS=()
@@ -64,6 +81,7 @@ for c in "${CASES[@]}"; do
   if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script=("$out/l2.sh"); fi
   "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "${l2_script[@]}"
   for v in $E2E_KERNELS; do
+    E2E_KERNEL="$v"
     image="${IMAGES[$v]}"
     l1="$out/l1-$v.cpio"
     LOG="$out/console-$v.log"
