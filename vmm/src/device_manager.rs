@@ -438,6 +438,18 @@ mod tests {
         );
     }
 
+    /// The devices of `vm` with recording interrupt and page0 sinks.
+    fn build(vm: &VmDescription) -> Result<DeviceManager, DeviceError> {
+        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        DeviceManager::new(
+            vm,
+            &mem,
+            Arc::new(RecordingChip::default()),
+            Arc::new(RecordingMapper::default()),
+            Box::new(std::io::sink()),
+        )
+    }
+
     fn dm_calls_after(mapper: &RecordingMapper) -> Vec<String> {
         mapper
             .backend
@@ -455,17 +467,7 @@ mod tests {
 
     #[test]
     fn iommufd_backend_and_passthrough_are_refused_with_the_fix() {
-        let vm = vm("smmuv3");
-        let mem = crate::memory::create(&vm.layout, false).unwrap();
-        let err = DeviceManager::new(
-            &vm,
-            &mem,
-            Arc::new(RecordingChip::default()),
-            Arc::new(RecordingMapper::default()),
-            Box::new(std::io::sink()),
-        )
-        .err()
-        .unwrap();
+        let err = build(&vm("smmuv3")).err().unwrap();
         assert!(err.to_string().contains("use backend=emulated"), "{err}");
     }
 
@@ -479,15 +481,7 @@ mod tests {
     #[test]
     fn every_device_window_is_on_the_bus() {
         let vm = vm("cmdqv,backend=emulated");
-        let mem = crate::memory::create(&vm.layout, false).unwrap();
-        let dm = DeviceManager::new(
-            &vm,
-            &mem,
-            Arc::new(RecordingChip::default()),
-            Arc::new(RecordingMapper::default()),
-            Box::new(std::io::sink()),
-        )
-        .unwrap();
+        let dm = build(&vm).unwrap();
         let names: Vec<&str> = dm.bus.exit_counts().0.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["uart", "pci-ecam", "smmuv3", "cmdqv"]);
         // SMMU IDR0 reads through the bus: stage 1 only, AArch64 tables.

@@ -206,21 +206,21 @@ impl KvmVm {
     /// ITS. Call after every vCPU exists, then [`KvmVm::finalize_gic`].
     pub fn create_gic(&mut self, layout: &Layout) -> Result<(), KvmError> {
         let gic = self.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, "GICv3")?;
-        set_attr_u64(
+        set_attr(
             &gic,
             KVM_DEV_ARM_VGIC_GRP_ADDR,
             KVM_VGIC_V3_ADDR_TYPE_DIST,
             GIC_DIST_BASE,
         )?;
-        set_attr_u64(
+        set_attr(
             &gic,
             KVM_DEV_ARM_VGIC_GRP_ADDR,
             KVM_VGIC_V3_ADDR_TYPE_REDIST,
             GIC_REDIST_BASE,
         )?;
-        set_attr_u32(&gic, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, GIC_NR_IRQS)?;
+        set_attr(&gic, KVM_DEV_ARM_VGIC_GRP_NR_IRQS, 0, GIC_NR_IRQS)?;
         let its = self.create_device(kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, "GIC ITS")?;
-        set_attr_u64(
+        set_attr(
             &its,
             KVM_DEV_ARM_VGIC_GRP_ADDR,
             KVM_VGIC_ITS_ADDR_TYPE,
@@ -264,27 +264,22 @@ impl KvmVm {
     }
 }
 
-fn set_attr_u64(device: &DeviceFd, group: u32, attr: u32, value: u64) -> Result<(), KvmError> {
+/// KVM_SET_DEVICE_ATTR with `value` (a u32 or u64, as the attribute wants)
+/// passed by address.
+fn set_attr<T: Copy + std::fmt::LowerHex>(
+    device: &DeviceFd,
+    group: u32,
+    attr: u32,
+    value: T,
+) -> Result<(), KvmError> {
     let attr_desc = kvm_device_attr {
         group,
         attr: u64::from(attr),
-        addr: &value as *const u64 as u64,
+        addr: &value as *const T as u64,
         flags: 0,
     };
     device.set_device_attr(&attr_desc).map_err(ioctl(format!(
         "KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value:#x})"
-    )))
-}
-
-fn set_attr_u32(device: &DeviceFd, group: u32, attr: u32, value: u32) -> Result<(), KvmError> {
-    let attr_desc = kvm_device_attr {
-        group,
-        attr: u64::from(attr),
-        addr: &value as *const u32 as u64,
-        flags: 0,
-    };
-    device.set_device_attr(&attr_desc).map_err(ioctl(format!(
-        "KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value})"
     )))
 }
 
