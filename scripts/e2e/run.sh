@@ -50,14 +50,15 @@ in_order() {
   local step="$1" why="$2" last=0 n pat
   shift 2
   for pat in "$@"; do
-    n="$(section "$step" | grep -nF -- "$pat" | awk -F: -v after="$last" '$1 > after {print $1; exit}')"
+    n="$(section "$step" | grep -nF -- "$pat" | awk -F: -v after="$last" '$1 > after {print $1; exit}' || true)"
     if [ -z "$n" ]; then fail "$why [step $step: '$pat' missing after line $last]"; return; fi
     last="$n"
   done
 }
 # Section $STEP has a line matching ERE "$2".
-step_expect_re() { section "$1" | grep -qE -- "$2" || fail "$3 [step $1: missing /$2/]"; }
-step_reject_re() { if section "$1" | grep -qE -- "$2"; then fail "$3 [step $1: found '$(section "$1" | grep -m1 -E -- "$2")']"; fi; }
+# (grep reads all its input: with pipefail, grep -q would make the writer die of SIGPIPE.)
+step_expect_re() { section "$1" | grep -E -- "$2" >/dev/null || fail "$3 [step $1: missing /$2/]"; }
+step_reject_re() { if section "$1" | grep -E -- "$2" >/dev/null; then fail "$3 [step $1: found '$(section "$1" | grep -E -- "$2" | head -1)']"; fi; }
 
 # --- build everything ------------------------------------------------------------
 [ "${E2E_SKIP_SETUP:-0}" = 1 ] || timed "setup" "$E2E_DIR/setup.sh"

@@ -207,7 +207,7 @@ impl ConfigPage {
             },
             Slot::VintfConfig => {
                 self.vintf_config = value as u32;
-                log::debug!(target: "cmdqv", "VINTF0_CONFIG={value:#x} (HYP_OWN wired to 0)");
+                log::info!(target: "cmdqv", "VINTF0_CONFIG={value:#x} (HYP_OWN wired to 0)");
                 let now = self.vintf_enabled();
                 if now == VINTF_CONFIG_EN.is_set(old) {
                     ConfigEffect::None

@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
@@ -20,8 +20,12 @@ use crate::backend::{BackendCall, BackendError, Errno};
 use crate::cmdqv::backend::{CmdqvBackend, CmdqvHostInfo, Page0Mode, Page0Region};
 use crate::cmdqv::regs::{VCMDQ_BASE_ADDR, VCMDQ_STRIDE};
 
-/// Engine passes the worker spins through after activity before sleeping.
-const SPIN_PASSES: u32 = 200;
+/// How long the worker keeps polling after the last command it executed
+/// before it starts sleeping between polls. Guests issue invalidations in
+/// bursts (an unmap every few microseconds under load); a worker that went
+/// to sleep between two of them would add the host's sleep granularity
+/// (1 ms and more on a loaded or emulated host) to every CMD_SYNC.
+const SPIN_WINDOW: Duration = Duration::from_millis(5);
 /// Worker sleep while idle.
 const IDLE_SLEEP: Duration = Duration::from_micros(50);
 
@@ -126,16 +130,14 @@ impl EmulatedCmdqv {
         let handle = std::thread::Builder::new()
             .name("vcmdq-engine".into())
             .spawn(move || {
-                let mut idle_passes = 0u32;
+                let mut last_activity = Instant::now();
                 while !thread_stop.load(Ordering::Acquire) {
                     if lock(&thread_engine).run_pass() {
-                        idle_passes = 0;
-                    } else {
-                        idle_passes = idle_passes.saturating_add(1);
+                        last_activity = Instant::now();
                     }
-                    // Spin briefly after activity (a guest batch arrives in
-                    // bursts), then sleep like an idle hardware poller.
-                    if idle_passes < SPIN_PASSES {
+                    // Poll hot while the guest is issuing commands, then
+                    // sleep like an idle hardware poller.
+                    if last_activity.elapsed() < SPIN_WINDOW {
                         std::thread::yield_now();
                     } else {
                         std::thread::sleep(IDLE_SLEEP);
@@ -295,7 +297,6 @@ impl CmdqvBackend for EmulatedCmdqv {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
 
     use super::*;
     use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_STATUS};

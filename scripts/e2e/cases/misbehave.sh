@@ -55,7 +55,7 @@ case_assert() {
     step_reject_re "$step" "panicked|RUST_BACKTRACE" "the VMM panicked"
   done
   step_expect_re no-smmu "E2E-L2: smmu devices bound: 0" "the SMMU driver ran although blacklisted"
-  step_reject_re no-smmu "hw_queue_alloc" "a HW queue was allocated for a guest that never enabled CMD-QV"
+  step_reject_re no-smmu "hw_queue_alloc index" "a HW queue was allocated for a guest that never enabled CMD-QV"
   # Each disable frees the queues (descending) and each enable re-allocates
   # them (ascending), without restarting the VM.
   in_order cmdqv-twice "CMD-QV toggled twice did not free/re-allocate in order" \

@@ -17,3 +17,28 @@ vmm() {
   echo "E2E-L1: vmm exit=$rc step=$step seconds=$(awk "BEGIN{print $t1-$t0}")"
   return $rc
 }
+
+# vmm_until STEP PATTERN COUNT ARGS...: run cloud-hypervisor ARGS in the
+# background until its output holds COUNT lines with PATTERN (e.g. the L2
+# guest booted twice, across a guest reboot), then stop it with SIGTERM, as
+# an operator would; print its output and the same start/exit markers.
+vmm_until() {
+  step="$1"; pat="$2"; count="$3"; shift 3
+  echo "E2E-L1: vmm start step=$step args=$*"
+  out="/tmp/vmm-$step.log"
+  /bin/cloud-hypervisor "$@" >"$out" 2>&1 &
+  pid=$!
+  waited=0
+  while [ "$waited" -lt "$VMM_TIMEOUT" ]; do
+    [ "$(grep -c "$pat" "$out")" -ge "$count" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+    waited=$((waited + 1))
+  done
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid"
+  rc=$?
+  cat "$out"
+  echo "E2E-L1: vmm exit=$rc step=$step seconds=$waited"
+  return $rc
+}
