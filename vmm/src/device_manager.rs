@@ -235,7 +235,7 @@ fn build_vsmmu(
     ));
     let model_config = SmmuModelConfig {
         ipa_bits: 48,
-        cmdq_log2size: cmdq_log2size(vm.config.memory.hugepages),
+        cmdq_log2size: cmdq_log2size(backing_page_size(vm.config.memory.hugepages)),
         ..SmmuModelConfig::default()
     };
     let mut smmu = Smmuv3::new(
@@ -291,15 +291,28 @@ fn build_vsmmu(
     })
 }
 
+/// The page size backing guest RAM: the host's huge page size with
+/// hugepages=on (2 MiB when the host does not say), 4 KiB otherwise.
+fn backing_page_size(hugepages: bool) -> u64 {
+    const SMALL_PAGE: u64 = 4 << 10;
+    const DEFAULT_HUGE_PAGE: u64 = 2 << 20;
+    if hugepages {
+        crate::memory::huge_page_size().unwrap_or(DEFAULT_HUGE_PAGE)
+    } else {
+        SMALL_PAGE
+    }
+}
+
 /// The largest command queue (log2 entries) the guest may ask for. A HW
 /// queue must be physically contiguous (the kernel pins it and refuses a
 /// queue that is not, EFAULT), so, as QEMU does, cap IDR1.CMDQS so that one
-/// queue fits the smallest page backing RAM: 4 KiB pages hold 256 commands,
-/// 2 MiB huge pages 2^17. (Linux needs at least 2^7.)
-fn cmdq_log2size(hugepages: bool) -> u8 {
+/// queue of 16-byte commands fits one page backing RAM: 4 KiB pages hold 256
+/// commands, 2 MiB huge pages 2^17. Linux needs at least 2^7, the
+/// architecture allows at most 2^19.
+fn cmdq_log2size(page_size: u64) -> u8 {
     const CMD_LOG2_BYTES: u32 = 4;
-    let page_log2: u32 = if hugepages { 21 } else { 12 };
-    (page_log2 - CMD_LOG2_BYTES) as u8
+    let page_log2 = 63 - page_size.max(1).leading_zeros();
+    page_log2.saturating_sub(CMD_LOG2_BYTES).clamp(7, 19) as u8
 }
 
 /// Apply one page0 event of the CMD-QV whose window is `window`.
@@ -473,9 +486,15 @@ mod tests {
 
     #[test]
     fn command_queues_fit_one_backing_page() {
-        assert_eq!(cmdq_log2size(false), 8);
-        assert_eq!(cmdq_log2size(true), 17);
-        assert!(cmdq_log2size(false) >= 7, "Linux needs CMDQS >= 7");
+        assert_eq!(cmdq_log2size(4 << 10), 8);
+        assert_eq!(cmdq_log2size(2 << 20), 17);
+        assert_eq!(
+            cmdq_log2size(1 << 30),
+            19,
+            "capped at the architecture's maximum"
+        );
+        assert_eq!(cmdq_log2size(1 << 10), 7, "Linux needs CMDQS >= 7");
+        assert_eq!(backing_page_size(false), 4 << 10);
     }
 
     #[test]

@@ -53,6 +53,12 @@ fn huge_pages(meminfo: &str) -> Option<(u64, u64)> {
     Some((free, size_kib * 1024))
 }
 
+/// The host's default huge page size (/proc/meminfo `Hugepagesize`), if any.
+pub fn huge_page_size() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    huge_pages(&meminfo).map(|(_, size)| size)
+}
+
 fn check_huge_pages(size: u64, meminfo: &str) -> Result<(), MemoryError> {
     let (pages, page_size) = huge_pages(meminfo).ok_or(MemoryError::NoHugePages)?;
     let free = pages.saturating_mul(page_size);
