@@ -19,6 +19,9 @@ EOS
 case_l2_script() {
   cat <<'EOS'
 if grep -q e2e.reboot=1 /proc/cmdline; then
+  # Every boot reboots, after a pause long enough for L1 (which polls once a
+  # second) to send SIGTERM during the second boot, with CMD-QV up.
+  sleep 5
   echo "E2E-L2: rebooting"
   reboot -f
   sleep 10
