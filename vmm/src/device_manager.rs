@@ -235,6 +235,9 @@ fn build_vsmmu(
     ));
     let model_config = SmmuModelConfig {
         ipa_bits: 48,
+        // MSIs through the ITS, with the vSMMU's own IORT DeviceID
+        // (`RoutedInterrupts` signals them with `its_device_id`).
+        msi: true,
         cmdq_log2size: cmdq_log2size(backing_page_size(vm.config.memory.hugepages)),
         ..SmmuModelConfig::default()
     };

@@ -133,7 +133,8 @@ impl Smmuv3 {
             written |= self.push_event(*record);
         }
         if written && irq_ctrl::EVENTQ_IRQEN.is_set(self.state.irq_ctrl) {
-            self.irq.trigger(IrqLine::SmmuEventq);
+            let (cfg0, cfg1) = (self.state.evtq_irq_cfg0, self.state.evtq_irq_cfg1);
+            self.signal(IrqLine::SmmuEventq, cfg0, cfg1);
         }
     }
 

@@ -36,6 +36,11 @@ pub struct VsmmuConfig {
     /// The VM's IPA size in bits: the guest's stage-1 output is an IPA, so
     /// IDR5.OAS is capped to the largest encoding that fits it.
     pub ipa_bits: u8,
+    /// Advertise MSIs (IDR0.MSI): the event queue and global errors signal
+    /// through their *_IRQ_CFG0/1 doorbell when the guest programs one (the
+    /// VMM routes it to the ITS with the vSMMU's IORT DeviceID), the wired
+    /// GSIV otherwise; with COHACC the guest also polls CMD_SYNC by MSI write.
+    pub msi: bool,
 }
 
 impl Default for VsmmuConfig {
@@ -46,6 +51,7 @@ impl Default for VsmmuConfig {
             cmdq_log2size: 19,
             evtq_log2size: 19,
             ipa_bits: 48,
+            msi: false,
         }
     }
 }
@@ -202,7 +208,8 @@ impl IdRegisters {
         // VFIO/iommufd only supports coherent SMMUs.
         idr0v = idr0::COHACC.set(idr0v, 1);
         idr0v = idr0::ATS.set(idr0v, u64::from(config.ats));
-        // MSI = 0: interrupts are wired GSIVs from IORT. PRI, HYP, VMID16,
+        idr0v = idr0::MSI.set(idr0v, u64::from(config.msi));
+        // PRI, HYP, VMID16,
         // BTM, HTTU = 0: not supported for nesting. SEV = 0: the VMM cannot
         // wake a vCPU's WFE on CMD_SYNC completion, so Linux must poll CONS.
 
@@ -245,6 +252,11 @@ impl IdRegisters {
     /// IDR0.ATS: the guest may use ATC_INV and STE.EATS.
     pub fn ats(&self) -> bool {
         idr0::ATS.is_set(self.idr0())
+    }
+
+    /// IDR0.MSI: interrupt sources may signal by MSI write.
+    pub fn msi(&self) -> bool {
+        idr0::MSI.is_set(u64::from(self.idr[0]))
     }
 
     /// IDR0.ST_LEVEL != 0: two-level stream tables are allowed.

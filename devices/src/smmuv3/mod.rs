@@ -409,7 +409,20 @@ impl Smmuv3 {
         self.state.gerror ^= bit.mask();
         log::warn!(target: "smmuv3", "GERROR = {:#x}", self.state.gerror);
         if irq_ctrl::GERROR_IRQEN.is_set(self.state.irq_ctrl) {
-            self.irq.trigger(IrqLine::SmmuGerror);
+            let (cfg0, cfg1) = (self.state.gerror_irq_cfg0, self.state.gerror_irq_cfg1);
+            self.signal(IrqLine::SmmuGerror, cfg0, cfg1);
+        }
+    }
+
+    /// Signal an interrupt source: its MSI doorbell when the SMMU has MSIs
+    /// (IDR0.MSI) and the guest programmed an address in *_IRQ_CFG0
+    /// (6.3.20: ADDR == 0 disables the MSI), its wired line otherwise.
+    fn signal(&self, line: IrqLine, cfg0: u64, cfg1: u64) {
+        let addr = regs::irq_cfg::ADDR.get(cfg0) << regs::irq_cfg::ADDR.shift;
+        if self.idr.msi() && addr != 0 {
+            self.irq.msi(addr, regs::irq_cfg::DATA.get(cfg1) as u32);
+        } else {
+            self.irq.trigger(line);
         }
     }
 

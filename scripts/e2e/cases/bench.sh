@@ -78,12 +78,14 @@ case_assert() {
   echo "$table" | tee "$E2E_OUT/bench/table-${E2E_KERNEL:-k}.txt"
   # Columns: run granule threads latency exits/unmap backend/unmap.
   # The VCMDQ path takes no VM exit and no backend call per unmap; the
-  # trapped paths take at least one exit and exactly one batched backend
-  # call (one IOMMU_HWPT_INVALIDATE per CMD_SYNC) per unmap.
+  # trapped paths take about one exit (the CMDQ_PROD write; with MSI polling
+  # the CMD_SYNC completes by a memory write, and two threads' syncs can
+  # share a PROD write, so a little under one) and exactly one batched
+  # backend call (one IOMMU_HWPT_INVALIDATE per CMD_SYNC) per unmap.
   echo "$table" | awk 'NR > 1 && $1 == "a-cmdqv" && ($5 + 0 > 0.1 || $6 + 0 > 0.1) { bad = 1 } END { exit bad }' \
     || fail "the VCMDQ path took VM exits or backend calls per unmap (expected ~0)"
-  echo "$table" | awk 'NR > 1 && $1 != "a-cmdqv" && $5 + 0 < 1 { bad = 1 } END { exit bad }' \
-    || fail "a trapped path took fewer than one VM exit per unmap (counters wrong?)"
+  echo "$table" | awk 'NR > 1 && $1 != "a-cmdqv" && $5 + 0 < 0.9 { bad = 1 } END { exit bad }' \
+    || fail "a trapped path took well under one VM exit per unmap (counters wrong?)"
   echo "$table" | awk 'NR > 1 && $1 != "a-cmdqv" && ($6 + 0 < 0.9 || $6 + 0 > 1.1) { bad = 1 } END { exit bad }' \
     || fail "the trapped path did not make one backend call per unmap (batching broken?)"
 }

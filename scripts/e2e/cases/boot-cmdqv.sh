@@ -26,7 +26,8 @@ dev=/sys/bus/pci/devices/0000:00:01.0
 echo dma_map_benchmark > $dev/driver_override
 echo 0000:00:01.0 > /sys/bus/pci/drivers/dma_map_benchmark/bind
 echo "E2E-L2: test endpoint $(cat $dev/vendor):$(cat $dev/device) group=$(basename "$(readlink $dev/iommu_group)") type=$(cat $dev/iommu_group/type)"
-dmesg | grep -iE "iommu group" | sed 's/^/E2E-L2-DMESG: /' 
+dmesg | grep -iE "iommu group" | sed 's/^/E2E-L2-DMESG: /'
+grep -i smmu /proc/interrupts | sed 's/^ */E2E-L2: irq /' 
 EOS
 }
 
@@ -47,6 +48,9 @@ case_assert() {
   reject "CMD_SYNC timeout" "a guest CMD_SYNC timed out"
   reject "Illegal command" "the guest hit a command queue error"
   expect_re "E2E-L2: test endpoint 0x1b36:0x0005 group=[0-9]+ type=DMA" "the test endpoint has no DMA domain behind the vSMMU"
+  # The vSMMU signals by MSI through the ITS (its IORT DeviceID mapping).
+  expect_re "E2E-L2: irq .*ITS.*arm-smmu-v3-evtq" "the guest did not set up the event queue MSI through the ITS"
+  expect_re "E2E-L2: irq .*ITS.*arm-smmu-v3-gerror" "the guest did not set up the global error MSI through the ITS"
   # The VMM side: HYP_OWN wired to 0, queues allocated ascending, and the
   # teardown order on power-off.
   in_order boot "the VMM did not see the guest driver's CMD-QV bring-up in order" \

@@ -42,6 +42,12 @@ case "$(cat /proc/cmdline)" in
   for off in 0x40000 0x40080 0x20000; do devmem $((cv + off)) 64 0xfffffffffffffff3; done
   for off in 0x20 0x44 0x80 0x88 0x90 0x98 0x9c 0x4c; do devmem $((smmu + off)) 32 0xffffffff; done
   echo "E2E-L2: garbage written; CMDQV STATUS=$(devmem $((cv + 8)) 32)"
+  sleep 1
+  # The garbage CMDQ_PROD makes the vSMMU consume illegal commands: GERROR,
+  # delivered by MSI through the ITS to the guest driver's handler.
+  grep -i "smmu.*gerror" /proc/interrupts | sed 's/^ */E2E-L2: irq /'
+  dmesg | grep -iE "arm-smmu-v3.*(global error|CMDQ error)" | head -3 | sed 's/^/E2E-L2-DMESG: /'
+
   ;;
 esac
 EOS
@@ -64,6 +70,7 @@ case_assert() {
     "hw_queue_free index=1" "hw_queue_free index=0" "hw_queue_alloc index=0" "hw_queue_alloc index=1"
   step_expect_re cmdqv-twice "E2E-L2: toggle 2 CMDQV STATUS=0x0*1 VINTF0 STATUS=0x0*1" "CMD-QV did not come back after the second toggle"
   step_expect_re garbage "E2E-L2: garbage written" "the garbage writes did not complete"
+  step_expect_re garbage "E2E-L2: irq [0-9]+: +[1-9][0-9]* .*ITS.*gerror" "the global error raised by the garbage never reached the guest as an ITS MSI"
   in_order garbage "the teardown after garbage did not follow the hardware order" \
     "VM stopped: PowerOff" "vIOMMU released"
 }

@@ -229,6 +229,48 @@ fn events_are_dropped_while_evtq_is_disabled() {
     assert!(rig.irqs().is_empty());
 }
 
+fn msi_rig() -> Rig {
+    rig_with(VsmmuConfig {
+        msi: true,
+        ..VsmmuConfig::default()
+    })
+}
+
+#[test]
+fn with_msi_events_and_errors_signal_their_programmed_doorbells() {
+    let mut rig = msi_rig();
+    assert!(rig.smmu.id_registers().msi());
+    rig.enable();
+    rig.set(Reg::EvtqIrqCfg0, 0x0809_0040);
+    rig.set(Reg::EvtqIrqCfg1, 0x21);
+    rig.set(Reg::GerrorIrqCfg0, 0x0809_0040);
+    rig.set(Reg::GerrorIrqCfg1, 0x22);
+    rig.backend.inject_event([0x8_0000_0010, 1, 2, 3]);
+    rig.smmu.process_events();
+    rig.submit(&[Command([0xff, 0])]); // an illegal command: GERROR.CMDQ_ERR
+    assert_eq!(rig.irqs(), ["msi 0x8090040 0x21", "msi 0x8090040 0x22"]);
+}
+
+#[test]
+fn with_msi_but_no_doorbell_programmed_the_wired_line_fires() {
+    let mut rig = msi_rig();
+    rig.enable();
+    rig.backend.inject_event([0x8_0000_0010, 1, 2, 3]);
+    rig.smmu.process_events();
+    assert_eq!(rig.irqs(), ["eventq"]);
+}
+
+#[test]
+fn without_msi_a_programmed_doorbell_is_ignored() {
+    let mut rig = rig();
+    assert!(!rig.smmu.id_registers().msi());
+    rig.enable();
+    rig.set(Reg::EvtqIrqCfg0, 0x0809_0040);
+    rig.backend.inject_event([0x8_0000_0010, 1, 2, 3]);
+    rig.smmu.process_events();
+    assert_eq!(rig.irqs(), ["eventq"]);
+}
+
 #[test]
 fn event_write_outside_ram_raises_evtq_abt_err() {
     let mut rig = rig();
