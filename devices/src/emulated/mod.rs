@@ -28,15 +28,23 @@ pub struct EmulatedViommu {
     calls: VecDeque<BackendCall>,
     /// The most calls `calls` holds.
     call_log_len: usize,
-    /// How many calls of each kind (and, for `vcmdq_exec`, each opcode)
-    /// were made: the VM's statistics.
-    counts: BTreeMap<String, u64>,
+    /// How many calls of each kind were made, and per `op=` argument
+    /// (`vcmdq_exec` opcodes): the VM's statistics. Keyed so that counting
+    /// an already-seen kind allocates nothing (this runs per VCMDQ command).
+    counts: BTreeMap<&'static str, CallCount>,
     /// vDEVICEs: virtual StreamID -> physical StreamID.
     vdevices: BTreeMap<u32, u32>,
     /// How many vDEVICEs fit (the CMD-QV SID_MATCH slots); `None` = unlimited.
     vdevice_slots: Option<usize>,
     /// The vSMMUv3 side: hw info and the ARM_SMMUV3 vEVENTQ.
     smmu: EmulatedSmmu,
+}
+
+/// The count of one kind of call, and of each `op=` value among them.
+#[derive(Debug, Default)]
+struct CallCount {
+    total: u64,
+    by_op: BTreeMap<String, u64>,
 }
 
 /// Calls a VM's backend keeps for post-mortems.
@@ -86,7 +94,14 @@ impl EmulatedBackend {
     /// How many calls of each kind were made so far (`vcmdq_exec` also per
     /// opcode, as `vcmdq_exec:OP`).
     pub fn call_counts(&self) -> BTreeMap<String, u64> {
-        self.lock().counts.clone()
+        let mut flat = BTreeMap::new();
+        for (name, count) in &self.lock().counts {
+            flat.insert((*name).to_string(), count.total);
+            for (op, n) in &count.by_op {
+                flat.insert(format!("{name}:{op}"), *n);
+            }
+        }
+        flat
     }
 
     /// Lock the shared state. A poisoned lock means a panic elsewhere already
@@ -162,12 +177,15 @@ impl EmulatedBackend {
 impl EmulatedViommu {
     fn record(&mut self, call: BackendCall) {
         log::debug!(target: "emulated", "{call}");
-        *self.counts.entry(call.name.to_string()).or_default() += 1;
+        let count = self.counts.entry(call.name).or_default();
+        count.total += 1;
         if let Some((_, op)) = call.args.iter().find(|(key, _)| *key == "op") {
-            *self
-                .counts
-                .entry(format!("{}:{op}", call.name))
-                .or_default() += 1;
+            match count.by_op.get_mut(op.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    count.by_op.insert(op.clone(), 1);
+                }
+            }
         }
         if self.calls.len() >= self.call_log_len {
             self.calls.pop_front();
