@@ -16,7 +16,7 @@ use crate::boot::{self, BootError};
 use crate::bus::MmioBus;
 use crate::config::SerialConfig;
 use crate::description::VmDescription;
-use crate::device_manager::{DeviceError, DeviceManager, Page0Mapper};
+use crate::device_manager::{DeviceError, DeviceManager};
 use crate::kvm::vcpu::{self, RunState, VmExit};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
@@ -46,19 +46,6 @@ pub enum VmError {
     /// A thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
-}
-
-impl Page0Mapper for KvmVm {
-    fn map(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), String> {
-        // SAFETY: the CMD-QV backend that owns this page keeps it mapped
-        // until after the model has sent the matching unmap event (the
-        // model's shutdown unmaps page0 before it releases any host object).
-        unsafe { self.map_page0(gpa, host_addr, len) }.map_err(|e| e.to_string())
-    }
-
-    fn unmap(&self, gpa: u64) -> Result<(), String> {
-        self.unmap_page0(gpa).map_err(|e| e.to_string())
-    }
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}

@@ -19,6 +19,7 @@ use kvm_bindings::{
 use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 
+use crate::device_manager::Page0Mapper;
 use crate::irqchip::IrqChip;
 use devices::GuestMemory;
 
@@ -281,6 +282,19 @@ fn set_attr<T: Copy + std::fmt::LowerHex>(
     device.set_device_attr(&attr_desc).map_err(ioctl(format!(
         "KVM_SET_DEVICE_ATTR(group {group}, attr {attr}, {value:#x})"
     )))
+}
+
+impl Page0Mapper for KvmVm {
+    fn map(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), String> {
+        // SAFETY: the CMD-QV backend that owns this page keeps it mapped
+        // until after the model has sent the matching unmap event (the
+        // model's shutdown unmaps page0 before it releases any host object).
+        unsafe { self.map_page0(gpa, host_addr, len) }.map_err(|e| e.to_string())
+    }
+
+    fn unmap(&self, gpa: u64) -> Result<(), String> {
+        self.unmap_page0(gpa).map_err(|e| e.to_string())
+    }
 }
 
 impl IrqChip for KvmVm {
