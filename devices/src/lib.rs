@@ -19,3 +19,13 @@ pub mod smmuv3;
 
 /// The guest memory type every model reads queues and tables from.
 pub type GuestMemory = vm_memory::GuestMemoryMmap<()>;
+
+/// Lock `mutex` even if a thread panicked while holding it. Device state is
+/// updated register by register, so it stays consistent after a panic
+/// elsewhere; a VMM that already lost one thread should not lose the next
+/// one to the poison too.
+pub fn lock_unpoisoned<T: ?Sized>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

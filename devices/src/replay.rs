@@ -239,6 +239,17 @@ pub struct ReplayEnv {
 pub type SecondRegion =
     Box<dyn FnOnce(&ReplayEnv) -> Result<Box<dyn MutDeviceMmio + Send>, String>>;
 
+/// The CMD-QV model (page0 trapped, QEMU's guest view) as the `cmdqv`
+/// region, over the vSMMU's emulated vIOMMU: what `--vsmmu cmdqv` and the
+/// CMD-QV fuzz targets run.
+pub fn cmdqv_region() -> SecondRegion {
+    Box::new(|env: &ReplayEnv| {
+        crate::cmdqv::Cmdqv::emulated(env.backend.clone(), env.mem.clone(), env.irq.clone())
+            .map(|model| Box::new(model) as Box<dyn MutDeviceMmio + Send>)
+            .map_err(|err| format!("CMD-QV: {err}"))
+    })
+}
+
 /// How to run a trace.
 #[derive(Default)]
 pub struct ReplayOptions {
@@ -257,7 +268,7 @@ struct PrintingSink {
 
 impl PrintingSink {
     fn push(&self, line: String) {
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = crate::lock_unpoisoned(&self.out);
         out.extend(
             self.backend
                 .take_calls()
@@ -331,7 +342,7 @@ impl Runner {
         if let Some(machine) = &self.machine {
             self.print_backend_calls(&machine.env.backend);
         }
-        std::mem::take(&mut *self.out.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *crate::lock_unpoisoned(&self.out))
     }
 
     /// Print a line after the backend calls that happened before it.
@@ -339,15 +350,12 @@ impl Runner {
         if let Some(machine) = &self.machine {
             self.print_backend_calls(&machine.env.backend);
         }
-        self.out
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(line);
+        crate::lock_unpoisoned(&self.out).push(line);
     }
 
     fn print_backend_calls(&self, backend: &EmulatedBackend) {
         let calls = backend.take_calls();
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = crate::lock_unpoisoned(&self.out);
         out.extend(calls.iter().map(|c| format!("backend {c}")));
     }
 

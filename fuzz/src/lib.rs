@@ -8,9 +8,7 @@
 //! allocation the models make in proportion to a guest-controlled size.
 
 use arbitrary::Arbitrary;
-use devices::cmdqv::Cmdqv;
-use devices::replay::{Op, Region, ReplayEnv, ReplayOptions, Runner};
-use vm_device::MutDeviceMmio;
+use devices::replay::{Op, Region, ReplayOptions, Runner, cmdqv_region};
 
 /// Guest RAM base (the aarch64 layout's) and size for every target.
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -46,11 +44,7 @@ pub struct Window {
 pub fn runner(cmdqv: bool) -> Runner {
     let mut options = ReplayOptions::default();
     if cmdqv {
-        options.cmdqv = Some(Box::new(|env: &ReplayEnv| {
-            Cmdqv::emulated(env.backend.clone(), env.mem.clone(), env.irq.clone())
-                .map(|m| Box::new(m) as Box<dyn MutDeviceMmio + Send>)
-                .map_err(|e| e.to_string())
-        }));
+        options.cmdqv = Some(cmdqv_region());
     }
     let mut runner = Runner::new(options);
     let setup = [
@@ -89,16 +83,22 @@ pub fn run(runner: &mut Runner, window: &Window, actions: &[Action]) {
                 gpa: RAM_BASE + (u64::from(*offset) % RAM_SIZE & !7),
                 words: words.iter().take(MAX_WORDS).copied().collect(),
             },
-            Action::Write { offset, wide, value } => {
+            Action::Write {
+                offset,
+                wide,
+                value,
+            } => {
                 let size = if *wide { 8 } else { 4 };
-                let offset = window.base + (u64::from(*offset) % window.size & !(u64::from(size) - 1));
+                let offset =
+                    window.base + (u64::from(*offset) % window.size & !(u64::from(size) - 1));
                 write(window.region, offset, size, *value)
             }
             Action::Read { offset, wide } => {
                 let size = if *wide { 8 } else { 4 };
                 Op::Read {
                     region: window.region,
-                    offset: window.base + (u64::from(*offset) % window.size & !(u64::from(size) - 1)),
+                    offset: window.base
+                        + (u64::from(*offset) % window.size & !(u64::from(size) - 1)),
                     size,
                     expected: None,
                 }

@@ -7,13 +7,13 @@
 use std::sync::{Arc, Mutex};
 
 use arch::layout::{CMDQV_VINTF0_PAGE0_OFFSET, Range, UART_BASE, UART_GSIV, UART_SIZE};
-use devices::GuestMemory;
 use devices::cmdqv::{Cmdqv, CmdqvConfig, Page0Event};
 use devices::emulated::EmulatedBackend;
 use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use devices::irq::IrqLine;
 use devices::legacy::Pl011;
 use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
+use devices::{GuestMemory, lock_unpoisoned};
 use pci::PciSegment;
 use pci::test_endpoint::TestEndpoint;
 
@@ -81,10 +81,6 @@ pub struct DeviceManager {
     pub uart: Arc<Mutex<Pl011>>,
     /// vSMMUs by index.
     pub vsmmus: Vec<VsmmuDevices>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DeviceManager {
@@ -156,9 +152,9 @@ impl DeviceManager {
     /// into guest event queues, CMD-QV queue errors into the error maps.
     pub fn poll(&self) {
         for v in &self.vsmmus {
-            lock(&v.smmu).process_events();
+            lock_unpoisoned(&v.smmu).process_events();
             if let Some(cmdqv) = &v.cmdqv {
-                lock(cmdqv).poll_host_errors();
+                lock_unpoisoned(cmdqv).poll_host_errors();
             }
         }
     }
@@ -169,7 +165,7 @@ impl DeviceManager {
         self.vsmmus
             .iter()
             .map(|v| {
-                let cmdq = lock(&v.smmu).cmdq_stats();
+                let cmdq = lock_unpoisoned(&v.smmu).cmdq_stats();
                 let counts = v.backend.call_counts();
                 let count = |key: &str| counts.get(key).copied().unwrap_or(0);
                 format!(
@@ -196,7 +192,7 @@ impl DeviceManager {
         for v in &self.vsmmus {
             if let Some(cmdqv) = &v.cmdqv {
                 log::info!(target: "vmm", "vSMMU {}: CMD-QV teardown", v.description.index);
-                lock(cmdqv).shutdown();
+                lock_unpoisoned(cmdqv).shutdown();
             }
         }
         for v in self.vsmmus.drain(..) {
@@ -355,9 +351,9 @@ mod tests {
     }
 
     impl RecordingMapper {
-        fn note(&self, what: String) {
-            let calls: Vec<String> = self
-                .backend
+        /// The backend calls made since the last take, as `backend ...` lines.
+        fn take_backend_calls(&self) -> Vec<String> {
+            self.backend
                 .lock()
                 .unwrap()
                 .as_ref()
@@ -367,7 +363,11 @@ mod tests {
                         .map(|c| format!("backend {c}"))
                         .collect()
                 })
-                .unwrap_or_default();
+                .unwrap_or_default()
+        }
+
+        fn note(&self, what: String) {
+            let calls = self.take_backend_calls();
             let mut events = self.events.lock().unwrap();
             events.extend(calls);
             events.push(what);
@@ -433,7 +433,7 @@ mod tests {
         };
         assert!(position(&format!("map {page0:#x}")) < position("backend hw_queue_alloc index=0"));
         let unmap = position(&format!("unmap {page0:#x}"));
-        let backend = dm_calls_after(&mapper);
+        let backend = mapper.take_backend_calls();
         let free1 = backend
             .iter()
             .position(|c| c.starts_with("backend hw_queue_free index=1"));
@@ -464,21 +464,6 @@ mod tests {
             Arc::new(RecordingMapper::default()),
             Box::new(std::io::sink()),
         )
-    }
-
-    fn dm_calls_after(mapper: &RecordingMapper) -> Vec<String> {
-        mapper
-            .backend
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|b| {
-                b.take_calls()
-                    .iter()
-                    .map(|c| format!("backend {c}"))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     #[test]

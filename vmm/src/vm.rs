@@ -180,10 +180,7 @@ fn spawn_console_input(uart: Arc<std::sync::Mutex<Pl011>>) -> std::io::Result<()
                 }
                 let mut rest = &buf[..n];
                 while !rest.is_empty() {
-                    let queued = uart
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .queue_input(rest);
+                    let queued = devices::lock_unpoisoned(&uart).queue_input(rest);
                     rest = &rest[queued..];
                     if !rest.is_empty() {
                         std::thread::sleep(Duration::from_millis(1));

@@ -6,9 +6,7 @@
 
 use std::process::ExitCode;
 
-use devices::cmdqv::Cmdqv;
-use devices::replay::{self, ReplayEnv, ReplayOptions};
-use vm_device::MutDeviceMmio;
+use devices::replay::{self, ReplayOptions};
 
 const USAGE: &str = "usage: vsmmu-replay [--vsmmu smmuv3|cmdqv] TRACE
 
@@ -70,11 +68,7 @@ fn main() -> ExitCode {
     };
     let mut options = ReplayOptions::default();
     if vsmmu == Vsmmu::Cmdqv {
-        options.cmdqv = Some(Box::new(|env: &ReplayEnv| {
-            Cmdqv::emulated(env.backend.clone(), env.mem.clone(), env.irq.clone())
-                .map(|model| Box::new(model) as Box<dyn MutDeviceMmio + Send>)
-                .map_err(|err| format!("CMD-QV: {err}"))
-        }));
+        options.cmdqv = Some(replay::cmdqv_region());
     }
     let outcome = replay::run(&text, options);
     for line in &outcome.lines {

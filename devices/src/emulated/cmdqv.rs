@@ -82,11 +82,9 @@ pub struct EmulatedCmdqv {
 }
 
 fn lock(engine: &Mutex<VcmdqEngine>) -> MutexGuard<'_, VcmdqEngine> {
-    // A poisoned engine lock means a panic elsewhere; the register file is
-    // still consistent pass by pass, so keep serving rather than panic twice.
-    engine
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    // The register file is consistent pass by pass: keep serving after a
+    // panic elsewhere rather than panic twice.
+    crate::lock_unpoisoned(engine)
 }
 
 impl EmulatedCmdqv {

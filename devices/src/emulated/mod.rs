@@ -108,9 +108,7 @@ impl EmulatedBackend {
     /// broke the VM; the state itself is still consistent call by call, so
     /// keep going rather than panic twice.
     pub(crate) fn lock(&self) -> MutexGuard<'_, EmulatedViommu> {
-        self.viommu
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock_unpoisoned(&self.viommu)
     }
 
     /// Limit the number of vDEVICEs (CMD-QV: 1 << log2vsids SID slots).

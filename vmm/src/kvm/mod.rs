@@ -21,7 +21,7 @@ use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 
 use crate::device_manager::Page0Mapper;
 use crate::irqchip::IrqChip;
-use devices::GuestMemory;
+use devices::{GuestMemory, lock_unpoisoned};
 
 /// KVM's default IPA size when the host does not report KVM_CAP_ARM_VM_IPA_SIZE.
 const DEFAULT_IPA_BITS: u32 = 40;
@@ -143,7 +143,7 @@ impl KvmVm {
     /// [`KvmVm::unmap_page0`] for `gpa` returns (the CMD-QV model sends the
     /// unmap event before its backend releases the page).
     pub unsafe fn map_page0(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), KvmError> {
-        let mut slots = self.page0_slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = lock_unpoisoned(&self.page0_slots);
         if slots.iter().any(|(_, g)| *g == gpa) {
             return Ok(());
         }
@@ -170,7 +170,7 @@ impl KvmVm {
 
     /// Remove the page0 slot at `gpa`, if installed; guest accesses trap again.
     pub fn unmap_page0(&self, gpa: u64) -> Result<(), KvmError> {
-        let mut slots = self.page0_slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = lock_unpoisoned(&self.page0_slots);
         let Some(pos) = slots.iter().position(|(_, g)| *g == gpa) else {
             return Ok(());
         };

@@ -14,6 +14,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use super::{KvmError, ioctl};
 use crate::bus::MmioBus;
+use devices::lock_unpoisoned;
 
 /// Why the VM stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub struct RunState {
 impl RunState {
     /// Record why the VM stops (the first reason wins) and ask every vCPU to stop.
     pub fn request_stop(&self, why: VmExit) {
-        let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut exit = lock_unpoisoned(&self.exit);
         if exit.is_none() {
             *exit = Some(why);
         }
@@ -50,9 +51,7 @@ impl RunState {
 
     /// The recorded reason.
     pub fn exit(&self) -> VmExit {
-        self.exit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock_unpoisoned(&self.exit)
             .clone()
             .unwrap_or_else(|| VmExit::Failed("vCPUs stopped without a reason".into()))
     }
