@@ -312,22 +312,15 @@ impl Pl011 {
             },
             o if o == RSR_ECR.offset => self.rsr,
             o if o == FR.offset => self.flags(),
-            o if o == ILPR.offset => self.ilpr,
-            o if o == IBRD.offset => self.ibrd,
-            o if o == FBRD.offset => self.fbrd,
-            o if o == LCR_H.offset => self.lcr_h,
-            o if o == CR.offset => self.cr,
-            o if o == IFLS.offset => self.ifls,
-            o if o == IMSC.offset => self.imsc,
             o if o == RIS.offset => self.ris(),
             o if o == MIS.offset => self.ris() & self.imsc,
-            o if o == DMACR.offset => self.dmacr,
-            // ICR is write-only.
-            _ => 0,
+            // Plain storage registers; ICR is write-only and reads 0.
+            _ => self.stored(reg),
         }
     }
 
-    /// The stored value a sub-word write merges into.
+    /// The stored value of a plain register (0 for the others): what a read
+    /// returns and what a sub-word write merges into.
     fn stored(&self, reg: Register) -> u32 {
         match reg.offset {
             o if o == ILPR.offset => self.ilpr,
