@@ -31,7 +31,8 @@ pub enum QueueBaseError {
     /// EOVERFLOW: base + length wraps.
     #[error("queue at {gpa:#x} of length {len:#x} wraps the address space")]
     Overflow { gpa: u64, len: u64 },
-    /// EFAULT: not inside one guest RAM region (not contiguous or not RAM).
+    /// ENOENT (not guest RAM, so not in the IOAS) or EFAULT (spans two
+    /// RAM regions: not physically contiguous).
     #[error("queue at {gpa:#x} of length {len:#x} is not inside one guest RAM region")]
     NotInRam { gpa: u64, len: u64 },
 }

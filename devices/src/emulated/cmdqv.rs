@@ -163,6 +163,15 @@ impl EmulatedCmdqv {
         let Some(last) = gpa.checked_add(len - 1) else {
             return err(Errno::Overflow, format!("HW queue {gpa:#x}+{len:#x} wraps"));
         };
+        // Pinning: an IOVA not mapped in the IOAS (guest RAM) is ENOENT;
+        // RAM that spans two backing regions is not physically contiguous.
+        let in_ram = |a: u64| self.mem.find_region(GuestAddress(a)).is_some();
+        if !in_ram(gpa) || !in_ram(last) {
+            return err(
+                Errno::NoEnt,
+                format!("HW queue {gpa:#x}+{len:#x} is not in guest RAM"),
+            );
+        }
         let contiguous = self
             .mem
             .find_region(GuestAddress(gpa))
@@ -347,7 +356,8 @@ mod tests {
         );
         assert_eq!(
             errno(b.hw_queue_alloc(0, 0x8000_0000, 0x1000)),
-            Errno::Fault
+            Errno::NoEnt,
+            "not in the IOAS (the kernel's mock answers the same)"
         );
         assert_eq!(
             errno(b.hw_queue_alloc(0, u64::MAX - 0xfff, 0x2000)),

@@ -46,4 +46,11 @@ pub trait VsmmuBackend: Send {
     /// Drain the vEVENTQ: raw SMMUv3 event records with the StreamID field
     /// already rewritten to the vSID, oldest first.
     fn poll_events(&mut self) -> Vec<[u64; 4]>;
+
+    /// True once after the host dropped events (the vEVENTQ overflowed:
+    /// a LOST_EVENTS header or a gap in its sequence numbers). The model
+    /// turns it into the guest event queue's overflow flag.
+    fn take_events_lost(&mut self) -> bool {
+        false
+    }
 }

@@ -116,6 +116,12 @@ impl Smmuv3 {
     /// Queue full: drop the record; OVFLG toggles only when no overflow is
     /// outstanding (OVFLG == CONS.OVACKFLG), as the spec requires.
     fn note_evtq_overflow(&mut self, record: EventRecord) {
+        self.raise_evtq_overflow();
+        log::debug!(target: "smmuv3", "event {:#x} dropped: queue full", record.kind());
+    }
+
+    /// Toggle EVENTQ_PROD.OVFLG unless an overflow is still unacknowledged.
+    fn raise_evtq_overflow(&mut self) {
         let ovflg = evtq::OVFLG.get(self.state.evtq_prod);
         let ovack = evtq::OVFLG.get(self.state.evtq_cons);
         if ovflg == ovack {
@@ -123,7 +129,6 @@ impl Smmuv3 {
             log::warn!(target: "smmuv3", "event queue overflow, EVENTQ_PROD = {:#x}",
                 self.state.evtq_prod);
         }
-        log::debug!(target: "smmuv3", "event {:#x} dropped: queue full", record.kind());
     }
 
     /// Write the model's own events and pulse the event interrupt once.
@@ -150,6 +155,17 @@ impl Smmuv3 {
             .collect();
         if !records.is_empty() {
             self.report_events(&records);
+        }
+        // Events the host dropped are events this queue never got: the
+        // guest sees the overflow flag, as if its own queue had been full,
+        // and an interrupt so that it looks.
+        if self.backend.take_events_lost() {
+            log::warn!(target: "smmuv3", "host vEVENTQ lost events");
+            self.raise_evtq_overflow();
+            if irq_ctrl::EVENTQ_IRQEN.is_set(self.state.irq_ctrl) {
+                let (cfg0, cfg1) = (self.state.evtq_irq_cfg0, self.state.evtq_irq_cfg1);
+                self.signal(IrqLine::SmmuEventq, cfg0, cfg1);
+            }
         }
     }
 }

@@ -1,0 +1,108 @@
+//! The VM's IOAS: every guest RAM region mapped at IOVA = GPA, so the
+//! nest-parent HWPT (stage 2) translates guest physical addresses, and a HW
+//! queue's `nesting_parent_iova` is simply the queue's GPA.
+
+use std::sync::Arc;
+
+use iommufd_bindings::iommufd::{
+    iommu_ioas_map, iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA,
+    iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE,
+    iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE,
+};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+
+use crate::error::Error;
+use crate::fd::{Iommufd, Object, ObjectKind};
+
+/// The host page size the kernel pins at (4 KiB on every host we run on;
+/// a larger base page only makes the check stricter than needed).
+const PAGE: u64 = 4096;
+
+/// One IOAS. Dropping it destroys the IOAS, which unmaps everything in it.
+#[derive(Debug)]
+pub struct Ioas {
+    object: Object,
+    mapped: Vec<(u64, u64)>,
+}
+
+impl Ioas {
+    /// `IOMMU_IOAS_ALLOC`.
+    pub fn new(fd: &Arc<Iommufd>) -> Result<Self, Error> {
+        let id = fd.ioas_alloc()?;
+        Ok(Ioas {
+            object: Object::new(fd.clone(), id, ObjectKind::Ioas),
+            mapped: Vec::new(),
+        })
+    }
+
+    /// The IOAS id (`pt_id` of the nest parent).
+    pub fn id(&self) -> u32 {
+        self.object.id()
+    }
+
+    /// Map every region of `mem` at IOVA = GPA, readable and writable.
+    pub fn map_guest_ram(&mut self, fd: &Iommufd, mem: &devices::GuestMemory) -> Result<(), Error> {
+        for region in mem.iter() {
+            let host = region
+                .get_host_address(vm_memory::MemoryRegionAddress(0))
+                .map_err(|_| {
+                    Error::ioctl(
+                        crate::fd::Ioctl::IoasMap,
+                        format!(
+                            "region at GPA {:#x} has no host mapping",
+                            region.start_addr().0
+                        ),
+                        libc::EFAULT,
+                    )
+                })?;
+            self.map(fd, region.start_addr().0, host as u64, region.len())?;
+        }
+        Ok(())
+    }
+
+    /// `IOMMU_IOAS_MAP` of `len` bytes at host VA `user_va` to IOVA `iova`.
+    /// Both must be page aligned: the kernel accepts an unaligned VA and the
+    /// device attach fails later, far from the cause.
+    pub fn map(&mut self, fd: &Iommufd, iova: u64, user_va: u64, len: u64) -> Result<(), Error> {
+        if (iova | user_va | len) % PAGE != 0 {
+            return Err(Error::ioctl(
+                crate::fd::Ioctl::IoasMap,
+                format!("IOVA {iova:#x} VA {user_va:#x} length {len:#x} not page aligned"),
+                libc::EINVAL,
+            ));
+        }
+        let arg = iommu_ioas_map {
+            size: size_of::<iommu_ioas_map>() as u32,
+            flags: iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA
+                | iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE
+                | iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE,
+            ioas_id: self.id(),
+            __reserved: 0,
+            user_va,
+            length: len,
+            iova,
+        };
+        fd.ioas_map(&arg)?;
+        log::info!(target: "iommufd", "IOAS {}: guest RAM {iova:#x}+{len:#x} mapped", self.id());
+        self.mapped.push((iova, len));
+        Ok(())
+    }
+
+    /// `IOMMU_IOAS_UNMAP` of one mapping made by [`Ioas::map`]. The kernel
+    /// refuses (EBUSY) while a HW queue pins pages in it.
+    pub fn unmap(&mut self, fd: &Iommufd, iova: u64, len: u64) -> Result<(), Error> {
+        fd.ioas_unmap(self.id(), iova, len)?;
+        self.mapped.retain(|m| *m != (iova, len));
+        Ok(())
+    }
+
+    /// The (IOVA, length) ranges mapped so far.
+    pub fn mappings(&self) -> &[(u64, u64)] {
+        &self.mapped
+    }
+
+    /// Destroy the IOAS now, returning the kernel's answer.
+    pub fn destroy(self) -> Result<(), Error> {
+        self.object.destroy()
+    }
+}
