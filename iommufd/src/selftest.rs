@@ -40,8 +40,8 @@ pub mod op {
 
 /// `sizeof(struct iommu_test_cmd)`: 16-byte header, 48-byte union, `last`.
 pub const TEST_CMD_SIZE: usize = 72;
-/// Offset of the union in `struct iommu_test_cmd`.
-const UNION: usize = 16;
+/// Offset of the union in `struct iommu_test_cmd` (every op's arguments).
+pub const UNION: usize = 16;
 /// The mock IOMMU's aperture: IOVAs [16 MiB, 2 GiB).
 pub const MOCK_APERTURE: std::ops::Range<u64> = (1 << 24)..(1 << 31);
 /// `IOMMU_HW_INFO_TYPE_SELFTEST` and the `test_reg` it reports.
