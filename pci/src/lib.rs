@@ -13,6 +13,7 @@ pub mod config;
 pub mod device;
 pub mod host_bridge;
 pub mod test_endpoint;
+pub mod vfio;
 
 use std::fmt;
 

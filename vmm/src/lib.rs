@@ -7,6 +7,7 @@ pub mod bus;
 pub mod config;
 pub mod description;
 pub mod device_manager;
+pub mod host_backend;
 pub mod irqchip;
 pub mod memory;
 

@@ -101,6 +101,7 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
+    vmm::host_backend::preflight(&vm.config).map_err(|e| e.to_string())?;
     boot(&vm)
 }
 

@@ -1,0 +1,168 @@
+//! The host backend behind each vSMMU: the `emulated` software model of the
+//! kernel contract, or the host's own SMMU through /dev/iommu (`iommufd`).
+//!
+//! With `iommufd` the VM owns one [`HostIommu`]: the iommufd, one IOAS with
+//! all guest RAM at IOVA = GPA, and every passthrough function bound to it
+//! through its VFIO cdev. Each vSMMU then gets an `iommufd::Viommu` over
+//! the functions behind it (vDEVICE virt_id = the StreamID the IORT gives
+//! the guest). Drop order is the kernel's: the vSMMUs' vIOMMUs (held by the
+//! models) go first, then the functions, then the IOAS, then the fd.
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use devices::GuestMemory;
+use devices::cmdqv::CmdqvBackend;
+use devices::emulated::EmulatedBackend;
+use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
+use devices::smmuv3::VsmmuBackend;
+use iommufd::{ArmSmmuv3, HostError, Ioas, Ioctl, Iommufd, IommufdDevice, SharedViommu, Viommu};
+use pci::vfio::VfioCdev;
+
+/// Check, before anything else is set up, that the host can back the
+/// VM's vSMMUs: with backend=iommufd, /dev/iommu must open.
+pub fn preflight(config: &crate::config::VmConfig) -> Result<(), HostError> {
+    use crate::config::{BackendKind, VsmmuKind};
+    if config.vsmmu.kind != VsmmuKind::Off && config.vsmmu.backend == BackendKind::Iommufd {
+        iommufd::open_host()?;
+    }
+    Ok(())
+}
+
+/// The VM's host IOMMU state (backend=iommufd).
+pub struct HostIommu {
+    /// Bound functions by sysfs path; the vIOMMUs hold clones.
+    functions: Vec<(PathBuf, Arc<VfioCdev>)>,
+    ioas: Ioas,
+    fd: Arc<Iommufd>,
+}
+
+impl HostIommu {
+    /// Open /dev/iommu, map guest RAM into a new IOAS, bind `functions`.
+    pub fn new(mem: &GuestMemory, functions: &[PathBuf]) -> Result<Self, HostError> {
+        let fd = iommufd::open_host()?;
+        let mut ioas = Ioas::new(&fd)?;
+        ioas.map_guest_ram(&fd, mem)?;
+        let mut bound = Vec::with_capacity(functions.len());
+        for path in functions {
+            let function = VfioCdev::bind(path, fd.raw_fd()).map_err(|e| {
+                HostError::Setup(iommufd::Error::Device {
+                    device: path.display().to_string(),
+                    op: e.to_string(),
+                    errno: libc::ENODEV,
+                })
+            })?;
+            bound.push((path.clone(), Arc::new(function)));
+        }
+        Ok(HostIommu {
+            functions: bound,
+            ioas,
+            fd,
+        })
+    }
+
+    /// A vIOMMU (ARM SMMUv3, or Tegra241 CMD-QV with `cmdqv`) over the
+    /// functions at `paths`, each seen by the guest as the paired vSID.
+    pub fn viommu(&self, cmdqv: bool, paths: &[(PathBuf, u32)]) -> Result<SharedViommu, HostError> {
+        let devices = paths
+            .iter()
+            .filter_map(|(path, vsid)| {
+                self.functions
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, f)| (f.clone() as Arc<dyn IommufdDevice>, *vsid))
+            })
+            .collect();
+        let viommu = Viommu::new(
+            &self.fd,
+            self.ioas.id(),
+            Arc::new(ArmSmmuv3 { cmdqv }),
+            devices,
+        )?;
+        Ok(SharedViommu::new(viommu))
+    }
+
+    /// The VM's iommufd (its per-ioctl counters).
+    pub fn fd(&self) -> &Arc<Iommufd> {
+        &self.fd
+    }
+}
+
+/// One vSMMU's backend.
+#[derive(Clone, Debug)]
+pub enum VsmmuHost {
+    /// The software model (`backend=emulated`).
+    Emulated(EmulatedBackend),
+    /// A vIOMMU on the host SMMU (`backend=iommufd`).
+    Iommufd(SharedViommu),
+}
+
+impl VsmmuHost {
+    /// What the vSMMU model talks to.
+    pub fn vsmmu(&self) -> Box<dyn VsmmuBackend> {
+        match self {
+            VsmmuHost::Emulated(b) => Box::new(b.clone()),
+            VsmmuHost::Iommufd(v) => Box::new(v.vsmmu()),
+        }
+    }
+
+    /// What the CMD-QV model talks to.
+    pub fn cmdqv(&self, mem: &GuestMemory, mapped: bool) -> Result<Box<dyn CmdqvBackend>, String> {
+        match self {
+            VsmmuHost::Emulated(b) => {
+                let config = EmulatedCmdqvConfig {
+                    mapped,
+                    ..EmulatedCmdqvConfig::default()
+                };
+                let host = EmulatedCmdqv::new(b.clone(), mem.clone(), config)
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(host))
+            }
+            VsmmuHost::Iommufd(v) => v
+                .cmdqv()
+                .map(|b| Box::new(b) as Box<dyn CmdqvBackend>)
+                .ok_or_else(|| "the host vIOMMU is not a Tegra241 CMD-QV".to_string()),
+        }
+    }
+
+    /// Declare the endpoint `vsid` (the emulated backend's vDEVICE; with
+    /// iommufd the vIOMMU made it already).
+    pub fn add_endpoint(&self, vsid: u32) -> Result<(), String> {
+        match self {
+            VsmmuHost::Emulated(b) => b.vdevice_alloc(vsid, vsid).map_err(|e| e.to_string()),
+            VsmmuHost::Iommufd(_) => Ok(()),
+        }
+    }
+
+    /// Backend calls by kind, with the emulated backend's names:
+    /// `invalidate`, `install_ste`, `hw_queue_alloc`, `vcmdq_exec`...
+    /// (with iommufd: the VM's ioctls; VCMDQ commands run in hardware and
+    /// are not counted).
+    pub fn call_counts(&self) -> BTreeMap<String, u64> {
+        match self {
+            VsmmuHost::Emulated(b) => b.call_counts(),
+            VsmmuHost::Iommufd(v) => {
+                let viommu = v.lock();
+                let fd = viommu.fd();
+                [
+                    ("invalidate", Ioctl::HwptInvalidate),
+                    ("install_ste", Ioctl::HwptAlloc),
+                    ("hw_queue_alloc", Ioctl::HwQueueAlloc),
+                ]
+                .into_iter()
+                .map(|(name, ioctl)| (name.to_string(), fd.count(ioctl)))
+                .collect()
+            }
+        }
+    }
+
+    /// The fds that become readable when the host has events for the guest.
+    pub fn event_fds(&self) -> Vec<RawFd> {
+        match self {
+            VsmmuHost::Emulated(_) => Vec::new(),
+            VsmmuHost::Iommufd(v) => v.lock().event_fds(),
+        }
+    }
+}

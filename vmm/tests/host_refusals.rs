@@ -1,0 +1,41 @@
+//! The binary on a host that cannot back an accelerated vSMMU: one sentence
+//! naming the fix, a non-zero exit, no panic, nothing else attempted.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
+
+#[test]
+fn cmdqv_with_passthrough_on_a_host_without_dev_iommu_says_so_in_one_sentence() {
+    if std::path::Path::new("/dev/iommu").exists() {
+        return; // the host has iommufd: this refusal is not the one it gives
+    }
+    let kernel = std::env::temp_dir().join(format!("ch-host-refusal-{}", std::process::id()));
+    std::fs::write(&kernel, b"not a kernel").unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--vsmmu",
+            "cmdqv",
+            "--device",
+            "path=/sys/bus/pci/devices/0000:00:01.0,iommu=on",
+        ])
+        .arg("--kernel")
+        .arg(&kernel)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&kernel);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    let line = lines[0];
+    assert!(
+        line.starts_with("cloud-hypervisor: cannot open /dev/iommu"),
+        "{line}"
+    );
+    assert!(
+        line.contains("Linux >= 6.17") && line.contains("backend=emulated"),
+        "{line}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
