@@ -16,6 +16,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use crate::GuestMemory;
 use crate::emulated::EmulatedBackend;
+use crate::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use crate::irq::{InterruptSink, IrqLine};
 use crate::smmuv3::{Smmuv3, VsmmuConfig};
 
@@ -244,7 +245,14 @@ pub type SecondRegion =
 /// CMD-QV fuzz targets run.
 pub fn cmdqv_region() -> SecondRegion {
     Box::new(|env: &ReplayEnv| {
-        crate::cmdqv::Cmdqv::emulated(env.backend.clone(), env.mem.clone(), env.irq.clone())
+        let host = EmulatedCmdqv::new(
+            env.backend.clone(),
+            env.mem.clone(),
+            EmulatedCmdqvConfig::default(),
+        )
+        .map_err(|err| format!("CMD-QV: {err}"))?;
+        let config = crate::cmdqv::CmdqvConfig::default();
+        crate::cmdqv::Cmdqv::new(Box::new(host), env.mem.clone(), env.irq.clone(), config)
             .map(|model| Box::new(model) as Box<dyn MutDeviceMmio + Send>)
             .map_err(|err| format!("CMD-QV: {err}"))
     })

@@ -50,8 +50,6 @@ use vcmdq::{QueueBase, Vcmdq};
 use vintf::{ConfigEffect, ConfigPage};
 
 use crate::GuestMemory;
-use crate::emulated::EmulatedBackend;
-use crate::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig, EmulatedCmdqvError};
 use crate::irq::{InterruptSink, IrqLine};
 use crate::regs::{extract_read, merge_write};
 
@@ -85,9 +83,6 @@ pub enum CmdqvError {
     /// The host's CMD-QV version is not the one this model speaks.
     #[error("host CMD-QV version {0} is not supported (only version 1)")]
     UnsupportedVersion(u8),
-    /// The emulated backend could not be built.
-    #[error(transparent)]
-    Emulated(#[from] EmulatedCmdqvError),
 }
 
 /// When the VMM must install or remove the host page0 at the VINTF0 page0
@@ -157,17 +152,6 @@ impl Cmdqv {
             listener: None,
             unknown_accesses: 0,
         })
-    }
-
-    /// The fuzzing/replay/test harness: the model over an emulated backend
-    /// sharing `viommu`'s state, page0 trapped, QEMU's guest view.
-    pub fn emulated(
-        viommu: EmulatedBackend,
-        mem: GuestMemory,
-        irq: Arc<dyn InterruptSink>,
-    ) -> Result<Self, CmdqvError> {
-        let backend = EmulatedCmdqv::new(viommu, mem.clone(), EmulatedCmdqvConfig::default())?;
-        Self::new(Box::new(backend), mem, irq, CmdqvConfig::default())
     }
 
     /// Number of logical VCMDQs the guest sees.

@@ -7,7 +7,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::emulated::EmulatedBackend;
-use crate::emulated::cmdqv::EmulatedCmdqvConfig;
+use crate::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 
 const RAM: u64 = 0x4000_0000;
 const RAM_SIZE: usize = 0x100_0000;
