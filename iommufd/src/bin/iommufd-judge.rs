@@ -288,6 +288,7 @@ impl Rig {
             ioas,
             mem,
         } = self;
+        let refused_before = fd.failed_destroys();
         cmdqv.shutdown();
         drop(cmdqv);
         drop(smmu);
