@@ -308,8 +308,9 @@ impl Rig {
             errors.push(e.to_string());
         }
         drop(mem);
-        ensure(fd.failed_destroys() == 0, || {
-            format!("{} IOMMU_DESTROY refused", fd.failed_destroys())
+        let refused = fd.failed_destroys() - refused_before;
+        ensure(refused == 0, || {
+            format!("{refused} IOMMU_DESTROY refused during teardown")
         })?;
         ensure(errors.is_empty(), || errors.join("; "))
     }
