@@ -247,20 +247,23 @@ fn build_vsmmu(
 
     let cmdqv = if description.cmdqv {
         let mapped = vm.config.vsmmu.page0_mode() == Page0Mode::Mapped;
+        // One sink for the CMD-QV's error interrupt and its VCMDQs' CMD_SYNC
+        // MSIs, which carry the vSMMU's ITS DeviceID like the SMMU's own.
+        let irq = Arc::new(RoutedInterrupts::new(
+            chip.clone(),
+            vec![(IrqLine::Cmdqv, l.cmdqv_gsiv)],
+            l.its_device_id,
+        ));
         let host = EmulatedCmdqv::new(
             backend.clone(),
             mem.clone(),
+            irq.clone(),
             EmulatedCmdqvConfig {
                 mapped,
                 ..EmulatedCmdqvConfig::default()
             },
         )
         .map_err(|e| err(e.to_string()))?;
-        let irq = Arc::new(RoutedInterrupts::new(
-            chip.clone(),
-            vec![(IrqLine::Cmdqv, l.cmdqv_gsiv)],
-            l.its_device_id,
-        ));
         let mut model = Cmdqv::new(Box::new(host), mem.clone(), irq, CmdqvConfig::default())
             .map_err(|e| err(e.to_string()))?;
         let devices_behind = vm.devices.iter().filter(|d| d.vsmmu == Some(index)).count();

@@ -166,7 +166,12 @@ impl Cmdqv {
         mem: GuestMemory,
         irq: Arc<dyn InterruptSink>,
     ) -> Result<Self, CmdqvError> {
-        let backend = EmulatedCmdqv::new(viommu, mem.clone(), EmulatedCmdqvConfig::default())?;
+        let backend = EmulatedCmdqv::new(
+            viommu,
+            mem.clone(),
+            irq.clone(),
+            EmulatedCmdqvConfig::default(),
+        )?;
         Self::new(Box::new(backend), mem, irq, CmdqvConfig::default())
     }
 

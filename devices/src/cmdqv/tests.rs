@@ -54,7 +54,8 @@ impl Rig {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), RAM_SIZE)]).unwrap();
         let viommu = EmulatedBackend::new();
         let irqs = Arc::new(Irqs::default());
-        let backend = EmulatedCmdqv::new(viommu.clone(), mem.clone(), config).unwrap();
+        let backend =
+            EmulatedCmdqv::new(viommu.clone(), mem.clone(), irqs.clone(), config).unwrap();
         let cmdqv = Cmdqv::new(
             Box::new(backend),
             mem.clone(),
@@ -218,6 +219,22 @@ fn tlbi_and_cmd_sync_batch_executes_and_writes_msi() {
     );
     assert_eq!(rig.mem.read_obj::<u32>(GuestAddress(MSI)).unwrap(), 0xabcd);
     assert!(rig.irqs().is_empty());
+}
+
+#[test]
+fn cmd_sync_msi_outside_ram_is_delivered_and_the_sync_completes() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.calls();
+    let doorbell = 0x0809_0040;
+    rig.put_cmd(Q0, 0, cmd_sync_msi(doorbell, 0x2a));
+    rig.put_cmd(Q0, 1, tlbi_nh_va(1, 0x1000));
+    rig.w32(Rig::p0(0, 0x4), 2);
+    assert_eq!(rig.r32(Rig::p0(0, 0x0)), 2, "no CONS.ERR, both consumed");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 0, "no GERROR");
+    assert_eq!(rig.irqs(), [format!("msi {doorbell:#x} 0x2a")]);
+    assert_eq!(rig.calls().len(), 2);
 }
 
 #[test]

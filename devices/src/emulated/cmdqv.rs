@@ -19,6 +19,7 @@ use crate::GuestMemory;
 use crate::backend::{BackendCall, BackendError, Errno};
 use crate::cmdqv::backend::{CmdqvBackend, CmdqvHostInfo, Page0Mode, Page0Region};
 use crate::cmdqv::regs::{VCMDQ_BASE_ADDR, VCMDQ_STRIDE};
+use crate::irq::InterruptSink;
 
 /// How long the worker keeps polling after the last command it executed
 /// before it starts sleeping between polls. Guests issue invalidations in
@@ -89,10 +90,14 @@ fn lock(engine: &Mutex<VcmdqEngine>) -> MutexGuard<'_, VcmdqEngine> {
 
 impl EmulatedCmdqv {
     /// A CMD-QV on the vIOMMU `viommu`, reading queues from `mem`. Limits
-    /// the vIOMMU's vDEVICEs to the host's SID slots.
+    /// the vIOMMU's vDEVICEs to the host's SID slots. `msi` receives the
+    /// MSIs the VCMDQs' CMD_SYNCs send to addresses outside guest RAM (the
+    /// SMMU's own MSI path: give it the sink that carries the SMMU's ITS
+    /// DeviceID).
     pub fn new(
         viommu: EmulatedBackend,
         mem: GuestMemory,
+        msi: Arc<dyn InterruptSink>,
         config: EmulatedCmdqvConfig,
     ) -> Result<Self, EmulatedCmdqvError> {
         let log2vcmdqs = config.info.log2vcmdqs;
@@ -103,6 +108,7 @@ impl EmulatedCmdqv {
         let engine = VcmdqEngine::new(
             mem.clone(),
             viommu.clone(),
+            msi,
             Page0Memory::new()?,
             1usize << log2vcmdqs,
         );
@@ -298,6 +304,7 @@ mod tests {
 
     use super::*;
     use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_STATUS};
+    use crate::irq::NoInterrupts;
 
     const RAM: u64 = 0x4000_0000;
 
@@ -312,7 +319,7 @@ mod tests {
             mapped,
         };
         (
-            EmulatedCmdqv::new(viommu.clone(), mem, config).unwrap(),
+            EmulatedCmdqv::new(viommu.clone(), mem, Arc::new(NoInterrupts), config).unwrap(),
             viommu,
         )
     }

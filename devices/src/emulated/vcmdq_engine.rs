@@ -4,7 +4,10 @@
 //! Implements: the CONFIG.CMDQ_EN -> STATUS.ENABLED handshake (only for a
 //! queue that has a HW queue), consumption from guest memory of
 //! TLBI_NH_ASID, TLBI_NH_VA, ATC_INV (vSID -> pSID through the vDEVICE
-//! table) and CMD_SYNC (MSI-poll write of CS=IRQ), CONS/GERROR/CONS.ERR
+//! table) and CMD_SYNC (CS=SIG_IRQ: the MSI payload is written to guest RAM,
+//! Linux's MSI polling, or, for an address outside RAM such as the ITS
+//! doorbell, delivered as an MSI, exactly as the trapped SMMU command queue
+//! does), CONS/GERROR/CONS.ERR
 //! updates on an error, the VINTF's LVCMDQ error map and one TEGRA241_CMDQV
 //! vEVENT per error. Deliberately not: CONS_INDX_BASE DRAM write-back,
 //! ATC_INV completion timeouts (CERROR_ATC_INV_SYNC), VMID insertion.
@@ -15,6 +18,7 @@
 //! writes the page directly.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use vm_memory::{Bytes, GuestAddress, MmapRegion, VolatileMemory};
@@ -27,6 +31,7 @@ use crate::cmdqv::regs::{
     VCMDQ_GERROR, VCMDQ_GERRORN, VCMDQ_PROD, VCMDQ_STATUS, VCMDQ_STATUS_ENABLED, VCMDQ_STRIDE,
     page0_reg,
 };
+use crate::irq::InterruptSink;
 use crate::smmuv3::cmd::{CMD_BYTES, Command, Opcode, SyncSignal, cerror};
 use crate::smmuv3::queue::QueueGeometry;
 
@@ -91,27 +96,40 @@ struct EngineQueue {
 }
 
 /// The engine for one VINTF.
-#[derive(Debug)]
 pub struct VcmdqEngine {
     mem: GuestMemory,
     viommu: EmulatedBackend,
+    /// Where a CMD_SYNC's MSI to a non-RAM address (a doorbell) goes.
+    msi: Arc<dyn InterruptSink>,
     page0: Page0Memory,
     queues: Vec<EngineQueue>,
     err_map: u128,
     events: VecDeque<[u64; 2]>,
 }
 
+impl std::fmt::Debug for VcmdqEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcmdqEngine")
+            .field("queues", &self.queues)
+            .field("err_map", &self.err_map)
+            .finish_non_exhaustive()
+    }
+}
+
 impl VcmdqEngine {
-    /// An engine for `num_lvcmdqs` queues over `page0`.
+    /// An engine for `num_lvcmdqs` queues over `page0`, signalling CMD_SYNC
+    /// MSIs to doorbells through `msi`.
     pub fn new(
         mem: GuestMemory,
         viommu: EmulatedBackend,
+        msi: Arc<dyn InterruptSink>,
         page0: Page0Memory,
         num_lvcmdqs: usize,
     ) -> Self {
         VcmdqEngine {
             mem,
             viommu,
+            msi,
             page0,
             queues: vec![EngineQueue::default(); num_lvcmdqs],
             err_map: 0,
@@ -307,10 +325,11 @@ impl VcmdqEngine {
             Some(op @ Opcode::CmdSync) => match cmd.sync_signal() {
                 Some(SyncSignal::Irq) if cmd.sync_msi_addr() != 0 => {
                     let addr = cmd.sync_msi_addr();
-                    self.mem
-                        .write_obj(cmd.sync_msi_data(), GuestAddress(addr))
-                        .map_err(|_| cerror::ABT)?;
-                    call.word("op", op.name()).hex("msi", addr)
+                    let data = cmd.sync_msi_data();
+                    self.viommu
+                        .record(call.word("op", op.name()).hex("msi", addr));
+                    self.sync_msi(index, addr, data);
+                    return Ok(());
                 }
                 Some(_) => call.word("op", op.name()),
                 None => return Err(cerror::ILL),
@@ -327,5 +346,18 @@ impl VcmdqEngine {
         };
         self.viommu.record(call);
         Ok(())
+    }
+
+    /// CMD_SYNC SIG_IRQ with an MSI address: a write into guest RAM (Linux
+    /// polls the queue entry) or, outside RAM, an MSI to that doorbell. The
+    /// CMD_SYNC completes either way: CERROR_ABT is a command *fetch* abort,
+    /// which Linux answers by fetching the same entry again.
+    fn sync_msi(&self, index: usize, addr: u64, data: u32) {
+        if self.mem.write_obj(data.to_le(), GuestAddress(addr)).is_ok() {
+            log::trace!(target: "cmdqv", "vcmdq {index} CMD_SYNC wrote {data:#x} at {addr:#x}");
+        } else {
+            log::debug!(target: "cmdqv", "vcmdq {index} CMD_SYNC MSI {data:#x} to doorbell {addr:#x}");
+            self.msi.msi(addr, data);
+        }
     }
 }
