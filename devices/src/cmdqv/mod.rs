@@ -26,7 +26,12 @@
 //! host's StreamIDs are none of its business.
 //!
 //! CMDQ_INIT_ERR (VCMDQ GERROR bit 2, QEMU tegra241-cmdqv.h) is raised by
-//! the model when it refuses a BASE. Host hardware cannot show it, so it is
+//! the model when it refuses a BASE and cleared when the queue later gets
+//! its HW queue, as QEMU does: a 64-bit BASE written as two 32-bit halves
+//! is checked after each half, so the first half alone may be refused and
+//! the second complete it; LVCMDQ q written before q-1 is deferred with the
+//! bit set and allocated once q-1 has its queue. Host hardware cannot show
+//! it, so it is
 //! an overlay on GERROR reads the model serves (trapped page0, the global
 //! alias, the register cache); in mapped mode a guest reading the mapped
 //! VINTF0 page0 sees only STATUS.ENABLED staying 0.
@@ -434,9 +439,18 @@ impl Cmdqv {
         queue.allocated = Some(parsed);
         // Like QEMU: what the guest wrote before the queue existed reaches
         // the host page0 now.
+        let slot = q as u64 * VCMDQ_STRIDE;
         for (reg_offset, value) in queue.flush_values() {
-            self.backend
-                .page0_write(q as u64 * VCMDQ_STRIDE + reg_offset, value);
+            self.backend.page0_write(slot + reg_offset, value);
+        }
+        // A refused BASE (half of a 64-bit BASE written as two words, or a
+        // queue deferred until q-1 had one) is not an error any more.
+        let gerror = self.backend.page0_read(slot + VCMDQ_GERROR.offset);
+        let gerrorn = self.backend.page0_read(slot + VCMDQ_GERRORN.offset);
+        if let Some(queue) = self.queues.get_mut(q)
+            && queue.clear_init_err(gerror, gerrorn)
+        {
+            log::info!(target: "cmdqv", "vcmdq {q} GERROR.CMDQ_INIT_ERR cleared: HW queue allocated");
         }
         self.poll_host_errors();
     }

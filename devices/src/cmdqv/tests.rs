@@ -307,6 +307,22 @@ fn base_written_out_of_order_is_refused_then_retried_after_lower_queue() {
         ]
     );
     assert_eq!(rig.r32(Rig::p0(1, 0xc)), 1, "cached CONFIG.EN flushed");
+    assert_eq!(rig.r32(Rig::p0(1, 0x10)), 0, "CMDQ_INIT_ERR cleared");
+}
+
+#[test]
+fn init_err_of_a_refused_base_clears_when_a_later_base_is_allocated() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    // The high half alone: a BASE outside guest RAM.
+    rig.w32(Rig::p1(0) + 4, 1);
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 1 << 2, "refused");
+    rig.w64(Rig::p1(0), Q0 | LOG2SIZE);
+    assert_eq!(rig.calls().len(), 1, "allocated");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 0, "CMDQ_INIT_ERR cleared");
+    assert_eq!(rig.r32(GLOBAL_PAGE0 + 0x10), 0, "on the alias too");
+    rig.w32(Rig::p0(0, 0x8), 1);
+    assert_eq!(rig.r32(Rig::p0(0, 0xc)), 1, "the queue enables");
 }
 
 fn assert_base_refused(base: u64) {
