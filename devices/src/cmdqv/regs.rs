@@ -119,9 +119,16 @@ pub const LVCMDQ_ERR_MAP_WORDS: u64 = 2;
 
 // ---- Page0 slot (kernel §2.4), offsets within one 0x80 slot ----
 
-/// VCMDQ CONS: RD index (guest-writable while disabled), ERR written by HW.
-pub const VCMDQ_CONS: Register =
-    Register::r32(0x00, "VCMDQ_CONS", Access::Rw, VCMDQ_CONS_RD.mask());
+/// VCMDQ CONS: RD index and ERR. Software sets the whole register while
+/// the queue is disabled (Linux's queue deinit writes 0; QEMU keeps every
+/// bit it is given), which is how the model carries a pending CONS.ERR into
+/// a re-allocated HW queue; while enabled, the hardware owns it.
+pub const VCMDQ_CONS: Register = Register::r32(
+    0x00,
+    "VCMDQ_CONS",
+    Access::Rw,
+    VCMDQ_CONS_RD.mask() | VCMDQ_CONS_ERR.mask(),
+);
 /// CONS read index (index + wrap).
 pub const VCMDQ_CONS_RD: Field = Field::new(0, 20);
 /// CONS.ERR: the SMMU CERROR code of the command at CONS.

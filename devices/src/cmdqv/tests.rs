@@ -396,6 +396,30 @@ fn base_rewrite_of_lower_queue_frees_higher_first_and_reallocates() {
 }
 
 #[test]
+fn queue_error_survives_reallocation_behind_the_guests_back() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.init_queue(1, Q1);
+    rig.put_cmd(Q1, 0, cfgi_ste(8));
+    rig.w32(Rig::p0(1, 0x4), 1);
+    assert_eq!(rig.r32(Rig::p0(1, 0x0)), 1 << 24, "CONS.ERR=ILL");
+    rig.calls();
+    // LVCMDQ0's BASE moves: LVCMDQ1 is freed and allocated again with it.
+    rig.w64(Rig::p1(0), (Q0 + 0x1000) | LOG2SIZE);
+    assert_eq!(rig.calls().len(), 4, "two frees, two allocations");
+    assert_eq!(rig.r32(Rig::p0(1, 0x0)), 1 << 24, "CONS.ERR still ILL");
+    let gerror = rig.r32(Rig::p0(1, 0x10));
+    assert_ne!(gerror & 1, rig.r32(Rig::p0(1, 0x14)) & 1, "still active");
+    assert_eq!(rig.r64(0x10c0), 0b10, "still in the error map");
+    // One round of Linux's recovery: skip the entry, acknowledge.
+    rig.put_cmd(Q1, 0, [0x46, 0]);
+    rig.w32(Rig::p0(1, 0x14), gerror);
+    assert_eq!(rig.r32(Rig::p0(1, 0x0)), 1, "resumed past the bad entry");
+    assert_eq!(rig.r64(0x10c0), 0);
+}
+
+#[test]
 fn same_base_written_twice_allocates_once() {
     let mut rig = Rig::new();
     rig.probe_until_mapped();

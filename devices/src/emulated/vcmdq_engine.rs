@@ -9,8 +9,11 @@
 //! doorbell, delivered as an MSI, exactly as the trapped SMMU command queue
 //! does), CONS/GERROR/CONS.ERR
 //! updates on an error, the VINTF's LVCMDQ error map and one TEGRA241_CMDQV
-//! vEVENT per error. Deliberately not: CONS_INDX_BASE DRAM write-back,
-//! ATC_INV completion timeouts (CERROR_ATC_INV_SYNC), VMID insertion.
+//! vEVENT per error. A queue enabled with CONS.ERR set while its GERROR
+//! error is still unacknowledged (the model re-allocated it behind the
+//! guest's back) resumes in that error. Deliberately not: CONS_INDX_BASE
+//! DRAM write-back, ATC_INV completion timeouts (CERROR_ATC_INV_SYNC), VMID
+//! insertion.
 //!
 //! The same engine serves both page0 modes: in trapped mode the backend runs
 //! a pass synchronously after each page0 write (deterministic for replay and
@@ -235,12 +238,22 @@ impl VcmdqEngine {
         let mut active = false;
         // A queue with no HW queue behind it can never report ENABLED.
         let want = VCMDQ_CONFIG_EN.is_set(u64::from(config)) && q.hw.is_some();
+        let err_bit = GERROR_CMDQ_ERR.mask() as u32;
+        let error_active = (q.gerror ^ gerrorn) & err_bit != 0;
         if want != q.enabled {
             q.enabled = want;
             active = true;
             if want {
-                let cons = self.page0.load(Self::slot(index, VCMDQ_CONS));
-                q.cons = VCMDQ_CONS_RD.get(u64::from(cons)) as u32;
+                let cons = u64::from(self.page0.load(Self::slot(index, VCMDQ_CONS)));
+                q.cons = VCMDQ_CONS_RD.get(cons) as u32;
+                // CONS as software left it, ERR included: after a queue in
+                // error was freed and allocated again, its error is still
+                // pending and CONS.ERR must still say which one.
+                q.cons_err = VCMDQ_CONS_ERR.get(cons) as u32;
+                if q.cons_err != cerror::NONE && error_active {
+                    log::info!(target: "cmdqv", "vcmdq {index} enabled with error CERROR={} pending", q.cons_err);
+                    self.err_map |= 1u128 << index;
+                }
             }
             log::info!(target: "cmdqv", "vcmdq {index} STATUS.ENABLED={}", u8::from(want));
             self.page0.store(
@@ -248,15 +261,14 @@ impl VcmdqEngine {
                 VCMDQ_STATUS_ENABLED.make(u64::from(want)) as u32,
             );
         }
-        let err_bit = GERROR_CMDQ_ERR.mask() as u32;
-        if (q.gerror ^ gerrorn) & err_bit == 0 && self.err_map & (1u128 << index) != 0 {
+        if !error_active && (self.err_map & (1u128 << index) != 0 || q.cons_err != cerror::NONE) {
             log::info!(target: "cmdqv", "vcmdq {index} error acknowledged");
             self.err_map &= !(1u128 << index);
             q.cons_err = cerror::NONE;
             active = true;
         }
         if let (true, Some((gpa, geometry))) = (q.enabled, q.hw)
-            && (q.gerror ^ gerrorn) & err_bit == 0
+            && !error_active
         {
             let prod = self.page0.load(Self::slot(index, VCMDQ_PROD)) & geometry.pointer_mask();
             let mut budget = geometry.entries();
