@@ -3,7 +3,8 @@
 //! VINTF through [`CmdqvBackend`].
 //!
 //! Implements, over the 0x50000 window (offsets relative to the window):
-//! - the config page: CONFIG/STATUS enable handshake, PARAM (host info with
+//! - the config page: CONFIG (QEMU's reset value 0x00020083 with CMDQV_EN
+//!   set, every field kept) and the STATUS enable handshake, PARAM (host info with
 //!   NUM_VINTF_LOG2 = 0 and min(host, VM) VCMDQ and SID counts), VI_ERR_MAP,
 //!   VI_INT_MASK, CMDQ_ERR_MAP, CMDQ_ALLOC_MAP, and the VINTF0 block
 //!   (CONFIG with HYP_OWN wired to 0, STATUS, SID_MATCH/SID_REPLACE

@@ -114,9 +114,11 @@ impl Rig {
     /// The Linux driver up to VINTF0 enabled and every LVCMDQ mapped.
     fn probe_until_mapped(&mut self) {
         assert_eq!(self.r32(0x4), 0x4011, "PARAM");
-        self.w32(0x0, 0);
+        // tegra241_cmdqv_hw_reset: CONFIG read back, CMDQV_EN off then on.
+        let config = self.r32(0x0);
+        self.w32(0x0, config & !1);
         assert_eq!(self.r32(0x8), 0);
-        self.w32(0x0, 1);
+        self.w32(0x0, config | 1);
         assert_eq!(self.r32(0x8), 1, "STATUS.CMDQV_ENABLED");
         for q in 0..2u32 {
             self.w32(0x200 + 4 * u64::from(q), q << 1);
@@ -487,7 +489,8 @@ fn cmdqv_disable_and_reset_free_queues_descending() {
         rig.calls(),
         ["hw_queue_free index=1", "hw_queue_free index=0"]
     );
-    assert_eq!(rig.r32(0x8), 0);
+    assert_eq!(rig.r32(0x0), 0x0002_0083, "CONFIG reset value");
+    assert_eq!(rig.r32(0x8), 1, "STATUS follows CONFIG.CMDQV_EN");
     assert_eq!(rig.r32(0x1000), 0);
     assert_eq!(rig.r64(Rig::p1(0)), 0);
 }

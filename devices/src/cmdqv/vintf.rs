@@ -49,11 +49,13 @@ pub struct ConfigPage {
 }
 
 impl ConfigPage {
-    /// A reset config page for `num_lvcmdqs` queues with the given PARAM.
+    /// A reset config page for `num_lvcmdqs` queues with the given PARAM:
+    /// CONFIG at its reset value (CMDQV_EN set, so STATUS reads enabled),
+    /// VINTF0 disabled, nothing mapped.
     pub fn new(param: u32, num_lvcmdqs: usize) -> Self {
         ConfigPage {
             param,
-            config: 0,
+            config: CONFIG_RESET,
             vi_int_mask: 0,
             alloc_map: vec![0; num_lvcmdqs.min(MAX_LVCMDQS)],
             vintf_config: 0,
@@ -237,6 +239,12 @@ mod tests {
     #[test]
     fn cmdqv_en_reports_change_once_and_status_follows() {
         let mut page = ConfigPage::new(0x4011, 2);
+        assert_eq!(read32(&page, 8, &[]), 1, "enabled out of reset");
+        assert_eq!(
+            page.write(0, &0u32.to_le_bytes()),
+            Some(ConfigEffect::CmdqvEnable(false))
+        );
+        assert_eq!(read32(&page, 8, &[]), 0);
         assert_eq!(
             page.write(0, &1u32.to_le_bytes()),
             Some(ConfigEffect::CmdqvEnable(true))
@@ -244,6 +252,19 @@ mod tests {
         assert_eq!(page.write(0, &1u32.to_le_bytes()), Some(ConfigEffect::None));
         assert_eq!(read32(&page, 8, &[]), 1);
         assert_eq!(read32(&page, 4, &[]), 0x4011);
+    }
+
+    #[test]
+    fn config_resets_to_qemus_value_and_keeps_its_other_fields() {
+        let mut page = ConfigPage::new(0x4011, 2);
+        let reset = read32(&page, 0, &[]);
+        assert_eq!(reset, 0x0002_0083);
+        // Linux's reset: the value read back with only CMDQV_EN toggled.
+        page.write(0, &(reset & !1).to_le_bytes());
+        assert_eq!(read32(&page, 0, &[]), 0x0002_0082);
+        assert_eq!(read32(&page, 8, &[]), 0);
+        page.write(0, &u32::MAX.to_le_bytes());
+        assert_eq!(read32(&page, 0, &[]), 0x001f_ffff, "bits 31:21 RES0");
     }
 
     #[test]
