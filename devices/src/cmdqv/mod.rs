@@ -553,8 +553,8 @@ impl Cmdqv {
         match offset / PAGE_SIZE {
             0 => {
                 self.refresh_err_map();
-                let vsids = self.backend.vsids();
-                if !self.page.read(in_page, data, &vsids) {
+                let sid_slots = self.backend.sid_slots();
+                if !self.page.read(in_page, data, &sid_slots) {
                     self.log_unknown("config read", offset, data.len());
                 }
             }

@@ -559,6 +559,20 @@ fn sid_match_shows_registered_vdevices_and_ignores_guest_writes() {
 }
 
 #[test]
+fn sid_slots_stay_put_when_a_vdevice_goes_away() {
+    let mut rig = Rig::new();
+    rig.viommu.vdevice_alloc(8, 0x108).unwrap();
+    rig.viommu.vdevice_alloc(16, 0x110).unwrap();
+    rig.viommu.vdevice_destroy(8).unwrap();
+    assert_eq!(rig.r32(0x1040), 0, "slot 0 free");
+    assert_eq!(rig.r32(0x1080), 0);
+    assert_eq!(rig.r32(0x1044), (16 << 1) | 1, "slot 1 keeps vSID 16");
+    assert_eq!(rig.r32(0x1084), 16);
+    rig.viommu.vdevice_alloc(24, 0x118).unwrap();
+    assert_eq!(rig.r32(0x1040), (24 << 1) | 1, "lowest free slot reused");
+}
+
+#[test]
 fn more_devices_than_sid_slots_is_a_typed_error() {
     let rig = Rig::new();
     assert!(rig.cmdqv.check_device_count(16).is_ok());

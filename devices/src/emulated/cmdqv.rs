@@ -294,8 +294,8 @@ impl CmdqvBackend for EmulatedCmdqv {
         lock(&self.engine).pop_event()
     }
 
-    fn vsids(&self) -> Vec<u32> {
-        self.viommu.vdevices().into_iter().map(|(v, _)| v).collect()
+    fn sid_slots(&self) -> Vec<Option<u32>> {
+        self.viommu.sid_slots()
     }
 }
 

@@ -34,6 +34,10 @@ pub struct EmulatedViommu {
     counts: BTreeMap<&'static str, CallCount>,
     /// vDEVICEs: virtual StreamID -> physical StreamID.
     vdevices: BTreeMap<u32, u32>,
+    /// The VINTF's SID_MATCH/SID_REPLACE slots: the vSID each one holds.
+    /// Like the kernel's per-VINTF IDA, a vDEVICE takes the lowest free
+    /// slot and keeps it until it is destroyed; the others never move.
+    sid_slots: Vec<Option<u32>>,
     /// How many vDEVICEs fit (the CMD-QV SID_MATCH slots); `None` = unlimited.
     vdevice_slots: Option<usize>,
     /// The vSMMUv3 side: hw info and the ARM_SMMUV3 vEVENTQ.
@@ -57,6 +61,7 @@ impl EmulatedViommu {
             call_log_len,
             counts: BTreeMap::new(),
             vdevices: BTreeMap::new(),
+            sid_slots: Vec::new(),
             vdevice_slots: None,
             smmu: EmulatedSmmu::default(),
         }
@@ -147,7 +152,10 @@ impl EmulatedBackend {
     pub fn vdevice_destroy(&self, vsid: u32) -> Result<(), BackendError> {
         let mut viommu = self.lock();
         let result = match viommu.vdevices.remove(&vsid) {
-            Some(_) => Ok(()),
+            Some(_) => {
+                viommu.free_sid_slot(vsid);
+                Ok(())
+            }
             None => Err(BackendError::new(
                 Errno::NoEnt,
                 format!("vSID {vsid:#x} has no vDEVICE"),
@@ -169,6 +177,11 @@ impl EmulatedBackend {
     /// Every registered (vSID, pSID) pair, in vSID order.
     pub fn vdevices(&self) -> Vec<(u32, u32)> {
         self.lock().vdevices.iter().map(|(v, p)| (*v, *p)).collect()
+    }
+
+    /// The vSID in each SID slot, in slot order (`None`: a free slot).
+    pub fn sid_slots(&self) -> Vec<Option<u32>> {
+        self.lock().sid_slots.clone()
     }
 }
 
@@ -215,7 +228,28 @@ impl EmulatedViommu {
             ));
         }
         self.vdevices.insert(vsid, psid);
+        let slot = match self.sid_slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.sid_slots.push(None);
+                self.sid_slots.len() - 1
+            }
+        };
+        if let Some(entry) = self.sid_slots.get_mut(slot) {
+            *entry = Some(vsid);
+        }
+        log::info!(target: "cmdqv", "SID slot {slot}: vSID {vsid:#x}");
         Ok(())
+    }
+
+    /// The vDEVICE of `vsid` went: its slot reads 0, the others stay put.
+    fn free_sid_slot(&mut self, vsid: u32) {
+        if let Some(slot) = self.sid_slots.iter().position(|s| *s == Some(vsid))
+            && let Some(entry) = self.sid_slots.get_mut(slot)
+        {
+            *entry = None;
+            log::info!(target: "cmdqv", "SID slot {slot}: free (vSID {vsid:#x} gone)");
+        }
     }
 }
 
@@ -236,6 +270,19 @@ mod tests {
             Errno::Exist
         );
         assert_eq!(backend.vdevice_psid(8), Some(0x100));
+    }
+
+    #[test]
+    fn sid_slots_do_not_move_and_the_lowest_free_one_is_reused() {
+        let backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        backend.vdevice_alloc(16, 0x200).unwrap();
+        backend.vdevice_alloc(4, 0x300).unwrap();
+        assert_eq!(backend.sid_slots(), [Some(8), Some(16), Some(4)]);
+        backend.vdevice_destroy(8).unwrap();
+        assert_eq!(backend.sid_slots(), [None, Some(16), Some(4)]);
+        backend.vdevice_alloc(32, 0x400).unwrap();
+        assert_eq!(backend.sid_slots(), [Some(32), Some(16), Some(4)]);
     }
 
     #[test]
