@@ -303,7 +303,9 @@ impl CmdqvBackend for EmulatedCmdqv {
 mod tests {
 
     use super::*;
-    use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_STATUS};
+    use vm_memory::Bytes;
+
+    use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_CONS, VCMDQ_PROD, VCMDQ_STATUS};
     use crate::irq::NoInterrupts;
 
     const RAM: u64 = 0x4000_0000;
@@ -383,6 +385,38 @@ mod tests {
                 "hw_queue_free index=0 err=ENOENT",
             ]
         );
+    }
+
+    #[test]
+    fn a_counting_backend_tallies_executed_commands_without_logging_them() {
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), 0x10_0000)]).unwrap();
+        let viommu = EmulatedBackend::counting_only();
+        let mut b = EmulatedCmdqv::new(
+            viommu.clone(),
+            mem.clone(),
+            Arc::new(NoInterrupts),
+            EmulatedCmdqvConfig::default(),
+        )
+        .unwrap();
+        b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
+        viommu.take_calls();
+        // Three TLBI_NH_VA and a CMD_SYNC (CS=NONE).
+        for i in 0..3u64 {
+            mem.write_obj(
+                [0x12u64 | (1 << 48), 0x1000 * (i + 1)],
+                GuestAddress(RAM + 16 * i),
+            )
+            .unwrap();
+        }
+        mem.write_obj([0x46u64, 0], GuestAddress(RAM + 48)).unwrap();
+        b.page0_write(VCMDQ_CONFIG.offset, 1);
+        b.page0_write(VCMDQ_PROD.offset, 4);
+        assert_eq!(b.page0_read(VCMDQ_CONS.offset), 4);
+        let counts = viommu.call_counts();
+        assert_eq!(counts.get("vcmdq_exec"), Some(&4));
+        assert_eq!(counts.get("vcmdq_exec:TLBI_NH_VA"), Some(&3));
+        assert_eq!(counts.get("vcmdq_exec:CMD_SYNC"), Some(&1));
+        assert!(viommu.take_calls().is_empty(), "nothing formatted");
     }
 
     #[test]

@@ -28,6 +28,10 @@ pub struct EmulatedViommu {
     calls: VecDeque<BackendCall>,
     /// The most calls `calls` holds.
     call_log_len: usize,
+    /// Whether data-path calls (one `vcmdq_exec` per VCMDQ command, one
+    /// `invalidate` per trapped CMD_SYNC batch) are formatted into `calls`
+    /// too, or only counted.
+    log_data_path: bool,
     /// How many calls of each kind were made, and per `op=` argument
     /// (`vcmdq_exec` opcodes): the VM's statistics. Keyed so that counting
     /// an already-seen kind allocates nothing (this runs per VCMDQ command).
@@ -55,10 +59,11 @@ struct CallCount {
 pub const VM_CALL_LOG_LEN: usize = 256;
 
 impl EmulatedViommu {
-    fn with_call_log(call_log_len: usize) -> Self {
+    fn with_call_log(call_log_len: usize, log_data_path: bool) -> Self {
         EmulatedViommu {
             calls: VecDeque::new(),
             call_log_len,
+            log_data_path,
             counts: BTreeMap::new(),
             vdevices: BTreeMap::new(),
             sid_slots: Vec::new(),
@@ -83,16 +88,30 @@ impl Default for EmulatedBackend {
 impl EmulatedBackend {
     /// A vIOMMU that keeps a log of every call (tests, replay, fuzzing).
     pub fn new() -> Self {
-        EmulatedBackend {
-            viommu: Arc::new(Mutex::new(EmulatedViommu::with_call_log(usize::MAX))),
-        }
+        Self::with_viommu(EmulatedViommu::with_call_log(usize::MAX, true))
     }
 
-    /// A vIOMMU for a running VM: calls are counted, and only the newest
-    /// [`VM_CALL_LOG_LEN`] are kept.
+    /// A vIOMMU that keeps the newest `len` calls of every kind, data path
+    /// included: each VCMDQ command and each trapped batch is formatted
+    /// into a [`BackendCall`] (a `Vec` and a `String` per argument). What a
+    /// VM did before data-path calls were counted only; kept for a call log
+    /// that must show commands, and as the benches' "log on" baseline.
+    pub fn with_call_log(len: usize) -> Self {
+        Self::with_viommu(EmulatedViommu::with_call_log(len, true))
+    }
+
+    /// A vIOMMU for a running VM: every call is counted; data-path calls
+    /// (`vcmdq_exec`, `invalidate`) are only counted, which allocates
+    /// nothing, and the newest [`VM_CALL_LOG_LEN`] control-path calls (STE
+    /// installs, HW queues, vDEVICEs) are kept for post-mortems. The
+    /// `emulated` debug log still prints every call when it is enabled.
     pub fn counting_only() -> Self {
+        Self::with_viommu(EmulatedViommu::with_call_log(VM_CALL_LOG_LEN, false))
+    }
+
+    fn with_viommu(viommu: EmulatedViommu) -> Self {
         EmulatedBackend {
-            viommu: Arc::new(Mutex::new(EmulatedViommu::with_call_log(VM_CALL_LOG_LEN))),
+            viommu: Arc::new(Mutex::new(viommu)),
         }
     }
 
@@ -124,6 +143,40 @@ impl EmulatedBackend {
     /// Record a backend call.
     pub fn record(&self, call: BackendCall) {
         self.lock().record(call);
+    }
+
+    /// Record a data-path call named `name` (with `op=` value `op`): counted
+    /// without allocating, and built by `build` and logged only where a log
+    /// wants it (a call log that keeps data-path calls, or the `emulated`
+    /// debug log).
+    pub fn record_data_path(
+        &self,
+        name: &'static str,
+        op: Option<&'static str>,
+        build: impl FnOnce() -> BackendCall,
+    ) {
+        let mut viommu = self.lock();
+        if viommu.log_data_path || log::log_enabled!(target: "emulated", log::Level::Debug) {
+            viommu.record(build());
+        } else {
+            viommu.count(name, op);
+        }
+    }
+
+    /// True when data-path calls are built and logged (see
+    /// [`Self::record_data_path`]); otherwise a caller may tally them itself
+    /// and report them with [`Self::count_data_path`].
+    pub fn logs_data_path(&self) -> bool {
+        self.lock().log_data_path || log::log_enabled!(target: "emulated", log::Level::Debug)
+    }
+
+    /// Count `n` data-path calls named `name` per `op=` value, under one
+    /// lock: what a caller that tallied its calls reports at once.
+    pub fn count_data_path(&self, name: &'static str, ops: &[(&'static str, u64)]) {
+        let mut viommu = self.lock();
+        for &(op, n) in ops.iter().filter(|(_, n)| *n > 0) {
+            viommu.count_n(name, Some(op), n);
+        }
     }
 
     /// Take every call recorded so far.
@@ -188,21 +241,36 @@ impl EmulatedBackend {
 impl EmulatedViommu {
     fn record(&mut self, call: BackendCall) {
         log::debug!(target: "emulated", "{call}");
-        let count = self.counts.entry(call.name).or_default();
-        count.total += 1;
-        if let Some((_, op)) = call.args.iter().find(|(key, _)| *key == "op") {
-            match count.by_op.get_mut(op.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    count.by_op.insert(op.clone(), 1);
-                }
-            }
-        }
+        let op = call
+            .args
+            .iter()
+            .find(|(key, _)| *key == "op")
+            .map(|(_, op)| op.as_str());
+        self.count(call.name, op);
         if self.calls.len() >= self.call_log_len {
             self.calls.pop_front();
         }
         if self.call_log_len > 0 {
             self.calls.push_back(call);
+        }
+    }
+
+    /// Count one call of kind `name` (and its `op`); allocates only the
+    /// first time a kind or op is seen.
+    fn count(&mut self, name: &'static str, op: Option<&str>) {
+        self.count_n(name, op, 1);
+    }
+
+    fn count_n(&mut self, name: &'static str, op: Option<&str>, n: u64) {
+        let count = self.counts.entry(name).or_default();
+        count.total += n;
+        if let Some(op) = op {
+            match count.by_op.get_mut(op) {
+                Some(total) => *total += n,
+                None => {
+                    count.by_op.insert(op.to_string(), n);
+                }
+            }
         }
     }
 
@@ -297,8 +365,65 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_backend_counts_every_call_and_keeps_only_the_newest() {
+    fn a_vm_backend_counts_data_path_calls_without_building_them() {
         let backend = EmulatedBackend::counting_only();
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        for _ in 0..3 {
+            backend.record_data_path("vcmdq_exec", Some("CMD_SYNC"), || {
+                // Only reachable when the emulated debug log is on.
+                assert!(log::log_enabled!(target: "emulated", log::Level::Debug));
+                BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC")
+            });
+        }
+        let counts = backend.call_counts();
+        assert_eq!(counts.get("vcmdq_exec"), Some(&3));
+        assert_eq!(counts.get("vcmdq_exec:CMD_SYNC"), Some(&3));
+        let kept: Vec<String> = backend
+            .take_calls()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            kept,
+            ["vdevice_alloc vsid=0x8 psid=0x100"],
+            "control path kept"
+        );
+    }
+
+    #[test]
+    fn tallied_data_path_calls_add_up_with_recorded_ones() {
+        let backend = EmulatedBackend::counting_only();
+        backend.record_data_path("vcmdq_exec", Some("CMD_SYNC"), || {
+            BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC")
+        });
+        backend.count_data_path(
+            "vcmdq_exec",
+            &[("CMD_SYNC", 2), ("TLBI_NH_VA", 5), ("ATC_INV", 0)],
+        );
+        let counts = backend.call_counts();
+        assert_eq!(counts.get("vcmdq_exec"), Some(&8));
+        assert_eq!(counts.get("vcmdq_exec:CMD_SYNC"), Some(&3));
+        assert_eq!(counts.get("vcmdq_exec:TLBI_NH_VA"), Some(&5));
+        assert_eq!(
+            counts.get("vcmdq_exec:ATC_INV"),
+            None,
+            "zero is not a count"
+        );
+    }
+
+    #[test]
+    fn a_call_log_formats_data_path_calls_too() {
+        let backend = EmulatedBackend::with_call_log(VM_CALL_LOG_LEN);
+        backend.record_data_path("vcmdq_exec", Some("TLBI_NH_VA"), || {
+            BackendCall::new("vcmdq_exec").word("op", "TLBI_NH_VA")
+        });
+        assert_eq!(backend.take_calls().len(), 1);
+        assert_eq!(backend.call_counts().get("vcmdq_exec:TLBI_NH_VA"), Some(&1));
+    }
+
+    #[test]
+    fn a_call_log_counts_every_call_and_keeps_only_the_newest() {
+        let backend = EmulatedBackend::with_call_log(VM_CALL_LOG_LEN);
         backend.vdevice_alloc(8, 0x100).unwrap();
         for _ in 0..VM_CALL_LOG_LEN {
             backend.record(BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC"));

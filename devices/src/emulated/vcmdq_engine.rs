@@ -108,7 +108,20 @@ pub struct VcmdqEngine {
     queues: Vec<EngineQueue>,
     err_map: u128,
     events: VecDeque<[u64; 2]>,
+    /// Whether this pass records each command as a formatted call (a call
+    /// log asks for it) or tallies it in `tally`, reported once per pass.
+    log_calls: bool,
+    /// Commands executed this pass, per [`EXEC_OPS`] entry.
+    tally: [u64; EXEC_OPS.len()],
 }
+
+/// The commands a guest-owned VCMDQ executes, in tally order.
+const EXEC_OPS: [Opcode; 4] = [
+    Opcode::TlbiNhAsid,
+    Opcode::TlbiNhVa,
+    Opcode::AtcInv,
+    Opcode::CmdSync,
+];
 
 impl std::fmt::Debug for VcmdqEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,6 +150,8 @@ impl VcmdqEngine {
             queues: vec![EngineQueue::default(); num_lvcmdqs],
             err_map: 0,
             events: VecDeque::new(),
+            log_calls: true,
+            tally: [0; EXEC_OPS.len()],
         }
     }
 
@@ -272,6 +287,9 @@ impl VcmdqEngine {
         {
             let prod = self.page0.load(Self::slot(index, VCMDQ_PROD)) & geometry.pointer_mask();
             let mut budget = geometry.entries();
+            if !geometry.is_empty(prod, q.cons) {
+                self.log_calls = self.viommu.logs_data_path();
+            }
             while budget > 0 && !geometry.is_empty(prod, q.cons) {
                 budget -= 1;
                 active = true;
@@ -284,6 +302,7 @@ impl VcmdqEngine {
                     }
                 }
             }
+            self.report_tally();
         }
         if q.enabled {
             let cons =
@@ -307,43 +326,33 @@ impl VcmdqEngine {
         self.events.push_back(event);
     }
 
-    /// Execute the command at `at`; `Err(cerror)` stops the queue.
+    /// Execute the command at `at`; `Err(cerror)` stops the queue. Each
+    /// executed command is one `vcmdq_exec` data-path call: counted, and
+    /// formatted only where a call log asks for it (see [`Self::record`]).
     fn execute(&mut self, index: usize, at: u64) -> Result<(), u32> {
         let mut bytes = [0u8; 16];
         self.mem
             .read_slice(&mut bytes, GuestAddress(at))
             .map_err(|_| cerror::ABT)?;
         let cmd = Command::from_le_bytes(bytes);
-        let call = BackendCall::new("vcmdq_exec").dec("index", index as u64);
-        let call = match cmd.opcode() {
-            Some(op @ Opcode::TlbiNhAsid) => call
-                .word("op", op.name())
-                .hex("asid", u64::from(cmd.asid())),
-            Some(op @ Opcode::TlbiNhVa) => call
-                .word("op", op.name())
-                .hex("asid", u64::from(cmd.asid()))
-                .hex("addr", cmd.address()),
+        let op = match cmd.opcode() {
+            Some(op @ (Opcode::TlbiNhAsid | Opcode::TlbiNhVa)) => op,
             Some(op @ Opcode::AtcInv) => {
                 let vsid = cmd.sid();
                 let Some(psid) = self.viommu.vdevice_psid(vsid) else {
                     log::warn!(target: "cmdqv", "vcmdq {index} ATC_INV for unregistered vSID {vsid:#x}");
                     return Err(cerror::ILL);
                 };
-                call.word("op", op.name())
-                    .hex("vsid", u64::from(vsid))
-                    .hex("psid", u64::from(psid))
-                    .hex("addr", cmd.address())
+                self.record(index, op, cmd, Some(psid));
+                return Ok(());
             }
             Some(op @ Opcode::CmdSync) => match cmd.sync_signal() {
                 Some(SyncSignal::Irq) if cmd.sync_msi_addr() != 0 => {
-                    let addr = cmd.sync_msi_addr();
-                    let data = cmd.sync_msi_data();
-                    self.viommu
-                        .record(call.word("op", op.name()).hex("msi", addr));
-                    self.sync_msi(index, addr, data);
+                    self.record(index, op, cmd, None);
+                    self.sync_msi(index, cmd.sync_msi_addr(), cmd.sync_msi_data());
                     return Ok(());
                 }
-                Some(_) => call.word("op", op.name()),
+                Some(_) => op,
                 None => return Err(cerror::ILL),
             },
             other => {
@@ -356,8 +365,59 @@ impl VcmdqEngine {
                 return Err(cerror::ILL);
             }
         };
-        self.viommu.record(call);
+        self.record(index, op, cmd, None);
         Ok(())
+    }
+
+    /// Report the commands tallied this pass as `vcmdq_exec` calls.
+    fn report_tally(&mut self) {
+        if self.tally.iter().all(|n| *n == 0) {
+            return;
+        }
+        let mut ops = [("", 0u64); EXEC_OPS.len()];
+        for ((slot, op), n) in ops.iter_mut().zip(EXEC_OPS).zip(self.tally) {
+            *slot = (op.name(), n);
+        }
+        self.viommu.count_data_path("vcmdq_exec", &ops);
+        self.tally = [0; EXEC_OPS.len()];
+    }
+
+    /// Account for one executed command: tallied (no lock, no allocation)
+    /// unless a call log asks for the `vcmdq_exec index=N op=NAME ...`
+    /// record (the replay tool's output), which is then built at once.
+    fn record(&mut self, index: usize, op: Opcode, cmd: Command, psid: Option<u32>) {
+        if !self.log_calls
+            && let Some(n) = EXEC_OPS
+                .iter()
+                .position(|o| *o == op)
+                .and_then(|i| self.tally.get_mut(i))
+        {
+            *n += 1;
+            return;
+        }
+        self.viommu
+            .record_data_path("vcmdq_exec", Some(op.name()), || {
+                let call = BackendCall::new("vcmdq_exec")
+                    .dec("index", index as u64)
+                    .word("op", op.name());
+                match op {
+                    Opcode::TlbiNhAsid => call.hex("asid", u64::from(cmd.asid())),
+                    Opcode::TlbiNhVa => call
+                        .hex("asid", u64::from(cmd.asid()))
+                        .hex("addr", cmd.address()),
+                    Opcode::AtcInv => call
+                        .hex("vsid", u64::from(cmd.sid()))
+                        .hex("psid", u64::from(psid.unwrap_or_default()))
+                        .hex("addr", cmd.address()),
+                    Opcode::CmdSync
+                        if cmd.sync_signal() == Some(SyncSignal::Irq)
+                            && cmd.sync_msi_addr() != 0 =>
+                    {
+                        call.hex("msi", cmd.sync_msi_addr())
+                    }
+                    _ => call,
+                }
+            });
     }
 
     /// CMD_SYNC SIG_IRQ with an MSI address: a write into guest RAM (Linux

@@ -120,6 +120,9 @@ pub struct Smmuv3 {
     irq: Arc<dyn InterruptSink>,
     bad_access_log: RateLimit,
     stats: CmdqStats,
+    /// The pending invalidations of a command queue consume, kept between
+    /// consumes so a batch costs no allocation once it has grown.
+    batch: cmdq::Batch,
 }
 
 /// What the trapped command queue has done (VM statistics).
@@ -163,6 +166,7 @@ impl Smmuv3 {
             irq,
             bad_access_log: RateLimit::default(),
             stats: CmdqStats::default(),
+            batch: cmdq::Batch::default(),
         })
     }
 
