@@ -248,6 +248,7 @@ pub fn cmdqv_region() -> SecondRegion {
         let host = EmulatedCmdqv::new(
             env.backend.clone(),
             env.mem.clone(),
+            env.irq.clone(),
             EmulatedCmdqvConfig::default(),
         )
         .map_err(|err| format!("CMD-QV: {err}"))?;

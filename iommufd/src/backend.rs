@@ -122,14 +122,8 @@ impl CmdqvBackend for IommufdCmdqv {
         self.viommu.lock().poll_cmdqv_error()
     }
 
-    fn vsids(&self) -> Vec<u32> {
-        self.viommu
-            .lock()
-            .sid_slots()
-            .iter()
-            .flatten()
-            .copied()
-            .collect()
+    fn sid_slots(&self) -> Vec<Option<u32>> {
+        self.viommu.lock().sid_slots().to_vec()
     }
 }
 

@@ -183,6 +183,10 @@ pub enum HostError {
          (the kernel allocates the vIOMMU through a device)"
     )]
     NoDevice,
+    /// A passthrough function could not be bound to the iommufd (the
+    /// binding's own error, which names the function and the fix).
+    #[error("{0}")]
+    Bind(String),
     /// Any other failure while building the host objects.
     #[error("{0}")]
     Setup(#[from] Error),

@@ -285,12 +285,14 @@ fn build_vsmmu(
 
     let cmdqv = if description.cmdqv {
         let mapped = vm.config.vsmmu.page0_mode() == Page0Mode::Mapped;
-        let host = backend.cmdqv(mem, mapped).map_err(err)?;
+        // One sink for the CMD-QV's error interrupt and its VCMDQs' CMD_SYNC
+        // MSIs, which carry the vSMMU's ITS DeviceID like the SMMU's own.
         let irq = Arc::new(RoutedInterrupts::new(
             chip.clone(),
             vec![(IrqLine::Cmdqv, l.cmdqv_gsiv)],
             l.its_device_id,
         ));
+        let host = backend.cmdqv(mem, irq.clone(), mapped).map_err(err)?;
         let mut model = Cmdqv::new(host, mem.clone(), irq, CmdqvConfig::default())
             .map_err(|e| err(e.to_string()))?;
         model

@@ -17,6 +17,7 @@ use devices::GuestMemory;
 use devices::cmdqv::CmdqvBackend;
 use devices::emulated::EmulatedBackend;
 use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
+use devices::irq::InterruptSink;
 use devices::smmuv3::VsmmuBackend;
 use iommufd::{ArmSmmuv3, HostError, Ioas, Ioctl, Iommufd, IommufdDevice, SharedViommu, Viommu};
 use pci::vfio::VfioCdev;
@@ -109,14 +110,19 @@ impl VsmmuHost {
     }
 
     /// What the CMD-QV model talks to.
-    pub fn cmdqv(&self, mem: &GuestMemory, mapped: bool) -> Result<Box<dyn CmdqvBackend>, String> {
+    pub fn cmdqv(
+        &self,
+        mem: &GuestMemory,
+        irq: Arc<dyn InterruptSink>,
+        mapped: bool,
+    ) -> Result<Box<dyn CmdqvBackend>, String> {
         match self {
             VsmmuHost::Emulated(b) => {
                 let config = EmulatedCmdqvConfig {
                     mapped,
                     ..EmulatedCmdqvConfig::default()
                 };
-                let host = EmulatedCmdqv::new(b.clone(), mem.clone(), config)
+                let host = EmulatedCmdqv::new(b.clone(), mem.clone(), irq, config)
                     .map_err(|e| e.to_string())?;
                 Ok(Box::new(host))
             }

@@ -63,7 +63,9 @@ pub trait CmdqvBackend: Send {
     /// The next vEVENT of type TEGRA241_CMDQV: the raw 128-bit
     /// LVCMDQ_ERR_MAP of the VINTF (`struct iommu_vevent_tegra241_cmdqv`).
     fn poll_error_event(&mut self) -> Option<[u64; 2]>;
-    /// The virtual StreamIDs registered with `IOMMU_VDEVICE_ALLOC`, one per
-    /// SID slot, in slot order.
-    fn vsids(&self) -> Vec<u32>;
+    /// The SID_MATCH/SID_REPLACE slots `IOMMU_VDEVICE_ALLOC` programmed, in
+    /// slot order: the vSID a slot holds, `None` for a free one. The kernel
+    /// takes a slot per vDEVICE (an IDA) and never moves the others, so a
+    /// slot keeps its vSID when another vDEVICE goes away.
+    fn sid_slots(&self) -> Vec<Option<u32>>;
 }

@@ -3,7 +3,8 @@
 //! VINTF through [`CmdqvBackend`].
 //!
 //! Implements, over the 0x50000 window (offsets relative to the window):
-//! - the config page: CONFIG/STATUS enable handshake, PARAM (host info with
+//! - the config page: CONFIG (QEMU's reset value 0x00020083 with CMDQV_EN
+//!   set, every field kept) and the STATUS enable handshake, PARAM (host info with
 //!   NUM_VINTF_LOG2 = 0 and min(host, VM) VCMDQ and SID counts), VI_ERR_MAP,
 //!   VI_INT_MASK, CMDQ_ERR_MAP, CMDQ_ALLOC_MAP, and the VINTF0 block
 //!   (CONFIG with HYP_OWN wired to 0, STATUS, SID_MATCH/SID_REPLACE
@@ -26,7 +27,12 @@
 //! host's StreamIDs are none of its business.
 //!
 //! CMDQ_INIT_ERR (VCMDQ GERROR bit 2, QEMU tegra241-cmdqv.h) is raised by
-//! the model when it refuses a BASE. Host hardware cannot show it, so it is
+//! the model when it refuses a BASE and cleared when the queue later gets
+//! its HW queue, as QEMU does: a 64-bit BASE written as two 32-bit halves
+//! is checked after each half, so the first half alone may be refused and
+//! the second complete it; LVCMDQ q written before q-1 is deferred with the
+//! bit set and allocated once q-1 has its queue. Host hardware cannot show
+//! it, so it is
 //! an overlay on GERROR reads the model serves (trapped page0, the global
 //! alias, the register cache); in mapped mode a guest reading the mapped
 //! VINTF0 page0 sees only STATUS.ENABLED staying 0.
@@ -413,9 +419,18 @@ impl Cmdqv {
         queue.allocated = Some(parsed);
         // Like QEMU: what the guest wrote before the queue existed reaches
         // the host page0 now.
+        let slot = q as u64 * VCMDQ_STRIDE;
         for (reg_offset, value) in queue.flush_values() {
-            self.backend
-                .page0_write(q as u64 * VCMDQ_STRIDE + reg_offset, value);
+            self.backend.page0_write(slot + reg_offset, value);
+        }
+        // A refused BASE (half of a 64-bit BASE written as two words, or a
+        // queue deferred until q-1 had one) is not an error any more.
+        let gerror = self.backend.page0_read(slot + VCMDQ_GERROR.offset);
+        let gerrorn = self.backend.page0_read(slot + VCMDQ_GERRORN.offset);
+        if let Some(queue) = self.queues.get_mut(q)
+            && queue.clear_init_err(gerror, gerrorn)
+        {
+            log::info!(target: "cmdqv", "vcmdq {q} GERROR.CMDQ_INIT_ERR cleared: HW queue allocated");
         }
         self.poll_host_errors();
     }
@@ -517,8 +532,8 @@ impl Cmdqv {
         match offset / PAGE_SIZE {
             0 => {
                 self.refresh_err_map();
-                let vsids = self.backend.vsids();
-                if !self.page.read(in_page, data, &vsids) {
+                let sid_slots = self.backend.sid_slots();
+                if !self.page.read(in_page, data, &sid_slots) {
                     self.log_unknown("config read", offset, data.len());
                 }
             }

@@ -35,10 +35,35 @@ pub const MAX_SID_SLOTS: usize = 16;
 
 // ---- Global registers (kernel §2.2) ----
 
-/// CONFIG: CMDQV_EN enables the whole extension.
-pub const CONFIG: Register = Register::r32(0x0, "CONFIG", Access::Rw, CONFIG_CMDQV_EN.mask());
+/// CONFIG: CMDQV_EN enables the whole extension; the other fields (QEMU
+/// tegra241-cmdqv.h) are stored and read back, with no effect on the model.
+pub const CONFIG: Register = Register::r32(
+    0x0,
+    "CONFIG",
+    Access::Rw,
+    CONFIG_CMDQV_EN.mask()
+        | CONFIG_PER_CMD_OFFSET.mask()
+        | CONFIG_MAX_CLK_BATCH.mask()
+        | CONFIG_MAX_CMD_BATCH.mask()
+        | CONFIG_CONS_DRAM_EN.mask(),
+);
 /// CONFIG.CMDQV_EN.
 pub const CONFIG_CMDQV_EN: Field = Field::bit(0);
+/// CONFIG.CMDQV_PER_CMD_OFFSET.
+pub const CONFIG_PER_CMD_OFFSET: Field = Field::new(1, 3);
+/// CONFIG.CMDQ_MAX_CLK_BATCH.
+pub const CONFIG_MAX_CLK_BATCH: Field = Field::new(4, 8);
+/// CONFIG.CMDQ_MAX_CMD_BATCH.
+pub const CONFIG_MAX_CMD_BATCH: Field = Field::new(12, 8);
+/// CONFIG.CONS_DRAM_EN (CONS_INDX_BASE write-back; stored only).
+pub const CONFIG_CONS_DRAM_EN: Field = Field::bit(20);
+/// CONFIG's reset value, QEMU's V_CONFIG_RESET (0x00020083): CMDQV_EN set,
+/// PER_CMD_OFFSET 1, MAX_CLK_BATCH 8, MAX_CMD_BATCH 0x20. Linux's reset
+/// reads CONFIG and writes it back with only CMDQV_EN changed.
+pub const CONFIG_RESET: u32 = (CONFIG_CMDQV_EN.make(1)
+    | CONFIG_PER_CMD_OFFSET.make(1)
+    | CONFIG_MAX_CLK_BATCH.make(8)
+    | CONFIG_MAX_CMD_BATCH.make(0x20)) as u32;
 
 /// PARAM: composed from the host's CMD-QV info.
 pub const PARAM: Register = Register::r32(0x4, "PARAM", Access::Ro, 0);
@@ -119,9 +144,16 @@ pub const LVCMDQ_ERR_MAP_WORDS: u64 = 2;
 
 // ---- Page0 slot (kernel §2.4), offsets within one 0x80 slot ----
 
-/// VCMDQ CONS: RD index (guest-writable while disabled), ERR written by HW.
-pub const VCMDQ_CONS: Register =
-    Register::r32(0x00, "VCMDQ_CONS", Access::Rw, VCMDQ_CONS_RD.mask());
+/// VCMDQ CONS: RD index and ERR. Software sets the whole register while
+/// the queue is disabled (Linux's queue deinit writes 0; QEMU keeps every
+/// bit it is given), which is how the model carries a pending CONS.ERR into
+/// a re-allocated HW queue; while enabled, the hardware owns it.
+pub const VCMDQ_CONS: Register = Register::r32(
+    0x00,
+    "VCMDQ_CONS",
+    Access::Rw,
+    VCMDQ_CONS_RD.mask() | VCMDQ_CONS_ERR.mask(),
+);
 /// CONS read index (index + wrap).
 pub const VCMDQ_CONS_RD: Field = Field::new(0, 20);
 /// CONS.ERR: the SMMU CERROR code of the command at CONS.
@@ -204,6 +236,12 @@ mod tests {
         assert!(!VINTF_CONFIG_HYP_OWN.is_set(written));
         assert!(VINTF_CONFIG_EN.is_set(written));
         assert_eq!(VINTF_CONFIG_VMID.get(written), 0xffff);
+    }
+
+    #[test]
+    fn config_reset_is_qemus_value_and_every_field_is_writable() {
+        assert_eq!(CONFIG_RESET, 0x0002_0083);
+        assert_eq!(CONFIG.writable, 0x001f_ffff);
     }
 
     #[test]

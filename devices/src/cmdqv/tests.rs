@@ -54,7 +54,8 @@ impl Rig {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), RAM_SIZE)]).unwrap();
         let viommu = EmulatedBackend::new();
         let irqs = Arc::new(Irqs::default());
-        let backend = EmulatedCmdqv::new(viommu.clone(), mem.clone(), config).unwrap();
+        let backend =
+            EmulatedCmdqv::new(viommu.clone(), mem.clone(), irqs.clone(), config).unwrap();
         let cmdqv = Cmdqv::new(
             Box::new(backend),
             mem.clone(),
@@ -113,9 +114,11 @@ impl Rig {
     /// The Linux driver up to VINTF0 enabled and every LVCMDQ mapped.
     fn probe_until_mapped(&mut self) {
         assert_eq!(self.r32(0x4), 0x4011, "PARAM");
-        self.w32(0x0, 0);
+        // tegra241_cmdqv_hw_reset: CONFIG read back, CMDQV_EN off then on.
+        let config = self.r32(0x0);
+        self.w32(0x0, config & !1);
         assert_eq!(self.r32(0x8), 0);
-        self.w32(0x0, 1);
+        self.w32(0x0, config | 1);
         assert_eq!(self.r32(0x8), 1, "STATUS.CMDQV_ENABLED");
         for q in 0..2u32 {
             self.w32(0x200 + 4 * u64::from(q), q << 1);
@@ -221,6 +224,22 @@ fn tlbi_and_cmd_sync_batch_executes_and_writes_msi() {
 }
 
 #[test]
+fn cmd_sync_msi_outside_ram_is_delivered_and_the_sync_completes() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.calls();
+    let doorbell = 0x0809_0040;
+    rig.put_cmd(Q0, 0, cmd_sync_msi(doorbell, 0x2a));
+    rig.put_cmd(Q0, 1, tlbi_nh_va(1, 0x1000));
+    rig.w32(Rig::p0(0, 0x4), 2);
+    assert_eq!(rig.r32(Rig::p0(0, 0x0)), 2, "no CONS.ERR, both consumed");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 0, "no GERROR");
+    assert_eq!(rig.irqs(), [format!("msi {doorbell:#x} 0x2a")]);
+    assert_eq!(rig.calls().len(), 2);
+}
+
+#[test]
 fn unsupported_command_stops_queue_with_every_error_bit_and_irq() {
     let mut rig = Rig::new();
     rig.probe_until_mapped();
@@ -290,6 +309,22 @@ fn base_written_out_of_order_is_refused_then_retried_after_lower_queue() {
         ]
     );
     assert_eq!(rig.r32(Rig::p0(1, 0xc)), 1, "cached CONFIG.EN flushed");
+    assert_eq!(rig.r32(Rig::p0(1, 0x10)), 0, "CMDQ_INIT_ERR cleared");
+}
+
+#[test]
+fn init_err_of_a_refused_base_clears_when_a_later_base_is_allocated() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    // The high half alone: a BASE outside guest RAM.
+    rig.w32(Rig::p1(0) + 4, 1);
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 1 << 2, "refused");
+    rig.w64(Rig::p1(0), Q0 | LOG2SIZE);
+    assert_eq!(rig.calls().len(), 1, "allocated");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 0, "CMDQ_INIT_ERR cleared");
+    assert_eq!(rig.r32(GLOBAL_PAGE0 + 0x10), 0, "on the alias too");
+    rig.w32(Rig::p0(0, 0x8), 1);
+    assert_eq!(rig.r32(Rig::p0(0, 0xc)), 1, "the queue enables");
 }
 
 fn assert_base_refused(base: u64) {
@@ -363,6 +398,30 @@ fn base_rewrite_of_lower_queue_frees_higher_first_and_reallocates() {
 }
 
 #[test]
+fn queue_error_survives_reallocation_behind_the_guests_back() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.init_queue(1, Q1);
+    rig.put_cmd(Q1, 0, cfgi_ste(8));
+    rig.w32(Rig::p0(1, 0x4), 1);
+    assert_eq!(rig.r32(Rig::p0(1, 0x0)), 1 << 24, "CONS.ERR=ILL");
+    rig.calls();
+    // LVCMDQ0's BASE moves: LVCMDQ1 is freed and allocated again with it.
+    rig.w64(Rig::p1(0), (Q0 + 0x1000) | LOG2SIZE);
+    assert_eq!(rig.calls().len(), 4, "two frees, two allocations");
+    assert_eq!(rig.r32(Rig::p0(1, 0x0)), 1 << 24, "CONS.ERR still ILL");
+    let gerror = rig.r32(Rig::p0(1, 0x10));
+    assert_ne!(gerror & 1, rig.r32(Rig::p0(1, 0x14)) & 1, "still active");
+    assert_eq!(rig.r64(0x10c0), 0b10, "still in the error map");
+    // One round of Linux's recovery: skip the entry, acknowledge.
+    rig.put_cmd(Q1, 0, [0x46, 0]);
+    rig.w32(Rig::p0(1, 0x14), gerror);
+    assert_eq!(rig.r32(Rig::p0(1, 0x0)), 1, "resumed past the bad entry");
+    assert_eq!(rig.r64(0x10c0), 0);
+}
+
+#[test]
 fn same_base_written_twice_allocates_once() {
     let mut rig = Rig::new();
     rig.probe_until_mapped();
@@ -430,7 +489,8 @@ fn cmdqv_disable_and_reset_free_queues_descending() {
         rig.calls(),
         ["hw_queue_free index=1", "hw_queue_free index=0"]
     );
-    assert_eq!(rig.r32(0x8), 0);
+    assert_eq!(rig.r32(0x0), 0x0002_0083, "CONFIG reset value");
+    assert_eq!(rig.r32(0x8), 1, "STATUS follows CONFIG.CMDQV_EN");
     assert_eq!(rig.r32(0x1000), 0);
     assert_eq!(rig.r64(Rig::p1(0)), 0);
 }
@@ -496,6 +556,20 @@ fn sid_match_shows_registered_vdevices_and_ignores_guest_writes() {
     assert_eq!(rig.r32(0x1040), (8 << 1) | 1);
     assert_eq!(rig.r32(0x1080), 8, "vSID, not the host pSID");
     assert_eq!(rig.r32(0x1044), 0);
+}
+
+#[test]
+fn sid_slots_stay_put_when_a_vdevice_goes_away() {
+    let mut rig = Rig::new();
+    rig.viommu.vdevice_alloc(8, 0x108).unwrap();
+    rig.viommu.vdevice_alloc(16, 0x110).unwrap();
+    rig.viommu.vdevice_destroy(8).unwrap();
+    assert_eq!(rig.r32(0x1040), 0, "slot 0 free");
+    assert_eq!(rig.r32(0x1080), 0);
+    assert_eq!(rig.r32(0x1044), (16 << 1) | 1, "slot 1 keeps vSID 16");
+    assert_eq!(rig.r32(0x1084), 16);
+    rig.viommu.vdevice_alloc(24, 0x118).unwrap();
+    assert_eq!(rig.r32(0x1040), (24 << 1) | 1, "lowest free slot reused");
 }
 
 #[test]

@@ -189,6 +189,19 @@ impl Vcmdq {
         }
     }
 
+    /// The queue got its HW queue: an active CMDQ_INIT_ERR no longer holds
+    /// and is cleared (toggled back), as QEMU clears it when a setup
+    /// succeeds. Returns true when it was active.
+    pub fn clear_init_err(&mut self, live_gerror: u32, live_gerrorn: u32) -> bool {
+        let bit = GERROR_CMDQ_INIT_ERR.mask() as u32;
+        let gerror = live_gerror ^ self.init_err;
+        let active = (gerror ^ live_gerrorn) & bit != 0;
+        if active {
+            self.init_err ^= bit;
+        }
+        active
+    }
+
     /// The registers flushed into a freshly allocated host page0 slot, in
     /// write order (CONFIG last, so the queue enables with its pointers set).
     pub fn flush_values(&self) -> [(u64, u32); 4] {
@@ -289,6 +302,20 @@ mod tests {
         q.cache_write(VCMDQ_GERRORN.offset, 4);
         q.raise_init_err(0, 4);
         assert_eq!(q.cache_read(VCMDQ_GERROR.offset), 0, "toggled back");
+    }
+
+    #[test]
+    fn init_err_clears_only_while_active() {
+        let mut q = Vcmdq::default();
+        q.raise_init_err(0, 0);
+        assert!(q.clear_init_err(0, 0));
+        assert_eq!(q.cache_read(VCMDQ_GERROR.offset), 0, "cleared");
+        assert!(!q.clear_init_err(0, 0), "nothing left to clear");
+        // Raised and acknowledged: inactive, so a success changes nothing.
+        q.raise_init_err(0, 0);
+        q.cache_write(VCMDQ_GERRORN.offset, 4);
+        assert!(!q.clear_init_err(0, 4));
+        assert_eq!(q.cache_read(VCMDQ_GERROR.offset), 4);
     }
 
     #[test]

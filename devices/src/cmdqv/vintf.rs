@@ -49,11 +49,13 @@ pub struct ConfigPage {
 }
 
 impl ConfigPage {
-    /// A reset config page for `num_lvcmdqs` queues with the given PARAM.
+    /// A reset config page for `num_lvcmdqs` queues with the given PARAM:
+    /// CONFIG at its reset value (CMDQV_EN set, so STATUS reads enabled),
+    /// VINTF0 disabled, nothing mapped.
     pub fn new(param: u32, num_lvcmdqs: usize) -> Self {
         ConfigPage {
             param,
-            config: 0,
+            config: CONFIG_RESET,
             vi_int_mask: 0,
             alloc_map: vec![0; num_lvcmdqs.min(MAX_LVCMDQS)],
             vintf_config: 0,
@@ -140,8 +142,8 @@ impl ConfigPage {
         }
     }
 
-    fn value(&self, slot: Slot, vsids: &[u32]) -> u64 {
-        let sid = |s: usize| vsids.get(s).map(|v| u64::from(*v));
+    fn value(&self, slot: Slot, sid_slots: &[Option<u32>]) -> u64 {
+        let sid = |s: usize| sid_slots.get(s).copied().flatten().map(u64::from);
         match slot {
             Slot::Config => u64::from(self.config),
             Slot::Param => u64::from(self.param),
@@ -163,14 +165,15 @@ impl ConfigPage {
         }
     }
 
-    /// A guest read of `data.len()` bytes at `offset`; false when the offset
-    /// is not a config-page register (the caller logs and returns zeroes).
-    pub fn read(&self, offset: u64, data: &mut [u8], vsids: &[u32]) -> bool {
+    /// A guest read of `data.len()` bytes at `offset`, with `sid_slots` the
+    /// vSID of each SID slot (`None`: free); false when the offset is not a
+    /// config-page register (the caller logs and returns zeroes).
+    pub fn read(&self, offset: u64, data: &mut [u8], sid_slots: &[Option<u32>]) -> bool {
         let Some((slot, reg)) = self.locate(offset) else {
             return false;
         };
         let at = offset - Self::instance_offset(slot, reg);
-        extract_read(self.value(slot, vsids), reg.size, at, data)
+        extract_read(self.value(slot, sid_slots), reg.size, at, data)
     }
 
     /// A guest write at `offset`; returns what changed, or `None` when the
@@ -228,15 +231,21 @@ impl ConfigPage {
 mod tests {
     use super::*;
 
-    fn read32(page: &ConfigPage, offset: u64, vsids: &[u32]) -> u32 {
+    fn read32(page: &ConfigPage, offset: u64, sid_slots: &[Option<u32>]) -> u32 {
         let mut data = [0u8; 4];
-        assert!(page.read(offset, &mut data, vsids));
+        assert!(page.read(offset, &mut data, sid_slots));
         u32::from_le_bytes(data)
     }
 
     #[test]
     fn cmdqv_en_reports_change_once_and_status_follows() {
         let mut page = ConfigPage::new(0x4011, 2);
+        assert_eq!(read32(&page, 8, &[]), 1, "enabled out of reset");
+        assert_eq!(
+            page.write(0, &0u32.to_le_bytes()),
+            Some(ConfigEffect::CmdqvEnable(false))
+        );
+        assert_eq!(read32(&page, 8, &[]), 0);
         assert_eq!(
             page.write(0, &1u32.to_le_bytes()),
             Some(ConfigEffect::CmdqvEnable(true))
@@ -244,6 +253,19 @@ mod tests {
         assert_eq!(page.write(0, &1u32.to_le_bytes()), Some(ConfigEffect::None));
         assert_eq!(read32(&page, 8, &[]), 1);
         assert_eq!(read32(&page, 4, &[]), 0x4011);
+    }
+
+    #[test]
+    fn config_resets_to_qemus_value_and_keeps_its_other_fields() {
+        let mut page = ConfigPage::new(0x4011, 2);
+        let reset = read32(&page, 0, &[]);
+        assert_eq!(reset, 0x0002_0083);
+        // Linux's reset: the value read back with only CMDQV_EN toggled.
+        page.write(0, &(reset & !1).to_le_bytes());
+        assert_eq!(read32(&page, 0, &[]), 0x0002_0082);
+        assert_eq!(read32(&page, 8, &[]), 0);
+        page.write(0, &u32::MAX.to_le_bytes());
+        assert_eq!(read32(&page, 0, &[]), 0x001f_ffff, "bits 31:21 RES0");
     }
 
     #[test]
@@ -275,10 +297,21 @@ mod tests {
     #[test]
     fn sid_match_and_replace_show_vsids_only() {
         let page = ConfigPage::new(0, 2);
-        assert_eq!(read32(&page, 0x1040, &[8, 16]), (8 << 1) | 1);
-        assert_eq!(read32(&page, 0x1044, &[8, 16]), (16 << 1) | 1);
-        assert_eq!(read32(&page, 0x1084, &[8, 16]), 16);
-        assert_eq!(read32(&page, 0x1048, &[8, 16]), 0);
+        let slots = [Some(8), Some(16)];
+        assert_eq!(read32(&page, 0x1040, &slots), (8 << 1) | 1);
+        assert_eq!(read32(&page, 0x1044, &slots), (16 << 1) | 1);
+        assert_eq!(read32(&page, 0x1084, &slots), 16);
+        assert_eq!(read32(&page, 0x1048, &slots), 0);
+    }
+
+    #[test]
+    fn a_free_sid_slot_reads_zero_and_later_slots_keep_their_vsid() {
+        let page = ConfigPage::new(0, 2);
+        let slots = [None, Some(16)];
+        assert_eq!(read32(&page, 0x1040, &slots), 0);
+        assert_eq!(read32(&page, 0x1080, &slots), 0);
+        assert_eq!(read32(&page, 0x1044, &slots), (16 << 1) | 1);
+        assert_eq!(read32(&page, 0x1084, &slots), 16);
     }
 
     #[test]

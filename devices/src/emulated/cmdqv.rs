@@ -19,6 +19,7 @@ use crate::GuestMemory;
 use crate::backend::{BackendCall, BackendError, Errno};
 use crate::cmdqv::backend::{CmdqvBackend, CmdqvHostInfo, Page0Mode, Page0Region};
 use crate::cmdqv::regs::{VCMDQ_BASE_ADDR, VCMDQ_STRIDE};
+use crate::irq::InterruptSink;
 
 /// How long the worker keeps polling after the last command it executed
 /// before it starts sleeping between polls. Guests issue invalidations in
@@ -89,10 +90,14 @@ fn lock(engine: &Mutex<VcmdqEngine>) -> MutexGuard<'_, VcmdqEngine> {
 
 impl EmulatedCmdqv {
     /// A CMD-QV on the vIOMMU `viommu`, reading queues from `mem`. Limits
-    /// the vIOMMU's vDEVICEs to the host's SID slots.
+    /// the vIOMMU's vDEVICEs to the host's SID slots. `msi` receives the
+    /// MSIs the VCMDQs' CMD_SYNCs send to addresses outside guest RAM (the
+    /// SMMU's own MSI path: give it the sink that carries the SMMU's ITS
+    /// DeviceID).
     pub fn new(
         viommu: EmulatedBackend,
         mem: GuestMemory,
+        msi: Arc<dyn InterruptSink>,
         config: EmulatedCmdqvConfig,
     ) -> Result<Self, EmulatedCmdqvError> {
         let log2vcmdqs = config.info.log2vcmdqs;
@@ -103,6 +108,7 @@ impl EmulatedCmdqv {
         let engine = VcmdqEngine::new(
             mem.clone(),
             viommu.clone(),
+            msi,
             Page0Memory::new()?,
             1usize << log2vcmdqs,
         );
@@ -297,8 +303,8 @@ impl CmdqvBackend for EmulatedCmdqv {
         lock(&self.engine).pop_event()
     }
 
-    fn vsids(&self) -> Vec<u32> {
-        self.viommu.vdevices().into_iter().map(|(v, _)| v).collect()
+    fn sid_slots(&self) -> Vec<Option<u32>> {
+        self.viommu.sid_slots()
     }
 }
 
@@ -306,7 +312,10 @@ impl CmdqvBackend for EmulatedCmdqv {
 mod tests {
 
     use super::*;
-    use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_STATUS};
+    use vm_memory::Bytes;
+
+    use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_CONS, VCMDQ_PROD, VCMDQ_STATUS};
+    use crate::irq::NoInterrupts;
 
     const RAM: u64 = 0x4000_0000;
 
@@ -321,7 +330,7 @@ mod tests {
             mapped,
         };
         (
-            EmulatedCmdqv::new(viommu.clone(), mem, config).unwrap(),
+            EmulatedCmdqv::new(viommu.clone(), mem, Arc::new(NoInterrupts), config).unwrap(),
             viommu,
         )
     }
@@ -386,6 +395,38 @@ mod tests {
                 "hw_queue_free index=0 err=ENOENT",
             ]
         );
+    }
+
+    #[test]
+    fn a_counting_backend_tallies_executed_commands_without_logging_them() {
+        let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), 0x10_0000)]).unwrap();
+        let viommu = EmulatedBackend::counting_only();
+        let mut b = EmulatedCmdqv::new(
+            viommu.clone(),
+            mem.clone(),
+            Arc::new(NoInterrupts),
+            EmulatedCmdqvConfig::default(),
+        )
+        .unwrap();
+        b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
+        viommu.take_calls();
+        // Three TLBI_NH_VA and a CMD_SYNC (CS=NONE).
+        for i in 0..3u64 {
+            mem.write_obj(
+                [0x12u64 | (1 << 48), 0x1000 * (i + 1)],
+                GuestAddress(RAM + 16 * i),
+            )
+            .unwrap();
+        }
+        mem.write_obj([0x46u64, 0], GuestAddress(RAM + 48)).unwrap();
+        b.page0_write(VCMDQ_CONFIG.offset, 1);
+        b.page0_write(VCMDQ_PROD.offset, 4);
+        assert_eq!(b.page0_read(VCMDQ_CONS.offset), 4);
+        let counts = viommu.call_counts();
+        assert_eq!(counts.get("vcmdq_exec"), Some(&4));
+        assert_eq!(counts.get("vcmdq_exec:TLBI_NH_VA"), Some(&3));
+        assert_eq!(counts.get("vcmdq_exec:CMD_SYNC"), Some(&1));
+        assert!(viommu.take_calls().is_empty(), "nothing formatted");
     }
 
     #[test]

@@ -28,12 +28,20 @@ pub struct EmulatedViommu {
     calls: VecDeque<BackendCall>,
     /// The most calls `calls` holds.
     call_log_len: usize,
+    /// Whether data-path calls (one `vcmdq_exec` per VCMDQ command, one
+    /// `invalidate` per trapped CMD_SYNC batch) are formatted into `calls`
+    /// too, or only counted.
+    log_data_path: bool,
     /// How many calls of each kind were made, and per `op=` argument
     /// (`vcmdq_exec` opcodes): the VM's statistics. Keyed so that counting
     /// an already-seen kind allocates nothing (this runs per VCMDQ command).
     counts: BTreeMap<&'static str, CallCount>,
     /// vDEVICEs: virtual StreamID -> physical StreamID.
     vdevices: BTreeMap<u32, u32>,
+    /// The VINTF's SID_MATCH/SID_REPLACE slots: the vSID each one holds.
+    /// Like the kernel's per-VINTF IDA, a vDEVICE takes the lowest free
+    /// slot and keeps it until it is destroyed; the others never move.
+    sid_slots: Vec<Option<u32>>,
     /// How many vDEVICEs fit (the CMD-QV SID_MATCH slots); `None` = unlimited.
     vdevice_slots: Option<usize>,
     /// The vSMMUv3 side: hw info and the ARM_SMMUV3 vEVENTQ.
@@ -51,12 +59,14 @@ struct CallCount {
 pub const VM_CALL_LOG_LEN: usize = 256;
 
 impl EmulatedViommu {
-    fn with_call_log(call_log_len: usize) -> Self {
+    fn with_call_log(call_log_len: usize, log_data_path: bool) -> Self {
         EmulatedViommu {
             calls: VecDeque::new(),
             call_log_len,
+            log_data_path,
             counts: BTreeMap::new(),
             vdevices: BTreeMap::new(),
+            sid_slots: Vec::new(),
             vdevice_slots: None,
             smmu: EmulatedSmmu::default(),
         }
@@ -78,16 +88,30 @@ impl Default for EmulatedBackend {
 impl EmulatedBackend {
     /// A vIOMMU that keeps a log of every call (tests, replay, fuzzing).
     pub fn new() -> Self {
-        EmulatedBackend {
-            viommu: Arc::new(Mutex::new(EmulatedViommu::with_call_log(usize::MAX))),
-        }
+        Self::with_viommu(EmulatedViommu::with_call_log(usize::MAX, true))
     }
 
-    /// A vIOMMU for a running VM: calls are counted, and only the newest
-    /// [`VM_CALL_LOG_LEN`] are kept.
+    /// A vIOMMU that keeps the newest `len` calls of every kind, data path
+    /// included: each VCMDQ command and each trapped batch is formatted
+    /// into a [`BackendCall`] (a `Vec` and a `String` per argument). What a
+    /// VM did before data-path calls were counted only; kept for a call log
+    /// that must show commands, and as the benches' "log on" baseline.
+    pub fn with_call_log(len: usize) -> Self {
+        Self::with_viommu(EmulatedViommu::with_call_log(len, true))
+    }
+
+    /// A vIOMMU for a running VM: every call is counted; data-path calls
+    /// (`vcmdq_exec`, `invalidate`) are only counted, which allocates
+    /// nothing, and the newest [`VM_CALL_LOG_LEN`] control-path calls (STE
+    /// installs, HW queues, vDEVICEs) are kept for post-mortems. The
+    /// `emulated` debug log still prints every call when it is enabled.
     pub fn counting_only() -> Self {
+        Self::with_viommu(EmulatedViommu::with_call_log(VM_CALL_LOG_LEN, false))
+    }
+
+    fn with_viommu(viommu: EmulatedViommu) -> Self {
         EmulatedBackend {
-            viommu: Arc::new(Mutex::new(EmulatedViommu::with_call_log(VM_CALL_LOG_LEN))),
+            viommu: Arc::new(Mutex::new(viommu)),
         }
     }
 
@@ -121,6 +145,40 @@ impl EmulatedBackend {
         self.lock().record(call);
     }
 
+    /// Record a data-path call named `name` (with `op=` value `op`): counted
+    /// without allocating, and built by `build` and logged only where a log
+    /// wants it (a call log that keeps data-path calls, or the `emulated`
+    /// debug log).
+    pub fn record_data_path(
+        &self,
+        name: &'static str,
+        op: Option<&'static str>,
+        build: impl FnOnce() -> BackendCall,
+    ) {
+        let mut viommu = self.lock();
+        if viommu.log_data_path || log::log_enabled!(target: "emulated", log::Level::Debug) {
+            viommu.record(build());
+        } else {
+            viommu.count(name, op);
+        }
+    }
+
+    /// True when data-path calls are built and logged (see
+    /// [`Self::record_data_path`]); otherwise a caller may tally them itself
+    /// and report them with [`Self::count_data_path`].
+    pub fn logs_data_path(&self) -> bool {
+        self.lock().log_data_path || log::log_enabled!(target: "emulated", log::Level::Debug)
+    }
+
+    /// Count `n` data-path calls named `name` per `op=` value, under one
+    /// lock: what a caller that tallied its calls reports at once.
+    pub fn count_data_path(&self, name: &'static str, ops: &[(&'static str, u64)]) {
+        let mut viommu = self.lock();
+        for &(op, n) in ops.iter().filter(|(_, n)| *n > 0) {
+            viommu.count_n(name, Some(op), n);
+        }
+    }
+
     /// Take every call recorded so far.
     pub fn take_calls(&self) -> Vec<BackendCall> {
         std::mem::take(&mut self.lock().calls).into()
@@ -147,7 +205,10 @@ impl EmulatedBackend {
     pub fn vdevice_destroy(&self, vsid: u32) -> Result<(), BackendError> {
         let mut viommu = self.lock();
         let result = match viommu.vdevices.remove(&vsid) {
-            Some(_) => Ok(()),
+            Some(_) => {
+                viommu.free_sid_slot(vsid);
+                Ok(())
+            }
             None => Err(BackendError::new(
                 Errno::NoEnt,
                 format!("vSID {vsid:#x} has no vDEVICE"),
@@ -170,26 +231,46 @@ impl EmulatedBackend {
     pub fn vdevices(&self) -> Vec<(u32, u32)> {
         self.lock().vdevices.iter().map(|(v, p)| (*v, *p)).collect()
     }
+
+    /// The vSID in each SID slot, in slot order (`None`: a free slot).
+    pub fn sid_slots(&self) -> Vec<Option<u32>> {
+        self.lock().sid_slots.clone()
+    }
 }
 
 impl EmulatedViommu {
     fn record(&mut self, call: BackendCall) {
         log::debug!(target: "emulated", "{call}");
-        let count = self.counts.entry(call.name).or_default();
-        count.total += 1;
-        if let Some((_, op)) = call.args.iter().find(|(key, _)| *key == "op") {
-            match count.by_op.get_mut(op.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    count.by_op.insert(op.clone(), 1);
-                }
-            }
-        }
+        let op = call
+            .args
+            .iter()
+            .find(|(key, _)| *key == "op")
+            .map(|(_, op)| op.as_str());
+        self.count(call.name, op);
         if self.calls.len() >= self.call_log_len {
             self.calls.pop_front();
         }
         if self.call_log_len > 0 {
             self.calls.push_back(call);
+        }
+    }
+
+    /// Count one call of kind `name` (and its `op`); allocates only the
+    /// first time a kind or op is seen.
+    fn count(&mut self, name: &'static str, op: Option<&str>) {
+        self.count_n(name, op, 1);
+    }
+
+    fn count_n(&mut self, name: &'static str, op: Option<&str>, n: u64) {
+        let count = self.counts.entry(name).or_default();
+        count.total += n;
+        if let Some(op) = op {
+            match count.by_op.get_mut(op) {
+                Some(total) => *total += n,
+                None => {
+                    count.by_op.insert(op.to_string(), n);
+                }
+            }
         }
     }
 
@@ -215,7 +296,28 @@ impl EmulatedViommu {
             ));
         }
         self.vdevices.insert(vsid, psid);
+        let slot = match self.sid_slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                self.sid_slots.push(None);
+                self.sid_slots.len() - 1
+            }
+        };
+        if let Some(entry) = self.sid_slots.get_mut(slot) {
+            *entry = Some(vsid);
+        }
+        log::info!(target: "cmdqv", "SID slot {slot}: vSID {vsid:#x}");
         Ok(())
+    }
+
+    /// The vDEVICE of `vsid` went: its slot reads 0, the others stay put.
+    fn free_sid_slot(&mut self, vsid: u32) {
+        if let Some(slot) = self.sid_slots.iter().position(|s| *s == Some(vsid))
+            && let Some(entry) = self.sid_slots.get_mut(slot)
+        {
+            *entry = None;
+            log::info!(target: "cmdqv", "SID slot {slot}: free (vSID {vsid:#x} gone)");
+        }
     }
 }
 
@@ -239,6 +341,19 @@ mod tests {
     }
 
     #[test]
+    fn sid_slots_do_not_move_and_the_lowest_free_one_is_reused() {
+        let backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        backend.vdevice_alloc(16, 0x200).unwrap();
+        backend.vdevice_alloc(4, 0x300).unwrap();
+        assert_eq!(backend.sid_slots(), [Some(8), Some(16), Some(4)]);
+        backend.vdevice_destroy(8).unwrap();
+        assert_eq!(backend.sid_slots(), [None, Some(16), Some(4)]);
+        backend.vdevice_alloc(32, 0x400).unwrap();
+        assert_eq!(backend.sid_slots(), [Some(32), Some(16), Some(4)]);
+    }
+
+    #[test]
     fn vdevice_alloc_fails_when_sid_slots_are_full() {
         let backend = EmulatedBackend::new();
         backend.set_vdevice_slots(1);
@@ -250,8 +365,65 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_backend_counts_every_call_and_keeps_only_the_newest() {
+    fn a_vm_backend_counts_data_path_calls_without_building_them() {
         let backend = EmulatedBackend::counting_only();
+        backend.vdevice_alloc(8, 0x100).unwrap();
+        for _ in 0..3 {
+            backend.record_data_path("vcmdq_exec", Some("CMD_SYNC"), || {
+                // Only reachable when the emulated debug log is on.
+                assert!(log::log_enabled!(target: "emulated", log::Level::Debug));
+                BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC")
+            });
+        }
+        let counts = backend.call_counts();
+        assert_eq!(counts.get("vcmdq_exec"), Some(&3));
+        assert_eq!(counts.get("vcmdq_exec:CMD_SYNC"), Some(&3));
+        let kept: Vec<String> = backend
+            .take_calls()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            kept,
+            ["vdevice_alloc vsid=0x8 psid=0x100"],
+            "control path kept"
+        );
+    }
+
+    #[test]
+    fn tallied_data_path_calls_add_up_with_recorded_ones() {
+        let backend = EmulatedBackend::counting_only();
+        backend.record_data_path("vcmdq_exec", Some("CMD_SYNC"), || {
+            BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC")
+        });
+        backend.count_data_path(
+            "vcmdq_exec",
+            &[("CMD_SYNC", 2), ("TLBI_NH_VA", 5), ("ATC_INV", 0)],
+        );
+        let counts = backend.call_counts();
+        assert_eq!(counts.get("vcmdq_exec"), Some(&8));
+        assert_eq!(counts.get("vcmdq_exec:CMD_SYNC"), Some(&3));
+        assert_eq!(counts.get("vcmdq_exec:TLBI_NH_VA"), Some(&5));
+        assert_eq!(
+            counts.get("vcmdq_exec:ATC_INV"),
+            None,
+            "zero is not a count"
+        );
+    }
+
+    #[test]
+    fn a_call_log_formats_data_path_calls_too() {
+        let backend = EmulatedBackend::with_call_log(VM_CALL_LOG_LEN);
+        backend.record_data_path("vcmdq_exec", Some("TLBI_NH_VA"), || {
+            BackendCall::new("vcmdq_exec").word("op", "TLBI_NH_VA")
+        });
+        assert_eq!(backend.take_calls().len(), 1);
+        assert_eq!(backend.call_counts().get("vcmdq_exec:TLBI_NH_VA"), Some(&1));
+    }
+
+    #[test]
+    fn a_call_log_counts_every_call_and_keeps_only_the_newest() {
+        let backend = EmulatedBackend::with_call_log(VM_CALL_LOG_LEN);
         backend.vdevice_alloc(8, 0x100).unwrap();
         for _ in 0..VM_CALL_LOG_LEN {
             backend.record(BackendCall::new("vcmdq_exec").word("op", "CMD_SYNC"));

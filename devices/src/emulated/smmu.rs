@@ -158,13 +158,17 @@ impl VsmmuBackend for EmulatedBackend {
             }
             done += 1;
         }
-        let mut call = BackendCall::new("invalidate")
-            .dec("entries", commands.len() as u64)
-            .dec("ok", done as u64);
-        if let Some(error) = &failure {
-            call = call.word("err", &error.errno.to_string());
-        }
-        self.record(call);
+        // One per trapped CMD_SYNC batch: counted; formatted only where a
+        // call log asks for it.
+        self.record_data_path("invalidate", None, || {
+            let call = BackendCall::new("invalidate")
+                .dec("entries", commands.len() as u64)
+                .dec("ok", done as u64);
+            match &failure {
+                Some(error) => call.word("err", &error.errno.to_string()),
+                None => call,
+            }
+        });
         match failure {
             None => Ok(()),
             Some(error) => Err(InvalidateError { done, error }),

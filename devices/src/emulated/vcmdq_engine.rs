@@ -4,10 +4,16 @@
 //! Implements: the CONFIG.CMDQ_EN -> STATUS.ENABLED handshake (only for a
 //! queue that has a HW queue), consumption from guest memory of
 //! TLBI_NH_ASID, TLBI_NH_VA, ATC_INV (vSID -> pSID through the vDEVICE
-//! table) and CMD_SYNC (MSI-poll write of CS=IRQ), CONS/GERROR/CONS.ERR
+//! table) and CMD_SYNC (CS=SIG_IRQ: the MSI payload is written to guest RAM,
+//! Linux's MSI polling, or, for an address outside RAM such as the ITS
+//! doorbell, delivered as an MSI, exactly as the trapped SMMU command queue
+//! does), CONS/GERROR/CONS.ERR
 //! updates on an error, the VINTF's LVCMDQ error map and one TEGRA241_CMDQV
-//! vEVENT per error. Deliberately not: CONS_INDX_BASE DRAM write-back,
-//! ATC_INV completion timeouts (CERROR_ATC_INV_SYNC), VMID insertion.
+//! vEVENT per error. A queue enabled with CONS.ERR set while its GERROR
+//! error is still unacknowledged (the model re-allocated it behind the
+//! guest's back) resumes in that error. Deliberately not: CONS_INDX_BASE
+//! DRAM write-back, ATC_INV completion timeouts (CERROR_ATC_INV_SYNC), VMID
+//! insertion.
 //!
 //! The same engine serves both page0 modes: in trapped mode the backend runs
 //! a pass synchronously after each page0 write (deterministic for replay and
@@ -15,6 +21,7 @@
 //! writes the page directly.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use vm_memory::{Bytes, GuestAddress, MmapRegion, VolatileMemory};
@@ -27,6 +34,7 @@ use crate::cmdqv::regs::{
     VCMDQ_GERROR, VCMDQ_GERRORN, VCMDQ_PROD, VCMDQ_STATUS, VCMDQ_STATUS_ENABLED, VCMDQ_STRIDE,
     page0_reg,
 };
+use crate::irq::InterruptSink;
 use crate::smmuv3::cmd::{CMD_BYTES, Command, Opcode, SyncSignal, cerror};
 use crate::smmuv3::queue::QueueGeometry;
 
@@ -91,31 +99,59 @@ struct EngineQueue {
 }
 
 /// The engine for one VINTF.
-#[derive(Debug)]
 pub struct VcmdqEngine {
     mem: GuestMemory,
     viommu: EmulatedBackend,
+    /// Where a CMD_SYNC's MSI to a non-RAM address (a doorbell) goes.
+    msi: Arc<dyn InterruptSink>,
     page0: Page0Memory,
     queues: Vec<EngineQueue>,
     err_map: u128,
     events: VecDeque<[u64; 2]>,
+    /// Whether this pass records each command as a formatted call (a call
+    /// log asks for it) or tallies it in `tally`, reported once per pass.
+    log_calls: bool,
+    /// Commands executed this pass, per [`EXEC_OPS`] entry.
+    tally: [u64; EXEC_OPS.len()],
+}
+
+/// The commands a guest-owned VCMDQ executes, in tally order.
+const EXEC_OPS: [Opcode; 4] = [
+    Opcode::TlbiNhAsid,
+    Opcode::TlbiNhVa,
+    Opcode::AtcInv,
+    Opcode::CmdSync,
+];
+
+impl std::fmt::Debug for VcmdqEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VcmdqEngine")
+            .field("queues", &self.queues)
+            .field("err_map", &self.err_map)
+            .finish_non_exhaustive()
+    }
 }
 
 impl VcmdqEngine {
-    /// An engine for `num_lvcmdqs` queues over `page0`.
+    /// An engine for `num_lvcmdqs` queues over `page0`, signalling CMD_SYNC
+    /// MSIs to doorbells through `msi`.
     pub fn new(
         mem: GuestMemory,
         viommu: EmulatedBackend,
+        msi: Arc<dyn InterruptSink>,
         page0: Page0Memory,
         num_lvcmdqs: usize,
     ) -> Self {
         VcmdqEngine {
             mem,
             viommu,
+            msi,
             page0,
             queues: vec![EngineQueue::default(); num_lvcmdqs],
             err_map: 0,
             events: VecDeque::new(),
+            log_calls: true,
+            tally: [0; EXEC_OPS.len()],
         }
     }
 
@@ -217,12 +253,22 @@ impl VcmdqEngine {
         let mut active = false;
         // A queue with no HW queue behind it can never report ENABLED.
         let want = VCMDQ_CONFIG_EN.is_set(u64::from(config)) && q.hw.is_some();
+        let err_bit = GERROR_CMDQ_ERR.mask() as u32;
+        let error_active = (q.gerror ^ gerrorn) & err_bit != 0;
         if want != q.enabled {
             q.enabled = want;
             active = true;
             if want {
-                let cons = self.page0.load(Self::slot(index, VCMDQ_CONS));
-                q.cons = VCMDQ_CONS_RD.get(u64::from(cons)) as u32;
+                let cons = u64::from(self.page0.load(Self::slot(index, VCMDQ_CONS)));
+                q.cons = VCMDQ_CONS_RD.get(cons) as u32;
+                // CONS as software left it, ERR included: after a queue in
+                // error was freed and allocated again, its error is still
+                // pending and CONS.ERR must still say which one.
+                q.cons_err = VCMDQ_CONS_ERR.get(cons) as u32;
+                if q.cons_err != cerror::NONE && error_active {
+                    log::info!(target: "cmdqv", "vcmdq {index} enabled with error CERROR={} pending", q.cons_err);
+                    self.err_map |= 1u128 << index;
+                }
             }
             log::info!(target: "cmdqv", "vcmdq {index} STATUS.ENABLED={}", u8::from(want));
             self.page0.store(
@@ -230,18 +276,20 @@ impl VcmdqEngine {
                 VCMDQ_STATUS_ENABLED.make(u64::from(want)) as u32,
             );
         }
-        let err_bit = GERROR_CMDQ_ERR.mask() as u32;
-        if (q.gerror ^ gerrorn) & err_bit == 0 && self.err_map & (1u128 << index) != 0 {
+        if !error_active && (self.err_map & (1u128 << index) != 0 || q.cons_err != cerror::NONE) {
             log::info!(target: "cmdqv", "vcmdq {index} error acknowledged");
             self.err_map &= !(1u128 << index);
             q.cons_err = cerror::NONE;
             active = true;
         }
         if let (true, Some((gpa, geometry))) = (q.enabled, q.hw)
-            && (q.gerror ^ gerrorn) & err_bit == 0
+            && !error_active
         {
             let prod = self.page0.load(Self::slot(index, VCMDQ_PROD)) & geometry.pointer_mask();
             let mut budget = geometry.entries();
+            if !geometry.is_empty(prod, q.cons) {
+                self.log_calls = self.viommu.logs_data_path();
+            }
             while budget > 0 && !geometry.is_empty(prod, q.cons) {
                 budget -= 1;
                 active = true;
@@ -254,6 +302,7 @@ impl VcmdqEngine {
                     }
                 }
             }
+            self.report_tally();
         }
         if q.enabled {
             let cons =
@@ -277,42 +326,33 @@ impl VcmdqEngine {
         self.events.push_back(event);
     }
 
-    /// Execute the command at `at`; `Err(cerror)` stops the queue.
+    /// Execute the command at `at`; `Err(cerror)` stops the queue. Each
+    /// executed command is one `vcmdq_exec` data-path call: counted, and
+    /// formatted only where a call log asks for it (see [`Self::record`]).
     fn execute(&mut self, index: usize, at: u64) -> Result<(), u32> {
         let mut bytes = [0u8; 16];
         self.mem
             .read_slice(&mut bytes, GuestAddress(at))
             .map_err(|_| cerror::ABT)?;
         let cmd = Command::from_le_bytes(bytes);
-        let call = BackendCall::new("vcmdq_exec").dec("index", index as u64);
-        let call = match cmd.opcode() {
-            Some(op @ Opcode::TlbiNhAsid) => call
-                .word("op", op.name())
-                .hex("asid", u64::from(cmd.asid())),
-            Some(op @ Opcode::TlbiNhVa) => call
-                .word("op", op.name())
-                .hex("asid", u64::from(cmd.asid()))
-                .hex("addr", cmd.address()),
+        let op = match cmd.opcode() {
+            Some(op @ (Opcode::TlbiNhAsid | Opcode::TlbiNhVa)) => op,
             Some(op @ Opcode::AtcInv) => {
                 let vsid = cmd.sid();
                 let Some(psid) = self.viommu.vdevice_psid(vsid) else {
                     log::warn!(target: "cmdqv", "vcmdq {index} ATC_INV for unregistered vSID {vsid:#x}");
                     return Err(cerror::ILL);
                 };
-                call.word("op", op.name())
-                    .hex("vsid", u64::from(vsid))
-                    .hex("psid", u64::from(psid))
-                    .hex("addr", cmd.address())
+                self.record(index, op, cmd, Some(psid));
+                return Ok(());
             }
             Some(op @ Opcode::CmdSync) => match cmd.sync_signal() {
                 Some(SyncSignal::Irq) if cmd.sync_msi_addr() != 0 => {
-                    let addr = cmd.sync_msi_addr();
-                    self.mem
-                        .write_obj(cmd.sync_msi_data(), GuestAddress(addr))
-                        .map_err(|_| cerror::ABT)?;
-                    call.word("op", op.name()).hex("msi", addr)
+                    self.record(index, op, cmd, None);
+                    self.sync_msi(index, cmd.sync_msi_addr(), cmd.sync_msi_data());
+                    return Ok(());
                 }
-                Some(_) => call.word("op", op.name()),
+                Some(_) => op,
                 None => return Err(cerror::ILL),
             },
             other => {
@@ -325,7 +365,71 @@ impl VcmdqEngine {
                 return Err(cerror::ILL);
             }
         };
-        self.viommu.record(call);
+        self.record(index, op, cmd, None);
         Ok(())
+    }
+
+    /// Report the commands tallied this pass as `vcmdq_exec` calls.
+    fn report_tally(&mut self) {
+        if self.tally.iter().all(|n| *n == 0) {
+            return;
+        }
+        let mut ops = [("", 0u64); EXEC_OPS.len()];
+        for ((slot, op), n) in ops.iter_mut().zip(EXEC_OPS).zip(self.tally) {
+            *slot = (op.name(), n);
+        }
+        self.viommu.count_data_path("vcmdq_exec", &ops);
+        self.tally = [0; EXEC_OPS.len()];
+    }
+
+    /// Account for one executed command: tallied (no lock, no allocation)
+    /// unless a call log asks for the `vcmdq_exec index=N op=NAME ...`
+    /// record (the replay tool's output), which is then built at once.
+    fn record(&mut self, index: usize, op: Opcode, cmd: Command, psid: Option<u32>) {
+        if !self.log_calls
+            && let Some(n) = EXEC_OPS
+                .iter()
+                .position(|o| *o == op)
+                .and_then(|i| self.tally.get_mut(i))
+        {
+            *n += 1;
+            return;
+        }
+        self.viommu
+            .record_data_path("vcmdq_exec", Some(op.name()), || {
+                let call = BackendCall::new("vcmdq_exec")
+                    .dec("index", index as u64)
+                    .word("op", op.name());
+                match op {
+                    Opcode::TlbiNhAsid => call.hex("asid", u64::from(cmd.asid())),
+                    Opcode::TlbiNhVa => call
+                        .hex("asid", u64::from(cmd.asid()))
+                        .hex("addr", cmd.address()),
+                    Opcode::AtcInv => call
+                        .hex("vsid", u64::from(cmd.sid()))
+                        .hex("psid", u64::from(psid.unwrap_or_default()))
+                        .hex("addr", cmd.address()),
+                    Opcode::CmdSync
+                        if cmd.sync_signal() == Some(SyncSignal::Irq)
+                            && cmd.sync_msi_addr() != 0 =>
+                    {
+                        call.hex("msi", cmd.sync_msi_addr())
+                    }
+                    _ => call,
+                }
+            });
+    }
+
+    /// CMD_SYNC SIG_IRQ with an MSI address: a write into guest RAM (Linux
+    /// polls the queue entry) or, outside RAM, an MSI to that doorbell. The
+    /// CMD_SYNC completes either way: CERROR_ABT is a command *fetch* abort,
+    /// which Linux answers by fetching the same entry again.
+    fn sync_msi(&self, index: usize, addr: u64, data: u32) {
+        if self.mem.write_obj(data.to_le(), GuestAddress(addr)).is_ok() {
+            log::trace!(target: "cmdqv", "vcmdq {index} CMD_SYNC wrote {data:#x} at {addr:#x}");
+        } else {
+            log::debug!(target: "cmdqv", "vcmdq {index} CMD_SYNC MSI {data:#x} to doorbell {addr:#x}");
+            self.msi.msi(addr, data);
+        }
     }
 }

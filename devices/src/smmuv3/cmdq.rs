@@ -25,8 +25,31 @@ use super::queue::QueueGeometry;
 use super::regs::{cmdq, cr0, gerror, qbase};
 use crate::irq::IrqLine;
 
-/// One pending invalidation and the CONS pointer of its queue entry.
-type Pending = (u32, Command);
+/// The invalidations collected since the last flush, in guest order, with
+/// the CONS pointer of each one's queue entry. Two parallel vectors, so the
+/// commands go to the backend as one slice with no copy.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    commands: Vec<Command>,
+    cons: Vec<u32>,
+}
+
+impl Batch {
+    fn push(&mut self, cons: u32, command: Command) {
+        self.commands.push(command);
+        self.cons.push(cons);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Empty the batch, keeping its capacity.
+    fn clear(&mut self) {
+        self.commands.clear();
+        self.cons.clear();
+    }
+}
 
 /// What executing one command asks the consume loop to do.
 enum Step {
@@ -51,39 +74,55 @@ impl Smmuv3 {
         let geometry = self.cmdq_geometry();
         let prod = geometry.pointer_mask() & cmdq::PTR.get(self.state.cmdq_prod) as u32;
         let mut cons = geometry.pointer_mask() & cmdq::PTR.get(self.state.cmdq_cons) as u32;
-        let mut batch: Vec<Pending> = Vec::new();
+        // Borrowed out of `self` for the consume (execute needs `&mut self`)
+        // and put back with its capacity.
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        self.consume_into(geometry, prod, &mut cons, &mut batch);
+        batch.clear();
+        self.batch = batch;
+    }
+
+    /// The consume loop of [`Self::consume_cmdq`], collecting into `batch`.
+    fn consume_into(
+        &mut self,
+        geometry: QueueGeometry,
+        prod: u32,
+        cons: &mut u32,
+        batch: &mut Batch,
+    ) {
         let mut budget = geometry.entries();
-        if !geometry.is_empty(prod, cons) {
+        if !geometry.is_empty(prod, *cons) {
             // Consumption resumes: a previous error is no longer reported.
             self.state.cmdq_err = u64::from(cerror::NONE);
         }
-        while budget > 0 && !geometry.is_empty(prod, cons) {
+        while budget > 0 && !geometry.is_empty(prod, *cons) {
             budget -= 1;
-            let step = match self.fetch_command(geometry, cons) {
-                Some(command) => self.execute(command, cons, &mut batch),
+            let step = match self.fetch_command(geometry, *cons) {
+                Some(command) => self.execute(command, *cons, batch),
                 None => Step::Fail {
-                    at: cons,
+                    at: *cons,
                     err: cerror::ABT,
                 },
             };
             if let Step::Fail { at, err } = step {
                 // Entries before this one were consumed: their pending
                 // invalidations must still reach the host first.
-                let (at, err) = match self.flush(&mut batch) {
+                let (at, err) = match self.flush(batch) {
                     Ok(()) => (at, err),
                     Err(failed_at) => (failed_at, cerror::ILL),
                 };
                 self.stop_on_error(at, err);
                 return;
             }
-            cons = geometry.next(cons);
+            *cons = geometry.next(*cons);
         }
-        if let Err(failed_at) = self.flush(&mut batch) {
+        if let Err(failed_at) = self.flush(batch) {
             self.stop_on_error(failed_at, cerror::ILL);
             return;
         }
-        self.state.cmdq_cons = u64::from(cons);
-        log::trace!(target: "smmuv3", "CMDQ_CONS = {cons:#x}");
+        self.state.cmdq_cons = u64::from(*cons);
+        log::trace!(target: "smmuv3", "CMDQ_CONS = {:#x}", *cons);
     }
 
     fn fetch_command(&mut self, geometry: QueueGeometry, cons: u32) -> Option<Command> {
@@ -99,7 +138,7 @@ impl Smmuv3 {
         }
     }
 
-    fn execute(&mut self, command: Command, cons: u32, batch: &mut Vec<Pending>) -> Step {
+    fn execute(&mut self, command: Command, cons: u32, batch: &mut Batch) -> Step {
         let Some(opcode) = command.opcode() else {
             log::warn!(target: "smmuv3", "unknown command opcode {:#x}", command.opcode_byte());
             return Step::Fail {
@@ -144,7 +183,7 @@ impl Smmuv3 {
             | Opcode::TlbiNhVaa
             | Opcode::TlbiNsnhAll
             | Opcode::AtcInv => {
-                batch.push((cons, command));
+                batch.push(cons, command);
                 Step::Next
             }
             Opcode::CmdSync => self.cmd_sync(command, cons, batch),
@@ -163,7 +202,7 @@ impl Smmuv3 {
 
     /// CMD_SYNC: everything before it is complete once the batch is flushed;
     /// then signal as CS says.
-    fn cmd_sync(&mut self, command: Command, cons: u32, batch: &mut Vec<Pending>) -> Step {
+    fn cmd_sync(&mut self, command: Command, cons: u32, batch: &mut Batch) -> Step {
         let Some(signal) = command.sync_signal() else {
             log::warn!(target: "smmuv3", "CMD_SYNC with reserved CS = 0b11");
             return Step::Fail {
@@ -206,35 +245,37 @@ impl Smmuv3 {
         }
     }
 
-    /// Forward the pending invalidations in one backend call. On failure,
-    /// returns the CONS pointer of the command the backend stopped on.
-    fn flush(&mut self, batch: &mut Vec<Pending>) -> Result<(), u32> {
+    /// Forward the pending invalidations in one backend call and empty the
+    /// batch. On failure, returns the CONS pointer of the command the
+    /// backend stopped on.
+    fn flush(&mut self, batch: &mut Batch) -> Result<(), u32> {
         if batch.is_empty() {
             return Ok(());
         }
-        let commands: Vec<Command> = batch.iter().map(|(_, command)| *command).collect();
-        let result = self.backend.invalidate(&commands);
-        let pending = std::mem::take(batch);
-        match result {
+        let result = self.backend.invalidate(&batch.commands);
+        let outcome = match result {
             Ok(()) => Ok(()),
             Err(err) => {
-                let failed_cmd = commands.get(err.done).or(commands.last());
+                let failed_cmd = batch.commands.get(err.done).or(batch.commands.last());
                 log::warn!(
                     target: "smmuv3",
                     "invalidation batch of {}: {err} (command {:x?})",
-                    commands.len(),
+                    batch.commands.len(),
                     failed_cmd.map(|c| c.0)
                 );
                 // A backend that claims more than it was given failed on the
                 // last one at the latest.
-                let failed = pending
+                let failed = batch
+                    .cons
                     .get(err.done)
-                    .or(pending.last())
-                    .map(|(cons, _)| *cons)
+                    .or(batch.cons.last())
+                    .copied()
                     .unwrap_or_default();
                 Err(failed)
             }
-        }
+        };
+        batch.clear();
+        outcome
     }
 
     /// Stop the queue on the entry at `cons` with CONS.ERR = `err`.

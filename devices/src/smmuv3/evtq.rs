@@ -5,8 +5,11 @@
 //! model itself (configuration errors it finds on CFGI_STE). A full queue
 //! drops the record and toggles EVENTQ_PROD.OVFLG once until the guest
 //! acknowledges with EVENTQ_CONS.OVACKFLG. A write that aborts raises
-//! GERROR.EVTQ_ABT_ERR. Not modelled: event merging, the MSI path (IDR0.MSI
-//! = 0), stall events.
+//! GERROR.EVTQ_ABT_ERR. A batch of new records signals once (when
+//! IRQ_CTRL.EVENTQ_IRQEN is set): an MSI to the EVENTQ_IRQ_CFG0/1 doorbell
+//! when the VM advertises IDR0.MSI and the guest programmed an address (the
+//! VMM routes it to the ITS with the vSMMU's IORT DeviceID), otherwise the
+//! wired eventq line. Not modelled: event merging, stall events.
 
 use vm_memory::{Bytes, GuestAddress};
 

@@ -8,10 +8,14 @@
 //!   become ONE batched invalidation per CMD_SYNC, errors become CMDQ_CONS.ERR
 //!   plus GERROR.CMDQ_ERR exactly as hardware reports them;
 //! - walks linear and two-level stream tables, one STE per lookup ([`ste`]);
-//! - writes host and model events into the guest event queue ([`evtq`]).
+//! - writes host and model events into the guest event queue ([`evtq`]);
+//! - signals the event queue and global errors through their IRQ_CFG MSI
+//!   doorbells when the VM advertises IDR0.MSI (`VsmmuConfig::msi`, which
+//!   the VMM sets) and the guest programmed one, the wired GSIVs otherwise;
+//!   a CMD_SYNC with SIG_IRQ writes its MSI payload (to RAM or a doorbell).
 //!
 //! Deliberately not implemented: stage 2 (IDR0.S2P = 0), PRI and the PRI
-//! queue (RAZ/WI), MSIs (IDR0.MSI = 0; interrupts are wired GSIVs), stalls,
+//! queue (RAZ/WI), stalls,
 //! HTTU/BTM, secure state, VATOS, SMMU_STATUSR, the IMPDEF areas. Any
 //! offset the model does not know reads as zero and ignores writes, with a
 //! rate-limited log line.
@@ -116,6 +120,9 @@ pub struct Smmuv3 {
     irq: Arc<dyn InterruptSink>,
     bad_access_log: RateLimit,
     stats: CmdqStats,
+    /// The pending invalidations of a command queue consume, kept between
+    /// consumes so a batch costs no allocation once it has grown.
+    batch: cmdq::Batch,
 }
 
 /// What the trapped command queue has done (VM statistics).
@@ -159,6 +166,7 @@ impl Smmuv3 {
             irq,
             bad_access_log: RateLimit::default(),
             stats: CmdqStats::default(),
+            batch: cmdq::Batch::default(),
         })
     }
 

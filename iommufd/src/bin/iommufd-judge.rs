@@ -557,9 +557,13 @@ fn lost_vevents_set_the_overflow_flag(rig: &mut Rig) -> Check {
 fn errno_table(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
     let emulated_viommu = EmulatedBackend::new();
-    let mut emulated =
-        EmulatedCmdqv::new(emulated_viommu.clone(), mem, EmulatedCmdqvConfig::default())
-            .map_err(|e| e.to_string())?;
+    let mut emulated = EmulatedCmdqv::new(
+        emulated_viommu.clone(),
+        mem,
+        Arc::new(NoInterrupts),
+        EmulatedCmdqvConfig::default(),
+    )
+    .map_err(|e| e.to_string())?;
     let rig = Rig::new(fd)?;
     let mut kernel = rig.viommu.cmdqv().ok_or("no CMD-QV")?;
     type Step = (&'static str, fn(&mut dyn CmdqvBackend) -> Option<Errno>);
