@@ -5,8 +5,10 @@ pub mod acpi;
 pub mod boot;
 pub mod bus;
 pub mod config;
+pub mod counters;
 pub mod description;
 pub mod device_manager;
+pub mod event_loop;
 pub mod irqchip;
 pub mod memory;
 

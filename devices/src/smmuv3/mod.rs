@@ -116,6 +116,7 @@ pub struct Smmuv3 {
     irq: Arc<dyn InterruptSink>,
     bad_access_log: RateLimit,
     stats: CmdqStats,
+    events_delivered: u64,
 }
 
 /// What the trapped command queue has done (VM statistics).
@@ -159,12 +160,19 @@ impl Smmuv3 {
             irq,
             bad_access_log: RateLimit::default(),
             stats: CmdqStats::default(),
+            events_delivered: 0,
         })
     }
 
     /// Commands and CMD_SYNCs the trapped queue consumed since the model was built.
     pub fn cmdq_stats(&self) -> CmdqStats {
         self.stats
+    }
+
+    /// Event records written into the guest's event queue since the model
+    /// was built.
+    pub fn events_delivered(&self) -> u64 {
+        self.events_delivered
     }
 
     /// The guest-visible ID registers.
