@@ -31,9 +31,9 @@ use crate::event_loop::EventLoop;
 /// number QEMU exposes too; a host with fewer lowers it at run time.
 pub const CMDQV_SID_SLOTS: usize = 16;
 
-/// How often host-side events (vEVENTQ records, CMD-QV queue errors) are
-/// delivered to the guest while it runs. The iommufd backend's vEVENTQ fds
-/// will replace this timeout with registrations in the event loop.
+/// How often host-side events are collected from a backend that has no fd
+/// to wait on (the emulated backend). The iommufd backend's vEVENTQ fds are
+/// registered in the event loop instead and wake it when readable.
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Why a VM stopped.
@@ -73,6 +73,12 @@ mod no_kvm {
             match *self {}
         }
         pub fn poll_devices(&self) {
+            match *self {}
+        }
+        pub fn polled(&self) -> bool {
+            match *self {}
+        }
+        pub fn host_event_fds(&self) -> Vec<std::os::fd::RawFd> {
             match *self {}
         }
         pub fn counters(&self) -> VmCounters {
@@ -119,6 +125,8 @@ enum Event {
     Api,
     /// The guest or a vCPU asked the VM to stop.
     VmStopped,
+    /// A host vEVENTQ has events for the guest (iommufd backend).
+    HostEvents,
 }
 
 /// Where the VMM thread is going next, after a request.
@@ -163,6 +171,8 @@ pub struct Vmm {
     stopped: EventFd,
     api: Option<VmmEnd>,
     vm: Vm,
+    /// The running VM's vEVENTQ fds, registered with `events`.
+    host_fds: Vec<std::os::fd::RawFd>,
 }
 
 impl Vmm {
@@ -199,6 +209,7 @@ impl Vmm {
             stopped,
             api,
             vm: Vm::None,
+            host_fds: Vec::new(),
         })
     }
 
@@ -251,7 +262,7 @@ impl Vmm {
         }
     }
 
-    fn start(&self, description: &VmDescription, boot: u32) -> Result<RunningVm, ApiError> {
+    fn start(&mut self, description: &VmDescription, boot: u32) -> Result<RunningVm, ApiError> {
         let stopped = self
             .stopped
             .try_clone()
@@ -267,17 +278,34 @@ impl Vmm {
             RunningVm::start(description, stopped).map_err(|e| ApiError::BootFailed(e.to_string()));
         #[cfg(not(target_arch = "aarch64"))]
         let vm = RunningVm::start(description, stopped);
-        vm
+        let vm = vm?;
+        // The host's vEVENTQs wake the loop; nothing polls them.
+        for fd in vm.host_event_fds() {
+            match self.events.add(&fd, Event::HostEvents) {
+                Ok(()) => self.host_fds.push(fd),
+                Err(e) => log::error!(target: "vmm", "vEVENTQ fd {fd} not watched: {e}"),
+            }
+        }
+        Ok(vm)
+    }
+
+    /// Stop `vm` for `why`, its vEVENTQ fds leaving the loop first.
+    fn stop_running(&mut self, vm: RunningVm, why: VmExit) -> VmExit {
+        for fd in std::mem::take(&mut self.host_fds) {
+            let _ = self.events.remove(&fd);
+        }
+        vm.stop(why)
     }
 
     /// Run until the VM powers off (Ok), fails or a signal ends the VMM
     /// (Err), or `vmm.shutdown` (Ok).
     pub fn run(mut self) -> Result<(), VmmError> {
         loop {
-            let running = matches!(&self.vm, Vm::Running { vm, .. } if !vm.paused());
+            // Only a backend with no fd to wait on (emulated) is polled.
+            let polled = matches!(&self.vm, Vm::Running { vm, .. } if !vm.paused() && vm.polled());
             let ready = self
                 .events
-                .wait(running.then_some(POLL_INTERVAL))
+                .wait(polled.then_some(POLL_INTERVAL))
                 .map_err(VmmError::Setup)?;
             for event in ready {
                 match event {
@@ -297,6 +325,12 @@ impl Vmm {
                     Event::Api => {
                         if self.serve_api() == Next::Exit {
                             return Ok(());
+                        }
+                    }
+                    // Drained even while paused: the loop is level-triggered.
+                    Event::HostEvents => {
+                        if let Vm::Running { vm, .. } = &self.vm {
+                            vm.poll_devices();
                         }
                     }
                 }
@@ -326,7 +360,7 @@ impl Vmm {
         else {
             return None;
         };
-        match vm.stop(VmExit::Failed("stopped".into())) {
+        match self.stop_running(vm, VmExit::Failed("stopped".into())) {
             VmExit::PowerOff => {
                 log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
                 Some(Ok(()))
@@ -359,7 +393,7 @@ impl Vmm {
             description, vm, ..
         } = std::mem::replace(&mut self.vm, Vm::None)
         {
-            vm.stop(why);
+            self.stop_running(vm, why);
             self.vm = Vm::Defined {
                 description,
                 shut_down: true,
@@ -511,7 +545,7 @@ impl Vmm {
         else {
             return Err(ApiError::VmNotCreated);
         };
-        vm.stop(VmExit::Reset);
+        self.stop_running(vm, VmExit::Reset);
         log::info!(target: "vmm", "vm.reboot: rebuilding the VM (boot {})", boots + 1);
         match self.start(&description, boots + 1) {
             Ok(vm) => {

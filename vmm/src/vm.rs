@@ -155,6 +155,24 @@ impl RunningVm {
         self.devices.poll();
     }
 
+    /// True when a vSMMU's backend has no fd to wait on (the emulated
+    /// backend): the event loop then polls it every couple of ms.
+    pub fn polled(&self) -> bool {
+        self.devices
+            .vsmmus
+            .iter()
+            .any(|v| matches!(v.backend, crate::host_backend::VsmmuHost::Emulated(_)))
+    }
+
+    /// The fds the host makes readable when it has events for the guest.
+    pub fn host_event_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.devices
+            .vsmmus
+            .iter()
+            .flat_map(|v| v.backend.event_fds())
+            .collect()
+    }
+
     /// Every device's counters now.
     pub fn counters(&self) -> VmCounters {
         counters::collect(&self.devices)
