@@ -3,9 +3,10 @@
 #
 #   scripts/e2e/build-initramfs.sh l2 OUT [L2_SCRIPT]
 #       L2 guest: busybox + initramfs/l2-init (+ L2_SCRIPT as /e2e/l2.sh)
-#   scripts/e2e/build-initramfs.sh l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD
+#   scripts/e2e/build-initramfs.sh l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD [SRC:DEST]...
 #       L1 host: busybox, /bin/cloud-hypervisor, /l2/Image, /l2/initrd,
-#       /init (initramfs/l1-init), /e2e/lib.sh, /e2e/run.sh (= CASE_SCRIPT)
+#       /init (initramfs/l1-init), /e2e/lib.sh, /e2e/run.sh (= CASE_SCRIPT),
+#       and each extra file SRC as DEST (a case's own tools, mode kept)
 #
 # /dev/console comes from the kernel's built-in default initramfs.
 set -euo pipefail
@@ -31,7 +32,7 @@ pack() {
   log "initramfs: $out ($(du -h "$out" | cut -f1))"
 }
 
-kind="${1:?usage: $0 l2 OUT [L2_SCRIPT] | l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD}"
+kind="${1:?usage: $0 l2 OUT [L2_SCRIPT] | l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD [SRC:DEST]...}"
 out="${2:?missing OUT}"
 root="$out.root"
 case "$kind" in
@@ -44,7 +45,7 @@ case "$kind" in
     pack "$root" "$out"
     ;;
   l1)
-    [ "$#" = 6 ] || die "usage: $0 l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD"
+    [ "$#" -ge 6 ] || die "usage: $0 l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD [SRC:DEST]..."
     case_script="$3" vmm_bin="$4" l2_image="$5" l2_initrd="$6"
     for f in "$case_script" "$vmm_bin" "$l2_image" "$l2_initrd"; do [ -s "$f" ] || die "missing $f"; done
     new_root "$root"
@@ -55,6 +56,13 @@ case "$kind" in
     install -m 0755 "$vmm_bin" "$root/bin/cloud-hypervisor"
     install -m 0644 "$l2_image" "$root/l2/Image"
     install -m 0644 "$l2_initrd" "$root/l2/initrd"
+    shift 6
+    for extra in "$@"; do
+      src="${extra%%:*}" dest="${extra#*:}"
+      if [ ! -s "$src" ] || [ "${dest#/}" = "$dest" ]; then die "extra file '$extra': want SRC:/DEST with SRC present"; fi
+      mkdir -p "$root$(dirname "$dest")"
+      cp -p "$src" "$root$dest"
+    done
     pack "$root" "$out"
     ;;
   *) die "unknown initramfs kind '$kind' (l1 or l2)" ;;

@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
 # Build (or reuse) the minimal arm64 Image from Debian's linux-source-VERSION.
 #
-#   scripts/e2e/build-kernel.sh VERSION      e.g. 6.12 or 7.2; prints the Image path
+#   scripts/e2e/build-kernel.sh VERSION [--config FRAGMENT]... [--patch FILE]...
+#       VERSION e.g. 6.12 or 7.2; prints the Image path
+#
+# guest-kernel.config is always the base; each --config FRAGMENT is merged on
+# top of it (every CONFIG_...=y line of an extra fragment must survive
+# olddefconfig). Each --patch FILE (patch -p1, test-only kernel changes such as
+# scripts/e2e/nested/canwbs-test-knob.patch) is applied to a private
+# hard-linked copy of the source tree, never to the shared one.
 #
 # Needs scripts/e2e/setup.sh first. The Image is cached in
-#   $E2E_CACHE/kernels/Image-<VERSION>-<hash(config fragment + source package version)>
-# One Image serves as the L1 host kernel and the L2 guest kernel.
+#   $E2E_CACHE/kernels/Image-<VERSION>-<hash(fragments + source package version + patches)>
+# The base Image serves as the L1 host kernel and the L2 guest kernel.
 set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-VERSION="${1:?usage: $0 VERSION (e.g. 6.12)}"
+usage="usage: $0 VERSION [--config FRAGMENT]... [--patch FILE]..."
+VERSION="${1:?$usage}"
+shift
 FRAGMENT="$E2E_DIR/guest-kernel.config"
+EXTRA_FRAGMENTS=()
+PATCHES=()
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --config) EXTRA_FRAGMENTS+=("$(realpath "${2:?$usage}")"); shift 2 ;;
+    --patch) PATCHES+=("$(realpath "${2:?$usage}")"); shift 2 ;;
+    *) die "$usage" ;;
+  esac
+done
+for f in "${EXTRA_FRAGMENTS[@]}" "${PATCHES[@]}"; do [ -s "$f" ] || die "missing $f"; done
 JOBS="${E2E_JOBS:-$(nproc)}"
 env_file="$(src_env "$VERSION")"
 [ -f "$env_file" ] || die "no linux-source-$VERSION unpacked: run scripts/e2e/setup.sh (E2E_KERNELS=\"$VERSION\")"
@@ -22,7 +41,8 @@ env_file="$(src_env "$VERSION")"
 REQUIRED=(DEVMEM ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
   DMA_MAP_BENCHMARK DEBUG_FS IOMMU_DEBUGFS SERIAL_AMBA_PL011_CONSOLE BLK_DEV_INITRD DEVTMPFS)
 
-key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; } | sha256sum | cut -c1-16)"
+# Without extras the key is what it always was, so cached base Images stay valid.
+key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; cat "${EXTRA_FRAGMENTS[@]}" "${PATCHES[@]}" </dev/null; } | sha256sum | cut -c1-16)"
 mkdir -p "$E2E_CACHE/kernels"
 IMAGE="$E2E_CACHE/kernels/Image-$VERSION-$key"
 # Two runs building the same kernel at once: the second waits, then reuses.
@@ -34,6 +54,35 @@ if [ -s "$IMAGE" ]; then
   exit 0
 fi
 
+# patched_tree: SRC_DIR with PATCHES applied, as a hard-linked copy (cheap; the
+# files a patch touches are real copies, so the shared tree is never changed).
+patched_tree() {
+  local pkey dir tmp p f lockfd
+  pkey="$(cat "${PATCHES[@]}" | sha256sum | cut -c1-12)"
+  dir="$SRC_DIR+patched-$pkey"
+  exec {lockfd}>"$dir.lock"
+  flock "$lockfd"
+  if [ ! -f "$dir/.e2e-patched" ]; then
+    tmp="$dir.tmp"
+    rm -rf "$tmp"
+    cp -al "$SRC_DIR" "$tmp"
+    for p in "${PATCHES[@]}"; do
+      while IFS= read -r f; do
+        cp --remove-destination "$SRC_DIR/$f" "$tmp/$f"
+      done < <(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$p")
+      patch -d "$tmp" -p1 --forward --no-backup-if-mismatch -s <"$p" >&2 ||
+        die "kernel $VERSION: $p does not apply to $SRC_PKG $SRC_PKGVER"
+    done
+    printf '%s\n' "${PATCHES[@]}" >"$tmp/.e2e-patched"
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+    log "kernel $VERSION: patched tree $dir"
+  fi
+  exec {lockfd}>&-
+  echo "$dir"
+}
+if [ "${#PATCHES[@]}" -gt 0 ]; then SRC_DIR="$(patched_tree)"; fi
+
 BUILD="$E2E_CACHE/build/linux-$VERSION-$key"
 mkdir -p "$BUILD"
 K=(make -C "$SRC_DIR" O="$BUILD" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- -s)
@@ -41,10 +90,12 @@ t0=$SECONDS
 log "kernel $VERSION ($SRC_PKG $SRC_PKGVER): configuring in $BUILD"
 "${K[@]}" allnoconfig >/dev/null
 (cd "$SRC_DIR" && ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- \
-  scripts/kconfig/merge_config.sh -m -O "$BUILD" "$BUILD/.config" "$FRAGMENT" >"$BUILD/merge.log" 2>&1) ||
+  scripts/kconfig/merge_config.sh -m -O "$BUILD" "$BUILD/.config" "$FRAGMENT" "${EXTRA_FRAGMENTS[@]}" >"$BUILD/merge.log" 2>&1) ||
   { cat "$BUILD/merge.log" >&2; die "kernel $VERSION: merge_config.sh failed"; }
 "${K[@]}" olddefconfig >/dev/null
 
+# Every option an extra fragment turns on is the reason it exists: required too.
+while IFS= read -r opt; do REQUIRED+=("$opt"); done < <(sed -n 's/^CONFIG_\([A-Za-z0-9_]*\)=y$/\1/p' "${EXTRA_FRAGMENTS[@]}" </dev/null)
 missing=()
 for opt in "${REQUIRED[@]}"; do
   grep -qx "CONFIG_$opt=y" "$BUILD/.config" || missing+=("CONFIG_$opt")

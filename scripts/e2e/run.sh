@@ -2,13 +2,19 @@
 # End-to-end harness: QEMU (TCG, aarch64, virtualization=on) boots our minimal
 # Linux as the L1 host (real KVM inside); the L1 /init runs the case's script,
 # which runs our static aarch64 cloud-hypervisor (and later an L2 guest).
+# Cases with CASE_QEMU=nested run under sid's QEMU 11.1 instead, with a
+# nested-capable SMMUv3 and two PCI functions that L1 hands to vfio-pci
+# (scripts/e2e/nested/, docs/e2e.md "Nested lane").
 #
 #   scripts/e2e/run.sh                 default cases (CASE_DEFAULT=1: smoke)
 #   scripts/e2e/run.sh CASE...         named cases (scripts/e2e/cases/CASE.sh)
 #   scripts/e2e/run.sh --list          list cases
 #
 # Environment: E2E_KERNELS ("6.12 7.2"), E2E_CACHE (~/.cache/ch-e2e), E2E_OUT
-# (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's).
+# (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's),
+# E2E_NESTED_PROBE and E2E_NESTED_L1_IMAGE (nested lane, docs/e2e.md).
+# The assertion helpers below are called from the cases' case_assert:
+# shellcheck disable=SC2317
 set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -18,14 +24,14 @@ case_file() { echo "$E2E_DIR/cases/$1.sh"; }
 all_cases() { for f in "$E2E_DIR"/cases/*.sh; do basename "$f" .sh; done; }
 
 load_case() {
-  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND
-  unset -f case_l1_script case_l2_script case_assert 2>/dev/null || true
+  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS
+  unset -f case_prepare case_l1_script case_l2_script case_assert 2>/dev/null || true
   # shellcheck disable=SC1090
   . "$(case_file "$1")"
 }
 
 if [ "${1:-}" = --list ]; then
-  for c in $(all_cases); do load_case "$c"; printf '%-12s default=%s  %s\n' "$c" "$CASE_DEFAULT" "$CASE_DESC"; done
+  for c in $(all_cases); do load_case "$c"; printf '%-14s default=%s  %s\n' "$c" "$CASE_DEFAULT" "$CASE_DESC"; done
   exit 0
 fi
 
@@ -33,10 +39,14 @@ CASES=("$@")
 if [ "${#CASES[@]}" = 0 ]; then
   for c in $(all_cases); do load_case "$c"; [ "${CASE_DEFAULT:-0}" = 1 ] && CASES+=("$c"); done
 fi
-for c in "${CASES[@]}"; do [ -f "$(case_file "$c")" ] || die "no case '$c' (have: $(all_cases | xargs))"; done
+NESTED=0
+for c in "${CASES[@]}"; do
+  [ -f "$(case_file "$c")" ] || die "no case '$c' (have: $(all_cases | xargs))"
+  load_case "$c"
+  [ "${CASE_QEMU:-l1}" = nested ] && NESTED=1
+done
 
 # --- assertion helpers for case_assert (LOG is the console log, \r stripped) ---
-# shellcheck disable=SC2317 # called from the cases' case_assert
 FAILURES=()
 has() { grep -qF -- "$1" "$LOG"; }
 fail() { FAILURES+=("$1"); }
@@ -66,6 +76,17 @@ declare -A IMAGES
 for v in $E2E_KERNELS; do
   IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
 done
+if [ "$NESTED" = 1 ]; then
+  # shellcheck source=scripts/e2e/nested/l0.sh
+  . "$E2E_DIR/nested/l0.sh"
+  case " $E2E_KERNELS " in
+    *" $NESTED_L1_VERSION "*) ;;
+    *) [ "${E2E_SKIP_SETUP:-0}" = 1 ] || E2E_KERNELS="$NESTED_L1_VERSION" timed "setup (nested L1 source)" "$E2E_DIR/setup.sh" ;;
+  esac
+  L0_CHROOT="$(timed "nested L0: sid QEMU chroot" "$NESTED_DIR/setup-l0.sh")"
+  # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
+  NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
+fi
 VMM_BIN="$(timed "cloud-hypervisor (aarch64, static)" "$E2E_DIR/build-vmm.sh")"
 E2E_DMA_BENCH="$(timed "dma_map_benchmark (aarch64, static)" "$E2E_DIR/build-dma-bench.sh")"
 export E2E_DMA_BENCH
@@ -81,8 +102,14 @@ for c in "${CASES[@]}"; do
   l2_script=()
   if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script=("$out/l2.sh"); fi
   "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "${l2_script[@]}"
-  for v in $E2E_KERNELS; do
+  # A case may build its own L1 tools: case_prepare OUT fills L1_EXTRA with
+  # SRC:DEST pairs for build-initramfs.sh.
+  L1_EXTRA=()
+  if declare -F case_prepare >/dev/null; then case_prepare "$out" || die "case $c: case_prepare failed"; fi
+  for v in ${CASE_KERNELS:-$E2E_KERNELS}; do
+    # shellcheck disable=SC2034 # read by the cases (bench.sh names its tables by it)
     E2E_KERNEL="$v"
+    [ -n "${IMAGES[$v]:-}" ] || IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
     image="${IMAGES[$v]}"
     l1="$out/l1-$v.cpio"
     LOG="$out/console-$v.log"
@@ -99,8 +126,14 @@ for c in "${CASES[@]}"; do
         -kernel "$image" -initrd "$out/l2.cpio" \
         -append "console=ttyAMA0 panic=-1 ${CASE_L2_APPEND:-}" \
         </dev/null 2>&1 | tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
+    elif [ "${CASE_QEMU:-l1}" = nested ]; then
+      # L0 = sid's QEMU in its chroot; L1 = the nested 7.2 kernel; IMAGE is
+      # the L2 guest kernel our VMM boots inside L1.
+      "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio" "${L1_EXTRA[@]}"
+      log "case $c, L2 kernel $v: booting nested L1 in sid's QEMU (timeout $tmo s, log $LOG)"
+      nested_qemu "$L0_CHROOT" "$tmo" "$LOG" "$NESTED_L1_IMAGE" "$l1" "$NESTED_L1_APPEND ${E2E_L1_APPEND:-}" || qrc=$?
     else
-      "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio"
+      "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio" "${L1_EXTRA[@]}"
       log "case $c, kernel $v: booting L1 (timeout $tmo s, log $LOG)"
       timeout -k 10 "$tmo" qemu-system-aarch64 \
         -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 3072 \
@@ -118,6 +151,7 @@ for c in "${CASES[@]}"; do
     else
       expect "E2E-L1: init " "L1 never reached /init (kernel or initramfs broken; see the log's last lines)"
       expect "E2E-L1: kvm ok" "/dev/kvm missing in L1 (KVM did not initialise at EL2)"
+      [ "${CASE_QEMU:-l1}" = nested ] && nested_assert
       case_assert
       expect "E2E-L1: done" "L1's /init did not finish the case script"
     fi
