@@ -183,5 +183,36 @@ get_sid_source() {
 #   $E2E_CACHE/src/linux-source-VERSION.env  (SRC_DIR=..., SRC_PKG=..., SRC_PKGVER=...)
 src_env() { echo "$E2E_CACHE/src/linux-source-$1.env"; }
 
+# patched_tree SRC PATCH...: print a copy of the kernel tree SRC with the
+# test-only PATCHes applied (patch -p1), made once per patch set: a
+# hard-linked copy (cheap) in which the files a patch touches are real
+# copies, so the shared tree and the builds that use it never change.
+patched_tree() {
+  local src="$1" pkey dir tmp p f lockfd
+  shift
+  pkey="$(cat "$@" | sha256sum | cut -c1-12)"
+  dir="$src+patched-$pkey"
+  exec {lockfd}>"$dir.lock"
+  flock "$lockfd"
+  if [ ! -f "$dir/.e2e-patched" ]; then
+    tmp="$dir.tmp"
+    rm -rf "$tmp"
+    cp -al "$src" "$tmp"
+    for p in "$@"; do
+      while IFS= read -r f; do
+        cp --remove-destination "$src/$f" "$tmp/$f"
+      done < <(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$p")
+      patch -d "$tmp" -p1 --forward --no-backup-if-mismatch -s <"$p" >&2 ||
+        die "$p does not apply to $src"
+    done
+    printf '%s\n' "$@" >"$tmp/.e2e-patched"
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+    log "patched tree $dir"
+  fi
+  exec {lockfd}>&-
+  echo "$dir"
+}
+
 # shellcheck disable=SC2034 # used by the scripts that source this
 BUSYBOX="$E2E_CACHE/busybox-arm64/bin/busybox"

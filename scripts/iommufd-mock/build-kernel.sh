@@ -42,7 +42,9 @@ fi
 . "$env_file"
 [ -f "$SRC_DIR/Makefile" ] || die "$env_file names $SRC_DIR, which holds no kernel tree: rerun scripts/e2e/setup.sh"
 
-key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; } | sha256sum | cut -c1-16)"
+# Test-only fixes to the mock itself (each patch says why), in the key too.
+PATCHES=("$MOCK_DIR"/*.patch)
+key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; cat "${PATCHES[@]}"; } | sha256sum | cut -c1-16)"
 mkdir -p "$E2E_CACHE/kernels"
 IMAGE="$E2E_CACHE/kernels/bzImage-$VERSION-$key"
 
@@ -71,7 +73,8 @@ if [ -s "$IMAGE" ]; then
   exit 0
 fi
 
-ensure_debs bc bison flex libssl-dev libelf-dev make gcc
+ensure_debs bc bison flex libssl-dev libelf-dev make gcc patch
+SRC_DIR="$(patched_tree "$SRC_DIR" "${PATCHES[@]}")"
 
 BUILD="$E2E_CACHE/build/linux-mock-$VERSION-$key"
 rm -rf "$BUILD"
