@@ -37,7 +37,9 @@ const CMDQ: u64 = RAM_A + 0x1000; // 256 entries, 4 KiB
 const EVTQ: u64 = RAM_A + 0x4000; // 128 entries of 32 bytes, 4 KiB
 const LVCMDQ0: u64 = RAM_A + 0x1_0000; // 4 KiB
 const LVCMDQ1: u64 = RAM_A + 0x2_0000; // 4 KiB
-const BIG_QUEUE: u64 = RAM_A + 0x10_0000; // 64 KiB: not physically contiguous
+/// Where 64 KiB queues may go (RAM A's upper MiB, away from the above).
+const BIG_QUEUES: std::ops::Range<u64> = RAM_A + 0x10_0000..RAM_A + RAM_A_LEN as u64;
+const BIG_QUEUE_LEN: u64 = 64 << 10;
 
 mod pid1 {
     //! PID-1 duties: the judge is the VM's init, and std has no mount(2).
@@ -164,6 +166,7 @@ fn host_va(mem: &GuestMemory, gpa: u64) -> Result<u64, String> {
 impl Rig {
     fn new(fd: &Arc<Iommufd>) -> Result<Self, String> {
         let mem = guest_ram()?;
+        fault_in_backwards(&mem, BIG_QUEUES)?;
         let mut ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
         // Only RAM A: RAM B stays out of the IOAS on purpose (ENOENT check).
         ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
@@ -316,6 +319,47 @@ impl Rig {
     }
 }
 
+/// The physical frame behind host virtual address `va` (/proc/self/pagemap;
+/// the judge runs as root, so PFNs are not hidden).
+fn pfn(va: u64) -> Result<u64, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut pagemap = std::fs::File::open("/proc/self/pagemap").map_err(|e| e.to_string())?;
+    pagemap
+        .seek(SeekFrom::Start(va / 4096 * 8))
+        .map_err(|e| e.to_string())?;
+    let mut entry = [0u8; 8];
+    pagemap.read_exact(&mut entry).map_err(|e| e.to_string())?;
+    let entry = u64::from_le_bytes(entry);
+    ensure(entry >> 63 == 1, || format!("page at {va:#x} not present"))?;
+    Ok(entry & ((1 << 55) - 1))
+}
+
+/// Fault in the pages of `range` last to first, before the IOAS pins
+/// them: the page allocator rarely hands those out in ascending order.
+fn fault_in_backwards(mem: &GuestMemory, range: std::ops::Range<u64>) -> Result<(), String> {
+    for page in range.step_by(4096).rev() {
+        mem.write_obj(0u8, GuestAddress(page))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A 64 KiB-aligned window of RAM A whose pages are not physically
+/// contiguous (checked in /proc/self/pagemap), so the kernel must refuse a
+/// HW queue there (EFAULT).
+fn non_contiguous_window(mem: &GuestMemory) -> Result<u64, String> {
+    for gpa in BIG_QUEUES.step_by(BIG_QUEUE_LEN as usize) {
+        let pfns = (gpa..gpa + BIG_QUEUE_LEN)
+            .step_by(4096)
+            .map(|page| host_va(mem, page).and_then(pfn))
+            .collect::<Result<Vec<_>, _>>()?;
+        if pfns.windows(2).any(|w| w[1] != w[0] + 1) {
+            return Ok(gpa);
+        }
+    }
+    Err("no physically discontiguous 64 KiB window in RAM A".into())
+}
+
 /// Guest RAM is in the IOAS at IOVA = GPA: the kernel's mock domain
 /// translates RAM A to exactly our pages, and RAM B not at all.
 fn ioas_maps_guest_ram(fd: &Arc<Iommufd>) -> Check {
@@ -431,8 +475,10 @@ fn hw_queues_ascending_through_the_model(rig: &mut Rig) -> Check {
 fn kernel_refusals_become_cmdq_init_err(rig: &mut Rig) -> Check {
     // 64 KiB on 4 KiB pages: the model accepts it, the kernel cannot pin it
     // physically contiguous.
+    let big = non_contiguous_window(&rig.mem)?;
+    println!("  64 KiB queue at {big:#x}: its pages are not physically contiguous (pagemap)");
     let mark = log_mark();
-    rig.set_base(1, BIG_QUEUE | 12);
+    rig.set_base(1, big | 12);
     let gerror = rig.lvcmdq_gerror(1);
     ensure(gerror & 0x4 != 0, || {
         format!("LVCMDQ1 GERROR {gerror:#x} lacks CMDQ_INIT_ERR")
