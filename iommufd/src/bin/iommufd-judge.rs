@@ -337,7 +337,8 @@ fn pfn(va: u64) -> Result<u64, String> {
 /// Fault in the pages of `range` last to first, before the IOAS pins
 /// them: the page allocator rarely hands those out in ascending order.
 fn fault_in_backwards(mem: &GuestMemory, range: std::ops::Range<u64>) -> Result<(), String> {
-    for page in range.step_by(4096).rev() {
+    let pages: Vec<u64> = range.step_by(4096).collect();
+    for page in pages.into_iter().rev() {
         mem.write_obj(0u8, GuestAddress(page))
             .map_err(|e| e.to_string())?;
     }
