@@ -500,10 +500,14 @@ fn kernel_refusals_become_cmdq_init_err(rig: &mut Rig) -> Check {
     ensure(rig.viommu.lock().hw_queue_indexes() == [0], || {
         "queue 1 exists after refusals".into()
     })?;
-    // A good BASE gets the queue back.
+    // A good BASE gets the queue back, and the guest's INIT_ERR clears.
     rig.set_base(1, LVCMDQ1 | 8);
     ensure(rig.viommu.lock().hw_queue_indexes() == [0, 1], || {
         "queue 1 not re-allocated".into()
+    })?;
+    let gerror = rig.lvcmdq_gerror(1);
+    ensure(gerror & 0x4 == 0, || {
+        format!("LVCMDQ1 GERROR {gerror:#x} keeps CMDQ_INIT_ERR after its HW queue came back")
     })
 }
 
