@@ -6,6 +6,8 @@
 #   ping; counters twice (HW queues allocated, VCMDQ commands growing);
 #   pause (counters stop, info says Paused); resume (they grow again);
 #   remove-device dma0 (refused: behind the vSMMU, fixed at boot);
+#   power-button and snapshot (refused, with their reasons);
+#   reboot (torn down descending, rebuilt ascending, the guest runs again);
 #   shutdown (the descending teardown in the VMM log); info (Shutdown);
 #   shutdown-vmm (the VMM exits 0).
 # The VMM, the guest console and every ch-remote answer append to one file in
@@ -49,6 +51,16 @@ out=$(remote resume); note "E2E-API: resume exit=$? $out"
 sleep 3
 note "E2E-API: counters resumed $(remote counters)"
 out=$(remote remove-device dma0); note "E2E-API: remove-device exit=$? $out"
+out=$(remote power-button); note "E2E-API: power-button exit=$? $out"
+out=$(remote snapshot file:///tmp/snap); note "E2E-API: snapshot exit=$? $out"
+note "E2E-API: reboot"
+out=$(remote reboot); note "E2E-API: reboot exit=$? $out"
+n=0
+while [ $n -lt 200 ] && [ "$(grep -c "E2E-API: benchmark started" $log)" -lt 2 ]; do
+  sleep 1; n=$((n + 1))
+done
+sleep 3
+note "E2E-API: counters rebooted $(remote counters)"
 note "E2E-API: shutdown"
 out=$(remote shutdown); note "E2E-API: shutdown exit=$? $out"
 note "E2E-API: info after-shutdown $(remote info)"
@@ -114,6 +126,17 @@ case_assert() {
   [ -n "$r3" ] && [ "$r3" -gt "${p2:-0}" ] || fail "VCMDQ commands did not grow again after resume ($p2 -> $r3)"
   step_expect_re api "E2E-API: remove-device exit=1 .*Server responded with 409: vm.remove-device: device dma0 is behind vSMMU 0.*fixed at boot" \
     "remove-device of the endpoint behind the vSMMU was not refused with its reason"
+  step_expect_re api "E2E-API: power-button exit=1 .*409: this VM has no power button" \
+    "power-button was not refused with its reason"
+  step_expect_re api "E2E-API: snapshot exit=1 .*409: vm.snapshot is refused: vSMMU 0 holds host state" \
+    "snapshot of a VM with a vSMMU was not refused with its reason"
+  in_order api "ch-remote reboot did not rebuild the VM with the CMD-QV torn down and brought back in order" \
+    "E2E-API: reboot" "VM stopped: Reset" "removed from" "hw_queue_free index=1" "hw_queue_free index=0" \
+    "vIOMMU released" "vm.reboot: rebuilding the VM (boot 2)" "E2E-API: reboot exit=0" \
+    "hw_queue_alloc index=0" "hw_queue_alloc index=1" "E2E-API: benchmark started"
+  local rb
+  rb="$(api_counter rebooted cmdqv0 vcmdq_commands)"
+  [ -n "$rb" ] && [ "$rb" -gt 0 ] || fail "the rebooted guest's VCMDQs did not run ($rb commands)"
   in_order api "ch-remote shutdown did not run the descending teardown" \
     "E2E-API: shutdown" "VM stopped: Shutdown" "removed from" "hw_queue_free index=1" \
     "hw_queue_free index=0" "vIOMMU released" "E2E-API: shutdown exit=0"
