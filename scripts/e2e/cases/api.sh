@@ -10,8 +10,10 @@
 #   reboot (torn down descending, rebuilt ascending, the guest runs again);
 #   shutdown (the descending teardown in the VMM log); info (Shutdown);
 #   shutdown-vmm (the VMM exits 0).
-# The VMM, the guest console and every ch-remote answer append to one file in
-# the order they happen; it is printed whole at the end.
+# Then the same VM defined through the API alone (--api-socket, create, boot,
+# counters, shutdown-vmm). The VMM, the guest console and every ch-remote
+# answer append to one file in the order they happen; it is printed whole at
+# the end of each step.
 CASE_DESC="ch-remote on a running CMD-QV guest: counters grow, pause stops them, resume, remove-device refused, shutdown tears down"
 CASE_DEFAULT=1
 CASE_TIMEOUT=420
@@ -73,6 +75,45 @@ rc=$?
 cat $log
 t1=$(cut -d' ' -f1 /proc/uptime)
 echo "E2E-L1: vmm exit=$rc step=api seconds=$(awk "BEGIN{print $t1-$t0}")"
+
+# The same VM defined through the API alone: --api-socket, vm.create, vm.boot.
+log=/tmp/vmm-create.log
+sock=/tmp/ch2.sock
+: > $log
+cat > /tmp/vm.json <<'JSON'
+{"cpus": {"boot_vcpus": 2, "max_vcpus": 2}, "memory": {"size": 536870912},
+ "payload": {"kernel": "/l2/Image", "initramfs": "/l2/initrd",
+             "cmdline": "console=ttyAMA0 panic=-1 iommu.strict=1 e2e.api=1"},
+ "serial": {"mode": "Tty"},
+ "vsmmu": {"kind": "cmdqv", "backend": "emulated", "page0": "mapped"},
+ "test_devices": [{"id": "dma0"}]}
+JSON
+echo "E2E-L1: vmm start step=api-create args=--api-socket path=$sock"
+t0=$(cut -d' ' -f1 /proc/uptime)
+/bin/cloud-hypervisor -v --api-socket path=$sock </dev/null >> $log 2>&1 &
+vmm_pid=$!
+n=0
+while [ $n -lt 10 ] && [ ! -S $sock ]; do sleep 1; n=$((n + 1)); done
+out=$(remote create /tmp/vm.json); note "E2E-API: create exit=$? $out"
+note "E2E-API: info created $(remote info)"
+out=$(remote boot); note "E2E-API: boot exit=$? $out"
+n=0
+while [ $n -lt 200 ] && ! grep -q "E2E-API: benchmark started" $log; do
+  kill -0 $vmm_pid 2>/dev/null || break
+  sleep 1; n=$((n + 1))
+done
+sleep 2
+note "E2E-API: info booted $(remote info)"
+note "E2E-API: counters booted $(remote counters)"
+out=$(remote shutdown-vmm); note "E2E-API: shutdown-vmm exit=$? $out"
+n=0
+while [ $n -lt 30 ] && kill -0 $vmm_pid 2>/dev/null; do sleep 1; n=$((n + 1)); done
+kill -TERM $vmm_pid 2>/dev/null
+wait $vmm_pid
+rc=$?
+cat $log
+t1=$(cut -d' ' -f1 /proc/uptime)
+echo "E2E-L1: vmm exit=$rc step=api-create seconds=$(awk "BEGIN{print $t1-$t0}")"
 EOS
 }
 
@@ -144,4 +185,15 @@ case_assert() {
   step_expect_re api "E2E-API: shutdown-vmm exit=0" "ch-remote shutdown-vmm failed"
   step_expect_re api "E2E-L1: vmm exit=0 step=api " "cloud-hypervisor did not exit 0 after vmm.shutdown"
   step_reject_re api "panicked|RUST_BACKTRACE" "the VMM panicked"
+  # Defined through the API alone.
+  in_order api-create "a VM defined through vm.create did not boot and shut down in order" \
+    "E2E-API: create exit=0" '"state":"Created"' "E2E-API: boot exit=0" "hw_queue_alloc index=1" \
+    "E2E-API: benchmark started" '"state":"Running"' "VM stopped: Shutdown" "hw_queue_free index=1" \
+    "hw_queue_free index=0" "vIOMMU released" "E2E-API: shutdown-vmm exit=0"
+  local booted
+  booted="$(section api-create | awk '/E2E-API: counters booted /' | grep -o '"cmdqv0":{[^}]*}' |
+    grep -o '"vcmdq_commands":[0-9]*' | cut -d: -f2 || true)"
+  [ -n "$booted" ] && [ "$booted" -gt 0 ] || fail "the API-defined guest's VCMDQs did not run ($booted commands)"
+  step_expect_re api-create "E2E-L1: vmm exit=0 step=api-create " "cloud-hypervisor did not exit 0 after vmm.shutdown"
+  step_reject_re api-create "panicked|RUST_BACKTRACE" "the VMM panicked"
 }
