@@ -38,7 +38,7 @@ env_file="$(src_env "$VERSION")"
 . "$env_file"
 
 # Options that must survive olddefconfig (a missing one fails the build).
-REQUIRED=(DEVMEM ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
+REQUIRED=(DEVMEM UNIX ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
   DMA_MAP_BENCHMARK DEBUG_FS IOMMU_DEBUGFS SERIAL_AMBA_PL011_CONSOLE BLK_DEV_INITRD DEVTMPFS)
 
 # Without extras the key is what it always was, so cached base Images stay valid.

@@ -731,6 +731,27 @@ mod tests {
     }
 
     #[test]
+    fn fd_takes_over_an_inherited_listener_and_refuses_anything_else() {
+        use std::os::fd::IntoRawFd;
+        let dir = std::env::temp_dir().join(format!("ch-http-fd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let fd = UnixListener::bind(&path).unwrap().into_raw_fd();
+        let listener = adopt(fd).unwrap();
+        assert_eq!(listener.as_raw_fd(), fd);
+        assert!(UnixStream::connect(&path).is_ok());
+        drop(listener);
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(matches!(
+            adopt(file.as_raw_fd()),
+            Err(ApiServerError::BadFd(..))
+        ));
+        assert!(matches!(adopt(1), Err(ApiServerError::BadFd(1, _))));
+        assert!(matches!(adopt(99_999), Err(ApiServerError::BadFd(..))));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn responses_carry_status_length_and_json() {
         let ok = String::from_utf8(response(&Ok(Some("{}".into())), None)).unwrap();
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"));

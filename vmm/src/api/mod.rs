@@ -133,7 +133,7 @@ pub enum ApiError {
         reason: String,
     },
     /// A configuration that breaks a rule.
-    #[error("vm.create: {0}")]
+    #[error("the VM configuration is invalid: {0}")]
     InvalidConfig(String),
     /// No VM defined yet.
     #[error(
