@@ -4,9 +4,10 @@
 #   scripts/e2e/build-initramfs.sh l2 OUT [L2_SCRIPT]
 #       L2 guest: busybox + initramfs/l2-init (+ L2_SCRIPT as /e2e/l2.sh)
 #   scripts/e2e/build-initramfs.sh l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD [SRC:DEST]...
-#       L1 host: busybox, /bin/cloud-hypervisor, /l2/Image, /l2/initrd,
-#       /init (initramfs/l1-init), /e2e/lib.sh, /e2e/run.sh (= CASE_SCRIPT),
-#       and each extra file SRC as DEST (a case's own tools, mode kept)
+#       L1 host: busybox, /bin/cloud-hypervisor (+ /bin/ch-remote when built
+#       beside it), /l2/Image, /l2/initrd, /init (initramfs/l1-init),
+#       /e2e/lib.sh, /e2e/run.sh (= CASE_SCRIPT), and each extra file SRC as
+#       DEST (a case's own tools, mode kept)
 #
 # /dev/console comes from the kernel's built-in default initramfs.
 set -euo pipefail
@@ -54,6 +55,8 @@ case "$kind" in
     install -m 0644 "$E2E_DIR/initramfs/l1-lib.sh" "$root/e2e/lib.sh"
     install -m 0755 "$case_script" "$root/e2e/run.sh"
     install -m 0755 "$vmm_bin" "$root/bin/cloud-hypervisor"
+    ch_remote="$(dirname "$vmm_bin")/ch-remote"
+    [ ! -x "$ch_remote" ] || install -m 0755 "$ch_remote" "$root/bin/ch-remote"
     install -m 0644 "$l2_image" "$root/l2/Image"
     install -m 0644 "$l2_initrd" "$root/l2/initrd"
     shift 6

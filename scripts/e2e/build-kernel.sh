@@ -38,7 +38,7 @@ env_file="$(src_env "$VERSION")"
 . "$env_file"
 
 # Options that must survive olddefconfig (a missing one fails the build).
-REQUIRED=(DEVMEM ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
+REQUIRED=(DEVMEM UNIX ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
   DMA_MAP_BENCHMARK DEBUG_FS IOMMU_DEBUGFS SERIAL_AMBA_PL011_CONSOLE BLK_DEV_INITRD DEVTMPFS)
 
 # Without extras the key is what it always was, so cached base Images stay valid.
@@ -54,34 +54,7 @@ if [ -s "$IMAGE" ]; then
   exit 0
 fi
 
-# patched_tree: SRC_DIR with PATCHES applied, as a hard-linked copy (cheap; the
-# files a patch touches are real copies, so the shared tree is never changed).
-patched_tree() {
-  local pkey dir tmp p f lockfd
-  pkey="$(cat "${PATCHES[@]}" | sha256sum | cut -c1-12)"
-  dir="$SRC_DIR+patched-$pkey"
-  exec {lockfd}>"$dir.lock"
-  flock "$lockfd"
-  if [ ! -f "$dir/.e2e-patched" ]; then
-    tmp="$dir.tmp"
-    rm -rf "$tmp"
-    cp -al "$SRC_DIR" "$tmp"
-    for p in "${PATCHES[@]}"; do
-      while IFS= read -r f; do
-        cp --remove-destination "$SRC_DIR/$f" "$tmp/$f"
-      done < <(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$p")
-      patch -d "$tmp" -p1 --forward --no-backup-if-mismatch -s <"$p" >&2 ||
-        die "kernel $VERSION: $p does not apply to $SRC_PKG $SRC_PKGVER"
-    done
-    printf '%s\n' "${PATCHES[@]}" >"$tmp/.e2e-patched"
-    rm -rf "$dir"
-    mv "$tmp" "$dir"
-    log "kernel $VERSION: patched tree $dir"
-  fi
-  exec {lockfd}>&-
-  echo "$dir"
-}
-if [ "${#PATCHES[@]}" -gt 0 ]; then SRC_DIR="$(patched_tree)"; fi
+if [ "${#PATCHES[@]}" -gt 0 ]; then SRC_DIR="$(patched_tree "$SRC_DIR" "${PATCHES[@]}")"; fi
 
 BUILD="$E2E_CACHE/build/linux-$VERSION-$key"
 mkdir -p "$BUILD"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the statically linked aarch64 cloud-hypervisor for the L1 initramfs and
-# print its path. Uses Debian's rustc-web (scripts/aarch64-env.sh) and its own
+# Build the statically linked aarch64 cloud-hypervisor (and ch-remote, beside
+# it) for the L1 initramfs and print the cloud-hypervisor path. Uses Debian's rustc-web (scripts/aarch64-env.sh) and its own
 # target dir, so the +crt-static RUSTFLAGS never invalidate the unit-test build.
 set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
@@ -11,10 +11,12 @@ export AARCH64_TARGET_DIR="${E2E_VMM_TARGET_DIR:-$REPO_ROOT/target/aarch64-stati
 . scripts/aarch64-env.sh
 t0=$SECONDS
 RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build -q --release --target aarch64-unknown-linux-gnu -p vmm --bin cloud-hypervisor >&2 ||
+  cargo build -q --release --target aarch64-unknown-linux-gnu -p vmm --bin cloud-hypervisor --bin ch-remote >&2 ||
   die "cargo build of the aarch64 cloud-hypervisor failed"
 bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/cloud-hypervisor"
-file "$bin" | grep -q 'ARM aarch64.*statically linked' ||
-  die "$bin is not a static aarch64 executable: $(file -b "$bin")"
+for b in "$bin" "$(dirname "$bin")/ch-remote"; do
+  file "$b" | grep -q 'ARM aarch64.*statically linked' ||
+    die "$b is not a static aarch64 executable: $(file -b "$b")"
+done
 log "vmm: $bin ($(du -h "$bin" | cut -f1), $((SECONDS - t0)) s)"
 echo "$bin"

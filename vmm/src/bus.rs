@@ -104,6 +104,15 @@ impl MmioBus {
         }
     }
 
+    /// MMIO exits of the window registered at exactly `range` (0 if none).
+    pub fn exits_in(&self, range: Range) -> u64 {
+        self.windows
+            .iter()
+            .filter(|w| w.range == range)
+            .map(|w| w.exits.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// MMIO exits per device window, in registration order, and the count
     /// of accesses nobody claimed.
     pub fn exit_counts(&self) -> (Vec<(&'static str, u64)>, u64) {

@@ -1,12 +1,17 @@
 //! The cloud-hypervisor VMM: configuration, VM description, firmware tables,
-//! devices and (on aarch64 KVM hosts) the VM itself.
+//! devices, the VMM thread with its event loop and control API, and (on
+//! aarch64 KVM hosts) the VM itself.
 
 pub mod acpi;
+pub mod api;
 pub mod boot;
 pub mod bus;
 pub mod config;
+pub mod control;
+pub mod counters;
 pub mod description;
 pub mod device_manager;
+pub mod event_loop;
 pub mod host_backend;
 pub mod irqchip;
 pub mod memory;

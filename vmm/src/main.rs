@@ -6,16 +6,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vmm::acpi::AcpiTables;
+use vmm::api::http::ApiServer;
 use vmm::config::{
-    CPUS_SYNTAX, CpusConfig, DEVICE_SYNTAX, DeviceConfig, MEMORY_SYNTAX, MemoryConfig,
-    SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig,
-    VsmmuConfig,
+    API_SOCKET_SYNTAX, ApiSocket, CPUS_SYNTAX, CpusConfig, DEVICE_SYNTAX, DeviceConfig,
+    MEMORY_SYNTAX, MemoryConfig, SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig,
+    VSMMU_SYNTAX, VmConfig, VsmmuConfig,
 };
+use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
-
-/// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
-/// number QEMU exposes too; a host with fewer lowers it at run time.
-const CMDQV_SID_SLOTS: usize = 16;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +43,8 @@ struct Cli {
     vsmmu: Option<VsmmuConfig>,
     #[arg(long, value_name = "OPTIONS", help = SERIAL_SYNTAX, value_parser = SerialConfig::parse)]
     serial: Option<SerialConfig>,
+    #[arg(long = "api-socket", value_name = "OPTIONS", help = API_SOCKET_SYNTAX, value_parser = ApiSocket::parse)]
+    api_socket: Option<ApiSocket>,
     /// Write every ACPI table of the VM to DIR/<SIGNATURE>.dat and exit
     /// without starting the VM (no KVM, no host devices needed).
     #[arg(long, value_name = "DIR")]
@@ -55,7 +55,7 @@ struct Cli {
 }
 
 impl Cli {
-    fn into_config(self) -> Result<(VmConfig, Option<PathBuf>), String> {
+    fn into_config(self) -> Result<(VmConfig, Option<PathBuf>, Option<ApiSocket>), String> {
         let devices = self
             .device
             .iter()
@@ -81,19 +81,16 @@ impl Cli {
             vsmmu: self.vsmmu.unwrap_or_default(),
             serial: self.serial.unwrap_or(SerialConfig::Tty),
         };
-        Ok((config, self.dump_acpi))
+        Ok((config, self.dump_acpi, self.api_socket))
     }
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let (config, dump_acpi) = cli.into_config()?;
-    config
-        .validate(dump_acpi.is_none())
-        .map_err(|e| e.to_string())?;
-    let vm = VmDescription::new(config, CMDQV_SID_SLOTS).map_err(|e| e.to_string())?;
-    let tables = AcpiTables::build(&vm);
+    let (config, dump_acpi, api_socket) = cli.into_config()?;
     if let Some(dir) = dump_acpi {
-        let written = tables
+        config.validate(false).map_err(|e| e.to_string())?;
+        let vm = VmDescription::new(config, CMDQV_SID_SLOTS).map_err(|e| e.to_string())?;
+        let written = AcpiTables::build(&vm)
             .dump(&dir)
             .map_err(|e| format!("cannot write ACPI tables to {}: {e}", dir.display()))?;
         for path in written {
@@ -101,33 +98,41 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
-    vmm::host_backend::preflight(&vm.config).map_err(|e| e.to_string())?;
-    boot(&vm)
-}
-
-/// Run the VM until the guest powers off; a guest reset rebuilds it.
-#[cfg(target_arch = "aarch64")]
-fn boot(vm: &VmDescription) -> Result<(), String> {
-    use vmm::kvm::vcpu::VmExit;
-    let mut boots = 0u32;
-    loop {
-        boots += 1;
-        match vmm::vm::run_once(vm).map_err(|e| e.to_string())? {
-            VmExit::PowerOff => {
-                log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
-                return Ok(());
-            }
-            VmExit::Reset => {
-                log::info!(target: "vmm", "guest reset: rebuilding the VM (boot {})", boots + 1);
-            }
-            VmExit::Failed(why) => return Err(why),
-        }
+    // With --api-socket alone the VM comes from vm.create; VM options
+    // without --kernel would be dropped, so they are refused.
+    let define_now = config.kernel.is_some() || api_socket.is_none();
+    if !define_now && config != VmConfig::default() {
+        return Err(
+            "VM options without --kernel define no VM; give --kernel, or start with \
+                    --api-socket alone and PUT /api/v1/vm.create"
+                .into(),
+        );
     }
-}
-
-#[cfg(not(target_arch = "aarch64"))]
-fn boot(_vm: &VmDescription) -> Result<(), String> {
-    Err("booting a VM needs an aarch64 KVM host; this build can only --dump-acpi".into())
+    let (api_end, vmm_end) = match &api_socket {
+        Some(_) => vmm::api::channel()
+            .map(|(a, v)| (Some(a), Some(v)))
+            .map_err(|e| format!("cannot set up the API channel: {e}"))?,
+        None => (None, None),
+    };
+    let mut vmm = Vmm::new(vmm_end).map_err(|e| e.to_string())?;
+    let server = match (&api_socket, api_end) {
+        (Some(socket), Some(end)) => {
+            Some(ApiServer::start(socket, end).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    let result = if define_now {
+        vmm.create(config)
+            .and_then(|()| vmm.boot())
+            .map_err(|e| e.to_string())
+    } else {
+        Ok(())
+    };
+    let result = result.and_then(|()| vmm.run().map_err(|e| e.to_string()));
+    if let Some(server) = server {
+        server.stop();
+    }
+    result
 }
 
 fn main() -> ExitCode {

@@ -1,32 +1,35 @@
 //! One run of an aarch64 KVM VM: memory, devices, firmware hand-off, vCPU
-//! threads, and the teardown order when the guest powers off or resets.
-//! A reset rebuilds the whole VM from its description, so every device
-//! (the vSMMU and its CMD-QV included) goes through its full teardown and
-//! comes back in power-on state.
+//! threads, pause/resume, and the teardown order when the VM stops. A
+//! reset rebuilds the whole VM from its description (the VMM thread does
+//! that, see `control`), so every device (the vSMMU and its CMD-QV
+//! included) goes through its full teardown and comes back in power-on
+//! state.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::{Killable, SIGRTMIN, register_signal_handler};
 
 use crate::acpi::AcpiTables;
 use crate::boot::{self, BootError};
 use crate::bus::MmioBus;
 use crate::config::SerialConfig;
+use crate::control::VmExit;
+use crate::counters::{self, VmCounters};
 use crate::description::VmDescription;
 use crate::device_manager::{DeviceError, DeviceManager};
-use crate::kvm::vcpu::{self, RunState, VmExit};
+use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
 use devices::legacy::Pl011;
 
-/// How often host-side events (vEVENTQ records, CMD-QV queue errors) are
-/// delivered to the guest.
-const POLL_INTERVAL: Duration = Duration::from_millis(2);
-/// How often a stopping VM re-kicks vCPUs that have not left KVM_RUN yet.
+/// How often a stopping or pausing VM re-kicks vCPUs that have not left
+/// KVM_RUN yet.
 const KICK_INTERVAL: Duration = Duration::from_millis(10);
+/// How long every vCPU gets to park on a pause.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a VM could not run.
 #[derive(Debug, thiserror::Error)]
@@ -46,110 +49,199 @@ pub enum VmError {
     /// A thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
+    /// Some vCPU did not leave the guest in time for a pause.
+    #[error("not every one of the {0} vCPUs parked within 2 s; the VM keeps running")]
+    Pause(usize),
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
-/// Set by SIGTERM / SIGINT: stop the guest and tear down in order.
-static TERMINATE: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn terminate_handler(
-    signal: libc::c_int,
-    _: *mut libc::siginfo_t,
-    _: *mut libc::c_void,
-) {
-    TERMINATE.store(signal, Ordering::SeqCst);
+/// A booted VM: its vCPU threads run the guest while the VMM thread keeps
+/// this handle to pause, resume, read counters and finally stop it.
+pub struct RunningVm {
+    devices: DeviceManager,
+    kvm: Arc<KvmVm>,
+    bus: Arc<MmioBus>,
+    state: Arc<RunState>,
+    threads: Vec<JoinHandle<()>>,
+    paused: bool,
 }
 
-/// Boot the VM once and run it until the guest powers off or resets.
-pub fn run_once(vm: &VmDescription) -> Result<VmExit, VmError> {
-    let layout = &vm.layout;
-    let config = &vm.config;
-    let mut kvm = KvmVm::new(layout)?;
-    let mem = memory::create(layout, config.memory.hugepages)?;
-    kvm.add_ram(&mem)?;
+impl RunningVm {
+    /// Build the VM of `vm` and start its vCPUs. `stopped` is written when
+    /// the guest (or a failing vCPU) asks the VM to stop.
+    pub fn start(vm: &VmDescription, stopped: EventFd) -> Result<Self, VmError> {
+        let layout = &vm.layout;
+        let config = &vm.config;
+        let mut kvm = KvmVm::new(layout)?;
+        let mem = memory::create(layout, config.memory.hugepages)?;
+        kvm.add_ram(&mem)?;
 
-    let vcpus = (0..layout.topology.vcpus)
-        .map(|i| kvm.create_vcpu(u64::from(i)))
-        .collect::<Result<Vec<_>, _>>()?;
-    kvm.create_gic(layout)?;
-    let kvm = Arc::new(kvm);
+        let vcpus = (0..layout.topology.vcpus)
+            .map(|i| kvm.create_vcpu(u64::from(i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        kvm.create_gic(layout)?;
+        let kvm = Arc::new(kvm);
 
-    let console = console(&config.serial).map_err(|e| VmError::Thread("console", e))?;
-    let mut devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), console)?;
-    if config.serial == SerialConfig::Tty {
-        spawn_console_input(devices.uart.clone())
-            .map_err(|e| VmError::Thread("console input", e))?;
-    }
-
-    let tables = AcpiTables::build(vm);
-    let kernel_path = config
-        .kernel
-        .as_deref()
-        .ok_or(BootError::Firmware("no --kernel given".into()))?;
-    let kernel = boot::load_kernel(&mem, layout, kernel_path)?;
-    let initrd = config
-        .initramfs
-        .as_deref()
-        .map(|path| boot::load_initramfs(&mem, layout, kernel, path))
-        .transpose()?;
-    let fdt = boot::write_firmware(&mem, layout, &tables, &config.cmdline, initrd)?;
-
-    for (index, vcpu) in vcpus.iter().enumerate() {
-        vcpu::init(kvm.vm_fd(), vcpu, index as u32, kernel.entry, fdt)?;
-    }
-    kvm.finalize_gic()?;
-
-    // A no-op handler: its only job is to make KVM_RUN return EINTR.
-    register_signal_handler(SIGRTMIN(), kick_handler)
-        .map_err(|e| VmError::Thread("signal", std::io::Error::from_raw_os_error(e.errno())))?;
-    for signal in [libc::SIGTERM, libc::SIGINT] {
-        register_signal_handler(signal, terminate_handler)
-            .map_err(|e| VmError::Thread("signal", std::io::Error::from_raw_os_error(e.errno())))?;
-    }
-
-    let state = Arc::new(RunState::default());
-    let bus = devices.bus.clone();
-    let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
-    for (index, vcpu) in vcpus.into_iter().enumerate() {
-        let (bus, state) = (bus.clone(), state.clone());
-        let handle = std::thread::Builder::new()
-            .name(format!("vcpu{index}"))
-            .spawn(move || vcpu::run(vcpu, index as u32, bus, state))
-            .map_err(|e| VmError::Thread("vCPU", e))?;
-        threads.push(handle);
-    }
-    log::info!(target: "vmm", "VM running: {} vCPUs, {} MiB", threads.len(), layout.ram.size >> 20);
-
-    while !state.stopping() {
-        devices.poll();
-        let signal = TERMINATE.load(Ordering::SeqCst);
-        if signal != 0 {
-            state.request_stop(VmExit::Failed(format!("terminated by signal {signal}")));
+        let console = console(&config.serial).map_err(|e| VmError::Thread("console", e))?;
+        let devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), console)?;
+        if config.serial == SerialConfig::Tty {
+            spawn_console_input(devices.uart.clone())
+                .map_err(|e| VmError::Thread("console input", e))?;
         }
-        std::thread::sleep(POLL_INTERVAL);
+
+        let tables = AcpiTables::build(vm);
+        let kernel_path = config
+            .kernel
+            .as_deref()
+            .ok_or(BootError::Firmware("no --kernel given".into()))?;
+        let kernel = boot::load_kernel(&mem, layout, kernel_path)?;
+        let initrd = config
+            .initramfs
+            .as_deref()
+            .map(|path| boot::load_initramfs(&mem, layout, kernel, path))
+            .transpose()?;
+        let fdt = boot::write_firmware(&mem, layout, &tables, &config.cmdline, initrd)?;
+
+        for (index, vcpu) in vcpus.iter().enumerate() {
+            vcpu::init(kvm.vm_fd(), vcpu, index as u32, kernel.entry, fdt)?;
+        }
+        kvm.finalize_gic()?;
+
+        // A no-op handler: its only job is to make KVM_RUN return EINTR.
+        register_signal_handler(SIGRTMIN(), kick_handler)
+            .map_err(|e| VmError::Thread("signal", std::io::Error::from_raw_os_error(e.errno())))?;
+
+        let state = Arc::new(RunState::new(stopped));
+        let bus = devices.bus.clone();
+        let mut running = RunningVm {
+            devices,
+            kvm,
+            bus,
+            state,
+            threads: Vec::with_capacity(vcpus.len()),
+            paused: false,
+        };
+        for (index, vcpu) in vcpus.into_iter().enumerate() {
+            let (bus, state) = (running.bus.clone(), running.state.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{index}"))
+                .spawn(move || vcpu::run(vcpu, index as u32, bus, state));
+            match spawned {
+                Ok(handle) => running.threads.push(handle),
+                Err(e) => {
+                    // Tear down the vCPUs already running before failing.
+                    running.stop(VmExit::Failed(format!("cannot start vCPU {index}: {e}")));
+                    return Err(VmError::Thread("vCPU", e));
+                }
+            }
+        }
+        log::info!(target: "vmm", "VM running: {} vCPUs, {} MiB", running.threads.len(), layout.ram.size >> 20);
+        Ok(running)
     }
-    // Kick until every vCPU has left KVM_RUN: a kick that lands while a
-    // thread is between two KVM_RUNs is lost, so repeat it.
-    while threads.iter().any(|t| !t.is_finished()) {
-        for t in threads.iter().filter(|t| !t.is_finished()) {
+
+    /// True once the guest or a vCPU asked the VM to stop.
+    pub fn stop_requested(&self) -> bool {
+        self.state.stopping()
+    }
+
+    /// True while the vCPUs are parked.
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Deliver what the host reported (SMMU events, CMD-QV queue errors).
+    pub fn poll_devices(&self) {
+        self.devices.poll();
+    }
+
+    /// True when a vSMMU's backend has no fd to wait on (the emulated
+    /// backend): the event loop then polls it every couple of ms.
+    pub fn polled(&self) -> bool {
+        self.devices
+            .vsmmus
+            .iter()
+            .any(|v| matches!(v.backend, crate::host_backend::VsmmuHost::Emulated(_)))
+    }
+
+    /// The fds the host makes readable when it has events for the guest.
+    pub fn host_event_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.devices
+            .vsmmus
+            .iter()
+            .flat_map(|v| v.backend.event_fds())
+            .collect()
+    }
+
+    /// Every device's counters now.
+    pub fn counters(&self) -> VmCounters {
+        counters::collect(&self.devices)
+    }
+
+    /// Park every vCPU outside KVM_RUN: the guest makes no progress until
+    /// [`RunningVm::resume`]. All or nothing: if a vCPU does not park in
+    /// time the others run again and the VM stays running.
+    pub fn pause(&mut self) -> Result<(), VmError> {
+        if self.paused {
+            return Ok(());
+        }
+        self.state.request_pause();
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        // A kick that lands between two KVM_RUNs is lost: repeat it.
+        loop {
+            self.kick_vcpus();
+            if self.state.wait_parked(self.threads.len(), KICK_INTERVAL) {
+                break;
+            }
+            if self.state.stopping() || Instant::now() >= deadline {
+                self.state.resume();
+                return Err(VmError::Pause(self.threads.len()));
+            }
+        }
+        self.paused = true;
+        log::info!(target: "vmm", "VM paused: {} vCPUs parked", self.threads.len());
+        Ok(())
+    }
+
+    /// Let the parked vCPUs run the guest again.
+    pub fn resume(&mut self) {
+        if self.paused {
+            self.state.resume();
+            self.paused = false;
+            log::info!(target: "vmm", "VM resumed");
+        }
+    }
+
+    /// Stop the VM (for `why`, unless the guest already gave a reason) and
+    /// tear it down in the hardware's order; returns the reason it stopped.
+    pub fn stop(mut self, why: VmExit) -> VmExit {
+        self.state.request_stop(why);
+        // Kick until every vCPU has left KVM_RUN: a kick that lands while a
+        // thread is between two KVM_RUNs is lost, so repeat it.
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            self.kick_vcpus();
+            std::thread::sleep(KICK_INTERVAL);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let exit = self.state.exit();
+        log_exit_counts(&self.bus);
+        for line in self.devices.stats() {
+            log::info!(target: "stats", "{line}");
+        }
+        log::info!(target: "vmm", "VM stopped: {exit:?}; tearing down");
+        self.devices.shutdown();
+        drop(self.devices);
+        drop(self.kvm);
+        exit
+    }
+
+    fn kick_vcpus(&self) {
+        for t in self.threads.iter().filter(|t| !t.is_finished()) {
             let _ = t.kill(SIGRTMIN());
         }
-        std::thread::sleep(KICK_INTERVAL);
     }
-    for t in threads {
-        let _ = t.join();
-    }
-    let exit = state.exit();
-    log_exit_counts(&bus);
-    for line in devices.stats() {
-        log::info!(target: "stats", "{line}");
-    }
-    log::info!(target: "vmm", "VM stopped: {exit:?}; tearing down");
-    devices.shutdown();
-    drop(devices);
-    drop(kvm);
-    Ok(exit)
 }
 
 /// Where the guest's console output goes.

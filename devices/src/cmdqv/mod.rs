@@ -125,6 +125,7 @@ pub struct Cmdqv {
     page0_live: bool,
     listener: Option<Page0Listener>,
     unknown_accesses: u32,
+    error_events: u64,
 }
 
 impl Cmdqv {
@@ -157,6 +158,7 @@ impl Cmdqv {
             page0_live: false,
             listener: None,
             unknown_accesses: 0,
+            error_events: 0,
         })
     }
 
@@ -216,12 +218,19 @@ impl Cmdqv {
             if err_map == 0 {
                 continue;
             }
+            self.error_events = self.error_events.saturating_add(1);
             if self.page.vintf0_irq_masked() {
                 log::debug!(target: "cmdqv", "CMD-QV interrupt masked by VI_INT_MASK");
             } else {
                 self.irq.trigger(IrqLine::Cmdqv);
             }
         }
+    }
+
+    /// Host queue-error events mirrored into the guest's error maps since
+    /// the model was built.
+    pub fn error_events_delivered(&self) -> u64 {
+        self.error_events
     }
 
     /// Clear error-map bits of queues whose error the guest acknowledged.

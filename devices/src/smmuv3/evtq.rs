@@ -113,6 +113,7 @@ impl Smmuv3 {
         self.state.evtq_prod = evtq::PTR.set(self.state.evtq_prod, next);
         log::trace!(target: "smmuv3", "event {:#x} written, EVENTQ_PROD = {:#x}",
             record.kind(), self.state.evtq_prod);
+        self.events_delivered = self.events_delivered.saturating_add(1);
         true
     }
 

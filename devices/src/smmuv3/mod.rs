@@ -123,6 +123,7 @@ pub struct Smmuv3 {
     /// The pending invalidations of a command queue consume, kept between
     /// consumes so a batch costs no allocation once it has grown.
     batch: cmdq::Batch,
+    events_delivered: u64,
 }
 
 /// What the trapped command queue has done (VM statistics).
@@ -167,12 +168,19 @@ impl Smmuv3 {
             bad_access_log: RateLimit::default(),
             stats: CmdqStats::default(),
             batch: cmdq::Batch::default(),
+            events_delivered: 0,
         })
     }
 
     /// Commands and CMD_SYNCs the trapped queue consumed since the model was built.
     pub fn cmdq_stats(&self) -> CmdqStats {
         self.stats
+    }
+
+    /// Event records written into the guest's event queue since the model
+    /// was built.
+    pub fn events_delivered(&self) -> u64 {
+        self.events_delivered
     }
 
     /// The guest-visible ID registers.

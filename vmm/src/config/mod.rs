@@ -32,6 +32,34 @@ pub const VSMMU_SYNTAX: &str = "Virtual SMMUv3: \
      emulated backend only)";
 /// `--serial` syntax.
 pub const SERIAL_SYNTAX: &str = "PL011 console: \"tty|off|file=<path>\"";
+/// `--api-socket` syntax.
+pub const API_SOCKET_SYNTAX: &str = "HTTP API socket (UNIX domain socket): \
+     \"path=<path>\" or \"fd=<fd>\" (a bare path works too); with only this option the VM is \
+     defined through PUT /api/v1/vm.create";
+
+/// `--api-socket`: where the control API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiSocket {
+    /// Bind a new socket at this path.
+    Path(PathBuf),
+    /// A listening Unix socket inherited from the parent process.
+    Fd(i32),
+}
+
+impl ApiSocket {
+    /// Parse `path=<path>`, `fd=<fd>` or a bare path.
+    pub fn parse(input: &str) -> Result<Self, OptionError> {
+        if !input.contains('=') && !input.is_empty() {
+            return Ok(ApiSocket::Path(PathBuf::from(input)));
+        }
+        let opts = Options::parse("api-socket", input, &["path", "fd"], false)?;
+        match (opts.get("path"), opts.number::<i32>("fd")?) {
+            (Some(path), None) => Ok(ApiSocket::Path(PathBuf::from(path))),
+            (None, Some(fd)) => Ok(ApiSocket::Fd(fd)),
+            _ => Err(opts.invalid("api-socket", input, "give exactly one of path= or fd=")),
+        }
+    }
+}
 
 /// `--cpus`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,8 +210,10 @@ pub enum Page0Mode {
     Trapped,
 }
 
-/// `--vsmmu`.
+/// `--vsmmu` (in the API's VmConfig: the `vsmmu` object; absent keys take
+/// their defaults, unknown keys are refused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct VsmmuConfig {
     /// off, smmuv3 or cmdqv.
     pub kind: VsmmuKind,
@@ -713,6 +743,22 @@ mod tests {
             config.validate(false),
             Err(ConfigError::DuplicateDeviceId("x".into()))
         );
+    }
+
+    #[test]
+    fn api_socket_takes_path_fd_or_a_bare_path() {
+        assert_eq!(
+            ApiSocket::parse("path=/tmp/ch.sock").unwrap(),
+            ApiSocket::Path("/tmp/ch.sock".into())
+        );
+        assert_eq!(ApiSocket::parse("fd=3").unwrap(), ApiSocket::Fd(3));
+        assert_eq!(
+            ApiSocket::parse("/run/ch.sock").unwrap(),
+            ApiSocket::Path("/run/ch.sock".into())
+        );
+        assert!(ApiSocket::parse("fd=three").is_err());
+        assert!(ApiSocket::parse("path=/a,fd=3").is_err());
+        assert!(ApiSocket::parse("socket=/a").is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! to the device bus until the guest powers off or resets.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use arch::aarch64::regs::{BOOT_PSTATE, PC, PSTATE, xreg};
 use kvm_bindings::{
@@ -11,37 +12,59 @@ use kvm_bindings::{
     KVM_SYSTEM_EVENT_SHUTDOWN, kvm_vcpu_init,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::{KvmError, ioctl};
 use crate::bus::MmioBus;
+use crate::control::VmExit;
 use devices::lock_unpoisoned;
 
-/// Why the VM stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VmExit {
-    /// PSCI SYSTEM_OFF.
-    PowerOff,
-    /// PSCI SYSTEM_RESET.
-    Reset,
-    /// A vCPU could not go on.
-    Failed(String),
-}
-
-/// Shared between the vCPU threads of one VM run.
-#[derive(Default)]
+/// Shared between the vCPU threads of one VM run and the VMM thread: why
+/// the VM stops, and the pause handshake.
 pub struct RunState {
     stop: AtomicBool,
     exit: Mutex<Option<VmExit>>,
+    /// Written when a stop is requested: wakes the VMM's event loop.
+    stopped: EventFd,
+    pause: Mutex<Pause>,
+    /// Signalled when `pause` changes (a vCPU parks or leaves, a resume or
+    /// a stop is requested).
+    pause_changed: Condvar,
+}
+
+#[derive(Default)]
+struct Pause {
+    requested: bool,
+    parked: usize,
 }
 
 impl RunState {
-    /// Record why the VM stops (the first reason wins) and ask every vCPU to stop.
+    /// A running VM whose stop request writes `stopped`.
+    pub fn new(stopped: EventFd) -> Self {
+        RunState {
+            stop: AtomicBool::new(false),
+            exit: Mutex::new(None),
+            stopped,
+            pause: Mutex::new(Pause::default()),
+            pause_changed: Condvar::new(),
+        }
+    }
+
+    /// Record why the VM stops (the first reason wins), ask every vCPU to
+    /// stop (parked ones too) and wake the VMM thread.
     pub fn request_stop(&self, why: VmExit) {
-        let mut exit = lock_unpoisoned(&self.exit);
-        if exit.is_none() {
-            *exit = Some(why);
+        {
+            let mut exit = lock_unpoisoned(&self.exit);
+            if exit.is_none() {
+                *exit = Some(why);
+            }
         }
         self.stop.store(true, Ordering::SeqCst);
+        let _guard = lock_unpoisoned(&self.pause);
+        self.pause_changed.notify_all();
+        if let Err(err) = self.stopped.write(1) {
+            log::error!(target: "vcpu", "cannot wake the VMM thread: {err}");
+        }
     }
 
     /// True once a stop was requested.
@@ -54,6 +77,49 @@ impl RunState {
         lock_unpoisoned(&self.exit)
             .clone()
             .unwrap_or_else(|| VmExit::Failed("vCPUs stopped without a reason".into()))
+    }
+
+    /// Ask every vCPU to park before its next KVM_RUN (the caller kicks
+    /// the ones inside KVM_RUN out with a signal).
+    pub fn request_pause(&self) {
+        lock_unpoisoned(&self.pause).requested = true;
+    }
+
+    /// Let parked vCPUs run again.
+    pub fn resume(&self) {
+        lock_unpoisoned(&self.pause).requested = false;
+        self.pause_changed.notify_all();
+    }
+
+    /// Wait up to `timeout` until `count` vCPUs are parked; true if they are.
+    pub fn wait_parked(&self, count: usize, timeout: Duration) -> bool {
+        let pause = lock_unpoisoned(&self.pause);
+        let (pause, _) = self
+            .pause_changed
+            .wait_timeout_while(pause, timeout, |p| p.parked < count)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pause.parked >= count
+    }
+
+    /// Called by a vCPU thread between two KVM_RUNs: while a pause is
+    /// requested (and no stop), sleep here, outside the guest.
+    fn park_while_paused(&self, index: u32) {
+        let mut pause = lock_unpoisoned(&self.pause);
+        if !pause.requested || self.stopping() {
+            return;
+        }
+        pause.parked += 1;
+        log::debug!(target: "vcpu", "vCPU {index} paused");
+        self.pause_changed.notify_all();
+        while pause.requested && !self.stopping() {
+            pause = self
+                .pause_changed
+                .wait(pause)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        pause.parked -= 1;
+        self.pause_changed.notify_all();
+        log::debug!(target: "vcpu", "vCPU {index} resumed");
     }
 }
 
@@ -105,9 +171,15 @@ fn log_position(vcpu: &VcpuFd, index: u32) {
 }
 
 /// Run one vCPU until the VM stops. MMIO exits go to `bus`; PSCI
-/// SYSTEM_OFF / SYSTEM_RESET (KVM system events) stop the whole VM.
+/// SYSTEM_OFF / SYSTEM_RESET (KVM system events) stop the whole VM. While
+/// the VM is paused the thread sleeps between two KVM_RUNs, so the guest
+/// makes no progress.
 pub fn run(mut vcpu: VcpuFd, index: u32, bus: Arc<MmioBus>, state: Arc<RunState>) {
     while !state.stopping() {
+        state.park_while_paused(index);
+        if state.stopping() {
+            break;
+        }
         match vcpu.run() {
             Ok(VcpuExit::MmioRead(addr, data)) => bus.read(addr, data),
             Ok(VcpuExit::MmioWrite(addr, data)) => bus.write(addr, data),

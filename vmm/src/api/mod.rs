@@ -1,0 +1,354 @@
+//! The control API: cloud-hypervisor's REST API (`--api-socket`), HTTP/1.1
+//! on a Unix socket, with its paths, methods and JSON bodies for what this
+//! VMM does.
+//!
+//! - [`http`]: the API thread: accepts clients, reads each request within
+//!   fixed bounds, answers malformed, oversized and concurrent requests
+//!   itself, and hands the rest to the VMM thread.
+//! - [`routes`]: path + method + body -> an [`ApiRequest`] (or a refusal).
+//! - [`types`]: the JSON bodies.
+//!
+//! The API thread and the VMM thread talk as in cloud-hypervisor: a channel
+//! plus an eventfd each way. The VMM thread's event loop wakes on the
+//! request eventfd; the API thread's epoll wakes on the reply eventfd. At
+//! most one request is with the VMM at a time; a request arriving meanwhile
+//! is refused (429), so the VMM never sees two changes interleaved.
+//!
+//! Every error is a JSON body in cloud-hypervisor's format, a list of
+//! messages (here always one sentence: the reason and what would work).
+
+pub mod http;
+pub mod routes;
+pub mod types;
+
+use std::io;
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::config::{ConfigError, DeviceConfig, VmConfig};
+use crate::description::DescriptionError;
+
+/// What the API asks of the VMM thread.
+#[derive(Debug)]
+pub enum ApiRequest {
+    /// `GET vmm.ping`.
+    VmmPing,
+    /// `PUT vmm.shutdown`: stop the VM (full teardown) and exit.
+    VmmShutdown,
+    /// `PUT vm.create`.
+    VmCreate(Box<VmConfig>),
+    /// `PUT vm.boot`.
+    VmBoot,
+    /// `PUT vm.delete`.
+    VmDelete,
+    /// `GET vm.info`.
+    VmInfo,
+    /// `GET vm.counters`.
+    VmCounters,
+    /// `PUT vm.pause`.
+    VmPause,
+    /// `PUT vm.resume`.
+    VmResume,
+    /// `PUT vm.reboot`.
+    VmReboot,
+    /// `PUT vm.shutdown`.
+    VmShutdown,
+    /// `PUT vm.power-button`.
+    VmPowerButton,
+    /// `PUT vm.add-device`.
+    VmAddDevice(DeviceConfig),
+    /// `PUT vm.remove-device`.
+    VmRemoveDevice(String),
+    /// `PUT vm.snapshot`, `vm.send-migration`, `vm.receive-migration`: the
+    /// endpoint's name.
+    VmSaveState(&'static str),
+}
+
+/// The VMM's answer: a JSON body (200), nothing (204) or a refusal.
+pub type ApiResponse = Result<Option<String>, ApiError>;
+
+/// Why a request was not carried out. Each message is one sentence that
+/// names the reason and what would work.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No such endpoint.
+    #[error(
+        "{0} is not an endpoint of this VMM; use one of /api/v1/vmm.ping, vmm.shutdown, vm.create, \
+         vm.boot, vm.delete, vm.info, vm.counters, vm.pause, vm.resume, vm.reboot, vm.shutdown, \
+         vm.power-button, vm.add-device, vm.remove-device, vm.snapshot, vm.send-migration, \
+         vm.receive-migration"
+    )]
+    UnknownPath(String),
+    /// The endpoint exists with another method.
+    #[error("{path} does not take {method}; send {allowed}")]
+    WrongMethod {
+        /// The path.
+        path: String,
+        /// The method sent.
+        method: String,
+        /// The method it takes.
+        allowed: &'static str,
+    },
+    /// Not an HTTP/1.x request.
+    #[error("malformed HTTP request ({0}); send an HTTP/1.1 request line, headers and CRLF CRLF")]
+    MalformedRequest(String),
+    /// The connection ended before the request was complete.
+    #[error(
+        "the request ended after {0} bytes, before its headers and Content-Length body were \
+         complete; send the whole request"
+    )]
+    TruncatedRequest(usize),
+    /// A request line and headers larger than the limit.
+    #[error("the request line and headers exceed {0} bytes; send smaller headers")]
+    HeadersTooLarge(usize),
+    /// A body larger than the limit.
+    #[error(
+        "a body of {length} bytes exceeds the API's limit of {limit} bytes; send a smaller body"
+    )]
+    BodyTooLarge {
+        /// Content-Length.
+        length: u64,
+        /// The limit.
+        limit: usize,
+    },
+    /// A body without Content-Length.
+    #[error("bodies must come with a Content-Length header (chunked transfer is not accepted)")]
+    LengthRequired,
+    /// The client stopped sending.
+    #[error("the request was not complete within {0} seconds; send it whole and at once")]
+    RequestTimeout(u64),
+    /// Another request is with the VMM.
+    #[error("another API request is in flight; retry once it has been answered")]
+    Busy,
+    /// Too many open connections.
+    #[error("the API has {0} connections open already; retry after one closes")]
+    TooManyConnections(usize),
+    /// The body is not what the endpoint takes.
+    #[error("{endpoint}: the body is not valid: {reason}")]
+    BadBody {
+        /// The endpoint.
+        endpoint: &'static str,
+        /// What is wrong, naming the field.
+        reason: String,
+    },
+    /// A configuration that breaks a rule.
+    #[error("the VM configuration is invalid: {0}")]
+    InvalidConfig(String),
+    /// No VM defined yet.
+    #[error(
+        "no VM is created; PUT /api/v1/vm.create with a VmConfig first (or start with --kernel)"
+    )]
+    VmNotCreated,
+    /// vm.create twice.
+    #[error("a VM is already created; PUT /api/v1/vm.delete first to define another")]
+    VmAlreadyCreated,
+    /// An action the VM's state does not allow.
+    #[error("cannot {action}: the VM is {state}; {fix}")]
+    WrongState {
+        /// What was asked.
+        action: &'static str,
+        /// The state it is in.
+        state: &'static str,
+        /// What would work.
+        fix: &'static str,
+    },
+    /// This build cannot run VMs.
+    #[error(
+        "cannot boot: running a VM needs an aarch64 host with KVM, and this build is for another \
+         architecture; the API can still create, inspect and delete the VM definition"
+    )]
+    BootUnsupported,
+    /// Booting failed on the host.
+    #[error("the VM could not boot: {0}")]
+    BootFailed(String),
+    /// The host cannot back the VM's vSMMU (one sentence naming the fix).
+    #[error("{0}")]
+    Host(String),
+    /// Pausing failed; the VM keeps running.
+    #[error("the VM could not be paused: {0}")]
+    PauseFailed(String),
+    /// No power button on this platform.
+    #[error(
+        "this VM has no power button (the aarch64 platform here has no ACPI GED or GPIO key); \
+         use vm.shutdown, or power off from inside the guest"
+    )]
+    NoPowerButton,
+    /// Hot-plug or unplug of a device behind a vSMMU.
+    #[error(
+        "vm.{op}: device {id} is behind vSMMU {vsmmu}, and its vDEVICE and nested HWPT{cmdqv} are \
+         fixed at boot; define the VM with the devices it needs and boot it again"
+    )]
+    DeviceBehindVsmmu {
+        /// add-device or remove-device.
+        op: &'static str,
+        /// The device.
+        id: String,
+        /// Its vSMMU.
+        vsmmu: u32,
+        /// " (and, with the CMD-QV, its SID slot)" when the vSMMU has one.
+        cmdqv: &'static str,
+    },
+    /// Hot-plug is not implemented at all.
+    #[error(
+        "vm.{op}: device hot-plug is not implemented by this VMM; give the device in the VM's \
+         configuration (--device or vm.create) and boot it again"
+    )]
+    HotplugUnsupported {
+        /// add-device or remove-device.
+        op: &'static str,
+    },
+    /// remove-device of an unknown id.
+    #[error("vm.remove-device: no device with id {id}; the VM's devices are: {known}")]
+    UnknownDevice {
+        /// The id asked for.
+        id: String,
+        /// The ids there are.
+        known: String,
+    },
+    /// Snapshot or migration of a VM whose vSMMU holds host state.
+    #[error(
+        "vm.{op} is refused: vSMMU {vsmmus} holds host state (vIOMMU, vDEVICEs{hw_queues}) that \
+         cannot be saved or moved; shut the VM down and boot it again from its configuration, or \
+         run it without --vsmmu"
+    )]
+    VsmmuHostState {
+        /// The endpoint.
+        op: &'static str,
+        /// The vSMMU indexes.
+        vsmmus: String,
+        /// ", CMD-QV HW queues" when there is a CMD-QV.
+        hw_queues: &'static str,
+    },
+    /// Snapshot or migration, which this VMM does not implement.
+    #[error(
+        "vm.{0} is not implemented by this VMM; shut the VM down and boot it again from its \
+         configuration"
+    )]
+    SaveStateUnsupported(&'static str),
+    /// The VMM thread is gone.
+    #[error("the VMM is shutting down; no request can be served")]
+    VmmGone,
+}
+
+impl ApiError {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::UnknownPath(_) | ApiError::VmNotCreated | ApiError::UnknownDevice { .. } => {
+                404
+            }
+            ApiError::WrongMethod { .. } => 405,
+            ApiError::MalformedRequest(_)
+            | ApiError::TruncatedRequest(_)
+            | ApiError::BadBody { .. }
+            | ApiError::InvalidConfig(_) => 400,
+            ApiError::RequestTimeout(_) => 408,
+            ApiError::VmAlreadyCreated
+            | ApiError::WrongState { .. }
+            | ApiError::NoPowerButton
+            | ApiError::DeviceBehindVsmmu { .. }
+            | ApiError::HotplugUnsupported { .. }
+            | ApiError::VsmmuHostState { .. }
+            | ApiError::SaveStateUnsupported(_) => 409,
+            ApiError::LengthRequired => 411,
+            ApiError::BodyTooLarge { .. } => 413,
+            ApiError::Busy | ApiError::TooManyConnections(_) => 429,
+            ApiError::HeadersTooLarge(_) => 431,
+            ApiError::BootFailed(_) | ApiError::PauseFailed(_) | ApiError::Host(_) => 500,
+            ApiError::BootUnsupported => 501,
+            ApiError::VmmGone => 503,
+        }
+    }
+
+    /// The JSON body: cloud-hypervisor's list of error messages.
+    pub fn body(&self) -> String {
+        serde_json::to_string(&[self.to_string()]).unwrap_or_else(|_| "[]".into())
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(err: ConfigError) -> Self {
+        ApiError::InvalidConfig(err.to_string())
+    }
+}
+
+impl From<DescriptionError> for ApiError {
+    fn from(err: DescriptionError) -> Self {
+        ApiError::InvalidConfig(err.to_string())
+    }
+}
+
+/// The API thread's end of the channel to the VMM thread.
+pub struct ApiEnd {
+    requests: Sender<ApiRequest>,
+    request_evt: EventFd,
+    replies: Receiver<ApiResponse>,
+    reply_evt: EventFd,
+}
+
+/// The VMM thread's end: register `request_evt` in its event loop.
+pub struct VmmEnd {
+    /// Requests from the API thread.
+    pub requests: Receiver<ApiRequest>,
+    /// Readable when a request is waiting.
+    pub request_evt: EventFd,
+    replies: Sender<ApiResponse>,
+    reply_evt: EventFd,
+}
+
+impl VmmEnd {
+    /// Answer the request taken last.
+    pub fn reply(&self, response: ApiResponse) {
+        if self.replies.send(response).is_ok() {
+            if let Err(err) = self.reply_evt.write(1) {
+                log::error!(target: "api", "cannot wake the API thread: {err}");
+            }
+        }
+    }
+}
+
+/// The two ends of the API <-> VMM channel.
+pub fn channel() -> io::Result<(ApiEnd, VmmEnd)> {
+    let (req_tx, req_rx) = mpsc::channel();
+    let (rep_tx, rep_rx) = mpsc::channel();
+    let request_evt = EventFd::new(libc::EFD_NONBLOCK)?;
+    let reply_evt = EventFd::new(libc::EFD_NONBLOCK)?;
+    Ok((
+        ApiEnd {
+            requests: req_tx,
+            request_evt: request_evt.try_clone()?,
+            replies: rep_rx,
+            reply_evt: reply_evt.try_clone()?,
+        },
+        VmmEnd {
+            requests: req_rx,
+            request_evt,
+            replies: rep_tx,
+            reply_evt,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_a_json_list_of_one_sentence() {
+        let err = ApiError::DeviceBehindVsmmu {
+            op: "remove-device",
+            id: "dma0".into(),
+            vsmmu: 0,
+            cmdqv: " (and, with the CMD-QV, its SID slot)",
+        };
+        assert_eq!(err.status(), 409);
+        let body: Vec<String> = serde_json::from_str(&err.body()).unwrap();
+        assert_eq!(body.len(), 1);
+        assert!(
+            body[0].contains("device dma0 is behind vSMMU 0"),
+            "{body:?}"
+        );
+        assert!(body[0].contains("fixed at boot"), "{body:?}");
+    }
+}

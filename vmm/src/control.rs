@@ -1,0 +1,766 @@
+//! The VMM thread: owns the VM's life cycle (created, running, paused,
+//! shut down), sleeps in the [`EventLoop`] until a signal, the API, or the
+//! VM itself needs it, and answers the control API.
+//!
+//! Every way out of a running VM goes through [`RunningVm::stop`], the one
+//! teardown (page0 out of the guest, HW queues freed descending, vIOMMU
+//! objects released): the guest powering off or resetting, SIGTERM/SIGINT,
+//! `vm.shutdown`, `vm.reboot`, `vm.delete` and `vmm.shutdown`.
+//!
+//! What this VMM refuses through the API, and why: device hot-plug (not
+//! implemented; for a device behind a vSMMU it cannot be, since its
+//! vDEVICE, nested HWPT and CMD-QV SID slot are fixed at boot), snapshot
+//! and migration (a vSMMU holds host state that cannot be saved), and the
+//! power button (the platform has none).
+
+use std::io;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::register_signal_handler;
+
+use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse};
+use crate::api::{ApiError, ApiRequest, ApiResponse, VmmEnd};
+use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
+use crate::description::VmDescription;
+use crate::event_loop::EventLoop;
+
+/// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
+/// number QEMU exposes too; a host with fewer lowers it at run time.
+pub const CMDQV_SID_SLOTS: usize = 16;
+
+/// How often host-side events are collected from a backend that has no fd
+/// to wait on (the emulated backend). The iommufd backend's vEVENTQ fds are
+/// registered in the event loop instead and wake it when readable.
+const POLL_INTERVAL: Duration = Duration::from_millis(2);
+
+/// Why a VM stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    /// PSCI SYSTEM_OFF.
+    PowerOff,
+    /// PSCI SYSTEM_RESET, or vm.reboot.
+    Reset,
+    /// Stopped by the VMM: vm.shutdown, vm.delete, vmm.shutdown.
+    Shutdown,
+    /// A vCPU could not go on, or a signal ended the VMM.
+    Failed(String),
+}
+
+#[cfg(target_arch = "aarch64")]
+use crate::vm::RunningVm;
+
+/// Stand-in where KVM for aarch64 is not available: it never starts, so
+/// the API serves everything that needs no running VM.
+#[cfg(not(target_arch = "aarch64"))]
+mod no_kvm {
+    use super::{ApiError, EventFd, VmDescription, VmExit};
+    use crate::counters::VmCounters;
+
+    /// Uninhabited: no VM ever runs in this build.
+    pub enum RunningVm {}
+
+    impl RunningVm {
+        pub fn start(_: &VmDescription, _: EventFd) -> Result<Self, ApiError> {
+            Err(ApiError::BootUnsupported)
+        }
+        pub fn stop_requested(&self) -> bool {
+            match *self {}
+        }
+        pub fn paused(&self) -> bool {
+            match *self {}
+        }
+        pub fn poll_devices(&self) {
+            match *self {}
+        }
+        pub fn polled(&self) -> bool {
+            match *self {}
+        }
+        pub fn host_event_fds(&self) -> Vec<std::os::fd::RawFd> {
+            match *self {}
+        }
+        pub fn counters(&self) -> VmCounters {
+            match *self {}
+        }
+        pub fn pause(&mut self) -> Result<(), ApiError> {
+            match *self {}
+        }
+        pub fn resume(&mut self) {
+            match *self {}
+        }
+        pub fn stop(self, _: VmExit) -> VmExit {
+            match self {}
+        }
+    }
+}
+#[cfg(not(target_arch = "aarch64"))]
+use no_kvm::RunningVm;
+
+/// The signal that asked the VMM to stop (0: none yet).
+static TERMINATE_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// Written by the SIGTERM/SIGINT handler: wakes the event loop.
+static TERMINATE_EVT: OnceLock<EventFd> = OnceLock::new();
+
+extern "C" fn terminate_handler(
+    signal: libc::c_int,
+    _: *mut libc::siginfo_t,
+    _: *mut libc::c_void,
+) {
+    TERMINATE_SIGNAL.store(signal, Ordering::SeqCst);
+    // Only write(2) on an eventfd made before the handler was installed:
+    // async-signal-safe.
+    if let Some(evt) = TERMINATE_EVT.get() {
+        let _ = evt.write(1);
+    }
+}
+
+/// What woke the VMM thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    /// SIGTERM or SIGINT.
+    Terminate,
+    /// A request from the API thread.
+    Api,
+    /// The guest or a vCPU asked the VM to stop.
+    VmStopped,
+    /// A host vEVENTQ has events for the guest (iommufd backend).
+    HostEvents,
+}
+
+/// Where the VMM thread is going next, after a request.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Continue,
+    Exit,
+}
+
+/// Where the VM is.
+enum Vm {
+    /// Nothing defined yet (`--api-socket` alone).
+    None,
+    /// Defined; not running (never booted, or shut down).
+    Defined {
+        description: Box<VmDescription>,
+        shut_down: bool,
+    },
+    /// Running or paused.
+    Running {
+        description: Box<VmDescription>,
+        vm: RunningVm,
+        boots: u32,
+    },
+}
+
+/// Why the VMM errs when it stops.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// Setting up the event loop or signals.
+    #[error("cannot set up the VMM thread: {0}")]
+    Setup(io::Error),
+    /// The VM stopped with an error, or a signal ended the VMM.
+    #[error("{0}")]
+    Vm(String),
+}
+
+/// The VMM thread's state.
+pub struct Vmm {
+    events: EventLoop<Event>,
+    terminate: &'static EventFd,
+    stopped: EventFd,
+    api: Option<VmmEnd>,
+    vm: Vm,
+    /// The running VM's vEVENTQ fds, registered with `events`.
+    host_fds: Vec<std::os::fd::RawFd>,
+}
+
+impl Vmm {
+    /// A VMM with no VM, answering `api` if given. Installs the
+    /// SIGTERM/SIGINT handlers.
+    pub fn new(api: Option<VmmEnd>) -> Result<Self, VmmError> {
+        let terminate = match TERMINATE_EVT.get() {
+            Some(evt) => evt,
+            None => {
+                let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::Setup)?;
+                TERMINATE_EVT.get_or_init(|| evt)
+            }
+        };
+        for signal in [libc::SIGTERM, libc::SIGINT] {
+            register_signal_handler(signal, terminate_handler)
+                .map_err(|e| VmmError::Setup(io::Error::from_raw_os_error(e.errno())))?;
+        }
+        let stopped = EventFd::new(libc::EFD_NONBLOCK).map_err(VmmError::Setup)?;
+        let mut events = EventLoop::new().map_err(VmmError::Setup)?;
+        events
+            .add(terminate, Event::Terminate)
+            .map_err(VmmError::Setup)?;
+        events
+            .add(&stopped, Event::VmStopped)
+            .map_err(VmmError::Setup)?;
+        if let Some(api) = &api {
+            events
+                .add(&api.request_evt, Event::Api)
+                .map_err(VmmError::Setup)?;
+        }
+        Ok(Vmm {
+            events,
+            terminate,
+            stopped,
+            api,
+            vm: Vm::None,
+            host_fds: Vec::new(),
+        })
+    }
+
+    /// Define the VM (`vm.create`, or the command line).
+    pub fn create(&mut self, config: VmConfig) -> Result<(), ApiError> {
+        if !matches!(self.vm, Vm::None) {
+            return Err(ApiError::VmAlreadyCreated);
+        }
+        config.validate(true)?;
+        let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        self.vm = Vm::Defined {
+            description: Box::new(description),
+            shut_down: false,
+        };
+        Ok(())
+    }
+
+    /// Boot the defined VM (`vm.boot`, or the command line).
+    pub fn boot(&mut self) -> Result<(), ApiError> {
+        match std::mem::replace(&mut self.vm, Vm::None) {
+            Vm::None => Err(ApiError::VmNotCreated),
+            running @ Vm::Running { .. } => {
+                self.vm = running;
+                Err(ApiError::WrongState {
+                    action: "boot",
+                    state: "running",
+                    fix: "PUT vm.shutdown first, or vm.reboot",
+                })
+            }
+            Vm::Defined {
+                description,
+                shut_down,
+            } => match self.start(&description, 1) {
+                Ok(vm) => {
+                    self.vm = Vm::Running {
+                        description,
+                        vm,
+                        boots: 1,
+                    };
+                    Ok(())
+                }
+                Err(err) => {
+                    self.vm = Vm::Defined {
+                        description,
+                        shut_down,
+                    };
+                    Err(err)
+                }
+            },
+        }
+    }
+
+    fn start(&mut self, description: &VmDescription, boot: u32) -> Result<RunningVm, ApiError> {
+        let stopped = self
+            .stopped
+            .try_clone()
+            .map_err(|e| ApiError::BootFailed(e.to_string()))?;
+        // Drain a stop notice of the VM before, if any.
+        let _ = self.stopped.read();
+        log::info!(target: "vmm", "booting the VM (boot {boot})");
+        // A host that cannot back the vSMMU is told before anything is built.
+        crate::host_backend::preflight(&description.config)
+            .map_err(|e| ApiError::Host(e.to_string()))?;
+        #[cfg(target_arch = "aarch64")]
+        let vm =
+            RunningVm::start(description, stopped).map_err(|e| ApiError::BootFailed(e.to_string()));
+        #[cfg(not(target_arch = "aarch64"))]
+        let vm = RunningVm::start(description, stopped);
+        let vm = vm?;
+        // The host's vEVENTQs wake the loop; nothing polls them.
+        for fd in vm.host_event_fds() {
+            match self.events.add(&fd, Event::HostEvents) {
+                Ok(()) => self.host_fds.push(fd),
+                Err(e) => log::error!(target: "vmm", "vEVENTQ fd {fd} not watched: {e}"),
+            }
+        }
+        Ok(vm)
+    }
+
+    /// Stop `vm` for `why`, its vEVENTQ fds leaving the loop first.
+    fn stop_running(&mut self, vm: RunningVm, why: VmExit) -> VmExit {
+        for fd in std::mem::take(&mut self.host_fds) {
+            let _ = self.events.remove(&fd);
+        }
+        vm.stop(why)
+    }
+
+    /// Run until the VM powers off (Ok), fails or a signal ends the VMM
+    /// (Err), or `vmm.shutdown` (Ok).
+    pub fn run(mut self) -> Result<(), VmmError> {
+        loop {
+            // Only a backend with no fd to wait on (emulated) is polled.
+            let polled = matches!(&self.vm, Vm::Running { vm, .. } if !vm.paused() && vm.polled());
+            let ready = self
+                .events
+                .wait(polled.then_some(POLL_INTERVAL))
+                .map_err(VmmError::Setup)?;
+            for event in ready {
+                match event {
+                    Event::Terminate => {
+                        let _ = self.terminate.read();
+                        let signal = TERMINATE_SIGNAL.load(Ordering::SeqCst);
+                        let why = format!("terminated by signal {signal}");
+                        self.stop_vm(VmExit::Failed(why.clone()));
+                        return Err(VmmError::Vm(why));
+                    }
+                    Event::VmStopped => {
+                        let _ = self.stopped.read();
+                        if let Some(result) = self.vm_stopped() {
+                            return result;
+                        }
+                    }
+                    Event::Api => {
+                        if self.serve_api() == Next::Exit {
+                            return Ok(());
+                        }
+                    }
+                    // Drained even while paused: the loop is level-triggered.
+                    Event::HostEvents => {
+                        if let Vm::Running { vm, .. } = &self.vm {
+                            vm.poll_devices();
+                        }
+                    }
+                }
+            }
+            if let Vm::Running { vm, .. } = &self.vm {
+                if !vm.paused() {
+                    vm.poll_devices();
+                }
+            }
+        }
+    }
+
+    /// The guest (or a vCPU) stopped the VM: tear it down; a reset boots
+    /// it again. `Some` when the VMM is done.
+    fn vm_stopped(&mut self) -> Option<Result<(), VmmError>> {
+        let Vm::Running { vm, .. } = &self.vm else {
+            return None;
+        };
+        if !vm.stop_requested() {
+            return None;
+        }
+        let Vm::Running {
+            description,
+            vm,
+            boots,
+        } = std::mem::replace(&mut self.vm, Vm::None)
+        else {
+            return None;
+        };
+        match self.stop_running(vm, VmExit::Failed("stopped".into())) {
+            VmExit::PowerOff => {
+                log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
+                Some(Ok(()))
+            }
+            VmExit::Reset => {
+                log::info!(target: "vmm", "guest reset: rebuilding the VM (boot {})", boots + 1);
+                match self.start(&description, boots + 1) {
+                    Ok(vm) => {
+                        self.vm = Vm::Running {
+                            description,
+                            vm,
+                            boots: boots + 1,
+                        };
+                        None
+                    }
+                    Err(err) => Some(Err(VmmError::Vm(err.to_string()))),
+                }
+            }
+            VmExit::Shutdown => Some(Ok(())),
+            VmExit::Failed(why) => Some(Err(VmmError::Vm(why))),
+        }
+    }
+
+    /// Tear the running VM down for `why`; it stays defined, shut down.
+    fn stop_vm(&mut self, why: VmExit) {
+        if !matches!(self.vm, Vm::Running { .. }) {
+            return;
+        }
+        if let Vm::Running {
+            description, vm, ..
+        } = std::mem::replace(&mut self.vm, Vm::None)
+        {
+            self.stop_running(vm, why);
+            self.vm = Vm::Defined {
+                description,
+                shut_down: true,
+            };
+        }
+    }
+
+    fn serve_api(&mut self) -> Next {
+        let Some(api) = self.api.take() else {
+            return Next::Continue;
+        };
+        let _ = api.request_evt.read();
+        let mut next = Next::Continue;
+        while let Ok(request) = api.requests.try_recv() {
+            log::info!(target: "api", "request: {request:?}");
+            let (response, then) = self.handle(request);
+            api.reply(response);
+            if then == Next::Exit {
+                next = Next::Exit;
+                break;
+            }
+        }
+        self.api = Some(api);
+        next
+    }
+
+    /// Carry out one API request. Each either completes or changes nothing.
+    fn handle(&mut self, request: ApiRequest) -> (ApiResponse, Next) {
+        let response = match request {
+            ApiRequest::VmmPing => json(&VmmPingResponse {
+                build_version: env!("CARGO_PKG_VERSION").into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                pid: i64::from(std::process::id()),
+                features: Vec::new(),
+            }),
+            ApiRequest::VmmShutdown => {
+                self.stop_vm(VmExit::Shutdown);
+                log::info!(target: "vmm", "VMM shut down through the API");
+                return (Ok(None), Next::Exit);
+            }
+            ApiRequest::VmCreate(config) => self.create(*config).map(|()| None),
+            ApiRequest::VmBoot => self.boot().map(|()| None),
+            ApiRequest::VmDelete => {
+                self.stop_vm(VmExit::Shutdown);
+                match self.vm {
+                    Vm::None => Err(ApiError::VmNotCreated),
+                    _ => {
+                        self.vm = Vm::None;
+                        Ok(None)
+                    }
+                }
+            }
+            ApiRequest::VmInfo => self.info(),
+            ApiRequest::VmCounters => match &self.vm {
+                Vm::Running { vm, .. } => json(&vm.counters()),
+                other => Err(not_running(other, "read counters")),
+            },
+            ApiRequest::VmPause => match &mut self.vm {
+                Vm::Running { vm, .. } if vm.paused() => Err(ApiError::WrongState {
+                    action: "pause",
+                    state: "paused",
+                    fix: "PUT vm.resume to run it",
+                }),
+                Vm::Running { vm, .. } => vm
+                    .pause()
+                    .map(|()| None)
+                    .map_err(|e| ApiError::PauseFailed(e.to_string())),
+                other => Err(not_running(other, "pause")),
+            },
+            ApiRequest::VmResume => match &mut self.vm {
+                Vm::Running { vm, .. } if vm.paused() => {
+                    vm.resume();
+                    Ok(None)
+                }
+                Vm::Running { .. } => Err(ApiError::WrongState {
+                    action: "resume",
+                    state: "running",
+                    fix: "only a paused VM resumes (PUT vm.pause first)",
+                }),
+                other => Err(not_running(other, "resume")),
+            },
+            ApiRequest::VmReboot => self.reboot(),
+            ApiRequest::VmShutdown => match &self.vm {
+                Vm::Running { .. } => {
+                    self.stop_vm(VmExit::Shutdown);
+                    Ok(None)
+                }
+                other => Err(not_running(other, "shut down")),
+            },
+            ApiRequest::VmPowerButton => match &self.vm {
+                Vm::Running { .. } => Err(ApiError::NoPowerButton),
+                other => Err(not_running(other, "press the power button")),
+            },
+            ApiRequest::VmAddDevice(device) => self.refuse_add(&device),
+            ApiRequest::VmRemoveDevice(id) => self.refuse_remove(&id),
+            ApiRequest::VmSaveState(op) => self.refuse_save_state(op),
+        };
+        (response, Next::Continue)
+    }
+
+    fn description(&self) -> Option<&VmDescription> {
+        match &self.vm {
+            Vm::None => None,
+            Vm::Defined { description, .. } | Vm::Running { description, .. } => Some(description),
+        }
+    }
+
+    fn info(&self) -> ApiResponse {
+        let (description, state) = match &self.vm {
+            Vm::None => return Err(ApiError::VmNotCreated),
+            Vm::Defined {
+                description,
+                shut_down,
+            } => (
+                description,
+                if *shut_down {
+                    VmState::Shutdown
+                } else {
+                    VmState::Created
+                },
+            ),
+            Vm::Running {
+                description, vm, ..
+            } => (
+                description,
+                if vm.paused() {
+                    VmState::Paused
+                } else {
+                    VmState::Running
+                },
+            ),
+        };
+        json(&VmInfoResponse {
+            config: ApiVmConfig::from(&description.config),
+            state,
+            memory_actual_size: description.config.memory.size,
+        })
+    }
+
+    fn reboot(&mut self) -> ApiResponse {
+        let Vm::Running { .. } = &self.vm else {
+            return Err(not_running(&self.vm, "reboot"));
+        };
+        let Vm::Running {
+            description,
+            vm,
+            boots,
+        } = std::mem::replace(&mut self.vm, Vm::None)
+        else {
+            return Err(ApiError::VmNotCreated);
+        };
+        self.stop_running(vm, VmExit::Reset);
+        log::info!(target: "vmm", "vm.reboot: rebuilding the VM (boot {})", boots + 1);
+        match self.start(&description, boots + 1) {
+            Ok(vm) => {
+                self.vm = Vm::Running {
+                    description,
+                    vm,
+                    boots: boots + 1,
+                };
+                Ok(None)
+            }
+            Err(err) => {
+                self.vm = Vm::Defined {
+                    description,
+                    shut_down: true,
+                };
+                Err(err)
+            }
+        }
+    }
+
+    fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
+        let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        let vsmmu = description.vsmmu_of_segment(device.pci_segment);
+        match vsmmu {
+            Some(v) if device.iommu => Err(ApiError::DeviceBehindVsmmu {
+                op: "add-device",
+                id: device.path.display().to_string(),
+                vsmmu: v.index,
+                cmdqv: cmdqv_note(v.cmdqv),
+            }),
+            _ => Err(ApiError::HotplugUnsupported { op: "add-device" }),
+        }
+    }
+
+    fn refuse_remove(&self, id: &str) -> ApiResponse {
+        let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        let Some(device) = description.devices.iter().find(|d| d.id == id) else {
+            let known: Vec<&str> = description.devices.iter().map(|d| d.id.as_str()).collect();
+            return Err(ApiError::UnknownDevice {
+                id: id.chars().take(64).collect(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        match device.vsmmu {
+            Some(index) => Err(ApiError::DeviceBehindVsmmu {
+                op: "remove-device",
+                id: device.id.clone(),
+                vsmmu: index,
+                cmdqv: cmdqv_note(description.config.vsmmu.kind == VsmmuKind::Cmdqv),
+            }),
+            None => Err(ApiError::HotplugUnsupported {
+                op: "remove-device",
+            }),
+        }
+    }
+
+    fn refuse_save_state(&self, op: &'static str) -> ApiResponse {
+        let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        if description.vsmmus.is_empty() {
+            return Err(ApiError::SaveStateUnsupported(op));
+        }
+        let indexes: Vec<String> = description
+            .vsmmus
+            .iter()
+            .map(|v| v.index.to_string())
+            .collect();
+        Err(ApiError::VsmmuHostState {
+            op,
+            vsmmus: indexes.join(", "),
+            hw_queues: if description.vsmmus.iter().any(|v| v.cmdqv) {
+                ", CMD-QV HW queues"
+            } else {
+                ""
+            },
+        })
+    }
+}
+
+fn cmdqv_note(cmdqv: bool) -> &'static str {
+    if cmdqv {
+        " (and, with the CMD-QV, its SID slot)"
+    } else {
+        ""
+    }
+}
+
+/// The refusal of `action` for a VM that is not running.
+fn not_running(vm: &Vm, action: &'static str) -> ApiError {
+    match vm {
+        Vm::None => ApiError::VmNotCreated,
+        Vm::Defined { shut_down, .. } => ApiError::WrongState {
+            action,
+            state: if *shut_down { "shut down" } else { "created" },
+            fix: "PUT vm.boot first",
+        },
+        Vm::Running { .. } => ApiError::WrongState {
+            action,
+            state: "running",
+            fix: "retry",
+        },
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> ApiResponse {
+    serde_json::to_string(value)
+        .map(Some)
+        .map_err(|e| ApiError::BootFailed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{TestDeviceConfig, VsmmuConfig};
+
+    fn cmdqv_config() -> VmConfig {
+        VmConfig {
+            kernel: Some("/nonexistent/Image".into()),
+            vsmmu: VsmmuConfig::parse("cmdqv,backend=emulated").unwrap(),
+            test_devices: vec![TestDeviceConfig::parse("id=dma0", 0).unwrap()],
+            ..VmConfig::default()
+        }
+    }
+
+    fn status(response: ApiResponse) -> u16 {
+        response.err().map_or(200, |e| e.status())
+    }
+
+    #[test]
+    fn requests_before_create_say_there_is_no_vm() {
+        let mut vmm = Vmm::new(None).unwrap();
+        for request in [
+            ApiRequest::VmInfo,
+            ApiRequest::VmBoot,
+            ApiRequest::VmPause,
+            ApiRequest::VmCounters,
+            ApiRequest::VmDelete,
+            ApiRequest::VmRemoveDevice("dma0".into()),
+            ApiRequest::VmSaveState("snapshot"),
+        ] {
+            assert_eq!(status(vmm.handle(request).0), 404);
+        }
+        assert_eq!(status(vmm.handle(ApiRequest::VmmPing).0), 200);
+    }
+
+    #[test]
+    fn created_vm_refuses_what_a_vsmmu_forbids() {
+        let mut vmm = Vmm::new(None).unwrap();
+        vmm.create(cmdqv_config()).unwrap();
+        assert_eq!(
+            vmm.create(cmdqv_config()).err().map(|e| e.status()),
+            Some(409)
+        );
+        let (info, _) = vmm.handle(ApiRequest::VmInfo);
+        let info: serde_json::Value = serde_json::from_str(&info.unwrap().unwrap()).unwrap();
+        assert_eq!(info["state"], "Created");
+        assert_eq!(info["config"]["vsmmu"]["kind"], "cmdqv");
+        let err = vmm
+            .handle(ApiRequest::VmRemoveDevice("dma0".into()))
+            .0
+            .unwrap_err();
+        assert_eq!(err.status(), 409);
+        assert!(
+            err.to_string()
+                .contains("device dma0 is behind vSMMU 0, and its vDEVICE and nested HWPT (and, with the CMD-QV, its SID slot) are fixed at boot"),
+            "{err}"
+        );
+        let err = vmm
+            .handle(ApiRequest::VmRemoveDevice("nic9".into()))
+            .0
+            .unwrap_err();
+        assert_eq!(err.status(), 404);
+        assert!(err.to_string().contains("dma0"), "{err}");
+        for op in ["snapshot", "send-migration", "receive-migration"] {
+            let err = vmm.handle(ApiRequest::VmSaveState(op)).0.unwrap_err();
+            assert_eq!(err.status(), 409);
+            assert!(
+                err.to_string().contains("vSMMU 0 holds host state"),
+                "{err}"
+            );
+        }
+        let device = DeviceConfig::parse("path=/dev/vfio/devices/vfio0,iommu=on", 0).unwrap();
+        let err = vmm.handle(ApiRequest::VmAddDevice(device)).0.unwrap_err();
+        assert!(err.to_string().contains("behind vSMMU 0"), "{err}");
+        let device = DeviceConfig::parse("path=/dev/vfio/devices/vfio0", 0).unwrap();
+        let err = vmm.handle(ApiRequest::VmAddDevice(device)).0.unwrap_err();
+        assert!(
+            err.to_string().contains("hot-plug is not implemented"),
+            "{err}"
+        );
+        assert_eq!(status(vmm.handle(ApiRequest::VmPause).0), 409);
+        assert_eq!(status(vmm.handle(ApiRequest::VmShutdown).0), 409);
+        assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
+        assert_eq!(status(vmm.handle(ApiRequest::VmInfo).0), 404);
+    }
+
+    #[test]
+    fn invalid_configs_are_refused_and_nothing_is_created() {
+        let mut vmm = Vmm::new(None).unwrap();
+        let mut config = cmdqv_config();
+        config.kernel = None;
+        let err = vmm.create(config).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().contains("--kernel is required"), "{err}");
+        assert_eq!(status(vmm.handle(ApiRequest::VmInfo).0), 404);
+    }
+
+    #[test]
+    fn vmm_shutdown_exits_the_loop() {
+        let mut vmm = Vmm::new(None).unwrap();
+        let (response, next) = vmm.handle(ApiRequest::VmmShutdown);
+        assert!(matches!(response, Ok(None)));
+        assert!(next == Next::Exit);
+    }
+}

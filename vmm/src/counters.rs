@@ -1,0 +1,172 @@
+//! Live counters of a running VM, per device, for `GET /api/v1/vm.counters`
+//! and the stop-time statistics. The JSON keeps cloud-hypervisor's shape,
+//! an object of devices each holding an object of integer counters
+//! (`{"vsmmu0": {"mmio_exits": 12, ...}, "cmdqv0": {...}}`), so its clients
+//! read ours.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::device_manager::DeviceManager;
+
+/// One vSMMUv3: its trapped command queue and its host backend.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VsmmuCounters {
+    /// VM exits on its MMIO window.
+    pub mmio_exits: u64,
+    /// Commands the trapped SMMU CMDQ consumed.
+    pub trapped_commands: u64,
+    /// CMD_SYNCs among them.
+    pub trapped_syncs: u64,
+    /// Event records written into the guest's event queue.
+    pub events_delivered: u64,
+    /// Host backend calls by kind, as `backend_calls.<kind>` (the kinds
+    /// are the kernel calls: `invalidate` = IOMMU_HWPT_INVALIDATE,
+    /// `install_ste`, `vdevice_alloc`, `hw_queue_alloc`, ...).
+    #[serde(flatten)]
+    pub backend_calls: BTreeMap<String, u64>,
+}
+
+/// One Tegra241 CMD-QV beside a vSMMU.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmdqvCounters {
+    /// VM exits on its 0x50000 window (page0 accesses cause none while the
+    /// host page0 is mapped into the guest).
+    pub mmio_exits: u64,
+    /// Host HW queues that exist now (IOMMU_HW_QUEUE_ALLOC minus frees).
+    pub hw_queues_allocated: u64,
+    /// IOMMU_HW_QUEUE_ALLOC calls since the VM was built.
+    pub hw_queue_allocs: u64,
+    /// HW queue frees since the VM was built.
+    pub hw_queue_frees: u64,
+    /// Commands the VCMDQs executed (the emulated backend's engine; a
+    /// hardware VCMDQ is not counted by anyone).
+    pub vcmdq_commands: u64,
+    /// CMD_SYNCs among them.
+    pub vcmdq_syncs: u64,
+    /// Host queue-error events mirrored into the guest's error maps.
+    pub error_events_delivered: u64,
+}
+
+/// Any other device window: only its exits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmioCounters {
+    /// VM exits on its MMIO window(s).
+    pub mmio_exits: u64,
+}
+
+/// The counters of one device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DeviceCounters {
+    /// A vSMMUv3.
+    Vsmmu(VsmmuCounters),
+    /// A CMD-QV.
+    Cmdqv(CmdqvCounters),
+    /// The console, the ECAM windows.
+    Mmio(MmioCounters),
+}
+
+/// Every device's counters, by device name (`vsmmu0`, `cmdqv0`, `uart`,
+/// `pci-ecam`, `unclaimed` for accesses no device answered).
+pub type VmCounters = BTreeMap<String, DeviceCounters>;
+
+/// Prefix of the per-kind backend call counters.
+const BACKEND_CALLS: &str = "backend_calls.";
+
+/// Read every counter of `devices` now.
+pub fn collect(devices: &DeviceManager) -> VmCounters {
+    let mut all = VmCounters::new();
+    let (windows, unclaimed) = devices.bus.exit_counts();
+    for (name, exits) in windows {
+        if name == "smmuv3" || name == "cmdqv" {
+            continue;
+        }
+        let entry = all
+            .entry(name.to_string())
+            .or_insert(DeviceCounters::Mmio(MmioCounters::default()));
+        if let DeviceCounters::Mmio(m) = entry {
+            m.mmio_exits += exits;
+        }
+    }
+    all.insert(
+        "unclaimed".into(),
+        DeviceCounters::Mmio(MmioCounters {
+            mmio_exits: unclaimed,
+        }),
+    );
+    for v in &devices.vsmmus {
+        let index = v.description.index;
+        let calls = v.backend.call_counts();
+        let count = |key: &str| calls.get(key).copied().unwrap_or(0);
+        let (cmdq, events) = {
+            let smmu = devices::lock_unpoisoned(&v.smmu);
+            (smmu.cmdq_stats(), smmu.events_delivered())
+        };
+        let backend_calls = calls
+            .iter()
+            .filter(|(kind, _)| !kind.contains(':'))
+            .map(|(kind, n)| (format!("{BACKEND_CALLS}{kind}"), *n))
+            .collect();
+        all.insert(
+            format!("vsmmu{index}"),
+            DeviceCounters::Vsmmu(VsmmuCounters {
+                mmio_exits: devices.bus.exits_in(v.description.layout.smmu),
+                trapped_commands: cmdq.commands,
+                trapped_syncs: cmdq.syncs,
+                events_delivered: events,
+                backend_calls,
+            }),
+        );
+        if let Some(cmdqv) = &v.cmdqv {
+            let allocs = count("hw_queue_alloc");
+            let frees = count("hw_queue_free");
+            all.insert(
+                format!("cmdqv{index}"),
+                DeviceCounters::Cmdqv(CmdqvCounters {
+                    mmio_exits: devices.bus.exits_in(v.description.layout.cmdqv),
+                    hw_queues_allocated: allocs.saturating_sub(frees),
+                    hw_queue_allocs: allocs,
+                    hw_queue_frees: frees,
+                    vcmdq_commands: count("vcmdq_exec"),
+                    vcmdq_syncs: count("vcmdq_exec:CMD_SYNC"),
+                    error_events_delivered: devices::lock_unpoisoned(cmdqv)
+                        .error_events_delivered(),
+                }),
+            );
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_an_object_of_integer_objects() {
+        let mut counters = VmCounters::new();
+        counters.insert(
+            "vsmmu0".into(),
+            DeviceCounters::Vsmmu(VsmmuCounters {
+                mmio_exits: 3,
+                backend_calls: [("backend_calls.invalidate".to_string(), 7)].into(),
+                ..VsmmuCounters::default()
+            }),
+        );
+        counters.insert(
+            "uart".into(),
+            DeviceCounters::Mmio(MmioCounters { mmio_exits: 1 }),
+        );
+        let json = serde_json::to_value(&counters).unwrap();
+        for device in json.as_object().unwrap().values() {
+            assert!(
+                device.as_object().unwrap().values().all(|v| v.is_u64()),
+                "{json}"
+            );
+        }
+        assert_eq!(json["vsmmu0"]["backend_calls.invalidate"], 7);
+        assert_eq!(json["uart"]["mmio_exits"], 1);
+    }
+}
