@@ -21,14 +21,8 @@ CASE_KERNELS=7.2
 case_prepare() {
   local out="$1" src="${E2E_NESTED_PROBE:-$REPO_ROOT/../shared/tools/nested-smmu-probe.c}" inc
   [ -f "$src" ] || { log "nested-probe: no probe source at $src (set E2E_NESTED_PROBE)"; return 1; }
-  if [ -x "$REPO_ROOT/scripts/uapi-headers.sh" ]; then
-    inc="$("$REPO_ROOT/scripts/uapi-headers.sh")"
-  else
-    # Until scripts/uapi-headers.sh is on this branch: its cache.
-    inc="$(find "$E2E_CACHE/uapi" -path '*/usr/include/linux/iommufd.h' 2>/dev/null | sort -V | tail -1)"
-    inc="${inc%/linux/iommufd.h}"
-  fi
-  if [ -z "$inc" ] || [ ! -d "$inc/aarch64-linux-gnu/asm" ]; then
+  inc="$("$REPO_ROOT/scripts/uapi-headers.sh")" || return 1
+  if [ ! -d "$inc/aarch64-linux-gnu/asm" ]; then
     log "nested-probe: no sid uAPI headers with aarch64-linux-gnu/asm (scripts/uapi-headers.sh)"
     return 1
   fi
