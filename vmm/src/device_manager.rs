@@ -216,9 +216,12 @@ impl DeviceManager {
                 lock_unpoisoned(cmdqv).shutdown();
             }
         }
+        // The models stay reachable from the MMIO bus after this, so
+        // dropping our handles would not release the host objects: the
+        // vIOMMU is torn down explicitly, before the IOAS it hangs off.
         for v in self.vsmmus.drain(..) {
             let index = v.description.index;
-            drop(v);
+            v.backend.release();
             log::info!(target: "vmm", "vSMMU {index}: vIOMMU released");
         }
         if self.host.take().is_some() {

@@ -164,6 +164,15 @@ impl VsmmuHost {
         }
     }
 
+    /// Tear the host side down now, in the kernel's order (HW queues,
+    /// detach, nested HWPTs, vDEVICEs, vEVENTQs, munmap, vIOMMU, nest
+    /// parent); the models keep handles that then find nothing to release.
+    pub fn release(&self) {
+        if let VsmmuHost::Iommufd(v) = self {
+            v.lock().teardown();
+        }
+    }
+
     /// The fds that become readable when the host has events for the guest.
     pub fn event_fds(&self) -> Vec<RawFd> {
         match self {
