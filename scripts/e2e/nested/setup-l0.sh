@@ -26,12 +26,7 @@ flock -n 9 || { log "L0 chroot: another setup holds $CHROOT.lock; waiting"; floc
 if [ -f "$MARKER" ] && [ "$(cat "$MARKER")" = "$key" ] && [ -x "$CHROOT/usr/bin/qemu-system-aarch64" ]; then
   log "L0 chroot: cached $CHROOT"
 else
-  if ! dpkg-query -W -f='${Status}' debootstrap 2>/dev/null | grep -qx 'install ok installed'; then
-    need_root_or_die debootstrap
-    export DEBIAN_FRONTEND=noninteractive
-    apt-cache policy debootstrap 2>/dev/null | grep -q 'Candidate: [^(]' || apt-get update -q >&2
-    apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 debootstrap >&2
-  fi
+  ensure_debs debootstrap
   need_root_or_die "debootstrap of $CHROOT"
   t0=$SECONDS
   tmp="$CHROOT.tmp"
