@@ -11,7 +11,7 @@
 # BARs, MSI-X) is not implemented yet, so the L2 guest does not see the disk;
 # when it does, this case grows the guest-side checks (disk content, DMA).
 CASE_DESC="nested lane: cloud-hypervisor in L1 on sid QEMU 11.1's SMMUv3, --vsmmu smmuv3 with a vfio-pci disk (iommufd host objects, L2 boots) and the --vsmmu cmdqv refusal"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=600
 CASE_QEMU=nested
 # The L2 guest kernel (L1 is always the nested 7.2).
