@@ -72,6 +72,8 @@ pub struct Viommu {
     region_offset: Option<u64>,
     smmu_events: Option<Veventq>,
     cmdqv_events: Option<Veventq>,
+    /// CMD-QV error maps read from the vEVENTQ, not yet handed out.
+    cmdqv_pending: std::collections::VecDeque<[u64; 2]>,
     abort: Option<Object>,
     bypass: Option<Object>,
     viommu: Option<Object>,
@@ -130,6 +132,7 @@ impl Viommu {
             region_offset: None,
             smmu_events: None,
             cmdqv_events: None,
+            cmdqv_pending: Default::default(),
             abort: None,
             bypass: None,
             viommu: None,
@@ -477,16 +480,19 @@ impl Viommu {
 
     /// The next CMD-QV error vEVENT: the 128-bit LVCMDQ error map.
     pub fn poll_cmdqv_error(&mut self) -> Option<[u64; 2]> {
-        let queue = self.cmdqv_events.as_mut()?;
-        match queue.read() {
-            Ok(payloads) => payloads
-                .last()
-                .map(|p| [crate::flavour::le64(p, 0), crate::flavour::le64(p, 8)]),
-            Err(e) => {
-                log::error!(target: "iommufd", "{e}");
-                None
+        if self.cmdqv_pending.is_empty()
+            && let Some(queue) = self.cmdqv_events.as_mut()
+        {
+            match queue.read() {
+                Ok(payloads) => self.cmdqv_pending.extend(
+                    payloads
+                        .iter()
+                        .map(|p| [crate::flavour::le64(p, 0), crate::flavour::le64(p, 8)]),
+                ),
+                Err(e) => log::error!(target: "iommufd", "{e}"),
             }
         }
+        self.cmdqv_pending.pop_front()
     }
 
     // ---- teardown ----
