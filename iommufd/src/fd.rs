@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use iommufd_bindings::iommufd::{
     iommu_hw_info, iommu_hw_queue_alloc, iommu_hwpt_alloc, iommu_hwpt_invalidate, iommu_ioas_alloc,
-    iommu_ioas_map, iommu_ioas_unmap, iommu_vdevice_alloc, iommu_veventq_alloc, iommu_viommu_alloc,
+    iommu_ioas_map, iommu_vdevice_alloc, iommu_veventq_alloc, iommu_viommu_alloc,
 };
 use iommufd_ioctls::{IommuFd, IommufdError};
 
-use crate::error::{Error, errno_name};
+use crate::error::Error;
 
 /// The path of the iommufd character device.
 pub const IOMMU_DEV: &str = "/dev/iommu";
@@ -30,7 +30,6 @@ pub enum Ioctl {
     Destroy,
     IoasAlloc,
     IoasMap,
-    IoasUnmap,
     HwptAlloc,
     GetHwInfo,
     HwptInvalidate,
@@ -44,11 +43,10 @@ pub enum Ioctl {
 
 impl Ioctl {
     /// Every kind, in counter order.
-    pub const ALL: [Ioctl; 12] = [
+    pub const ALL: [Ioctl; 11] = [
         Ioctl::Destroy,
         Ioctl::IoasAlloc,
         Ioctl::IoasMap,
-        Ioctl::IoasUnmap,
         Ioctl::HwptAlloc,
         Ioctl::GetHwInfo,
         Ioctl::HwptInvalidate,
@@ -65,7 +63,6 @@ impl Ioctl {
             Ioctl::Destroy => "IOMMU_DESTROY",
             Ioctl::IoasAlloc => "IOMMU_IOAS_ALLOC",
             Ioctl::IoasMap => "IOMMU_IOAS_MAP",
-            Ioctl::IoasUnmap => "IOMMU_IOAS_UNMAP",
             Ioctl::HwptAlloc => "IOMMU_HWPT_ALLOC",
             Ioctl::GetHwInfo => "IOMMU_GET_HW_INFO",
             Ioctl::HwptInvalidate => "IOMMU_HWPT_INVALIDATE",
@@ -146,14 +143,6 @@ impl Iommufd {
     /// How many ioctls of `kind` were issued so far (successful or not).
     pub fn count(&self, kind: Ioctl) -> u64 {
         self.counts[kind as usize].load(Ordering::Relaxed)
-    }
-
-    /// Every counter, by uAPI name.
-    pub fn counts(&self) -> Vec<(&'static str, u64)> {
-        Ioctl::ALL
-            .iter()
-            .map(|k| (k.name(), self.count(*k)))
-            .collect()
     }
 
     /// `entry_num` of the last `IOMMU_HWPT_INVALIDATE` (as sent).
@@ -244,20 +233,6 @@ impl Iommufd {
                 )
             },
             |fd| fd.map_iommu_ioas(arg),
-        )
-    }
-
-    pub(crate) fn ioas_unmap(&self, ioas_id: u32, iova: u64, length: u64) -> Result<(), Error> {
-        let mut arg = iommu_ioas_unmap {
-            size: size_of::<iommu_ioas_unmap>() as u32,
-            ioas_id,
-            iova,
-            length,
-        };
-        self.call(
-            Ioctl::IoasUnmap,
-            || format!("IOVA {iova:#x} length {length:#x}"),
-            |fd| fd.unmap_iommu_ioas(&mut arg),
         )
     }
 
@@ -444,9 +419,4 @@ impl Drop for Object {
             ),
         }
     }
-}
-
-/// `errno`'s symbolic name, re-exported for the judge's logs.
-pub fn name_of(errno: i32) -> String {
-    errno_name(errno)
 }

@@ -22,7 +22,6 @@ const PAGE: u64 = 4096;
 #[derive(Debug)]
 pub struct Ioas {
     object: Object,
-    mapped: Vec<(u64, u64)>,
 }
 
 impl Ioas {
@@ -31,7 +30,6 @@ impl Ioas {
         let id = fd.ioas_alloc()?;
         Ok(Ioas {
             object: Object::new(fd.clone(), id, ObjectKind::Ioas),
-            mapped: Vec::new(),
         })
     }
 
@@ -41,7 +39,7 @@ impl Ioas {
     }
 
     /// Map every region of `mem` at IOVA = GPA, readable and writable.
-    pub fn map_guest_ram(&mut self, fd: &Iommufd, mem: &devices::GuestMemory) -> Result<(), Error> {
+    pub fn map_guest_ram(&self, fd: &Iommufd, mem: &devices::GuestMemory) -> Result<(), Error> {
         for region in mem.iter() {
             let host = region
                 .get_host_address(vm_memory::MemoryRegionAddress(0))
@@ -63,7 +61,7 @@ impl Ioas {
     /// `IOMMU_IOAS_MAP` of `len` bytes at host VA `user_va` to IOVA `iova`.
     /// Both must be page aligned: the kernel accepts an unaligned VA and the
     /// device attach fails later, far from the cause.
-    pub fn map(&mut self, fd: &Iommufd, iova: u64, user_va: u64, len: u64) -> Result<(), Error> {
+    pub fn map(&self, fd: &Iommufd, iova: u64, user_va: u64, len: u64) -> Result<(), Error> {
         if (iova | user_va | len) % PAGE != 0 {
             return Err(Error::ioctl(
                 crate::fd::Ioctl::IoasMap,
@@ -84,21 +82,7 @@ impl Ioas {
         };
         fd.ioas_map(&arg)?;
         log::info!(target: "iommufd", "IOAS {}: guest RAM {iova:#x}+{len:#x} mapped", self.id());
-        self.mapped.push((iova, len));
         Ok(())
-    }
-
-    /// `IOMMU_IOAS_UNMAP` of one mapping made by [`Ioas::map`]. The kernel
-    /// refuses (EBUSY) while a HW queue pins pages in it.
-    pub fn unmap(&mut self, fd: &Iommufd, iova: u64, len: u64) -> Result<(), Error> {
-        fd.ioas_unmap(self.id(), iova, len)?;
-        self.mapped.retain(|m| *m != (iova, len));
-        Ok(())
-    }
-
-    /// The (IOVA, length) ranges mapped so far.
-    pub fn mappings(&self) -> &[(u64, u64)] {
-        &self.mapped
     }
 
     /// Destroy the IOAS now, returning the kernel's answer.

@@ -60,8 +60,6 @@ fn table() -> Vec<Row> {
         size!(iommu_ioas_map),
         field!(iommu_ioas_map, user_va, "user_va"),
         field!(iommu_ioas_map, iova, "iova"),
-        size!(iommu_ioas_unmap),
-        field!(iommu_ioas_unmap, length, "length"),
         size!(iommu_hw_info),
         field!(iommu_hw_info, data_uptr, "data_uptr"),
         field!(iommu_hw_info, __bindgen_anon_1, "in_data_type"),

@@ -44,7 +44,7 @@ impl HostIommu {
     /// Open /dev/iommu, map guest RAM into a new IOAS, bind `functions`.
     pub fn new(mem: &GuestMemory, functions: &[PathBuf]) -> Result<Self, HostError> {
         let fd = iommufd::open_host()?;
-        let mut ioas = Ioas::new(&fd)?;
+        let ioas = Ioas::new(&fd)?;
         ioas.map_guest_ram(&fd, mem)?;
         let mut bound = Vec::with_capacity(functions.len());
         for path in functions {

@@ -11,7 +11,7 @@
 //! over regions and IRQs, and the device model owns those.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 use vfio_bindings::bindings::vfio::{
@@ -106,16 +106,6 @@ impl VfioCdev {
     /// The iommufd device id.
     pub fn dev_id(&self) -> u32 {
         self.dev_id
-    }
-
-    /// The cdev fd (for regions and IRQs).
-    pub fn raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
-    }
-
-    /// The function's sysfs node.
-    pub fn sysfs(&self) -> &Path {
-        &self.sysfs
     }
 
     /// Attach to (or atomically replace with) the IOAS or HWPT `pt_id`.

@@ -19,7 +19,7 @@ use crate::{Check, ensure, footprint, log_mark, log_since};
 /// translates RAM A to exactly our pages, and RAM B not at all.
 pub fn ioas_maps_guest_ram(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
-    let mut ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
+    let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
     ioas.map_guest_ram(fd, &mem).map_err(|e| e.to_string())?;
     let device = MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?;
     let check_a = selftest::md_check_map(
@@ -344,7 +344,7 @@ pub fn errno_table(fd: &Arc<Iommufd>) -> Check {
 /// vDEVICE is EEXIST) leaves no object, fd or mapping behind.
 pub fn failed_setup_leaks_nothing(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
-    let mut ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
+    let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
     ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
         .map_err(|e| e.to_string())?;
     let a = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);

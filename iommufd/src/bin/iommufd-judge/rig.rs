@@ -62,7 +62,7 @@ impl Rig {
     pub fn new(fd: &Arc<Iommufd>) -> Result<Self, String> {
         let mem = guest_ram()?;
         fault_in_backwards(&mem, BIG_QUEUES)?;
-        let mut ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
+        let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
         // Only RAM A: RAM B stays out of the IOAS on purpose (ENOENT check).
         ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
             .map_err(|e| e.to_string())?;
