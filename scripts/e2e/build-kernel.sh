@@ -46,13 +46,7 @@ key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; cat "${EXTRA_FRAGMENTS[@
 mkdir -p "$E2E_CACHE/kernels"
 IMAGE="$E2E_CACHE/kernels/Image-$VERSION-$key"
 # Two runs building the same kernel at once: the second waits, then reuses.
-exec 9>"$IMAGE.lock"
-flock -n 9 || { log "kernel $VERSION: another build holds $IMAGE.lock; waiting"; flock 9; }
-if [ -s "$IMAGE" ]; then
-  log "kernel $VERSION: cached $IMAGE"
-  echo "$IMAGE"
-  exit 0
-fi
+reuse_or_lock "$IMAGE" "kernel $VERSION"
 
 if [ "${#PATCHES[@]}" -gt 0 ]; then SRC_DIR="$(patched_tree "$SRC_DIR" "${PATCHES[@]}")"; fi
 

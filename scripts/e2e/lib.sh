@@ -183,6 +183,20 @@ get_sid_source() {
 #   $E2E_CACHE/src/linux-source-VERSION.env  (SRC_DIR=..., SRC_PKG=..., SRC_PKGVER=...)
 src_env() { echo "$E2E_CACHE/src/linux-source-$1.env"; }
 
+# reuse_or_lock IMAGE LABEL: take IMAGE's build lock (fd 9, held until the
+# script exits; a concurrent build of the same kernel makes us wait), then,
+# if IMAGE is already built, print its path and exit the calling script.
+reuse_or_lock() {
+  local image="$1" label="$2"
+  exec 9>"$image.lock"
+  flock -n 9 || { log "$label: another build holds $image.lock; waiting"; flock 9; }
+  if [ -s "$image" ]; then
+    log "$label: cached $image"
+    echo "$image"
+    exit 0
+  fi
+}
+
 # patched_tree SRC PATCH...: print a copy of the kernel tree SRC with the
 # test-only PATCHes applied (patch -p1), made once per patch set: a
 # hard-linked copy (cheap) in which the files a patch touches are real

@@ -65,13 +65,7 @@ fi
 
 # --- the kernel ----------------------------------------------------------------
 # Two runs building the same kernel at once: the second waits, then reuses.
-exec 9>"$IMAGE.lock"
-flock -n 9 || { log "kernel $VERSION: another build holds $IMAGE.lock; waiting"; flock 9; }
-if [ -s "$IMAGE" ]; then
-  log "kernel $VERSION (iommufd mock): cached $IMAGE"
-  echo "$IMAGE"
-  exit 0
-fi
+reuse_or_lock "$IMAGE" "kernel $VERSION (iommufd mock)"
 
 ensure_debs bc bison flex libssl-dev libelf-dev make gcc patch
 SRC_DIR="$(patched_tree "$SRC_DIR" "${PATCHES[@]}")"
