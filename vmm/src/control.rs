@@ -242,23 +242,34 @@ impl Vmm {
             Vm::Defined {
                 description,
                 shut_down,
-            } => match self.start(&description, 1) {
-                Ok(vm) => {
-                    self.vm = Vm::Running {
-                        description,
-                        vm,
-                        boots: 1,
-                    };
-                    Ok(())
-                }
-                Err(err) => {
-                    self.vm = Vm::Defined {
-                        description,
-                        shut_down,
-                    };
-                    Err(err)
-                }
-            },
+            } => self.launch(description, 1, shut_down),
+        }
+    }
+
+    /// Start boot number `boot` of `description`: the VM is running
+    /// after, or defined again (`shut_down` as given) with the error.
+    fn launch(
+        &mut self,
+        description: Box<VmDescription>,
+        boot: u32,
+        shut_down: bool,
+    ) -> Result<(), ApiError> {
+        match self.start(&description, boot) {
+            Ok(vm) => {
+                self.vm = Vm::Running {
+                    description,
+                    vm,
+                    boots: boot,
+                };
+                Ok(())
+            }
+            Err(err) => {
+                self.vm = Vm::Defined {
+                    description,
+                    shut_down,
+                };
+                Err(err)
+            }
         }
     }
 
@@ -367,15 +378,8 @@ impl Vmm {
             }
             VmExit::Reset => {
                 log::info!(target: "vmm", "guest reset: rebuilding the VM (boot {})", boots + 1);
-                match self.start(&description, boots + 1) {
-                    Ok(vm) => {
-                        self.vm = Vm::Running {
-                            description,
-                            vm,
-                            boots: boots + 1,
-                        };
-                        None
-                    }
+                match self.launch(description, boots + 1, true) {
+                    Ok(()) => None,
                     Err(err) => Some(Err(VmmError::Vm(err.to_string()))),
                 }
             }
@@ -547,23 +551,7 @@ impl Vmm {
         };
         self.stop_running(vm, VmExit::Reset);
         log::info!(target: "vmm", "vm.reboot: rebuilding the VM (boot {})", boots + 1);
-        match self.start(&description, boots + 1) {
-            Ok(vm) => {
-                self.vm = Vm::Running {
-                    description,
-                    vm,
-                    boots: boots + 1,
-                };
-                Ok(None)
-            }
-            Err(err) => {
-                self.vm = Vm::Defined {
-                    description,
-                    shut_down: true,
-                };
-                Err(err)
-            }
-        }
+        self.launch(description, boots + 1, true).map(|()| None)
     }
 
     fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
