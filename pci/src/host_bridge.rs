@@ -15,10 +15,15 @@
 //! it are dropped. 00:00.0 is a host bridge, 1b36:0008 class 060000 like
 //! QEMU's "PCIe host bridge" (gpex), type 0 header.
 //!
+//! The segment also serves its mmio32 / mmio64 windows: a trapped access
+//! goes to the function whose BAR decodes it now (Memory Space on, the
+//! address the guest programmed), reads of nothing decode as all-ones like
+//! a master abort. Functions map what they can into the guest as memory
+//! slots, so only what must trap arrives here.
+//!
 //! Deliberately not implemented: bridges and secondary buses (every
-//! endpoint is on bus 0; buses 1..=last_bus are empty), legacy INTx routing
-//! (the DSDT `_PRT` describes it), and BAR MMIO dispatch (the VMM maps each
-//! allocated BAR window on its bus).
+//! endpoint is on bus 0; buses 1..=last_bus are empty) and legacy INTx
+//! routing.
 
 use std::collections::BTreeMap;
 
@@ -267,15 +272,64 @@ impl PciSegment {
             None => log::trace!(target: LOG_TARGET, "write to absent {bdf} dropped"),
         }
     }
+
+    /// The function and BAR decoding guest address `addr`, with the offset.
+    fn decode_bar(&self, addr: u64) -> Option<(Bdf, u8, u64)> {
+        self.functions.iter().find_map(|(bdf, f)| {
+            f.decoded_bars()
+                .into_iter()
+                .find(|(_, base, size)| addr >= *base && addr - base < *size)
+                .map(|(index, base, _)| (*bdf, index, addr - base))
+        })
+    }
+
+    /// A trapped guest read of the BAR windows at `addr`.
+    pub fn bar_read(&mut self, addr: u64, data: &mut [u8]) {
+        match self.decode_bar(addr) {
+            Some((bdf, index, offset)) => {
+                if let Some(f) = self.functions.get_mut(&bdf) {
+                    f.bar_read(index, offset, data);
+                }
+            }
+            None => data.fill(0xff),
+        }
+    }
+
+    /// A trapped guest write of the BAR windows at `addr`.
+    pub fn bar_write(&mut self, addr: u64, data: &[u8]) {
+        match self.decode_bar(addr) {
+            Some((bdf, index, offset)) => {
+                if let Some(f) = self.functions.get_mut(&bdf) {
+                    f.bar_write(index, offset, data);
+                }
+            }
+            None => log::debug!(target: LOG_TARGET, "write to {addr:#x}: no BAR decodes it"),
+        }
+    }
+
+    /// Release every function's host resources (VM teardown).
+    pub fn release(&mut self) {
+        for f in self.functions.values_mut() {
+            f.release();
+        }
+    }
 }
 
 impl MutDeviceMmio for PciSegment {
-    fn mmio_read(&mut self, _base: MmioAddress, offset: MmioAddressOffset, data: &mut [u8]) {
-        self.read(offset, data);
+    fn mmio_read(&mut self, base: MmioAddress, offset: MmioAddressOffset, data: &mut [u8]) {
+        if base.0 == self.layout.ecam.base {
+            self.read(offset, data);
+        } else {
+            self.bar_read(base.0 + offset, data);
+        }
     }
 
-    fn mmio_write(&mut self, _base: MmioAddress, offset: MmioAddressOffset, data: &[u8]) {
-        self.write(offset, data);
+    fn mmio_write(&mut self, base: MmioAddress, offset: MmioAddressOffset, data: &[u8]) {
+        if base.0 == self.layout.ecam.base {
+            self.write(offset, data);
+        } else {
+            self.bar_write(base.0 + offset, data);
+        }
     }
 }
 

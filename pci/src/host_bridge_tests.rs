@@ -262,3 +262,56 @@ fn mmio_trait_routes_window_offsets() {
     s.mmio_write(MmioAddress(0x3000_0000), ecam(0, 0, 0, COMMAND), &[0x06]);
     assert_eq!(r32(&mut s, ecam(0, 0, 0, COMMAND)), 0x6);
 }
+
+/// A function whose BAR 2 decodes at a fixed address and echoes offsets.
+struct EchoBar {
+    base: u64,
+    writes: std::sync::Arc<std::sync::Mutex<Vec<(u8, u64)>>>,
+}
+
+impl PciDevice for EchoBar {
+    fn read_config(&mut self, _reg: u16, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write_config(&mut self, _reg: u16, _data: &[u8]) {}
+    fn decoded_bars(&self) -> Vec<(u8, u64, u64)> {
+        vec![(2, self.base, 0x1000)]
+    }
+    fn bar_read(&mut self, index: u8, offset: u64, data: &mut [u8]) {
+        data.copy_from_slice(&(u32::from(index) << 16 | offset as u32).to_le_bytes()[..data.len()]);
+    }
+    fn bar_write(&mut self, index: u8, offset: u64, _data: &[u8]) {
+        self.writes.lock().unwrap().push((index, offset));
+    }
+}
+
+#[test]
+fn trapped_bar_accesses_reach_the_decoding_function_and_misses_read_all_ones() {
+    let mut s = segment();
+    let mmio32 = s.layout().mmio32;
+    let writes = std::sync::Arc::default();
+    let dev = EchoBar {
+        base: mmio32.base + 0x4000,
+        writes: std::sync::Arc::clone(&writes),
+    };
+    s.add_device(
+        Bdf {
+            bus: 0,
+            device: 3,
+            function: 0,
+        },
+        Box::new(dev),
+    )
+    .unwrap();
+    let window = MmioAddress(mmio32.base);
+    let mut b = [0u8; 4];
+    s.mmio_read(window, 0x4010, &mut b);
+    assert_eq!(u32::from_le_bytes(b), 0x2_0010);
+    s.mmio_read(window, 0x5000, &mut b);
+    assert_eq!(b, [0xff; 4], "past the BAR: master abort");
+    s.mmio_write(window, 0x4ffc, &[1, 2, 3, 4]);
+    assert_eq!(*writes.lock().unwrap(), [(2, 0xffc)]);
+    // The ECAM window still decodes configuration space.
+    s.mmio_read(MmioAddress(s.layout().ecam.base), ecam(0, 0, 0, 0), &mut b);
+    assert_eq!(u32::from_le_bytes(b), 0x0008_1b36);
+}

@@ -22,13 +22,7 @@ use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
 use crate::host_backend::{HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
 
-/// Installs and removes CMD-QV page0 memory slots (KVM on aarch64).
-pub trait Page0Mapper: Send + Sync {
-    /// Map `len` bytes of host memory at `host_addr` at guest address `gpa`.
-    fn map(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), String>;
-    /// Remove the mapping at `gpa`.
-    fn unmap(&self, gpa: u64) -> Result<(), String>;
-}
+pub use pci::GuestMapper;
 
 /// Why the devices could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +83,7 @@ impl DeviceManager {
         vm: &VmDescription,
         mem: &GuestMemory,
         chip: Arc<dyn IrqChip>,
-        page0: Arc<dyn Page0Mapper>,
+        page0: Arc<dyn GuestMapper>,
         console: Box<dyn std::io::Write + Send>,
     ) -> Result<Self, DeviceError> {
         let vsmmu_config = &vm.config.vsmmu;
@@ -241,7 +235,7 @@ fn build_vsmmu(
     description: &VsmmuDescription,
     mem: &GuestMemory,
     chip: &Arc<dyn IrqChip>,
-    page0: &Arc<dyn Page0Mapper>,
+    page0: &Arc<dyn GuestMapper>,
     host: Option<&HostIommu>,
 ) -> Result<VsmmuDevices, DeviceError> {
     let index = description.index;
@@ -349,7 +343,7 @@ fn cmdq_log2size(page_size: u64) -> u8 {
 }
 
 /// Apply one page0 event of the CMD-QV whose window is `window`.
-fn page0_event(mapper: &dyn Page0Mapper, window: Range, event: Page0Event) {
+fn page0_event(mapper: &dyn GuestMapper, window: Range, event: Page0Event) {
     let result = match event {
         Page0Event::Map { offset, region } => mapper.map(
             window.base + offset,
@@ -408,7 +402,7 @@ mod tests {
         }
     }
 
-    impl Page0Mapper for RecordingMapper {
+    impl GuestMapper for RecordingMapper {
         fn map(&self, gpa: u64, _host: u64, len: u64) -> Result<(), String> {
             self.note(format!("map {gpa:#x} {len:#x}"));
             Ok(())

@@ -1,5 +1,14 @@
-//! VFIO passthrough of host PCI functions (cdev + iommufd only).
+//! Passthrough PCI functions through VFIO: the cdev binding to the VM's
+//! iommufd ([`cdev`]) and the guest-visible function over it ([`function`]).
 
+pub mod bars;
+pub mod caps;
 pub mod cdev;
+pub mod function;
+pub mod host;
+pub mod interrupts;
+pub mod mmap;
 
 pub use cdev::{VfioCdev, VfioCdevError};
+pub use function::{VfioPciDevice, VfioStats, Wiring};
+pub use interrupts::MsiRouter;

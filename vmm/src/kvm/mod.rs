@@ -19,7 +19,7 @@ use kvm_bindings::{
 use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 
-use crate::device_manager::Page0Mapper;
+use crate::device_manager::GuestMapper;
 use crate::irqchip::IrqChip;
 use devices::{GuestMemory, lock_unpoisoned};
 
@@ -284,7 +284,7 @@ fn set_attr<T: Copy + std::fmt::LowerHex>(
     )))
 }
 
-impl Page0Mapper for KvmVm {
+impl GuestMapper for KvmVm {
     fn map(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), String> {
         // SAFETY: the CMD-QV backend that owns this page keeps it mapped
         // until after the model has sent the matching unmap event (the
