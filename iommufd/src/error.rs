@@ -125,8 +125,9 @@ pub fn errno_name(errno: i32) -> String {
 pub enum HostError {
     /// No /dev/iommu.
     #[error(
-        "cannot open /dev/iommu ({0}): --vsmmu backend=iommufd needs a Linux >= 6.17 host with \
-         CONFIG_IOMMUFD and an SMMUv3; on a machine without one use --vsmmu ...,backend=emulated"
+        "cannot open /dev/iommu ({0}): passthrough (--device) and --vsmmu backend=iommufd need a \
+         Linux host with CONFIG_IOMMUFD (>= 6.17 for a vSMMU) and an SMMUv3; on a machine \
+         without one use --vsmmu ...,backend=emulated with --test-device"
     )]
     NoIommufd(std::io::Error),
     /// The kernel lacks an ioctl the backend needs.

@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use iommufd_bindings::iommufd::{
     iommu_hw_info, iommu_hw_queue_alloc, iommu_hwpt_alloc, iommu_hwpt_invalidate, iommu_ioas_alloc,
@@ -99,7 +99,7 @@ struct Ledger {
 
 /// An open /dev/iommu with per-ioctl call counters.
 pub struct Iommufd {
-    raw: IommuFd,
+    raw: Arc<IommuFd>,
     counts: [AtomicU64; Ioctl::ALL.len()],
     /// `entry_num` of the last `IOMMU_HWPT_INVALIDATE` sent (tests assert it).
     last_invalidate_entries: AtomicU64,
@@ -128,7 +128,7 @@ impl Iommufd {
     /// Wrap an already open /dev/iommu (e.g. handed over by a management stack).
     pub fn from_file(file: File) -> Self {
         Iommufd {
-            raw: IommuFd::new_from_fd(file),
+            raw: Arc::new(IommuFd::new_from_fd(file)),
             counts: Default::default(),
             last_invalidate_entries: AtomicU64::new(0),
             ledger: Mutex::default(),
@@ -138,6 +138,12 @@ impl Iommufd {
     /// The raw fd (for mmap and the ioctls iommufd-ioctls lacks).
     pub fn raw_fd(&self) -> i32 {
         self.raw.as_raw_fd()
+    }
+
+    /// The fd as iommufd-ioctls' type, for rust-vmm crates that take one
+    /// (vfio-ioctls' `VfioIommufd`); its ioctls are not counted here.
+    pub fn shared(&self) -> Arc<IommuFd> {
+        self.raw.clone()
     }
 
     /// How many ioctls of `kind` were issued so far (successful or not).

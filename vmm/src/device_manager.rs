@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use arch::layout::pci_its_device_id;
 use arch::layout::{CMDQV_VINTF0_PAGE0_OFFSET, Range, UART_BASE, UART_GSIV, UART_SIZE};
 use devices::cmdqv::{Cmdqv, CmdqvConfig, Page0Event};
 use devices::emulated::EmulatedBackend;
@@ -13,13 +14,14 @@ use devices::irq::IrqLine;
 use devices::legacy::Pl011;
 use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
 use devices::{GuestMemory, lock_unpoisoned};
-use pci::PciSegment;
 use pci::test_endpoint::TestEndpoint;
+use pci::vfio::{MsiRouter, VfioPciDevice, Wiring};
+use pci::{PciDevice, PciSegment};
 
 use crate::bus::{BusError, MmioBus};
 use crate::config::{BackendKind, Page0Mode, VsmmuKind};
 use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
-use crate::host_backend::{HostIommu, VsmmuHost};
+use crate::host_backend::{HostFunction, HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
 
 pub use pci::GuestMapper;
@@ -72,8 +74,12 @@ pub struct DeviceManager {
     pub uart: Arc<Mutex<Pl011>>,
     /// vSMMUs by index.
     pub vsmmus: Vec<VsmmuDevices>,
-    /// With backend=iommufd: the iommufd, the IOAS, the bound functions
-    /// (dropped after the vSMMUs: their vIOMMUs hang off it).
+    /// The PCI segments (their passthrough functions are released before
+    /// the vIOMMUs and the host state go).
+    pub segments: Vec<Arc<Mutex<PciSegment>>>,
+    /// With passthrough functions or backend=iommufd: the iommufd, the
+    /// IOAS, the bound functions (dropped after the vSMMUs: their vIOMMUs
+    /// hang off it).
     pub host: Option<HostIommu>,
 }
 
@@ -83,31 +89,33 @@ impl DeviceManager {
         vm: &VmDescription,
         mem: &GuestMemory,
         chip: Arc<dyn IrqChip>,
+        router: Arc<dyn MsiRouter>,
         page0: Arc<dyn GuestMapper>,
         console: Box<dyn std::io::Write + Send>,
     ) -> Result<Self, DeviceError> {
         let vsmmu_config = &vm.config.vsmmu;
-        let iommufd =
-            vsmmu_config.kind != VsmmuKind::Off && vsmmu_config.backend == BackendKind::Iommufd;
         let passthrough: Vec<_> = vm
             .devices
             .iter()
             .filter(|d| d.kind == DeviceKind::Passthrough)
             .collect();
-        if !iommufd && let Some(device) = passthrough.first() {
+        if vsmmu_config.kind != VsmmuKind::Off
+            && vsmmu_config.backend == BackendKind::Emulated
+            && let Some(device) = passthrough.first()
+        {
             return Err(DeviceError::PassthroughNeedsIommufd(device.id.clone()));
         }
-        let host = if iommufd {
-            let paths: Vec<_> = passthrough
+        let host = if crate::host_backend::needs_host(&vm.config) {
+            let functions: Vec<_> = passthrough
                 .iter()
                 .filter_map(|d| {
-                    vm.config
-                        .devices
-                        .get(d.config_index)
-                        .map(|c| c.path.clone())
+                    vm.config.devices.get(d.config_index).map(|c| HostFunction {
+                        path: c.path.clone(),
+                        direct: d.vsmmu.is_none(),
+                    })
                 })
                 .collect();
-            Some(HostIommu::new(mem, &paths)?)
+            Some(HostIommu::new(mem, &functions)?)
         } else {
             None
         };
@@ -126,24 +134,51 @@ impl DeviceManager {
             },
             uart.clone(),
         )?;
+        let mut segments = Vec::with_capacity(vm.layout.pci_segments.len());
         for segment in &vm.layout.pci_segments {
             let mut ecam = PciSegment::new(*segment);
-            // Passthrough functions get their vDEVICE from the host backend;
-            // their guest-visible VFIO-PCI function is not built yet.
-            for device in vm
-                .devices
-                .iter()
-                .filter(|d| d.segment == segment.id && d.kind != DeviceKind::Passthrough)
-            {
-                ecam.add_device(device.bdf, Box::new(TestEndpoint::new()))
+            for device in vm.devices.iter().filter(|d| d.segment == segment.id) {
+                let function: Box<dyn PciDevice> = match (device.kind, &host) {
+                    (DeviceKind::Passthrough, Some(host)) => {
+                        let path = &vm.config.devices[device.config_index].path;
+                        let vfio = host.open_function(path)?;
+                        let wiring = Wiring {
+                            name: path.display().to_string(),
+                            devid: pci_its_device_id(segment.id, device.bdf.rid()),
+                            windows: vec![segment.mmio32, segment.mmio64],
+                            router: router.clone(),
+                            mapper: page0.clone(),
+                        };
+                        let f = VfioPciDevice::new(Box::new(vfio), wiring)
+                            .map_err(|e| DeviceError::Pci(device.id.clone(), e))?;
+                        log::info!(
+                            target: "vmm",
+                            "passthrough {} ({}) at {:04x}:{}, StreamID {:#x}, {}",
+                            device.id, path.display(), segment.id, device.bdf, device.stream_id(),
+                            if device.vsmmu.is_some() { "behind the vSMMU" } else { "iommu=off" }
+                        );
+                        Box::new(f)
+                    }
+                    _ => {
+                        log::info!(
+                            target: "vmm",
+                            "test endpoint {} at {:04x}:{}, StreamID {:#x}",
+                            device.id, segment.id, device.bdf, device.stream_id()
+                        );
+                        Box::new(TestEndpoint::new())
+                    }
+                };
+                ecam.add_device(device.bdf, function)
                     .map_err(|e| DeviceError::Pci(device.id.clone(), e.to_string()))?;
-                log::info!(
-                    target: "vmm",
-                    "test endpoint {} at {:04x}:{}, StreamID {:#x}",
-                    device.id, segment.id, device.bdf, device.stream_id()
-                );
             }
-            bus.register("pci-ecam", segment.ecam, Arc::new(Mutex::new(ecam)))?;
+            // Firmware's job: every BAR gets a home before the guest looks.
+            ecam.allocate_bars()
+                .map_err(|e| DeviceError::Pci(format!("segment {}", segment.id), e.to_string()))?;
+            let ecam = Arc::new(Mutex::new(ecam));
+            bus.register("pci-ecam", segment.ecam, ecam.clone())?;
+            bus.register("pci-bars", segment.mmio32, ecam.clone())?;
+            bus.register("pci-bars", segment.mmio64, ecam.clone())?;
+            segments.push(ecam);
         }
         let mut vsmmus = Vec::with_capacity(vm.vsmmus.len());
         for description in &vm.vsmmus {
@@ -159,6 +194,7 @@ impl DeviceManager {
             bus: Arc::new(bus),
             uart,
             vsmmus,
+            segments,
             host,
         })
     }
@@ -201,14 +237,19 @@ impl DeviceManager {
 
     /// Tear down in the hardware's order: for every CMD-QV, page0 leaves
     /// the guest and its HW queues are freed in descending index (the
-    /// model's shutdown does both, in that order); only then do the vSMMUs
-    /// and their backends (the vIOMMU objects) go.
+    /// model's shutdown does both, in that order); the passthrough
+    /// functions are quiesced (BAR slots out, vectors unwired, reset,
+    /// closed); only then do the vSMMUs and their backends (the vIOMMU
+    /// objects) go, and last the bindings and the IOAS.
     pub fn shutdown(&mut self) {
         for v in &self.vsmmus {
             if let Some(cmdqv) = &v.cmdqv {
                 log::info!(target: "vmm", "vSMMU {}: CMD-QV teardown", v.description.index);
                 lock_unpoisoned(cmdqv).shutdown();
             }
+        }
+        for segment in self.segments.drain(..) {
+            lock_unpoisoned(&segment).release();
         }
         // The models stay reachable from the MMIO bus after this, so
         // dropping our handles would not release the host objects: the
@@ -371,6 +412,27 @@ mod tests {
     use crate::config::{VmConfig, VsmmuConfig};
     use crate::irqchip::tests::RecordingChip;
 
+    /// No MSI routing (no test here has a passthrough function).
+    struct NoRouter;
+
+    impl MsiRouter for NoRouter {
+        fn allocate_gsi(&self) -> Option<u32> {
+            None
+        }
+        fn set_msi_route(
+            &self,
+            _: u32,
+            _: pci::vfio::caps::MsiMessage,
+            _: u32,
+        ) -> Result<(), String> {
+            Err("no router".into())
+        }
+        fn free_gsi(&self, _: u32) {}
+        fn irqfd(&self, _: &vmm_sys_util::eventfd::EventFd, _: u32, _: bool) -> Result<(), String> {
+            Err("no router".into())
+        }
+    }
+
     /// Records page0 map/unmap, and what the backend had done by then.
     #[derive(Default)]
     struct RecordingMapper {
@@ -435,8 +497,15 @@ mod tests {
         let mem = crate::memory::create(&vm.layout, false).unwrap();
         let chip = Arc::new(RecordingChip::default());
         let mapper = Arc::new(RecordingMapper::default());
-        let mut dm =
-            DeviceManager::new(&vm, &mem, chip, mapper.clone(), Box::new(std::io::sink())).unwrap();
+        let mut dm = DeviceManager::new(
+            &vm,
+            &mem,
+            chip,
+            Arc::new(NoRouter),
+            mapper.clone(),
+            Box::new(std::io::sink()),
+        )
+        .unwrap();
         let VsmmuHost::Emulated(backend) = &dm.vsmmus[0].backend else {
             panic!("backend=emulated");
         };
@@ -492,6 +561,7 @@ mod tests {
             vm,
             &mem,
             Arc::new(RecordingChip::default()),
+            Arc::new(NoRouter),
             Arc::new(RecordingMapper::default()),
             Box::new(std::io::sink()),
         )
@@ -525,7 +595,12 @@ mod tests {
         let vm = vm("cmdqv,backend=emulated");
         let dm = build(&vm).unwrap();
         let names: Vec<&str> = dm.bus.exit_counts().0.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, ["uart", "pci-ecam", "smmuv3", "cmdqv"]);
+        assert_eq!(
+            names,
+            [
+                "uart", "pci-ecam", "pci-bars", "pci-bars", "smmuv3", "cmdqv"
+            ]
+        );
         // SMMU IDR0 reads through the bus: stage 1 only, AArch64 tables.
         let mut idr0 = [0u8; 4];
         dm.bus.read(vm.vsmmus[0].layout.smmu.base, &mut idr0);

@@ -1,12 +1,16 @@
 //! The host backend behind each vSMMU: the `emulated` software model of the
 //! kernel contract, or the host's own SMMU through /dev/iommu (`iommufd`).
 //!
-//! With `iommufd` the VM owns one [`HostIommu`]: the iommufd, one IOAS with
-//! all guest RAM at IOVA = GPA, and every passthrough function bound to it
-//! through its VFIO cdev. Each vSMMU then gets an `iommufd::Viommu` over
-//! the functions behind it (vDEVICE virt_id = the StreamID the IORT gives
-//! the guest). Drop order is the kernel's: the vSMMUs' vIOMMUs (held by the
-//! models) go first, then the functions, then the IOAS, then the fd.
+//! A VM with passthrough functions or an `iommufd` vSMMU owns one
+//! [`HostIommu`]: the iommufd, one IOAS with all guest RAM at IOVA = GPA,
+//! and every passthrough function bound to it through its VFIO cdev;
+//! `iommu=off` functions are attached to the IOAS itself. Each vSMMU then
+//! gets an `iommufd::Viommu` over the functions behind it (vDEVICE virt_id
+//! = the StreamID the IORT gives the guest). The IOAS is the one
+//! vfio-ioctls' `VfioIommufd` allocates, so the guest-visible functions
+//! (vfio-ioctls `VfioDevice`s) and the vIOMMUs share it. Teardown order is
+//! the kernel's: the functions are quiesced, the vIOMMUs go, then the
+//! bindings, the IOAS and the fd.
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -19,49 +23,95 @@ use devices::emulated::EmulatedBackend;
 use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use devices::irq::InterruptSink;
 use devices::smmuv3::VsmmuBackend;
-use iommufd::{ArmSmmuv3, HostError, Ioas, Ioctl, Iommufd, IommufdDevice, SharedViommu, Viommu};
-use pci::vfio::VfioCdev;
+use iommufd::{ArmSmmuv3, HostError, Ioctl, Iommufd, IommufdDevice, SharedViommu, Viommu};
+use pci::vfio::{VfioCdev, VfioIommufd};
+use vfio_ioctls::VfioDevice;
+
+/// Does the VM need /dev/iommu: a vSMMU on backend=iommufd, or any
+/// passthrough function?
+pub fn needs_host(config: &crate::config::VmConfig) -> bool {
+    use crate::config::{BackendKind, VsmmuKind};
+    (config.vsmmu.kind != VsmmuKind::Off && config.vsmmu.backend == BackendKind::Iommufd)
+        || !config.devices.is_empty()
+}
 
 /// Check, before anything else is set up, that the host can back the
-/// VM's vSMMUs: with backend=iommufd, /dev/iommu must open.
+/// VM's vSMMUs and passthrough functions: /dev/iommu must open.
 pub fn preflight(config: &crate::config::VmConfig) -> Result<(), HostError> {
-    use crate::config::{BackendKind, VsmmuKind};
-    if config.vsmmu.kind != VsmmuKind::Off && config.vsmmu.backend == BackendKind::Iommufd {
+    if needs_host(config) {
         iommufd::open_host()?;
     }
     Ok(())
 }
 
-/// The VM's host IOMMU state (backend=iommufd).
+/// A passthrough function to bind.
+pub struct HostFunction {
+    /// Its sysfs node.
+    pub path: PathBuf,
+    /// `iommu=off`: attached to the IOAS (no vSMMU translates it).
+    pub direct: bool,
+}
+
+fn setup_error(device: &std::path::Path, op: String) -> HostError {
+    HostError::Setup(iommufd::Error::Device {
+        device: device.display().to_string(),
+        op,
+        errno: libc::ENODEV,
+    })
+}
+
+/// The VM's host IOMMU state.
 pub struct HostIommu {
     /// Bound functions by sysfs path; the vIOMMUs hold clones.
     functions: Vec<(PathBuf, Arc<VfioCdev>)>,
-    ioas: Ioas,
+    /// vfio-ioctls' view of the iommufd; owns the IOAS holding guest RAM.
+    vfio: Arc<VfioIommufd>,
     fd: Arc<Iommufd>,
 }
 
 impl HostIommu {
-    /// Open /dev/iommu, map guest RAM into a new IOAS, bind `functions`.
-    pub fn new(mem: &GuestMemory, functions: &[PathBuf]) -> Result<Self, HostError> {
+    /// Open /dev/iommu, map guest RAM into a new IOAS, bind `functions`
+    /// (and attach the `direct` ones to the IOAS).
+    pub fn new(mem: &GuestMemory, functions: &[HostFunction]) -> Result<Self, HostError> {
         let fd = iommufd::open_host()?;
-        let ioas = Ioas::new(&fd)?;
-        ioas.map_guest_ram(&fd, mem)?;
+        let vfio = VfioIommufd::new(fd.shared(), None, None).map_err(|e| {
+            HostError::Setup(iommufd::Error::Ioctl {
+                call: Ioctl::IoasAlloc,
+                what: format!("vfio-ioctls VfioIommufd: {e}"),
+                errno: libc::EIO,
+            })
+        })?;
+        let ioas = vfio.ioas().id();
+        iommufd::ioas::map_guest_ram(&fd, ioas, mem)?;
         let mut bound = Vec::with_capacity(functions.len());
-        for path in functions {
-            let function = VfioCdev::bind(path, fd.raw_fd()).map_err(|e| {
-                HostError::Setup(iommufd::Error::Device {
-                    device: path.display().to_string(),
-                    op: e.to_string(),
-                    errno: libc::ENODEV,
-                })
-            })?;
-            bound.push((path.clone(), Arc::new(function)));
+        for f in functions {
+            let function = VfioCdev::bind(&f.path, fd.raw_fd())
+                .map_err(|e| setup_error(&f.path, e.to_string()))?;
+            if f.direct {
+                function
+                    .attach(ioas)
+                    .map_err(|e| setup_error(&f.path, e.to_string()))?;
+                log::info!(target: "vfio", "{}: iommu=off, attached to IOAS {ioas}", f.path.display());
+            }
+            bound.push((f.path.clone(), Arc::new(function)));
         }
         Ok(HostIommu {
             functions: bound,
-            ioas,
+            vfio: Arc::new(vfio),
             fd,
         })
+    }
+
+    /// The guest-visible side of the bound function at `path`: its
+    /// regions, interrupts and reset through vfio-ioctls.
+    pub fn open_function(&self, path: &std::path::Path) -> Result<VfioDevice, HostError> {
+        let (_, cdev) = self
+            .functions
+            .iter()
+            .find(|(p, _)| p == path)
+            .ok_or_else(|| setup_error(path, "not bound".into()))?;
+        cdev.open_device(&self.vfio)
+            .map_err(|e| setup_error(path, e.to_string()))
     }
 
     /// A vIOMMU (ARM SMMUv3, or Tegra241 CMD-QV with `cmdqv`) over the
@@ -78,7 +128,7 @@ impl HostIommu {
             .collect();
         let viommu = Viommu::new(
             &self.fd,
-            self.ioas.id(),
+            self.vfio.ioas().id(),
             Arc::new(ArmSmmuv3 { cmdqv }),
             devices,
         )?;

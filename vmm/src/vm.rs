@@ -84,7 +84,7 @@ impl RunningVm {
         let kvm = Arc::new(kvm);
 
         let console = console(&config.serial).map_err(|e| VmError::Thread("console", e))?;
-        let devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), console)?;
+        let devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), kvm.clone(), console)?;
         if config.serial == SerialConfig::Tty {
             spawn_console_input(devices.uart.clone())
                 .map_err(|e| VmError::Thread("console input", e))?;

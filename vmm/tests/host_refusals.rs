@@ -34,8 +34,31 @@ fn cmdqv_with_passthrough_on_a_host_without_dev_iommu_says_so_in_one_sentence() 
         "{line}"
     );
     assert!(
-        line.contains("Linux >= 6.17") && line.contains("backend=emulated"),
+        line.contains("CONFIG_IOMMUFD (>= 6.17 for a vSMMU)") && line.contains("backend=emulated"),
         "{line}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn passthrough_without_a_vsmmu_still_needs_dev_iommu_and_says_so() {
+    if std::path::Path::new("/dev/iommu").exists() {
+        return;
+    }
+    let kernel = std::env::temp_dir().join(format!("ch-host-refusal-off-{}", std::process::id()));
+    std::fs::write(&kernel, b"not a kernel").unwrap();
+    let out = Command::new(BIN)
+        .args(["--device", "path=/sys/bus/pci/devices/0000:00:01.0"])
+        .arg("--kernel")
+        .arg(&kernel)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&kernel);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot open /dev/iommu") && stderr.contains("passthrough (--device)"),
+        "{stderr}"
+    );
 }

@@ -275,7 +275,7 @@ impl MsiCap {
     }
 
     /// Length of the capability in bytes (10..=24).
-    pub fn len(&self) -> u16 {
+    pub fn size(&self) -> u16 {
         match (self.is_64, self.per_vector_mask) {
             (false, false) => 10,
             (true, false) => 14,
@@ -318,7 +318,7 @@ impl MsiState {
 
     /// Does `reg..reg+len` touch the capability?
     pub fn covers(&self, reg: u16, len: usize) -> bool {
-        reg < self.cap.offset + self.cap.len() && reg + len as u16 > self.cap.offset
+        reg < self.cap.offset + self.cap.size() && reg + len as u16 > self.cap.offset
     }
 
     fn control(&self) -> u16 {
@@ -381,7 +381,7 @@ impl MsiState {
     /// Guest write at `reg`: Enable and MME in Message Control, the
     /// address, data and mask registers; the rest is read-only.
     pub fn write(&mut self, reg: u16, data: &[u8]) {
-        let len = usize::from(self.cap.len());
+        let len = usize::from(self.cap.size());
         let data_at = usize::from(self.cap.data_offset());
         let mask_at = usize::from(self.cap.mask_offset());
         for (k, byte) in data.iter().enumerate() {
@@ -454,7 +454,7 @@ mod tests {
                 mmc: 3
             }
         );
-        assert_eq!(msi.len(), 24);
+        assert_eq!(msi.size(), 24);
 
         let mut looped = space(&[(0x40, &[0x01, 0, 0, 0])]);
         looped[0x41] = 0x40;

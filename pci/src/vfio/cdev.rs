@@ -6,18 +6,23 @@
 //! through [`iommufd::IommufdDevice`]; the legacy container/group path is
 //! not supported.
 //!
-//! The three ioctls are written here over vfio-bindings' structs: the
-//! vfio-ioctls crate wraps them inside its `VfioDevice`, which also takes
-//! over regions and IRQs, and the device model owns those.
+//! The three ioctls are written here over vfio-bindings' structs because
+//! the iommufd backend drives attachment (nested HWPTs, replace, detach in
+//! the kernel's teardown order) through [`iommufd::IommufdDevice`] before
+//! the guest-visible function exists; the function's regions, interrupts
+//! and reset then go through vfio-ioctls' `VfioDevice`
+//! ([`VfioCdev::open_device`]).
 
 use std::fs::File;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio::{
     VFIO_BASE, VFIO_TYPE, vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd,
     vfio_device_detach_iommufd_pt,
 };
+use vfio_ioctls::{VfioDevice, VfioIommufd};
 use vmm_sys_util::ioctl::ioctl_with_mut_ref;
 use vmm_sys_util::ioctl_io_nr;
 
@@ -100,6 +105,23 @@ impl VfioCdev {
             file,
             sysfs: sysfs.into(),
             dev_id: arg.out_devid,
+        })
+    }
+
+    /// The function's regions and interrupts through vfio-ioctls, over a
+    /// duplicate of this (already bound) cdev; `iommufd` must wrap the
+    /// iommufd it was bound to.
+    pub fn open_device(&self, iommufd: &Arc<VfioIommufd>) -> Result<VfioDevice, VfioCdevError> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| VfioCdevError::Open(self.sysfs.clone(), e))?;
+        VfioDevice::new_from_bound_fd(file, iommufd.clone(), false).map_err(|e| {
+            VfioCdevError::Ioctl {
+                path: self.sysfs.clone(),
+                call: "VFIO_DEVICE_GET_INFO / GET_REGION_INFO / GET_IRQ_INFO",
+                err: std::io::Error::other(e.to_string()),
+            }
         })
     }
 

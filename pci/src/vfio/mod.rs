@@ -12,3 +12,4 @@ pub mod mmap;
 pub use cdev::{VfioCdev, VfioCdevError};
 pub use function::{VfioPciDevice, VfioStats, Wiring};
 pub use interrupts::MsiRouter;
+pub use vfio_ioctls::VfioIommufd;

@@ -3,6 +3,7 @@
 //! GICv3 with its ITS, and interrupt injection. Every `unsafe` block of the
 //! run path lives in this module.
 
+mod routing;
 pub mod vcpu;
 
 use std::sync::Mutex;
@@ -22,6 +23,9 @@ use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 use crate::device_manager::GuestMapper;
 use crate::irqchip::IrqChip;
 use devices::{GuestMemory, lock_unpoisoned};
+use pci::vfio::MsiRouter;
+use pci::vfio::caps::MsiMessage;
+use vmm_sys_util::eventfd::EventFd;
 
 /// KVM's default IPA size when the host does not report KVM_CAP_ARM_VM_IPA_SIZE.
 const DEFAULT_IPA_BITS: u32 = 40;
@@ -64,8 +68,11 @@ pub struct KvmVm {
     gic: Option<DeviceFd>,
     its: Option<DeviceFd>,
     ram_slots: u32,
-    /// Page0 slots currently installed: (slot, guest address).
-    page0_slots: Mutex<Vec<(u32, u64)>>,
+    /// Slots over host memory (CMD-QV page0, passthrough BARs): (slot,
+    /// guest address).
+    host_slots: Mutex<Vec<(u32, u64)>>,
+    /// GSI routes of passthrough MSIs.
+    routes: routing::GsiRoutes,
 }
 
 /// Bits needed to address everything up to (excluding) `end`.
@@ -103,7 +110,8 @@ impl KvmVm {
             gic: None,
             its: None,
             ram_slots: 0,
-            page0_slots: Mutex::new(Vec::new()),
+            host_slots: Mutex::new(Vec::new()),
+            routes: routing::GsiRoutes::default(),
         })
     }
 
@@ -134,16 +142,21 @@ impl KvmVm {
         Ok(())
     }
 
-    /// Install a CMD-QV page0 (host memory at `host_addr`, `len` bytes) at
-    /// guest address `gpa` as its own memory slot, so the guest's page0
-    /// accesses cause no VM exit.
+    /// Install host memory at `host_addr` (`len` bytes: a CMD-QV page0, a
+    /// passthrough BAR area) at guest address `gpa` as its own memory slot,
+    /// so the guest's accesses cause no VM exit.
     ///
     /// # Safety
     /// `host_addr..host_addr+len` must stay mapped until
-    /// [`KvmVm::unmap_page0`] for `gpa` returns (the CMD-QV model sends the
+    /// [`KvmVm::unmap_host_memory`] for `gpa` returns (the CMD-QV model sends the
     /// unmap event before its backend releases the page).
-    pub unsafe fn map_page0(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), KvmError> {
-        let mut slots = lock_unpoisoned(&self.page0_slots);
+    pub unsafe fn map_host_memory(
+        &self,
+        gpa: u64,
+        host_addr: u64,
+        len: u64,
+    ) -> Result<(), KvmError> {
+        let mut slots = lock_unpoisoned(&self.host_slots);
         if slots.iter().any(|(_, g)| *g == gpa) {
             return Ok(());
         }
@@ -158,19 +171,20 @@ impl KvmVm {
             userspace_addr: host_addr,
         };
         // SAFETY: the caller guarantees the mapping outlives the slot; the
-        // guest range is the CMD-QV page0, inside an MMIO window no other
-        // slot covers.
+        // guest range is inside an MMIO window (CMD-QV page0 or a PCI
+        // window), and KVM refuses one that overlaps another slot.
         unsafe { self.vm.set_user_memory_region(entry) }.map_err(ioctl(format!(
-            "KVM_SET_USER_MEMORY_REGION(page0 slot {slot} at {gpa:#x})"
+            "KVM_SET_USER_MEMORY_REGION(slot {slot} at {gpa:#x}, {len:#x} bytes)"
         )))?;
         slots.push((slot, gpa));
-        log::info!(target: "kvm", "page0 slot {slot} installed at {gpa:#x} ({len:#x} bytes)");
+        log::info!(target: "kvm", "slot {slot} installed at {gpa:#x} ({len:#x} bytes of host memory)");
         Ok(())
     }
 
-    /// Remove the page0 slot at `gpa`, if installed; guest accesses trap again.
-    pub fn unmap_page0(&self, gpa: u64) -> Result<(), KvmError> {
-        let mut slots = lock_unpoisoned(&self.page0_slots);
+    /// Remove the host memory slot at `gpa`, if installed; guest accesses
+    /// trap again.
+    pub fn unmap_host_memory(&self, gpa: u64) -> Result<(), KvmError> {
+        let mut slots = lock_unpoisoned(&self.host_slots);
         let Some(pos) = slots.iter().position(|(_, g)| *g == gpa) else {
             return Ok(());
         };
@@ -185,9 +199,9 @@ impl KvmVm {
         // SAFETY: a zero-sized region deletes the slot; no memory is handed
         // to the kernel.
         unsafe { self.vm.set_user_memory_region(entry) }.map_err(ioctl(format!(
-            "KVM_SET_USER_MEMORY_REGION(delete page0 slot {slot})"
+            "KVM_SET_USER_MEMORY_REGION(delete slot {slot})"
         )))?;
-        log::info!(target: "kvm", "page0 slot {slot} removed from {gpa:#x}");
+        log::info!(target: "kvm", "slot {slot} removed from {gpa:#x}");
         Ok(())
     }
 
@@ -286,14 +300,33 @@ fn set_attr<T: Copy + std::fmt::LowerHex>(
 
 impl GuestMapper for KvmVm {
     fn map(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), String> {
-        // SAFETY: the CMD-QV backend that owns this page keeps it mapped
-        // until after the model has sent the matching unmap event (the
-        // model's shutdown unmaps page0 before it releases any host object).
-        unsafe { self.map_page0(gpa, host_addr, len) }.map_err(|e| e.to_string())
+        // SAFETY: `GuestMapper`'s contract: the owner keeps the memory
+        // mapped until the matching unmap returns (the CMD-QV model unmaps
+        // page0 before its backend releases any host object; a VFIO-PCI
+        // function removes its BAR slots before its mappings drop).
+        unsafe { self.map_host_memory(gpa, host_addr, len) }.map_err(|e| e.to_string())
     }
 
     fn unmap(&self, gpa: u64) -> Result<(), String> {
-        self.unmap_page0(gpa).map_err(|e| e.to_string())
+        self.unmap_host_memory(gpa).map_err(|e| e.to_string())
+    }
+}
+
+impl MsiRouter for KvmVm {
+    fn allocate_gsi(&self) -> Option<u32> {
+        self.routes.allocate()
+    }
+
+    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String> {
+        self.routes.set(&self.vm, gsi, msg, devid)
+    }
+
+    fn free_gsi(&self, gsi: u32) {
+        self.routes.free(&self.vm, gsi);
+    }
+
+    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
+        routing::irqfd(&self.vm, fd, gsi, assign)
     }
 }
 
