@@ -7,6 +7,17 @@ use pci::{Bdf, SlotAllocator, SlotError};
 
 use crate::config::{VmConfig, VsmmuKind};
 
+/// The host kernel's software MSI window for an SMMUv3 (`MSI_IOVA_BASE`,
+/// `MSI_IOVA_LENGTH` in arm-smmu-v3; `msi` in a function's
+/// `iommu_group/reserved_regions`): iommufd maps the host ITS doorbell there
+/// in stage 2 and vfio-pci programs the physical MSI address inside it. The
+/// IORT gives passthrough functions behind a vSMMU an identity RMR over it,
+/// and the host backend checks each function's group reports the same.
+pub const HOST_SW_MSI: arch::layout::Range = arch::layout::Range {
+    base: 0x0800_0000,
+    size: 0x10_0000,
+};
+
 /// IORT node identifier of the ITS group. vSMMU `i` is `i + 1`; the PCI
 /// root complex of segment `s` is `1 + vsmmus + s`.
 pub const IORT_ITS_ID: u32 = 0;

@@ -15,8 +15,10 @@ use devices::legacy::Pl011;
 use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
 use devices::{GuestMemory, lock_unpoisoned};
 use pci::test_endpoint::TestEndpoint;
+use pci::vfio::caps::MsiMessage;
 use pci::vfio::{MsiRouter, VfioPciDevice, Wiring};
 use pci::{PciDevice, PciSegment};
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{BusError, MmioBus};
 use crate::config::{BackendKind, Page0Mode, VsmmuKind};
@@ -134,6 +136,19 @@ impl DeviceManager {
             },
             uart.clone(),
         )?;
+        // The vSMMUs first: a passthrough function behind one translates its
+        // MSI doorbell through it.
+        let mut vsmmus = Vec::with_capacity(vm.vsmmus.len());
+        for description in &vm.vsmmus {
+            vsmmus.push(build_vsmmu(
+                vm,
+                description,
+                mem,
+                &chip,
+                &page0,
+                host.as_ref(),
+            )?);
+        }
         let mut segments = Vec::with_capacity(vm.layout.pci_segments.len());
         for segment in &vm.layout.pci_segments {
             let mut ecam = PciSegment::new(*segment);
@@ -142,11 +157,22 @@ impl DeviceManager {
                     (DeviceKind::Passthrough, Some(host)) => {
                         let path = &vm.config.devices[device.config_index].path;
                         let vfio = host.open_function(path)?;
+                        let behind = device
+                            .vsmmu
+                            .and_then(|i| vsmmus.iter().find(|v| v.description.index == i));
+                        let msi_router: Arc<dyn MsiRouter> = match behind {
+                            Some(v) => Arc::new(VsmmuMsiRouter {
+                                inner: router.clone(),
+                                smmu: v.smmu.clone(),
+                                vsid: device.stream_id(),
+                            }),
+                            None => router.clone(),
+                        };
                         let wiring = Wiring {
                             name: path.display().to_string(),
                             devid: pci_its_device_id(segment.id, device.bdf.rid()),
                             windows: vec![segment.mmio32, segment.mmio64],
-                            router: router.clone(),
+                            router: msi_router,
                             mapper: page0.clone(),
                         };
                         let f = VfioPciDevice::new(Box::new(vfio), wiring)
@@ -180,15 +206,12 @@ impl DeviceManager {
             bus.register("pci-bars", segment.mmio64, ecam.clone())?;
             segments.push(ecam);
         }
-        let mut vsmmus = Vec::with_capacity(vm.vsmmus.len());
-        for description in &vm.vsmmus {
-            let devices = build_vsmmu(vm, description, mem, &chip, &page0, host.as_ref())?;
+        for devices in &vsmmus {
             let smmu_dev: Arc<Mutex<Smmuv3>> = devices.smmu.clone();
-            bus.register("smmuv3", description.layout.smmu, smmu_dev)?;
+            bus.register("smmuv3", devices.description.layout.smmu, smmu_dev)?;
             if let Some(cmdqv) = &devices.cmdqv {
-                bus.register("cmdqv", description.layout.cmdqv, cmdqv.clone())?;
+                bus.register("cmdqv", devices.description.layout.cmdqv, cmdqv.clone())?;
             }
-            vsmmus.push(devices);
         }
         Ok(DeviceManager {
             bus: Arc::new(bus),
@@ -357,6 +380,38 @@ fn build_vsmmu(
         cmdqv,
         backend,
     })
+}
+
+/// MSI routes of a passthrough function behind a vSMMU: the guest programs
+/// its MSI-X table with an IOVA (its DMA domain maps the ITS doorbell), so
+/// the address is translated through the guest's stage 1 for the
+/// function's vSID before KVM sees it (KVM finds the vITS by the doorbell's
+/// guest physical address).
+struct VsmmuMsiRouter {
+    inner: Arc<dyn MsiRouter>,
+    smmu: Arc<Mutex<Smmuv3>>,
+    vsid: u32,
+}
+
+impl MsiRouter for VsmmuMsiRouter {
+    fn allocate_gsi(&self) -> Option<u32> {
+        self.inner.allocate_gsi()
+    }
+
+    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String> {
+        let gpa = lock_unpoisoned(&self.smmu).translate_iova(self.vsid, msg.addr)?;
+        log::debug!(target: "vfio", "vSID {:#x}: MSI IOVA {:#x} -> {gpa:#x}", self.vsid, msg.addr);
+        self.inner
+            .set_msi_route(gsi, MsiMessage { addr: gpa, ..msg }, devid)
+    }
+
+    fn free_gsi(&self, gsi: u32) {
+        self.inner.free_gsi(gsi);
+    }
+
+    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
+        self.inner.irqfd(fd, gsi, assign)
+    }
 }
 
 /// The page size backing guest RAM: the host's huge page size with

@@ -25,6 +25,8 @@ use devices::irq::InterruptSink;
 use devices::smmuv3::VsmmuBackend;
 use iommufd::{ArmSmmuv3, HostError, Ioctl, Iommufd, IommufdDevice, SharedViommu, Viommu};
 use pci::vfio::{VfioCdev, VfioIommufd};
+
+use crate::description::HOST_SW_MSI;
 use vfio_ioctls::VfioDevice;
 
 /// Does the VM need /dev/iommu: a vSMMU on backend=iommufd, or any
@@ -50,6 +52,39 @@ pub struct HostFunction {
     pub path: PathBuf,
     /// `iommu=off`: attached to the IOAS (no vSMMU translates it).
     pub direct: bool,
+}
+
+/// The `msi` window of the function's IOMMU group (`reserved_regions`
+/// lines are "START END TYPE", inclusive, in hex).
+fn sw_msi_window(function: &std::path::Path) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(function.join("iommu_group/reserved_regions")).ok()?;
+    text.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (start, end, kind) = (f.next()?, f.next()?, f.next()?);
+        let hex = |v: &str| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok();
+        (kind == "msi").then(|| Some((hex(start)?, hex(end)?)))?
+    })
+}
+
+/// A function behind a vSMMU needs the host's MSI window where the IORT's
+/// RMR tells the guest it is ([`HOST_SW_MSI`]); a host that reports none
+/// (an SMMU with a hardware MSI window) needs no RMR and is fine.
+fn check_sw_msi(function: &std::path::Path) -> Result<(), HostError> {
+    match sw_msi_window(function) {
+        Some((start, end)) if start != HOST_SW_MSI.base || end + 1 != HOST_SW_MSI.end() => {
+            Err(setup_error(
+                function,
+                format!(
+                    "its IOMMU group's MSI window is {start:#x}..={end:#x}, but the guest's IORT \
+                     RMR covers {:#x}..{:#x} (arm-smmu-v3's MSI_IOVA_BASE); this host's SMMU \
+                     driver is not supported behind a vSMMU (use iommu=off)",
+                    HOST_SW_MSI.base,
+                    HOST_SW_MSI.end()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn setup_error(device: &std::path::Path, op: String) -> HostError {
@@ -87,6 +122,9 @@ impl HostIommu {
         for f in functions {
             let function = VfioCdev::bind(&f.path, fd.raw_fd())
                 .map_err(|e| setup_error(&f.path, e.to_string()))?;
+            if !f.direct {
+                check_sw_msi(&f.path)?;
+            }
             if f.direct {
                 function
                     .attach(ioas)

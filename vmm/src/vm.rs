@@ -23,6 +23,7 @@ use crate::device_manager::{DeviceError, DeviceManager};
 use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
+use devices::GuestMemory;
 use devices::legacy::Pl011;
 
 /// How often a stopping or pausing VM re-kicks vCPUs that have not left
@@ -61,6 +62,11 @@ extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc
 pub struct RunningVm {
     devices: DeviceManager,
     kvm: Arc<KvmVm>,
+    /// Guest RAM. KVM's memory slots and the IOAS point into it, so it must
+    /// outlive both; held here because without a vSMMU no device model
+    /// keeps a clone (a VM without a vSMMU lost its RAM at start, and the
+    /// first KVM_RUN failed with EFAULT).
+    mem: GuestMemory,
     bus: Arc<MmioBus>,
     state: Arc<RunState>,
     threads: Vec<JoinHandle<()>>,
@@ -117,6 +123,7 @@ impl RunningVm {
         let mut running = RunningVm {
             devices,
             kvm,
+            mem,
             bus,
             state,
             threads: Vec::with_capacity(vcpus.len()),
@@ -234,6 +241,7 @@ impl RunningVm {
         self.devices.shutdown();
         drop(self.devices);
         drop(self.kvm);
+        drop(self.mem);
         exit
     }
 

@@ -69,7 +69,16 @@ fn iasl(dir: &Path, sig: &str) -> String {
         );
     }
     let dsl = std::fs::read_to_string(dir.join(format!("{sig}.dsl"))).expect("iasl wrote no .dsl");
-    assert!(!dsl.contains("****"), "iasl flagged {sig}:\n{dsl}");
+    // iasl learned the IORT RMR node (type 6, spec E.d) in 2021; Debian
+    // bookworm ships 20200925, which stops at it with this one line. The
+    // nodes before it are still checked here, the RMR bytes by
+    // acpi::iort's unit tests and by the guest kernel in the nested lane.
+    let unknown_rmr = "**** Unknown IORT node type 0x6";
+    let flagged: Vec<&str> = dsl
+        .lines()
+        .filter(|l| l.contains("****") && !(sig == "IORT" && l.trim() == unknown_rmr))
+        .collect();
+    assert!(flagged.is_empty(), "iasl flagged {sig}: {flagged:?}\n{dsl}");
     dsl
 }
 

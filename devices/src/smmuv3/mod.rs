@@ -27,6 +27,7 @@ pub mod evtq;
 pub mod idr;
 pub mod queue;
 pub mod regs;
+pub mod s1walk;
 pub mod ste;
 
 use std::collections::BTreeMap;
@@ -475,6 +476,16 @@ impl Smmuv3 {
                 self.report_events(&[evtq::EventRecord::bad_ste(vsid)]);
             }
         }
+    }
+
+    /// Translate `iova` for `vsid` through the guest's stage-1 tables (the
+    /// MSI doorbell of a passthrough function; see [`s1walk`]).
+    pub fn translate_iova(&self, vsid: u32, iova: u64) -> Result<u64, String> {
+        let table = ste::StreamTable {
+            base: self.state.strtab_base,
+            cfg: self.state.strtab_base_cfg,
+        };
+        s1walk::translate(table, &self.idr, &self.mem, vsid, iova)
     }
 
     /// Read and check `vsid`'s guest STE; anything unusable becomes an abort

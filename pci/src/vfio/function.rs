@@ -435,7 +435,12 @@ impl PciDevice for VfioPciDevice {
         }
         host.reset();
         drop(host);
-        log::info!(target: "vfio", "{}: reset and released", self.wiring.name);
+        let st = self.stats;
+        log::info!(
+            target: "vfio",
+            "{}: reset and released (bar_traps={} msix_table={} slot_maps={})",
+            self.wiring.name, st.bar_traps, st.msix_table, st.slot_maps
+        );
     }
 }
 

@@ -1,74 +1,170 @@
 # shellcheck shell=bash disable=SC2034 # sourced by scripts/e2e/run.sh
 # nested-vmm: our VMM as the L1 user-space VMM on a real (emulated) nested
-# SMMUv3. Under sid's QEMU 11.1, the 7.2 L1 has the virtio-blk-pci disk on
-# vfio-pci; cloud-hypervisor passes it to the L2 guest behind --vsmmu smmuv3
-# (backend=iommufd: IOAS with guest RAM, VFIO cdev bind, nest parent, ARM_SMMUV3
-# vIOMMU, vDEVICE with the IORT's vSID, nested HWPTs from the guest's STEs).
-# Then --vsmmu cmdqv must be refused in one sentence naming --vsmmu smmuv3:
-# QEMU's SMMU has no Tegra241 CMD-QV.
-#
-# Asserts what works today. The guest-visible VFIO-PCI function (config space,
-# BARs, MSI-X) is not implemented yet, so the L2 guest does not see the disk;
-# when it does, this case grows the guest-side checks (disk content, DMA).
-CASE_DESC="nested lane: cloud-hypervisor in L1 on sid QEMU 11.1's SMMUv3, --vsmmu smmuv3 with a vfio-pci disk (iommufd host objects, L2 boots) and the --vsmmu cmdqv refusal"
+# SMMUv3. Under sid's QEMU 11.1 the 7.2 L1 has two virtio-blk-pci disks (known
+# content) and an edu device on vfio-pci; cloud-hypervisor hands them to the L2
+# guest as VFIO-PCI functions:
+#   direct   one disk, iommu=off: attached to the IOAS (DMA at GPA); the L2
+#            virtio-blk driver reads 15 MiB (checksum), its MSI-X interrupts
+#            arrive through irqfds, it writes a pattern L0 finds in the image.
+#   smmuv3   both disks behind --vsmmu smmuv3 (iommufd: vIOMMU, two vDEVICEs,
+#            nested HWPTs from the L2 SMMU driver's STEs) with iommu.strict=1:
+#            every unmap is a trapped TLBI + CMD_SYNC, one IOMMU_HWPT_INVALIDATE
+#            each; both disks read and written correctly.
+#   reboot   the guest reboots (functions released, reset, rebound), then
+#            SIGTERM: a full release again.
+#   cmdqv    refused in one sentence naming --vsmmu smmuv3 (no CMD-QV here).
+# After every run the functions are back on vfio-pci with their cdevs.
+CASE_DESC="nested lane: VFIO-PCI passthrough under sid QEMU 11.1's SMMUv3: iommu=off and --vsmmu smmuv3 (two disks, strict), reads/writes checked in L0, MSI-X via irqfd, reboot + SIGTERM release, the --vsmmu cmdqv refusal"
 CASE_DEFAULT=1
-CASE_TIMEOUT=600
+CASE_TIMEOUT=900
 CASE_QEMU=nested
 # The L2 guest kernel (L1 is always the nested 7.2).
 CASE_KERNELS=7.2
 
 case_l1_script() {
   cat <<'EOS'
-VMM_TIMEOUT=400
-disk=/sys/bus/pci/devices/${E2E_VFIO%%,*}
-vmm smmuv3 -vv --kernel /l2/Image --initramfs /l2/initrd \
-  --cmdline "console=ttyAMA0 earlycon panic=-1 iommu.strict=1" \
-  --cpus boot=1 --memory size=512M --serial tty \
-  --vsmmu smmuv3 --device "path=$disk,iommu=on"
+VMM_TIMEOUT=300
+IFS=, read -r disk edu disk2 <<EOF2
+$E2E_VFIO
+EOF2
+disk=/sys/bus/pci/devices/$disk
+disk2=/sys/bus/pci/devices/$disk2
+l2="--kernel /l2/Image --initramfs /l2/initrd --cpus boot=1 --memory size=512M --serial tty"
+after() {
+  for f in "$disk" "$disk2"; do
+    echo "E2E-L1: after $1 $(basename "$f") vfio-dev=$(ls "$f/vfio-dev" | xargs) driver=$(basename "$(readlink "$f/driver")")"
+  done
+}
+# shellcheck disable=SC2086
+vmm direct -v $l2 --cmdline "console=ttyAMA0 panic=-1 e2e_step=direct" \
+  --device "path=$disk"
+after direct
+# shellcheck disable=SC2086
+vmm smmuv3 -vv $l2 --cmdline "console=ttyAMA0 earlycon panic=-1 iommu.strict=1 e2e_step=smmuv3" \
+  --vsmmu smmuv3 --device "path=$disk,iommu=on" --device "path=$disk2,iommu=on"
 dmesg | grep -iE 'smmu|vfio|iommu' | tail -20 | sed 's/^/E2E-L1-DMESG: /'
-vmm cmdqv -v --kernel /l2/Image --initramfs /l2/initrd \
-  --cmdline "console=ttyAMA0 panic=-1" \
-  --cpus boot=1 --memory size=512M --serial tty \
+after smmuv3
+# shellcheck disable=SC2086
+vmm_until reboot "E2E-L2: booted" 2 -v $l2 \
+  --cmdline "console=ttyAMA0 panic=-1 iommu.strict=1 e2e_step=reboot" \
+  --vsmmu smmuv3 --device "path=$disk,iommu=on"
+after reboot
+# shellcheck disable=SC2086
+vmm cmdqv -v $l2 --cmdline "console=ttyAMA0 panic=-1" \
   --vsmmu cmdqv --device "path=$disk,iommu=on"
-# The function must be usable again after both runs (no leaked binding).
-echo "E2E-L1: after vfio-dev=$(ls "$disk/vfio-dev" | xargs) driver=$(basename "$(readlink "$disk/driver")")"
+after cmdqv
 EOS
 }
 
 case_l2_script() {
   cat <<'EOS'
-echo "E2E-L2: pci functions: $(ls /sys/bus/pci/devices | xargs)"
+step=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^e2e_step=//p')
 for d in /sys/bus/pci/devices/*; do
   [ -e "$d" ] || continue
-  echo "E2E-L2: pci $(basename "$d") $(cat "$d/vendor"):$(cat "$d/device") group=$(basename "$(readlink "$d/iommu_group" 2>/dev/null)")"
+  echo "E2E-L2: pci $(basename "$d") $(cat "$d/vendor"):$(cat "$d/device") group=$(basename "$(readlink "$d/iommu_group" 2>/dev/null)") domain=$(cat "$d/iommu_group/type" 2>/dev/null)"
 done
-echo "E2E-L2: block: $(ls /sys/block | xargs)"
+# Interrupts of the virtio functions (one vCPU: column 2).
+irqs() { awk '/virtio/ {s += $2} END {print s + 0}' /proc/interrupts; }
+k=0
+[ "$step" = smmuv3 ] && k=2
+[ "$step" = reboot ] && k=4
+for b in /sys/block/vd*; do
+  [ -e "$b" ] || continue
+  n=$(basename "$b")
+  pci=$(basename "$(readlink -f "$b/device/..")")
+  before=$(irqs)
+  sum=$(dd if="/dev/$n" bs=1M count=15 2>/dev/null | sha256sum | cut -d' ' -f1)
+  after=$(irqs)
+  echo "E2E-L2: read $n pci=$pci sha256-15M=$sum irqs=$before..$after"
+  # A pattern in the last MiB (never hashed), one 4 KiB block per step/disk.
+  printf 'E2E-PATTERN step=%s pci=%s\n' "$step" "$pci" |
+    dd of="/dev/$n" bs=4096 seek=$((3840 + k)) conv=sync,fsync 2>/dev/null
+  echo 3 >/proc/sys/vm/drop_caches
+  back=$(dd if="/dev/$n" bs=4096 skip=$((3840 + k)) count=1 2>/dev/null | tr -d '\0' | head -1)
+  echo "E2E-L2: wrote $n: $back"
+  k=$((k + 1))
+done
+grep -E 'MSI' /proc/interrupts | sed 's/  */ /g; s/^/E2E-L2-IRQ: /'
+if [ "$step" = reboot ]; then
+  # Every boot reboots after a pause, so L1 (polling once a second) sends
+  # SIGTERM during the second boot.
+  sleep 3
+  echo "E2E-L2: rebooting"
+  reboot -f
+  sleep 10
+fi
 EOS
 }
 
+# The checksum of the first 15 MiB of the known disk.
+nested_15m_sha() {
+  { yes "$NESTED_DISK_LINE" || true; } | head -c $((15 << 20)) | sha256sum | cut -d' ' -f1
+}
+
 case_assert() {
-  # --vsmmu smmuv3, backend=iommufd: the host objects, in the kernel's order.
-  in_order smmuv3 "the iommufd host objects were not built in order" \
-    "guest RAM" "bound to iommufd as dev_id" "vDEVICE" "ready"
-  step_expect_re smmuv3 "IOAS [0-9]+: guest RAM 0x[0-9a-f]+\\+0x[0-9a-f]+ mapped" "guest RAM was not mapped into the IOAS"
-  # The vSMMU's ID registers are derived from the host's (IOMMU_GET_HW_INFO).
-  step_expect_re smmuv3 "vSMMU IDR0 0x[0-9a-f]+ IDR1 0x[0-9a-f]+ IDR3 0x[0-9a-f]+ IDR5 0x[0-9a-f]+" "the vSMMU did not read the host SMMU's hw info"
-  step_expect_re smmuv3 "vDEVICE [0-9]+: dev [0-9]+ as vSID 0x[0-9a-f]+" "no vDEVICE with a vSID"
-  step_expect_re smmuv3 "vIOMMU [0-9]+ \\(.*\\) ready: 1 vDEVICE" "no vIOMMU over the passthrough function"
-  step_reject_re smmuv3 "cannot do nested translation|NoNesting|EOPNOTSUPP" "the host refused nesting (CANWBS knob missing?)"
-  # The guest's own arm-smmu-v3 driver probes our vSMMU; its STE for the
-  # function becomes a nested HWPT.
-  expect "E2E-L2: booted" "the L2 guest never reached /init"
+  local sum
+  sum="$(nested_15m_sha)"
+  # direct: iommu=off, no vSMMU.
+  step_expect_re direct "iommu=off, attached to IOAS [0-9]+" "the iommu=off function was not attached to the IOAS"
+  step_expect_re direct "E2E-L2: read vda pci=0000:00:01.0 sha256-15M=$sum " "the L2 guest did not read the disk's known content (iommu=off)"
+  step_expect_re direct "E2E-L2: wrote vda: E2E-PATTERN step=direct pci=0000:00:01.0" "the L2 guest's write did not read back (iommu=off)"
+  step_expect_re direct "E2E-L2-IRQ: .*ITS-PCI-MSIX.*virtio" "the disk's interrupts are not MSI-X through the ITS"
+  expect "E2E-L0: disk 1 has E2E-PATTERN step=direct pci=0000:00:01.0" "L0 did not find the iommu=off write in the disk image"
+  # smmuv3: two functions behind one vSMMU, strict invalidation.
+  step_expect_re smmuv3 "vDEVICE [0-9]+: dev [0-9]+ as vSID 0x8" "no vDEVICE for the first disk at vSID 0x8"
+  step_expect_re smmuv3 "vDEVICE [0-9]+: dev [0-9]+ as vSID 0x10" "no vDEVICE for the second disk at vSID 0x10"
+  step_expect_re smmuv3 "vIOMMU [0-9]+ \\(.*\\) ready: 2 vDEVICE" "no vIOMMU over both functions"
   expect_re "E2E-L2-DMESG: arm-smmu-v3 .*allocated [0-9]+ entries for cmdq" "the L2 arm-smmu-v3 driver did not probe the vSMMU"
-  reject "probe with driver arm-smmu-v3 failed" "the L2 arm-smmu-v3 probe failed"
-  step_expect_re smmuv3 "vSID 0x[0-9a-f]+ -> HWPT [0-9]+ " "no guest STE became a nested HWPT on the host"
-  # Teardown: vIOMMU, then functions and IOAS, no error, exit 0.
+  step_expect_re smmuv3 "vSID 0x8 -> HWPT [0-9]+ " "the L2 SMMU driver's STE for the disk did not become a nested HWPT"
+  step_expect_re smmuv3 "E2E-L2: read vda pci=0000:00:01.0 sha256-15M=$sum " "the L2 guest did not read the first disk through the vSMMU"
+  step_expect_re smmuv3 "E2E-L2: read vdb pci=0000:00:02.0 sha256-15M=$sum " "the L2 guest did not read the second disk through the vSMMU"
+  step_expect_re smmuv3 "E2E-L2: wrote vdb: E2E-PATTERN step=smmuv3 pci=0000:00:02.0" "the second disk's write did not read back"
+  expect "E2E-L0: disk 1 has E2E-PATTERN step=smmuv3 pci=0000:00:01.0" "L0 did not find the write to the first disk"
+  expect "E2E-L0: disk 2 has E2E-PATTERN step=smmuv3 pci=0000:00:02.0" "L0 did not find the write to the second disk"
+  # Backend calls per CMD_SYNC: each trapped sync after invalidations is one
+  # IOMMU_HWPT_INVALIDATE (never more), and there were many.
+  local stats
+  stats="$(section smmuv3 | grep -oE 'vsmmu0: trapped_cmds=[0-9]+ trapped_syncs=[0-9]+ invalidate_calls=[0-9]+' | tail -1)"
+  echo "  nested-vmm smmuv3: $stats"
+  if [[ "$stats" =~ trapped_syncs=([0-9]+)\ invalidate_calls=([0-9]+) ]]; then
+    local syncs="${BASH_REMATCH[1]}" calls="${BASH_REMATCH[2]}"
+    ((calls >= 100)) || fail "only $calls IOMMU_HWPT_INVALIDATE calls for two 15 MiB reads with iommu.strict=1"
+    ((calls <= syncs)) || fail "$calls IOMMU_HWPT_INVALIDATE calls for $syncs CMD_SYNCs: more than one per sync"
+  else
+    fail "no vsmmu0 stats line in step smmuv3"
+  fi
+  # MSI-X through irqfds: far more interrupts than trapped BAR accesses.
+  local irq_range traps
+  irq_range="$(section direct | grep -oE 'E2E-L2: read vda .* irqs=[0-9]+\.\.[0-9]+' | grep -oE '[0-9]+\.\.[0-9]+$')"
+  traps="$(section direct | grep -oE 'bar_traps=[0-9]+' | tail -1 | cut -d= -f2)"
+  echo "  nested-vmm direct: interrupts during the read ${irq_range:-?}, trapped BAR accesses in the whole run ${traps:-?}"
+  if [[ "$irq_range" =~ ^([0-9]+)\.\.([0-9]+)$ ]] && [ -n "$traps" ]; then
+    local n=$((BASH_REMATCH[2] - BASH_REMATCH[1]))
+    ((n >= 16)) || fail "only $n disk interrupts during a 15 MiB read"
+    ((n > traps)) || fail "$n interrupts but $traps trapped BAR accesses: interrupts are not exit-free"
+  else
+    fail "no interrupt counts or BAR trap counter in step direct"
+  fi
+  # Teardown: functions quiesced (reset), then the vIOMMU, then the IOAS.
   in_order smmuv3 "the teardown did not follow the kernel's order" \
-    "VM stopped" "vIOMMU released" "passthrough functions unbound, IOAS destroyed"
-  step_reject_re smmuv3 "^\\[[^]]* ERROR " "the VMM logged an error (teardown: an iommufd object not destroyed in order?)"
-  expect "E2E-L1: vmm exit=0 step=smmuv3 " "cloud-hypervisor --vsmmu smmuv3 did not exit 0"
+    "VM stopped" "reset and released" "vIOMMU released" "passthrough functions unbound, IOAS destroyed"
+  step_reject_re smmuv3 "^\\[[^]]* ERROR " "the VMM logged an error"
+  step_reject_re direct "^\\[[^]]* ERROR " "the VMM logged an error"
+  expect "E2E-L1: vmm exit=0 step=direct " "the iommu=off run did not exit 0"
+  expect "E2E-L1: vmm exit=0 step=smmuv3 " "the --vsmmu smmuv3 run did not exit 0"
+  # Reboot: released and rebuilt; SIGTERM: released again; the disk still reads.
+  in_order reboot "the reboot did not release and rebuild the functions" \
+    "E2E-L2: booted" "E2E-L2: rebooting" "reset and released" "vIOMMU released" \
+    "guest reset: rebuilding the VM (boot 2)" "bound to iommufd as dev_id" "E2E-L2: booted" \
+    "terminated by signal 15" "reset and released" "vIOMMU released"
+  step_expect_re reboot "E2E-L2: read vda pci=0000:00:01.0 sha256-15M=$sum " "the disk did not read correctly after the first runs"
+  step_reject_re reboot "panicked|RUST_BACKTRACE" "the VMM panicked"
   # --vsmmu cmdqv on an SMMU without CMD-QV: one sentence, naming the way out.
   expect_re "E2E-L1: vmm exit=[1-9][0-9]* step=cmdqv " "cloud-hypervisor --vsmmu cmdqv did not fail on an SMMU without CMD-QV"
   step_expect_re cmdqv "^cloud-hypervisor: .*has no NVIDIA Tegra241 CMD-QV.*use --vsmmu smmuv3" "the cmdqv refusal is not the one-sentence error naming --vsmmu smmuv3"
-  expect_re "E2E-L1: after vfio-dev=vfio[0-9]+ driver=vfio-pci" "the function is no longer on vfio-pci after the runs"
+  local step
+  for step in direct smmuv3 reboot cmdqv; do
+    expect_re "E2E-L1: after $step 0000:00:02.0 vfio-dev=vfio[0-9]+ driver=vfio-pci" "the first disk is not back on vfio-pci after $step"
+    expect_re "E2E-L1: after $step 0000:00:04.0 vfio-dev=vfio[0-9]+ driver=vfio-pci" "the second disk is not back on vfio-pci after $step"
+  done
 }

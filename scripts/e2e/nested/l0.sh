@@ -1,10 +1,14 @@
 # The nested lane's L0 (sourced by scripts/e2e/run.sh for CASE_QEMU=nested cases).
 # shellcheck shell=bash disable=SC2034 # the NESTED_* settings are read by run.sh
 #
-# L0 is sid's QEMU (setup-l0.sh) with a nested-capable SMMUv3 in front of two
-# PCI functions, both handed to vfio-pci by L1's /init:
+# L0 is sid's QEMU (setup-l0.sh) with a nested-capable SMMUv3 in front of
+# three PCI functions, all handed to vfio-pci by L1's /init:
 #   0000:00:02.0  virtio-blk-pci, a 16 MiB raw disk of known content
 #   0000:00:03.0  QEMU's edu device (DMA engine: proves translated DMA)
+#   0000:00:04.0  a second virtio-blk-pci disk, same content (two devices
+#                 behind one vSMMU)
+# After the run L0 reports which E2E-PATTERN lines the guests wrote into the
+# disk images ("E2E-L0: disk N has ..."), so a write is checked where it lands.
 # L1 is 7.2 with l1-kernel.config and the CANWBS test knob, booted with DT.
 
 NESTED_DIR="$E2E_DIR/nested"
@@ -13,7 +17,8 @@ NESTED_L1_VERSION=7.2
 NESTED_L1_KERNEL_ARGS=(--config "$NESTED_DIR/l1-kernel.config" --patch "$NESTED_DIR/canwbs-test-knob.patch")
 NESTED_DISK_BDF=0000:00:02.0
 NESTED_EDU_BDF=0000:00:03.0
-NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF"
+NESTED_DISK2_BDF=0000:00:04.0
+NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF"
 # L1's command line: the CANWBS knob (canwbs-test-knob.patch) and the
 # functions its /init binds to vfio-pci.
 NESTED_L1_APPEND="arm_smmu_v3.test_force_canwbs=1 e2e_vfio=$NESTED_VFIO_BDFS"
@@ -45,6 +50,7 @@ nested_qemu() {
   cp "$kernel" "$run/Image"
   cp "$initrd" "$run/initrd"
   nested_disk "$run/disk.img"
+  cp "$run/disk.img" "$run/disk2.img"
   timeout -k 10 "$tmo" chroot "$chroot" qemu-system-aarch64 \
     -M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max -smp 2 -m 3072 \
     -nographic -no-reboot -nic none \
@@ -53,7 +59,13 @@ nested_qemu() {
     -drive "if=none,id=disk0,format=raw,file=$r/disk.img" \
     -device "virtio-blk-pci,drive=disk0,addr=0x${NESTED_DISK_BDF:8:2}" \
     -device "edu,addr=0x${NESTED_EDU_BDF:8:2}" \
+    -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
+    -device "virtio-blk-pci,drive=disk1,addr=0x${NESTED_DISK2_BDF:8:2}" \
     </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+  local n
+  for n in 1 2; do
+    grep -a -o 'E2E-PATTERN [a-z0-9=:._-]*' "$run/disk${n#1}.img" | sed "s/^/E2E-L0: disk $n has /" >>"$log" || true
+  done
   rm -rf "$run"
   return "$rc"
 }

@@ -8,25 +8,37 @@
 //! device, straight to the ITS. Every vSMMU maps StreamIDs on to ITS
 //! DeviceIDs (so endpoint MSIs still reach the ITS) and has a single mapping
 //! for its own DeviceID.
+//!
+//! With passthrough functions behind a vSMMU, one RMR node per such vSMMU
+//! (spec E.d, so the table is then revision 5) asks the guest to identity
+//! map the host's MSI window for their StreamIDs: the host kernel programs
+//! the physical function's MSI address inside that window
+//! ([`HOST_SW_MSI`]) and maps the host ITS doorbell there in stage 2, but
+//! the write first goes through the guest's stage 1, which must pass it
+//! through unchanged.
 
 use acpi_tables::sdt::Sdt;
 use arch::layout::{PCI_RIDS_PER_SEGMENT, pci_its_device_id};
 
 use super::{OEM_ID, OEM_REVISION, OEM_TABLE_ID};
-use crate::description::{IORT_ITS_ID, VmDescription, VsmmuDescription};
+use crate::description::{DeviceKind, HOST_SW_MSI, IORT_ITS_ID, VmDescription, VsmmuDescription};
 
 /// IORT table revision 3 (spec E.b): node headers carry an identifier.
 const IORT_REVISION: u8 = 3;
+/// Revision 5 (spec E.d): the first Linux reads RMR nodes from.
+const IORT_REVISION_RMR: u8 = 5;
 /// Offset of the first node: header + node count + node offset + reserved.
 const NODES_OFFSET: u32 = 48;
 
 const NODE_ITS_GROUP: u8 = 0;
 const NODE_ROOT_COMPLEX: u8 = 2;
 const NODE_SMMU_V3: u8 = 4;
+const NODE_RMR: u8 = 6;
 
 const ITS_GROUP_REVISION: u8 = 1;
 const SMMU_V3_REVISION: u8 = 4;
 const ROOT_COMPLEX_REVISION: u8 = 3;
+const RMR_REVISION: u8 = 3;
 
 /// Node header: type, length, revision, identifier, mapping count and offset.
 const NODE_HEADER_LEN: u32 = 16;
@@ -38,6 +50,14 @@ const SMMU_V3_LEN: u32 = NODE_HEADER_LEN + 52;
 const ROOT_COMPLEX_LEN: u32 = NODE_HEADER_LEN + 20;
 /// One ID mapping.
 const ID_MAPPING_LEN: u32 = 20;
+/// RMR node data (flags, descriptor count, descriptor offset).
+const RMR_LEN: u32 = NODE_HEADER_LEN + 12;
+/// One RMR memory range descriptor (base, length, reserved).
+const RMR_DESC_LEN: u32 = 20;
+/// RMR flags: remapping permitted (the guest may still give the function
+/// another domain, e.g. to VFIO), access attributes Device-nGnRE (bits 9:2
+/// = 0x01): the window is a doorbell, not memory.
+const RMR_FLAGS: u32 = 1 | (0x01 << 2);
 
 /// SMMUv3 flags bit 0: the SMMU's accesses are cache coherent.
 const SMMU_FLAG_COHACC_OVERRIDE: u32 = 1 << 0;
@@ -216,6 +236,23 @@ fn append_mapping(sdt: &mut Sdt, m: &IdMapping) {
     append_u32(sdt, if m.single { ID_MAPPING_SINGLE } else { 0 });
 }
 
+/// Per vSMMU with passthrough functions behind it: (index, their StreamIDs).
+fn rmr_streams(vm: &VmDescription) -> Vec<(usize, Vec<u32>)> {
+    vm.vsmmus
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let sids: Vec<u32> = vm
+                .devices
+                .iter()
+                .filter(|d| d.kind == DeviceKind::Passthrough && d.vsmmu == Some(v.index))
+                .map(|d| d.stream_id())
+                .collect();
+            (!sids.is_empty()).then_some((i, sids))
+        })
+        .collect()
+}
+
 /// Build the IORT of `vm`.
 pub fn build(vm: &VmDescription) -> Sdt {
     let its = NODES_OFFSET;
@@ -225,21 +262,28 @@ pub fn build(vm: &VmDescription) -> Sdt {
         .collect();
     let rc_start = its + ITS_GROUP_LEN + smmu_len * vm.vsmmus.len() as u32;
     let rc_maps = root_complex_mappings(vm, its, &smmu);
-    let end: u32 = rc_start
+    let rc_end: u32 = rc_start
         + rc_maps
             .iter()
             .map(|maps| ROOT_COMPLEX_LEN + ID_MAPPING_LEN * maps.len() as u32)
             .sum::<u32>();
+    let rmrs = rmr_streams(vm);
+    let rmr_len = |sids: &[u32]| RMR_LEN + ID_MAPPING_LEN * sids.len() as u32 + RMR_DESC_LEN;
+    let end = rc_end + rmrs.iter().map(|(_, sids)| rmr_len(sids)).sum::<u32>();
 
     let mut sdt = Sdt::new(
         *b"IORT",
         36,
-        IORT_REVISION,
+        if rmrs.is_empty() {
+            IORT_REVISION
+        } else {
+            IORT_REVISION_RMR
+        },
         OEM_ID,
         OEM_TABLE_ID,
         OEM_REVISION,
     );
-    let node_count = 1 + vm.vsmmus.len() + vm.layout.pci_segments.len();
+    let node_count = 1 + vm.vsmmus.len() + vm.layout.pci_segments.len() + rmrs.len();
     append_u32(&mut sdt, node_count as u32);
     append_u32(&mut sdt, NODES_OFFSET);
     append_u32(&mut sdt, 0);
@@ -309,6 +353,39 @@ pub fn build(vm: &VmDescription) -> Sdt {
             append_mapping(&mut sdt, m);
         }
     }
+
+    let first_rmr_id = 1 + vm.vsmmus.len() as u32 + vm.layout.pci_segments.len() as u32;
+    for (n, (i, sids)) in rmrs.iter().enumerate() {
+        let len = rmr_len(sids);
+        let mappings_end = RMR_LEN + ID_MAPPING_LEN * sids.len() as u32;
+        append_node_header(
+            &mut sdt,
+            NODE_RMR,
+            len,
+            RMR_REVISION,
+            first_rmr_id + n as u32,
+            sids.len() as u32,
+            RMR_LEN,
+        );
+        append_u32(&mut sdt, RMR_FLAGS);
+        append_u32(&mut sdt, 1);
+        append_u32(&mut sdt, mappings_end);
+        for sid in sids {
+            append_mapping(
+                &mut sdt,
+                &IdMapping {
+                    input_base: *sid,
+                    count: 1,
+                    output_base: *sid,
+                    output_node: smmu[*i],
+                    single: false,
+                },
+            );
+        }
+        append_u64(&mut sdt, HOST_SW_MSI.base);
+        append_u64(&mut sdt, HOST_SW_MSI.size);
+        append_u32(&mut sdt, 0);
+    }
     debug_assert_eq!(sdt.len() as u32, end);
     sdt.update_checksum();
     sdt
@@ -346,5 +423,93 @@ mod tests {
             rid_runs(0x1000, &[], RidTarget::Its, RidTarget::Its),
             vec![(0, 0x1000, RidTarget::Its)]
         );
+    }
+
+    fn vm(devices: &[&str]) -> VmDescription {
+        let config = crate::config::VmConfig {
+            vsmmu: crate::config::VsmmuConfig::parse("smmuv3").unwrap(),
+            devices: devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| crate::config::DeviceConfig::parse(d, i).unwrap())
+                .collect(),
+            ..crate::config::VmConfig::default()
+        };
+        VmDescription::new(config, 16).unwrap()
+    }
+
+    fn u32_at(b: &[u8], off: usize) -> u32 {
+        u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+    }
+
+    fn u64_at(b: &[u8], off: usize) -> u64 {
+        u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+    }
+
+    /// (type, offset) of every node.
+    fn nodes(b: &[u8]) -> Vec<(u8, usize)> {
+        let mut at = u32_at(b, 40) as usize;
+        (0..u32_at(b, 36))
+            .map(|_| {
+                let node = (b[at], at);
+                at += usize::from(u16::from_le_bytes([b[at + 1], b[at + 2]]));
+                node
+            })
+            .collect()
+    }
+
+    #[test]
+    fn passthrough_behind_a_vsmmu_gets_an_identity_rmr_over_the_host_msi_window() {
+        let sdt = build(&vm(&[
+            "path=/sys/bus/pci/devices/0000:00:02.0,iommu=on",
+            "path=/sys/bus/pci/devices/0000:00:03.0",
+            "path=/sys/bus/pci/devices/0000:00:04.0,iommu=on",
+        ]));
+        let b = sdt.as_slice();
+        assert_eq!(b[8], IORT_REVISION_RMR, "RMR needs IORT E.d");
+        let n = nodes(b);
+        let smmu = n.iter().find(|(t, _)| *t == NODE_SMMU_V3).unwrap().1;
+        let &(_, rmr) = n.iter().find(|(t, _)| *t == NODE_RMR).expect("an RMR node");
+        assert_eq!(n.last().unwrap().1, rmr, "after the root complexes");
+        assert_eq!(b[rmr + 3], RMR_REVISION);
+        assert_eq!(
+            u32_at(b, rmr + 8),
+            2,
+            "the two iommu=on functions, not the iommu=off one"
+        );
+        let maps = rmr + u32_at(b, rmr + 12) as usize;
+        for (k, sid) in [0x08u32, 0x18].into_iter().enumerate() {
+            let m = maps + 20 * k;
+            assert_eq!(
+                [
+                    u32_at(b, m),
+                    u32_at(b, m + 4),
+                    u32_at(b, m + 8),
+                    u32_at(b, m + 12),
+                    u32_at(b, m + 16)
+                ],
+                [sid, 0, sid, smmu as u32, 0],
+                "mapping {k}: one StreamID to the same StreamID of the vSMMU"
+            );
+        }
+        assert_eq!(u32_at(b, rmr + 16), RMR_FLAGS);
+        assert_eq!(RMR_FLAGS & 1, 1, "remapping permitted");
+        assert_eq!((RMR_FLAGS >> 2) & 0xff, 1, "Device-nGnRE");
+        assert_eq!(u32_at(b, rmr + 20), 1, "one memory range");
+        let desc = rmr + u32_at(b, rmr + 24) as usize;
+        assert_eq!(
+            (u64_at(b, desc), u64_at(b, desc + 8)),
+            (0x0800_0000, 0x10_0000)
+        );
+        assert_eq!(desc + RMR_DESC_LEN as usize, b.len());
+        assert_eq!(b.iter().fold(0u8, |a, x| a.wrapping_add(*x)), 0);
+    }
+
+    #[test]
+    fn no_passthrough_behind_a_vsmmu_no_rmr_and_revision_e_b() {
+        let sdt = build(&vm(&["path=/sys/bus/pci/devices/0000:00:03.0"]));
+        let b = sdt.as_slice();
+        assert_eq!(b[8], IORT_REVISION);
+        assert!(nodes(b).iter().all(|(t, _)| *t != NODE_RMR));
     }
 }
