@@ -326,7 +326,7 @@ impl Viommu {
             }
         };
         device.attach(target)?;
-        log::debug!(target: "iommufd", "vSID {vsid:#x} -> HWPT {target} ({})", ste.config.name());
+        log::info!(target: "iommufd", "vSID {vsid:#x} -> HWPT {target} ({})", ste.config.name());
         if let Some(endpoint) = self.endpoints.get_mut(index) {
             endpoint.attached = attached;
             // The previous per-device HWPT is unused now: destroy it.

@@ -284,6 +284,22 @@ fn no_vsmmu_tables_disassemble_cleanly_and_have_no_smmu() {
     );
     assert_eq!(rc.mappings[0].3, its.offset, "RIDs go straight to the ITS");
     assert!(cmdqv_devices(&dsl["DSDT"]).is_empty());
+    // The host bridge asks the guest to keep the BARs where the VMM put
+    // them (_DSM function 5 returns 0), without which Linux ignores RMRs.
+    let dsdt = &dsl["DSDT"];
+    let dsm = dsdt.find("Method (_DSM, 4").expect("a host bridge _DSM");
+    let body = &dsdt[dsm..];
+    assert!(
+        body.contains("e5c937d0-3553-4d7a-9117-ea4d19c3434d"),
+        "{body}"
+    );
+    let five = body.find("If ((Arg2 == 0x05))").expect("function 5");
+    assert!(
+        body[five..]
+            .trim_start_matches(|c: char| c != 'R')
+            .starts_with("Return (Zero)"),
+        "{body}"
+    );
     let madt = fields(&dsl["APIC"]);
     let gicc = madt
         .iter()

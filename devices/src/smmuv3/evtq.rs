@@ -157,6 +157,15 @@ impl Smmuv3 {
             .into_iter()
             .map(EventRecord)
             .collect();
+        for r in &records {
+            log::info!(
+                target: "smmuv3",
+                "host event {:#04x} for vSID {:#x} (address {:#x}) into the guest's event queue",
+                r.0[0] & 0xff,
+                r.0[0] >> 32,
+                r.0[2]
+            );
+        }
         if !records.is_empty() {
             self.report_events(&records);
         }

@@ -140,17 +140,17 @@ mod tests {
     /// ITS doorbell page 0x0809_0000, and a 2 MiB block at IOVA 0x20_0000.
     fn tables(mem: &GuestMemory, config: u64) -> StreamTable {
         let ste = RAM + 8 * 64;
-        put(mem, ste, 1 | config << 1 | (RAM + 0x1000));
+        put(mem, ste, 1 | (config << 1) | (RAM + 0x1000));
         put(mem, RAM + 0x1000, CD_V | 16); // T0SZ 16: 48-bit, TG0 4 KiB
         put(mem, RAM + 0x1008, RAM + 0x2000);
         // L0[0] -> L1 at +0x3000; L1[3] -> L2 at +0x4000 (IOVA 0xc000_0000..);
         // L2[0x1ff] -> L3 at +0x5000; L3[0x1ff] -> doorbell page.
-        put(mem, RAM + 0x2000, RAM + 0x3000 | 3);
-        put(mem, RAM + 0x3000 + 3 * 8, RAM + 0x4000 | 3);
-        put(mem, RAM + 0x4000 + 0x1ff * 8, RAM + 0x5000 | 3);
+        put(mem, RAM + 0x2000, (RAM + 0x3000) | 3);
+        put(mem, RAM + 0x3000 + 3 * 8, (RAM + 0x4000) | 3);
+        put(mem, RAM + 0x4000 + 0x1ff * 8, (RAM + 0x5000) | 3);
         put(mem, RAM + 0x5000 + 0x1ff * 8, 0x0809_0000 | 3);
         // L1[0] -> L2 at +0x6000; L2[1] is a 2 MiB block at RAM.
-        put(mem, RAM + 0x3000, RAM + 0x6000 | 3);
+        put(mem, RAM + 0x3000, (RAM + 0x6000) | 3);
         put(mem, RAM + 0x6000 + 8, RAM | 1);
         StreamTable { base: RAM, cfg: 6 }
     }
@@ -187,7 +187,7 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid")
         );
-        put(&mem, RAM + 8 * 64, 1 | CONFIG_S1 << 1 | 0x1000);
+        put(&mem, RAM + 8 * 64, 1 | (CONFIG_S1 << 1) | 0x1000);
         assert!(
             translate(t, &idr(), &mem, 8, 0)
                 .unwrap_err()

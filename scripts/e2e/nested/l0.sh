@@ -4,7 +4,8 @@
 # L0 is sid's QEMU (setup-l0.sh) with a nested-capable SMMUv3 in front of
 # three PCI functions, all handed to vfio-pci by L1's /init:
 #   0000:00:02.0  virtio-blk-pci, a 16 MiB raw disk of known content
-#   0000:00:03.0  QEMU's edu device (DMA engine: proves translated DMA)
+#   0000:00:03.0  QEMU's edu device (DMA engine: proves translated DMA; its
+#                 DMA mask widened from 28 to 48 bits so it reaches guest RAM)
 #   0000:00:04.0  a second virtio-blk-pci disk, same content (two devices
 #                 behind one vSMMU)
 # After the run L0 reports which E2E-PATTERN lines the guests wrote into the
@@ -19,6 +20,11 @@ NESTED_DISK_BDF=0000:00:02.0
 NESTED_EDU_BDF=0000:00:03.0
 NESTED_DISK2_BDF=0000:00:04.0
 NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF"
+# The disks' DMA goes through the SMMU only with iommu_platform=on: without
+# VIRTIO_F_ACCESS_PLATFORM QEMU's virtio reads guest physical memory
+# directly, which for a function passed on to L2 is the wrong address space
+# (L2's virtio-blk then saw "Looped descriptor"). Modern-only: no I/O BAR.
+NESTED_VIRTIO_OPTS="iommu_platform=on,disable-legacy=on"
 # L1's command line: the CANWBS knob (canwbs-test-knob.patch) and the
 # functions its /init binds to vfio-pci.
 NESTED_L1_APPEND="arm_smmu_v3.test_force_canwbs=1 e2e_vfio=$NESTED_VFIO_BDFS"
@@ -57,10 +63,10 @@ nested_qemu() {
     -kernel "$r/Image" -initrd "$r/initrd" \
     -append "console=ttyAMA0 panic=-1 rdinit=/init $append" \
     -drive "if=none,id=disk0,format=raw,file=$r/disk.img" \
-    -device "virtio-blk-pci,drive=disk0,addr=0x${NESTED_DISK_BDF:8:2}" \
-    -device "edu,addr=0x${NESTED_EDU_BDF:8:2}" \
+    -device "virtio-blk-pci,drive=disk0,addr=0x${NESTED_DISK_BDF:8:2},$NESTED_VIRTIO_OPTS" \
+    -device "edu,addr=0x${NESTED_EDU_BDF:8:2},dma_mask=0xffffffffffff" \
     -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
-    -device "virtio-blk-pci,drive=disk1,addr=0x${NESTED_DISK2_BDF:8:2}" \
+    -device "virtio-blk-pci,drive=disk1,addr=0x${NESTED_DISK2_BDF:8:2},$NESTED_VIRTIO_OPTS" \
     </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
   local n
   for n in 1 2; do

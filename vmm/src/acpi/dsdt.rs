@@ -9,8 +9,8 @@
 //! interrupt.
 
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name, Path,
-    ResourceTemplate, Scope,
+    AddressSpace, AddressSpaceCacheable, Arg, BufferData, Device, EISAName, Equal, If, Interrupt,
+    Memory32Fixed, Method, Name, Path, ResourceTemplate, Return, Scope, Uuid,
 };
 use acpi_tables::sdt::Sdt;
 use acpi_tables::{Aml, AmlSink};
@@ -60,6 +60,24 @@ fn pci_host_bridge(segment: &PciSegmentLayout) -> RawAml {
         None,
     );
     let crs = ResourceTemplate::new(vec![&buses, &window32, &window64]);
+    // PCI Firmware spec 4.6.5 (_DSM function 5 = 0): keep the BARs as the
+    // VMM placed them. Linux honours an IORT RMR for a PCI function only
+    // then (the RMR's StreamIDs must stay valid), and the VMM places every
+    // BAR itself anyway. Function 0 reports functions 0 and 5.
+    let uuid = Uuid::new(PCI_DSM_UUID);
+    let functions = BufferData::new(vec![(1 << 0) | (1 << 5)]);
+    let none = BufferData::new(vec![0]);
+    let (zero, five) = (0u8, 5u8);
+    let is_pci = Equal::new(&Arg(0), &uuid);
+    let query = Equal::new(&Arg(2), &zero);
+    let preserve = Equal::new(&Arg(2), &five);
+    let answer_query = Return::new(&functions);
+    let answer_preserve = Return::new(&zero);
+    let if_query = If::new(&query, vec![&answer_query]);
+    let if_preserve = If::new(&preserve, vec![&answer_preserve]);
+    let if_pci = If::new(&is_pci, vec![&if_query, &if_preserve]);
+    let otherwise = Return::new(&none);
+    let dsm = Method::new("_DSM".into(), 4, false, vec![&if_pci, &otherwise]);
     serialise(&Device::new(
         Path::new(&name),
         vec![
@@ -71,9 +89,13 @@ fn pci_host_bridge(segment: &PciSegmentLayout) -> RawAml {
             &Name::new("_BBN".into(), &0u64),
             &Name::new("_CCA".into(), &1u64),
             &Name::new("_CRS".into(), &crs),
+            &dsm,
         ],
     ))
 }
+
+/// The PCI host bridge _DSM UUID (PCI Firmware spec 4.6).
+const PCI_DSM_UUID: &str = "e5c937d0-3553-4d7a-9117-ea4d19c3434d";
 
 /// A motherboard-resources device (PNP0C02) claiming a segment's ECAM
 /// window, as firmware does, so the OS knows the window is taken (Linux
