@@ -7,6 +7,7 @@ pub mod cdev;
 pub mod function;
 pub mod host;
 pub mod interrupts;
+pub mod memhost;
 pub mod mmap;
 
 pub use cdev::{VfioCdev, VfioCdevError};

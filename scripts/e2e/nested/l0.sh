@@ -70,7 +70,7 @@ nested_qemu() {
     </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
   local n
   for n in 1 2; do
-    grep -a -o 'E2E-PATTERN [a-z0-9=:._-]*' "$run/disk${n#1}.img" | sed "s/^/E2E-L0: disk $n has /" >>"$log" || true
+    grep -a -o 'E2E-PATTERN [ -~]*' "$run/disk${n#1}.img" | sed "s/^/E2E-L0: disk $n has /" >>"$log" || true
   done
   rm -rf "$run"
   return "$rc"
