@@ -5,27 +5,38 @@ use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
 
-#[test]
-fn cmdqv_with_passthrough_on_a_host_without_dev_iommu_says_so_in_one_sentence() {
-    if std::path::Path::new("/dev/iommu").exists() {
-        return; // the host has iommufd: this refusal is not the one it gives
-    }
-    let kernel = std::env::temp_dir().join(format!("ch-host-refusal-{}", std::process::id()));
+/// Run the binary with `args` and a dummy kernel; (exit code, stderr).
+fn refuse(tag: &str, args: &[&str]) -> (Option<i32>, String) {
+    let kernel = std::env::temp_dir().join(format!("ch-host-refusal-{tag}-{}", std::process::id()));
     std::fs::write(&kernel, b"not a kernel").unwrap();
     let out = Command::new(BIN)
-        .args([
-            "--vsmmu",
-            "cmdqv",
-            "--device",
-            "path=/sys/bus/pci/devices/0000:00:01.0,iommu=on",
-        ])
+        .args(args)
         .arg("--kernel")
         .arg(&kernel)
         .output()
         .unwrap();
     let _ = std::fs::remove_file(&kernel);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cmdqv_with_passthrough_on_a_host_without_dev_iommu_says_so_in_one_sentence() {
+    if std::path::Path::new("/dev/iommu").exists() {
+        return; // the host has iommufd: this refusal is not the one it gives
+    }
+    let (code, stderr) = refuse(
+        "cmdqv",
+        &[
+            "--vsmmu",
+            "cmdqv",
+            "--device",
+            "path=/sys/bus/pci/devices/0000:00:01.0,iommu=on",
+        ],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     let line = lines[0];
@@ -45,17 +56,11 @@ fn passthrough_without_a_vsmmu_still_needs_dev_iommu_and_says_so() {
     if std::path::Path::new("/dev/iommu").exists() {
         return;
     }
-    let kernel = std::env::temp_dir().join(format!("ch-host-refusal-off-{}", std::process::id()));
-    std::fs::write(&kernel, b"not a kernel").unwrap();
-    let out = Command::new(BIN)
-        .args(["--device", "path=/sys/bus/pci/devices/0000:00:01.0"])
-        .arg("--kernel")
-        .arg(&kernel)
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&kernel);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = refuse(
+        "off",
+        &["--device", "path=/sys/bus/pci/devices/0000:00:01.0"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
         stderr.contains("cannot open /dev/iommu") && stderr.contains("passthrough (--device)"),

@@ -129,16 +129,6 @@ fn mappable(info: &RegionInfo, trapped: &[(u64, u64)]) -> Vec<(u64, u64)> {
 mod tests {
     use super::*;
 
-    fn region(size: u64, mmap: bool) -> RegionInfo {
-        RegionInfo {
-            size,
-            readable: true,
-            writable: true,
-            mmap,
-            sparse: Vec::new(),
-        }
-    }
-
     /// QEMU's virtio-blk-pci: BAR0 I/O (legacy), BAR1 4 KiB MMIO with the
     /// MSI-X table at 0 and the PBA at 0x800, BAR4 64-bit prefetchable 16 KiB.
     #[test]
@@ -155,10 +145,10 @@ mod tests {
         let bars = discover(
             raw,
             |i| match i {
-                0 => region(0x80, false),
-                1 => region(0x1000, true),
-                4 => region(0x4000, true),
-                _ => region(0, false),
+                0 => RegionInfo::plain(0x80, false),
+                1 => RegionInfo::plain(0x1000, true),
+                4 => RegionInfo::plain(0x4000, true),
+                _ => RegionInfo::plain(0, false),
             },
             Some(&msix),
         );
@@ -178,7 +168,7 @@ mod tests {
         let info = RegionInfo {
             size: 0x10000,
             sparse: vec![(0, 0x3000), (0x5000, 0xb000)],
-            ..region(0x10000, true)
+            ..RegionInfo::plain(0x10000, true)
         };
         let msix = MsixCap {
             offset: 0x40,
@@ -194,7 +184,7 @@ mod tests {
                 if i == 0 {
                     info.clone()
                 } else {
-                    region(0, false)
+                    RegionInfo::plain(0, false)
                 }
             },
             Some(&msix),
@@ -207,9 +197,9 @@ mod tests {
             [0; 6],
             |i| {
                 if i == 2 {
-                    region(0x100, false)
+                    RegionInfo::plain(0x100, false)
                 } else {
-                    region(0, false)
+                    RegionInfo::plain(0, false)
                 }
             },
             None,

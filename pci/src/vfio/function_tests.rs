@@ -23,16 +23,6 @@ struct FakeHost {
     msi_vectors: u32,
 }
 
-fn region(size: u64, mmap: bool) -> RegionInfo {
-    RegionInfo {
-        size,
-        readable: true,
-        writable: true,
-        mmap,
-        sparse: Vec::new(),
-    }
-}
-
 fn put(c: &mut [u8], at: usize, bytes: &[u8]) {
     c[at..at + bytes.len()].copy_from_slice(bytes);
 }
@@ -59,12 +49,12 @@ impl FakeHost {
             calls: Vec::new(),
         }));
         let regions = vec![
-            region(0x80, false),
-            region(0x1000, true),
-            region(0, false),
-            region(0, false),
-            region(0x4000, true),
-            region(0, false),
+            RegionInfo::plain(0x80, false),
+            RegionInfo::plain(0x1000, true),
+            RegionInfo::plain(0, false),
+            RegionInfo::plain(0, false),
+            RegionInfo::plain(0x4000, true),
+            RegionInfo::plain(0, false),
         ];
         (
             FakeHost {
@@ -89,8 +79,8 @@ impl FakeHost {
             config: c,
             calls: Vec::new(),
         }));
-        let mut regions = vec![region(0, false); 6];
-        regions[0] = region(0x10_0000, true);
+        let mut regions = vec![RegionInfo::plain(0, false); 6];
+        regions[0] = RegionInfo::plain(0x10_0000, true);
         (
             FakeHost {
                 state: state.clone(),

@@ -35,6 +35,20 @@ pub struct RegionInfo {
     pub sparse: Vec<(u64, u64)>,
 }
 
+impl RegionInfo {
+    /// A readable, writable region of `size` bytes (none when 0), wholly
+    /// mmappable or not.
+    pub fn plain(size: u64, mmap: bool) -> Self {
+        RegionInfo {
+            size,
+            readable: size > 0,
+            writable: size > 0,
+            mmap,
+            sparse: Vec::new(),
+        }
+    }
+}
+
 /// A passthrough function's host interface.
 pub trait VfioHost: Send {
     /// Region `index` (BAR n = n, configuration space = [`CONFIG_REGION`]).

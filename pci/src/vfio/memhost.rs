@@ -80,13 +80,7 @@ impl VfioHost for MemoryFunction {
                 CONFIG_REGION => s.config.len(),
                 i => s.bars.get(i as usize).map_or(0, Vec::len),
             } as u64;
-            RegionInfo {
-                size,
-                readable: size > 0,
-                writable: size > 0,
-                mmap: size >= 0x1000 && index != CONFIG_REGION,
-                sparse: Vec::new(),
-            }
+            RegionInfo::plain(size, size >= 0x1000 && index != CONFIG_REGION)
         })
     }
 
