@@ -440,14 +440,20 @@ fn cmdq_log2size(page_size: u64) -> u8 {
 
 /// Apply one page0 event of the CMD-QV whose window is `window`.
 fn page0_event(mapper: &dyn GuestMapper, window: Range, event: Page0Event) {
-    let result = match event {
-        Page0Event::Map { offset, region } => mapper.map(
-            window.base + offset,
-            region.host_addr as u64,
-            region.len as u64,
+    let (what, result) = match event {
+        Page0Event::Map { offset, region } => (
+            "installed",
+            mapper.map(
+                window.base + offset,
+                region.host_addr as u64,
+                region.len as u64,
+            ),
         ),
-        Page0Event::Unmap { offset } => mapper.unmap(window.base + offset),
+        Page0Event::Unmap { offset } => ("removed", mapper.unmap(window.base + offset)),
     };
+    if result.is_ok() {
+        log::info!(target: "vmm", "CMD-QV page0 slot {what} at {:#x}", window.base + CMDQV_VINTF0_PAGE0_OFFSET);
+    }
     if let Err(reason) = result {
         // The guest keeps working through the trapped path: the model
         // serves page0 accesses that reach it.
