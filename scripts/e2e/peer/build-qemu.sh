@@ -18,7 +18,8 @@
 # installed and its /etc/apt is never read or written. The .debs are only
 # downloaded and unpacked (dpkg-deb -x), never installed.
 # Cached in $E2E_CACHE/peer/qemu-<key>, key = sha256 of the resolved list
-# (file names, sizes and checksums of every .deb) and of this script.
+# (file names, sizes and checksums of every .deb) and of this script; the
+# .debs are deleted once it is built, older payloads when a newer one is.
 set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -136,5 +137,13 @@ echo "$PEER_PACKAGE $version, $(find "$tmp/root" -type f | wc -l) files, $(du -s
 rm -rf "$out"
 mv "$tmp/root" "$out"
 rmdir "$tmp"
+rm -f "$APT_ARM64"/cache/archives/*.deb
 log "peer QEMU: built $out in $((SECONDS - t0)) s ($(cat "$out/$summary"))"
+# Payloads of older package lists (sid moved on) go, unless a build holds them.
+for lock in "$PEER_DIR"/qemu-*.lock; do
+  [ "$lock" != "$out.lock" ] || continue
+  exec {lockfd}>>"$lock"
+  if flock -n "$lockfd"; then rm -rf "${lock%.lock}" "${lock%.lock}.tmp" "$lock"; fi
+  exec {lockfd}>&-
+done
 echo "$out"
