@@ -15,8 +15,12 @@
 # Dependencies are resolved by apt itself, against sid's arm64 Packages of the
 # private apt state (lib.sh: sid_apt) with an empty dpkg status and arm64 as the
 # native architecture, so nothing of this machine's dpkg state counts as
-# installed and its /etc/apt is never read or written. The .debs are only
-# downloaded and unpacked (dpkg-deb -x), never installed.
+# installed and its /etc/apt is never written. The .debs are only downloaded
+# and unpacked (dpkg-deb -x), never installed.
+# Where the packages come from: sid (QEMU 11.1, the nested lane's L0 version);
+# when apt cannot resolve the package there (sid in the middle of a library
+# transition), or with E2E_PEER_SOURCE=machine, this machine's own release and
+# its arm64 lists (bookworm: QEMU 7.2; scripts/install-deps.sh adds arm64).
 # Cached in $E2E_CACHE/peer/qemu-<key>, key = sha256 of the resolved list
 # (file names, sizes and checksums of every .deb) and of this script; the
 # .debs are deleted once it is built, older payloads when a newer one is.
@@ -28,11 +32,16 @@ PEER_PACKAGE=qemu-system-arm
 PEER_BINARY=usr/bin/qemu-system-aarch64
 PEER_DIR="$E2E_CACHE/peer"
 APT_ARM64="$PEER_DIR/apt-arm64"
+PEER_SOURCE="${E2E_PEER_SOURCE:-sid}"
 
-# arm64_apt CMD ARGS...: sid_apt with this script's own (empty) dpkg status,
-# arm64 as the only architecture and a private package cache.
+# arm64_apt CMD ARGS...: apt over the $PEER_SOURCE lists with this script's
+# own (empty) dpkg status, arm64 as the only architecture and a private
+# package cache.
 arm64_apt() {
-  sid_apt "$@" \
+  local wrap=()
+  [ "$PEER_SOURCE" = machine ] || wrap=(sid_apt)
+  "${wrap[@]}" "$@" \
+    -o APT::Sandbox::User=root \
     -o Dir::State::status="$APT_ARM64/status" \
     -o Dir::Cache="$APT_ARM64/cache" \
     -o APT::Architecture=arm64 \
@@ -87,9 +96,14 @@ copy_closure() {
 ensure_debs debian-archive-keyring binutils
 mkdir -p "$APT_ARM64/cache/archives/partial" "$APT_ARM64/empty/partial"
 : >>"$APT_ARM64/status"
-sid_update
-list="$(resolve)"
-[ -n "$list" ] || die "apt resolved no packages for $PEER_PACKAGE:arm64 in sid"
+[ "$PEER_SOURCE" = machine ] || sid_update
+list="$(resolve)" || list=""
+if [ -z "$list" ] && [ "$PEER_SOURCE" = sid ]; then
+  log "peer QEMU: apt cannot resolve $PEER_PACKAGE:arm64 in sid now; taking this machine's release instead"
+  PEER_SOURCE=machine
+  list="$(resolve)" || list=""
+fi
+[ -n "$list" ] || die "apt resolved no packages for $PEER_PACKAGE:arm64 ($PEER_SOURCE lists)"
 key="$( (echo "$list"; cat "$0") | sha256sum | cut -c1-16)"
 out="$PEER_DIR/qemu-$key"
 
@@ -104,7 +118,7 @@ if [ -f "$out/$summary" ]; then
 fi
 
 t0=$SECONDS
-log "peer QEMU: $PEER_PACKAGE:arm64 from sid, $(echo "$list" | wc -l) packages"
+log "peer QEMU: $PEER_PACKAGE:arm64 from $PEER_SOURCE, $(echo "$list" | wc -l) packages"
 arm64_apt apt-get install -y --no-install-recommends --download-only "$PEER_PACKAGE" >"$PEER_DIR/download.log" 2>&1 ||
   { tail -20 "$PEER_DIR/download.log" >&2; die "download of $PEER_PACKAGE:arm64 and its dependencies failed (log: $PEER_DIR/download.log)"; }
 tmp="$out.tmp"
