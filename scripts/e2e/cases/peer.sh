@@ -13,7 +13,7 @@
 # L2 ran the benchmark and printed numbers, our trapped queue made one
 # backend call per CMD_SYNC, our VCMDQ path took the unmaps; never timings.
 CASE_DESC="QEMU 11.1 as the L1 VMM beside ours: same L2, same dma_map_benchmark; table of unmap/map latency, boot-to-init, RSS"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=600
 PEER_STEPS="qemu-smmuv3 ours-smmuv3 ours-cmdqv"
 # shellcheck source=scripts/e2e/bench-lib.sh
