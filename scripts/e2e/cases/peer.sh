@@ -3,8 +3,9 @@
 # runs, one after the other, three VMMs over the same L2 kernel and
 # initramfs, each with the bench case's dma_map_benchmark (bench-lib.sh:
 # same runs, seconds, granules, threads, same output lines):
-#   qemu-smmuv3   sid's qemu-system-aarch64 (peer/build-qemu.sh), KVM, DT
-#                 boot, QEMU's own SMMUv3 in front of its edu device
+#   qemu-smmuv3   sid's qemu-system-aarch64 (peer/build-qemu.sh; this machine's
+#                 release's when sid's cannot be resolved), KVM, DT boot,
+#                 QEMU's own SMMUv3 in front of its edu device
 #   ours-smmuv3   --vsmmu smmuv3,backend=emulated --test-device (bench's c)
 #   ours-cmdqv    --vsmmu cmdqv,backend=emulated,page0=mapped (bench's a)
 # and per VMM the time from its start to the L2's first /init line and its
