@@ -7,7 +7,8 @@
 #       L1 host: busybox, /bin/cloud-hypervisor (+ /bin/ch-remote when built
 #       beside it), /l2/Image, /l2/initrd, /init (initramfs/l1-init),
 #       /e2e/lib.sh, /e2e/run.sh (= CASE_SCRIPT), and each extra file SRC as
-#       DEST (a case's own tools, mode kept)
+#       DEST (a case's own tools, mode kept); an extra directory SRC is
+#       merged as a tree at DEST (e.g. a payload with usr/ and lib/ at /)
 #
 # /dev/console comes from the kernel's built-in default initramfs.
 set -euo pipefail
@@ -62,9 +63,14 @@ case "$kind" in
     shift 6
     for extra in "$@"; do
       src="${extra%%:*}" dest="${extra#*:}"
-      if [ ! -s "$src" ] || [ "${dest#/}" = "$dest" ]; then die "extra file '$extra': want SRC:/DEST with SRC present"; fi
-      mkdir -p "$root$(dirname "$dest")"
-      cp -p "$src" "$root$dest"
+      if [ ! -s "$src" ] || [ "${dest#/}" = "$dest" ]; then die "extra '$extra': want SRC:/DEST with SRC present"; fi
+      if [ -d "$src" ]; then
+        mkdir -p "$root$dest"
+        cp -a "$src/." "$root$dest"
+      else
+        mkdir -p "$root$(dirname "$dest")"
+        cp -p "$src" "$root$dest"
+      fi
     done
     pack "$root" "$out"
     ;;

@@ -17,13 +17,13 @@
 CASE_DESC="dma_map_benchmark through VCMDQs vs the trapped CMDQ vs plain SMMUv3 vs lazy invalidation; tables of unmap latency, exits and backend calls per unmap, invalidation overhead"
 CASE_DEFAULT=1
 CASE_TIMEOUT=900
-BENCH_SECONDS=2
 BENCH_STEPS="a-cmdqv b-bypass c-smmuv3 d-lazy"
+# shellcheck source=scripts/e2e/bench-lib.sh
+. "$E2E_DIR/bench-lib.sh"
 
 case_l1_script() {
+  bench_l1_vars
   cat <<'EOS'
-common="--kernel /l2/Image --initramfs /l2/initrd --cpus boot=2 --memory size=512M --serial tty --test-device id=dma0"
-cmdline="console=ttyAMA0 panic=-1 iommu.strict=1"
 vmm a-cmdqv -v $common --vsmmu cmdqv,backend=emulated,page0=mapped --cmdline "$cmdline e2e.bench=1"
 vmm b-bypass -v $common --vsmmu cmdqv,backend=emulated,page0=mapped --cmdline "$cmdline e2e.bench=1 e2e.bypass=1"
 vmm c-smmuv3 -v $common --vsmmu smmuv3,backend=emulated --cmdline "$cmdline e2e.bench=1"
@@ -31,59 +31,21 @@ vmm d-lazy -v $common --vsmmu cmdqv,backend=emulated,page0=mapped --cmdline "con
 EOS
 }
 
-case_l2_script() {
-  cat <<EOS
-seconds=$BENCH_SECONDS
-EOS
-  cat <<'EOS'
-case "$(cat /proc/cmdline)" in *e2e.bench=1*) ;; *) exit 0 ;; esac
-if grep -q e2e.bypass=1 /proc/cmdline; then
-  echo 1 > /sys/kernel/debug/iommu/tegra241_cmdqv/bypass_vcmdq
-  echo "E2E-BENCH: bypass_vcmdq=$(cat /sys/kernel/debug/iommu/tegra241_cmdqv/bypass_vcmdq)"
-fi
-dev=0000:00:01.0
-echo dma_map_benchmark > /sys/bus/pci/devices/$dev/driver_override
-echo $dev > /sys/bus/pci/drivers/dma_map_benchmark/bind || echo "E2E-BENCH: bind failed"
-for g in 1 16; do
-  for t in 1 2; do
-    echo "E2E-BENCH: run granule=$g threads=$t"
-    dma_map_benchmark -t $t -g $g -s $seconds 2>&1 | sed 's/^/E2E-BENCH: /'
-  done
-done
-EOS
-}
+case_l2_script() { bench_l2_script; }
 
 # One row per (step, granule, threads): latency from the guest, per-unmap
 # figures from the VMM's stop-time counters of that step (not for d-lazy,
 # whose CMD_SYNCs are not one per unmap).
 bench_table() {
-  local step
+  local step exits calls unmaps
   printf '%-9s %-8s %-7s %-18s %-14s %-16s\n' run granule threads "unmap lat (us)" "exits/unmap" "backend/unmap"
   for step in $BENCH_STEPS; do
-    section "$step" | awk -v step="$step" '
-      /E2E-BENCH: run granule=/ { split($0, a, /granule=| threads=/); g = a[2]; t = a[3] + 0; next }
-      /E2E-BENCH: average unmap latency\(us\):/ { split($0, b, /latency\(us\):| standard/); lat[g " " t] = b[2] + 0; order[++n] = g " " t; next }
-      /mmio exits:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^smmuv3=/) { sub(/smmuv3=/, "", $i); ex += $i } if ($i ~ /^cmdqv=/) { sub(/cmdqv=/, "", $i); ex += $i } } }
-      /vsmmu0: / { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] + 0 } }
-      END {
-        unmaps = v["trapped_syncs"] + v["vcmdq_syncs"]
-        if (unmaps == 0) unmaps = 1
-        for (i = 1; i <= n; i++) { split(order[i], k, " ")
-          if (step == "d-lazy")
-            printf "%-9s %-8s %-7s %-18.1f %-14s %-16s\n", step, k[1] "pg", k[2], lat[order[i]], "-", "-"
-          else
-            printf "%-9s %-8s %-7s %-18.1f %-14.3f %-16.3f\n", step, k[1] "pg", k[2], lat[order[i]], ex / unmaps, v["invalidate_calls"] / unmaps }
-      }'
+    read -r exits calls unmaps < <(step_counts "$step")
+    bench_latencies "$step" | awk -v step="$step" -v ex="$exits" -v calls="$calls" -v u="$unmaps" '
+      BEGIN { if (u == 0) u = 1 }
+      step == "d-lazy" { printf "%-9s %-8s %-7s %-18.1f %-14s %-16s\n", step, $1 "pg", $2, $4, "-", "-"; next }
+      { printf "%-9s %-8s %-7s %-18.1f %-14.3f %-16.3f\n", step, $1 "pg", $2, $4, ex / u, calls / u }'
   done
-}
-
-# "EXITS INVALIDATE_CALLS UNMAPS" of one step, from the VMM's stop-time
-# counters (unmaps = CMD_SYNCs of both queues).
-step_counts() {
-  section "$1" | awk '
-    /mmio exits:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^smmuv3=/) { sub(/smmuv3=/, "", $i); ex += $i } if ($i ~ /^cmdqv=/) { sub(/cmdqv=/, "", $i); ex += $i } } }
-    /vsmmu0: / { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] + 0 } }
-    END { printf "%d %d %d\n", ex, v["invalidate_calls"], v["trapped_syncs"] + v["vcmdq_syncs"] }'
 }
 
 # The floor, from bench_table's output on stdin: per (granule, threads) the

@@ -42,3 +42,42 @@ vmm_until() {
   echo "E2E-L1: vmm exit=$rc step=$step seconds=$waited"
   return $rc
 }
+
+# vmm_measured STEP BIN ARGS...: run any VMM, BIN ARGS (ours or another),
+# under the same timeout and with the same start/exit markers as vmm, stdin
+# /dev/null, and when the L2's /init prints "E2E-L2: booted", print
+#   E2E-L1: measured step=STEP boot-to-init=S vmrss-kb=N rssanon-kb=N rssfile-kb=N
+# S: seconds of L1 time from starting BIN to that line; then BIN's resident
+# memory at that moment, from /proc/PID/status: VmRSS = RssAnon (guest RAM
+# the L2 touched, the VMM's heap) + RssFile + RssShmem; rssfile-kb is the sum
+# of the last two, the mapped pages of the binary and its libraries (L1's
+# rootfs is shmem-backed, so there they count as RssShmem). Busybox timeout execs BIN in
+# its own process, so $! is BIN's pid. The output is read through a FIFO by
+# awk (buffered, and it stamps the line as it reads it).
+vmm_measured() {
+  step="$1"; bin="$2"; shift 2
+  echo "E2E-L1: vmm start step=$step args=$*"
+  fifo="/tmp/vmm-$step.fifo"
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  timeout "$VMM_TIMEOUT" "$bin" "$@" </dev/null >"$fifo" 2>&1 &
+  pid=$!
+  awk -v step="$step" -v pid="$pid" -v t0="$t0" '
+    { print; fflush() }
+    !stamped && /E2E-L2: booted/ {
+      stamped = 1
+      getline up < "/proc/uptime"; close("/proc/uptime"); split(up, u, " ")
+      status = "/proc/" pid "/status"
+      while ((getline l < status) > 0) { split(l, f, " "); kb[f[1]] = f[2] }
+      close(status)
+      printf "E2E-L1: measured step=%s boot-to-init=%.2f vmrss-kb=%s rssanon-kb=%s rssfile-kb=%s\n", step, u[1] - t0, kb["VmRSS:"], kb["RssAnon:"], kb["RssFile:"] + kb["RssShmem:"]
+      fflush()
+    }' <"$fifo"
+  wait "$pid"
+  rc=$?
+  rm -f "$fifo"
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "E2E-L1: vmm exit=$rc step=$step seconds=$(awk "BEGIN{print $t1-$t0}")"
+  return $rc
+}
