@@ -12,7 +12,8 @@
 #
 # Environment: E2E_KERNELS ("6.12 7.2"), E2E_CACHE (~/.cache/ch-e2e), E2E_OUT
 # (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's),
-# E2E_NESTED_PROBE and E2E_NESTED_L1_IMAGE (nested lane, docs/e2e.md).
+# E2E_NESTED_PROBE and E2E_NESTED_L1_IMAGE (nested lane, docs/e2e.md), E2E_VMM_BIN
+# (a prebuilt static aarch64 cloud-hypervisor instead of building this tree's).
 # The assertion helpers below are called from the cases' case_assert:
 # shellcheck disable=SC2317
 set -euo pipefail
@@ -87,7 +88,9 @@ if [ "$NESTED" = 1 ]; then
   # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
   NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
 fi
-VMM_BIN="$(timed "cloud-hypervisor (aarch64, static)" "$E2E_DIR/build-vmm.sh")"
+# E2E_VMM_BIN: an already built static aarch64 cloud-hypervisor (e.g. another
+# worktree's, same sources) instead of building this tree's.
+VMM_BIN="${E2E_VMM_BIN:-$(timed "cloud-hypervisor (aarch64, static)" "$E2E_DIR/build-vmm.sh")}"
 E2E_DMA_BENCH="$(timed "dma_map_benchmark (aarch64, static)" "$E2E_DIR/build-dma-bench.sh")"
 export E2E_DMA_BENCH
 
