@@ -23,7 +23,7 @@
 # one invalidate per CMD_SYNC at most); QEMU's counts and every timing are
 # recorded, never asserted. The table: target/e2e/peer-host/table-7.2.txt.
 CASE_DESC="nested lane: QEMU 11.1 (arm-smmuv3,accel=on over iommufd, ACPI/edk2) beside ours on the same VFIO disk: checksum, read time, invalidate ioctls per CMD_SYNC, boot-to-init, RSS"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=900
 CASE_QEMU=nested
 # The L2 guest kernel (L1 is always the nested 7.2).
