@@ -49,6 +49,11 @@ disk=$(echo "$E2E_VFIO" | cut -d, -f1)
 cmdline="console=ttyAMA0 panic=-1 iommu.strict=1"
 echo "E2E-L1: peer $($qemu --version | head -1)"
 trace=/tmp/qemu-host.trace
+# The payload falls back to this machine's release when sid's QEMU cannot
+# be resolved (peer/build-qemu.sh); bookworm's 7.2 has no accel=on.
+if ! $qemu -device arm-smmuv3,help 2>&1 | grep -q 'accel='; then
+  echo "E2E-L1: peer-host: this QEMU's arm-smmuv3 has no accel property; QEMU step skipped"
+else
 targs=""
 [ "$qtrace" = 1 ] && targs="-trace iommufd_backend_invalidate_cache -trace smmuv3_cmdq_opcode
   -trace smmuv3_accel_install_ste -trace smmuv3_accel_set_iommu_device -D $trace"
@@ -61,6 +66,7 @@ vmm_measured qemu-host $qemu -M virt,gic-version=3 -accel kvm -cpu host -smp 1 -
 [ "$qtrace" = 1 ] && echo "E2E-L1: qemu-host counts cmds=$(grep -c smmuv3_cmdq_opcode "$trace") syncs=$(grep -c 'SMMU_CMD_SYNC' "$trace") tlbi=$(grep -c 'SMMU_CMD_TLBI' "$trace") invalidate_ioctls=$(grep -c 'iommufd_backend_invalidate_cache' "$trace") invalidate_failed=$(grep 'iommufd_backend_invalidate_cache' "$trace" | grep -vc '(0)$')"
 rm -f "$trace"
 echo "E2E-L1: after qemu-host $disk driver=$(basename "$(readlink "/sys/bus/pci/devices/$disk/driver")")"
+fi
 vmm_measured ours-host /bin/cloud-hypervisor -v --kernel /l2/Image --initramfs /l2/initrd \
   --cpus boot=1 --memory size=512M --serial tty --cmdline "$cmdline" \
   --vsmmu smmuv3 --device "path=/sys/bus/pci/devices/$disk,iommu=on"
@@ -104,6 +110,7 @@ peer_host_table() {
   printf '%-5s %-44s %-8s %-9s %-10s %-12s %-13s %-11s %-9s %s\n' \
     VMM "vSMMU (host path)" "read s" "checksum" "CMD_SYNCs" "invalidates" "inv/CMD_SYNC" "boot-init s" "L2 init s" "RSS MiB (anon+file)"
   for step in $PEER_HOST_STEPS; do
+    section "$step" | grep -q "E2E-L1: vmm start" || continue
     read -r secs read < <(section "$step" | sed -n 's/.*E2E-L2: read vda .* sha256=\([0-9a-f]*\) seconds=\([0-9.]*\).*/\2 \1/p' | head -1)
     ok=wrong
     [ "${read:-}" = "$sum" ] && ok=ok
@@ -134,7 +141,12 @@ case_assert() {
   local sum step table stats
   sum="$(peer_host_15m_sha)"
   expect_re "E2E-L1: peer QEMU emulator version [0-9]" "the QEMU payload does not run in L1 (missing library? see the log)"
-  for step in $PEER_HOST_STEPS; do
+  local steps="$PEER_HOST_STEPS" qtrace="${E2E_PEER_HOST_TRACE:-1}"
+  if has "E2E-L1: peer-host: this QEMU's arm-smmuv3 has no accel property"; then
+    echo "  peer-host: $(grep -o 'E2E-L1: peer QEMU emulator version [^ ]*' "$LOG" | head -1 | cut -d' ' -f6): no arm-smmuv3 accel=on (the payload's fallback release?); only ours checked"
+    steps=ours-host qtrace=0
+  fi
+  for step in $steps; do
     step_expect_re "$step" "E2E-L1: vmm exit=0 step=$step " "the VMM did not exit 0"
     step_expect_re "$step" "E2E-L1: measured step=$step boot-to-init=[0-9.]+ vmrss-kb=[0-9]+ rssanon-kb=[0-9]+ rssfile-kb=[0-9]+" "no boot-to-init / RSS sample (the L2 never reached /init?)"
     step_expect_re "$step" "E2E-L2: read vda pci=0000:00:01.0 blocks=3840 sha256=$sum seconds=[0-9.]+" "the L2 guest did not read the disk's known content through the nested vSMMU"
@@ -147,9 +159,9 @@ case_assert() {
   # the read time alone) the function went through the accelerated path (a vIOMMU device,
   # a nested HWPT from the guest's STE) and IOMMU_HWPT_INVALIDATE happened.
   # (printed after the step's exit line: outside its section.)
-  [ "${E2E_PEER_HOST_TRACE:-1}" = 1 ] && expect_re "E2E-L1-QTRACE: smmuv3_accel_set_iommu_device " "QEMU did not attach the VFIO function to its accelerated SMMUv3"
-  [ "${E2E_PEER_HOST_TRACE:-1}" = 1 ] && expect_re "E2E-L1-QTRACE: smmuv3_accel_install_ste vSID=0x[0-9a-f]+ ste type=translate" "the L2's STE did not become a nested HWPT under QEMU"
-  [ "${E2E_PEER_HOST_TRACE:-1}" = 1 ] && expect_re "E2E-L1: qemu-host counts cmds=[1-9][0-9]* syncs=[1-9][0-9]* tlbi=[0-9]+ invalidate_ioctls=[1-9][0-9]* invalidate_failed=0" "no (or failed) IOMMU_HWPT_INVALIDATE from QEMU, or no trace counts"
+  [ "$qtrace" = 1 ] && expect_re "E2E-L1-QTRACE: smmuv3_accel_set_iommu_device " "QEMU did not attach the VFIO function to its accelerated SMMUv3"
+  [ "$qtrace" = 1 ] && expect_re "E2E-L1-QTRACE: smmuv3_accel_install_ste vSID=0x[0-9a-f]+ ste type=translate" "the L2's STE did not become a nested HWPT under QEMU"
+  [ "$qtrace" = 1 ] && expect_re "E2E-L1: qemu-host counts cmds=[1-9][0-9]* syncs=[1-9][0-9]* tlbi=[0-9]+ invalidate_ioctls=[1-9][0-9]* invalidate_failed=0" "no (or failed) IOMMU_HWPT_INVALIDATE from QEMU, or no trace counts"
   # Ours: one batched IOMMU_HWPT_INVALIDATE per CMD_SYNC at most, and many.
   stats="$(section ours-host | grep -oE 'vsmmu0: trapped_cmds=[0-9]+ trapped_syncs=[0-9]+ invalidate_calls=[0-9]+' | tail -1)"
   if [[ "$stats" =~ trapped_syncs=([0-9]+)\ invalidate_calls=([0-9]+) ]]; then
