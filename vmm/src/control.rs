@@ -32,7 +32,8 @@ use crate::event_loop::EventLoop;
 pub const CMDQV_SID_SLOTS: usize = 16;
 
 /// How often host-side events are collected from a backend that has no fd
-/// to wait on (the emulated backend). The iommufd backend's vEVENTQ fds are
+/// to wait on (an emulated backend whose eventfd could not be made). The
+/// iommufd backend's vEVENTQ fds and the emulated backend's eventfd are
 /// registered in the event loop instead and wake it when readable.
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
 
@@ -125,7 +126,8 @@ enum Event {
     Api,
     /// The guest or a vCPU asked the VM to stop.
     VmStopped,
-    /// A host vEVENTQ has events for the guest (iommufd backend).
+    /// A host vEVENTQ (or the emulated backend's eventfd) has events for
+    /// the guest.
     HostEvents,
 }
 
@@ -290,7 +292,8 @@ impl Vmm {
         #[cfg(not(target_arch = "aarch64"))]
         let vm = RunningVm::start(description, stopped);
         let vm = vm?;
-        // The host's vEVENTQs wake the loop; nothing polls them.
+        // The host's vEVENTQs (or the emulated backend's eventfd) wake the
+        // loop; nothing polls them.
         for fd in vm.host_event_fds() {
             match self.events.add(&fd, Event::HostEvents) {
                 Ok(()) => self.host_fds.push(fd),

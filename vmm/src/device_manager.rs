@@ -226,6 +226,7 @@ impl DeviceManager {
     /// into guest event queues, CMD-QV queue errors into the error maps.
     pub fn poll(&self) {
         for v in &self.vsmmus {
+            v.backend.events_taken();
             lock_unpoisoned(&v.smmu).process_events();
             if let Some(cmdqv) = &v.cmdqv {
                 lock_unpoisoned(cmdqv).poll_host_errors();

@@ -264,8 +264,21 @@ impl VsmmuHost {
     /// The fds that become readable when the host has events for the guest.
     pub fn event_fds(&self) -> Vec<RawFd> {
         match self {
-            VsmmuHost::Emulated(_) => Vec::new(),
+            VsmmuHost::Emulated(b) => b.events_fd().into_iter().collect(),
             VsmmuHost::Iommufd(v) => v.lock().event_fds(),
+        }
+    }
+
+    /// Must the VMM poll this backend for events (it has no fd to wait on)?
+    pub fn needs_polling(&self) -> bool {
+        matches!(self, VsmmuHost::Emulated(b) if b.events_fd().is_none())
+    }
+
+    /// Before its events are drained: quiet the emulated backend's fd (an
+    /// iommufd vEVENTQ stays readable until read, which the drain does).
+    pub fn events_taken(&self) {
+        if let VsmmuHost::Emulated(b) = self {
+            b.reset_events_fd();
         }
     }
 }

@@ -162,13 +162,13 @@ impl RunningVm {
         self.devices.poll();
     }
 
-    /// True when a vSMMU's backend has no fd to wait on (the emulated
-    /// backend): the event loop then polls it every couple of ms.
+    /// True when a vSMMU's backend has no fd to wait on (an emulated backend
+    /// without its eventfd): the event loop then polls it every couple of ms.
     pub fn polled(&self) -> bool {
         self.devices
             .vsmmus
             .iter()
-            .any(|v| matches!(v.backend, crate::host_backend::VsmmuHost::Emulated(_)))
+            .any(|v| v.backend.needs_polling())
     }
 
     /// The fds the host makes readable when it has events for the guest.

@@ -7,7 +7,10 @@
 //! replay tool and the tests can assert on the exact backend traffic.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::backend::{BackendCall, BackendError, Errno};
 
@@ -77,6 +80,11 @@ impl EmulatedViommu {
 #[derive(Clone, Debug)]
 pub struct EmulatedBackend {
     viommu: Arc<Mutex<EmulatedViommu>>,
+    /// Readable while the host side has events for the guest (an injected
+    /// SMMU event, a VCMDQ error), like the iommufd backend's vEVENTQ fds,
+    /// so the VMM's loop sleeps until then. `None` if no eventfd could be
+    /// made: the VMM then polls.
+    events_fd: Option<Arc<EventFd>>,
 }
 
 impl Default for EmulatedBackend {
@@ -110,8 +118,39 @@ impl EmulatedBackend {
     }
 
     fn with_viommu(viommu: EmulatedViommu) -> Self {
+        let events_fd = match EventFd::new(EFD_NONBLOCK) {
+            Ok(fd) => Some(Arc::new(fd)),
+            Err(e) => {
+                log::warn!(target: "emulated", "no eventfd for host events ({e}): the VMM polls");
+                None
+            }
+        };
         EmulatedBackend {
             viommu: Arc::new(Mutex::new(viommu)),
+            events_fd,
+        }
+    }
+
+    /// The fd that is readable while host events wait for the guest.
+    pub fn events_fd(&self) -> Option<RawFd> {
+        self.events_fd.as_ref().map(|fd| fd.as_raw_fd())
+    }
+
+    /// Announce host events on [`Self::events_fd`].
+    pub(crate) fn notify_events(&self) {
+        if let Some(fd) = &self.events_fd
+            && let Err(e) = fd.write(1)
+        {
+            log::warn!(target: "emulated", "host event notification lost: {e}");
+        }
+    }
+
+    /// Make [`Self::events_fd`] quiet again; call before draining the
+    /// events it announced (an event queued after the reset wakes it again).
+    pub fn reset_events_fd(&self) {
+        if let Some(fd) = &self.events_fd {
+            // EAGAIN: nothing was announced.
+            let _ = fd.read();
         }
     }
 

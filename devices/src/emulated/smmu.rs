@@ -45,6 +45,7 @@ impl EmulatedBackend {
     /// after a fault on a device with a vDEVICE.
     pub fn inject_event(&self, record: [u64; 4]) {
         self.lock().smmu.events.push_back(record);
+        self.notify_events();
     }
 }
 
@@ -308,5 +309,19 @@ mod tests {
         backend.inject_event([5, 6, 7, 8]);
         assert_eq!(backend.poll_events(), [[1, 2, 3, 4], [5, 6, 7, 8]]);
         assert!(backend.poll_events().is_empty());
+    }
+
+    #[test]
+    fn injected_events_make_the_events_fd_readable_until_reset() {
+        let backend = EmulatedBackend::new();
+        let fd = backend.events_fd.clone().expect("an eventfd");
+        assert!(fd.read().is_err(), "quiet at first");
+        backend.inject_event([1, 2, 3, 4]);
+        backend.inject_event([5, 6, 7, 8]);
+        assert_eq!(fd.read().unwrap(), 2, "announced twice");
+        backend.inject_event([9, 9, 9, 9]);
+        backend.reset_events_fd();
+        assert!(fd.read().is_err(), "quiet after the reset");
+        assert_eq!(backend.clone().poll_events().len(), 3, "the events themselves stay queued");
     }
 }

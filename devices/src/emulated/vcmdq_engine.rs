@@ -324,6 +324,7 @@ impl VcmdqEngine {
         let event = [self.err_map as u64, (self.err_map >> 64) as u64];
         log::warn!(target: "cmdqv", "vcmdq {index} error CERROR={code} at CONS={:#x}", q.cons);
         self.events.push_back(event);
+        self.viommu.notify_events();
     }
 
     /// Execute the command at `at`; `Err(cerror)` stops the queue. Each
