@@ -322,6 +322,10 @@ mod tests {
         backend.inject_event([9, 9, 9, 9]);
         backend.reset_events_fd();
         assert!(fd.read().is_err(), "quiet after the reset");
-        assert_eq!(backend.clone().poll_events().len(), 3, "the events themselves stay queued");
+        assert_eq!(
+            backend.clone().poll_events().len(),
+            3,
+            "the events themselves stay queued"
+        );
     }
 }
