@@ -366,14 +366,7 @@ impl Vmm {
         if !vm.stop_requested() {
             return None;
         }
-        let Vm::Running {
-            description,
-            vm,
-            boots,
-        } = std::mem::replace(&mut self.vm, Vm::None)
-        else {
-            return None;
-        };
+        let (description, vm, boots) = self.take_running()?;
         match self.stop_running(vm, VmExit::Failed("stopped".into())) {
             VmExit::PowerOff => {
                 log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
@@ -391,15 +384,28 @@ impl Vmm {
         }
     }
 
+    /// Take the running VM out of `self.vm` (left `Vm::None`); `None`, and
+    /// `self.vm` untouched, when no VM is running.
+    fn take_running(&mut self) -> Option<(Box<VmDescription>, RunningVm, u32)> {
+        if !matches!(self.vm, Vm::Running { .. }) {
+            return None;
+        }
+        match std::mem::replace(&mut self.vm, Vm::None) {
+            Vm::Running {
+                description,
+                vm,
+                boots,
+            } => Some((description, vm, boots)),
+            other => {
+                self.vm = other;
+                None
+            }
+        }
+    }
+
     /// Tear the running VM down for `why`; it stays defined, shut down.
     fn stop_vm(&mut self, why: VmExit) {
-        if !matches!(self.vm, Vm::Running { .. }) {
-            return;
-        }
-        if let Vm::Running {
-            description, vm, ..
-        } = std::mem::replace(&mut self.vm, Vm::None)
-        {
+        if let Some((description, vm, _)) = self.take_running() {
             self.stop_running(vm, why);
             self.vm = Vm::Defined {
                 description,
@@ -541,16 +547,8 @@ impl Vmm {
     }
 
     fn reboot(&mut self) -> ApiResponse {
-        let Vm::Running { .. } = &self.vm else {
+        let Some((description, vm, boots)) = self.take_running() else {
             return Err(not_running(&self.vm, "reboot"));
-        };
-        let Vm::Running {
-            description,
-            vm,
-            boots,
-        } = std::mem::replace(&mut self.vm, Vm::None)
-        else {
-            return Err(ApiError::VmNotCreated);
         };
         self.stop_running(vm, VmExit::Reset);
         log::info!(target: "vmm", "vm.reboot: rebuilding the VM (boot {})", boots + 1);
