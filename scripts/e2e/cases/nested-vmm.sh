@@ -64,6 +64,7 @@ EOS
 }
 
 case_l2_script() {
+  nested_l2_disk_helpers
   cat <<'EOS'
 step=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^e2e_step=//p')
 for d in /sys/bus/pci/devices/*; do
@@ -112,11 +113,10 @@ k=0
 for b in /sys/block/vd*; do
   [ -e "$b" ] || continue
   n=$(basename "$b")
-  pci=$(basename "$(readlink -f "$b/device/..")")
-  # 4 KiB requests, no readahead: one completion interrupt per few requests
-  # instead of a handful for the whole read.
-  echo 4 >"$b/queue/max_sectors_kb"
-  echo 0 >"$b/queue/read_ahead_kb"
+  pci=$(disk_pci "$b")
+  # One completion interrupt per few requests instead of a handful for the
+  # whole read.
+  small_requests "$b"
   # The first step reads the whole disk (still as L0 wrote it); later ones
   # the 15 MiB no step writes into.
   blocks=3840
@@ -145,14 +145,9 @@ fi
 EOS
 }
 
-# The checksum of the first 15 MiB of the known disk.
-nested_15m_sha() {
-  { yes "$NESTED_DISK_LINE" || true; } | head -c $((15 << 20)) | sha256sum | cut -d' ' -f1
-}
-
 case_assert() {
   local sum
-  sum="$(nested_15m_sha)"
+  sum="$(nested_disk_sha $((15 << 20)))"
   # direct: iommu=off, no vSMMU.
   step_expect_re direct "iommu=off, attached to IOAS [0-9]+" "the iommu=off function was not attached to the IOAS"
   step_expect_re direct "E2E-L2: read vda pci=0000:00:01.0 blocks=4096 sha256=$NESTED_DISK_SHA256 " "the L2 guest did not read the whole disk's known content (iommu=off)"

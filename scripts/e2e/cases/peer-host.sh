@@ -75,6 +75,7 @@ EOS
 }
 
 case_l2_script() {
+  nested_l2_disk_helpers
   cat <<'EOS'
 dmesg | grep -E 'arm-smmu-v3|iommu' | head -8 | sed 's/^/E2E-L2-DMESG: /'
 for d in /sys/bus/pci/devices/*; do
@@ -84,22 +85,14 @@ done
 for b in /sys/block/vd*; do
   [ -e "$b" ] || continue
   n=$(basename "$b")
-  pci=$(basename "$(readlink -f "$b/device/..")")
-  # 4 KiB requests, no readahead (as nested-vmm): with iommu.strict=1 each
-  # request's unmap is a TLBI + CMD_SYNC.
-  echo 4 >"$b/queue/max_sectors_kb"
-  echo 0 >"$b/queue/read_ahead_kb"
+  pci=$(disk_pci "$b")
+  small_requests "$b"
   t0=$(cut -d' ' -f1 /proc/uptime)
   sum=$(dd if="/dev/$n" bs=4096 count=3840 2>/dev/null | sha256sum | cut -d' ' -f1)
   t1=$(cut -d' ' -f1 /proc/uptime)
   echo "E2E-L2: read $n pci=$pci blocks=3840 sha256=$sum seconds=$(awk "BEGIN{printf \"%.2f\", $t1-$t0}")"
 done
 EOS
-}
-
-# The checksum of the first 15 MiB of the known disk (as nested-vmm.sh).
-peer_host_15m_sha() {
-  { yes "$NESTED_DISK_LINE" || true; } | head -c $((15 << 20)) | sha256sum | cut -d' ' -f1
 }
 
 # One row per VMM: the read (L2 time, checksum), guest CMD_SYNCs, host
@@ -139,7 +132,7 @@ peer_host_table() {
 
 case_assert() {
   local sum step table stats
-  sum="$(peer_host_15m_sha)"
+  sum="$(nested_disk_sha $((15 << 20)))"
   expect_re "E2E-L1: peer QEMU emulator version [0-9]" "the QEMU payload does not run in L1 (missing library? see the log)"
   local steps="$PEER_HOST_STEPS" qtrace="${E2E_PEER_HOST_TRACE:-1}"
   if has "E2E-L1: peer-host: this QEMU's arm-smmuv3 has no accel property"; then

@@ -34,11 +34,36 @@ NESTED_DISK_LINE="ch-e2e nested lane: virtio-blk-pci disk, known content, 64 B/l
 NESTED_DISK_SIZE=$((16 << 20))
 NESTED_DISK_SHA256=52aec3149640e5a85741c000b9ea74e1a9afa9409e5f238ce7d87eefbecde716
 
+# nested_disk_bytes N: the first N bytes of the known disk, to stdout.
+nested_disk_bytes() {
+  # (yes dies of SIGPIPE when head is done: not an error.)
+  { yes "$NESTED_DISK_LINE" || true; } | head -c "$1"
+}
+
+# nested_disk_sha N: the sha256 of the known disk's first N bytes.
+nested_disk_sha() {
+  nested_disk_bytes "$1" | sha256sum | cut -d' ' -f1
+}
+
+# nested_l2_disk_helpers: shell functions for a case's L2 script (print it
+# before the script's own lines): disk_pci B, the PCI function of block
+# device B (/sys/block/vdX); small_requests B, 4 KiB requests and no
+# readahead on B, so a read is one DMA map/unmap (and, with
+# iommu.strict=1, one TLBI + CMD_SYNC) per 4 KiB.
+nested_l2_disk_helpers() {
+  cat <<'EOS'
+disk_pci() { basename "$(readlink -f "$1/device/..")"; }
+small_requests() {
+  echo 4 >"$1/queue/max_sectors_kb"
+  echo 0 >"$1/queue/read_ahead_kb"
+}
+EOS
+}
+
 # nested_disk OUT: write the known-content disk image to OUT.
 nested_disk() {
   local out="$1" sum
-  # (yes dies of SIGPIPE when head is done: not an error.)
-  { yes "$NESTED_DISK_LINE" || true; } | head -c "$NESTED_DISK_SIZE" >"$out.tmp"
+  nested_disk_bytes "$NESTED_DISK_SIZE" >"$out.tmp"
   sum="$(sha256sum "$out.tmp" | cut -d' ' -f1)"
   [ "$sum" = "$NESTED_DISK_SHA256" ] || die "nested disk: sha256 $sum, expected $NESTED_DISK_SHA256"
   mv "$out.tmp" "$out"
