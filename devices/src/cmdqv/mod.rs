@@ -297,8 +297,14 @@ impl Cmdqv {
         };
         let value = value as u32;
         log::debug!(target: "cmdqv", "vcmdq {q} page0 {:#x} <- {value:#x}", reg_offset);
+        let slot = q as u64 * VCMDQ_STRIDE;
+        let live_gerror = (self.page0_live && reg_offset == VCMDQ_GERRORN.offset)
+            .then(|| self.backend.page0_read(slot + VCMDQ_GERROR.offset));
         if let Some(queue) = self.queues.get_mut(q) {
-            queue.cache_write(reg_offset, value);
+            match live_gerror {
+                Some(gerror) => queue.cache_acknowledge(gerror, value),
+                None => queue.cache_write(reg_offset, value),
+            }
         }
         if self.page0_live {
             self.backend
@@ -427,9 +433,11 @@ impl Cmdqv {
         };
         queue.allocated = Some(parsed);
         // Like QEMU: what the guest wrote before the queue existed reaches
-        // the host page0 now.
+        // the host page0 now, over the kernel's reset of the queue; what it
+        // did not write keeps the reset value.
         let slot = q as u64 * VCMDQ_STRIDE;
-        for (reg_offset, value) in queue.flush_values() {
+        let host_gerror = self.backend.page0_read(slot + VCMDQ_GERROR.offset);
+        for (reg_offset, value) in queue.restore_values(host_gerror) {
             self.backend.page0_write(slot + reg_offset, value);
         }
         // A refused BASE (half of a 64-bit BASE written as two words, or a

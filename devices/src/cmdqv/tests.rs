@@ -421,6 +421,76 @@ fn queue_error_survives_reallocation_behind_the_guests_back() {
     assert_eq!(rig.r64(0x10c0), 0);
 }
 
+/// Raise a CMDQ_ERR on LVCMDQ 0 (an unsupported command) and have the guest
+/// acknowledge it as Linux does; returns the host GERROR it left behind.
+fn raise_and_acknowledge_error_on_queue0(rig: &mut Rig) -> u32 {
+    rig.put_cmd(Q0, 0, cfgi_ste(8));
+    rig.w32(Rig::p0(0, 0x4), 1);
+    let gerror = rig.r32(Rig::p0(0, 0x10));
+    assert_eq!(gerror & 1, 1, "GERROR.CMDQ_ERR raised");
+    rig.put_cmd(Q0, 0, [0x46, 0]);
+    rig.w32(Rig::p0(0, 0x14), gerror);
+    assert_eq!(rig.r32(Rig::p0(0, 0x0)), 1, "recovered");
+    gerror
+}
+
+#[test]
+fn error_of_an_earlier_boot_is_not_active_after_the_queue_is_reallocated() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    let gerror = raise_and_acknowledge_error_on_queue0(&mut rig);
+    // VM reboot: the HW queue is freed; the host keeps its GERROR toggled.
+    rig.cmdqv.reset();
+    rig.irqs();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), gerror, "host GERROR as it was");
+    assert_eq!(
+        rig.r32(Rig::p0(0, 0x14)),
+        gerror,
+        "no error this boot caused: GERRORN = GERROR"
+    );
+    assert_eq!(rig.r64(0x10c0), 0, "LVCMDQ_ERR_MAP");
+    rig.calls();
+    rig.put_cmd(Q0, 0, tlbi_nh_va(1, 0x1000));
+    rig.w32(Rig::p0(0, 0x4), 1);
+    assert_eq!(rig.r32(Rig::p0(0, 0x0)), 1, "the queue consumes");
+    assert_eq!(rig.calls().len(), 1);
+    assert!(rig.irqs().is_empty());
+}
+
+#[test]
+fn acknowledgement_written_before_allocation_survives_it() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    raise_and_acknowledge_error_on_queue0(&mut rig);
+    rig.cmdqv.reset();
+    rig.probe_until_mapped();
+    // A driver that acknowledges whatever it finds before it programs
+    // BASE: the model must remember what that write acknowledged.
+    let gerror = rig.r32(Rig::p0(0, 0x10));
+    rig.w32(Rig::p0(0, 0x14), gerror);
+    rig.init_queue(0, Q0);
+    assert_eq!(rig.r32(Rig::p0(0, 0x14)), rig.r32(Rig::p0(0, 0x10)));
+    assert_eq!(rig.r64(0x10c0), 0);
+}
+
+#[test]
+fn registers_the_guest_never_wrote_keep_the_kernels_reset_values() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    // Only BASE: PROD, CONS, CONFIG and GERRORN stay as the kernel's
+    // reset on IOMMU_HW_QUEUE_ALLOC left them.
+    rig.w64(Rig::p1(0), Q0 | LOG2SIZE);
+    assert_eq!(rig.calls().len(), 1);
+    for reg in [0x0, 0x4, 0x8] {
+        assert_eq!(rig.r32(Rig::p0(0, reg)), 0, "register {reg:#x}");
+    }
+    assert_eq!(rig.r32(Rig::p0(0, 0x14)), rig.r32(Rig::p0(0, 0x10)));
+}
+
 #[test]
 fn same_base_written_twice_allocates_once() {
     let mut rig = Rig::new();
