@@ -69,6 +69,11 @@ pub struct CmdqvConfig {
     pub log2vcmdqs: u8,
     /// log2 of the SID slots the guest sees (QEMU: 4, i.e. 16 devices).
     pub log2vsids: u8,
+    /// The IDR1.CMDQS the guest's vSMMU shows: Linux sizes its VCMDQs from
+    /// it, and a VCMDQ above it (or above the host's) is refused with
+    /// CMDQ_INIT_ERR. The vSMMU caps it to what one page of guest RAM
+    /// holds contiguously (see `smmuv3::VsmmuConfig::ram_page_size`).
+    pub cmdqs: u8,
 }
 
 impl Default for CmdqvConfig {
@@ -76,6 +81,7 @@ impl Default for CmdqvConfig {
         CmdqvConfig {
             log2vcmdqs: 1,
             log2vsids: 4,
+            cmdqs: 19,
         }
     }
 }
@@ -119,7 +125,9 @@ pub struct Cmdqv {
     backend: Box<dyn CmdqvBackend>,
     mem: GuestMemory,
     irq: Arc<dyn InterruptSink>,
-    info: CmdqvHostInfo,
+    /// Largest VCMDQ, log2 entries: the guest's IDR1.CMDQS capped by the
+    /// host's (the kernel's limit).
+    max_cmdqs: u8,
     page: ConfigPage,
     queues: Vec<Vcmdq>,
     page0_live: bool,
@@ -147,12 +155,15 @@ impl Cmdqv {
             | PARAM_NUM_VINTF_LOG2.make(0)
             | PARAM_NUM_SID_LOG2.make(u64::from(log2vsids));
         let num_lvcmdqs = 1usize << log2vcmdqs;
-        log::info!(target: "cmdqv", "PARAM={param:#x}: {num_lvcmdqs} VCMDQs, {} SID slots", 1 << log2vsids);
+        let max_cmdqs = info.cmdqs.min(config.cmdqs);
+        log::info!(target: "cmdqv", "PARAM={param:#x}: {num_lvcmdqs} VCMDQs of up to {:#x} bytes \
+            (CMDQS {max_cmdqs}: guest {}, host {}), {} SID slots",
+            16u64 << max_cmdqs, config.cmdqs, info.cmdqs, 1 << log2vsids);
         Ok(Cmdqv {
             backend,
             mem,
             irq,
-            info,
+            max_cmdqs,
             page: ConfigPage::new(param as u32, num_lvcmdqs),
             queues: vec![Vcmdq::default(); num_lvcmdqs],
             page0_live: false,
@@ -412,7 +423,7 @@ impl Cmdqv {
             let reason = format!("LVCMDQ {q} needs LVCMDQ {} allocated first", q - 1);
             return self.refuse(q, base, &reason, false);
         }
-        let parsed = match QueueBase::parse(base, self.info.cmdqs, &self.mem) {
+        let parsed = match QueueBase::parse(base, self.max_cmdqs, &self.mem) {
             Ok(parsed) => parsed,
             Err(e) => return self.refuse(q, base, &e.to_string(), true),
         };

@@ -51,18 +51,16 @@ impl Rig {
     }
 
     fn with(config: EmulatedCmdqvConfig) -> Self {
+        Self::with_config(config, CmdqvConfig::default())
+    }
+
+    fn with_config(config: EmulatedCmdqvConfig, model: CmdqvConfig) -> Self {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), RAM_SIZE)]).unwrap();
         let viommu = EmulatedBackend::new();
         let irqs = Arc::new(Irqs::default());
         let backend =
             EmulatedCmdqv::new(viommu.clone(), mem.clone(), irqs.clone(), config).unwrap();
-        let cmdqv = Cmdqv::new(
-            Box::new(backend),
-            mem.clone(),
-            irqs.clone(),
-            CmdqvConfig::default(),
-        )
-        .unwrap();
+        let cmdqv = Cmdqv::new(Box::new(backend), mem.clone(), irqs.clone(), model).unwrap();
         Rig {
             cmdqv,
             viommu,
@@ -351,6 +349,26 @@ fn misaligned_base_sets_cmdq_init_err() {
 #[test]
 fn queue_larger_than_host_cmdqs_sets_cmdq_init_err() {
     assert_base_refused(Q0 | 13);
+}
+
+#[test]
+fn queue_larger_than_the_guests_idr1_cmdqs_sets_cmdq_init_err() {
+    // The host takes 16 << 19 bytes, but the vSMMU shows CMDQS 8 (one
+    // 4 KiB page of guest RAM): a bigger VCMDQ never reaches the kernel,
+    // which would refuse its discontiguous pages (EFAULT).
+    let mut rig = Rig::with_config(
+        EmulatedCmdqvConfig::default(),
+        CmdqvConfig {
+            cmdqs: 8,
+            ..CmdqvConfig::default()
+        },
+    );
+    rig.probe_until_mapped();
+    rig.w64(Rig::p1(0), Q0 | 9);
+    assert!(rig.calls().is_empty(), "refused before the backend");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 1 << 2, "GERROR.CMDQ_INIT_ERR");
+    rig.w64(Rig::p1(0), Q0 | 8);
+    assert_eq!(rig.calls().len(), 1, "16 << 8 bytes is allocated");
 }
 
 #[test]

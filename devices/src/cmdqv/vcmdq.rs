@@ -23,8 +23,10 @@ pub enum QueueBaseError {
     /// EINVAL: length below 32 bytes.
     #[error("queue length {len:#x} is below the {MIN_QUEUE_BYTES:#x}-byte minimum")]
     TooSmall { len: u64 },
-    /// EINVAL: length above 16 << host IDR1.CMDQS.
-    #[error("queue length {len:#x} exceeds the host maximum {max:#x} (IDR1.CMDQS={cmdqs})")]
+    /// Length above 16 << IDR1.CMDQS: the host's (EINVAL) or the guest's,
+    /// which is capped so that a queue fits one page of guest RAM (EFAULT
+    /// from the kernel otherwise).
+    #[error("queue length {len:#x} exceeds the maximum {max:#x} (IDR1.CMDQS={cmdqs})")]
     TooLarge { len: u64, max: u64, cmdqs: u8 },
     /// EINVAL: base not aligned to the length.
     #[error("queue base {gpa:#x} is not aligned to its length {len:#x}")]
@@ -54,9 +56,10 @@ impl QueueBase {
     }
 
     /// Validate a BASE register value the way the kernel will: length is a
-    /// power of two (by construction), >= 32 and <= 16 << `host_cmdqs`; the
-    /// base is aligned to the length; the whole queue lies in one RAM region.
-    pub fn parse(base: u64, host_cmdqs: u8, mem: &GuestMemory) -> Result<Self, QueueBaseError> {
+    /// power of two (by construction), >= 32 and <= 16 << `cmdqs` (the
+    /// smaller of the host's and the guest's IDR1.CMDQS); the base is
+    /// aligned to the length; the whole queue lies in one RAM region.
+    pub fn parse(base: u64, cmdqs: u8, mem: &GuestMemory) -> Result<Self, QueueBaseError> {
         let gpa = base & VCMDQ_BASE_ADDR.mask();
         // LOG2SIZE is a 5-bit field, so the shift cannot overflow a u64.
         let log2size = VCMDQ_BASE_LOG2SIZE.get(base) as u32;
@@ -64,13 +67,9 @@ impl QueueBase {
         if len < MIN_QUEUE_BYTES {
             return Err(QueueBaseError::TooSmall { len });
         }
-        let max = CMD_BYTES << u32::from(host_cmdqs).min(VCMDQ_BASE_LOG2SIZE.mask() as u32);
+        let max = CMD_BYTES << u32::from(cmdqs).min(VCMDQ_BASE_LOG2SIZE.mask() as u32);
         if len > max {
-            return Err(QueueBaseError::TooLarge {
-                len,
-                max,
-                cmdqs: host_cmdqs,
-            });
+            return Err(QueueBaseError::TooLarge { len, max, cmdqs });
         }
         if gpa & (len - 1) != 0 {
             return Err(QueueBaseError::Misaligned { gpa, len });

@@ -162,6 +162,15 @@ impl Smmuv3 {
         let idr = IdRegisters::compose(&host, config)?;
         log::info!(target: "smmuv3", "vSMMU IDR0 {:#x} IDR1 {:#x} IDR3 {:#x} IDR5 {:#x}",
             idr.idr[0], idr.idr[1], idr.idr[3], idr.idr[5]);
+        log::info!(
+            target: "smmuv3",
+            "IDR1.CMDQS {} (host {}): command queues and VCMDQs up to {:#x} bytes, one {:#x}-byte \
+             page of guest RAM",
+            idr.cmdq_log2size(),
+            regs::idr1::CMDQS.get(u64::from(host.idr[1])),
+            16u64 << idr.cmdq_log2size(),
+            config.ram_page_size
+        );
         Ok(Smmuv3 {
             idr,
             state: RegState::power_on(),
