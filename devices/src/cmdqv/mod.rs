@@ -200,12 +200,17 @@ impl Cmdqv {
     }
 
     /// VM reset: page0 leaves the guest, HW queues are freed (descending),
-    /// every register returns to its reset value.
+    /// every register returns to its reset value. A HW queue the host
+    /// would not free stays owned and is freed at the next change.
     pub fn reset(&mut self) {
         log::info!(target: "cmdqv", "reset");
         self.teardown();
         self.page = ConfigPage::new(self.param(), self.queues.len());
-        self.queues = vec![Vcmdq::default(); self.queues.len()];
+        for queue in &mut self.queues {
+            let held = queue.allocated;
+            *queue = Vcmdq::default();
+            queue.allocated = held;
+        }
     }
 
     /// VM shutdown: page0 leaves the guest, HW queues are freed. Idempotent.
@@ -395,8 +400,11 @@ impl Cmdqv {
                 .and_then(|v| v.allocated)
                 .is_some_and(|a| self.wanted_base(q) != Some(a.gpa | u64::from(a.log2size)))
         });
-        if let Some(lowest) = stale {
-            self.free_queues_from(lowest);
+        if let Some(lowest) = stale
+            && !self.free_queues_from(lowest)
+        {
+            // An index still held by the host would be EEXIST.
+            return;
         }
         for q in 0..self.queues.len() {
             let Some(queue) = self.queues.get(q) else {
@@ -488,20 +496,27 @@ impl Cmdqv {
 
     /// Descending rule: HW queues are freed from the highest index down
     /// (the kernel refuses to free q while q+1 exists, EBUSY).
-    fn free_queues_from(&mut self, lowest: usize) {
+    ///
+    /// A queue the host does not free stays `allocated`: the host still
+    /// holds it (allocating its index again would be EEXIST), and so do the
+    /// queues below it (EBUSY). False then; the next sync tries again.
+    fn free_queues_from(&mut self, lowest: usize) -> bool {
         for q in (lowest..self.queues.len()).rev() {
             if self.queues.get(q).is_none_or(|v| v.allocated.is_none()) {
                 continue;
             }
             self.snapshot_page0(q);
             if let Err(e) = self.backend.hw_queue_free(q as u32) {
-                log::error!(target: "cmdqv", "hw_queue_free index={q} failed: {e}");
+                log::error!(target: "cmdqv", "hw_queue_free index={q} failed: {e}; the HW queue stays \
+                    (and those below it), freed at the next change");
+                return false;
             }
             log::info!(target: "cmdqv", "hw_queue_free index={q}");
             if let Some(queue) = self.queues.get_mut(q) {
                 queue.allocated = None;
             }
         }
+        true
     }
 
     /// Keep the live page0 values of `q` in the cache before its HW queue
@@ -533,7 +548,8 @@ impl Cmdqv {
                 offset: VINTF0_PAGE0,
             });
         }
-        self.free_queues_from(0);
+        // A queue left allocated is freed by the next sync (it finds one).
+        let _ = self.free_queues_from(0);
         if self.page0_live {
             log::info!(target: "cmdqv", "VINTF0 page0 not live");
         }

@@ -1,11 +1,13 @@
 //! Behaviour tests of the CMD-QV model over the emulated backend: the Linux
 //! guest probe, and the adversarial sequences the replay traces also cover.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::backend::{BackendError, Errno};
 use crate::emulated::EmulatedBackend;
 use crate::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 
@@ -55,12 +57,21 @@ impl Rig {
     }
 
     fn with_config(config: EmulatedCmdqvConfig, model: CmdqvConfig) -> Self {
+        Self::wrapping(config, model, |backend| Box::new(backend))
+    }
+
+    /// The emulated backend behind `wrap` (a test's failure injection).
+    fn wrapping(
+        config: EmulatedCmdqvConfig,
+        model: CmdqvConfig,
+        wrap: impl FnOnce(EmulatedCmdqv) -> Box<dyn CmdqvBackend>,
+    ) -> Self {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), RAM_SIZE)]).unwrap();
         let viommu = EmulatedBackend::new();
         let irqs = Arc::new(Irqs::default());
         let backend =
             EmulatedCmdqv::new(viommu.clone(), mem.clone(), irqs.clone(), config).unwrap();
-        let cmdqv = Cmdqv::new(Box::new(backend), mem.clone(), irqs.clone(), model).unwrap();
+        let cmdqv = Cmdqv::new(wrap(backend), mem.clone(), irqs.clone(), model).unwrap();
         Rig {
             cmdqv,
             viommu,
@@ -149,6 +160,63 @@ impl Rig {
             .write_obj(cmd[1], GuestAddress(gpa + 16 * index + 8))
             .unwrap();
     }
+}
+
+/// The emulated backend whose next `fail` HW queue frees fail with EBUSY
+/// (the kernel's answer to IOMMU_DESTROY of an object still in use).
+struct FailingFrees {
+    inner: EmulatedCmdqv,
+    fail: Arc<AtomicU32>,
+}
+
+impl CmdqvBackend for FailingFrees {
+    fn info(&self) -> CmdqvHostInfo {
+        self.inner.info()
+    }
+    fn page0_mode(&self) -> Page0Mode {
+        self.inner.page0_mode()
+    }
+    fn hw_queue_alloc(&mut self, index: u32, gpa: u64, len: u64) -> Result<(), BackendError> {
+        self.inner.hw_queue_alloc(index, gpa, len)
+    }
+    fn hw_queue_free(&mut self, index: u32) -> Result<(), BackendError> {
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BackendError::new(Errno::Busy, "injected"));
+        }
+        self.inner.hw_queue_free(index)
+    }
+    fn page0_read(&mut self, offset: u64) -> u32 {
+        self.inner.page0_read(offset)
+    }
+    fn page0_write(&mut self, offset: u64, value: u32) {
+        self.inner.page0_write(offset, value)
+    }
+    fn poll_error_event(&mut self) -> Option<[u64; 2]> {
+        self.inner.poll_error_event()
+    }
+    fn sid_slots(&self) -> Vec<Option<u32>> {
+        self.inner.sid_slots()
+    }
+}
+
+fn rig_with_failing_frees() -> (Rig, Arc<AtomicU32>) {
+    let fail = Arc::new(AtomicU32::new(0));
+    let counter = fail.clone();
+    let rig = Rig::wrapping(
+        EmulatedCmdqvConfig::default(),
+        CmdqvConfig::default(),
+        |inner| {
+            Box::new(FailingFrees {
+                inner,
+                fail: counter,
+            })
+        },
+    );
+    (rig, fail)
 }
 
 fn tlbi_nh_va(asid: u64, addr: u64) -> [u64; 2] {
@@ -507,6 +575,61 @@ fn registers_the_guest_never_wrote_keep_the_kernels_reset_values() {
         assert_eq!(rig.r32(Rig::p0(0, reg)), 0, "register {reg:#x}");
     }
     assert_eq!(rig.r32(Rig::p0(0, 0x14)), rig.r32(Rig::p0(0, 0x10)));
+}
+
+#[test]
+fn a_hw_queue_whose_free_failed_stays_owned_and_is_freed_later() {
+    let (mut rig, fail) = rig_with_failing_frees();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.init_queue(1, Q1);
+    rig.calls();
+    // LVCMDQ0 moves: LVCMDQ1 must go first, and the host refuses that once.
+    fail.store(1, Ordering::SeqCst);
+    let q0b = Q0 + 0x1000;
+    rig.w64(Rig::p1(0), q0b | LOG2SIZE);
+    assert!(
+        rig.calls().is_empty(),
+        "nothing freed or allocated under a HW queue the host still holds"
+    );
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)) & 4, 0, "no CMDQ_INIT_ERR");
+    assert_eq!(rig.r32(Rig::p0(1, 0xc)), 1, "LVCMDQ1 still runs");
+    // The next change retries, in the kernel's order.
+    rig.w32(0x1000, 0);
+    assert_eq!(
+        rig.calls(),
+        ["hw_queue_free index=1", "hw_queue_free index=0"]
+    );
+    rig.w32(0x1000, 1);
+    assert_eq!(
+        rig.calls(),
+        [
+            format!("hw_queue_alloc index=0 gpa={q0b:#x} len=0x1000"),
+            format!("hw_queue_alloc index=1 gpa={Q1:#x} len=0x1000"),
+        ]
+    );
+}
+
+#[test]
+fn a_hw_queue_whose_free_failed_at_reset_is_freed_before_the_next_boot_uses_it() {
+    let (mut rig, fail) = rig_with_failing_frees();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.calls();
+    fail.store(1, Ordering::SeqCst);
+    rig.cmdqv.reset();
+    assert!(rig.calls().is_empty(), "the free failed");
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q1);
+    assert_eq!(
+        rig.calls(),
+        [
+            "hw_queue_free index=0".to_string(),
+            format!("hw_queue_alloc index=0 gpa={Q1:#x} len=0x1000"),
+        ]
+    );
+    assert_eq!(rig.r32(Rig::p0(0, 0xc)), 1, "enabled");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 0, "no CMDQ_INIT_ERR");
 }
 
 #[test]
