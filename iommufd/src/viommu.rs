@@ -295,8 +295,14 @@ impl Viommu {
     // ---- the vSMMU's calls ----
 
     /// Make `vsid`'s device translate as `ste` says: the shared abort or
-    /// bypass HWPT, or a nested HWPT of its own for a stage-1 STE (allocated
-    /// before the old one goes, so a refused STE leaves the device as it was).
+    /// bypass HWPT, or a nested HWPT of its own for a stage-1 STE.
+    ///
+    /// A refused STE (nested HWPT alloc or attach failed) puts the device on
+    /// the shared abort HWPT before the error is returned: the guest is told
+    /// C_BAD_STE and believes the stream aborts, so the previous translation
+    /// (a bypass is DMA to all guest RAM) must not stay. If even the abort
+    /// attach fails, that is logged as an error and named in the returned
+    /// error.
     pub fn install_ste(&mut self, vsid: u32, ste: &NestedSte) -> Result<(), BackendError> {
         let index = self
             .endpoints
@@ -305,8 +311,41 @@ impl Viommu {
             .ok_or_else(|| {
                 BackendError::new(Errno::NoEnt, format!("vSID {vsid:#x} has no vDEVICE"))
             })?;
-        let (dev_id, device) = match self.endpoints.get(index) {
-            Some(e) => (e.device.dev_id(), e.device.clone()),
+        let Err(mut refused) = self.attach_ste(index, ste) else {
+            return Ok(());
+        };
+        let fallback = if ste.config == SteConfig::Abort {
+            Err(refused.clone())
+        } else {
+            self.attach_ste(index, &NestedSte::abort())
+        };
+        match fallback {
+            Ok(()) => {
+                log::warn!(target: "iommufd", "vSID {vsid:#x}: {} STE refused ({refused}); device on the abort HWPT",
+                    ste.config.name());
+                refused.reason.push_str("; the device is on the abort HWPT");
+            }
+            Err(abort_err) => {
+                let on = self.attachment(vsid).map_or("unknown", |(name, _)| name);
+                log::error!(
+                    target: "iommufd",
+                    "vSID {vsid:#x}: {} STE refused ({refused}) and the abort HWPT could not be \
+                     attached ({abort_err}): the device stays on its {on} translation",
+                    ste.config.name()
+                );
+                refused.reason.push_str(&format!(
+                    "; abort attach failed too ({abort_err}): the device stays on {on}"
+                ));
+            }
+        }
+        Err(refused)
+    }
+
+    /// Attach endpoint `index` to what `ste` needs. A new nested HWPT is
+    /// allocated before the old one goes; on failure nothing changed.
+    fn attach_ste(&mut self, index: usize, ste: &NestedSte) -> Result<(), BackendError> {
+        let (dev_id, device, vsid) = match self.endpoints.get(index) {
+            Some(e) => (e.device.dev_id(), e.device.clone(), e.vsid),
             None => return Err(BackendError::new(Errno::NoEnt, "no endpoint")),
         };
         let (target, nested, attached) = match ste.config {
@@ -336,6 +375,19 @@ impl Viommu {
             }
         }
         Ok(())
+    }
+
+    /// What `vsid`'s device is attached to, as this vIOMMU attached it:
+    /// `parent`, `abort`, `bypass` or `nested`, and that HWPT's id.
+    pub fn attachment(&self, vsid: u32) -> Option<(&'static str, u32)> {
+        let endpoint = self.endpoints.iter().find(|e| e.vsid == vsid)?;
+        let id = |object: &Option<Object>| object.as_ref().map_or(0, Object::id);
+        Some(match endpoint.attached {
+            Attached::Parent => ("parent", id(&self.parent)),
+            Attached::Abort => ("abort", id(&self.abort)),
+            Attached::Bypass => ("bypass", id(&self.bypass)),
+            Attached::Nested => ("nested", id(&endpoint.nested)),
+        })
     }
 
     /// ONE `IOMMU_HWPT_INVALIDATE` on the vIOMMU for the whole batch; the

@@ -21,6 +21,11 @@ pub struct VsmmuCounters {
     pub trapped_syncs: u64,
     /// Event records written into the guest's event queue.
     pub events_delivered: u64,
+    /// STEs the host refused and after which it would not put the device
+    /// on abort either: such a device may still DMA through its previous
+    /// translation. Anything but 0 is a host problem (logged as an error).
+    #[serde(default)]
+    pub ste_abort_failures: u64,
     /// Host backend calls by kind, as `backend_calls.<kind>` (the kinds
     /// are the kernel calls: `invalidate` = IOMMU_HWPT_INVALIDATE,
     /// `install_ste`, `vdevice_alloc`, `hw_queue_alloc`, ...).
@@ -100,9 +105,13 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
         let index = v.description.index;
         let calls = v.backend.call_counts();
         let count = |key: &str| calls.get(key).copied().unwrap_or(0);
-        let (cmdq, events) = {
+        let (cmdq, events, ste_abort_failures) = {
             let smmu = devices::lock_unpoisoned(&v.smmu);
-            (smmu.cmdq_stats(), smmu.events_delivered())
+            (
+                smmu.cmdq_stats(),
+                smmu.events_delivered(),
+                smmu.abort_fallback_failures(),
+            )
         };
         let backend_calls = calls
             .iter()
@@ -116,6 +125,7 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
                 trapped_commands: cmdq.commands,
                 trapped_syncs: cmdq.syncs,
                 events_delivered: events,
+                ste_abort_failures,
                 backend_calls,
             }),
         );

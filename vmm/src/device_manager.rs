@@ -339,7 +339,10 @@ fn build_vsmmu(
         // MSIs through the ITS, with the vSMMU's own IORT DeviceID
         // (`RoutedInterrupts` signals them with `its_device_id`).
         msi: true,
-        cmdq_log2size: cmdq_log2size(backing_page_size(vm.config.memory.hugepages)),
+        // A VCMDQ (and Linux sizes it from IDR1.CMDQS) must be physically
+        // contiguous in the host: one page of guest RAM is.
+        ram_page_size: crate::memory::backing_page_size(vm.config.memory.hugepages)
+            .map_err(|e| err(e.to_string()))?,
         ..SmmuModelConfig::default()
     };
     let mut smmu = Smmuv3::new(&model_config, backend.vsmmu(), mem.clone(), smmu_irq)
@@ -355,8 +358,12 @@ fn build_vsmmu(
             l.its_device_id,
         ));
         let host = backend.cmdqv(mem, irq.clone(), mapped).map_err(err)?;
-        let mut model = Cmdqv::new(host, mem.clone(), irq, CmdqvConfig::default())
-            .map_err(|e| err(e.to_string()))?;
+        let config = CmdqvConfig {
+            cmdqs: smmu.id_registers().cmdq_log2size() as u8,
+            ..CmdqvConfig::default()
+        };
+        let mut model =
+            Cmdqv::new(host, mem.clone(), irq, config).map_err(|e| err(e.to_string()))?;
         model
             .check_device_count(behind.len())
             .map_err(|e| err(e.to_string()))?;
@@ -413,30 +420,6 @@ impl MsiRouter for VsmmuMsiRouter {
     fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
         self.inner.irqfd(fd, gsi, assign)
     }
-}
-
-/// The page size backing guest RAM: the host's huge page size with
-/// hugepages=on (2 MiB when the host does not say), 4 KiB otherwise.
-fn backing_page_size(hugepages: bool) -> u64 {
-    const SMALL_PAGE: u64 = 4 << 10;
-    const DEFAULT_HUGE_PAGE: u64 = 2 << 20;
-    if hugepages {
-        crate::memory::huge_page_size().unwrap_or(DEFAULT_HUGE_PAGE)
-    } else {
-        SMALL_PAGE
-    }
-}
-
-/// The largest command queue (log2 entries) the guest may ask for. A HW
-/// queue must be physically contiguous (the kernel pins it and refuses a
-/// queue that is not, EFAULT), so, as QEMU does, cap IDR1.CMDQS so that one
-/// queue of 16-byte commands fits one page backing RAM: 4 KiB pages hold 256
-/// commands, 2 MiB huge pages 2^17. Linux needs at least 2^7, the
-/// architecture allows at most 2^19.
-fn cmdq_log2size(page_size: u64) -> u8 {
-    const CMD_LOG2_BYTES: u32 = 4;
-    let page_log2 = 63 - page_size.max(1).leading_zeros();
-    page_log2.saturating_sub(CMD_LOG2_BYTES).clamp(7, 19) as u8
 }
 
 /// Apply one page0 event of the CMD-QV whose window is `window`.
@@ -640,16 +623,13 @@ mod tests {
     }
 
     #[test]
-    fn command_queues_fit_one_backing_page() {
-        assert_eq!(cmdq_log2size(4 << 10), 8);
-        assert_eq!(cmdq_log2size(2 << 20), 17);
-        assert_eq!(
-            cmdq_log2size(1 << 30),
-            19,
-            "capped at the architecture's maximum"
-        );
-        assert_eq!(cmdq_log2size(1 << 10), 7, "Linux needs CMDQS >= 7");
-        assert_eq!(backing_page_size(false), 4 << 10);
+    fn guest_cmdqs_fits_one_host_page_of_guest_ram() {
+        let vm = vm("cmdqv,backend=emulated");
+        let dm = build(&vm).unwrap();
+        let page = crate::memory::host_page_size().unwrap();
+        let v = dm.vsmmus.first().unwrap();
+        let cmdqs = lock_unpoisoned(&v.smmu).id_registers().cmdq_log2size();
+        assert_eq!(16u64 << cmdqs, page, "4 KiB pages: 8, 64 KiB: 12");
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum MemoryError {
     /// The host has no huge page support at all.
     #[error("hugepages=on but the host reports no huge pages in /proc/meminfo; use hugepages=off")]
     NoHugePages,
+    /// sysconf(_SC_PAGESIZE) gave no usable page size.
+    #[error("the host page size (sysconf _SC_PAGESIZE) is {0}, not a power of two")]
+    PageSize(libc::c_long),
     /// The mapping failed.
     #[error("cannot map {size:#x} bytes of guest RAM: {reason}")]
     Map {
@@ -57,6 +60,27 @@ fn huge_pages(meminfo: &str) -> Option<(u64, u64)> {
 pub fn huge_page_size() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     huge_pages(&meminfo).map(|(_, size)| size)
+}
+
+/// The host's base page size (4 KiB, 16 KiB or 64 KiB on arm64).
+pub fn host_page_size() -> Result<u64, MemoryError> {
+    // SAFETY: sysconf only reads a system constant; it takes no pointer.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size)
+        .ok()
+        .filter(|size| size.is_power_of_two())
+        .ok_or(MemoryError::PageSize(size))
+}
+
+/// The size of one page backing guest RAM as [`create`] maps it: the
+/// default huge page size with `hugepages`, the host's page size otherwise.
+/// Only one such page is known to be physically contiguous.
+pub fn backing_page_size(hugepages: bool) -> Result<u64, MemoryError> {
+    if hugepages {
+        huge_page_size().ok_or(MemoryError::NoHugePages)
+    } else {
+        host_page_size()
+    }
 }
 
 fn check_huge_pages(size: u64, meminfo: &str) -> Result<(), MemoryError> {
@@ -119,6 +143,29 @@ mod tests {
             check_huge_pages(1, "MemTotal: 1 kB\n"),
             Err(MemoryError::NoHugePages)
         ));
+    }
+
+    #[test]
+    fn small_pages_back_ram_with_the_hosts_page_size() {
+        let page = backing_page_size(false).unwrap();
+        assert!(page.is_power_of_two() && page >= 4 << 10, "{page:#x}");
+        // What the mapping itself says: the RAM of a VM without
+        // hugepages=on sits on pages of exactly this size.
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let kernel_page = smaps
+            .lines()
+            .find_map(|l| l.strip_prefix("KernelPageSize:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .unwrap();
+        assert_eq!(page, kernel_page * 1024);
+    }
+
+    #[test]
+    fn huge_pages_back_ram_with_the_meminfo_huge_page_size() {
+        assert_eq!(huge_pages(MEMINFO), Some((4, 2 << 20)));
+        let gigantic = "HugePages_Free: 1\nHugepagesize: 1048576 kB\n";
+        assert_eq!(huge_pages(gigantic), Some((1, 1 << 30)));
     }
 
     #[test]

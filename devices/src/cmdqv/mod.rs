@@ -69,6 +69,11 @@ pub struct CmdqvConfig {
     pub log2vcmdqs: u8,
     /// log2 of the SID slots the guest sees (QEMU: 4, i.e. 16 devices).
     pub log2vsids: u8,
+    /// The IDR1.CMDQS the guest's vSMMU shows: Linux sizes its VCMDQs from
+    /// it, and a VCMDQ above it (or above the host's) is refused with
+    /// CMDQ_INIT_ERR. The vSMMU caps it to what one page of guest RAM
+    /// holds contiguously (see `smmuv3::VsmmuConfig::ram_page_size`).
+    pub cmdqs: u8,
 }
 
 impl Default for CmdqvConfig {
@@ -76,6 +81,7 @@ impl Default for CmdqvConfig {
         CmdqvConfig {
             log2vcmdqs: 1,
             log2vsids: 4,
+            cmdqs: 19,
         }
     }
 }
@@ -119,7 +125,9 @@ pub struct Cmdqv {
     backend: Box<dyn CmdqvBackend>,
     mem: GuestMemory,
     irq: Arc<dyn InterruptSink>,
-    info: CmdqvHostInfo,
+    /// Largest VCMDQ, log2 entries: the guest's IDR1.CMDQS capped by the
+    /// host's (the kernel's limit).
+    max_cmdqs: u8,
     page: ConfigPage,
     queues: Vec<Vcmdq>,
     page0_live: bool,
@@ -147,12 +155,15 @@ impl Cmdqv {
             | PARAM_NUM_VINTF_LOG2.make(0)
             | PARAM_NUM_SID_LOG2.make(u64::from(log2vsids));
         let num_lvcmdqs = 1usize << log2vcmdqs;
-        log::info!(target: "cmdqv", "PARAM={param:#x}: {num_lvcmdqs} VCMDQs, {} SID slots", 1 << log2vsids);
+        let max_cmdqs = info.cmdqs.min(config.cmdqs);
+        log::info!(target: "cmdqv", "PARAM={param:#x}: {num_lvcmdqs} VCMDQs of up to {:#x} bytes \
+            (CMDQS {max_cmdqs}: guest {}, host {}), {} SID slots",
+            16u64 << max_cmdqs, config.cmdqs, info.cmdqs, 1 << log2vsids);
         Ok(Cmdqv {
             backend,
             mem,
             irq,
-            info,
+            max_cmdqs,
             page: ConfigPage::new(param as u32, num_lvcmdqs),
             queues: vec![Vcmdq::default(); num_lvcmdqs],
             page0_live: false,
@@ -189,12 +200,17 @@ impl Cmdqv {
     }
 
     /// VM reset: page0 leaves the guest, HW queues are freed (descending),
-    /// every register returns to its reset value.
+    /// every register returns to its reset value. A HW queue the host
+    /// would not free stays owned and is freed at the next change.
     pub fn reset(&mut self) {
         log::info!(target: "cmdqv", "reset");
         self.teardown();
         self.page = ConfigPage::new(self.param(), self.queues.len());
-        self.queues = vec![Vcmdq::default(); self.queues.len()];
+        for queue in &mut self.queues {
+            let held = queue.allocated;
+            *queue = Vcmdq::default();
+            queue.allocated = held;
+        }
     }
 
     /// VM shutdown: page0 leaves the guest, HW queues are freed. Idempotent.
@@ -297,8 +313,14 @@ impl Cmdqv {
         };
         let value = value as u32;
         log::debug!(target: "cmdqv", "vcmdq {q} page0 {:#x} <- {value:#x}", reg_offset);
+        let slot = q as u64 * VCMDQ_STRIDE;
+        let live_gerror = (self.page0_live && reg_offset == VCMDQ_GERRORN.offset)
+            .then(|| self.backend.page0_read(slot + VCMDQ_GERROR.offset));
         if let Some(queue) = self.queues.get_mut(q) {
-            queue.cache_write(reg_offset, value);
+            match live_gerror {
+                Some(gerror) => queue.cache_acknowledge(gerror, value),
+                None => queue.cache_write(reg_offset, value),
+            }
         }
         if self.page0_live {
             self.backend
@@ -378,8 +400,11 @@ impl Cmdqv {
                 .and_then(|v| v.allocated)
                 .is_some_and(|a| self.wanted_base(q) != Some(a.gpa | u64::from(a.log2size)))
         });
-        if let Some(lowest) = stale {
-            self.free_queues_from(lowest);
+        if let Some(lowest) = stale
+            && !self.free_queues_from(lowest)
+        {
+            // An index still held by the host would be EEXIST.
+            return;
         }
         for q in 0..self.queues.len() {
             let Some(queue) = self.queues.get(q) else {
@@ -406,7 +431,7 @@ impl Cmdqv {
             let reason = format!("LVCMDQ {q} needs LVCMDQ {} allocated first", q - 1);
             return self.refuse(q, base, &reason, false);
         }
-        let parsed = match QueueBase::parse(base, self.info.cmdqs, &self.mem) {
+        let parsed = match QueueBase::parse(base, self.max_cmdqs, &self.mem) {
             Ok(parsed) => parsed,
             Err(e) => return self.refuse(q, base, &e.to_string(), true),
         };
@@ -427,9 +452,11 @@ impl Cmdqv {
         };
         queue.allocated = Some(parsed);
         // Like QEMU: what the guest wrote before the queue existed reaches
-        // the host page0 now.
+        // the host page0 now, over the kernel's reset of the queue; what it
+        // did not write keeps the reset value.
         let slot = q as u64 * VCMDQ_STRIDE;
-        for (reg_offset, value) in queue.flush_values() {
+        let host_gerror = self.backend.page0_read(slot + VCMDQ_GERROR.offset);
+        for (reg_offset, value) in queue.restore_values(host_gerror) {
             self.backend.page0_write(slot + reg_offset, value);
         }
         // A refused BASE (half of a 64-bit BASE written as two words, or a
@@ -469,20 +496,27 @@ impl Cmdqv {
 
     /// Descending rule: HW queues are freed from the highest index down
     /// (the kernel refuses to free q while q+1 exists, EBUSY).
-    fn free_queues_from(&mut self, lowest: usize) {
+    ///
+    /// A queue the host does not free stays `allocated`: the host still
+    /// holds it (allocating its index again would be EEXIST), and so do the
+    /// queues below it (EBUSY). False then; the next sync tries again.
+    fn free_queues_from(&mut self, lowest: usize) -> bool {
         for q in (lowest..self.queues.len()).rev() {
             if self.queues.get(q).is_none_or(|v| v.allocated.is_none()) {
                 continue;
             }
             self.snapshot_page0(q);
             if let Err(e) = self.backend.hw_queue_free(q as u32) {
-                log::error!(target: "cmdqv", "hw_queue_free index={q} failed: {e}");
+                log::error!(target: "cmdqv", "hw_queue_free index={q} failed: {e}; the HW queue stays \
+                    (and those below it), freed at the next change");
+                return false;
             }
             log::info!(target: "cmdqv", "hw_queue_free index={q}");
             if let Some(queue) = self.queues.get_mut(q) {
                 queue.allocated = None;
             }
         }
+        true
     }
 
     /// Keep the live page0 values of `q` in the cache before its HW queue
@@ -514,7 +548,8 @@ impl Cmdqv {
                 offset: VINTF0_PAGE0,
             });
         }
-        self.free_queues_from(0);
+        // A queue left allocated is freed by the next sync (it finds one).
+        let _ = self.free_queues_from(0);
         if self.page0_live {
             log::info!(target: "cmdqv", "VINTF0 page0 not live");
         }

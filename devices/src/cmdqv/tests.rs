@@ -1,11 +1,13 @@
 //! Behaviour tests of the CMD-QV model over the emulated backend: the Linux
 //! guest probe, and the adversarial sequences the replay traces also cover.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::backend::{BackendError, Errno};
 use crate::emulated::EmulatedBackend;
 use crate::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 
@@ -51,18 +53,25 @@ impl Rig {
     }
 
     fn with(config: EmulatedCmdqvConfig) -> Self {
+        Self::with_config(config, CmdqvConfig::default())
+    }
+
+    fn with_config(config: EmulatedCmdqvConfig, model: CmdqvConfig) -> Self {
+        Self::wrapping(config, model, |backend| Box::new(backend))
+    }
+
+    /// The emulated backend behind `wrap` (a test's failure injection).
+    fn wrapping(
+        config: EmulatedCmdqvConfig,
+        model: CmdqvConfig,
+        wrap: impl FnOnce(EmulatedCmdqv) -> Box<dyn CmdqvBackend>,
+    ) -> Self {
         let mem = GuestMemory::from_ranges(&[(GuestAddress(RAM), RAM_SIZE)]).unwrap();
         let viommu = EmulatedBackend::new();
         let irqs = Arc::new(Irqs::default());
         let backend =
             EmulatedCmdqv::new(viommu.clone(), mem.clone(), irqs.clone(), config).unwrap();
-        let cmdqv = Cmdqv::new(
-            Box::new(backend),
-            mem.clone(),
-            irqs.clone(),
-            CmdqvConfig::default(),
-        )
-        .unwrap();
+        let cmdqv = Cmdqv::new(wrap(backend), mem.clone(), irqs.clone(), model).unwrap();
         Rig {
             cmdqv,
             viommu,
@@ -151,6 +160,63 @@ impl Rig {
             .write_obj(cmd[1], GuestAddress(gpa + 16 * index + 8))
             .unwrap();
     }
+}
+
+/// The emulated backend whose next `fail` HW queue frees fail with EBUSY
+/// (the kernel's answer to IOMMU_DESTROY of an object still in use).
+struct FailingFrees {
+    inner: EmulatedCmdqv,
+    fail: Arc<AtomicU32>,
+}
+
+impl CmdqvBackend for FailingFrees {
+    fn info(&self) -> CmdqvHostInfo {
+        self.inner.info()
+    }
+    fn page0_mode(&self) -> Page0Mode {
+        self.inner.page0_mode()
+    }
+    fn hw_queue_alloc(&mut self, index: u32, gpa: u64, len: u64) -> Result<(), BackendError> {
+        self.inner.hw_queue_alloc(index, gpa, len)
+    }
+    fn hw_queue_free(&mut self, index: u32) -> Result<(), BackendError> {
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BackendError::new(Errno::Busy, "injected"));
+        }
+        self.inner.hw_queue_free(index)
+    }
+    fn page0_read(&mut self, offset: u64) -> u32 {
+        self.inner.page0_read(offset)
+    }
+    fn page0_write(&mut self, offset: u64, value: u32) {
+        self.inner.page0_write(offset, value)
+    }
+    fn poll_error_event(&mut self) -> Option<[u64; 2]> {
+        self.inner.poll_error_event()
+    }
+    fn sid_slots(&self) -> Vec<Option<u32>> {
+        self.inner.sid_slots()
+    }
+}
+
+fn rig_with_failing_frees() -> (Rig, Arc<AtomicU32>) {
+    let fail = Arc::new(AtomicU32::new(0));
+    let counter = fail.clone();
+    let rig = Rig::wrapping(
+        EmulatedCmdqvConfig::default(),
+        CmdqvConfig::default(),
+        |inner| {
+            Box::new(FailingFrees {
+                inner,
+                fail: counter,
+            })
+        },
+    );
+    (rig, fail)
 }
 
 fn tlbi_nh_va(asid: u64, addr: u64) -> [u64; 2] {
@@ -354,6 +420,26 @@ fn queue_larger_than_host_cmdqs_sets_cmdq_init_err() {
 }
 
 #[test]
+fn queue_larger_than_the_guests_idr1_cmdqs_sets_cmdq_init_err() {
+    // The host takes 16 << 19 bytes, but the vSMMU shows CMDQS 8 (one
+    // 4 KiB page of guest RAM): a bigger VCMDQ never reaches the kernel,
+    // which would refuse its discontiguous pages (EFAULT).
+    let mut rig = Rig::with_config(
+        EmulatedCmdqvConfig::default(),
+        CmdqvConfig {
+            cmdqs: 8,
+            ..CmdqvConfig::default()
+        },
+    );
+    rig.probe_until_mapped();
+    rig.w64(Rig::p1(0), Q0 | 9);
+    assert!(rig.calls().is_empty(), "refused before the backend");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 1 << 2, "GERROR.CMDQ_INIT_ERR");
+    rig.w64(Rig::p1(0), Q0 | 8);
+    assert_eq!(rig.calls().len(), 1, "16 << 8 bytes is allocated");
+}
+
+#[test]
 fn queue_outside_guest_ram_sets_cmdq_init_err() {
     assert_base_refused(0x8000_0000 | LOG2SIZE);
     assert_base_refused((RAM + RAM_SIZE as u64 - 0x800) | LOG2SIZE);
@@ -419,6 +505,131 @@ fn queue_error_survives_reallocation_behind_the_guests_back() {
     rig.w32(Rig::p0(1, 0x14), gerror);
     assert_eq!(rig.r32(Rig::p0(1, 0x0)), 1, "resumed past the bad entry");
     assert_eq!(rig.r64(0x10c0), 0);
+}
+
+/// Raise a CMDQ_ERR on LVCMDQ 0 (an unsupported command) and have the guest
+/// acknowledge it as Linux does; returns the host GERROR it left behind.
+fn raise_and_acknowledge_error_on_queue0(rig: &mut Rig) -> u32 {
+    rig.put_cmd(Q0, 0, cfgi_ste(8));
+    rig.w32(Rig::p0(0, 0x4), 1);
+    let gerror = rig.r32(Rig::p0(0, 0x10));
+    assert_eq!(gerror & 1, 1, "GERROR.CMDQ_ERR raised");
+    rig.put_cmd(Q0, 0, [0x46, 0]);
+    rig.w32(Rig::p0(0, 0x14), gerror);
+    assert_eq!(rig.r32(Rig::p0(0, 0x0)), 1, "recovered");
+    gerror
+}
+
+#[test]
+fn error_of_an_earlier_boot_is_not_active_after_the_queue_is_reallocated() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    let gerror = raise_and_acknowledge_error_on_queue0(&mut rig);
+    // VM reboot: the HW queue is freed; the host keeps its GERROR toggled.
+    rig.cmdqv.reset();
+    rig.irqs();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), gerror, "host GERROR as it was");
+    assert_eq!(
+        rig.r32(Rig::p0(0, 0x14)),
+        gerror,
+        "no error this boot caused: GERRORN = GERROR"
+    );
+    assert_eq!(rig.r64(0x10c0), 0, "LVCMDQ_ERR_MAP");
+    rig.calls();
+    rig.put_cmd(Q0, 0, tlbi_nh_va(1, 0x1000));
+    rig.w32(Rig::p0(0, 0x4), 1);
+    assert_eq!(rig.r32(Rig::p0(0, 0x0)), 1, "the queue consumes");
+    assert_eq!(rig.calls().len(), 1);
+    assert!(rig.irqs().is_empty());
+}
+
+#[test]
+fn acknowledgement_written_before_allocation_survives_it() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    raise_and_acknowledge_error_on_queue0(&mut rig);
+    rig.cmdqv.reset();
+    rig.probe_until_mapped();
+    // A driver that acknowledges whatever it finds before it programs
+    // BASE: the model must remember what that write acknowledged.
+    let gerror = rig.r32(Rig::p0(0, 0x10));
+    rig.w32(Rig::p0(0, 0x14), gerror);
+    rig.init_queue(0, Q0);
+    assert_eq!(rig.r32(Rig::p0(0, 0x14)), rig.r32(Rig::p0(0, 0x10)));
+    assert_eq!(rig.r64(0x10c0), 0);
+}
+
+#[test]
+fn registers_the_guest_never_wrote_keep_the_kernels_reset_values() {
+    let mut rig = Rig::new();
+    rig.probe_until_mapped();
+    // Only BASE: PROD, CONS, CONFIG and GERRORN stay as the kernel's
+    // reset on IOMMU_HW_QUEUE_ALLOC left them.
+    rig.w64(Rig::p1(0), Q0 | LOG2SIZE);
+    assert_eq!(rig.calls().len(), 1);
+    for reg in [0x0, 0x4, 0x8] {
+        assert_eq!(rig.r32(Rig::p0(0, reg)), 0, "register {reg:#x}");
+    }
+    assert_eq!(rig.r32(Rig::p0(0, 0x14)), rig.r32(Rig::p0(0, 0x10)));
+}
+
+#[test]
+fn a_hw_queue_whose_free_failed_stays_owned_and_is_freed_later() {
+    let (mut rig, fail) = rig_with_failing_frees();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.init_queue(1, Q1);
+    rig.calls();
+    // LVCMDQ0 moves: LVCMDQ1 must go first, and the host refuses that once.
+    fail.store(1, Ordering::SeqCst);
+    let q0b = Q0 + 0x1000;
+    rig.w64(Rig::p1(0), q0b | LOG2SIZE);
+    assert!(
+        rig.calls().is_empty(),
+        "nothing freed or allocated under a HW queue the host still holds"
+    );
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)) & 4, 0, "no CMDQ_INIT_ERR");
+    assert_eq!(rig.r32(Rig::p0(1, 0xc)), 1, "LVCMDQ1 still runs");
+    // The next change retries, in the kernel's order.
+    rig.w32(0x1000, 0);
+    assert_eq!(
+        rig.calls(),
+        ["hw_queue_free index=1", "hw_queue_free index=0"]
+    );
+    rig.w32(0x1000, 1);
+    assert_eq!(
+        rig.calls(),
+        [
+            format!("hw_queue_alloc index=0 gpa={q0b:#x} len=0x1000"),
+            format!("hw_queue_alloc index=1 gpa={Q1:#x} len=0x1000"),
+        ]
+    );
+}
+
+#[test]
+fn a_hw_queue_whose_free_failed_at_reset_is_freed_before_the_next_boot_uses_it() {
+    let (mut rig, fail) = rig_with_failing_frees();
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.calls();
+    fail.store(1, Ordering::SeqCst);
+    rig.cmdqv.reset();
+    assert!(rig.calls().is_empty(), "the free failed");
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q1);
+    assert_eq!(
+        rig.calls(),
+        [
+            "hw_queue_free index=0".to_string(),
+            format!("hw_queue_alloc index=0 gpa={Q1:#x} len=0x1000"),
+        ]
+    );
+    assert_eq!(rig.r32(Rig::p0(0, 0xc)), 1, "enabled");
+    assert_eq!(rig.r32(Rig::p0(0, 0x10)), 0, "no CMDQ_INIT_ERR");
 }
 
 #[test]

@@ -6,8 +6,9 @@
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::regs::{
-    GERROR_CMDQ_INIT_ERR, PAGE0_REGS, VCMDQ_BASE, VCMDQ_BASE_ADDR, VCMDQ_BASE_LOG2SIZE,
-    VCMDQ_CONS_INDX_BASE, VCMDQ_GERROR, VCMDQ_GERRORN, VCMDQ_STATUS, page0_reg,
+    GERROR_CMDQ_INIT_ERR, VCMDQ_BASE, VCMDQ_BASE_ADDR, VCMDQ_BASE_LOG2SIZE, VCMDQ_CONFIG,
+    VCMDQ_CONS, VCMDQ_CONS_INDX_BASE, VCMDQ_GERROR, VCMDQ_GERRORN, VCMDQ_PROD, VCMDQ_STATUS,
+    page0_reg,
 };
 use crate::GuestMemory;
 use crate::smmuv3::cmd::CMD_BYTES;
@@ -22,8 +23,10 @@ pub enum QueueBaseError {
     /// EINVAL: length below 32 bytes.
     #[error("queue length {len:#x} is below the {MIN_QUEUE_BYTES:#x}-byte minimum")]
     TooSmall { len: u64 },
-    /// EINVAL: length above 16 << host IDR1.CMDQS.
-    #[error("queue length {len:#x} exceeds the host maximum {max:#x} (IDR1.CMDQS={cmdqs})")]
+    /// Length above 16 << IDR1.CMDQS: the host's (EINVAL) or the guest's,
+    /// which is capped so that a queue fits one page of guest RAM (EFAULT
+    /// from the kernel otherwise).
+    #[error("queue length {len:#x} exceeds the maximum {max:#x} (IDR1.CMDQS={cmdqs})")]
     TooLarge { len: u64, max: u64, cmdqs: u8 },
     /// EINVAL: base not aligned to the length.
     #[error("queue base {gpa:#x} is not aligned to its length {len:#x}")]
@@ -53,9 +56,10 @@ impl QueueBase {
     }
 
     /// Validate a BASE register value the way the kernel will: length is a
-    /// power of two (by construction), >= 32 and <= 16 << `host_cmdqs`; the
-    /// base is aligned to the length; the whole queue lies in one RAM region.
-    pub fn parse(base: u64, host_cmdqs: u8, mem: &GuestMemory) -> Result<Self, QueueBaseError> {
+    /// power of two (by construction), >= 32 and <= 16 << `cmdqs` (the
+    /// smaller of the host's and the guest's IDR1.CMDQS); the base is
+    /// aligned to the length; the whole queue lies in one RAM region.
+    pub fn parse(base: u64, cmdqs: u8, mem: &GuestMemory) -> Result<Self, QueueBaseError> {
         let gpa = base & VCMDQ_BASE_ADDR.mask();
         // LOG2SIZE is a 5-bit field, so the shift cannot overflow a u64.
         let log2size = VCMDQ_BASE_LOG2SIZE.get(base) as u32;
@@ -63,13 +67,9 @@ impl QueueBase {
         if len < MIN_QUEUE_BYTES {
             return Err(QueueBaseError::TooSmall { len });
         }
-        let max = CMD_BYTES << u32::from(host_cmdqs).min(VCMDQ_BASE_LOG2SIZE.mask() as u32);
+        let max = CMD_BYTES << u32::from(cmdqs).min(VCMDQ_BASE_LOG2SIZE.mask() as u32);
         if len > max {
-            return Err(QueueBaseError::TooLarge {
-                len,
-                max,
-                cmdqs: host_cmdqs,
-            });
+            return Err(QueueBaseError::TooLarge { len, max, cmdqs });
         }
         if gpa & (len - 1) != 0 {
             return Err(QueueBaseError::Misaligned { gpa, len });
@@ -99,6 +99,11 @@ pub struct Vcmdq {
     pub cons_indx_base: u64,
     /// Page0 register cache, indexed by register offset / 4.
     page0: [u32; 6],
+    /// Bit i: the cached register at offset 4 * i holds a value the guest
+    /// set since the queue's last reset (a guest write, or the live value
+    /// kept when its HW queue was freed). Only these are restored into a
+    /// new HW queue; the others keep the kernel's reset values.
+    guest_set: u8,
     /// XOR overlay on GERROR for CMDQ_INIT_ERR, which only the model raises
     /// (host hardware cannot be told that a trapped BASE was refused).
     init_err: u32,
@@ -163,15 +168,43 @@ impl Vcmdq {
         }
     }
 
-    /// Store a value into the cache as the hardware would (no access check):
-    /// used to snapshot the host page0 before a queue is freed.
+    /// A guest write of GERRORN while page0 is live: remember the host
+    /// GERROR it acknowledges, so the cache knows which errors the guest
+    /// considers handled (GERROR ^ GERRORN) when the queue is restored.
+    pub fn cache_acknowledge(&mut self, live_gerror: u32, gerrorn: u32) {
+        self.store(VCMDQ_GERROR.offset, live_gerror);
+        self.cache_write(VCMDQ_GERRORN.offset, gerrorn);
+    }
+
+    /// Store a value into the cache as the hardware would (no access check)
+    /// and mark it as the guest's: used to snapshot the host page0 before a
+    /// queue is freed.
     pub fn cache_store(&mut self, offset: u64, value: u32) {
-        if let Some(slot) = usize::try_from(offset / 4)
+        if self.store(offset, value)
+            && let Ok(i) = u32::try_from(offset / 4)
+        {
+            self.guest_set |= 1u8.checked_shl(i).unwrap_or(0);
+        }
+    }
+
+    fn store(&mut self, offset: u64, value: u32) -> bool {
+        match usize::try_from(offset / 4)
             .ok()
             .and_then(|i| self.page0.get_mut(i))
         {
-            *slot = value;
+            Some(slot) => {
+                *slot = value;
+                true
+            }
+            None => false,
         }
+    }
+
+    fn is_guest_set(&self, offset: u64) -> bool {
+        u32::try_from(offset / 4)
+            .ok()
+            .and_then(|i| 1u8.checked_shl(i))
+            .is_some_and(|bit| self.guest_set & bit != 0)
     }
 
     /// Overlay applied to a live GERROR read (page0 backed by the host).
@@ -202,21 +235,35 @@ impl Vcmdq {
         active
     }
 
-    /// The registers flushed into a freshly allocated host page0 slot, in
-    /// write order (CONFIG last, so the queue enables with its pointers set).
-    pub fn flush_values(&self) -> [(u64, u32); 4] {
-        let at = |r: crate::regs::Register| (r.offset, self.cache_raw(r.offset));
-        [
-            at(PAGE0_REGS[0]),
-            at(PAGE0_REGS[1]),
-            at(VCMDQ_GERRORN),
-            at(PAGE0_REGS[2]),
-        ]
+    /// What to write into a freshly allocated host page0 slot, in write
+    /// order (CONFIG last, so the queue enables with its pointers set).
+    ///
+    /// The kernel reset the slot on `IOMMU_HW_QUEUE_ALLOC` (PROD = CONS =
+    /// CONFIG = 0, GERRORN = GERROR), so only the registers the guest set
+    /// since its own reset are restored: a cached value it never wrote is
+    /// nobody's. GERRORN is restored relative to the host's `host_gerror`
+    /// so that exactly the errors the guest still saw pending
+    /// (cached GERROR ^ GERRORN) are pending again: never an error the
+    /// guest acknowledged, nor one a previous user of the host queue left.
+    pub fn restore_values(&self, host_gerror: u32) -> Vec<(u64, u32)> {
+        let pending = self.cache_raw(VCMDQ_GERROR.offset) ^ self.cache_raw(VCMDQ_GERRORN.offset);
+        [VCMDQ_CONS, VCMDQ_PROD, VCMDQ_GERRORN, VCMDQ_CONFIG]
+            .into_iter()
+            .filter(|r| self.is_guest_set(r.offset))
+            .map(|r| {
+                let value = if r.offset == VCMDQ_GERRORN.offset {
+                    host_gerror ^ pending
+                } else {
+                    self.cache_raw(r.offset)
+                };
+                (r.offset, value)
+            })
+            .collect()
     }
 
     /// After a snapshot, the queue is not live: STATUS reads not enabled.
     pub fn clear_status(&mut self) {
-        self.cache_store(VCMDQ_STATUS.offset, 0);
+        self.store(VCMDQ_STATUS.offset, 0);
     }
 }
 
@@ -316,6 +363,27 @@ mod tests {
         q.cache_write(VCMDQ_GERRORN.offset, 4);
         assert!(!q.clear_init_err(0, 4));
         assert_eq!(q.cache_read(VCMDQ_GERROR.offset), 4);
+    }
+
+    #[test]
+    fn restore_skips_registers_the_guest_never_set() {
+        let mut q = Vcmdq::default();
+        assert!(q.restore_values(1).is_empty(), "fresh queue: nothing");
+        q.cache_write(VCMDQ_PROD.offset, 3);
+        assert_eq!(q.restore_values(1), [(VCMDQ_PROD.offset, 3)]);
+    }
+
+    #[test]
+    fn restore_keeps_exactly_the_errors_the_guest_saw_pending() {
+        let mut q = Vcmdq::default();
+        // Acknowledged: nothing pending whatever the host GERROR is now.
+        q.cache_acknowledge(1, 1);
+        assert_eq!(q.restore_values(0), [(VCMDQ_GERRORN.offset, 0)]);
+        assert_eq!(q.restore_values(1), [(VCMDQ_GERRORN.offset, 1)]);
+        // Pending when the HW queue went: pending again.
+        q.cache_store(VCMDQ_GERROR.offset, 0);
+        q.cache_store(VCMDQ_GERRORN.offset, 1);
+        assert_eq!(q.restore_values(0), [(VCMDQ_GERRORN.offset, 1)]);
     }
 
     #[test]

@@ -314,7 +314,9 @@ mod tests {
     use super::*;
     use vm_memory::Bytes;
 
-    use crate::cmdqv::regs::{VCMDQ_CONFIG, VCMDQ_CONS, VCMDQ_PROD, VCMDQ_STATUS};
+    use crate::cmdqv::regs::{
+        VCMDQ_CONFIG, VCMDQ_CONS, VCMDQ_GERROR, VCMDQ_GERRORN, VCMDQ_PROD, VCMDQ_STATUS,
+    };
     use crate::irq::NoInterrupts;
 
     const RAM: u64 = 0x4000_0000;
@@ -371,6 +373,25 @@ mod tests {
         assert_eq!(
             errno(b.hw_queue_alloc(0, u64::MAX - 0xfff, 0x2000)),
             Errno::Overflow
+        );
+    }
+
+    #[test]
+    fn hw_queue_alloc_resets_the_queue_like_the_kernel() {
+        let (mut b, _) = backend(false);
+        // What an earlier user of the slot left behind: pointers and
+        // GERRORN bits (an INIT_ERR acknowledgement, bit 2, among them).
+        b.page0_write(VCMDQ_PROD.offset, 5);
+        b.page0_write(VCMDQ_CONS.offset, 3);
+        b.page0_write(VCMDQ_GERRORN.offset, 0b101);
+        b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
+        // tegra241_vcmdq_hw_init_user runs hw_deinit first.
+        assert_eq!(b.page0_read(VCMDQ_PROD.offset), 0);
+        assert_eq!(b.page0_read(VCMDQ_CONS.offset), 0);
+        assert_eq!(
+            b.page0_read(VCMDQ_GERRORN.offset),
+            b.page0_read(VCMDQ_GERROR.offset),
+            "GERRORN = GERROR: no error pending on a fresh queue"
         );
     }
 

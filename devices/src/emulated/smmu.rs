@@ -2,7 +2,7 @@
 //! iommufd driver enforces for `IOMMU_HWPT_ALLOC` (nested STE) and
 //! `IOMMU_HWPT_INVALIDATE` on a vIOMMU, plus a vEVENTQ tests can fill.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::EmulatedBackend;
 use crate::backend::{BackendCall, BackendError, Errno};
@@ -24,6 +24,13 @@ pub struct EmulatedSmmu {
     hw_info: HostSmmuInfo,
     /// The ARM_SMMUV3 vEVENTQ: records with the vSID already in place.
     events: VecDeque<[u64; 4]>,
+    /// What each vSID's device is attached to now: the translation of the
+    /// last STE install that succeeded. A refused install changes nothing,
+    /// as in the kernel (the old HWPT stays attached).
+    translations: BTreeMap<u32, SteConfig>,
+    /// Failure injection: STE kinds whose install the host refuses, as a
+    /// kernel refuses a nested HWPT alloc or an attach (EINVAL).
+    refused: Vec<SteConfig>,
 }
 
 impl Default for EmulatedSmmu {
@@ -31,6 +38,8 @@ impl Default for EmulatedSmmu {
         EmulatedSmmu {
             hw_info: HostSmmuInfo::grace_like(),
             events: VecDeque::new(),
+            translations: BTreeMap::new(),
+            refused: Vec::new(),
         }
     }
 }
@@ -39,6 +48,18 @@ impl EmulatedBackend {
     /// Make `IOMMU_GET_HW_INFO` report `info` (default: a Grace-like SMMU).
     pub fn set_smmu_hw_info(&self, info: HostSmmuInfo) {
         self.lock().smmu.hw_info = info;
+    }
+
+    /// Refuse every later install of an STE of one of `configs` (EINVAL):
+    /// failure injection for the host refusing a nested HWPT or an attach.
+    pub fn refuse_ste_installs(&self, configs: &[SteConfig]) {
+        self.lock().smmu.refused = configs.to_vec();
+    }
+
+    /// The translation `vsid`'s device is attached to now, if any STE was
+    /// ever installed for it.
+    pub fn stream_translation(&self, vsid: u32) -> Option<SteConfig> {
+        self.lock().smmu.translations.get(&vsid).copied()
     }
 
     /// Queue an event record on the vEVENTQ, as the host SMMU driver would
@@ -140,13 +161,22 @@ impl VsmmuBackend for EmulatedBackend {
                     format!("vSID {vsid:#x} has no vDEVICE for an S1 attach"),
                 ));
             }
-            Ok(())
+            if self.lock().smmu.refused.contains(&checked.config) {
+                return Err(BackendError::new(
+                    Errno::Inval,
+                    format!("{} STE refused (injected)", checked.config.name()),
+                ));
+            }
+            Ok(checked.config)
         });
-        if let Err(err) = &result {
-            call = call.word("err", &err.errno.to_string());
+        match &result {
+            Ok(config) => {
+                self.lock().smmu.translations.insert(vsid, *config);
+            }
+            Err(err) => call = call.word("err", &err.errno.to_string()),
         }
         self.record(call);
-        result
+        result.map(|_| ())
     }
 
     fn invalidate(&mut self, commands: &[Command]) -> Result<(), InvalidateError> {
@@ -266,6 +296,22 @@ mod tests {
             words: s1_words(),
         };
         assert_eq!(backend.install_ste(3, &s1).unwrap_err().errno, Errno::NoEnt);
+    }
+
+    #[test]
+    fn refused_install_leaves_the_previous_translation_attached() {
+        let mut backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x108).unwrap();
+        backend.install_ste(8, &NestedSte::bypass()).unwrap();
+        backend.refuse_ste_installs(&[SteConfig::S1Translate]);
+        let s1 = NestedSte {
+            config: SteConfig::S1Translate,
+            words: s1_words(),
+        };
+        assert_eq!(backend.install_ste(8, &s1).unwrap_err().errno, Errno::Inval);
+        assert_eq!(backend.stream_translation(8), Some(SteConfig::Bypass));
+        backend.install_ste(8, &NestedSte::abort()).unwrap();
+        assert_eq!(backend.stream_translation(8), Some(SteConfig::Abort));
     }
 
     #[test]

@@ -174,21 +174,16 @@ impl VcmdqEngine {
         index as u64 * VCMDQ_STRIDE + reg.offset
     }
 
-    /// Reset a queue's page0 slot the way the kernel's queue deinit does:
-    /// CONFIG, STATUS, PROD, CONS cleared, pending GERROR acknowledged.
+    /// Reset a queue's page0 slot the way the kernel's `hw_deinit` does on
+    /// every HW queue alloc and free: CONFIG, STATUS, PROD, CONS cleared,
+    /// GERRORN = GERROR (every pending error acknowledged). GERROR itself
+    /// is hardware state and keeps its value.
     fn reset_slot(&mut self, index: usize) {
         for reg in [VCMDQ_CONFIG, VCMDQ_STATUS, VCMDQ_PROD, VCMDQ_CONS] {
             self.page0.store(Self::slot(index, reg), 0);
         }
-        // Acknowledge only the bits the engine raises: GERRORN bits the
-        // model's CMDQ_INIT_ERR overlay depends on must survive a reset.
-        let err_bit = GERROR_CMDQ_ERR.mask() as u32;
         let gerror = self.page0.load(Self::slot(index, VCMDQ_GERROR));
-        let gerrorn = self.page0.load(Self::slot(index, VCMDQ_GERRORN));
-        self.page0.store(
-            Self::slot(index, VCMDQ_GERRORN),
-            (gerrorn & !err_bit) | (gerror & err_bit),
-        );
+        self.page0.store(Self::slot(index, VCMDQ_GERRORN), gerror);
         self.err_map &= !(1u128 << index);
     }
 

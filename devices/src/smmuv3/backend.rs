@@ -30,6 +30,10 @@ pub trait VsmmuBackend: Send {
     /// Make `vsid`'s device translate as `ste` says: `IOMMU_HWPT_ALLOC` of a
     /// nested HWPT carrying `ste.words` on the vIOMMU, then replace the
     /// device's attachment. Called only for vSIDs with a vDEVICE.
+    ///
+    /// After an error the model installs the abort STE (the guest is told
+    /// C_BAD_STE and must not find its device on the old translation); a
+    /// backend may already have done so itself.
     fn install_ste(&mut self, vsid: u32, ste: &NestedSte) -> Result<(), BackendError>;
 
     /// Forward a batch of guest invalidation commands, in guest order, as ONE

@@ -29,8 +29,16 @@ pub struct VsmmuConfig {
     /// Advertise ATS (IDR0.ATS): the VM describes ATS-capable devices.
     pub ats: bool,
     /// Largest command queue the guest may use (log2 entries); capped by
-    /// the host's IDR1.CMDQS, must end up >= 7 for Linux.
+    /// the host's IDR1.CMDQS and by `ram_page_size`, must end up >= 7 for
+    /// Linux.
     pub cmdq_log2size: u8,
+    /// Bytes of one page backing guest RAM: the host's page size, or the
+    /// huge page size with hugepages=on. The kernel runs a HW queue (a
+    /// CMD-QV VCMDQ, which Linux sizes from IDR1.CMDQS like its SMMU
+    /// command queue) only on physically contiguous memory (EFAULT
+    /// otherwise), and only one page is known to be contiguous, so
+    /// IDR1.CMDQS is capped to what one page holds: 16 << CMDQS bytes.
+    pub ram_page_size: u64,
     /// Largest event queue the guest may use (log2 entries), <= 19.
     pub evtq_log2size: u8,
     /// The VM's IPA size in bits: the guest's stage-1 output is an IPA, so
@@ -49,6 +57,9 @@ impl Default for VsmmuConfig {
             sid_bits: 16,
             ats: false,
             cmdq_log2size: 19,
+            // The smallest page an arm64 Linux host uses: a configuration
+            // that does not say gets queues any host page holds.
+            ram_page_size: 4 << 10,
             evtq_log2size: 19,
             ipa_bits: 48,
             msi: false,
@@ -65,6 +76,13 @@ pub enum IdrError {
     /// Linux needs CMDQS > log2(CMDQ_BATCH_ENTRIES) = 6.
     #[error("command queue log2 size {0} is below 7 (host IDR1.CMDQS caps it)")]
     CmdqTooSmall(u32),
+    /// One page of guest RAM cannot hold Linux's smallest command queue.
+    #[error(
+        "guest RAM page size {0:#x} is not a power of two of at least {min:#x} bytes: it cannot \
+         hold Linux's smallest command queue (16 << 7 bytes) contiguously",
+        min = CMD_BYTES << MIN_CMDQS
+    )]
+    RamPageTooSmall(u64),
     /// Event queue log2 size above the architectural maximum.
     #[error("event queue log2 size {0} is outside 1..=19")]
     EvtqSize(u8),
@@ -97,6 +115,21 @@ const OAS_BITS: [(u64, u8); 7] = [
     (5, 48),
     (6, 52),
 ];
+
+/// Bytes of one command queue entry.
+const CMD_BYTES: u64 = 16;
+/// Linux's smallest command queue: CMDQS > log2(CMDQ_BATCH_ENTRIES) = 6.
+const MIN_CMDQS: u64 = 7;
+
+/// The largest IDR1.CMDQS whose queue (16 << CMDQS bytes) fits one page of
+/// `page_size` bytes, i.e. is physically contiguous; an error when not even
+/// Linux's smallest queue fits.
+pub fn contiguous_cmdqs(page_size: u64) -> Result<u64, IdrError> {
+    if !page_size.is_power_of_two() || page_size < CMD_BYTES << MIN_CMDQS {
+        return Err(IdrError::RamPageTooSmall(page_size));
+    }
+    Ok(u64::from(page_size.trailing_zeros()) - u64::from(CMD_BYTES.trailing_zeros()))
+}
 
 /// AIDR: SMMUv3.2 (ArchMinorRev 2), the revision that defines IDR3.RIL and
 /// BBML, both of which may be passed through from the host.
@@ -171,8 +204,10 @@ impl IdRegisters {
         if ttf & idr0::TTF_AARCH64 == 0 {
             return Err(IdrError::NoAarch64Tables(ttf));
         }
-        let cmdqs = u64::from(config.cmdq_log2size).min(host_field(h1, idr1::CMDQS));
-        if cmdqs < 7 {
+        let cmdqs = u64::from(config.cmdq_log2size)
+            .min(host_field(h1, idr1::CMDQS))
+            .min(contiguous_cmdqs(config.ram_page_size)?);
+        if cmdqs < MIN_CMDQS {
             return Err(IdrError::CmdqTooSmall(cmdqs as u32));
         }
         let ipa_oas = OAS_BITS
@@ -327,6 +362,7 @@ mod tests {
         let config = VsmmuConfig {
             sid_bits: 8,
             cmdq_log2size: 30,
+            ram_page_size: 1 << 30,
             evtq_log2size: 7,
             ..VsmmuConfig::default()
         };
@@ -336,6 +372,46 @@ mod tests {
         assert_eq!(idr.evtq_log2size(), 7);
         assert_eq!(idr.ssid_bits(), 20);
         assert_eq!(idr1::PRIQS.get(idr.idr1()), 0);
+    }
+
+    fn cmdqs_on_pages_of(host_cmdqs: u64, ram_page_size: u64) -> Result<u32, IdrError> {
+        let mut host = grace_like_host();
+        host.idr[1] = idr1::CMDQS.set(u64::from(host.idr[1]), host_cmdqs) as u32;
+        let config = VsmmuConfig {
+            ram_page_size,
+            ..VsmmuConfig::default()
+        };
+        IdRegisters::compose(&host, &config).map(|idr| idr.cmdq_log2size())
+    }
+
+    #[test]
+    fn cmdqs_is_capped_to_a_queue_one_ram_page_holds() {
+        assert_eq!(cmdqs_on_pages_of(19, 4 << 10), Ok(8), "4 KiB: 16 << 8");
+        assert_eq!(cmdqs_on_pages_of(19, 64 << 10), Ok(12), "64 KiB: 16 << 12");
+        assert_eq!(cmdqs_on_pages_of(19, 2 << 20), Ok(17), "2 MiB huge pages");
+        assert_eq!(cmdqs_on_pages_of(19, 1 << 30), Ok(19), "1 GiB: the host's");
+    }
+
+    #[test]
+    fn cmdqs_takes_the_host_cmdqs_when_it_is_smaller_than_the_page_cap() {
+        assert_eq!(cmdqs_on_pages_of(10, 2 << 20), Ok(10));
+        assert_eq!(cmdqs_on_pages_of(7, 4 << 10), Ok(7));
+    }
+
+    #[test]
+    fn a_ram_page_that_cannot_hold_linuxs_smallest_queue_is_refused() {
+        assert_eq!(
+            cmdqs_on_pages_of(19, 1 << 10),
+            Err(IdrError::RamPageTooSmall(1 << 10))
+        );
+        assert_eq!(
+            cmdqs_on_pages_of(19, 3 << 12),
+            Err(IdrError::RamPageTooSmall(3 << 12)),
+            "not a power of two"
+        );
+        assert_eq!(contiguous_cmdqs(2 << 10), Ok(7));
+        let err = IdrError::RamPageTooSmall(1 << 10).to_string();
+        assert!(err.contains("0x400") && err.contains("0x800"), "{err}");
     }
 
     #[test]

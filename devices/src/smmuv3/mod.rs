@@ -125,6 +125,9 @@ pub struct Smmuv3 {
     /// consumes so a batch costs no allocation once it has grown.
     batch: cmdq::Batch,
     events_delivered: u64,
+    /// Refused STEs after which the device could not be put on abort
+    /// either, so it may still use its previous translation.
+    abort_fallback_failures: u64,
 }
 
 /// What the trapped command queue has done (VM statistics).
@@ -159,6 +162,15 @@ impl Smmuv3 {
         let idr = IdRegisters::compose(&host, config)?;
         log::info!(target: "smmuv3", "vSMMU IDR0 {:#x} IDR1 {:#x} IDR3 {:#x} IDR5 {:#x}",
             idr.idr[0], idr.idr[1], idr.idr[3], idr.idr[5]);
+        log::info!(
+            target: "smmuv3",
+            "IDR1.CMDQS {} (host {}): command queues and VCMDQs up to {:#x} bytes, one {:#x}-byte \
+             page of guest RAM",
+            idr.cmdq_log2size(),
+            regs::idr1::CMDQS.get(u64::from(host.idr[1])),
+            16u64 << idr.cmdq_log2size(),
+            config.ram_page_size
+        );
         Ok(Smmuv3 {
             idr,
             state: RegState::power_on(),
@@ -170,6 +182,7 @@ impl Smmuv3 {
             stats: CmdqStats::default(),
             batch: cmdq::Batch::default(),
             events_delivered: 0,
+            abort_fallback_failures: 0,
         })
     }
 
@@ -182,6 +195,13 @@ impl Smmuv3 {
     /// was built.
     pub fn events_delivered(&self) -> u64 {
         self.events_delivered
+    }
+
+    /// STE refusals after which the host would not put the device on
+    /// abort either (each one logged as an error): such a device may still
+    /// translate as before while the guest believes it aborts.
+    pub fn abort_fallback_failures(&self) -> u64 {
+        self.abort_fallback_failures
     }
 
     /// The guest-visible ID registers.
@@ -471,9 +491,39 @@ impl Smmuv3 {
                 self.streams.insert(vsid, Some(ste));
             }
             Err(err) => {
-                log::warn!(target: "smmuv3", "vSID {vsid:#x}: host refused STE: {err}");
-                self.streams.insert(vsid, None);
+                log::warn!(target: "smmuv3", "vSID {vsid:#x}: host refused {} STE: {err}; aborting its DMA",
+                    ste.config.name());
                 self.report_events(&[evtq::EventRecord::bad_ste(vsid)]);
+                self.abort_after_refusal(vsid, &ste, &err);
+            }
+        }
+    }
+
+    /// The guest now believes `vsid` aborts (C_BAD_STE), but the host left
+    /// the device on its previous translation, which may be a bypass (DMA
+    /// to all guest RAM): put it on abort. If the host refuses that too,
+    /// say so loudly and count it; never keep the old translation silently.
+    fn abort_after_refusal(&mut self, vsid: u32, refused: &NestedSte, err: &BackendError) {
+        let abort = NestedSte::abort();
+        let fallback = if refused.config == SteConfig::Abort {
+            Err(err.clone())
+        } else {
+            self.backend.install_ste(vsid, &abort)
+        };
+        match fallback {
+            Ok(()) => {
+                self.streams.insert(vsid, Some(abort));
+            }
+            Err(abort_err) => {
+                self.abort_fallback_failures = self.abort_fallback_failures.saturating_add(1);
+                log::error!(
+                    target: "smmuv3",
+                    "vSID {vsid:#x}: host refused the abort STE after a refused {} STE: {abort_err}; \
+                     the device may still DMA through its previous translation",
+                    refused.config.name()
+                );
+                // Not known to be installed: the next apply tries again.
+                self.streams.insert(vsid, None);
             }
         }
     }

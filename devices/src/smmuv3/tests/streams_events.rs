@@ -116,6 +116,49 @@ fn bad_ste_becomes_abort_and_c_bad_ste_event() {
 }
 
 #[test]
+fn refused_ste_puts_the_stream_on_abort_not_its_previous_bypass() {
+    let mut rig = rig();
+    rig.device(8);
+    // SMMUEN = 0 with GBPA bypass: the device may DMA to all guest RAM.
+    assert_eq!(rig.backend.stream_translation(8), Some(SteConfig::Bypass));
+    rig.backend.refuse_ste_installs(&[SteConfig::S1Translate]);
+    rig.write_ste(8, s1_ste(CD));
+    rig.enable();
+    assert_eq!(
+        rig.backend.stream_translation(8),
+        Some(SteConfig::Abort),
+        "the guest is told C_BAD_STE: its device must abort, not bypass"
+    );
+    assert_eq!(rig.event(0), [0x8_0000_0004, 0, 0, 0], "C_BAD_STE");
+    assert_eq!(rig.smmu.abort_fallback_failures(), 0);
+    // The refusal is not sticky: a later CFGI_STE tries the guest's STE.
+    rig.backend.refuse_ste_installs(&[]);
+    rig.submit(&[cmd(Opcode::CfgiSte, 8, 1), sync()]);
+    assert_eq!(
+        rig.backend.stream_translation(8),
+        Some(SteConfig::S1Translate)
+    );
+}
+
+#[test]
+fn refused_abort_fallback_is_counted_and_never_silent() {
+    let mut rig = rig();
+    rig.device(8);
+    rig.backend
+        .refuse_ste_installs(&[SteConfig::S1Translate, SteConfig::Abort]);
+    rig.write_ste(8, s1_ste(CD));
+    rig.enable_with_calls();
+    // The host keeps the bypass it could not replace: the model says so.
+    assert_eq!(rig.backend.stream_translation(8), Some(SteConfig::Bypass));
+    assert_eq!(rig.smmu.abort_fallback_failures(), 1);
+    // Not remembered as installed: the next apply tries again.
+    rig.backend.refuse_ste_installs(&[SteConfig::S1Translate]);
+    rig.set(Reg::Cr0, 0);
+    rig.set(Reg::Cr0, cr0::SMMUEN.mask());
+    assert_eq!(rig.backend.stream_translation(8), Some(SteConfig::Abort));
+}
+
+#[test]
 fn stream_outside_table_aborts_without_event() {
     let mut rig = rig();
     rig.device(0x300);

@@ -7,9 +7,12 @@ use devices::cmdqv::CmdqvBackend;
 use devices::emulated::EmulatedBackend;
 use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use devices::irq::NoInterrupts;
+use devices::smmuv3::cmd::Command;
+use devices::smmuv3::{NestedSte, SteConfig};
 use iommufd::fd::Ioctl;
+use iommufd::flavour::EventFormat;
 use iommufd::selftest::{self, MockDevice, Selftest};
-use iommufd::{HostError, Ioas, Iommufd, IommufdDevice, Viommu};
+use iommufd::{Flavour, HostError, HostInfo, Ioas, Iommufd, IommufdDevice, Viommu};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::rig::*;
@@ -405,4 +408,101 @@ pub fn failed_setup_leaks_nothing(fd: &Arc<Iommufd>) -> Check {
             .map_err(|e| e.to_string())?;
     }
     ioas.destroy().map_err(|e| e.to_string())
+}
+
+/// The selftest flavour, except that a stage-1 STE's nested HWPT data is
+/// empty: the mock's nested HWPT alloc refuses it (EINVAL), as a host
+/// refuses an STE it cannot nest.
+#[derive(Debug)]
+struct RefusesS1;
+
+impl Flavour for RefusesS1 {
+    fn name(&self) -> &'static str {
+        "selftest-refuses-s1"
+    }
+    fn probe(&self, fd: &Iommufd, dev_id: u32, device: &str) -> Result<HostInfo, HostError> {
+        Selftest.probe(fd, dev_id, device)
+    }
+    fn viommu_type(&self) -> u32 {
+        Selftest.viommu_type()
+    }
+    fn viommu_data(&self) -> Vec<u8> {
+        Selftest.viommu_data()
+    }
+    fn mmap_region(&self, data: &[u8]) -> Option<(u64, u64)> {
+        Selftest.mmap_region(data)
+    }
+    fn nested_hwpt(&self, ste: &NestedSte) -> (u32, Vec<u8>) {
+        let (data_type, data) = Selftest.nested_hwpt(ste);
+        match ste.config {
+            SteConfig::S1Translate => (data_type, Vec::new()),
+            _ => (data_type, data),
+        }
+    }
+    fn invalidation(&self) -> (u32, u32) {
+        Selftest.invalidation()
+    }
+    fn encode_invalidation(&self, command: Command, out: &mut Vec<u8>) {
+        Selftest.encode_invalidation(command, out)
+    }
+    fn hw_queue_type(&self) -> Option<u32> {
+        Selftest.hw_queue_type()
+    }
+    fn smmu_events(&self) -> Option<EventFormat> {
+        Selftest.smmu_events()
+    }
+    fn decode_smmu_event(&self, payload: &[u8]) -> [u64; 4] {
+        Selftest.decode_smmu_event(payload)
+    }
+    fn cmdqv_events(&self) -> Option<u32> {
+        Selftest.cmdqv_events()
+    }
+}
+
+/// A device on the bypass HWPT whose next (stage-1) STE the kernel refuses
+/// ends up on the abort HWPT, not on bypass: the guest is told C_BAD_STE
+/// and believes it aborts. The kernel confirms the abort HWPT is in use.
+pub fn refused_ste_leaves_device_on_abort(fd: &Arc<Iommufd>) -> Check {
+    const VSID: u32 = 0x8;
+    let mem = guest_ram()?;
+    let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
+    ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
+        .map_err(|e| e.to_string())?;
+    let device = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);
+    let bound: Vec<(Arc<dyn IommufdDevice>, u32)> = vec![(device.clone(), VSID)];
+    let mut viommu =
+        Viommu::new(fd, ioas.id(), Arc::new(RefusesS1), bound).map_err(|e| e.to_string())?;
+    let result = (|| -> Check {
+        viommu
+            .install_ste(VSID, &NestedSte::bypass())
+            .map_err(|e| format!("bypass STE: {e}"))?;
+        let s1 = NestedSte {
+            config: SteConfig::S1Translate,
+            words: [0x4008_000b, 0],
+        };
+        let refused = viommu.install_ste(VSID, &s1);
+        ensure(refused.is_err(), || {
+            "the mock accepted empty nested HWPT data".into()
+        })?;
+        let (on, hwpt) = viommu.attachment(VSID).ok_or("no endpoint")?;
+        ensure(on == "abort", || {
+            format!("after a refused S1 STE the device is on {on} (HWPT {hwpt}), not abort")
+        })?;
+        let busy = fd.destroy(hwpt).err().and_then(|e| e.errno());
+        ensure(busy == Some(libc::EBUSY), || {
+            format!("destroy of the abort HWPT {hwpt} gave {busy:?}: nothing attached to it")
+        })?;
+        println!(
+            "  refused: {}",
+            refused.err().map(|e| e.to_string()).unwrap_or_default()
+        );
+        Ok(())
+    })();
+    drop(viommu);
+    Arc::try_unwrap(device)
+        .map_err(|_| "device still shared")?
+        .destroy()
+        .map_err(|e| e.to_string())?;
+    ioas.destroy().map_err(|e| e.to_string())?;
+    result
 }

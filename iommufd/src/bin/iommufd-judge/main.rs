@@ -196,6 +196,10 @@ fn run_checks(fd: Arc<Iommufd>, baseline: (usize, usize)) -> (usize, usize) {
         "failed_setup_leaks_nothing",
         failed_setup_leaks_nothing(&fd),
     );
+    record(
+        "refused_ste_leaves_device_on_abort",
+        refused_ste_leaves_device_on_abort(&fd),
+    );
     let every = fd.every_object();
     let left: Vec<u32> = every
         .iter()

@@ -98,6 +98,9 @@ impl Rig {
             Box::new(backend),
             mem.clone(),
             Arc::new(NoInterrupts),
+            // Not capped to the vSMMU's IDR1.CMDQS (as the VMM does): a
+            // queue bigger than a page must reach the kernel so that its
+            // EFAULT is judged (kernel_refusals_become_cmdq_init_err).
             CmdqvConfig::default(),
         )
         .map_err(|e| e.to_string())?;
