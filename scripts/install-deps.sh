@@ -4,7 +4,7 @@
 #
 #   scripts/install-deps.sh            everything (host tests, aarch64 lane)
 #   scripts/install-deps.sh --acpi     only iasl (for scripts/demo.sh)
-#   scripts/install-deps.sh --fuzz     also cargo-fuzz (for .ci/run)
+#   scripts/install-deps.sh --fuzz     also cargo-fuzz and cargo-machete (for .ci/run)
 set -euo pipefail
 
 want_cross=1
@@ -45,4 +45,9 @@ fi
 
 if [ "$want_fuzz" = 1 ] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo +nightly install cargo-fuzz --locked
+fi
+# CI's unused-dependency check: reads the manifests and sources only (no
+# build, no nightly, ~1 s); pinned so a new release cannot fail CI by itself.
+if [ "$want_fuzz" = 1 ] && ! cargo machete --version >/dev/null 2>&1; then
+  cargo install cargo-machete --version 0.9.2 --locked
 fi
