@@ -9,18 +9,23 @@
 #     devices (scripts/e2e, case boot-cmdqv; the first run builds a guest
 #     kernel, ~6 minutes, then it is cached).
 # DEMO_KERNELS picks the guest kernel(s): 6.12 (default) and/or 7.2.
+# One line per step with its time; apt's, cargo's and the kernel build's
+# output go to target/logs/demo-<date>.log (scripts/steps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/steps.sh
+. scripts/steps.sh
+steps_init demo
 scripts/install-deps.sh --acpi
-cargo build -q -p vmm
+STEP_PROGRESS=progress_cargo step "build cloud-hypervisor" cargo build -p vmm
 out=target/demo-acpi
 rm -rf "$out"
-./target/debug/cloud-hypervisor \
+step "dump the ACPI tables to $out" ./target/debug/cloud-hypervisor \
   --cpus boot=2 --memory size=1G \
   --vsmmu cmdqv,backend=emulated \
   --device path=/sys/bus/pci/devices/0000:01:00.0,iommu=on,id=gpu0 \
   --device path=/sys/bus/pci/devices/0000:02:00.0,iommu=on,id=nic0 \
-  --dump-acpi "$out" >/dev/null
+  --dump-acpi "$out"
 status=0
 for table in "$out"/*.dat; do
   name=$(basename "$table" .dat)
@@ -40,7 +45,10 @@ sed -n '/Device (CV/,/^        }/p' "$out/DSDT.dsl" | sed 's/^/  /'
 
 echo
 echo "Booting a real guest with the vSMMUv3 + CMD-QV (scripts/e2e/run.sh boot-cmdqv) ..."
-E2E_KERNELS="${DEMO_KERNELS:-6.12}" scripts/e2e/run.sh boot-cmdqv
+# As scripts/test.sh's e2e lane: the harness's step lines and results table
+# on the terminal, apt/cargo/make output in the log.
+step_e2e "boot the guest (scripts/e2e/run.sh boot-cmdqv)" \
+  env E2E_KERNELS="${DEMO_KERNELS:-6.12}" scripts/e2e/run.sh boot-cmdqv
 for log in target/e2e/boot-cmdqv/console-*.log; do
   echo
   echo "== $log: the guest's view"

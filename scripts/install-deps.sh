@@ -4,8 +4,13 @@
 #
 #   scripts/install-deps.sh            everything (host tests, aarch64 lane)
 #   scripts/install-deps.sh --acpi     only iasl (for scripts/demo.sh)
-#   scripts/install-deps.sh --fuzz     also cargo-fuzz (for .ci/run)
+#   scripts/install-deps.sh --fuzz     also cargo-fuzz and cargo-machete (for .ci/run)
+#
+# One line per step; apt's and cargo's output go to the log (scripts/steps.sh).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/steps.sh
+. scripts/steps.sh
 
 want_cross=1
 want_fuzz=0
@@ -16,6 +21,7 @@ case "${1:-}" in
   *) echo "usage: $0 [--acpi|--fuzz]" >&2; exit 2 ;;
 esac
 
+installed=0
 missing=()
 command -v iasl >/dev/null || missing+=(acpica-tools)
 # The control API's tests talk to the VMM with a client nobody here wrote.
@@ -36,13 +42,27 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "run as root: dpkg --add-architecture arm64 && apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
     exit 1
   fi
+  steps_init install-deps
+  installed=1
   export DEBIAN_FRONTEND=noninteractive
-  dpkg --add-architecture arm64
-  apt-get update -q
+  step "deps: dpkg --add-architecture arm64" dpkg --add-architecture arm64
+  step "deps: apt-get update" apt-get update -q
   # One transaction, so rustc-web and its arm64 std get the same version.
-  apt-get install -y -q --no-install-recommends ca-certificates "${missing[@]}"
+  STEP_PROGRESS=progress_apt step "deps: apt-get install (${missing[*]})" \
+    apt-get install -y -q --no-install-recommends ca-certificates "${missing[@]}"
 fi
 
 if [ "$want_fuzz" = 1 ] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-  cargo +nightly install cargo-fuzz --locked
+  steps_init install-deps
+  installed=1
+  STEP_PROGRESS=progress_cargo step "deps: cargo install cargo-fuzz" cargo +nightly install cargo-fuzz --locked
 fi
+# CI's unused-dependency check: reads the manifests and sources only (no
+# build, no nightly, ~1 s); pinned so a new release cannot fail CI by itself.
+if [ "$want_fuzz" = 1 ] && ! cargo machete --version >/dev/null 2>&1; then
+  steps_init install-deps
+  installed=1
+  STEP_PROGRESS=progress_cargo step "deps: cargo install cargo-machete" \
+    cargo install cargo-machete --version 0.9.2 --locked
+fi
+[ "$installed" = 1 ] || echo "[$(date +%H:%M:%S)] deps: all installed"

@@ -74,7 +74,9 @@ done <"$FRAGMENT"
 [ "${#missing[@]}" = 0 ] || die "kernel $VERSION: required option(s) missing after olddefconfig: ${missing[*]} (fix $FRAGMENT)"
 log "kernel $VERSION: config ok ($(( SECONDS - t0 )) s); building Image with -j$JOBS"
 
-"${K[@]}" -j"$JOBS" Image >"$BUILD/build.log" 2>&1 ||
+objects() { echo "$(find "$BUILD" -name '*.o' | wc -l) objects compiled"; }
+make_image() { "${K[@]}" -j"$JOBS" Image >"$BUILD/build.log" 2>&1; }
+with_progress "kernel $VERSION" objects make_image ||
   { tail -40 "$BUILD/build.log" >&2; die "kernel $VERSION: make Image failed (log: $BUILD/build.log)"; }
 cp "$BUILD/arch/arm64/boot/Image" "$IMAGE.tmp"
 cp "$BUILD/.config" "$IMAGE.config"

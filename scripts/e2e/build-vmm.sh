@@ -10,8 +10,13 @@ export AARCH64_TARGET_DIR="${E2E_VMM_TARGET_DIR:-$REPO_ROOT/target/aarch64-stati
 # shellcheck source=scripts/aarch64-env.sh
 . scripts/aarch64-env.sh
 t0=$SECONDS
-RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build -q --release --target aarch64-unknown-linux-gnu -p vmm --bin cloud-hypervisor --bin ch-remote >&2 ||
+deps="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/deps"
+crates() { echo "$(find "$deps" -name '*.rlib' 2>/dev/null | wc -l) crates built"; }
+build() {
+  RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build -q --release --target aarch64-unknown-linux-gnu -p vmm --bin cloud-hypervisor --bin ch-remote >&2
+}
+with_progress "vmm: cargo build (aarch64, static)" crates build ||
   die "cargo build of the aarch64 cloud-hypervisor failed"
 bin="$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release/cloud-hypervisor"
 for b in "$bin" "$(dirname "$bin")/ch-remote"; do

@@ -26,6 +26,28 @@ timed() {
   return "$rc"
 }
 
+# with_progress LABEL STATUS_FN CMD...: run CMD; while it runs, log
+# "LABEL: $(STATUS_FN), N s" every 30 s (e.g. a kernel build's objects).
+# Redirect CMD's output inside CMD (a function), not around this call, or
+# the progress lines go with it.
+with_progress() {
+  local label="$1" status="$2" rc=0 ticker parent=$$
+  shift 2
+  (
+    n=0
+    while sleep 5; do
+      kill -0 "$parent" 2>/dev/null || exit 0
+      n=$((n + 5))
+      if [ $((n % 30)) = 0 ]; then log "$label: $("$status" 2>/dev/null || true), $n s"; fi
+    done
+  ) >/dev/null &
+  ticker=$!
+  "$@" || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  return "$rc"
+}
+
 need_root_or_die() {
   [ "$(id -u)" = 0 ] || die "must run as root to install Debian packages: $*"
 }
@@ -63,7 +85,7 @@ ensure_debs() {
       break
     fi
   done
-  log "installing Debian packages: ${missing[*]}"
+  log "installing ${#missing[@]} Debian packages: ${missing[*]}"
   # Other users of the machine may hold the dpkg lock for a while: wait for it.
   apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >&2
   for p in "${missing[@]}"; do installed "$p" || die "Debian package $p did not install"; done

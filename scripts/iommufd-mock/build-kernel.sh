@@ -103,7 +103,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 log "kernel $VERSION: config ok ($((SECONDS - t0)) s); building bzImage with -j$JOBS"
 
-"${K[@]}" -j"$JOBS" bzImage >"$BUILD/build.log" 2>&1 ||
+objects() { echo "$(find "$BUILD" -name '*.o' | wc -l) objects compiled"; }
+make_image() { "${K[@]}" -j"$JOBS" bzImage >"$BUILD/build.log" 2>&1; }
+with_progress "kernel $VERSION" objects make_image ||
   { tail -40 "$BUILD/build.log" >&2; die "kernel $VERSION: make bzImage failed (log: $BUILD/build.log)"; }
 [ -s "$BUILD/arch/x86/boot/bzImage" ] || die "kernel $VERSION: make succeeded but there is no arch/x86/boot/bzImage"
 cp "$BUILD/arch/x86/boot/bzImage" "$IMAGE.tmp"

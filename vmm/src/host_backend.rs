@@ -24,10 +24,9 @@ use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use devices::irq::InterruptSink;
 use devices::smmuv3::VsmmuBackend;
 use iommufd::{ArmSmmuv3, HostError, Ioctl, Iommufd, IommufdDevice, SharedViommu, Viommu};
-use pci::vfio::{VfioCdev, VfioIommufd};
+use pci::vfio::{CdevDevice, VfioCdev, VfioIommufd};
 
 use crate::description::HOST_SW_MSI;
-use vfio_ioctls::VfioDevice;
 
 /// Does the VM need /dev/iommu: a vSMMU on backend=iommufd, or any
 /// passthrough function?
@@ -142,7 +141,7 @@ impl HostIommu {
 
     /// The guest-visible side of the bound function at `path`: its
     /// regions, interrupts and reset through vfio-ioctls.
-    pub fn open_function(&self, path: &std::path::Path) -> Result<VfioDevice, HostError> {
+    pub fn open_function(&self, path: &std::path::Path) -> Result<CdevDevice, HostError> {
         let (_, cdev) = self
             .functions
             .iter()

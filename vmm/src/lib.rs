@@ -14,6 +14,7 @@ pub mod device_manager;
 pub mod event_loop;
 pub mod host_backend;
 pub mod irqchip;
+pub mod logging;
 pub mod memory;
 
 #[cfg(target_arch = "aarch64")]

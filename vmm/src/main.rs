@@ -49,7 +49,8 @@ struct Cli {
     /// without starting the VM (no KVM, no host devices needed).
     #[arg(long, value_name = "DIR")]
     dump_acpi: Option<PathBuf>,
-    /// More log output (-v info, -vv debug, -vvv trace).
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG
+    /// (env_logger syntax, e.g. cmdqv=info) overrides it per target.
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
 }
@@ -137,13 +138,7 @@ fn run(cli: Cli) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => log::LevelFilter::Warn,
-        1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    };
-    env_logger::Builder::new().filter_level(level).init();
+    vmm::logging::init(cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

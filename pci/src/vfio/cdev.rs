@@ -11,10 +11,13 @@
 //! the kernel's teardown order) through [`iommufd::IommufdDevice`] before
 //! the guest-visible function exists; the function's regions, interrupts
 //! and reset then go through vfio-ioctls' `VfioDevice`
-//! ([`VfioCdev::open_device`]).
+//! ([`VfioCdev::open_device`]), wrapped in a [`CdevDevice`] whose release
+//! cannot panic (see there).
 
 use std::fs::File;
-use std::os::fd::RawFd;
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -111,17 +114,21 @@ impl VfioCdev {
     /// The function's regions and interrupts through vfio-ioctls, over a
     /// duplicate of this (already bound) cdev; `iommufd` must wrap the
     /// iommufd it was bound to.
-    pub fn open_device(&self, iommufd: &Arc<VfioIommufd>) -> Result<VfioDevice, VfioCdevError> {
+    pub fn open_device(&self, iommufd: &Arc<VfioIommufd>) -> Result<CdevDevice, VfioCdevError> {
         let file = self
             .file
             .try_clone()
             .map_err(|e| VfioCdevError::Open(self.sysfs.clone(), e))?;
-        VfioDevice::new_from_bound_fd(file, iommufd.clone(), false).map_err(|e| {
+        let device = VfioDevice::new_from_bound_fd(file, iommufd.clone(), false).map_err(|e| {
             VfioCdevError::Ioctl {
                 path: self.sysfs.clone(),
                 call: "VFIO_DEVICE_GET_INFO / GET_REGION_INFO / GET_IRQ_INFO",
                 err: std::io::Error::other(e.to_string()),
             }
+        })?;
+        Ok(CdevDevice {
+            device: ManuallyDrop::new(device),
+            sysfs: self.sysfs.clone(),
         })
     }
 
@@ -145,15 +152,96 @@ impl VfioCdev {
 
     /// Leave whatever page table the function is attached to.
     pub fn detach(&self) -> Result<(), VfioCdevError> {
-        let mut arg = vfio_device_detach_iommufd_pt {
-            argsz: size_of::<vfio_device_detach_iommufd_pt>() as u32,
-            ..Default::default()
-        };
-        // SAFETY: as in `bind`: the exact struct, read by the kernel.
-        let rc =
-            unsafe { ioctl_with_mut_ref(&self.file, VFIO_DEVICE_DETACH_IOMMUFD_PT(), &mut arg) };
-        check(rc, &self.sysfs, "VFIO_DEVICE_DETACH_IOMMUFD_PT")
+        detach_pt(&self.file).map_err(|err| VfioCdevError::Ioctl {
+            path: self.sysfs.clone(),
+            call: "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+            err,
+        })
     }
+}
+
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT` on the bound cdev `file` (or a duplicate
+/// of it: both are the same open file to the kernel).
+fn detach_pt(file: &impl AsRawFd) -> std::io::Result<()> {
+    let mut arg = vfio_device_detach_iommufd_pt {
+        argsz: size_of::<vfio_device_detach_iommufd_pt>() as u32,
+        ..Default::default()
+    };
+    // SAFETY: as in `VfioCdev::bind`: the exact struct, read by the kernel.
+    let rc = unsafe { ioctl_with_mut_ref(file, VFIO_DEVICE_DETACH_IOMMUFD_PT(), &mut arg) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// vfio-ioctls' `VfioDevice` on a bound cdev, released without panicking.
+///
+/// vfio-ioctls 0.10's `Drop for VfioDevice` (cdev path) issues
+/// `VFIO_DEVICE_DETACH_IOMMUFD_PT` and `unwrap()`s it, then closes the fd.
+/// Detaching first ourselves is not enough to make that unwrap safe: the
+/// kernel's `vfio_device_fops_unl_ioctl` resumes the device
+/// (`vfio_device_pm_runtime_get`, `-EIO` on failure) *before* it looks at
+/// the command, so even a no-op second detach fails on a device whose
+/// runtime resume fails (a surprise-removed or dead function). So this
+/// guard does both, and patching the crate is not needed:
+/// 1. it detaches explicitly with our own ioctl, so the normal failure is
+///    an error with the function's name and errno, logged;
+/// 2. it runs the crate's drop under `catch_unwind`; if that panics (the
+///    panic hook still prints its message), the crate has not reached its
+///    close, so the guard closes the fd itself: nothing leaks, and the
+///    cdev's binding ends as it must for the next VM.
+///
+/// Point 2 relies on vfio-ioctls' drop closing the fd as its last step (true
+/// of 0.10.0, which Cargo.toml pins with `=`) and on `panic = "unwind"`
+/// (this workspace sets no other strategy).
+pub struct CdevDevice {
+    device: ManuallyDrop<VfioDevice>,
+    sysfs: PathBuf,
+}
+
+impl Deref for CdevDevice {
+    type Target = VfioDevice;
+
+    fn deref(&self) -> &VfioDevice {
+        &self.device
+    }
+}
+
+impl Drop for CdevDevice {
+    fn drop(&mut self) {
+        // SAFETY: `device` is taken once, here, and never used afterwards.
+        let device = unsafe { ManuallyDrop::take(&mut self.device) };
+        if let Err(e) = release(device, detach_pt) {
+            log::error!(target: "vfio", "{}: release: {e}", self.sysfs.display());
+        }
+    }
+}
+
+/// Detach `device` with `detach`, then drop it, catching a panic of its
+/// `Drop`; after such a panic its fd is still open and is closed here.
+/// The first failure is returned.
+fn release<D: AsRawFd>(
+    device: D,
+    detach: impl FnOnce(&D) -> std::io::Result<()>,
+) -> Result<(), String> {
+    let detached = detach(&device).map_err(|e| format!("VFIO_DEVICE_DETACH_IOMMUFD_PT: {e}"));
+    let fd = device.as_raw_fd();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(device)));
+    if let Err(panic) = dropped {
+        // SAFETY: the panicking drop stopped before its close (see
+        // `CdevDevice`), so `fd` is still this device's open descriptor and
+        // nothing else owns it.
+        unsafe { libc::close(fd) };
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        detached?;
+        return Err(format!("vfio-ioctls' VfioDevice drop panicked: {why}"));
+    }
+    detached
 }
 
 fn check(rc: i32, path: &Path, call: &'static str) -> Result<(), VfioCdevError> {
@@ -226,5 +314,95 @@ mod tests {
             Path::new("/dev/vfio/devices/vfio7")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Stands in for vfio-ioctls' `VfioDevice`: owns `fd` and, like the
+    /// crate's drop, panics on a failed detach before closing it.
+    struct FakeDevice {
+        fd: RawFd,
+        drop_panics: bool,
+    }
+
+    impl AsRawFd for FakeDevice {
+        fn as_raw_fd(&self) -> RawFd {
+            self.fd
+        }
+    }
+
+    impl Drop for FakeDevice {
+        fn drop(&mut self) {
+            assert!(!self.drop_panics, "detach_device_iommufd_pt: EIO");
+            // SAFETY: the fake owns `fd`.
+            unsafe { libc::close(self.fd) };
+        }
+    }
+
+    /// A pipe: the read end (kept) and the write end (the fake's fd). The
+    /// read end sees EOF once every copy of the write end is closed, which
+    /// holds even if another test thread reuses the fd number.
+    fn pipe() -> (File, RawFd) {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(rc, 0);
+        // SAFETY: pipe2 just returned this descriptor; nothing else owns it.
+        let read = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+        (read, fds[1])
+    }
+
+    fn write_end_closed(read: &mut File) -> bool {
+        let mut b = [0u8; 1];
+        matches!(std::io::Read::read(read, &mut b), Ok(0))
+    }
+
+    fn eio(_: &FakeDevice) -> std::io::Result<()> {
+        Err(std::io::Error::from_raw_os_error(libc::EIO))
+    }
+
+    #[test]
+    fn release_turns_a_failed_detach_and_a_panicking_drop_into_an_error_and_closes_the_fd() {
+        let (mut read, fd) = pipe();
+        let device = FakeDevice {
+            fd,
+            drop_panics: true,
+        };
+        let err = release(device, eio).unwrap_err();
+        assert!(err.contains("VFIO_DEVICE_DETACH_IOMMUFD_PT"), "{err}");
+        assert!(write_end_closed(&mut read));
+    }
+
+    #[test]
+    fn release_reports_a_drop_that_panics_after_a_good_detach() {
+        let (mut read, fd) = pipe();
+        let device = FakeDevice {
+            fd,
+            drop_panics: true,
+        };
+        let err = release(device, |_| Ok(())).unwrap_err();
+        assert!(err.contains("panicked") && err.contains("EIO"), "{err}");
+        assert!(write_end_closed(&mut read));
+    }
+
+    #[test]
+    fn release_of_a_healthy_device_leaves_the_close_to_its_drop() {
+        let (mut read, fd) = pipe();
+        let device = FakeDevice {
+            fd,
+            drop_panics: false,
+        };
+        release(device, |_| Ok(())).unwrap();
+        assert!(write_end_closed(&mut read));
+    }
+
+    #[test]
+    fn release_reports_a_failed_detach_of_a_device_whose_drop_succeeds() {
+        let (mut read, fd) = pipe();
+        let device = FakeDevice {
+            fd,
+            drop_panics: false,
+        };
+        let err = release(device, eio).unwrap_err();
+        assert!(err.contains("Input/output error"), "{err}");
+        assert!(write_end_closed(&mut read));
     }
 }

@@ -1,7 +1,8 @@
 //! The host side of a passthrough function as the VFIO-PCI model uses it:
 //! regions (configuration space, BARs), interrupts and reset. The real one
 //! is vfio-ioctls' `VfioDevice` on the function's cdev, bound to the VM's
-//! iommufd; the model's tests use an in-memory function.
+//! iommufd, inside the [`CdevDevice`] guard that releases it without
+//! panicking; the model's tests use an in-memory function.
 
 use std::os::fd::AsRawFd;
 
@@ -11,6 +12,7 @@ use vfio_bindings::bindings::vfio::{
 use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::cdev::CdevDevice;
 use super::mmap::Mapping;
 
 /// vfio-pci's region indexes (linux/vfio.h `VFIO_PCI_*_REGION_INDEX`).
@@ -69,7 +71,7 @@ pub trait VfioHost: Send {
     fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, String>;
 }
 
-impl VfioHost for VfioDevice {
+impl VfioHost for CdevDevice {
     fn region(&self, index: u32) -> RegionInfo {
         let flags = self.get_region_flags(index);
         let sparse = self

@@ -10,7 +10,7 @@ pub mod interrupts;
 pub mod memhost;
 pub mod mmap;
 
-pub use cdev::{VfioCdev, VfioCdevError};
+pub use cdev::{CdevDevice, VfioCdev, VfioCdevError};
 pub use function::{VfioPciDevice, VfioStats, Wiring};
 pub use interrupts::MsiRouter;
 pub use vfio_ioctls::VfioIommufd;

@@ -148,6 +148,7 @@ impl AcpiTables {
         for table in &self.tables {
             let path = dir.join(format!("{}.dat", table.signature));
             std::fs::write(&path, &table.bytes)?;
+            log::info!(target: "acpi", "{}: {} bytes -> {}", table.signature, table.bytes.len(), path.display());
             written.push(path);
         }
         Ok(written)
