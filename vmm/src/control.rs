@@ -437,8 +437,8 @@ impl Vmm {
     fn handle(&mut self, request: ApiRequest) -> (ApiResponse, Next) {
         let response = match request {
             ApiRequest::VmmPing => json(&VmmPingResponse {
-                build_version: env!("CARGO_PKG_VERSION").into(),
-                version: env!("CARGO_PKG_VERSION").into(),
+                build_version: crate::api::BUILD_VERSION.into(),
+                version: crate::api::CH_API_VERSION.into(),
                 pid: i64::from(std::process::id()),
                 features: Vec::new(),
             }),

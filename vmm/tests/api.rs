@@ -168,7 +168,12 @@ fn every_endpoint_answers_curl_without_a_running_vm() {
     assert_eq!(status, 200);
     assert!(head.contains("Content-Type: application/json"), "{head}");
     let ping: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(ping["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(ping["version"], "53.0.0");
+    assert_eq!(
+        ping["build_version"],
+        concat!("v53.0.0-vsmmu-vmm-", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(ping["features"].is_array(), "{ping}");
     assert_eq!(ping["pid"], vmm.child.id());
 
     // Nothing defined yet.
@@ -242,6 +247,23 @@ fn every_endpoint_answers_curl_without_a_running_vm() {
     assert_eq!(status, 204);
     assert_eq!(vmm.wait_exit(), Some(0));
     assert!(!vmm.socket.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn version_is_printed_in_upstream_form_for_libvirt() {
+    // libvirt's ch driver looks for "cloud-hypervisor vN.M.P" and uses the
+    // payload JSON from 28 on.
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cloud-hypervisor v53.0.0\n"
+    );
+    for flag in ["-V", "--version"] {
+        let out = Command::new(CH_REMOTE).arg(flag).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ch-remote v53.0.0\n");
+    }
 }
 
 #[test]

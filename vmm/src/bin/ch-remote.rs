@@ -25,7 +25,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Parser, Debug)]
 #[command(
     name = "ch-remote",
-    version,
+    version = vmm::api::CH_VERSION_STRING,
     about = "Remotely control a cloud-hypervisor VMM.",
     arg_required_else_help = true
 )]
