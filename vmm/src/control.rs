@@ -14,18 +14,19 @@
 //! power button (the platform has none).
 
 use std::io;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::register_signal_handler;
 
-use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse};
+use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse, shown_config};
 use crate::api::{ApiError, ApiRequest, ApiResponse, VmmEnd};
-use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
+use crate::config::{DeviceConfig, SerialConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
+use crate::pty::Pty;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
 /// number QEMU exposes too; a host with fewer lowers it at run time.
@@ -64,7 +65,11 @@ mod no_kvm {
     pub enum RunningVm {}
 
     impl RunningVm {
-        pub fn start(_: &VmDescription, _: EventFd) -> Result<Self, ApiError> {
+        pub fn start(
+            _: &VmDescription,
+            _: EventFd,
+            _: Option<std::sync::Arc<crate::pty::Pty>>,
+        ) -> Result<Self, ApiError> {
             Err(ApiError::BootUnsupported)
         }
         pub fn stop_requested(&self) -> bool {
@@ -175,6 +180,11 @@ pub struct Vmm {
     vm: Vm,
     /// The running VM's vEVENTQ fds, registered with `events`.
     host_fds: Vec<std::os::fd::RawFd>,
+    /// The VmConfig body `vm.create` was given (`vm.info` shows its fields
+    /// back, the ones this VMM parses normalised).
+    given_config: Option<serde_json::Value>,
+    /// The serial console's pty (serial mode Pty), for the VM's definition.
+    serial_pty: Option<Arc<Pty>>,
 }
 
 impl Vmm {
@@ -212,6 +222,8 @@ impl Vmm {
             api,
             vm: Vm::None,
             host_fds: Vec::new(),
+            given_config: None,
+            serial_pty: None,
         })
     }
 
@@ -222,6 +234,15 @@ impl Vmm {
         }
         config.validate(true)?;
         let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        self.serial_pty = match description.config.serial {
+            SerialConfig::Pty => {
+                let pty = Pty::open().map_err(|e| ApiError::Pty(e.to_string()))?;
+                log::info!(target: "vmm", "serial console on {}", pty.path().display());
+                Some(Arc::new(pty))
+            }
+            _ => None,
+        };
+        self.given_config = None;
         self.vm = Vm::Defined {
             description: Box::new(description),
             shut_down: false,
@@ -286,11 +307,12 @@ impl Vmm {
         // A host that cannot back the vSMMU is told before anything is built.
         crate::host_backend::preflight(&description.config)
             .map_err(|e| ApiError::Host(e.to_string()))?;
+        let pty = self.serial_pty.clone();
         #[cfg(target_arch = "aarch64")]
-        let vm =
-            RunningVm::start(description, stopped).map_err(|e| ApiError::BootFailed(e.to_string()));
+        let vm = RunningVm::start(description, stopped, pty)
+            .map_err(|e| ApiError::BootFailed(e.to_string()));
         #[cfg(not(target_arch = "aarch64"))]
-        let vm = RunningVm::start(description, stopped);
+        let vm = RunningVm::start(description, stopped, pty);
         let vm = vm?;
         // The host's vEVENTQs (or the emulated backend's eventfd) wake the
         // loop; nothing polls them.
@@ -447,7 +469,10 @@ impl Vmm {
                 log::info!(target: "vmm", "VMM shut down through the API");
                 return (Ok(None), Next::Exit);
             }
-            ApiRequest::VmCreate(config) => self.create(*config).map(|()| None),
+            ApiRequest::VmCreate(config, given) => self.create(*config).map(|()| {
+                self.given_config = Some(*given);
+                None
+            }),
             ApiRequest::VmBoot => self.boot().map(|()| None),
             ApiRequest::VmDelete => {
                 self.stop_vm(VmExit::Shutdown);
@@ -455,6 +480,8 @@ impl Vmm {
                     Vm::None => Err(ApiError::VmNotCreated),
                     _ => {
                         self.vm = Vm::None;
+                        self.given_config = None;
+                        self.serial_pty = None;
                         Ok(None)
                     }
                 }
@@ -540,7 +567,11 @@ impl Vmm {
             ),
         };
         json(&VmInfoResponse {
-            config: ApiVmConfig::from(&description.config),
+            config: shown_config(
+                &ApiVmConfig::from(&description.config),
+                self.given_config.as_ref(),
+                self.serial_pty.as_deref().map(Pty::path),
+            ),
             state,
             memory_actual_size: description.config.memory.size,
         })

@@ -15,6 +15,7 @@ pub mod event_loop;
 pub mod host_backend;
 pub mod irqchip;
 pub mod memory;
+pub mod pty;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;

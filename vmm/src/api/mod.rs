@@ -20,6 +20,7 @@
 pub mod http;
 pub mod routes;
 pub mod types;
+pub mod upstream_fields;
 
 /// The cloud-hypervisor release whose API this VMM implements: its
 /// OpenAPI spec (`vmm/src/api/openapi/cloud-hypervisor.yaml` at tag
@@ -55,8 +56,9 @@ pub enum ApiRequest {
     VmmPing,
     /// `PUT vmm.shutdown`: stop the VM (full teardown) and exit.
     VmmShutdown,
-    /// `PUT vm.create`.
-    VmCreate(Box<VmConfig>),
+    /// `PUT vm.create`: the configuration, and the body as given (for
+    /// `vm.info`).
+    VmCreate(Box<VmConfig>, Box<serde_json::Value>),
     /// `PUT vm.boot`.
     VmBoot,
     /// `PUT vm.delete`.
@@ -184,6 +186,9 @@ pub enum ApiError {
     /// The host cannot back the VM's vSMMU (one sentence naming the fix).
     #[error("{0}")]
     Host(String),
+    /// The serial console's pty could not be opened.
+    #[error("cannot open a pty for serial mode Pty: {0}; use mode File or Tty")]
+    Pty(String),
     /// Pausing failed; the VM keeps running.
     #[error("the VM could not be paused: {0}")]
     PauseFailed(String),
@@ -274,7 +279,10 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => 413,
             ApiError::Busy | ApiError::TooManyConnections(_) => 429,
             ApiError::HeadersTooLarge(_) => 431,
-            ApiError::BootFailed(_) | ApiError::PauseFailed(_) | ApiError::Host(_) => 500,
+            ApiError::BootFailed(_)
+            | ApiError::PauseFailed(_)
+            | ApiError::Host(_)
+            | ApiError::Pty(_) => 500,
             ApiError::BootUnsupported => 501,
             ApiError::VmmGone => 503,
         }

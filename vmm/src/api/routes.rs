@@ -6,7 +6,7 @@
 use serde::Deserialize;
 
 use super::types::{ApiDeviceConfig, ApiVmConfig, VmRemoveDeviceData};
-use super::{ApiError, ApiRequest};
+use super::{ApiError, ApiRequest, upstream_fields};
 use crate::config::VmConfig;
 
 /// Where every endpoint lives.
@@ -107,19 +107,55 @@ fn json<'a, T: Deserialize<'a>>(endpoint: &'static str, body: &'a [u8]) -> Resul
             reason: "it is empty; send a JSON object with Content-Length".into(),
         });
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadBody {
+    let mut input = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut input).map_err(|e| ApiError::BadBody {
+        endpoint,
+        reason: field_error(&e),
+    })?;
+    input.end().map_err(|e| ApiError::BadBody {
         endpoint,
         reason: e.to_string(),
+    })?;
+    Ok(value)
+}
+
+/// `field <path>: <reason>`, or the reason alone for the body as a whole.
+fn field_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    if err.path().iter().next().is_none() {
+        err.inner().to_string()
+    } else {
+        format!("field {}: {}", err.path(), err.inner())
+    }
+}
+
+/// Parse a required JSON body into `T`, naming the field at fault
+/// (`field cpus.boot_vcpus: invalid type: ...`).
+fn json_fields<T: serde::de::DeserializeOwned>(
+    endpoint: &'static str,
+    value: &serde_json::Value,
+) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| ApiError::BadBody {
+        endpoint,
+        reason: field_error(&e),
     })
 }
 
 fn vm_create(body: &[u8]) -> Result<ApiRequest, ApiError> {
-    let api: ApiVmConfig = json("vm.create", body)?;
+    let given: serde_json::Value = json("vm.create", body)?;
+    let demands = upstream_fields::demands(&given);
+    if !demands.is_empty() {
+        let list: Vec<String> = demands.iter().map(ToString::to_string).collect();
+        return Err(ApiError::BadBody {
+            endpoint: "vm.create",
+            reason: list.join("; "),
+        });
+    }
+    let api: ApiVmConfig = json_fields("vm.create", &given)?;
     let config = VmConfig::try_from(api).map_err(|e| ApiError::BadBody {
         endpoint: "vm.create",
         reason: e.to_string(),
     })?;
-    Ok(ApiRequest::VmCreate(Box::new(config)))
+    Ok(ApiRequest::VmCreate(Box::new(config), Box::new(given)))
 }
 
 fn vm_add_device(body: &[u8]) -> Result<ApiRequest, ApiError> {
@@ -218,14 +254,55 @@ mod tests {
             err.to_string()
                 .starts_with("vm.create: the body is not valid")
         );
-        let err = route("PUT", "/api/v1/vm.create", br#"{"payload":{},"net":[]}"#)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("unknown field `net`"), "{err}");
+        let err = route(
+            "PUT",
+            "/api/v1/vm.create",
+            br#"{"payload":{},"net":[{"tap":"t"}]}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .contains(r#"field net=[{"tap":"t"}] is not supported: virtio-net"#),
+            "{err}"
+        );
+        let err = route(
+            "PUT",
+            "/api/v1/vm.create",
+            br#"{"payload":{},"serial":{"mode":"Fancy"}}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().starts_with(
+                "vm.create: the body is not valid: field serial.mode: unknown variant `Fancy`"
+            ),
+            "{err}"
+        );
+        let err = route(
+            "PUT",
+            "/api/v1/vm.create",
+            br#"{"payload":{},"cpus":{"boot_vcpus":"two"}}"#,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string()
+                .contains("field cpus.boot_vcpus: invalid type"),
+            "{err}"
+        );
         let err = route("PUT", "/api/v1/vm.remove-device", br#"{"idd":"x"}"#)
             .err()
             .unwrap();
-        assert!(err.to_string().contains("idd"), "{err}");
+        assert!(err.to_string().contains("missing field `id`"), "{err}");
+        let err = route("PUT", "/api/v1/vm.add-device", br#"{"path": 7}"#)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("field path: invalid type: integer `7`"),
+            "{err}"
+        );
         let err = route("PUT", "/api/v1/vm.send-migration", b"{}")
             .err()
             .unwrap();

@@ -31,7 +31,8 @@ pub const VSMMU_SYNTAX: &str = "Virtual SMMUv3: \
      NVIDIA Tegra241 CMDQ-V; backend=emulated needs no SMMU on the host; page0 is for the \
      emulated backend only)";
 /// `--serial` syntax.
-pub const SERIAL_SYNTAX: &str = "PL011 console: \"tty|off|file=<path>\"";
+pub const SERIAL_SYNTAX: &str = "PL011 console: \"tty|off|null|pty|file=<path>\" (pty: a \
+     pseudo-terminal whose path the log and vm.info show)";
 /// `--api-socket` syntax.
 pub const API_SOCKET_SYNTAX: &str = "HTTP API socket (UNIX domain socket): \
      \"path=<path>\" or \"fd=<fd>\" (a bare path works too); with only this option the VM is \
@@ -278,14 +279,20 @@ pub enum SerialConfig {
     File(PathBuf),
     /// No console.
     Off,
+    /// Output discarded (upstream's Null: the device is there, silent).
+    Null,
+    /// A pseudo-terminal the VMM opens (see `crate::pty`).
+    Pty,
 }
 
 impl SerialConfig {
-    /// Parse `tty|off|file=<path>`.
+    /// Parse `tty|off|null|pty|file=<path>`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
         match input {
             "tty" => Ok(SerialConfig::Tty),
             "off" => Ok(SerialConfig::Off),
+            "null" => Ok(SerialConfig::Null),
+            "pty" => Ok(SerialConfig::Pty),
             _ => {
                 let opts = Options::parse("serial", input, &["file"], false)?;
                 Ok(SerialConfig::File(PathBuf::from(opts.require("file")?)))
@@ -584,6 +591,8 @@ mod tests {
             SerialConfig::parse("file=/tmp/console").unwrap(),
             SerialConfig::File("/tmp/console".into())
         );
+        assert_eq!(SerialConfig::parse("pty").unwrap(), SerialConfig::Pty);
+        assert_eq!(SerialConfig::parse("null").unwrap(), SerialConfig::Null);
         assert!(SerialConfig::parse("socket=/tmp/s").is_err());
     }
 
