@@ -21,8 +21,9 @@ use std::time::Duration;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::register_signal_handler;
 
+use crate::api::types::ApiDeviceConfig;
 use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse, shown_config};
-use crate::api::{ApiError, ApiRequest, ApiResponse, VmmEnd};
+use crate::api::{ApiError, ApiRequest, ApiResponse, Needs, Unimplemented, VmmEnd};
 use crate::config::{DeviceConfig, SerialConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
@@ -527,9 +528,10 @@ impl Vmm {
                 Vm::Running { .. } => Err(ApiError::NoPowerButton),
                 other => Err(not_running(other, "press the power button")),
             },
-            ApiRequest::VmAddDevice(device) => self.refuse_add(&device),
-            ApiRequest::VmRemoveDevice(id) => self.refuse_remove(&id),
+            ApiRequest::VmAddDevice(device) => self.add_device(&device),
+            ApiRequest::VmRemoveDevice(id) => self.remove_device(&id),
             ApiRequest::VmSaveState(op) => self.refuse_save_state(op),
+            ApiRequest::Unimplemented(what) => Err(self.refuse_unimplemented(what)),
         };
         (response, Next::Continue)
     }
@@ -586,6 +588,70 @@ impl Vmm {
         self.launch(description, boots + 1, true).map(|()| None)
     }
 
+    /// `vm.add-device`: before boot (or after a shutdown) the function
+    /// joins the VM's configuration, as upstream's cold add; a running VM
+    /// is refused.
+    fn add_device(&mut self, device: &ApiDeviceConfig) -> ApiResponse {
+        let Vm::Defined { description, .. } = &self.vm else {
+            let device = device.to_config(0);
+            return self.refuse_add(&device);
+        };
+        let mut config = description.config.clone();
+        let device = device.to_config(config.devices.len());
+        config.devices.push(device);
+        self.redefine(config)
+    }
+
+    /// `vm.remove-device`: before boot the function (or test endpoint)
+    /// leaves the configuration; a running VM is refused.
+    fn remove_device(&mut self, id: &str) -> ApiResponse {
+        let Vm::Defined { description, .. } = &self.vm else {
+            return self.refuse_remove(id);
+        };
+        let mut config = description.config.clone();
+        let before = config.devices.len() + config.test_devices.len();
+        config.devices.retain(|d| d.id != id);
+        config.test_devices.retain(|d| d.id != id);
+        if config.devices.len() + config.test_devices.len() == before {
+            return self.refuse_remove(id);
+        }
+        // Generated ids name their position: the ones after the gap move up.
+        for (index, device) in config.devices.iter_mut().enumerate() {
+            if device.id.starts_with("_dev") {
+                device.id = format!("_dev{index}");
+            }
+        }
+        for (index, device) in config.test_devices.iter_mut().enumerate() {
+            if device.id.starts_with("_test") {
+                device.id = format!("_test{index}");
+            }
+        }
+        self.redefine(config)
+    }
+
+    /// Replace the defined VM's configuration, if it is valid; nothing
+    /// changes otherwise.
+    fn redefine(&mut self, config: VmConfig) -> ApiResponse {
+        let Vm::Defined { description, .. } = &mut self.vm else {
+            return Err(not_running(&self.vm, "change the configuration"));
+        };
+        config.validate(true)?;
+        **description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        Ok(None)
+    }
+
+    /// An endpoint this VMM does not implement: 404 without a VM, the
+    /// spec's wrong-state answer, or the reason it is not implemented.
+    fn refuse_unimplemented(&self, what: Unimplemented) -> ApiError {
+        match (what.needs, &self.vm) {
+            (Needs::NoVm, Vm::None) => ApiError::NotImplemented(what),
+            (Needs::NoVm, _) => ApiError::VmAlreadyCreated,
+            (_, Vm::None) => ApiError::VmNotCreated,
+            (Needs::RunningVm, vm @ Vm::Defined { .. }) => not_running(vm, what.endpoint),
+            _ => ApiError::NotImplemented(what),
+        }
+    }
+
     fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
         let description = self.description().ok_or(ApiError::VmNotCreated)?;
         let vsmmu = description.vsmmu_of_segment(device.pci_segment);
@@ -628,6 +694,9 @@ impl Vmm {
 
     fn refuse_save_state(&self, op: &'static str) -> ApiResponse {
         let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        if matches!(self.vm, Vm::Defined { .. }) {
+            return Err(not_running(&self.vm, op));
+        }
         if description.vsmmus.is_empty() {
             return Err(ApiError::SaveStateUnsupported(op));
         }
@@ -715,54 +784,99 @@ mod tests {
     }
 
     #[test]
-    fn created_vm_refuses_what_a_vsmmu_forbids() {
+    fn created_vm_takes_cold_adds_and_removes() {
         let mut vmm = Vmm::new(None).unwrap();
         vmm.create(cmdqv_config()).unwrap();
         assert_eq!(
             vmm.create(cmdqv_config()).err().map(|e| e.status()),
-            Some(409)
+            Some(500)
         );
         let (info, _) = vmm.handle(ApiRequest::VmInfo);
         let info: serde_json::Value = serde_json::from_str(&info.unwrap().unwrap()).unwrap();
         assert_eq!(info["state"], "Created");
         assert_eq!(info["config"]["vsmmu"]["kind"], "cmdqv");
+        let device = |json: &str| serde_json::from_str::<ApiDeviceConfig>(json).unwrap();
+        for json in [
+            r#"{"path": "/sys/bus/pci/devices/0000:01:00.0/"}"#,
+            r#"{"path": "/sys/bus/pci/devices/0000:02:00.0", "iommu": true, "id": "gpu1"}"#,
+        ] {
+            let (response, _) = vmm.handle(ApiRequest::VmAddDevice(device(json)));
+            assert!(matches!(response, Ok(None)), "{response:?}");
+        }
+        let ids = |vmm: &Vmm| -> Vec<String> {
+            let config = &vmm.description().unwrap().config;
+            config.devices.iter().map(|d| d.id.clone()).collect()
+        };
+        assert_eq!(ids(&vmm), ["_dev0", "gpu1"]);
+        // A bad one changes nothing.
         let err = vmm
-            .handle(ApiRequest::VmRemoveDevice("dma0".into()))
+            .handle(ApiRequest::VmAddDevice(device(r#"{"path": "/tmp/x"}"#)))
             .0
             .unwrap_err();
-        assert_eq!(err.status(), 409);
-        assert!(
-            err.to_string()
-                .contains("device dma0 is behind vSMMU 0, and its vDEVICE and nested HWPT (and, with the CMD-QV, its SID slot) are fixed at boot"),
-            "{err}"
+        assert_eq!(err.status(), 400);
+        assert_eq!(ids(&vmm), ["_dev0", "gpu1"]);
+        assert_eq!(
+            status(vmm.handle(ApiRequest::VmRemoveDevice("_dev0".into())).0),
+            200
+        );
+        assert_eq!(ids(&vmm), ["gpu1"]);
+        assert_eq!(
+            status(vmm.handle(ApiRequest::VmRemoveDevice("dma0".into())).0),
+            200
         );
         let err = vmm
             .handle(ApiRequest::VmRemoveDevice("nic9".into()))
             .0
             .unwrap_err();
         assert_eq!(err.status(), 404);
-        assert!(err.to_string().contains("dma0"), "{err}");
-        for op in ["snapshot", "send-migration", "receive-migration"] {
+        assert!(err.to_string().contains("gpu1"), "{err}");
+        assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
+        assert_eq!(status(vmm.handle(ApiRequest::VmInfo).0), 404);
+    }
+
+    #[test]
+    fn created_vm_refuses_what_needs_it_running() {
+        let mut vmm = Vmm::new(None).unwrap();
+        vmm.create(cmdqv_config()).unwrap();
+        for op in ["snapshot", "send-migration"] {
             let err = vmm.handle(ApiRequest::VmSaveState(op)).0.unwrap_err();
-            assert_eq!(err.status(), 409);
+            assert_eq!(err.status(), 405);
             assert!(
-                err.to_string().contains("vSMMU 0 holds host state"),
+                err.to_string()
+                    .contains("the VM is created; PUT vm.boot first"),
                 "{err}"
             );
         }
-        let device = DeviceConfig::parse("path=/dev/vfio/devices/vfio0,iommu=on", 0).unwrap();
-        let err = vmm.handle(ApiRequest::VmAddDevice(device)).0.unwrap_err();
-        assert!(err.to_string().contains("behind vSMMU 0"), "{err}");
-        let device = DeviceConfig::parse("path=/dev/vfio/devices/vfio0", 0).unwrap();
-        let err = vmm.handle(ApiRequest::VmAddDevice(device)).0.unwrap_err();
-        assert!(
-            err.to_string().contains("hot-plug is not implemented"),
-            "{err}"
-        );
-        assert_eq!(status(vmm.handle(ApiRequest::VmPause).0), 409);
-        assert_eq!(status(vmm.handle(ApiRequest::VmShutdown).0), 409);
-        assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
-        assert_eq!(status(vmm.handle(ApiRequest::VmInfo).0), 404);
+        assert_eq!(status(vmm.handle(ApiRequest::VmPause).0), 405);
+        assert_eq!(status(vmm.handle(ApiRequest::VmShutdown).0), 405);
+    }
+
+    #[test]
+    fn unimplemented_endpoints_check_the_vm_first() {
+        let what = |needs| Unimplemented {
+            endpoint: "x",
+            why: "x is not implemented",
+            needs,
+            status: 500,
+        };
+        let mut vmm = Vmm::new(None).unwrap();
+        let refuse = |vmm: &mut Vmm, needs| {
+            vmm.handle(ApiRequest::Unimplemented(what(needs)))
+                .0
+                .unwrap_err()
+                .status()
+        };
+        assert_eq!(refuse(&mut vmm, Needs::Vm), 404);
+        assert_eq!(refuse(&mut vmm, Needs::RunningVm), 404);
+        assert_eq!(refuse(&mut vmm, Needs::NoVm), 500);
+        vmm.create(cmdqv_config()).unwrap();
+        assert_eq!(refuse(&mut vmm, Needs::Vm), 500);
+        assert_eq!(refuse(&mut vmm, Needs::RunningVm), 405);
+        let err = vmm
+            .handle(ApiRequest::Unimplemented(what(Needs::NoVm)))
+            .0
+            .unwrap_err();
+        assert!(matches!(err, ApiError::VmAlreadyCreated), "{err}");
     }
 
     #[test]

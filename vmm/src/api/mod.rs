@@ -46,8 +46,9 @@ use std::sync::mpsc::{self, Receiver, Sender};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{ConfigError, DeviceConfig, VmConfig};
+use crate::config::{ConfigError, VmConfig};
 use crate::description::DescriptionError;
+use types::ApiDeviceConfig;
 
 /// What the API asks of the VMM thread.
 #[derive(Debug)]
@@ -77,13 +78,40 @@ pub enum ApiRequest {
     VmShutdown,
     /// `PUT vm.power-button`.
     VmPowerButton,
-    /// `PUT vm.add-device`.
-    VmAddDevice(DeviceConfig),
+    /// `PUT vm.add-device`: added to the configuration before boot (cold
+    /// add), refused after.
+    VmAddDevice(ApiDeviceConfig),
     /// `PUT vm.remove-device`.
     VmRemoveDevice(String),
-    /// `PUT vm.snapshot`, `vm.send-migration`, `vm.receive-migration`: the
-    /// endpoint's name.
+    /// `PUT vm.snapshot`, `vm.send-migration`: the endpoint's name.
     VmSaveState(&'static str),
+    /// An endpoint of the spec this VMM does not implement.
+    Unimplemented(Unimplemented),
+}
+
+/// What a VM must be for an endpoint to get as far as "not implemented".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// A created VM (else 404).
+    Vm,
+    /// A running VM (else 404, or the spec's wrong-state answer).
+    RunningVm,
+    /// No VM (`vm.restore`, `vm.receive-migration`: they define one).
+    NoVm,
+}
+
+/// An endpoint of cloud-hypervisor's API that this VMM refuses, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unimplemented {
+    /// The endpoint, without `vm.`.
+    pub endpoint: &'static str,
+    /// What is missing and what would work, as the end of a sentence.
+    pub why: &'static str,
+    /// The state checked first.
+    pub needs: Needs,
+    /// The spec's status for this endpoint failing (500 where the spec
+    /// lists none that fits, as upstream's server answers).
+    pub status: u16,
 }
 
 /// The VMM's answer: a JSON body (200), nothing (204) or a refusal.
@@ -95,12 +123,13 @@ pub type ApiResponse = Result<Option<String>, ApiError>;
 pub enum ApiError {
     /// No such endpoint.
     #[error(
-        "{0} is not an endpoint of this VMM; use one of /api/v1/vmm.ping, vmm.shutdown, vm.create, \
-         vm.boot, vm.delete, vm.info, vm.counters, vm.pause, vm.resume, vm.reboot, vm.shutdown, \
-         vm.power-button, vm.add-device, vm.remove-device, vm.snapshot, vm.send-migration, \
-         vm.receive-migration"
+        "{0} is not an endpoint of cloud-hypervisor's API v53.0; docs/api-endpoints.md lists \
+         every one and what this VMM answers"
     )]
     UnknownPath(String),
+    /// An endpoint this VMM does not implement.
+    #[error("vm.{}: {}", .0.endpoint, .0.why)]
+    NotImplemented(Unimplemented),
     /// The endpoint exists with another method.
     #[error("{path} does not take {method}; send {allowed}")]
     WrongMethod {
@@ -116,8 +145,8 @@ pub enum ApiError {
     MalformedRequest(String),
     /// The connection ended before the request was complete.
     #[error(
-        "the request ended after {0} bytes, before its headers and Content-Length body were \
-         complete; send the whole request"
+        "the request ended after {0} bytes, before its headers and body were complete; send the \
+         whole request"
     )]
     TruncatedRequest(usize),
     /// A request line and headers larger than the limit.
@@ -125,7 +154,8 @@ pub enum ApiError {
     HeadersTooLarge(usize),
     /// A body larger than the limit.
     #[error(
-        "a body of {length} bytes exceeds the API's limit of {limit} bytes; send a smaller body"
+        "a body of {length} bytes or more exceeds the API's limit of {limit} bytes; send a \
+         smaller body"
     )]
     BodyTooLarge {
         /// Content-Length.
@@ -133,9 +163,15 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
-    /// A body without Content-Length.
-    #[error("bodies must come with a Content-Length header (chunked transfer is not accepted)")]
-    LengthRequired,
+    /// A transfer coding other than chunked.
+    #[error(
+        "Transfer-Encoding {0} is not accepted; send the body with Content-Length or \
+         Transfer-Encoding: chunked"
+    )]
+    LengthRequired(String),
+    /// A chunked body whose framing is broken.
+    #[error("the chunked body is malformed ({0}); send hex chunk sizes, CRLF after each chunk")]
+    MalformedChunk(String),
     /// The client stopped sending.
     #[error("the request was not complete within {0} seconds; send it whole and at once")]
     RequestTimeout(u64),
@@ -257,33 +293,43 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status of the refusal.
+    ///
+    /// The rules, from cloud-hypervisor's spec and server: 404 before
+    /// `vm.create` (and for what names no device); 405 for an action the
+    /// VM's state does not allow ([`routes::status_on`] makes it 500 where
+    /// the spec lists no 405 for the path, as upstream's server answers);
+    /// 400 for a bad body; 404 where `vm.add-device`/`vm.remove-device`
+    /// cannot add or remove (the spec's code for both); 500 for what this
+    /// VMM refuses to do (upstream's answer to any VMM error it does not
+    /// classify); 501 where this host or build cannot run the VM; the
+    /// HTTP-level bounds (408, 411, 413, 429, 431) are ours.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::UnknownPath(_) | ApiError::VmNotCreated | ApiError::UnknownDevice { .. } => {
-                404
-            }
-            ApiError::WrongMethod { .. } => 405,
+            ApiError::UnknownPath(_)
+            | ApiError::VmNotCreated
+            | ApiError::UnknownDevice { .. }
+            | ApiError::DeviceBehindVsmmu { .. }
+            | ApiError::HotplugUnsupported { .. } => 404,
+            ApiError::WrongMethod { .. } | ApiError::WrongState { .. } => 405,
             ApiError::MalformedRequest(_)
             | ApiError::TruncatedRequest(_)
+            | ApiError::MalformedChunk(_)
             | ApiError::BadBody { .. }
             | ApiError::InvalidConfig(_) => 400,
             ApiError::RequestTimeout(_) => 408,
-            ApiError::VmAlreadyCreated
-            | ApiError::WrongState { .. }
-            | ApiError::NoPowerButton
-            | ApiError::DeviceBehindVsmmu { .. }
-            | ApiError::HotplugUnsupported { .. }
-            | ApiError::VsmmuHostState { .. }
-            | ApiError::SaveStateUnsupported(_) => 409,
-            ApiError::LengthRequired => 411,
+            ApiError::LengthRequired(_) => 411,
             ApiError::BodyTooLarge { .. } => 413,
             ApiError::Busy | ApiError::TooManyConnections(_) => 429,
             ApiError::HeadersTooLarge(_) => 431,
-            ApiError::BootFailed(_)
+            ApiError::VmAlreadyCreated
+            | ApiError::NoPowerButton
+            | ApiError::VsmmuHostState { .. }
+            | ApiError::SaveStateUnsupported(_)
+            | ApiError::BootFailed(_)
             | ApiError::PauseFailed(_)
-            | ApiError::Host(_)
             | ApiError::Pty(_) => 500,
-            ApiError::BootUnsupported => 501,
+            ApiError::NotImplemented(unimplemented) => unimplemented.status,
+            ApiError::BootUnsupported | ApiError::Host(_) => 501,
             ApiError::VmmGone => 503,
         }
     }
@@ -380,7 +426,11 @@ mod tests {
             vsmmu: 0,
             cmdqv: " (and, with the CMD-QV, its SID slot)",
         };
-        assert_eq!(err.status(), 409);
+        assert_eq!(
+            err.status(),
+            404,
+            "the spec's code for vm.remove-device failing"
+        );
         let body: Vec<String> = serde_json::from_str(&err.body()).unwrap();
         assert_eq!(body.len(), 1);
         assert!(

@@ -276,6 +276,13 @@ pub fn shown_config(
     pty: Option<&std::path::Path>,
 ) -> serde_json::Value {
     let mut shown = serde_json::to_value(typed).unwrap_or_default();
+    // The lists this VMM owns are shown even when empty, so that a device
+    // removed before boot does not come back from the body as given.
+    if let Some(fields) = shown.as_object_mut() {
+        for list in ["devices", "test_devices"] {
+            fields.entry(list).or_insert_with(|| serde_json::json!([]));
+        }
+    }
     if let Some(given) = given {
         keep_given_fields(&mut shown, given);
     }
