@@ -500,6 +500,48 @@ fn ch_remote_drives_the_api_and_prints_json() {
     refused(&["reboot"], 405, "cannot reboot");
     refused(&["shutdown"], 405, "cannot shut down");
     refused(&["power-button"], 405, "cannot press the power button");
+    refused(
+        &["add-disk", "path=/d.img"],
+        500,
+        "virtio-blk is not implemented yet",
+    );
+    refused(
+        &["add-net", "tap=tap0"],
+        500,
+        "virtio-net is not implemented yet",
+    );
+    refused(
+        &["add-vsock", "cid=3,socket=/v"],
+        500,
+        "virtio-vsock is not implemented yet",
+    );
+    refused(&["add-fs", "tag=fs,socket=/f"], 500, "virtio-fs");
+    refused(&["add-pmem", "file=/p"], 500, "virtio-pmem");
+    refused(&["add-vdpa", "path=/dev/vhost-vdpa-0"], 500, "vDPA");
+    refused(&["add-generic-vhost-user", "socket=/g"], 500, "vhost-user");
+    refused(&["add-user-device", "socket=/u"], 404, "vfio-user");
+    refused(
+        &["resize", "--cpus", "4"],
+        500,
+        "hot-plug are not implemented",
+    );
+    refused(
+        &["resize-zone", "--id", "z", "--size", "1G"],
+        500,
+        "memory zones",
+    );
+    refused(
+        &["resize-disk", "--disk", "d", "--size", "1G"],
+        500,
+        "no disk to resize",
+    );
+    refused(
+        &["restore", "source_url=file:///s"],
+        404,
+        "a VM is already created",
+    );
+    refused(&["coredump", "file:///tmp/core"], 405, "cannot coredump");
+    refused(&["nmi"], 500, "cannot nmi");
     if !cfg!(target_arch = "aarch64") {
         refused(&["boot"], 501, "needs an aarch64 host with KVM");
     }
