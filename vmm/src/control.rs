@@ -647,7 +647,7 @@ impl Vmm {
             (Needs::NoVm, Vm::None) => ApiError::NotImplemented(what),
             (Needs::NoVm, _) => ApiError::VmAlreadyCreated,
             (_, Vm::None) => ApiError::VmNotCreated,
-            (Needs::RunningVm, vm @ Vm::Defined { .. }) => not_running(vm, what.endpoint),
+            (Needs::RunningVm, vm @ Vm::Defined { .. }) => not_running(vm, what.action),
             _ => ApiError::NotImplemented(what),
         }
     }
@@ -695,7 +695,11 @@ impl Vmm {
     fn refuse_save_state(&self, op: &'static str) -> ApiResponse {
         let description = self.description().ok_or(ApiError::VmNotCreated)?;
         if matches!(self.vm, Vm::Defined { .. }) {
-            return Err(not_running(&self.vm, op));
+            let action = match op {
+                "snapshot" => "take a snapshot",
+                _ => "send a migration",
+            };
+            return Err(not_running(&self.vm, action));
         }
         if description.vsmmus.is_empty() {
             return Err(ApiError::SaveStateUnsupported(op));
@@ -855,6 +859,7 @@ mod tests {
     fn unimplemented_endpoints_check_the_vm_first() {
         let what = |needs| Unimplemented {
             endpoint: "x",
+            action: "do x",
             why: "x is not implemented",
             needs,
             status: 500,

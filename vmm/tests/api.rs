@@ -329,7 +329,7 @@ fn devices_are_added_and_removed_cold_before_boot() {
     assert_eq!(status, 405, "{body}");
     assert_eq!(
         message(&body),
-        "cannot snapshot: the VM is created; PUT vm.boot first"
+        "cannot take a snapshot: the VM is created; PUT vm.boot first"
     );
     vmm.assert_alive();
 }
@@ -478,12 +478,12 @@ fn ch_remote_drives_the_api_and_prints_json() {
     refused(
         &["snapshot", "file:///tmp/s"],
         405,
-        "cannot snapshot: the VM is created",
+        "cannot take a snapshot: the VM is created",
     );
     refused(
         &["send-migration", "unix:/tmp/m"],
         500,
-        "cannot send-migration",
+        "cannot send a migration",
     );
     refused(
         &["receive-migration", "unix:/tmp/m"],
@@ -540,8 +540,12 @@ fn ch_remote_drives_the_api_and_prints_json() {
         404,
         "a VM is already created",
     );
-    refused(&["coredump", "file:///tmp/core"], 405, "cannot coredump");
-    refused(&["nmi"], 500, "cannot nmi");
+    refused(
+        &["coredump", "file:///tmp/core"],
+        405,
+        "cannot take a core dump",
+    );
+    refused(&["nmi"], 500, "cannot inject an NMI");
     if !cfg!(target_arch = "aarch64") {
         refused(&["boot"], 501, "needs an aarch64 host with KVM");
     }

@@ -105,6 +105,8 @@ pub enum Needs {
 pub struct Unimplemented {
     /// The endpoint, without `vm.`.
     pub endpoint: &'static str,
+    /// What it does, for "cannot <action>: the VM is ...".
+    pub action: &'static str,
     /// What is missing and what would work, as the end of a sentence.
     pub why: &'static str,
     /// The state checked first.

@@ -105,6 +105,7 @@ const ENDPOINTS: &[(&str, Method, Parse)] = &[
 
 const ADD_DISK: Unimplemented = Unimplemented {
     endpoint: "add-disk",
+    action: "add a disk",
     why: "virtio-blk is not implemented yet; give the VM a passthrough disk controller with \
           vm.add-device before vm.boot",
     needs: Needs::Vm,
@@ -112,6 +113,7 @@ const ADD_DISK: Unimplemented = Unimplemented {
 };
 const ADD_NET: Unimplemented = Unimplemented {
     endpoint: "add-net",
+    action: "add a NIC",
     why: "virtio-net is not implemented yet; give the VM a passthrough NIC with vm.add-device \
           before vm.boot",
     needs: Needs::Vm,
@@ -119,12 +121,14 @@ const ADD_NET: Unimplemented = Unimplemented {
 };
 const ADD_VSOCK: Unimplemented = Unimplemented {
     endpoint: "add-vsock",
+    action: "add a vsock",
     why: "virtio-vsock is not implemented yet, so there is no guest socket to add",
     needs: Needs::Vm,
     status: 500,
 };
 const ADD_FS: Unimplemented = Unimplemented {
     endpoint: "add-fs",
+    action: "add a virtio-fs share",
     why: "virtio-fs (vhost-user) is not implemented yet; share files through an initramfs or a \
           passthrough disk controller",
     needs: Needs::Vm,
@@ -132,24 +136,28 @@ const ADD_FS: Unimplemented = Unimplemented {
 };
 const ADD_PMEM: Unimplemented = Unimplemented {
     endpoint: "add-pmem",
+    action: "add a pmem device",
     why: "virtio-pmem is not implemented",
     needs: Needs::Vm,
     status: 500,
 };
 const ADD_VDPA: Unimplemented = Unimplemented {
     endpoint: "add-vdpa",
+    action: "add a vDPA device",
     why: "vDPA devices are not implemented",
     needs: Needs::Vm,
     status: 500,
 };
 const ADD_GENERIC_VHOST_USER: Unimplemented = Unimplemented {
     endpoint: "add-generic-vhost-user",
+    action: "add a vhost-user device",
     why: "vhost-user devices are not implemented yet",
     needs: Needs::Vm,
     status: 500,
 };
 const ADD_USER_DEVICE: Unimplemented = Unimplemented {
     endpoint: "add-user-device",
+    action: "add a vfio-user device",
     why: "vfio-user devices are not implemented; give VFIO passthrough functions with \
           vm.add-device before vm.boot",
     needs: Needs::Vm,
@@ -157,6 +165,7 @@ const ADD_USER_DEVICE: Unimplemented = Unimplemented {
 };
 const RESIZE: Unimplemented = Unimplemented {
     endpoint: "resize",
+    action: "resize the VM",
     why: "vCPU and memory hot-plug are not implemented; define the VM with the vCPUs and RAM it \
           needs",
     needs: Needs::Vm,
@@ -164,18 +173,21 @@ const RESIZE: Unimplemented = Unimplemented {
 };
 const RESIZE_ZONE: Unimplemented = Unimplemented {
     endpoint: "resize-zone",
+    action: "resize a memory zone",
     why: "memory zones and memory hot-plug are not implemented",
     needs: Needs::Vm,
     status: 500,
 };
 const RESIZE_DISK: Unimplemented = Unimplemented {
     endpoint: "resize-disk",
+    action: "resize a disk",
     why: "virtio-blk is not implemented yet, so there is no disk to resize",
     needs: Needs::Vm,
     status: 500,
 };
 const RESTORE: Unimplemented = Unimplemented {
     endpoint: "restore",
+    action: "restore a snapshot",
     why: "restoring a snapshot is not implemented (vm.snapshot is refused too); define the VM \
           with vm.create",
     needs: Needs::NoVm,
@@ -183,6 +195,7 @@ const RESTORE: Unimplemented = Unimplemented {
 };
 const RECEIVE_MIGRATION: Unimplemented = Unimplemented {
     endpoint: "receive-migration",
+    action: "receive a migration",
     why: "live migration is not implemented (a vSMMU's host state cannot be moved); define the \
           VM here with vm.create",
     needs: Needs::NoVm,
@@ -190,12 +203,14 @@ const RECEIVE_MIGRATION: Unimplemented = Unimplemented {
 };
 const COREDUMP: Unimplemented = Unimplemented {
     endpoint: "coredump",
+    action: "take a core dump",
     why: "guest core dumps are not implemented",
     needs: Needs::RunningVm,
     status: 500,
 };
 const NMI: Unimplemented = Unimplemented {
     endpoint: "nmi",
+    action: "inject an NMI",
     why: "NMI injection is not implemented; use vm.reboot or vm.shutdown",
     needs: Needs::RunningVm,
     status: 500,
