@@ -7,6 +7,8 @@
 //!   itself, and hands the rest to the VMM thread.
 //! - [`routes`]: path + method + body -> an [`ApiRequest`] (or a refusal).
 //! - [`types`]: the JSON bodies.
+//! - [`upstream_fields`]: the fields of upstream's VmConfig this VMM knows
+//!   but does not implement, and which of their values it accepts.
 //!
 //! The API thread and the VMM thread talk as in cloud-hypervisor: a channel
 //! plus an eventfd each way. The VMM thread's event loop wakes on the
