@@ -24,10 +24,10 @@ use vmm_sys_util::signal::register_signal_handler;
 use crate::api::types::ApiDeviceConfig;
 use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse, shown_config};
 use crate::api::{ApiError, ApiRequest, ApiResponse, Needs, Unimplemented, VmmEnd};
-use crate::config::{DeviceConfig, SerialConfig, VmConfig, VsmmuKind};
+use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
-use crate::pty::Pty;
+use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
 /// number QEMU exposes too; a host with fewer lowers it at run time.
@@ -69,7 +69,7 @@ mod no_kvm {
         pub fn start(
             _: &VmDescription,
             _: EventFd,
-            _: Option<std::sync::Arc<crate::pty::Pty>>,
+            _: Option<std::sync::Arc<crate::serial_backend::SerialBackend>>,
         ) -> Result<Self, ApiError> {
             Err(ApiError::BootUnsupported)
         }
@@ -184,8 +184,9 @@ pub struct Vmm {
     /// The VmConfig body `vm.create` was given (`vm.info` shows its fields
     /// back, the ones this VMM parses normalised).
     given_config: Option<serde_json::Value>,
-    /// The serial console's pty (serial mode Pty), for the VM's definition.
-    serial_pty: Option<Arc<Pty>>,
+    /// The serial console's pty or socket (modes Pty and Socket), for the
+    /// VM's definition.
+    serial: Option<Arc<SerialBackend>>,
 }
 
 impl Vmm {
@@ -224,7 +225,7 @@ impl Vmm {
             vm: Vm::None,
             host_fds: Vec::new(),
             given_config: None,
-            serial_pty: None,
+            serial: None,
         })
     }
 
@@ -235,14 +236,9 @@ impl Vmm {
         }
         config.validate(true)?;
         let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
-        self.serial_pty = match description.config.serial {
-            SerialConfig::Pty => {
-                let pty = Pty::open().map_err(|e| ApiError::Pty(e.to_string()))?;
-                log::info!(target: "vmm", "serial console on {}", pty.path().display());
-                Some(Arc::new(pty))
-            }
-            _ => None,
-        };
+        self.serial = SerialBackend::open(&description.config.serial)
+            .map_err(ApiError::Serial)?
+            .map(Arc::new);
         self.given_config = None;
         self.vm = Vm::Defined {
             description: Box::new(description),
@@ -308,12 +304,12 @@ impl Vmm {
         // A host that cannot back the vSMMU is told before anything is built.
         crate::host_backend::preflight(&description.config)
             .map_err(|e| ApiError::Host(e.to_string()))?;
-        let pty = self.serial_pty.clone();
+        let serial = self.serial.clone();
         #[cfg(target_arch = "aarch64")]
-        let vm = RunningVm::start(description, stopped, pty)
+        let vm = RunningVm::start(description, stopped, serial)
             .map_err(|e| ApiError::BootFailed(e.to_string()));
         #[cfg(not(target_arch = "aarch64"))]
-        let vm = RunningVm::start(description, stopped, pty);
+        let vm = RunningVm::start(description, stopped, serial);
         let vm = vm?;
         // The host's vEVENTQs (or the emulated backend's eventfd) wake the
         // loop; nothing polls them.
@@ -482,7 +478,7 @@ impl Vmm {
                     _ => {
                         self.vm = Vm::None;
                         self.given_config = None;
-                        self.serial_pty = None;
+                        self.serial = None;
                         Ok(None)
                     }
                 }
@@ -572,7 +568,7 @@ impl Vmm {
             config: shown_config(
                 &ApiVmConfig::from(&description.config),
                 self.given_config.as_ref(),
-                self.serial_pty.as_deref().map(Pty::path),
+                self.serial.as_deref().and_then(SerialBackend::pty_path),
             ),
             state,
             memory_actual_size: description.config.memory.size,

@@ -23,7 +23,7 @@ use crate::device_manager::{DeviceError, DeviceManager};
 use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
-use crate::pty::Pty;
+use crate::serial_backend::SerialBackend;
 use devices::GuestMemory;
 use devices::legacy::Pl011;
 
@@ -77,12 +77,12 @@ pub struct RunningVm {
 impl RunningVm {
     /// Build the VM of `vm` and start its vCPUs. `stopped` is written when
     /// the guest (or a failing vCPU) asks the VM to stop.
-    /// `pty` is the serial console's pseudo-terminal (serial mode Pty),
-    /// owned by the VMM so that its path outlives a reboot.
+    /// `serial` is the serial console's pty or socket (modes Pty and
+    /// Socket), owned by the VMM so that its path outlives a reboot.
     pub fn start(
         vm: &VmDescription,
         stopped: EventFd,
-        pty: Option<Arc<Pty>>,
+        serial: Option<Arc<SerialBackend>>,
     ) -> Result<Self, VmError> {
         let layout = &vm.layout;
         let config = &vm.config;
@@ -96,17 +96,15 @@ impl RunningVm {
         kvm.create_gic(layout)?;
         let kvm = Arc::new(kvm);
 
-        let console =
-            console(&config.serial, pty.as_deref()).map_err(|e| VmError::Thread("console", e))?;
+        let console = console(&config.serial, serial.as_deref())
+            .map_err(|e| VmError::Thread("console", e))?;
         let devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), kvm.clone(), console)?;
         let state = Arc::new(RunState::new(stopped));
-        match (&config.serial, pty) {
+        match (&config.serial, serial) {
             (SerialConfig::Tty, _) => spawn_console_input(devices.uart.clone())
                 .map_err(|e| VmError::Thread("console input", e))?,
-            (SerialConfig::Pty, Some(pty)) => {
-                spawn_pty_input(pty, devices.uart.clone(), state.clone())
-                    .map_err(|e| VmError::Thread("pty input", e))?
-            }
+            (_, Some(serial)) => spawn_serial_input(serial, devices.uart.clone(), state.clone())
+                .map_err(|e| VmError::Thread("serial input", e))?,
             _ => {}
         }
 
@@ -268,16 +266,16 @@ impl RunningVm {
 /// Where the guest's console output goes.
 fn console(
     serial: &SerialConfig,
-    pty: Option<&Pty>,
+    backend: Option<&SerialBackend>,
 ) -> std::io::Result<Box<dyn std::io::Write + Send>> {
     Ok(match serial {
         SerialConfig::Tty => Box::new(std::io::stdout()),
-        SerialConfig::Pty => match pty {
-            Some(pty) => Box::new(pty.writer()?),
+        SerialConfig::Pty | SerialConfig::Socket(_) => match backend {
+            Some(backend) => backend.writer()?,
             None => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    "serial mode Pty without a pty",
+                    "serial mode Pty or Socket without its pty or socket",
                 ));
             }
         },
@@ -291,21 +289,22 @@ fn console(
     })
 }
 
-/// Feed what is typed on the pty to the console until the VM stops.
-fn spawn_pty_input(
-    pty: Arc<Pty>,
+/// Feed what is typed on the pty or socket to the console until the VM
+/// stops.
+fn spawn_serial_input(
+    serial: Arc<SerialBackend>,
     uart: Arc<std::sync::Mutex<Pl011>>,
     state: Arc<RunState>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
-        .name("pty-in".into())
+        .name("serial-in".into())
         .spawn(move || {
             let mut buf = [0u8; 64];
             while !state.stopping() {
-                let n = match pty.read_input(&mut buf) {
+                let n = match serial.read_input(&mut buf) {
                     Ok(n) => n,
                     Err(e) => {
-                        log::warn!(target: "vmm", "serial pty input stops: {e}");
+                        log::warn!(target: "vmm", "serial console input stops: {e}");
                         return;
                     }
                 };

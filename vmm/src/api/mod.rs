@@ -226,9 +226,9 @@ pub enum ApiError {
     /// The host cannot back the VM's vSMMU (one sentence naming the fix).
     #[error("{0}")]
     Host(String),
-    /// The serial console's pty could not be opened.
-    #[error("cannot open a pty for serial mode Pty: {0}; use mode File or Tty")]
-    Pty(String),
+    /// The serial console's pty or socket could not be set up.
+    #[error("serial: {0}; use another socket path, or mode File or Tty")]
+    Serial(String),
     /// Pausing failed; the VM keeps running.
     #[error("the VM could not be paused: {0}")]
     PauseFailed(String),
@@ -331,7 +331,7 @@ impl ApiError {
             | ApiError::SaveStateUnsupported(_)
             | ApiError::BootFailed(_)
             | ApiError::PauseFailed(_)
-            | ApiError::Pty(_) => 500,
+            | ApiError::Serial(_) => 500,
             ApiError::NotImplemented(unimplemented) => unimplemented.status,
             ApiError::BootUnsupported | ApiError::Host(_) => 501,
             ApiError::VmmGone => 503,

@@ -116,7 +116,7 @@ pub enum ApiConsoleMode {
     Tty,
     /// Appended to `file`.
     File,
-    /// A Unix socket (`socket`); not implemented yet, refused.
+    /// A Unix socket the VMM listens on (`socket`), one client at a time.
     Socket,
     /// Discarded.
     Null,
@@ -324,12 +324,14 @@ fn serial_config(serial: ApiSerialConfig) -> Result<SerialConfig, UnsupportedVal
         // A file given with Pty is where upstream reports the pty: ignored.
         (ApiConsoleMode::Pty, _) => Ok(SerialConfig::Pty),
         (ApiConsoleMode::File, Some(path)) => Ok(SerialConfig::File(path)),
-        (ApiConsoleMode::Socket, _) => Err(UnsupportedValue {
-            field: "serial.mode",
-            value: "Socket".into(),
-            fix: "a serial console on a Unix socket is not implemented yet; use Pty, File, Tty, \
-                  Null or Off",
-        }),
+        (ApiConsoleMode::Socket, None) => match serial.socket {
+            Some(path) => Ok(SerialConfig::Socket(path)),
+            None => Err(UnsupportedValue {
+                field: "serial.socket",
+                value: "null".into(),
+                fix: "mode Socket needs the socket's path",
+            }),
+        },
         (mode, file) => Err(UnsupportedValue {
             field: "serial.file",
             value: format!("{file:?}"),
@@ -344,18 +346,15 @@ fn serial_config(serial: ApiSerialConfig) -> Result<SerialConfig, UnsupportedVal
 
 impl From<&VmConfig> for ApiVmConfig {
     fn from(config: &VmConfig) -> Self {
-        let (mode, file) = match &config.serial {
-            SerialConfig::Tty => (ApiConsoleMode::Tty, None),
-            SerialConfig::Off => (ApiConsoleMode::Off, None),
-            SerialConfig::Null => (ApiConsoleMode::Null, None),
-            SerialConfig::Pty => (ApiConsoleMode::Pty, None),
-            SerialConfig::File(path) => (ApiConsoleMode::File, Some(path.clone())),
+        let (mode, file, socket) = match &config.serial {
+            SerialConfig::Tty => (ApiConsoleMode::Tty, None, None),
+            SerialConfig::Off => (ApiConsoleMode::Off, None, None),
+            SerialConfig::Null => (ApiConsoleMode::Null, None, None),
+            SerialConfig::Pty => (ApiConsoleMode::Pty, None, None),
+            SerialConfig::File(path) => (ApiConsoleMode::File, Some(path.clone()), None),
+            SerialConfig::Socket(path) => (ApiConsoleMode::Socket, None, Some(path.clone())),
         };
-        let serial = ApiSerialConfig {
-            mode,
-            file,
-            socket: None,
-        };
+        let serial = ApiSerialConfig { mode, file, socket };
         ApiVmConfig {
             // max_vcpus comes from the body as given (see `shown_config`).
             cpus: Some(ApiCpusConfig {
@@ -462,11 +461,10 @@ mod tests {
         assert_eq!(err.field, "cpus.max_vcpus");
         let err = refused(r#"{"payload": {}, "serial": {"mode": "Tty", "file": "/x"}}"#);
         assert_eq!(err.field, "serial.file");
-        let err = refused(r#"{"payload": {}, "serial": {"mode": "Socket", "socket": "/s"}}"#);
+        let err = refused(r#"{"payload": {}, "serial": {"mode": "Socket"}}"#);
         assert_eq!(
             err.to_string(),
-            "field serial.mode=Socket is not supported: a serial console on a Unix socket is not \
-             implemented yet; use Pty, File, Tty, Null or Off"
+            "field serial.socket=null is not supported: mode Socket needs the socket's path"
         );
         let api: ApiVmConfig =
             serde_json::from_str(r#"{"payload": {}, "cpus": {"boot_vcpus": 1, "max_vcpus": 4}}"#)
