@@ -174,6 +174,11 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "per-segment aperture weights are not implemented; the layout is fixed",
     ),
     (
+        "serial.iommu",
+        Accepts::Off,
+        "the PL011 is a platform device; no IOMMU translates it",
+    ),
+    (
         "console.mode",
         Accepts::OneOf(&["Off", "Null"]),
         "virtio-console is not implemented yet; use serial (the PL011) with this mode, and console mode Off",
