@@ -14,18 +14,20 @@
 //! power button (the platform has none).
 
 use std::io;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::register_signal_handler;
 
-use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse};
-use crate::api::{ApiError, ApiRequest, ApiResponse, VmmEnd};
+use crate::api::types::ApiDeviceConfig;
+use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse, shown_config};
+use crate::api::{ApiError, ApiRequest, ApiResponse, Needs, Unimplemented, VmmEnd};
 use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
+use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
 /// number QEMU exposes too; a host with fewer lowers it at run time.
@@ -64,7 +66,11 @@ mod no_kvm {
     pub enum RunningVm {}
 
     impl RunningVm {
-        pub fn start(_: &VmDescription, _: EventFd) -> Result<Self, ApiError> {
+        pub fn start(
+            _: &VmDescription,
+            _: EventFd,
+            _: Option<std::sync::Arc<crate::serial_backend::SerialBackend>>,
+        ) -> Result<Self, ApiError> {
             Err(ApiError::BootUnsupported)
         }
         pub fn stop_requested(&self) -> bool {
@@ -175,6 +181,12 @@ pub struct Vmm {
     vm: Vm,
     /// The running VM's vEVENTQ fds, registered with `events`.
     host_fds: Vec<std::os::fd::RawFd>,
+    /// The VmConfig body `vm.create` was given (`vm.info` shows its fields
+    /// back, the ones this VMM parses normalised).
+    given_config: Option<serde_json::Value>,
+    /// The serial console's pty or socket (modes Pty and Socket), for the
+    /// VM's definition.
+    serial: Option<Arc<SerialBackend>>,
 }
 
 impl Vmm {
@@ -212,6 +224,8 @@ impl Vmm {
             api,
             vm: Vm::None,
             host_fds: Vec::new(),
+            given_config: None,
+            serial: None,
         })
     }
 
@@ -222,6 +236,10 @@ impl Vmm {
         }
         config.validate(true)?;
         let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        self.serial = SerialBackend::open(&description.config.serial)
+            .map_err(ApiError::Serial)?
+            .map(Arc::new);
+        self.given_config = None;
         self.vm = Vm::Defined {
             description: Box::new(description),
             shut_down: false,
@@ -286,11 +304,12 @@ impl Vmm {
         // A host that cannot back the vSMMU is told before anything is built.
         crate::host_backend::preflight(&description.config)
             .map_err(|e| ApiError::Host(e.to_string()))?;
+        let serial = self.serial.clone();
         #[cfg(target_arch = "aarch64")]
-        let vm =
-            RunningVm::start(description, stopped).map_err(|e| ApiError::BootFailed(e.to_string()));
+        let vm = RunningVm::start(description, stopped, serial)
+            .map_err(|e| ApiError::BootFailed(e.to_string()));
         #[cfg(not(target_arch = "aarch64"))]
-        let vm = RunningVm::start(description, stopped);
+        let vm = RunningVm::start(description, stopped, serial);
         let vm = vm?;
         // The host's vEVENTQs (or the emulated backend's eventfd) wake the
         // loop; nothing polls them.
@@ -437,8 +456,8 @@ impl Vmm {
     fn handle(&mut self, request: ApiRequest) -> (ApiResponse, Next) {
         let response = match request {
             ApiRequest::VmmPing => json(&VmmPingResponse {
-                build_version: env!("CARGO_PKG_VERSION").into(),
-                version: env!("CARGO_PKG_VERSION").into(),
+                build_version: crate::api::BUILD_VERSION.into(),
+                version: crate::api::CH_API_VERSION.into(),
                 pid: i64::from(std::process::id()),
                 features: Vec::new(),
             }),
@@ -447,7 +466,10 @@ impl Vmm {
                 log::info!(target: "vmm", "VMM shut down through the API");
                 return (Ok(None), Next::Exit);
             }
-            ApiRequest::VmCreate(config) => self.create(*config).map(|()| None),
+            ApiRequest::VmCreate(config, given) => self.create(*config).map(|()| {
+                self.given_config = Some(*given);
+                None
+            }),
             ApiRequest::VmBoot => self.boot().map(|()| None),
             ApiRequest::VmDelete => {
                 self.stop_vm(VmExit::Shutdown);
@@ -455,6 +477,8 @@ impl Vmm {
                     Vm::None => Err(ApiError::VmNotCreated),
                     _ => {
                         self.vm = Vm::None;
+                        self.given_config = None;
+                        self.serial = None;
                         Ok(None)
                     }
                 }
@@ -500,9 +524,10 @@ impl Vmm {
                 Vm::Running { .. } => Err(ApiError::NoPowerButton),
                 other => Err(not_running(other, "press the power button")),
             },
-            ApiRequest::VmAddDevice(device) => self.refuse_add(&device),
-            ApiRequest::VmRemoveDevice(id) => self.refuse_remove(&id),
+            ApiRequest::VmAddDevice(device) => self.add_device(&device),
+            ApiRequest::VmRemoveDevice(id) => self.remove_device(&id),
             ApiRequest::VmSaveState(op) => self.refuse_save_state(op),
+            ApiRequest::Unimplemented(what) => Err(self.refuse_unimplemented(what)),
         };
         (response, Next::Continue)
     }
@@ -540,7 +565,11 @@ impl Vmm {
             ),
         };
         json(&VmInfoResponse {
-            config: ApiVmConfig::from(&description.config),
+            config: shown_config(
+                &ApiVmConfig::from(&description.config),
+                self.given_config.as_ref(),
+                self.serial.as_deref().and_then(SerialBackend::pty_path),
+            ),
             state,
             memory_actual_size: description.config.memory.size,
         })
@@ -553,6 +582,70 @@ impl Vmm {
         self.stop_running(vm, VmExit::Reset);
         log::info!(target: "vmm", "vm.reboot: rebuilding the VM (boot {})", boots + 1);
         self.launch(description, boots + 1, true).map(|()| None)
+    }
+
+    /// `vm.add-device`: before boot (or after a shutdown) the function
+    /// joins the VM's configuration, as upstream's cold add; a running VM
+    /// is refused.
+    fn add_device(&mut self, device: &ApiDeviceConfig) -> ApiResponse {
+        let Vm::Defined { description, .. } = &self.vm else {
+            let device = device.to_config(0);
+            return self.refuse_add(&device);
+        };
+        let mut config = description.config.clone();
+        let device = device.to_config(config.devices.len());
+        config.devices.push(device);
+        self.redefine(config)
+    }
+
+    /// `vm.remove-device`: before boot the function (or test endpoint)
+    /// leaves the configuration; a running VM is refused.
+    fn remove_device(&mut self, id: &str) -> ApiResponse {
+        let Vm::Defined { description, .. } = &self.vm else {
+            return self.refuse_remove(id);
+        };
+        let mut config = description.config.clone();
+        let before = config.devices.len() + config.test_devices.len();
+        config.devices.retain(|d| d.id != id);
+        config.test_devices.retain(|d| d.id != id);
+        if config.devices.len() + config.test_devices.len() == before {
+            return self.refuse_remove(id);
+        }
+        // Generated ids name their position: the ones after the gap move up.
+        for (index, device) in config.devices.iter_mut().enumerate() {
+            if device.id.starts_with("_dev") {
+                device.id = format!("_dev{index}");
+            }
+        }
+        for (index, device) in config.test_devices.iter_mut().enumerate() {
+            if device.id.starts_with("_test") {
+                device.id = format!("_test{index}");
+            }
+        }
+        self.redefine(config)
+    }
+
+    /// Replace the defined VM's configuration, if it is valid; nothing
+    /// changes otherwise.
+    fn redefine(&mut self, config: VmConfig) -> ApiResponse {
+        let Vm::Defined { description, .. } = &mut self.vm else {
+            return Err(not_running(&self.vm, "change the configuration"));
+        };
+        config.validate(true)?;
+        **description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        Ok(None)
+    }
+
+    /// An endpoint this VMM does not implement: 404 without a VM, the
+    /// spec's wrong-state answer, or the reason it is not implemented.
+    fn refuse_unimplemented(&self, what: Unimplemented) -> ApiError {
+        match (what.needs, &self.vm) {
+            (Needs::NoVm, Vm::None) => ApiError::NotImplemented(what),
+            (Needs::NoVm, _) => ApiError::VmAlreadyCreated,
+            (_, Vm::None) => ApiError::VmNotCreated,
+            (Needs::RunningVm, vm @ Vm::Defined { .. }) => not_running(vm, what.action),
+            _ => ApiError::NotImplemented(what),
+        }
     }
 
     fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
@@ -597,6 +690,13 @@ impl Vmm {
 
     fn refuse_save_state(&self, op: &'static str) -> ApiResponse {
         let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        if matches!(self.vm, Vm::Defined { .. }) {
+            let action = match op {
+                "snapshot" => "take a snapshot",
+                _ => "send a migration",
+            };
+            return Err(not_running(&self.vm, action));
+        }
         if description.vsmmus.is_empty() {
             return Err(ApiError::SaveStateUnsupported(op));
         }
@@ -684,54 +784,100 @@ mod tests {
     }
 
     #[test]
-    fn created_vm_refuses_what_a_vsmmu_forbids() {
+    fn created_vm_takes_cold_adds_and_removes() {
         let mut vmm = Vmm::new(None).unwrap();
         vmm.create(cmdqv_config()).unwrap();
         assert_eq!(
             vmm.create(cmdqv_config()).err().map(|e| e.status()),
-            Some(409)
+            Some(500)
         );
         let (info, _) = vmm.handle(ApiRequest::VmInfo);
         let info: serde_json::Value = serde_json::from_str(&info.unwrap().unwrap()).unwrap();
         assert_eq!(info["state"], "Created");
         assert_eq!(info["config"]["vsmmu"]["kind"], "cmdqv");
+        let device = |json: &str| serde_json::from_str::<ApiDeviceConfig>(json).unwrap();
+        for json in [
+            r#"{"path": "/sys/bus/pci/devices/0000:01:00.0/"}"#,
+            r#"{"path": "/sys/bus/pci/devices/0000:02:00.0", "iommu": true, "id": "gpu1"}"#,
+        ] {
+            let (response, _) = vmm.handle(ApiRequest::VmAddDevice(device(json)));
+            assert!(matches!(response, Ok(None)), "{response:?}");
+        }
+        let ids = |vmm: &Vmm| -> Vec<String> {
+            let config = &vmm.description().unwrap().config;
+            config.devices.iter().map(|d| d.id.clone()).collect()
+        };
+        assert_eq!(ids(&vmm), ["_dev0", "gpu1"]);
+        // A bad one changes nothing.
         let err = vmm
-            .handle(ApiRequest::VmRemoveDevice("dma0".into()))
+            .handle(ApiRequest::VmAddDevice(device(r#"{"path": "/tmp/x"}"#)))
             .0
             .unwrap_err();
-        assert_eq!(err.status(), 409);
-        assert!(
-            err.to_string()
-                .contains("device dma0 is behind vSMMU 0, and its vDEVICE and nested HWPT (and, with the CMD-QV, its SID slot) are fixed at boot"),
-            "{err}"
+        assert_eq!(err.status(), 400);
+        assert_eq!(ids(&vmm), ["_dev0", "gpu1"]);
+        assert_eq!(
+            status(vmm.handle(ApiRequest::VmRemoveDevice("_dev0".into())).0),
+            200
+        );
+        assert_eq!(ids(&vmm), ["gpu1"]);
+        assert_eq!(
+            status(vmm.handle(ApiRequest::VmRemoveDevice("dma0".into())).0),
+            200
         );
         let err = vmm
             .handle(ApiRequest::VmRemoveDevice("nic9".into()))
             .0
             .unwrap_err();
         assert_eq!(err.status(), 404);
-        assert!(err.to_string().contains("dma0"), "{err}");
-        for op in ["snapshot", "send-migration", "receive-migration"] {
+        assert!(err.to_string().contains("gpu1"), "{err}");
+        assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
+        assert_eq!(status(vmm.handle(ApiRequest::VmInfo).0), 404);
+    }
+
+    #[test]
+    fn created_vm_refuses_what_needs_it_running() {
+        let mut vmm = Vmm::new(None).unwrap();
+        vmm.create(cmdqv_config()).unwrap();
+        for op in ["snapshot", "send-migration"] {
             let err = vmm.handle(ApiRequest::VmSaveState(op)).0.unwrap_err();
-            assert_eq!(err.status(), 409);
+            assert_eq!(err.status(), 405);
             assert!(
-                err.to_string().contains("vSMMU 0 holds host state"),
+                err.to_string()
+                    .contains("the VM is created; PUT vm.boot first"),
                 "{err}"
             );
         }
-        let device = DeviceConfig::parse("path=/dev/vfio/devices/vfio0,iommu=on", 0).unwrap();
-        let err = vmm.handle(ApiRequest::VmAddDevice(device)).0.unwrap_err();
-        assert!(err.to_string().contains("behind vSMMU 0"), "{err}");
-        let device = DeviceConfig::parse("path=/dev/vfio/devices/vfio0", 0).unwrap();
-        let err = vmm.handle(ApiRequest::VmAddDevice(device)).0.unwrap_err();
-        assert!(
-            err.to_string().contains("hot-plug is not implemented"),
-            "{err}"
-        );
-        assert_eq!(status(vmm.handle(ApiRequest::VmPause).0), 409);
-        assert_eq!(status(vmm.handle(ApiRequest::VmShutdown).0), 409);
-        assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
-        assert_eq!(status(vmm.handle(ApiRequest::VmInfo).0), 404);
+        assert_eq!(status(vmm.handle(ApiRequest::VmPause).0), 405);
+        assert_eq!(status(vmm.handle(ApiRequest::VmShutdown).0), 405);
+    }
+
+    #[test]
+    fn unimplemented_endpoints_check_the_vm_first() {
+        let what = |needs| Unimplemented {
+            endpoint: "x",
+            action: "do x",
+            why: "x is not implemented",
+            needs,
+            status: 500,
+        };
+        let mut vmm = Vmm::new(None).unwrap();
+        let refuse = |vmm: &mut Vmm, needs| {
+            vmm.handle(ApiRequest::Unimplemented(what(needs)))
+                .0
+                .unwrap_err()
+                .status()
+        };
+        assert_eq!(refuse(&mut vmm, Needs::Vm), 404);
+        assert_eq!(refuse(&mut vmm, Needs::RunningVm), 404);
+        assert_eq!(refuse(&mut vmm, Needs::NoVm), 500);
+        vmm.create(cmdqv_config()).unwrap();
+        assert_eq!(refuse(&mut vmm, Needs::Vm), 500);
+        assert_eq!(refuse(&mut vmm, Needs::RunningVm), 405);
+        let err = vmm
+            .handle(ApiRequest::Unimplemented(what(Needs::NoVm)))
+            .0
+            .unwrap_err();
+        assert!(matches!(err, ApiError::VmAlreadyCreated), "{err}");
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub mod host_backend;
 pub mod irqchip;
 pub mod logging;
 pub mod memory;
+pub mod pty;
+pub mod serial_backend;
+pub mod serial_socket;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;

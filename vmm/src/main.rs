@@ -18,7 +18,7 @@ use vmm::description::VmDescription;
 #[derive(Parser, Debug)]
 #[command(
     name = "cloud-hypervisor",
-    version,
+    version = vmm::api::CH_VERSION_STRING,
     about = "Boot an aarch64 KVM guest with a virtual SMMUv3 and the NVIDIA Tegra241 CMDQ-V"
 )]
 struct Cli {

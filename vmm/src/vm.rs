@@ -23,6 +23,7 @@ use crate::device_manager::{DeviceError, DeviceManager};
 use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
+use crate::serial_backend::SerialBackend;
 use devices::GuestMemory;
 use devices::legacy::Pl011;
 
@@ -76,7 +77,13 @@ pub struct RunningVm {
 impl RunningVm {
     /// Build the VM of `vm` and start its vCPUs. `stopped` is written when
     /// the guest (or a failing vCPU) asks the VM to stop.
-    pub fn start(vm: &VmDescription, stopped: EventFd) -> Result<Self, VmError> {
+    /// `serial` is the serial console's pty or socket (modes Pty and
+    /// Socket), owned by the VMM so that its path outlives a reboot.
+    pub fn start(
+        vm: &VmDescription,
+        stopped: EventFd,
+        serial: Option<Arc<SerialBackend>>,
+    ) -> Result<Self, VmError> {
         let layout = &vm.layout;
         let config = &vm.config;
         let mut kvm = KvmVm::new(layout)?;
@@ -89,11 +96,16 @@ impl RunningVm {
         kvm.create_gic(layout)?;
         let kvm = Arc::new(kvm);
 
-        let console = console(&config.serial).map_err(|e| VmError::Thread("console", e))?;
+        let console = console(&config.serial, serial.as_deref())
+            .map_err(|e| VmError::Thread("console", e))?;
         let devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), kvm.clone(), console)?;
-        if config.serial == SerialConfig::Tty {
-            spawn_console_input(devices.uart.clone())
-                .map_err(|e| VmError::Thread("console input", e))?;
+        let state = Arc::new(RunState::new(stopped));
+        match (&config.serial, serial) {
+            (SerialConfig::Tty, _) => spawn_console_input(devices.uart.clone())
+                .map_err(|e| VmError::Thread("console input", e))?,
+            (_, Some(serial)) => spawn_serial_input(serial, devices.uart.clone(), state.clone())
+                .map_err(|e| VmError::Thread("serial input", e))?,
+            _ => {}
         }
 
         let tables = AcpiTables::build(vm);
@@ -118,7 +130,6 @@ impl RunningVm {
         register_signal_handler(SIGRTMIN(), kick_handler)
             .map_err(|e| VmError::Thread("signal", std::io::Error::from_raw_os_error(e.errno())))?;
 
-        let state = Arc::new(RunState::new(stopped));
         let bus = devices.bus.clone();
         let mut running = RunningVm {
             devices,
@@ -253,17 +264,61 @@ impl RunningVm {
 }
 
 /// Where the guest's console output goes.
-fn console(serial: &SerialConfig) -> std::io::Result<Box<dyn std::io::Write + Send>> {
+fn console(
+    serial: &SerialConfig,
+    backend: Option<&SerialBackend>,
+) -> std::io::Result<Box<dyn std::io::Write + Send>> {
     Ok(match serial {
         SerialConfig::Tty => Box::new(std::io::stdout()),
+        SerialConfig::Pty | SerialConfig::Socket(_) => match backend {
+            Some(backend) => backend.writer()?,
+            None => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "serial mode Pty or Socket without its pty or socket",
+                ));
+            }
+        },
         SerialConfig::File(path) => Box::new(
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)?,
         ),
-        SerialConfig::Off => Box::new(std::io::sink()),
+        SerialConfig::Off | SerialConfig::Null => Box::new(std::io::sink()),
     })
+}
+
+/// Feed what is typed on the pty or socket to the console until the VM
+/// stops.
+fn spawn_serial_input(
+    serial: Arc<SerialBackend>,
+    uart: Arc<std::sync::Mutex<Pl011>>,
+    state: Arc<RunState>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("serial-in".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            while !state.stopping() {
+                let n = match serial.read_input(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        log::warn!(target: "vmm", "serial console input stops: {e}");
+                        return;
+                    }
+                };
+                let mut rest = &buf[..n];
+                while !rest.is_empty() && !state.stopping() {
+                    let queued = devices::lock_unpoisoned(&uart).queue_input(rest);
+                    rest = &rest[queued..];
+                    if !rest.is_empty() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// Feed the VMM's stdin to the console, as the FIFO has room; ends at EOF.

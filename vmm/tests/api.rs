@@ -168,7 +168,12 @@ fn every_endpoint_answers_curl_without_a_running_vm() {
     assert_eq!(status, 200);
     assert!(head.contains("Content-Type: application/json"), "{head}");
     let ping: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(ping["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(ping["version"], "53.0.0");
+    assert_eq!(
+        ping["build_version"],
+        concat!("v53.0.0-vsmmu-vmm-", env!("CARGO_PKG_VERSION"))
+    );
+    assert!(ping["features"].is_array(), "{ping}");
     assert_eq!(ping["pid"], vmm.child.id());
 
     // Nothing defined yet.
@@ -199,10 +204,11 @@ fn every_endpoint_answers_curl_without_a_running_vm() {
     assert_eq!(info["config"]["vsmmu"]["kind"], "cmdqv");
     assert_eq!(info["config"]["test_devices"][0]["id"], "dma0");
     assert_eq!(info["memory_actual_size"], 536870912u64);
+    // Upstream answers 500 to a second vm.create (the spec lists no code).
     let (status, _, body) = vmm.curl("PUT", "vm.create", Some(CMDQV_VM.as_bytes()));
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 500, "{body}");
 
-    // Not running: what needs a running VM says so.
+    // Not running: what needs a running VM says so, with the spec's 405.
     for path in [
         "vm.pause",
         "vm.resume",
@@ -211,14 +217,15 @@ fn every_endpoint_answers_curl_without_a_running_vm() {
         "vm.power-button",
     ] {
         let (status, _, body) = vmm.curl("PUT", path, None);
-        assert_eq!(status, 409, "{path}: {body}");
+        assert_eq!(status, 405, "{path}: {body}");
         assert!(
             message(&body).contains("the VM is created; PUT vm.boot first"),
             "{body}"
         );
     }
+    // vm.counters lists no 405: upstream's 500.
     let (status, _, body) = vmm.curl("GET", "vm.counters", None);
-    assert_eq!(status, 409, "{body}");
+    assert_eq!(status, 500, "{body}");
     // This host cannot run a VM: boot says why and changes nothing.
     let (status, _, body) = vmm.curl("PUT", "vm.boot", None);
     if cfg!(target_arch = "aarch64") {
@@ -245,59 +252,85 @@ fn every_endpoint_answers_curl_without_a_running_vm() {
 }
 
 #[test]
-fn vsmmu_refusals_name_the_reason_and_the_way_out() {
-    let mut vmm = Vmm::start("refusals");
+fn version_is_printed_in_upstream_form_for_libvirt() {
+    // libvirt's ch driver looks for "cloud-hypervisor vN.M.P" and uses the
+    // payload JSON from 28 on.
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cloud-hypervisor v53.0.0\n"
+    );
+    for flag in ["-V", "--version"] {
+        let out = Command::new(CH_REMOTE).arg(flag).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ch-remote v53.0.0\n");
+    }
+}
+
+#[test]
+fn devices_are_added_and_removed_cold_before_boot() {
+    let mut vmm = Vmm::start("cold-add");
     let (status, _, _) = vmm.curl("PUT", "vm.create", Some(CMDQV_VM.as_bytes()));
     assert_eq!(status, 204);
 
-    let (status, _, body) = vmm.curl("PUT", "vm.remove-device", Some(br#"{"id":"dma0"}"#));
-    assert_eq!(status, 409);
-    assert_eq!(
-        message(&body),
-        "vm.remove-device: device dma0 is behind vSMMU 0, and its vDEVICE and nested HWPT \
-         (and, with the CMD-QV, its SID slot) are fixed at boot; define the VM with the devices \
-         it needs and boot it again"
-    );
+    // As upstream: before boot, vm.add-device adds to the configuration (204).
+    let add = br#"{"path":"/sys/bus/pci/devices/0000:01:00.0/","iommu":true,"id":"gpu1"}"#;
+    let (status, _, body) = vmm.curl("PUT", "vm.add-device", Some(add));
+    assert_eq!(status, 204, "{body}");
+    let (status, _, body) = vmm.curl("PUT", "vm.add-device", Some(add));
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("gpu1"), "{body}");
+    let (_, _, body) = vmm.curl("GET", "vm.info", None);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["config"]["devices"][0]["id"], "gpu1", "{body}");
     let (status, _, body) = vmm.curl("PUT", "vm.remove-device", Some(br#"{"id":"gpu7"}"#));
     assert_eq!(status, 404);
-    assert!(message(&body).contains("no device with id gpu7; the VM's devices are: dma0"));
-
-    let add = br#"{"path":"/sys/bus/pci/devices/0000:01:00.0","iommu":true,"id":"gpu1"}"#;
-    let (status, _, body) = vmm.curl("PUT", "vm.add-device", Some(add));
-    assert_eq!(status, 409);
-    assert!(message(&body).contains("is behind vSMMU 0"), "{body}");
-    let add = br#"{"path":"/sys/bus/pci/devices/0000:01:00.0"}"#;
-    let (status, _, body) = vmm.curl("PUT", "vm.add-device", Some(add));
-    assert_eq!(status, 409);
     assert!(
-        message(&body).contains("hot-plug is not implemented"),
+        message(&body).contains("no device with id gpu7; the VM's devices are: gpu1"),
         "{body}"
     );
+    for id in ["gpu1", "dma0"] {
+        let body = format!(r#"{{"id":"{id}"}}"#);
+        let (status, _, answer) = vmm.curl("PUT", "vm.remove-device", Some(body.as_bytes()));
+        assert_eq!(status, 204, "{answer}");
+    }
+    let (_, _, body) = vmm.curl("GET", "vm.info", None);
+    assert!(!body.contains("gpu1") && !body.contains("dma0"), "{body}");
 
-    for (path, body) in [
-        ("vm.snapshot", r#"{"destination_url":"file:///tmp/snap"}"#),
+    // Virtio devices are refused with the spec's code, before and after boot.
+    for (path, body, needle) in [
         (
-            "vm.send-migration",
-            r#"{"destination_url":"unix:/tmp/mig"}"#,
+            "vm.add-disk",
+            r#"{"path":"/d.img"}"#,
+            "virtio-blk is not implemented yet",
         ),
         (
-            "vm.receive-migration",
-            r#"{"receiver_url":"unix:/tmp/mig"}"#,
+            "vm.add-net",
+            r#"{"tap":"tap0"}"#,
+            "virtio-net is not implemented yet",
+        ),
+        (
+            "vm.add-vsock",
+            r#"{"cid":3,"socket":"/v"}"#,
+            "virtio-vsock is not implemented yet",
         ),
     ] {
         let (status, _, answer) = vmm.curl("PUT", path, Some(body.as_bytes()));
-        assert_eq!(status, 409, "{path}: {answer}");
-        let text = message(&answer);
-        assert!(
-            text.starts_with(&format!("{path} is refused: vSMMU 0 holds host state")),
-            "{text}"
-        );
-        assert!(text.contains("CMD-QV HW queues"), "{text}");
-        assert!(text.contains("or run it without --vsmmu"), "{text}");
+        assert_eq!(status, 500, "{path}: {answer}");
+        assert!(message(&answer).contains(needle), "{answer}");
     }
-    // Nothing above changed the VM.
-    let (_, _, body) = vmm.curl("GET", "vm.info", None);
-    assert!(body.contains(r#""id":"dma0""#), "{body}");
+    // Saving state needs a running VM: the spec's 405 first.
+    let (status, _, body) = vmm.curl(
+        "PUT",
+        "vm.snapshot",
+        Some(br#"{"destination_url":"file:///tmp/snap"}"#),
+    );
+    assert_eq!(status, 405, "{body}");
+    assert_eq!(
+        message(&body),
+        "cannot take a snapshot: the VM is created; PUT vm.boot first"
+    );
     vmm.assert_alive();
 }
 
@@ -323,14 +356,36 @@ fn protocol_refusals_are_4xx_with_a_json_reason() {
         Some(br#"{"payload":{"kernel":"/k"},"disks":[{"path":"/d"}]}"#),
     );
     assert_eq!(status, 400);
-    assert!(message(&body).contains("unknown field `disks`"), "{body}");
+    assert_eq!(
+        message(&body),
+        r#"vm.create: the body is not valid: field disks=[{"path":"/d"}] is not supported: virtio-blk is not implemented yet; boot from an initramfs or a passthrough disk controller (devices)"#
+    );
     let (status, _, body) = vmm.curl(
         "PUT",
         "vm.create",
-        Some(br#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":1,"max_vcpus":8}}"#),
+        Some(br#"{"payload":{"kernel":"/k"},"cpus":{"boot_vcpus":8,"max_vcpus":2}}"#),
     );
     assert_eq!(status, 400);
-    assert!(message(&body).contains("cpus.max_vcpus=8"), "{body}");
+    assert!(message(&body).contains("field cpus.max_vcpus=2"), "{body}");
+    let (status, _, body) = vmm.curl(
+        "PUT",
+        "vm.create",
+        Some(br#"{"payload":{"kernel":"/k"},"serial":{"mode":"Pty","fil":1}}"#),
+    );
+    assert_eq!(
+        status, 204,
+        "unknown fields are accepted, as upstream: {body}"
+    );
+    let (_, _, body) = vmm.curl("GET", "vm.info", None);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pty = info["config"]["serial"]["file"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(pty.starts_with("/dev/pts/"), "{body}");
+    assert_eq!(info["config"]["serial"]["fil"], 1, "{body}");
+    assert!(std::path::Path::new(pty).exists(), "{pty}");
+    let (status, _, _) = vmm.curl("PUT", "vm.delete", None);
+    assert_eq!(status, 204);
     let (status, _, body) = vmm.curl("PUT", "vm.create", Some(br#"{"payload":{}}"#));
     assert_eq!(status, 400);
     assert!(message(&body).contains("--kernel is required"), "{body}");
@@ -360,15 +415,34 @@ fn protocol_refusals_are_4xx_with_a_json_reason() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
+    // Chunked bodies (older libvirt sends them) reach the endpoint.
     let out = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["-s", "-w", "\n%{http_code}", "-X", "PUT"])
         .args(["-H", "Transfer-Encoding: chunked", "--data-binary", "{}"])
         .arg("--unix-socket")
         .arg(&vmm.socket)
         .arg(Vmm::url("vm.create"))
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "411");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    assert_eq!(code, "400", "{text}");
+    assert!(message(body).contains("missing field `payload`"), "{text}");
+    // Truncated and malformed chunks on the wire.
+    for (bytes, status, needle) in [
+        (&b"5\r\n{\"pa"[..], 400, "the request ended after"),
+        (b"zz\r\n{}\r\n0\r\n\r\n", 400, "is not hexadecimal"),
+        (b"2\r\n{}xx\r\n0\r\n\r\n", 400, "longer than its size line"),
+        (b"fffffffff\r\n", 400, "chunk size line"),
+        (b"10001\r\n", 413, "exceeds the API's limit of 65536 bytes"),
+    ] {
+        let mut request =
+            b"PUT /api/v1/vm.create HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(bytes);
+        let answer = vmm.raw(&request, true);
+        assert_eq!(status_of(&answer), Some(status), "{answer}");
+        assert!(answer.contains(needle), "{answer}");
+    }
     vmm.assert_alive();
 }
 
@@ -400,32 +474,78 @@ fn ch_remote_drives_the_api_and_prints_json() {
         );
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     };
-    refused(&["remove-device", "dma0"], 409, "fixed at boot");
+    refused(&["remove-device", "gpu7"], 404, "no device with id gpu7");
     refused(
-        &[
-            "add-device",
-            "path=/sys/bus/pci/devices/0000:01:00.0,iommu=on,id=gpu1",
-        ],
-        409,
-        "device /sys/bus/pci/devices/0000:01:00.0 is behind vSMMU 0",
+        &["snapshot", "file:///tmp/s"],
+        405,
+        "cannot take a snapshot: the VM is created",
     );
-    refused(&["snapshot", "file:///tmp/s"], 409, "holds host state");
-    refused(&["send-migration", "unix:/tmp/m"], 409, "holds host state");
+    refused(
+        &["send-migration", "unix:/tmp/m"],
+        500,
+        "cannot send a migration",
+    );
     refused(
         &["receive-migration", "unix:/tmp/m"],
-        409,
-        "holds host state",
+        500,
+        "a VM is already created",
     );
     refused(
         &["counters"],
-        409,
+        500,
         "cannot read counters: the VM is created",
     );
-    refused(&["pause"], 409, "cannot pause");
-    refused(&["resume"], 409, "cannot resume");
-    refused(&["reboot"], 409, "cannot reboot");
-    refused(&["shutdown"], 409, "cannot shut down");
-    refused(&["power-button"], 409, "cannot press the power button");
+    refused(&["pause"], 405, "cannot pause");
+    refused(&["resume"], 405, "cannot resume");
+    refused(&["reboot"], 405, "cannot reboot");
+    refused(&["shutdown"], 405, "cannot shut down");
+    refused(&["power-button"], 405, "cannot press the power button");
+    refused(
+        &["add-disk", "path=/d.img"],
+        500,
+        "virtio-blk is not implemented yet",
+    );
+    refused(
+        &["add-net", "tap=tap0"],
+        500,
+        "virtio-net is not implemented yet",
+    );
+    refused(
+        &["add-vsock", "cid=3,socket=/v"],
+        500,
+        "virtio-vsock is not implemented yet",
+    );
+    refused(&["add-fs", "tag=fs,socket=/f"], 500, "virtio-fs");
+    refused(&["add-pmem", "file=/p"], 500, "virtio-pmem");
+    refused(&["add-vdpa", "path=/dev/vhost-vdpa-0"], 500, "vDPA");
+    refused(&["add-generic-vhost-user", "socket=/g"], 500, "vhost-user");
+    refused(&["add-user-device", "socket=/u"], 404, "vfio-user");
+    refused(
+        &["resize", "--cpus", "4"],
+        500,
+        "hot-plug are not implemented",
+    );
+    refused(
+        &["resize-zone", "--id", "z", "--size", "1G"],
+        500,
+        "memory zones",
+    );
+    refused(
+        &["resize-disk", "--disk", "d", "--size", "1G"],
+        500,
+        "no disk to resize",
+    );
+    refused(
+        &["restore", "source_url=file:///s"],
+        404,
+        "a VM is already created",
+    );
+    refused(
+        &["coredump", "file:///tmp/core"],
+        405,
+        "cannot take a core dump",
+    );
+    refused(&["nmi"], 500, "cannot inject an NMI");
     if !cfg!(target_arch = "aarch64") {
         refused(&["boot"], 501, "needs an aarch64 host with KVM");
     }

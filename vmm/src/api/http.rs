@@ -13,8 +13,11 @@
 //!
 //! - a request line plus headers of at most [`MAX_HEADER_BYTES`] (431), a
 //!   body of at most [`MAX_BODY_BYTES`] given by Content-Length (413,
-//!   answered from the headers: the body is never read), no chunked bodies
-//!   (411); nothing is read beyond those bounds;
+//!   answered from the headers: the body is never read) or sent with
+//!   `Transfer-Encoding: chunked` (older libvirt does): 413 once the chunks
+//!   pass the bound, 400 for a broken chunk size line or chunk; the chunk
+//!   framing may take at most [`MAX_BODY_BYTES`] more; another transfer
+//!   coding is 411; nothing is read beyond those bounds;
 //! - [`REQUEST_TIMEOUT`] to send a whole request (408), the same to take
 //!   the answer;
 //! - one request with the VMM at a time: another one meanwhile gets 429;
@@ -159,6 +162,9 @@ enum Phase {
 struct Connection {
     stream: UnixStream,
     buf: Vec<u8>,
+    /// The request target, once parsed: the status of a refusal depends
+    /// on the endpoint (see `routes::status_on`).
+    target: String,
     phase: Phase,
     deadline: Instant,
     /// 100 Continue already sent.
@@ -305,6 +311,7 @@ impl Server {
                 Connection {
                     stream,
                     buf: Vec::new(),
+                    target: String::new(),
                     phase: Phase::Reading,
                     deadline: Instant::now() + REQUEST_TIMEOUT,
                     continued: false,
@@ -334,8 +341,9 @@ impl Server {
         let mut chunk = [0u8; 4096];
         let mut eof = false;
         loop {
-            // Never hold more than one request's worth of bytes.
-            let room = (MAX_HEADER_BYTES + MAX_BODY_BYTES + 1).saturating_sub(conn.buf.len());
+            // Never hold more than one request's worth of bytes (a chunked
+            // body's framing included).
+            let room = (MAX_HEADER_BYTES + 2 * MAX_BODY_BYTES + 1).saturating_sub(conn.buf.len());
             if room == 0 {
                 break;
             }
@@ -380,6 +388,9 @@ impl Server {
     /// Route a complete request: refuse it here or hand it to the VMM.
     fn dispatch(&mut self, token: u64, method: &str, target: &str, body: &[u8]) {
         log::debug!(target: "api", "{method} {target} ({} body bytes)", body.len());
+        if let Some(conn) = self.connections.get_mut(&token) {
+            conn.target = target.to_string();
+        }
         let request = match routes::route(method, target, body) {
             Ok(request) => request,
             Err(err) => {
@@ -434,12 +445,16 @@ impl Server {
         let Some(conn) = self.connections.get_mut(&token) else {
             return;
         };
-        if let Err(err) = &reply {
-            log::info!(target: "api", "refused ({}): {err}", err.status());
+        let status = match &reply {
+            Ok(_) => None,
+            Err(err) => Some(routes::status_on(&conn.target, err)),
+        };
+        if let (Err(err), Some(status)) = (&reply, status) {
+            log::info!(target: "api", "refused ({status}): {err}");
         }
         let was_awaiting = matches!(conn.phase, Phase::AwaitingVmm);
         conn.phase = Phase::Writing {
-            out: response(&reply, allow),
+            out: response_with(&reply, status, allow),
             sent: 0,
         };
         conn.deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -547,10 +562,19 @@ fn parse(buf: &[u8]) -> Result<Parsed, ApiError> {
         return Err(ApiError::HeadersTooLarge(MAX_HEADER_BYTES));
     }
     let mut length: Option<u64> = None;
+    let mut chunked = false;
     let mut expect_continue = false;
     for header in request.headers.iter() {
         if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ApiError::LengthRequired);
+            if !header.value.eq_ignore_ascii_case(b"chunked") || chunked {
+                let value: String = String::from_utf8_lossy(header.value)
+                    .chars()
+                    .take(32)
+                    .collect();
+                return Err(ApiError::LengthRequired(value));
+            }
+            chunked = true;
+            continue;
         }
         if header.name.eq_ignore_ascii_case("expect") {
             expect_continue = header.value.eq_ignore_ascii_case(b"100-continue");
@@ -571,6 +595,23 @@ fn parse(buf: &[u8]) -> Result<Parsed, ApiError> {
             length = Some(value);
         }
     }
+    let method = request.method.unwrap_or_default().to_string();
+    let target = request.path.unwrap_or_default().to_string();
+    if chunked {
+        if length.is_some() {
+            return Err(ApiError::MalformedRequest(
+                "both Content-Length and Transfer-Encoding: chunked".into(),
+            ));
+        }
+        return Ok(match dechunk(&buf[header_len..])? {
+            Some(body) => Parsed::Request {
+                method,
+                target,
+                body,
+            },
+            None => Parsed::Incomplete { expect_continue },
+        });
+    }
     let length = length.unwrap_or(0);
     if length > MAX_BODY_BYTES as u64 {
         return Err(ApiError::BodyTooLarge {
@@ -583,10 +624,92 @@ fn parse(buf: &[u8]) -> Result<Parsed, ApiError> {
         return Ok(Parsed::Incomplete { expect_continue });
     }
     Ok(Parsed::Request {
-        method: request.method.unwrap_or_default().to_string(),
-        target: request.path.unwrap_or_default().to_string(),
+        method,
+        target,
         body: body[..length as usize].to_vec(),
     })
+}
+
+/// A chunk size line, at most: 8 hex digits (more than the body bound)
+/// plus room for a chunk extension.
+const MAX_CHUNK_LINE: usize = 64;
+
+/// The body of a chunked transfer in `raw`, `None` while incomplete.
+/// Trailers after the last chunk are read and dropped.
+fn dechunk(raw: &[u8]) -> Result<Option<Vec<u8>>, ApiError> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let Some(line_len) = find_crlf(&raw[at..], MAX_CHUNK_LINE)? else {
+            return incomplete(raw);
+        };
+        let line = &raw[at..at + line_len];
+        let size_text = line.split(|b| *b == b';').next().unwrap_or_default();
+        let size_text = std::str::from_utf8(size_text).unwrap_or_default().trim();
+        if size_text.is_empty() || size_text.len() > 8 {
+            return Err(ApiError::MalformedChunk(format!(
+                "chunk size line {:?}",
+                String::from_utf8_lossy(&line[..line.len().min(16)])
+            )));
+        }
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| {
+            ApiError::MalformedChunk(format!("chunk size {size_text:?} is not hexadecimal"))
+        })?;
+        at += line_len + 2;
+        if body.len() + size > MAX_BODY_BYTES {
+            return Err(ApiError::BodyTooLarge {
+                length: (body.len() + size) as u64,
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        if size == 0 {
+            break;
+        }
+        if raw.len() < at + size + 2 {
+            return incomplete(raw);
+        }
+        body.extend_from_slice(&raw[at..at + size]);
+        at += size;
+        if &raw[at..at + 2] != b"\r\n" {
+            return Err(ApiError::MalformedChunk(
+                "a chunk is longer than its size line says".into(),
+            ));
+        }
+        at += 2;
+    }
+    // Trailer lines, then the empty line that ends the body.
+    loop {
+        let Some(line_len) = find_crlf(&raw[at..], MAX_HEADER_BYTES)? else {
+            return incomplete(raw);
+        };
+        at += line_len + 2;
+        if line_len == 0 {
+            return Ok(Some(body));
+        }
+    }
+}
+
+/// The length of the line at the start of `raw` (before its CRLF), `None`
+/// when the CRLF has not arrived; a line longer than `max` is refused.
+fn find_crlf(raw: &[u8], max: usize) -> Result<Option<usize>, ApiError> {
+    match raw.windows(2).position(|w| w == b"\r\n") {
+        Some(n) if n <= max => Ok(Some(n)),
+        Some(_) => Err(ApiError::MalformedChunk("a line is too long".into())),
+        None if raw.len() > max + 1 => Err(ApiError::MalformedChunk("a line is too long".into())),
+        None => Ok(None),
+    }
+}
+
+/// More chunked bytes are needed, unless the framing alone has passed its
+/// bound.
+fn incomplete(raw: &[u8]) -> Result<Option<Vec<u8>>, ApiError> {
+    if raw.len() > 2 * MAX_BODY_BYTES {
+        return Err(ApiError::BodyTooLarge {
+            length: raw.len() as u64,
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(None)
 }
 
 fn reason(status: u16) -> &'static str {
@@ -610,10 +733,15 @@ fn reason(status: u16) -> &'static str {
 
 /// The bytes of the answer to `reply`.
 fn response(reply: &ApiResponse, allow: Option<&str>) -> Vec<u8> {
+    response_with(reply, None, allow)
+}
+
+/// The bytes of the answer to `reply`; a refusal with `status` when given.
+fn response_with(reply: &ApiResponse, status: Option<u16>, allow: Option<&str>) -> Vec<u8> {
     let (status, body) = match reply {
         Ok(Some(json)) => (200, Some(json.clone())),
         Ok(None) => (204, None),
-        Err(err) => (err.status(), Some(err.body())),
+        Err(err) => (status.unwrap_or_else(|| err.status()), Some(err.body())),
     };
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nServer: Cloud Hypervisor API\r\nConnection: close\r\n",
@@ -680,8 +808,8 @@ mod tests {
         let many: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
         assert_eq!(parse(many.as_bytes()).err().unwrap().status(), 431);
-        let chunked = b"PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(parse(chunked).err().unwrap().status(), 411);
+        let gzip = b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(parse(gzip).err().unwrap().status(), 411);
         for bad in [
             &b"\x00\xff\xfe garbage\r\n\r\n"[..],
             b"PUT / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
@@ -689,6 +817,48 @@ mod tests {
         ] {
             assert_eq!(parse(bad).err().unwrap().status(), 400, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn chunked_bodies_are_decoded_within_the_same_bound() {
+        let head = "PUT /api/v1/vm.create HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let whole = format!("{head}2\r\n{{}}\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: y\r\n\r\n");
+        let (_, target, body) = request(whole.as_bytes());
+        assert_eq!(
+            (target.as_str(), body.as_slice()),
+            ("/api/v1/vm.create", &b"{}abc"[..])
+        );
+        // Every prefix is incomplete, never an error.
+        for cut in head.len()..whole.len() {
+            assert!(
+                matches!(
+                    parse(&whole.as_bytes()[..cut]),
+                    Ok(Parsed::Incomplete { .. })
+                ),
+                "{cut}"
+            );
+        }
+        let status = |text: String| parse(text.as_bytes()).err().map(|e| e.status());
+        // A size over the bound, a size line that overflows, a body over the bound.
+        assert_eq!(status(format!("{head}10001\r\n")), Some(413));
+        assert_eq!(status(format!("{head}ffffffffffffffffff\r\n")), Some(400));
+        let big = format!("{head}8000\r\n{}\r\n8001\r\n", "x".repeat(0x8000));
+        assert_eq!(status(big), Some(413));
+        // Malformed: not hex, a chunk longer than announced, a runaway size line.
+        assert_eq!(status(format!("{head}zz\r\n")), Some(400));
+        assert_eq!(status(format!("{head}2\r\nabc\r\n0\r\n\r\n")), Some(400));
+        assert_eq!(status(format!("{head}{}", "1".repeat(100))), Some(400));
+        // Framing alone past its bound (1-byte chunks of a 64 KiB body).
+        let tiny: String = std::iter::repeat_n("1\r\nx\r\n", 30_000).collect();
+        assert_eq!(status(format!("{head}{tiny}")), Some(413));
+        assert_eq!(
+            status(format!(
+                "PUT / HTTP/1.1\r\nContent-Length: 2\r\n{}",
+                &head[24..]
+            )),
+            Some(400),
+            "both framings"
+        );
     }
 
     fn exchange(stream: &mut UnixStream, request: &[u8]) -> String {

@@ -7,6 +7,8 @@
 //!   itself, and hands the rest to the VMM thread.
 //! - [`routes`]: path + method + body -> an [`ApiRequest`] (or a refusal).
 //! - [`types`]: the JSON bodies.
+//! - [`upstream_fields`]: the fields of upstream's VmConfig this VMM knows
+//!   but does not implement, and which of their values it accepts.
 //!
 //! The API thread and the VMM thread talk as in cloud-hypervisor: a channel
 //! plus an eventfd each way. The VMM thread's event loop wakes on the
@@ -20,14 +22,35 @@
 pub mod http;
 pub mod routes;
 pub mod types;
+pub mod upstream_fields;
+
+/// The cloud-hypervisor release whose API this VMM implements: its
+/// OpenAPI spec (`vmm/src/api/openapi/cloud-hypervisor.yaml` at tag
+/// v53.0, the newest release when this was written) is the one the
+/// endpoint table in docs/api-endpoints.md is measured against. Why that
+/// release: libvirt's ch driver starts domains only from 22 and sends the
+/// `payload` object only from 28; Kata's clh driver builds its bodies from
+/// a recent spec (`landlock_enable`, `rate_limit_groups`, ...). Clients
+/// read this number as cloud-hypervisor's version, so it is what
+/// `--version`, `vmm.ping` and `ch-remote -V` print.
+pub const CH_API_VERSION: &str = "53.0.0";
+
+/// `cloud-hypervisor --version` and `ch-remote --version`: upstream's
+/// form, `v` + the release (libvirt parses `cloud-hypervisor vN.M.P`).
+pub const CH_VERSION_STRING: &str = "v53.0.0";
+
+/// `vmm.ping`'s `build_version`: upstream's `vN.M.P` (Kata reads the part
+/// before the first `-`), then this VMM's own crate version.
+pub const BUILD_VERSION: &str = concat!("v53.0.0-vsmmu-vmm-", env!("CARGO_PKG_VERSION"));
 
 use std::io;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::config::{ConfigError, DeviceConfig, VmConfig};
+use crate::config::{ConfigError, VmConfig};
 use crate::description::DescriptionError;
+use types::ApiDeviceConfig;
 
 /// What the API asks of the VMM thread.
 #[derive(Debug)]
@@ -36,8 +59,9 @@ pub enum ApiRequest {
     VmmPing,
     /// `PUT vmm.shutdown`: stop the VM (full teardown) and exit.
     VmmShutdown,
-    /// `PUT vm.create`.
-    VmCreate(Box<VmConfig>),
+    /// `PUT vm.create`: the configuration, and the body as given (for
+    /// `vm.info`).
+    VmCreate(Box<VmConfig>, Box<serde_json::Value>),
     /// `PUT vm.boot`.
     VmBoot,
     /// `PUT vm.delete`.
@@ -56,13 +80,42 @@ pub enum ApiRequest {
     VmShutdown,
     /// `PUT vm.power-button`.
     VmPowerButton,
-    /// `PUT vm.add-device`.
-    VmAddDevice(DeviceConfig),
+    /// `PUT vm.add-device`: added to the configuration before boot (cold
+    /// add), refused after.
+    VmAddDevice(ApiDeviceConfig),
     /// `PUT vm.remove-device`.
     VmRemoveDevice(String),
-    /// `PUT vm.snapshot`, `vm.send-migration`, `vm.receive-migration`: the
-    /// endpoint's name.
+    /// `PUT vm.snapshot`, `vm.send-migration`: the endpoint's name.
     VmSaveState(&'static str),
+    /// An endpoint of the spec this VMM does not implement.
+    Unimplemented(Unimplemented),
+}
+
+/// What a VM must be for an endpoint to get as far as "not implemented".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// A created VM (else 404).
+    Vm,
+    /// A running VM (else 404, or the spec's wrong-state answer).
+    RunningVm,
+    /// No VM (`vm.restore`, `vm.receive-migration`: they define one).
+    NoVm,
+}
+
+/// An endpoint of cloud-hypervisor's API that this VMM refuses, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unimplemented {
+    /// The endpoint, without `vm.`.
+    pub endpoint: &'static str,
+    /// What it does, for "cannot <action>: the VM is ...".
+    pub action: &'static str,
+    /// What is missing and what would work, as the end of a sentence.
+    pub why: &'static str,
+    /// The state checked first.
+    pub needs: Needs,
+    /// The spec's status for this endpoint failing (500 where the spec
+    /// lists none that fits, as upstream's server answers).
+    pub status: u16,
 }
 
 /// The VMM's answer: a JSON body (200), nothing (204) or a refusal.
@@ -74,12 +127,13 @@ pub type ApiResponse = Result<Option<String>, ApiError>;
 pub enum ApiError {
     /// No such endpoint.
     #[error(
-        "{0} is not an endpoint of this VMM; use one of /api/v1/vmm.ping, vmm.shutdown, vm.create, \
-         vm.boot, vm.delete, vm.info, vm.counters, vm.pause, vm.resume, vm.reboot, vm.shutdown, \
-         vm.power-button, vm.add-device, vm.remove-device, vm.snapshot, vm.send-migration, \
-         vm.receive-migration"
+        "{0} is not an endpoint of cloud-hypervisor's API v53.0; docs/api-endpoints.md lists \
+         every one and what this VMM answers"
     )]
     UnknownPath(String),
+    /// An endpoint this VMM does not implement.
+    #[error("vm.{}: {}", .0.endpoint, .0.why)]
+    NotImplemented(Unimplemented),
     /// The endpoint exists with another method.
     #[error("{path} does not take {method}; send {allowed}")]
     WrongMethod {
@@ -95,8 +149,8 @@ pub enum ApiError {
     MalformedRequest(String),
     /// The connection ended before the request was complete.
     #[error(
-        "the request ended after {0} bytes, before its headers and Content-Length body were \
-         complete; send the whole request"
+        "the request ended after {0} bytes, before its headers and body were complete; send the \
+         whole request"
     )]
     TruncatedRequest(usize),
     /// A request line and headers larger than the limit.
@@ -104,7 +158,8 @@ pub enum ApiError {
     HeadersTooLarge(usize),
     /// A body larger than the limit.
     #[error(
-        "a body of {length} bytes exceeds the API's limit of {limit} bytes; send a smaller body"
+        "a body of {length} bytes or more exceeds the API's limit of {limit} bytes; send a \
+         smaller body"
     )]
     BodyTooLarge {
         /// Content-Length.
@@ -112,9 +167,15 @@ pub enum ApiError {
         /// The limit.
         limit: usize,
     },
-    /// A body without Content-Length.
-    #[error("bodies must come with a Content-Length header (chunked transfer is not accepted)")]
-    LengthRequired,
+    /// A transfer coding other than chunked.
+    #[error(
+        "Transfer-Encoding {0} is not accepted; send the body with Content-Length or \
+         Transfer-Encoding: chunked"
+    )]
+    LengthRequired(String),
+    /// A chunked body whose framing is broken.
+    #[error("the chunked body is malformed ({0}); send hex chunk sizes, CRLF after each chunk")]
+    MalformedChunk(String),
     /// The client stopped sending.
     #[error("the request was not complete within {0} seconds; send it whole and at once")]
     RequestTimeout(u64),
@@ -165,6 +226,9 @@ pub enum ApiError {
     /// The host cannot back the VM's vSMMU (one sentence naming the fix).
     #[error("{0}")]
     Host(String),
+    /// The serial console's pty or socket could not be set up.
+    #[error("serial: {0}; use another socket path, or mode File or Tty")]
+    Serial(String),
     /// Pausing failed; the VM keeps running.
     #[error("the VM could not be paused: {0}")]
     PauseFailed(String),
@@ -233,30 +297,43 @@ pub enum ApiError {
 
 impl ApiError {
     /// The HTTP status of the refusal.
+    ///
+    /// The rules, from cloud-hypervisor's spec and server: 404 before
+    /// `vm.create` (and for what names no device); 405 for an action the
+    /// VM's state does not allow ([`routes::status_on`] makes it 500 where
+    /// the spec lists no 405 for the path, as upstream's server answers);
+    /// 400 for a bad body; 404 where `vm.add-device`/`vm.remove-device`
+    /// cannot add or remove (the spec's code for both); 500 for what this
+    /// VMM refuses to do (upstream's answer to any VMM error it does not
+    /// classify); 501 where this host or build cannot run the VM; the
+    /// HTTP-level bounds (408, 411, 413, 429, 431) are ours.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::UnknownPath(_) | ApiError::VmNotCreated | ApiError::UnknownDevice { .. } => {
-                404
-            }
-            ApiError::WrongMethod { .. } => 405,
+            ApiError::UnknownPath(_)
+            | ApiError::VmNotCreated
+            | ApiError::UnknownDevice { .. }
+            | ApiError::DeviceBehindVsmmu { .. }
+            | ApiError::HotplugUnsupported { .. } => 404,
+            ApiError::WrongMethod { .. } | ApiError::WrongState { .. } => 405,
             ApiError::MalformedRequest(_)
             | ApiError::TruncatedRequest(_)
+            | ApiError::MalformedChunk(_)
             | ApiError::BadBody { .. }
             | ApiError::InvalidConfig(_) => 400,
             ApiError::RequestTimeout(_) => 408,
-            ApiError::VmAlreadyCreated
-            | ApiError::WrongState { .. }
-            | ApiError::NoPowerButton
-            | ApiError::DeviceBehindVsmmu { .. }
-            | ApiError::HotplugUnsupported { .. }
-            | ApiError::VsmmuHostState { .. }
-            | ApiError::SaveStateUnsupported(_) => 409,
-            ApiError::LengthRequired => 411,
+            ApiError::LengthRequired(_) => 411,
             ApiError::BodyTooLarge { .. } => 413,
             ApiError::Busy | ApiError::TooManyConnections(_) => 429,
             ApiError::HeadersTooLarge(_) => 431,
-            ApiError::BootFailed(_) | ApiError::PauseFailed(_) | ApiError::Host(_) => 500,
-            ApiError::BootUnsupported => 501,
+            ApiError::VmAlreadyCreated
+            | ApiError::NoPowerButton
+            | ApiError::VsmmuHostState { .. }
+            | ApiError::SaveStateUnsupported(_)
+            | ApiError::BootFailed(_)
+            | ApiError::PauseFailed(_)
+            | ApiError::Serial(_) => 500,
+            ApiError::NotImplemented(unimplemented) => unimplemented.status,
+            ApiError::BootUnsupported | ApiError::Host(_) => 501,
             ApiError::VmmGone => 503,
         }
     }
@@ -335,6 +412,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_strings_agree_with_the_api_release() {
+        assert_eq!(CH_VERSION_STRING, format!("v{CH_API_VERSION}"));
+        assert_eq!(
+            BUILD_VERSION.split('-').next(),
+            Some(CH_VERSION_STRING),
+            "Kata reads the release before the first '-'"
+        );
+        assert!(BUILD_VERSION.ends_with(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[test]
     fn errors_are_a_json_list_of_one_sentence() {
         let err = ApiError::DeviceBehindVsmmu {
             op: "remove-device",
@@ -342,7 +430,11 @@ mod tests {
             vsmmu: 0,
             cmdqv: " (and, with the CMD-QV, its SID slot)",
         };
-        assert_eq!(err.status(), 409);
+        assert_eq!(
+            err.status(),
+            404,
+            "the spec's code for vm.remove-device failing"
+        );
         let body: Vec<String> = serde_json::from_str(&err.body()).unwrap();
         assert_eq!(body.len(), 1);
         assert!(

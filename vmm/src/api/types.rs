@@ -1,10 +1,12 @@
 //! The JSON bodies of the API, with cloud-hypervisor's field names
-//! (vmm/src/api/openapi/cloud-hypervisor.yaml there) for what this VMM
-//! supports, plus our own `vsmmu` and `test_devices` keys.
+//! (vmm/src/api/openapi/cloud-hypervisor.yaml there, v53.0) for what this
+//! VMM supports, plus our own `vsmmu` and `test_devices` keys.
 //!
-//! Every struct refuses unknown fields: a cloud-hypervisor field this VMM
-//! does not implement (`disks`, `net`, `max_vcpus` above `boot_vcpus`,
-//! `hotplug_size`, ...) is an error naming that field, never dropped.
+//! As upstream, the structs take unknown fields; the fields of upstream's
+//! VmConfig that this VMM knows but does not implement are checked first
+//! by [`super::upstream_fields`], which refuses a value that asks for
+//! something missing here. Our own keys (`vsmmu`, `test_devices`) refuse
+//! unknown fields: a typo there is ours to catch.
 
 use std::path::PathBuf;
 
@@ -43,8 +45,8 @@ pub enum VmState {
 /// `GET /api/v1/vm.info`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VmInfoResponse {
-    /// The configuration the VM was created with.
-    pub config: ApiVmConfig,
+    /// The configuration the VM was created with (see [`shown_config`]).
+    pub config: serde_json::Value,
     /// Where it is in its life cycle.
     pub state: VmState,
     /// Guest RAM in bytes.
@@ -53,18 +55,17 @@ pub struct VmInfoResponse {
 
 /// `cpus`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiCpusConfig {
     /// vCPUs at boot.
     pub boot_vcpus: u32,
-    /// cloud-hypervisor's hot-plug ceiling; must equal `boot_vcpus` here.
+    /// cloud-hypervisor's hot-plug ceiling: at least `boot_vcpus`, kept and
+    /// shown back; the guest sees `boot_vcpus` (vm.resize is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_vcpus: Option<u32>,
 }
 
 /// `memory`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiMemoryConfig {
     /// Guest RAM in bytes.
     pub size: u64,
@@ -75,7 +76,6 @@ pub struct ApiMemoryConfig {
 
 /// `payload`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiPayloadConfig {
     /// Kernel Image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +90,6 @@ pub struct ApiPayloadConfig {
 
 /// `devices[]` (and the body of `vm.add-device`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiDeviceConfig {
     /// sysfs directory of the PCI function, or its VFIO cdev.
     pub path: PathBuf,
@@ -105,34 +104,39 @@ pub struct ApiDeviceConfig {
     pub pci_segment: u16,
 }
 
-/// How the console's output leaves the VMM (cloud-hypervisor's ConsoleMode
-/// values this VMM implements).
+/// How the console's output leaves the VMM: cloud-hypervisor's
+/// ConsoleMode values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApiConsoleMode {
     /// No console.
     Off,
+    /// A pseudo-terminal the VMM opens; vm.info shows its path in `file`.
+    Pty,
     /// The VMM's stdin/stdout.
     Tty,
     /// Appended to `file`.
     File,
-    /// Discarded (same as Off here).
+    /// A Unix socket the VMM listens on (`socket`), one client at a time.
+    Socket,
+    /// Discarded.
     Null,
 }
 
 /// `serial`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiSerialConfig {
     /// Where output goes.
     pub mode: ApiConsoleMode,
-    /// The file for mode File.
+    /// The file for mode File; for mode Pty, vm.info reports the pty here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+    /// The socket for mode Socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
 }
 
 /// `VmConfig`: what `vm.create` takes and `vm.info` shows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApiVmConfig {
     /// vCPUs (default: 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,7 +182,6 @@ fn default_true() -> bool {
 
 /// `vm.remove-device`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VmRemoveDeviceData {
     /// The device's id.
     pub id: String,
@@ -186,7 +189,7 @@ pub struct VmRemoveDeviceData {
 
 /// A body that names a field with a value this VMM cannot honour.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{field}={value} is not supported: {fix}")]
+#[error("field {field}={value} is not supported: {fix}")]
 pub struct UnsupportedValue {
     /// The JSON field.
     pub field: &'static str,
@@ -215,11 +218,11 @@ impl TryFrom<ApiVmConfig> for VmConfig {
         let cpus = match api.cpus {
             None => CpusConfig::default(),
             Some(c) => {
-                if let Some(max) = c.max_vcpus.filter(|m| *m != c.boot_vcpus) {
+                if let Some(max) = c.max_vcpus.filter(|m| *m < c.boot_vcpus) {
                     return Err(UnsupportedValue {
                         field: "cpus.max_vcpus",
                         value: max.to_string(),
-                        fix: "vCPU hot-plug is not implemented; give max_vcpus = boot_vcpus or leave it out",
+                        fix: "max_vcpus is below boot_vcpus; give at least boot_vcpus or leave it out",
                     });
                 }
                 CpusConfig { boot: c.boot_vcpus }
@@ -233,18 +236,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             });
         let serial = match api.serial {
             None => SerialConfig::Tty,
-            Some(s) => match (s.mode, s.file) {
-                (ApiConsoleMode::Tty, None) => SerialConfig::Tty,
-                (ApiConsoleMode::Off | ApiConsoleMode::Null, None) => SerialConfig::Off,
-                (ApiConsoleMode::File, Some(path)) => SerialConfig::File(path),
-                (mode, file) => {
-                    return Err(UnsupportedValue {
-                        field: "serial",
-                        value: format!("mode {mode:?} with file {file:?}"),
-                        fix: "give a file exactly with mode File",
-                    });
-                }
-            },
+            Some(s) => serial_config(s)?,
         };
         Ok(VmConfig {
             kernel: api.payload.kernel,
@@ -274,26 +266,100 @@ impl TryFrom<ApiVmConfig> for VmConfig {
     }
 }
 
+/// What `vm.info` shows as `config`: the body `vm.create` was given, with
+/// the fields this VMM parses replaced by their normalised values
+/// (`typed`), `cpus.max_vcpus` filled in (upstream requires it), and for
+/// serial mode Pty the pty's path in `serial.file`, where libvirt reads it.
+pub fn shown_config(
+    typed: &ApiVmConfig,
+    given: Option<&serde_json::Value>,
+    pty: Option<&std::path::Path>,
+) -> serde_json::Value {
+    let mut shown = serde_json::to_value(typed).unwrap_or_default();
+    // The lists this VMM owns are shown even when empty, so that a device
+    // removed before boot does not come back from the body as given.
+    if let Some(fields) = shown.as_object_mut() {
+        for list in ["devices", "test_devices"] {
+            fields.entry(list).or_insert_with(|| serde_json::json!([]));
+        }
+    }
+    if let Some(given) = given {
+        keep_given_fields(&mut shown, given);
+    }
+    if let Some(cpus) = shown.get_mut("cpus").and_then(|c| c.as_object_mut()) {
+        if !cpus.contains_key("max_vcpus") {
+            let boot = cpus.get("boot_vcpus").cloned().unwrap_or(1.into());
+            cpus.insert("max_vcpus".into(), boot);
+        }
+    }
+    if let (Some(path), Some(serial)) =
+        (pty, shown.get_mut("serial").and_then(|s| s.as_object_mut()))
+    {
+        serial.insert("file".into(), path.display().to_string().into());
+    }
+    shown
+}
+
+/// Add to `shown` every field of `given` it lacks, through nested objects.
+fn keep_given_fields(shown: &mut serde_json::Value, given: &serde_json::Value) {
+    let (Some(shown), Some(given)) = (shown.as_object_mut(), given.as_object()) else {
+        return;
+    };
+    for (key, value) in given {
+        match shown.get_mut(key) {
+            Some(existing) => keep_given_fields(existing, value),
+            None => {
+                shown.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// The PL011's configuration for `serial`.
+fn serial_config(serial: ApiSerialConfig) -> Result<SerialConfig, UnsupportedValue> {
+    match (serial.mode, serial.file) {
+        (ApiConsoleMode::Tty, None) => Ok(SerialConfig::Tty),
+        (ApiConsoleMode::Off, None) => Ok(SerialConfig::Off),
+        (ApiConsoleMode::Null, None) => Ok(SerialConfig::Null),
+        // A file given with Pty is where upstream reports the pty: ignored.
+        (ApiConsoleMode::Pty, _) => Ok(SerialConfig::Pty),
+        (ApiConsoleMode::File, Some(path)) => Ok(SerialConfig::File(path)),
+        (ApiConsoleMode::Socket, None) => match serial.socket {
+            Some(path) => Ok(SerialConfig::Socket(path)),
+            None => Err(UnsupportedValue {
+                field: "serial.socket",
+                value: "null".into(),
+                fix: "mode Socket needs the socket's path",
+            }),
+        },
+        (mode, file) => Err(UnsupportedValue {
+            field: "serial.file",
+            value: format!("{file:?}"),
+            fix: if mode == ApiConsoleMode::File {
+                "mode File needs a file"
+            } else {
+                "give a file only with mode File"
+            },
+        }),
+    }
+}
+
 impl From<&VmConfig> for ApiVmConfig {
     fn from(config: &VmConfig) -> Self {
-        let serial = match &config.serial {
-            SerialConfig::Tty => ApiSerialConfig {
-                mode: ApiConsoleMode::Tty,
-                file: None,
-            },
-            SerialConfig::Off => ApiSerialConfig {
-                mode: ApiConsoleMode::Off,
-                file: None,
-            },
-            SerialConfig::File(path) => ApiSerialConfig {
-                mode: ApiConsoleMode::File,
-                file: Some(path.clone()),
-            },
+        let (mode, file, socket) = match &config.serial {
+            SerialConfig::Tty => (ApiConsoleMode::Tty, None, None),
+            SerialConfig::Off => (ApiConsoleMode::Off, None, None),
+            SerialConfig::Null => (ApiConsoleMode::Null, None, None),
+            SerialConfig::Pty => (ApiConsoleMode::Pty, None, None),
+            SerialConfig::File(path) => (ApiConsoleMode::File, Some(path.clone()), None),
+            SerialConfig::Socket(path) => (ApiConsoleMode::Socket, None, Some(path.clone())),
         };
+        let serial = ApiSerialConfig { mode, file, socket };
         ApiVmConfig {
+            // max_vcpus comes from the body as given (see `shown_config`).
             cpus: Some(ApiCpusConfig {
                 boot_vcpus: config.cpus.boot,
-                max_vcpus: Some(config.cpus.boot),
+                max_vcpus: None,
             }),
             memory: Some(ApiMemoryConfig {
                 size: config.memory.size,
@@ -342,7 +408,7 @@ mod tests {
             "devices": [{"path": "/sys/bus/pci/devices/0009:01:00.0", "iommu": true, "id": "gpu0", "pci_segment": 1}],
             "serial": {"mode": "File", "file": "/tmp/console"},
             "vsmmu": {"kind": "cmdqv", "backend": "emulated", "page0": "trapped"},
-            "test_devices": [{"id": "dma0"}]
+            "test_devices": [{"id": "dma0", "iommu": true, "pci_segment": 0}]
         }"#;
         let api: ApiVmConfig = serde_json::from_str(json).unwrap();
         let config = VmConfig::try_from(api.clone()).unwrap();
@@ -355,36 +421,57 @@ mod tests {
         assert_eq!(config.test_devices[0].id, "dma0");
         assert!(config.test_devices[0].iommu);
         // vm.info shows it back in the same shape.
-        assert_eq!(ApiVmConfig::from(&config), api);
+        let given: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            shown_config(&ApiVmConfig::from(&config), Some(&given), None),
+            given
+        );
     }
 
     #[test]
-    fn unsupported_fields_are_refused_by_name() {
-        for (json, field) in [
-            (r#"{"payload": {}, "disks": []}"#, "disks"),
-            (r#"{"payload": {"firmware": "/f"}}"#, "firmware"),
-            (
-                r#"{"payload": {}, "memory": {"size": 1, "hotplug_size": 2}}"#,
-                "hotplug_size",
-            ),
-            (
-                r#"{"payload": {}, "devices": [{"path": "/x", "pci_device_id": 3}]}"#,
-                "pci_device_id",
-            ),
-        ] {
-            let err = serde_json::from_str::<ApiVmConfig>(json)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(&format!("unknown field `{field}`")), "{err}");
-        }
+    fn unknown_fields_are_accepted_and_shown_back() {
+        let json = r#"{"payload": {"kernel": "/k"}, "cpus": {"boot_vcpus": 2, "max_vcpus": 8,
+            "topology": {"packages": 1}}, "memory": {"size": 1073741824, "shared": true},
+            "rate_limit_groups": [], "serial": {"mode": "Pty"}}"#;
+        let api: ApiVmConfig = serde_json::from_str(json).unwrap();
+        let config = VmConfig::try_from(api).unwrap();
+        assert_eq!(config.cpus.boot, 2);
+        assert_eq!(config.serial, SerialConfig::Pty);
+        let given: serde_json::Value = serde_json::from_str(json).unwrap();
+        let shown = shown_config(
+            &ApiVmConfig::from(&config),
+            Some(&given),
+            Some(std::path::Path::new("/dev/pts/7")),
+        );
+        assert_eq!(shown["cpus"]["max_vcpus"], 8);
+        assert_eq!(shown["cpus"]["topology"]["packages"], 1);
+        assert_eq!(shown["memory"]["shared"], true);
+        assert_eq!(shown["memory"]["hugepages"], false, "normalised");
+        assert_eq!(shown["serial"]["file"], "/dev/pts/7");
+        assert_eq!(shown["payload"]["cmdline"], "");
+    }
+
+    #[test]
+    fn values_this_vmm_cannot_honour_are_refused_by_name() {
+        let refused = |json: &str| {
+            let api: ApiVmConfig = serde_json::from_str(json).unwrap();
+            VmConfig::try_from(api).unwrap_err()
+        };
+        let err = refused(r#"{"payload": {}, "cpus": {"boot_vcpus": 4, "max_vcpus": 2}}"#);
+        assert_eq!(err.field, "cpus.max_vcpus");
+        let err = refused(r#"{"payload": {}, "serial": {"mode": "Tty", "file": "/x"}}"#);
+        assert_eq!(err.field, "serial.file");
+        let err = refused(r#"{"payload": {}, "serial": {"mode": "Socket"}}"#);
+        assert_eq!(
+            err.to_string(),
+            "field serial.socket=null is not supported: mode Socket needs the socket's path"
+        );
         let api: ApiVmConfig =
             serde_json::from_str(r#"{"payload": {}, "cpus": {"boot_vcpus": 1, "max_vcpus": 4}}"#)
                 .unwrap();
-        let err = VmConfig::try_from(api).unwrap_err();
-        assert_eq!(err.field, "cpus.max_vcpus");
-        let api: ApiVmConfig =
-            serde_json::from_str(r#"{"payload": {}, "serial": {"mode": "Tty", "file": "/x"}}"#)
-                .unwrap();
-        assert_eq!(VmConfig::try_from(api).unwrap_err().field, "serial");
+        assert!(
+            VmConfig::try_from(api).is_ok(),
+            "a hot-plug ceiling is kept, not refused"
+        );
     }
 }

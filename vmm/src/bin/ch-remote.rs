@@ -1,5 +1,8 @@
 //! `ch-remote`: drive a running cloud-hypervisor through its API socket,
-//! with cloud-hypervisor's sub-commands. A successful command prints the
+//! with every sub-command of cloud-hypervisor v53.0's ch-remote and its
+//! argument syntax (`add-disk path=...`, `resize --cpus N --memory M`,
+//! `send-migration destination_url=...,local=on`); those the VMM does not
+//! implement print its refusal and exit 1. A successful command prints the
 //! JSON the VMM answered (nothing for 204) and exits 0; a refusal prints
 //! the status and the VMM's message and exits 1.
 //!
@@ -25,7 +28,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Parser, Debug)]
 #[command(
     name = "ch-remote",
-    version,
+    version = vmm::api::CH_VERSION_STRING,
     about = "Remotely control a cloud-hypervisor VMM.",
     arg_required_else_help = true
 )]
@@ -45,8 +48,61 @@ enum Command {
         #[arg(help = DEVICE_SYNTAX)]
         device_config: String,
     },
+    /// Add virtio-blk device (refused: not implemented yet)
+    #[command(name = "add-disk")]
+    AddDisk {
+        /// "path=<disk_image_path>,readonly=on|off,..." (cloud-hypervisor's --disk syntax)
+        disk_config: String,
+    },
+    /// Add virtio-fs device (refused: not implemented yet)
+    #[command(name = "add-fs")]
+    AddFs {
+        /// "tag=<tag_name>,socket=<socket_path>,..." (cloud-hypervisor's --fs syntax)
+        fs_config: String,
+    },
+    /// Add generic vhost-user device (refused: not implemented yet)
+    #[command(name = "add-generic-vhost-user")]
+    AddGenericVhostUser {
+        /// "socket=<socket_path>,virtio_id=<id>,..." (cloud-hypervisor's syntax)
+        generic_vhost_user_config: String,
+    },
+    /// Add network device (refused: not implemented yet)
+    #[command(name = "add-net")]
+    AddNet {
+        /// "tap=<if_name>,mac=<mac>,..." (cloud-hypervisor's --net syntax)
+        net_config: String,
+    },
+    /// Add persistent memory device (refused: not implemented)
+    #[command(name = "add-pmem")]
+    AddPmem {
+        /// "file=<backing_file_path>,size=<size>,..." (cloud-hypervisor's --pmem syntax)
+        pmem_config: String,
+    },
+    /// Add userspace device (refused: not implemented)
+    #[command(name = "add-user-device")]
+    AddUserDevice {
+        /// "socket=<socket_path>,id=<device_id>,pci_segment=<segment_id>"
+        device_config: String,
+    },
+    /// Add vDPA device (refused: not implemented)
+    #[command(name = "add-vdpa")]
+    AddVdpa {
+        /// "path=<device_path>,num_queues=<n>,..." (cloud-hypervisor's --vdpa syntax)
+        vdpa_config: String,
+    },
+    /// Add vsock device (refused: not implemented yet)
+    #[command(name = "add-vsock")]
+    AddVsock {
+        /// "cid=<context_id>,socket=<socket_path>,..." (cloud-hypervisor's --vsock syntax)
+        vsock_config: String,
+    },
     /// Boot a created VM
     Boot,
+    /// Create a coredump from VM (refused: not implemented)
+    Coredump {
+        /// <file_path>
+        coredump_config: String,
+    },
     /// Counters from the VM
     Counters,
     /// Create VM from a JSON configuration
@@ -59,6 +115,8 @@ enum Command {
     Delete,
     /// Info on the VM
     Info,
+    /// Trigger NMI (refused: not implemented)
+    Nmi,
     /// Pause the VM
     Pause,
     /// Ping the VMM to check for API server availability
@@ -68,11 +126,11 @@ enum Command {
     PowerButton,
     /// Reboot the VM
     Reboot,
-    /// Receive a VM migration
+    /// Receive a VM migration (refused: not implemented)
     #[command(name = "receive-migration")]
     ReceiveMigration {
-        /// <receiver_url>
-        receiver_url: String,
+        /// "<receiver_url>" or "receiver_url=<url>[,tls_dir=<path>][,memory_mode=precopy|postcopy]"
+        receive_migration_config: String,
     },
     /// Remove VFIO and PCI device
     #[command(name = "remove-device")]
@@ -80,23 +138,60 @@ enum Command {
         /// <device_id>
         id: String,
     },
+    /// Resize the VM (refused: hot-plug is not implemented)
+    Resize {
+        /// New balloon size in bytes (supports K/M/G suffix)
+        #[arg(long)]
+        balloon: Option<String>,
+        /// New vCPUs count
+        #[arg(long)]
+        cpus: Option<String>,
+        /// New memory size in bytes (supports K/M/G suffix)
+        #[arg(long)]
+        memory: Option<String>,
+    },
+    /// Resize a disk (refused: no virtio-blk yet)
+    #[command(name = "resize-disk")]
+    ResizeDisk {
+        /// Disk identifier
+        #[arg(long)]
+        disk: String,
+        /// New disk size
+        #[arg(long)]
+        size: String,
+    },
+    /// Resize a memory zone (refused: not implemented)
+    #[command(name = "resize-zone")]
+    ResizeZone {
+        /// Memory zone identifier
+        #[arg(long)]
+        id: String,
+        /// New memory zone size in bytes (supports K/M/G suffix)
+        #[arg(long)]
+        size: String,
+    },
+    /// Restore VM from a snapshot (refused: not implemented)
+    Restore {
+        /// "source_url=<source_url>[,prefault=on|off,...]"
+        restore_config: String,
+    },
     /// Resume the VM
     Resume,
-    /// Send a VM migration
+    /// Send a VM migration (refused: a vSMMU's host state cannot move)
     #[command(name = "send-migration")]
     SendMigration {
-        /// <destination_url>
-        destination_url: String,
+        /// "destination_url=<url>[,local=on|off,downtime_ms=<ms>,...]" (a bare URL works too)
+        send_migration_config: String,
     },
     /// Shutdown the VM
     Shutdown,
     /// Shutdown the VMM
     #[command(name = "shutdown-vmm")]
     ShutdownVmm,
-    /// Create a snapshot from VM
+    /// Create a snapshot from VM (refused: a vSMMU's host state cannot be saved)
     Snapshot {
         /// <destination_url>
-        destination_url: String,
+        snapshot_config: String,
     },
 }
 
@@ -114,10 +209,153 @@ enum Error {
     Server { status: u16, message: String },
 }
 
+/// cloud-hypervisor's `key=value,...` option syntax as the JSON object its
+/// ch-remote sends: `on`/`off` become booleans, whole numbers (with a
+/// K/M/G suffix for sizes) numbers, the rest strings. A bare first word is
+/// the value of `primary` (`receive-migration unix:/tmp/m`).
+fn options_json(input: &str, primary: &str) -> Result<String, Error> {
+    let mut object = serde_json::Map::new();
+    for (index, part) in input.split(',').filter(|p| !p.is_empty()).enumerate() {
+        let (key, value) = match part.split_once('=') {
+            Some((key, value)) => (key, value),
+            None if index == 0 => (primary, part),
+            None => {
+                return Err(Error::Argument(format!(
+                    "'{part}' is not key=value (in '{input}')"
+                )));
+            }
+        };
+        let value = match value {
+            "on" | "true" => serde_json::Value::Bool(true),
+            "off" | "false" => serde_json::Value::Bool(false),
+            _ => match parse_size(value) {
+                Some(n) => n.into(),
+                None => value.into(),
+            },
+        };
+        object.insert(key.to_string(), value);
+    }
+    Ok(serde_json::Value::Object(object).to_string())
+}
+
+/// A whole number with an optional K/M/G suffix (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, shift) = match text.as_bytes().last()? {
+        b'K' => (&text[..text.len() - 1], 10),
+        b'M' => (&text[..text.len() - 1], 20),
+        b'G' => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+fn size_arg(name: &str, text: &str) -> Result<u64, Error> {
+    parse_size(text).ok_or_else(|| {
+        Error::Argument(format!(
+            "--{name} {text} is not a size; give bytes, optionally with K, M or G"
+        ))
+    })
+}
+
+/// The JSON body of `resize`.
+fn resize_body(
+    cpus: Option<&str>,
+    memory: Option<&str>,
+    balloon: Option<&str>,
+) -> Result<String, Error> {
+    let mut body = serde_json::Map::new();
+    if let Some(cpus) = cpus {
+        let count: u32 = cpus
+            .parse()
+            .map_err(|_| Error::Argument(format!("--cpus {cpus} is not a number of vCPUs")))?;
+        body.insert("desired_vcpus".into(), count.into());
+    }
+    if let Some(memory) = memory {
+        body.insert("desired_ram".into(), size_arg("memory", memory)?.into());
+    }
+    if let Some(balloon) = balloon {
+        body.insert(
+            "desired_balloon".into(),
+            size_arg("balloon", balloon)?.into(),
+        );
+    }
+    Ok(serde_json::Value::Object(body).to_string())
+}
+
 /// Method, endpoint and body of a sub-command.
 fn request(command: &Command) -> Result<(&'static str, &'static str, Option<String>), Error> {
     let json = |value: serde_json::Value| Some(value.to_string());
     Ok(match command {
+        Command::AddDisk { disk_config } => (
+            "PUT",
+            "vm.add-disk",
+            Some(options_json(disk_config, "path")?),
+        ),
+        Command::AddFs { fs_config } => ("PUT", "vm.add-fs", Some(options_json(fs_config, "tag")?)),
+        Command::AddGenericVhostUser {
+            generic_vhost_user_config,
+        } => (
+            "PUT",
+            "vm.add-generic-vhost-user",
+            Some(options_json(generic_vhost_user_config, "socket")?),
+        ),
+        Command::AddNet { net_config } => {
+            ("PUT", "vm.add-net", Some(options_json(net_config, "tap")?))
+        }
+        Command::AddPmem { pmem_config } => (
+            "PUT",
+            "vm.add-pmem",
+            Some(options_json(pmem_config, "file")?),
+        ),
+        Command::AddUserDevice { device_config } => (
+            "PUT",
+            "vm.add-user-device",
+            Some(options_json(device_config, "socket")?),
+        ),
+        Command::AddVdpa { vdpa_config } => (
+            "PUT",
+            "vm.add-vdpa",
+            Some(options_json(vdpa_config, "path")?),
+        ),
+        Command::AddVsock { vsock_config } => (
+            "PUT",
+            "vm.add-vsock",
+            Some(options_json(vsock_config, "cid")?),
+        ),
+        Command::Coredump { coredump_config } => (
+            "PUT",
+            "vm.coredump",
+            json(serde_json::json!({ "destination_url": coredump_config })),
+        ),
+        Command::Nmi => ("PUT", "vm.nmi", None),
+        Command::Resize {
+            balloon,
+            cpus,
+            memory,
+        } => (
+            "PUT",
+            "vm.resize",
+            Some(resize_body(
+                cpus.as_deref(),
+                memory.as_deref(),
+                balloon.as_deref(),
+            )?),
+        ),
+        Command::ResizeDisk { disk, size } => (
+            "PUT",
+            "vm.resize-disk",
+            json(serde_json::json!({ "id": disk, "desired_size": size_arg("size", size)? })),
+        ),
+        Command::ResizeZone { id, size } => (
+            "PUT",
+            "vm.resize-zone",
+            json(serde_json::json!({ "id": id, "desired_ram": size_arg("size", size)? })),
+        ),
+        Command::Restore { restore_config } => (
+            "PUT",
+            "vm.restore",
+            Some(options_json(restore_config, "source_url")?),
+        ),
         Command::AddDevice { device_config } => {
             let device = DeviceConfig::parse(device_config, 0)
                 .map_err(|e| Error::Argument(e.to_string()))?;
@@ -148,10 +386,12 @@ fn request(command: &Command) -> Result<(&'static str, &'static str, Option<Stri
         Command::Ping => ("GET", "vmm.ping", None),
         Command::PowerButton => ("PUT", "vm.power-button", None),
         Command::Reboot => ("PUT", "vm.reboot", None),
-        Command::ReceiveMigration { receiver_url } => (
+        Command::ReceiveMigration {
+            receive_migration_config,
+        } => (
             "PUT",
             "vm.receive-migration",
-            json(serde_json::json!({ "receiver_url": receiver_url })),
+            Some(options_json(receive_migration_config, "receiver_url")?),
         ),
         Command::RemoveDevice { id } => {
             let body = serde_json::to_string(&VmRemoveDeviceData { id: id.clone() })
@@ -159,17 +399,19 @@ fn request(command: &Command) -> Result<(&'static str, &'static str, Option<Stri
             ("PUT", "vm.remove-device", Some(body))
         }
         Command::Resume => ("PUT", "vm.resume", None),
-        Command::SendMigration { destination_url } => (
+        Command::SendMigration {
+            send_migration_config,
+        } => (
             "PUT",
             "vm.send-migration",
-            json(serde_json::json!({ "destination_url": destination_url })),
+            Some(options_json(send_migration_config, "destination_url")?),
         ),
         Command::Shutdown => ("PUT", "vm.shutdown", None),
         Command::ShutdownVmm => ("PUT", "vmm.shutdown", None),
-        Command::Snapshot { destination_url } => (
+        Command::Snapshot { snapshot_config } => (
             "PUT",
             "vm.snapshot",
-            json(serde_json::json!({ "destination_url": destination_url })),
+            json(serde_json::json!({ "destination_url": snapshot_config })),
         ),
     })
 }
@@ -243,5 +485,71 @@ fn main() -> ExitCode {
             eprintln!("Error: ch-remote: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(args: &[&str]) -> (&'static str, Option<serde_json::Value>) {
+        let cli = Cli::try_parse_from(
+            ["ch-remote", "--api-socket", "/s"]
+                .iter()
+                .chain(args.iter()),
+        )
+        .unwrap();
+        let (_, endpoint, body) = request(&cli.command).unwrap();
+        (endpoint, body.map(|b| serde_json::from_str(&b).unwrap()))
+    }
+
+    #[test]
+    fn upstream_option_strings_become_upstream_json_bodies() {
+        assert_eq!(
+            body(&["add-disk", "path=/d.img,readonly=on,num_queues=2"]),
+            (
+                "vm.add-disk",
+                Some(serde_json::json!({"path": "/d.img", "readonly": true, "num_queues": 2}))
+            )
+        );
+        assert_eq!(
+            body(&["resize", "--cpus", "4", "--memory", "2G"]),
+            (
+                "vm.resize",
+                Some(serde_json::json!({"desired_vcpus": 4, "desired_ram": 2u64 << 30}))
+            )
+        );
+        assert_eq!(
+            body(&["send-migration", "destination_url=unix:/m,local=on"]),
+            (
+                "vm.send-migration",
+                Some(serde_json::json!({"destination_url": "unix:/m", "local": true}))
+            )
+        );
+        assert_eq!(
+            body(&["receive-migration", "unix:/m"]),
+            (
+                "vm.receive-migration",
+                Some(serde_json::json!({"receiver_url": "unix:/m"}))
+            )
+        );
+        assert_eq!(
+            body(&["resize-zone", "--id", "mem0", "--size", "1M"]),
+            (
+                "vm.resize-zone",
+                Some(serde_json::json!({"id": "mem0", "desired_ram": 1 << 20}))
+            )
+        );
+        assert_eq!(body(&["nmi"]), ("vm.nmi", None));
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_any_request() {
+        let cli = Cli::try_parse_from(["ch-remote", "--api-socket", "/s", "resize", "--cpus", "x"])
+            .unwrap();
+        assert!(matches!(request(&cli.command), Err(Error::Argument(_))));
+        let cli = Cli::try_parse_from(["ch-remote", "--api-socket", "/s", "add-net", "tap=t,junk"])
+            .unwrap();
+        assert!(matches!(request(&cli.command), Err(Error::Argument(_))));
     }
 }

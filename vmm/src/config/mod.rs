@@ -31,7 +31,9 @@ pub const VSMMU_SYNTAX: &str = "Virtual SMMUv3: \
      NVIDIA Tegra241 CMDQ-V; backend=emulated needs no SMMU on the host; page0 is for the \
      emulated backend only)";
 /// `--serial` syntax.
-pub const SERIAL_SYNTAX: &str = "PL011 console: \"tty|off|file=<path>\"";
+pub const SERIAL_SYNTAX: &str = "PL011 console: \"tty|off|null|pty|file=<path>|socket=<path>\" \
+     (pty: a pseudo-terminal whose path the log (-v) and vm.info show; socket: a Unix socket the \
+     VMM listens on, one client at a time)";
 /// `--api-socket` syntax.
 pub const API_SOCKET_SYNTAX: &str = "HTTP API socket (UNIX domain socket): \
      \"path=<path>\" or \"fd=<fd>\" (a bare path works too); with only this option the VM is \
@@ -278,17 +280,33 @@ pub enum SerialConfig {
     File(PathBuf),
     /// No console.
     Off,
+    /// Output discarded (upstream's Null: the device is there, silent).
+    Null,
+    /// A pseudo-terminal the VMM opens (see `crate::pty`).
+    Pty,
+    /// A Unix socket the VMM listens on (see `crate::serial_socket`).
+    Socket(PathBuf),
 }
 
 impl SerialConfig {
-    /// Parse `tty|off|file=<path>`.
+    /// Parse `tty|off|null|pty|file=<path>|socket=<path>`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
         match input {
             "tty" => Ok(SerialConfig::Tty),
             "off" => Ok(SerialConfig::Off),
+            "null" => Ok(SerialConfig::Null),
+            "pty" => Ok(SerialConfig::Pty),
             _ => {
-                let opts = Options::parse("serial", input, &["file"], false)?;
-                Ok(SerialConfig::File(PathBuf::from(opts.require("file")?)))
+                let opts = Options::parse("serial", input, &["file", "socket"], false)?;
+                match (opts.get("file"), opts.get("socket")) {
+                    (Some(file), None) => Ok(SerialConfig::File(PathBuf::from(file))),
+                    (None, Some(socket)) => Ok(SerialConfig::Socket(PathBuf::from(socket))),
+                    _ => Err(opts.invalid(
+                        "serial",
+                        input,
+                        "use tty, off, null, pty, file=<path> or socket=<path>",
+                    )),
+                }
             }
         }
     }
@@ -584,7 +602,14 @@ mod tests {
             SerialConfig::parse("file=/tmp/console").unwrap(),
             SerialConfig::File("/tmp/console".into())
         );
-        assert!(SerialConfig::parse("socket=/tmp/s").is_err());
+        assert_eq!(SerialConfig::parse("pty").unwrap(), SerialConfig::Pty);
+        assert_eq!(SerialConfig::parse("null").unwrap(), SerialConfig::Null);
+        assert_eq!(
+            SerialConfig::parse("socket=/tmp/s").unwrap(),
+            SerialConfig::Socket("/tmp/s".into())
+        );
+        assert!(SerialConfig::parse("file=/a,socket=/b").is_err());
+        assert!(SerialConfig::parse("fancy").is_err());
     }
 
     #[test]

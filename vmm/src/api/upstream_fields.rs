@@ -1,0 +1,409 @@
+//! The fields of cloud-hypervisor's VmConfig (v53.0 spec) that this VMM
+//! knows but does not implement, and the values of each it accepts.
+//!
+//! The rule, upstream's leniency with one exception: cloud-hypervisor
+//! deserialises VmConfig without `deny_unknown_fields`, and its clients
+//! (Kata's Go client above all) send every field, most at their off value.
+//! So a field is accepted when its value asks for nothing this VMM lacks
+//! (null, false, empty, or upstream's default), and refused, naming the
+//! field, the value and why, when it asks for something this VMM does not
+//! do: accepting it would start a VM that differs from the one asked for
+//! without saying so. Fields not listed here and not parsed by
+//! [`super::types`] are accepted and kept (`vm.info` shows them back): they
+//! are ceilings for features that are refused where they would act
+//! (`cpus.max_vcpus`, `memory.hotplug_size` for `vm.resize`), or
+//! descriptions that change nothing here (`rate_limit_groups` without
+//! disks, `platform.num_pci_segments`, SMBIOS strings).
+//!
+//! Decided per field:
+//! - `memory.shared: true` is accepted: it asks for guest RAM that
+//!   vhost-user back-ends can map, and every vhost-user device is refused
+//!   here, so nothing can tell the difference.
+//! - `rng` at upstream's default (`/dev/urandom`) is accepted, as its
+//!   absence is: upstream gives every VM that virtio-rng, this VMM gives
+//!   none yet; another `src` is refused.
+//! - `vsock` is refused: Kata's agent talks over it, and accepting it would
+//!   leave the runtime waiting on a socket nothing serves.
+
+use serde_json::Value;
+
+/// A field whose value asks for something this VMM does not do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Demand {
+    /// Its path, e.g. `cpus.kvm_hyperv` or `devices[1].pci_device_id`.
+    pub path: String,
+    /// The value given, as JSON (at most 80 characters).
+    pub value: String,
+    /// Why it is refused and what would work.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Demand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "field {}={} is not supported: {}",
+            self.path, self.value, self.why
+        )
+    }
+}
+
+/// Which values of a field are accepted.
+#[derive(Clone, Copy)]
+enum Accepts {
+    /// Only the off values: null, false, 0, "", [], {}.
+    Off,
+    /// The off values and `true` (upstream's default is true).
+    OffOrTrue,
+    /// Only `true` or null (the default is true; false asks for less).
+    TrueOrNull,
+    /// Only null or this string.
+    OffOr(&'static str),
+    /// Only null or one of these strings.
+    OneOf(&'static [&'static str]),
+    /// Only null or an integer no larger than this.
+    AtMost(u64),
+}
+
+impl Accepts {
+    fn allows(self, value: &Value) -> bool {
+        match self {
+            Accepts::Off => is_off(value),
+            Accepts::OffOrTrue => is_off(value) || value == &Value::Bool(true),
+            Accepts::TrueOrNull => value.is_null() || value == &Value::Bool(true),
+            Accepts::OffOr(text) => is_off(value) || value.as_str() == Some(text),
+            Accepts::OneOf(texts) => {
+                value.is_null() || value.as_str().is_some_and(|v| texts.contains(&v))
+            }
+            Accepts::AtMost(max) => value.is_null() || value.as_u64().is_some_and(|n| n <= max),
+        }
+    }
+}
+
+/// null, false, 0, "", [] or {}.
+fn is_off(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+const VIRTIO: &str = "virtio and vhost-user devices are not implemented yet; give the VM \
+                      passthrough functions (devices) or leave it out";
+
+/// Every known-but-unimplemented field: path (`[]` = each element of an
+/// array), accepted values, and why any other value is refused.
+const FIELDS: &[(&str, Accepts, &str)] = &[
+    (
+        "disks",
+        Accepts::Off,
+        "virtio-blk is not implemented yet; boot from an initramfs or a passthrough disk controller (devices)",
+    ),
+    (
+        "net",
+        Accepts::Off,
+        "virtio-net is not implemented yet; give the VM a passthrough NIC (devices)",
+    ),
+    ("fs", Accepts::Off, VIRTIO),
+    ("pmem", Accepts::Off, VIRTIO),
+    ("generic-vhost-user", Accepts::Off, VIRTIO),
+    ("vdpa", Accepts::Off, VIRTIO),
+    (
+        "vsock",
+        Accepts::Off,
+        "virtio-vsock is not implemented yet; leave vsock out",
+    ),
+    (
+        "balloon",
+        Accepts::Off,
+        "virtio-balloon is not implemented; leave balloon out",
+    ),
+    (
+        "user_devices",
+        Accepts::Off,
+        "vfio-user devices are not implemented; give VFIO passthrough functions (devices)",
+    ),
+    (
+        "rng.src",
+        Accepts::OffOr("/dev/urandom"),
+        "virtio-rng is not implemented yet; leave rng out or at its default src /dev/urandom",
+    ),
+    (
+        "rng.iommu",
+        Accepts::Off,
+        "virtio-rng is not implemented yet",
+    ),
+    (
+        "numa",
+        Accepts::Off,
+        "guest NUMA nodes are not implemented; the guest sees one node",
+    ),
+    (
+        "iommu",
+        Accepts::Off,
+        "virtio-iommu is not implemented; put devices behind the vSMMU (vsmmu, devices[].iommu)",
+    ),
+    (
+        "watchdog",
+        Accepts::Off,
+        "the virtio watchdog is not implemented",
+    ),
+    (
+        "pvpanic",
+        Accepts::Off,
+        "the pvpanic device is not implemented",
+    ),
+    ("tpm", Accepts::Off, "TPM emulation is not implemented"),
+    (
+        "landlock_enable",
+        Accepts::Off,
+        "Landlock sandboxing is not implemented; confine the VMM from outside",
+    ),
+    (
+        "landlock_rules",
+        Accepts::Off,
+        "Landlock sandboxing is not implemented",
+    ),
+    (
+        "pci_segments",
+        Accepts::Off,
+        "per-segment aperture weights are not implemented; the layout is fixed",
+    ),
+    (
+        "serial.iommu",
+        Accepts::Off,
+        "the PL011 is a platform device; no IOMMU translates it",
+    ),
+    (
+        "console.mode",
+        Accepts::OneOf(&["Off", "Null"]),
+        "virtio-console is not implemented yet; use serial (the PL011) with this mode, and console mode Off",
+    ),
+    (
+        "debug_console.mode",
+        Accepts::OneOf(&["Off", "Null"]),
+        "the debug console is an x86 I/O port; use serial",
+    ),
+    (
+        "cpus.kvm_hyperv",
+        Accepts::Off,
+        "Hyper-V enlightenments are x86 only",
+    ),
+    (
+        "cpus.affinity",
+        Accepts::Off,
+        "vCPU pinning is not implemented; pin the vcpuN threads from outside",
+    ),
+    (
+        "cpus.features",
+        Accepts::Off,
+        "CPU feature selection (AMX) is x86 only",
+    ),
+    (
+        "cpus.topology.threads_per_core",
+        Accepts::AtMost(1),
+        "the guest sees one thread per core",
+    ),
+    (
+        "cpus.topology.dies_per_package",
+        Accepts::AtMost(1),
+        "the guest sees one die per package",
+    ),
+    (
+        "memory.hotplugged_size",
+        Accepts::Off,
+        "memory hot-plug is not implemented",
+    ),
+    (
+        "memory.zones",
+        Accepts::Off,
+        "memory zones are not implemented; give memory.size",
+    ),
+    (
+        "memory.mergeable",
+        Accepts::Off,
+        "KSM merging is not implemented",
+    ),
+    (
+        "memory.prefault",
+        Accepts::Off,
+        "prefaulting is not implemented",
+    ),
+    (
+        "memory.reserve",
+        Accepts::Off,
+        "reserving RAM is not implemented",
+    ),
+    (
+        "memory.hugepage_size",
+        Accepts::Off,
+        "only the host's default huge page size is used; leave hugepage_size out",
+    ),
+    (
+        "memory.thp",
+        Accepts::TrueOrNull,
+        "transparent huge pages cannot be turned off here",
+    ),
+    (
+        "payload.firmware",
+        Accepts::Off,
+        "only a kernel Image boots (payload.kernel); firmware is not implemented",
+    ),
+    (
+        "payload.igvm",
+        Accepts::Off,
+        "IGVM (confidential guests) is not implemented",
+    ),
+    (
+        "payload.host_data",
+        Accepts::Off,
+        "confidential guests are not implemented",
+    ),
+    ("platform.tdx", Accepts::Off, "TDX is x86 only"),
+    ("platform.sev_snp", Accepts::Off, "SEV-SNP is x86 only"),
+    (
+        "platform.iommu_segments",
+        Accepts::Off,
+        "virtio-iommu is not implemented; put devices behind the vSMMU (vsmmu, devices[].iommu)",
+    ),
+    (
+        "platform.iommufd",
+        Accepts::OffOrTrue,
+        "passthrough always uses iommufd here",
+    ),
+    (
+        "devices[].pci_device_id",
+        Accepts::Off,
+        "PCI slots are assigned by this VMM; leave pci_device_id out",
+    ),
+    (
+        "devices[].x_nv_gpudirect_clique",
+        Accepts::Off,
+        "GPUDirect cliques are not implemented",
+    ),
+    (
+        "devices[].x_exclude_mmap_bars",
+        Accepts::Off,
+        "every mappable BAR is mapped here",
+    ),
+];
+
+/// Every field of `config` (a VmConfig body) whose value asks for
+/// something this VMM does not do.
+pub fn demands(config: &Value) -> Vec<Demand> {
+    let mut found = Vec::new();
+    for (path, accepts, why) in FIELDS {
+        let steps: Vec<&str> = path.split('.').collect();
+        visit(config, &steps, String::new(), &mut |at, value| {
+            if !accepts.allows(value) {
+                found.push(Demand {
+                    path: at,
+                    value: shorten(value),
+                    why,
+                });
+            }
+        });
+    }
+    found
+}
+
+/// Call `found` with the path and value of every field `steps` reaches.
+fn visit(value: &Value, steps: &[&str], at: String, found: &mut dyn FnMut(String, &Value)) {
+    let Some((step, rest)) = steps.split_first() else {
+        found(at, value);
+        return;
+    };
+    let (name, each) = match step.strip_suffix("[]") {
+        Some(name) => (name, true),
+        None => (*step, false),
+    };
+    let Some(child) = value.get(name) else {
+        return;
+    };
+    let here = if at.is_empty() {
+        name.to_string()
+    } else {
+        format!("{at}.{name}")
+    };
+    if !each {
+        visit(child, rest, here, found);
+        return;
+    }
+    for (index, element) in child.as_array().into_iter().flatten().enumerate() {
+        visit(element, rest, format!("{here}[{index}]"), found);
+    }
+}
+
+fn shorten(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() <= 80 {
+        return text;
+    }
+    let mut short: String = text.chars().take(77).collect();
+    short.push_str("...");
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(json: &str) -> Vec<String> {
+        let value: Value = serde_json::from_str(json).unwrap();
+        demands(&value).iter().map(|d| d.path.clone()).collect()
+    }
+
+    #[test]
+    fn off_values_and_upstream_defaults_are_accepted() {
+        let kata_like = r#"{
+            "payload": {"kernel": "/k", "firmware": ""},
+            "cpus": {"boot_vcpus": 1, "max_vcpus": 8, "kvm_hyperv": false,
+                     "topology": {"threads_per_core": 1, "cores_per_die": 8, "dies_per_package": 1, "packages": 1}},
+            "memory": {"size": 1073741824, "shared": true, "hotplug_size": 0, "thp": true},
+            "rng": {"src": "/dev/urandom", "iommu": false},
+            "iommu": false, "watchdog": false, "pvpanic": false, "landlock_enable": false,
+            "disks": [], "net": null, "numa": [], "platform": {"num_pci_segments": 1},
+            "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0/", "pci_device_id": null}]
+        }"#;
+        assert_eq!(refused(kata_like), Vec::<String>::new());
+    }
+
+    #[test]
+    fn values_that_ask_for_more_are_refused_naming_the_path() {
+        let json = r#"{
+            "payload": {"kernel": "/k"},
+            "cpus": {"boot_vcpus": 2, "kvm_hyperv": true, "topology": {"threads_per_core": 2}},
+            "memory": {"size": 1073741824, "thp": false},
+            "vsock": {"cid": 3, "socket": "/tmp/v"},
+            "rng": {"src": "/dev/hwrng"},
+            "devices": [{"path": "/a"}, {"path": "/b", "pci_device_id": 3}]
+        }"#;
+        assert_eq!(
+            refused(json),
+            [
+                "vsock",
+                "rng.src",
+                "cpus.kvm_hyperv",
+                "cpus.topology.threads_per_core",
+                "memory.thp",
+                "devices[1].pci_device_id"
+            ]
+        );
+        let value: Value = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            demands(&value)[0].to_string(),
+            "field vsock={\"cid\":3,\"socket\":\"/tmp/v\"} is not supported: virtio-vsock is not \
+             implemented yet; leave vsock out"
+        );
+    }
+
+    #[test]
+    fn long_values_are_shortened() {
+        let long = Value::String("x".repeat(500));
+        assert_eq!(shorten(&long).chars().count(), 80);
+    }
+}
