@@ -86,8 +86,8 @@ if [ "$NESTED" = 1 ]; then
   esac
   # L0: sid's QEMU chroot, or the CMD-QV QEMU binary (E2E_NESTED_L0, nested/l0.sh).
   L0="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
-  L0_CHROOT=""
-  [ "$NESTED_L0" != sid ] || L0_CHROOT="$L0"
+  # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
+  if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
   # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
   NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
 fi

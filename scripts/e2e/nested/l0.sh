@@ -97,7 +97,7 @@ nested_l0_setup() {
 # afterwards.
 nested_qemu() {
   local l0="$1" tmo="$2" log="$3" kernel="$4" initrd="$5" append="$6" run r rc=0
-  local -a qemu machine_opts=() trace=()
+  local -a qemu machine_opts=() trace_opts=()
   if [ "$NESTED_L0" = sid ]; then
     run="$(mktemp -d "$l0/tmp/e2e-run.XXXXXX")"
     r="/tmp/$(basename "$run")"
@@ -107,13 +107,13 @@ nested_qemu() {
     r="$run"
     qemu=("$l0")
     [ "$NESTED_L0" = cmdqv ] && machine_opts=(",x-tegra241-cmdqv=on")
-    trace=(-trace 'tegra241_hw_*' -trace smmuv3_cmdq_opcode -D "$log.l0-trace")
+    trace_opts=(-trace 'tegra241_hw_*' -trace smmuv3_cmdq_opcode -D "$log.l0-trace")
   fi
   cp "$kernel" "$run/Image"
   cp "$initrd" "$run/initrd"
   nested_disk "$run/disk.img"
   cp "$run/disk.img" "$run/disk2.img"
-  timeout -k 10 "$tmo" "${qemu[@]}" "${trace[@]}" \
+  timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
     -M "virt,virtualization=on,gic-version=3,iommu=smmuv3${machine_opts[*]}" -cpu max -smp 2 -m 3072 \
     -nographic -no-reboot -nic none \
     -kernel "$r/Image" -initrd "$r/initrd" \
@@ -149,25 +149,25 @@ nested_assert() {
 # (7.2's DT probe) and its own commands ran through VINTF0, counted in the
 # model's trace (<console log>.l0-trace).
 nested_cmdqv_assert() {
-  local trace="$LOG.l0-trace" n_vintf0 n_cfgi n_cmdq
+  local l0_trace="$LOG.l0-trace" n_vintf0 n_cfgi n_cmdq
   expect "E2E-L1: cmdqv debugfs=yes" "L1 has no /sys/kernel/debug/iommu/tegra241_cmdqv (CMD-QV not probed)"
   reject "Falling back to standard SMMU CMDQ" "L1's tegra241-cmdqv fell back to the SMMU CMDQ"
   reject "able, STATUS=" "an enable handshake (CMDQV, VINTF or VCMDQ) of L1's driver failed"
   reject "CMDQ error" "a command of L1's failed in a queue"
   reject "CMD_SYNC timeout" "a CMD_SYNC of L1's timed out"
-  if [ ! -s "$trace" ]; then
-    fail "no L0 trace at $trace"
+  if [ ! -s "$l0_trace" ]; then
+    fail "no L0 trace at $l0_trace"
     return
   fi
-  expect_trace() { grep -qE -- "$1" "$trace" || fail "$2 [L0 trace: missing /$1/]"; }
+  expect_trace() { grep -qE -- "$1" "$l0_trace" || fail "$2 [L0 trace: missing /$1/]"; }
   expect_trace "tegra241_hw_config .*en=1" "L1 never enabled the CMD-QV"
   expect_trace "tegra241_hw_vintf_config vintf=0 en=1 vmid=[0-9]+ hyp_own=1" "L1 never enabled VINTF0 host-owned"
   expect_trace "tegra241_hw_vcmdq_base vintf=0 lvcmdq=0 q=0 base=0x[0-9a-f]+ log2size=[0-9]+" "L1 never programmed VINTF0's LVCMDQ0"
-  n_vintf0="$(grep -c 'tegra241_hw_cmd vintf=0 ' "$trace" || true)"
-  n_cfgi="$(grep -c 'tegra241_hw_cmd vintf=0 .*CFGI_STE' "$trace" || true)"
-  n_cmdq="$(grep -c 'smmuv3_cmdq_opcode' "$trace" || true)"
+  n_vintf0="$(grep -c 'tegra241_hw_cmd vintf=0 ' "$l0_trace" || true)"
+  n_cfgi="$(grep -c 'tegra241_hw_cmd vintf=0 .*CFGI_STE' "$l0_trace" || true)"
+  n_cmdq="$(grep -c 'smmuv3_cmdq_opcode' "$l0_trace" || true)"
   echo "E2E-L0: tegra241 VINTF0 commands=$n_vintf0 (CFGI_STE=$n_cfgi), SMMU CMDQ commands=$n_cmdq" >>"$LOG"
-  [ "$n_cfgi" -gt 0 ] || fail "no CFGI_STE of L1's went through VINTF0 [L0 trace $trace]"
-  grep -q 'tegra241_hw_error' "$trace" && fail "the model reported a queue error [$(grep -m1 tegra241_hw_error "$trace")]"
+  [ "$n_cfgi" -gt 0 ] || fail "no CFGI_STE of L1's went through VINTF0 [L0 trace $l0_trace]"
+  grep -q 'tegra241_hw_error' "$l0_trace" && fail "the model reported a queue error [$(grep -m1 tegra241_hw_error "$l0_trace")]"
   return 0
 }
