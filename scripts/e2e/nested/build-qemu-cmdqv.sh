@@ -11,7 +11,7 @@
 # skip-install-dtb: the +ds tarball lacks the edk2 and dtb blobs meson wants),
 # the meson and pycotap wheels the +ds tarball strips (pinned sha256), the
 # bookworm build dependencies, our patch, configure (aarch64-softmmu, TCG, no
-# default features) and ninja.
+# default features) and ninja; then a DT smoke test and the model's qtest.
 #
 # The source tree ($E2E_CACHE/qemu-cmdqv/src-<version>) is a git repository
 # whose commit "base" is the unpacked source + the two Debian patches + the
@@ -174,6 +174,11 @@ step "ninja qemu-system-aarch64" nice ninja -C "$BUILD" -j"${E2E_JOBS:-$(nproc)}
 step "smoke test" "$BUILD/qemu-system-aarch64" -M virt,iommu=smmuv3,x-tegra241-cmdqv=on -display none -nic none -S \
   -machine dumpdtb="$QDIR/smoke.dtb"
 grep -q 'nvidia,tegra264-cmdqv' "$QDIR/smoke.dtb" || fail "the x-tegra241-cmdqv=on DT has no nvidia,tegra264-cmdqv node"
+# The model's own test (the patch's tests/qtest/tegra241-cmdqv-hw-test.c):
+# the guest-owned VINTF paths the lane's L1 does not take by itself.
+step "ninja tests/qtest/tegra241-cmdqv-hw-test" nice ninja -C "$BUILD" -j"${E2E_JOBS:-$(nproc)}" tests/qtest/tegra241-cmdqv-hw-test
+step "qtest tegra241-cmdqv-hw-test" env QTEST_QEMU_BINARY="$BUILD/qemu-system-aarch64" \
+  timeout 120 "$BUILD/tests/qtest/tegra241-cmdqv-hw-test"
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 cp "$BUILD/qemu-system-aarch64" "$out.tmp/"
