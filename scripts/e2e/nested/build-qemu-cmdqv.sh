@@ -27,7 +27,9 @@
 # -nic none, so it is cached alone in
 #   $E2E_CACHE/qemu-cmdqv/qemu-<key>/qemu-system-aarch64
 # key = sha256 of the source version, the patch and this script. It links
-# this machine's glib, libfdt (and their dependencies).
+# this machine's glib, libfdt (and their dependencies). Checkouts with
+# different patches share the source and build trees (one build at a time,
+# under a lock): each switch re-applies its patch and rebuilds incrementally.
 set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -186,8 +188,6 @@ cp "$BUILD/qemu-system-aarch64" "$out.tmp/"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 log "CMD-QV QEMU: built $out in $((SECONDS - t0)) s ($(cat "$out/version"))"
-# Binaries of older patches go (the source and build trees stay).
-for old in "$QDIR"/qemu-*; do
-  [ "$old" = "$out" ] || rm -rf "$old"
-done
+# Binaries of other patches stay (~100 MB each): another checkout (an older
+# or newer commit of the patch) may be running one; delete them by hand.
 echo "$out/qemu-system-aarch64"
