@@ -12,7 +12,8 @@
 #
 # Environment: E2E_KERNELS ("6.12 7.2"), E2E_CACHE (~/.cache/ch-e2e), E2E_OUT
 # (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's),
-# E2E_NESTED_PROBE and E2E_NESTED_L1_IMAGE (nested lane, docs/e2e.md), E2E_VMM_BIN
+# E2E_NESTED_PROBE, E2E_NESTED_L1_IMAGE and E2E_NESTED_L0 (nested lane, docs/e2e.md),
+# E2E_L2_IMAGE (a prebuilt Image for every kernel version), E2E_VMM_BIN
 # (a prebuilt static aarch64 cloud-hypervisor instead of building this tree's).
 # The assertion helpers below are called from the cases' case_assert:
 # shellcheck disable=SC2317
@@ -75,7 +76,9 @@ step_reject_re() { if section "$1" | grep -E -- "$2" >/dev/null; then fail "$3 [
 [ "${E2E_SKIP_SETUP:-0}" = 1 ] || timed "setup" "$E2E_DIR/setup.sh"
 declare -A IMAGES
 for v in $E2E_KERNELS; do
-  IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
+  # E2E_L2_IMAGE: that Image for every kernel version instead of building
+  # (debugging a case whose L2 is never booted, e.g. nested-probe).
+  IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")}"
 done
 if [ "$NESTED" = 1 ]; then
   # shellcheck source=scripts/e2e/nested/l0.sh
@@ -84,7 +87,10 @@ if [ "$NESTED" = 1 ]; then
     *" $NESTED_L1_VERSION "*) ;;
     *) [ "${E2E_SKIP_SETUP:-0}" = 1 ] || E2E_KERNELS="$NESTED_L1_VERSION" timed "setup (nested L1 source)" "$E2E_DIR/setup.sh" ;;
   esac
-  L0_CHROOT="$(timed "nested L0: sid QEMU chroot" "$NESTED_DIR/setup-l0.sh")"
+  # L0: sid's QEMU chroot, or the CMD-QV QEMU binary (E2E_NESTED_L0, nested/l0.sh).
+  L0="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
+  # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
+  if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
   # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
   NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
 fi
@@ -112,7 +118,7 @@ for c in "${CASES[@]}"; do
   for v in ${CASE_KERNELS:-$E2E_KERNELS}; do
     # shellcheck disable=SC2034 # read by the cases (bench.sh names its tables by it)
     E2E_KERNEL="$v"
-    [ -n "${IMAGES[$v]:-}" ] || IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
+    [ -n "${IMAGES[$v]:-}" ] || IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")}"
     image="${IMAGES[$v]}"
     l1="$out/l1-$v.cpio"
     LOG="$out/console-$v.log"
@@ -133,8 +139,8 @@ for c in "${CASES[@]}"; do
       # L0 = sid's QEMU in its chroot; L1 = the nested 7.2 kernel; IMAGE is
       # the L2 guest kernel our VMM boots inside L1.
       "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio" "${L1_EXTRA[@]}"
-      log "case $c, L2 kernel $v: booting nested L1 in sid's QEMU (timeout $tmo s, log $LOG)"
-      nested_qemu "$L0_CHROOT" "$tmo" "$LOG" "$NESTED_L1_IMAGE" "$l1" "$NESTED_L1_APPEND ${E2E_L1_APPEND:-}" || qrc=$?
+      log "case $c, L2 kernel $v: booting nested L1 in L0 $NESTED_L0 (timeout $tmo s, log $LOG)"
+      nested_qemu "$L0" "$tmo" "$LOG" "$NESTED_L1_IMAGE" "$l1" "$NESTED_L1_APPEND ${E2E_L1_APPEND:-}" || qrc=$?
     else
       "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio" "${L1_EXTRA[@]}"
       log "case $c, kernel $v: booting L1 (timeout $tmo s, log $LOG)"
