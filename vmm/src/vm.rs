@@ -152,6 +152,11 @@ impl RunningVm {
         self.state.stopping()
     }
 
+    /// Why the guest or a vCPU asked the VM to stop, once one has.
+    pub fn stop_reason(&self) -> Option<VmExit> {
+        self.state.stopping().then(|| self.state.exit())
+    }
+
     /// True while the vCPUs are parked.
     pub fn paused(&self) -> bool {
         self.paused
