@@ -23,7 +23,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bus::{BusError, MmioBus};
 use crate::config::{BackendKind, Page0Mode, VsmmuKind};
 use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
-use crate::events::{self, Event, cmdqv::EventingCmdqv};
+use crate::events::{self, Event, cmdqv::EventingCmdqv, vsmmu::EventingVsmmu};
 use crate::host_backend::{HostFunction, HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
 
@@ -363,7 +363,8 @@ fn build_vsmmu(
         cmdq_log2size: cmdq_log2size(backing_page_size(vm.config.memory.hugepages)),
         ..SmmuModelConfig::default()
     };
-    let mut smmu = Smmuv3::new(&model_config, backend.vsmmu(), mem.clone(), smmu_irq)
+    let host_smmu = Box::new(EventingVsmmu::new(backend.vsmmu(), index));
+    let mut smmu = Smmuv3::new(&model_config, host_smmu, mem.clone(), smmu_irq)
         .map_err(|e| err(e.to_string()))?;
 
     let cmdqv = if description.cmdqv {

@@ -108,6 +108,7 @@ impl CmdqvBackend for EventingCmdqv {
                 kind: cerror_name(VCMDQ_CONS_ERR.get(u64::from(cons))),
                 queue: Some(queue),
                 vsid: None,
+                address: None,
             });
         }
         Some(map)
@@ -203,7 +204,8 @@ mod tests {
                     device: GuestErrorDevice::Cmdqv(0),
                     kind: "CERROR_ILL".into(),
                     queue: Some(1),
-                    vsid: None
+                    vsid: None,
+                    address: None,
                 },
                 Event::HwQueueFree {
                     cmdqv: 0,

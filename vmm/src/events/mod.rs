@@ -33,6 +33,7 @@
 
 pub mod cmdqv;
 pub mod monitor;
+pub mod vsmmu;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -117,6 +118,16 @@ pub enum Event {
         /// The StreamID the guest sees.
         vsid: u32,
     },
+    /// `vsmmu:ste-installed`: the host now translates `vsid` as the guest's
+    /// STE says (iommufd: a nested HWPT allocated and attached).
+    SteInstalled {
+        /// vSMMU index.
+        vsmmu: u32,
+        /// The StreamID the guest sees.
+        vsid: u32,
+        /// `abort`, `bypass` or `translate` (stage 1 nested on stage 2).
+        config: &'static str,
+    },
     /// `cmdqv:hw-queue-alloc`: `IOMMU_HW_QUEUE_ALLOC` for LVCMDQ `index`.
     HwQueueAlloc {
         /// CMD-QV index (that of its vSMMU).
@@ -185,6 +196,8 @@ pub enum Event {
         queue: Option<u32>,
         /// The StreamID the error is about (SMMU events).
         vsid: Option<u32>,
+        /// The address it is about (a translation fault's input address).
+        address: Option<u64>,
     },
 }
 
@@ -237,6 +250,7 @@ pub const NAMES: &[&str] = &[
     "vsmmu:viommu-ready",
     "vsmmu:viommu-released",
     "vsmmu:vdevice",
+    "vsmmu:ste-installed",
     "vsmmu:guest-error",
     "cmdqv:hw-queue-alloc",
     "cmdqv:hw-queue-free",
@@ -262,9 +276,10 @@ impl Event {
             | Event::VmRebooted { .. }
             | Event::VmShutdown { .. }
             | Event::VmDeleted => "vm",
-            Event::ViommuReady { .. } | Event::ViommuReleased { .. } | Event::Vdevice { .. } => {
-                "vsmmu"
-            }
+            Event::ViommuReady { .. }
+            | Event::ViommuReleased { .. }
+            | Event::Vdevice { .. }
+            | Event::SteInstalled { .. } => "vsmmu",
             Event::HwQueueAlloc { .. }
             | Event::HwQueueFree { .. }
             | Event::Page0Mapped { .. }
@@ -295,6 +310,7 @@ impl Event {
             Event::ViommuReady { .. } => "viommu-ready",
             Event::ViommuReleased { .. } => "viommu-released",
             Event::Vdevice { .. } => "vdevice",
+            Event::SteInstalled { .. } => "ste-installed",
             Event::HwQueueAlloc { .. } => "hw-queue-alloc",
             Event::HwQueueFree { .. } => "hw-queue-free",
             Event::Page0Mapped { .. } => "page0-mapped",
@@ -380,6 +396,15 @@ impl Event {
                 p.text("device", device);
                 p.hex("vsid", u64::from(*vsid));
             }
+            Event::SteInstalled {
+                vsmmu,
+                vsid,
+                config,
+            } => {
+                p.text("id", &format!("vsmmu{vsmmu}"));
+                p.hex("vsid", u64::from(*vsid));
+                p.text("config", config);
+            }
             Event::HwQueueAlloc {
                 cmdqv,
                 index,
@@ -429,6 +454,7 @@ impl Event {
                 kind,
                 queue,
                 vsid,
+                address,
             } => {
                 p.text(
                     "id",
@@ -443,6 +469,9 @@ impl Event {
                 }
                 if let Some(vsid) = vsid {
                     p.hex("vsid", u64::from(*vsid));
+                }
+                if let Some(address) = address {
+                    p.hex("address", *address);
                 }
             }
         }
@@ -620,6 +649,7 @@ mod tests {
             kind: "CERROR_ILL".into(),
             queue: Some(1),
             vsid: None,
+            address: None,
         };
         assert_eq!(
             line(&cmdqv),
@@ -630,6 +660,7 @@ mod tests {
             kind: "C_BAD_STE".into(),
             queue: None,
             vsid: Some(8),
+            address: None,
         };
         assert_eq!(smmu.source(), "vsmmu");
         assert_eq!(smmu.properties().unwrap().get("vsid"), Some("0x8"));
@@ -667,11 +698,17 @@ mod tests {
                 device: "dma0".into(),
                 vsid: 8,
             },
+            Event::SteInstalled {
+                vsmmu: 0,
+                vsid: 8,
+                config: "translate",
+            },
             Event::GuestError {
                 device: GuestErrorDevice::Vsmmu(0),
                 kind: "C_BAD_STE".into(),
                 queue: None,
                 vsid: Some(8),
+                address: Some(0x5c00_1000),
             },
             Event::HwQueueAlloc {
                 cmdqv: 0,
@@ -696,6 +733,7 @@ mod tests {
                 kind: "CERROR_ILL".into(),
                 queue: Some(0),
                 vsid: None,
+                address: None,
             },
             Event::DeviceBound {
                 id: "disk0".into(),
