@@ -102,6 +102,15 @@ step_reject_event() {
   [ -z "$n" ] || fail "$3 [step $1: event '$2' at section line $n]"
 }
 ev_count() { ev_lines "$1" "$2" | awk 'END {print NR}'; }
+# ev_prop STEP SPEC KEY: property KEY of the last event matching SPEC in step
+# STEP (empty when there is none), e.g. ev_prop smmuv3 "vm:counters id=vsmmu0" trapped_syncs.
+ev_prop() {
+  local lines
+  lines=" $(ev_lines "$1" "$2" | xargs) "
+  section "$1" | awk -v want="$lines" -v key="\"$3\":\"" '
+    index(want, " " NR " ") && (i = index($0, key)) { rest = substr($0, i + length(key)); v = substr(rest, 1, index(rest, "\"") - 1) }
+    END { print v }'
+}
 step_reject_re() { if section "$1" | grep -E -- "$2" >/dev/null; then fail "$3 [step $1: found '$(section "$1" | grep -E -- "$2" | head -1)']"; fi; }
 
 # --- build everything ------------------------------------------------------------

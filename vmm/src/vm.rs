@@ -242,6 +242,9 @@ impl RunningVm {
         for line in self.devices.stats() {
             log::info!(target: "stats", "{line}");
         }
+        for event in counters::events(&counters::collect(&self.devices)) {
+            crate::events::emit(event);
+        }
         log::info!(target: "vmm", "VM stopped: {exit:?}; tearing down");
         self.devices.shutdown();
         drop(self.devices);

@@ -167,15 +167,16 @@ case_assert() {
   expect "E2E-L0: disk 2 has E2E-PATTERN step=smmuv3 pci=0000:00:02.0" "L0 did not find the write to the second disk"
   # Backend calls per CMD_SYNC: each trapped sync after invalidations is one
   # IOMMU_HWPT_INVALIDATE (never more), and there were many.
-  local stats
-  stats="$(section smmuv3 | grep -oE 'vsmmu0: trapped_cmds=[0-9]+ trapped_syncs=[0-9]+ invalidate_calls=[0-9]+' | tail -1)"
-  echo "  nested-vmm smmuv3: $stats"
-  if [[ "$stats" =~ trapped_syncs=([0-9]+)\ invalidate_calls=([0-9]+) ]]; then
-    local syncs="${BASH_REMATCH[1]}" calls="${BASH_REMATCH[2]}"
+  # (The vSMMU's vm.counters when the VM stopped: the vm:counters event.)
+  local syncs calls
+  syncs="$(ev_prop smmuv3 "vm:counters id=vsmmu0" trapped_syncs)"
+  calls="$(ev_prop smmuv3 "vm:counters id=vsmmu0" backend_calls.invalidate)"
+  echo "  nested-vmm smmuv3: trapped_syncs=$syncs invalidate_calls=$calls"
+  if [[ "$syncs" =~ ^[0-9]+$ && "$calls" =~ ^[0-9]+$ ]]; then
     ((calls >= 100)) || fail "only $calls IOMMU_HWPT_INVALIDATE calls for two 15 MiB reads with iommu.strict=1"
     ((calls <= syncs)) || fail "$calls IOMMU_HWPT_INVALIDATE calls for $syncs CMD_SYNCs: more than one per sync"
   else
-    fail "no vsmmu0 stats line in step smmuv3"
+    fail "no vm:counters event for vsmmu0 in step smmuv3"
   fi
   # MSI-X through irqfds: far more interrupts than trapped BAR accesses.
   # (4096 requests of 4 KiB in this step.)

@@ -89,6 +89,14 @@ pub enum Event {
     },
     /// `vm:deleted`: `vm.delete` dropped the VM's definition.
     VmDeleted,
+    /// `vm:counters`: one device's `vm.counters` when its VM stopped
+    /// (after the vCPUs, before the teardown), one event per device.
+    VmCounters {
+        /// The device's name in `vm.counters` (`vsmmu0`, `cmdqv0`, `uart`).
+        device: String,
+        /// Its counters, named as in `vm.counters`.
+        counters: BTreeMap<String, u64>,
+    },
     /// `vsmmu:viommu-ready`: a vSMMU's host side exists (with iommufd: the
     /// vIOMMU and every vDEVICE of the functions behind it).
     ViommuReady {
@@ -247,6 +255,7 @@ pub const NAMES: &[&str] = &[
     "vm:rebooted",
     "vm:shutdown",
     "vm:deleted",
+    "vm:counters",
     "vsmmu:viommu-ready",
     "vsmmu:viommu-released",
     "vsmmu:vdevice",
@@ -275,7 +284,8 @@ impl Event {
             | Event::VmRebooting { .. }
             | Event::VmRebooted { .. }
             | Event::VmShutdown { .. }
-            | Event::VmDeleted => "vm",
+            | Event::VmDeleted
+            | Event::VmCounters { .. } => "vm",
             Event::ViommuReady { .. }
             | Event::ViommuReleased { .. }
             | Event::Vdevice { .. }
@@ -307,6 +317,7 @@ impl Event {
             Event::VmRebooted { .. } => "rebooted",
             Event::VmShutdown { .. } => "shutdown",
             Event::VmDeleted => "deleted",
+            Event::VmCounters { .. } => "counters",
             Event::ViommuReady { .. } => "viommu-ready",
             Event::ViommuReleased { .. } => "viommu-released",
             Event::Vdevice { .. } => "vdevice",
@@ -385,6 +396,14 @@ impl Event {
                     p.dec("viommu", *id);
                 }
                 p.dec("vdevices", *vdevices);
+            }
+            Event::VmCounters { device, counters } => {
+                p.text("id", device);
+                for (name, value) in counters {
+                    if name != "id" {
+                        p.0.insert(name.clone(), value.to_string());
+                    }
+                }
             }
             Event::ViommuReleased { vsmmu } => p.text("id", &format!("vsmmu{vsmmu}")),
             Event::Vdevice {
@@ -509,7 +528,7 @@ struct Record {
     timestamp: Duration,
     source: &'static str,
     event: &'static str,
-    properties: Option<BTreeMap<&'static str, String>>,
+    properties: Option<BTreeMap<String, String>>,
 }
 
 /// Longest property value: with a handful of properties an event stays
@@ -518,7 +537,7 @@ const MAX_VALUE_LEN: usize = 256;
 
 /// An event's properties: upstream's map of strings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Properties(BTreeMap<&'static str, String>);
+pub struct Properties(BTreeMap<String, String>);
 
 impl Properties {
     /// A free-text value: braces become parentheses (libvirt's splitter
@@ -533,15 +552,15 @@ impl Properties {
             })
             .take(MAX_VALUE_LEN)
             .collect();
-        self.0.insert(key, clean);
+        self.0.insert(key.to_string(), clean);
     }
 
     fn dec(&mut self, key: &'static str, value: impl ToString) {
-        self.0.insert(key, value.to_string());
+        self.0.insert(key.to_string(), value.to_string());
     }
 
     fn hex(&mut self, key: &'static str, value: u64) {
-        self.0.insert(key, format!("{value:#x}"));
+        self.0.insert(key.to_string(), format!("{value:#x}"));
     }
 
     /// The value of `key`.
@@ -643,6 +662,22 @@ mod tests {
     }
 
     #[test]
+    fn counters_carry_the_names_of_vm_counters() {
+        let event = Event::VmCounters {
+            device: "vsmmu0".into(),
+            counters: [
+                ("trapped_syncs".to_string(), 30764),
+                ("backend_calls.invalidate".to_string(), 30755),
+            ]
+            .into(),
+        };
+        assert_eq!(
+            line(&event),
+            r#"{"timestamp":{"secs":1,"nanos":29228206},"source":"vm","event":"counters","properties":{"backend_calls.invalidate":"30755","id":"vsmmu0","trapped_syncs":"30764"}}"#
+        );
+    }
+
+    #[test]
     fn guest_errors_name_the_device_kind_and_queue_or_vsid() {
         let cmdqv = Event::GuestError {
             device: GuestErrorDevice::Cmdqv(0),
@@ -685,6 +720,10 @@ mod tests {
                 reason: ShutdownReason::PowerOff,
             },
             Event::VmDeleted,
+            Event::VmCounters {
+                device: "cmdqv0".into(),
+                counters: [("hw_queue_allocs".to_string(), 2)].into(),
+            },
             Event::ViommuReady {
                 vsmmu: 0,
                 kind: VsmmuKind::Smmuv3,
