@@ -23,7 +23,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bus::{BusError, MmioBus};
 use crate::config::{BackendKind, Page0Mode, VsmmuKind};
 use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
-use crate::events::{self, Event, cmdqv::EventingCmdqv, vsmmu::EventingVsmmu};
+use crate::events::{self, Event, GuestErrorDevice, cmdqv::EventingCmdqv, vsmmu::EventingVsmmu};
 use crate::host_backend::{HostFunction, HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
 
@@ -366,6 +366,7 @@ fn build_vsmmu(
     let host_smmu = Box::new(EventingVsmmu::new(backend.vsmmu(), index));
     let mut smmu = Smmuv3::new(&model_config, host_smmu, mem.clone(), smmu_irq)
         .map_err(|e| err(e.to_string()))?;
+    smmu.set_guest_error_listener(events::guest_error_listener(GuestErrorDevice::Vsmmu(index)));
 
     let cmdqv = if description.cmdqv {
         let mapped = vm.config.vsmmu.page0_mode() == Page0Mode::Mapped;
@@ -390,6 +391,8 @@ fn build_vsmmu(
         model.set_page0_listener(Box::new(move |event| {
             page0_event(&*mapper, index, window, event)
         }));
+        model
+            .set_guest_error_listener(events::guest_error_listener(GuestErrorDevice::Cmdqv(index)));
         Some(Arc::new(Mutex::new(model)))
     } else {
         None

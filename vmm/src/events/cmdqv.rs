@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use devices::backend::BackendError;
 use devices::cmdqv::regs::{VCMDQ_CONS, VCMDQ_CONS_ERR, VCMDQ_STRIDE};
 use devices::cmdqv::{CmdqvBackend, CmdqvHostInfo, Page0Mode};
+use devices::guest_error::cerror_name;
 
 use super::{Event, GuestErrorDevice};
 
@@ -35,18 +36,6 @@ impl EventingCmdqv {
             queues: BTreeMap::new(),
             emit,
         }
-    }
-}
-
-/// The SMMU's CERROR names (SMMUv3 spec 7.1, CMDQ_CONS.ERR), which a VCMDQ
-/// reports in its CONS.ERR the same way.
-fn cerror_name(code: u64) -> String {
-    match code {
-        0 => "CERROR_NONE".into(),
-        1 => "CERROR_ILL".into(),
-        2 => "CERROR_ABT".into(),
-        3 => "CERROR_ATC_INV_SYNC".into(),
-        other => format!("CERROR_{other:#x}"),
     }
 }
 
@@ -105,7 +94,7 @@ impl CmdqvBackend for EventingCmdqv {
                 .page0_read(u64::from(queue) * VCMDQ_STRIDE + VCMDQ_CONS.offset);
             (self.emit)(Event::GuestError {
                 device: GuestErrorDevice::Cmdqv(self.cmdqv),
-                kind: cerror_name(VCMDQ_CONS_ERR.get(u64::from(cons))),
+                kind: cerror_name(VCMDQ_CONS_ERR.get(u64::from(cons))).into(),
                 queue: Some(queue),
                 vsid: None,
                 address: None,

@@ -209,6 +209,20 @@ pub enum Event {
     },
 }
 
+/// A device model's guest-error listener that emits `guest-error` events
+/// for `device`.
+pub fn guest_error_listener(device: GuestErrorDevice) -> devices::guest_error::GuestErrorListener {
+    Box::new(move |error| {
+        emit(Event::GuestError {
+            device,
+            kind: error.kind.to_string(),
+            queue: error.queue,
+            vsid: error.vsid,
+            address: None,
+        })
+    })
+}
+
 /// Who asked for a reboot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RebootCause {
