@@ -27,8 +27,8 @@ use crate::api::{ApiError, ApiRequest, ApiResponse, Needs, Unimplemented, VmmEnd
 use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
-use crate::serial_backend::SerialBackend;
 use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
+use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
 /// number QEMU exposes too; a host with fewer lowers it at run time.
