@@ -12,7 +12,7 @@
 #
 # Environment: E2E_KERNELS ("6.12 7.2"), E2E_CACHE (~/.cache/ch-e2e), E2E_OUT
 # (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's),
-# E2E_NESTED_PROBE and E2E_NESTED_L1_IMAGE (nested lane, docs/e2e.md), E2E_VMM_BIN
+# E2E_NESTED_PROBE, E2E_NESTED_L1_IMAGE and E2E_NESTED_L0 (nested lane, docs/e2e.md), E2E_VMM_BIN
 # (a prebuilt static aarch64 cloud-hypervisor instead of building this tree's).
 # The assertion helpers below are called from the cases' case_assert:
 # shellcheck disable=SC2317
@@ -56,12 +56,17 @@ expect_re() { grep -qE -- "$1" "$LOG" || fail "$2 [missing pattern: /$1/]"; }
 reject() { if has "$1"; then fail "$2 [found: '$(grep -m1 -F -- "$1" "$LOG")']"; fi; }
 # The console lines of one VMM run: between "vmm start step=STEP" and its exit line.
 section() { sed 's/\x1b\[[0-9;]*m//g' "$LOG" | awk -v s="$1" '$0 ~ "E2E-L1: vmm start step="s" " {f=1} f {print} $0 ~ "E2E-L1: vmm exit=[0-9]+ step="s" " {f=0}'; }
-# Every fixed string of "$@" appears in section $STEP, each after the previous one.
+# Every item of "$@" appears in section $STEP, each after the previous one: a
+# fixed string, or with a leading @ an event spec (see ev_needles).
 in_order() {
   local step="$1" why="$2" last=0 n pat
   shift 2
   for pat in "$@"; do
-    n="$(section "$step" | grep -nF -- "$pat" | awk -F: -v after="$last" '$1 > after {print $1; exit}' || true)"
+    if [ "${pat:0:1}" = @ ]; then
+      n="$(ev_lines "$step" "${pat:1}" | awk -v after="$last" '$1 > after {print $1; exit}' || true)"
+    else
+      n="$(section "$step" | grep -nF -- "$pat" | awk -F: -v after="$last" '$1 > after {print $1; exit}' || true)"
+    fi
     if [ -z "$n" ]; then fail "$why [step $step: '$pat' missing after line $last]"; return; fi
     last="$n"
   done
@@ -69,6 +74,43 @@ in_order() {
 # Section $STEP has a line matching ERE "$2".
 # (grep reads all its input: with pipefail, grep -q would make the writer die of SIGPIPE.)
 step_expect_re() { section "$1" | grep -E -- "$2" >/dev/null || fail "$3 [step $1: missing /$2/]"; }
+# --- events: the VMM's --event-monitor stream, one "E2E-EVENT step=STEP {json}"
+# line per event (initramfs/l1-lib.sh; names and properties: docs/events.md) ---
+# ev_needles "SOURCE:EVENT [KEY=VALUE]...": the fixed strings an event's JSON
+# line holds (every property value is a string), tab-separated.
+ev_needles() {
+  local spec="$1" head kv out
+  head="${spec%% *}"
+  out="\"source\":\"${head%%:*}\",\"event\":\"${head#*:}\""
+  if [ "$head" != "$spec" ]; then
+    for kv in ${spec#* }; do out+=$'\t'"\"${kv%%=*}\":\"${kv#*=}\""; done
+  fi
+  printf '%s' "$out"
+}
+# ev_lines STEP SPEC: line numbers, within section STEP, of the events matching SPEC.
+ev_lines() {
+  section "$1" | awk -v n="$(ev_needles "$2")" -v p="E2E-EVENT step=$1 " '
+    BEGIN { k = split(n, w, "\t") }
+    index($0, p) { for (i = 1; i <= k; i++) if (!index($0, w[i])) next; print NR }'
+}
+# An event matching SPEC happened in step STEP (step_expect_event), or never
+# did (step_reject_event); ev_count prints how many did.
+step_expect_event() { [ -n "$(ev_lines "$1" "$2")" ] || fail "$3 [step $1: no event '$2']"; }
+step_reject_event() {
+  local n
+  n="$(ev_lines "$1" "$2" | awk 'NR == 1')"
+  [ -z "$n" ] || fail "$3 [step $1: event '$2' at section line $n]"
+}
+ev_count() { ev_lines "$1" "$2" | awk 'END {print NR}'; }
+# ev_prop STEP SPEC KEY: property KEY of the last event matching SPEC in step
+# STEP (empty when there is none), e.g. ev_prop smmuv3 "vm:counters id=vsmmu0" trapped_syncs.
+ev_prop() {
+  local lines
+  lines=" $(ev_lines "$1" "$2" | xargs) "
+  section "$1" | awk -v want="$lines" -v key="\"$3\":\"" '
+    index(want, " " NR " ") && (i = index($0, key)) { rest = substr($0, i + length(key)); v = substr(rest, 1, index(rest, "\"") - 1) }
+    END { print v }'
+}
 step_reject_re() { if section "$1" | grep -E -- "$2" >/dev/null; then fail "$3 [step $1: found '$(section "$1" | grep -E -- "$2" | head -1)']"; fi; }
 
 # --- build everything ------------------------------------------------------------
@@ -84,7 +126,10 @@ if [ "$NESTED" = 1 ]; then
     *" $NESTED_L1_VERSION "*) ;;
     *) [ "${E2E_SKIP_SETUP:-0}" = 1 ] || E2E_KERNELS="$NESTED_L1_VERSION" timed "setup (nested L1 source)" "$E2E_DIR/setup.sh" ;;
   esac
-  L0_CHROOT="$(timed "nested L0: sid QEMU chroot" "$NESTED_DIR/setup-l0.sh")"
+  # L0: sid's QEMU chroot, or the CMD-QV QEMU binary (E2E_NESTED_L0, nested/l0.sh).
+  L0="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
+  # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
+  if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
   # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
   NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
 fi
@@ -133,8 +178,8 @@ for c in "${CASES[@]}"; do
       # L0 = sid's QEMU in its chroot; L1 = the nested 7.2 kernel; IMAGE is
       # the L2 guest kernel our VMM boots inside L1.
       "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio" "${L1_EXTRA[@]}"
-      log "case $c, L2 kernel $v: booting nested L1 in sid's QEMU (timeout $tmo s, log $LOG)"
-      nested_qemu "$L0_CHROOT" "$tmo" "$LOG" "$NESTED_L1_IMAGE" "$l1" "$NESTED_L1_APPEND ${E2E_L1_APPEND:-}" || qrc=$?
+      log "case $c, L2 kernel $v: booting nested L1 in L0 $NESTED_L0 (timeout $tmo s, log $LOG)"
+      nested_qemu "$L0" "$tmo" "$LOG" "$NESTED_L1_IMAGE" "$l1" "$NESTED_L1_APPEND ${E2E_L1_APPEND:-}" || qrc=$?
     else
       "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio" "${L1_EXTRA[@]}"
       log "case $c, kernel $v: booting L1 (timeout $tmo s, log $LOG)"

@@ -26,6 +26,7 @@ use crate::api::{ApiError, ApiRequest, ApiResponse, VmmEnd};
 use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
+use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
 /// number QEMU exposes too; a host with fewer lowers it at run time.
@@ -68,6 +69,9 @@ mod no_kvm {
             Err(ApiError::BootUnsupported)
         }
         pub fn stop_requested(&self) -> bool {
+            match *self {}
+        }
+        pub fn stop_reason(&self) -> Option<VmExit> {
             match *self {}
         }
         pub fn paused(&self) -> bool {
@@ -283,6 +287,7 @@ impl Vmm {
         // Drain a stop notice of the VM before, if any.
         let _ = self.stopped.read();
         log::info!(target: "vmm", "booting the VM (boot {boot})");
+        events::emit(Named::VmBooting { boot });
         // A host that cannot back the vSMMU is told before anything is built.
         crate::host_backend::preflight(&description.config)
             .map_err(|e| ApiError::Host(e.to_string()))?;
@@ -292,6 +297,7 @@ impl Vmm {
         #[cfg(not(target_arch = "aarch64"))]
         let vm = RunningVm::start(description, stopped);
         let vm = vm?;
+        events::emit(Named::VmBooted { boot });
         // The host's vEVENTQs (or the emulated backend's eventfd) wake the
         // loop; nothing polls them.
         for fd in vm.host_event_fds() {
@@ -327,7 +333,7 @@ impl Vmm {
                         let _ = self.terminate.read();
                         let signal = TERMINATE_SIGNAL.load(Ordering::SeqCst);
                         let why = format!("terminated by signal {signal}");
-                        self.stop_vm(VmExit::Failed(why.clone()));
+                        self.stop_vm(VmExit::Failed(why.clone()), ShutdownReason::Signal(signal));
                         return Err(VmmError::Vm(why));
                     }
                     Event::VmStopped => {
@@ -366,21 +372,43 @@ impl Vmm {
         if !vm.stop_requested() {
             return None;
         }
+        let reset = vm.stop_reason() == Some(VmExit::Reset);
         let (description, vm, boots) = self.take_running()?;
+        if reset {
+            events::emit(Named::VmRebooting {
+                cause: RebootCause::Guest,
+            });
+        }
         match self.stop_running(vm, VmExit::Failed("stopped".into())) {
             VmExit::PowerOff => {
                 log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
+                events::emit(Named::VmShutdown {
+                    reason: ShutdownReason::PowerOff,
+                });
                 Some(Ok(()))
             }
             VmExit::Reset => {
                 log::info!(target: "vmm", "guest reset: rebuilding the VM (boot {})", boots + 1);
                 match self.launch(description, boots + 1, true) {
-                    Ok(()) => None,
+                    Ok(()) => {
+                        events::emit(Named::VmRebooted { boot: boots + 1 });
+                        None
+                    }
                     Err(err) => Some(Err(VmmError::Vm(err.to_string()))),
                 }
             }
-            VmExit::Shutdown => Some(Ok(())),
-            VmExit::Failed(why) => Some(Err(VmmError::Vm(why))),
+            VmExit::Shutdown => {
+                events::emit(Named::VmShutdown {
+                    reason: ShutdownReason::Api,
+                });
+                Some(Ok(()))
+            }
+            VmExit::Failed(why) => {
+                events::emit(Named::VmShutdown {
+                    reason: ShutdownReason::Failed(why.clone()),
+                });
+                Some(Err(VmmError::Vm(why)))
+            }
         }
     }
 
@@ -403,10 +431,15 @@ impl Vmm {
         }
     }
 
-    /// Tear the running VM down for `why`; it stays defined, shut down.
-    fn stop_vm(&mut self, why: VmExit) {
+    /// Tear the running VM down for `why` (the event names `reason`,
+    /// unless the guest powered off first); it stays defined, shut down.
+    fn stop_vm(&mut self, why: VmExit, reason: ShutdownReason) {
         if let Some((description, vm, _)) = self.take_running() {
-            self.stop_running(vm, why);
+            let reason = match self.stop_running(vm, why) {
+                VmExit::PowerOff => ShutdownReason::PowerOff,
+                _ => reason,
+            };
+            events::emit(Named::VmShutdown { reason });
             self.vm = Vm::Defined {
                 description,
                 shut_down: true,
@@ -443,18 +476,19 @@ impl Vmm {
                 features: Vec::new(),
             }),
             ApiRequest::VmmShutdown => {
-                self.stop_vm(VmExit::Shutdown);
+                self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
                 log::info!(target: "vmm", "VMM shut down through the API");
                 return (Ok(None), Next::Exit);
             }
             ApiRequest::VmCreate(config) => self.create(*config).map(|()| None),
             ApiRequest::VmBoot => self.boot().map(|()| None),
             ApiRequest::VmDelete => {
-                self.stop_vm(VmExit::Shutdown);
+                self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
                 match self.vm {
                     Vm::None => Err(ApiError::VmNotCreated),
                     _ => {
                         self.vm = Vm::None;
+                        events::emit(Named::VmDeleted);
                         Ok(None)
                     }
                 }
@@ -470,15 +504,20 @@ impl Vmm {
                     state: "paused",
                     fix: "PUT vm.resume to run it",
                 }),
-                Vm::Running { vm, .. } => vm
-                    .pause()
-                    .map(|()| None)
-                    .map_err(|e| ApiError::PauseFailed(e.to_string())),
+                Vm::Running { vm, .. } => {
+                    events::emit(Named::VmPausing);
+                    vm.pause()
+                        .map(|()| events::emit(Named::VmPaused))
+                        .map(|()| None)
+                        .map_err(|e| ApiError::PauseFailed(e.to_string()))
+                }
                 other => Err(not_running(other, "pause")),
             },
             ApiRequest::VmResume => match &mut self.vm {
                 Vm::Running { vm, .. } if vm.paused() => {
+                    events::emit(Named::VmResuming);
                     vm.resume();
+                    events::emit(Named::VmResumed);
                     Ok(None)
                 }
                 Vm::Running { .. } => Err(ApiError::WrongState {
@@ -491,7 +530,7 @@ impl Vmm {
             ApiRequest::VmReboot => self.reboot(),
             ApiRequest::VmShutdown => match &self.vm {
                 Vm::Running { .. } => {
-                    self.stop_vm(VmExit::Shutdown);
+                    self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
                     Ok(None)
                 }
                 other => Err(not_running(other, "shut down")),
@@ -550,9 +589,14 @@ impl Vmm {
         let Some((description, vm, boots)) = self.take_running() else {
             return Err(not_running(&self.vm, "reboot"));
         };
+        events::emit(Named::VmRebooting {
+            cause: RebootCause::Api,
+        });
         self.stop_running(vm, VmExit::Reset);
         log::info!(target: "vmm", "vm.reboot: rebuilding the VM (boot {})", boots + 1);
-        self.launch(description, boots + 1, true).map(|()| None)
+        self.launch(description, boots + 1, true)?;
+        events::emit(Named::VmRebooted { boot: boots + 1 });
+        Ok(None)
     }
 
     fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {

@@ -150,6 +150,23 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
     all
 }
 
+/// Every device's counters as `vm:counters` events (one per device).
+pub fn events(counters: &VmCounters) -> Vec<crate::events::Event> {
+    counters
+        .iter()
+        .map(|(device, values)| crate::events::Event::VmCounters {
+            device: device.clone(),
+            counters: serde_json::to_value(values)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value.as_u64()?)))
+                .collect(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +195,13 @@ mod tests {
         }
         assert_eq!(json["vsmmu0"]["backend_calls.invalidate"], 7);
         assert_eq!(json["uart"]["mmio_exits"], 1);
+        let events = events(&counters);
+        assert_eq!(events.len(), 2);
+        let crate::events::Event::VmCounters { device, counters } = &events[1] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(device, "vsmmu0");
+        assert_eq!(counters["backend_calls.invalidate"], 7);
+        assert_eq!(counters["mmio_exits"], 3);
     }
 }

@@ -23,6 +23,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::bus::{BusError, MmioBus};
 use crate::config::{BackendKind, Page0Mode, VsmmuKind};
 use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
+use crate::events::{self, Event, GuestErrorDevice, cmdqv::EventingCmdqv, vsmmu::EventingVsmmu};
 use crate::host_backend::{HostFunction, HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
 
@@ -83,6 +84,9 @@ pub struct DeviceManager {
     /// IOAS, the bound functions (dropped after the vSMMUs: their vIOMMUs
     /// hang off it).
     pub host: Option<HostIommu>,
+    /// (id, host path) of each segment's passthrough functions, beside
+    /// `segments`, for their `device-released` events.
+    passthrough: Vec<Vec<(String, String)>>,
 }
 
 impl DeviceManager {
@@ -150,8 +154,10 @@ impl DeviceManager {
             )?);
         }
         let mut segments = Vec::with_capacity(vm.layout.pci_segments.len());
+        let mut passthrough = Vec::with_capacity(vm.layout.pci_segments.len());
         for segment in &vm.layout.pci_segments {
             let mut ecam = PciSegment::new(*segment);
+            let mut bound = Vec::new();
             for device in vm.devices.iter().filter(|d| d.segment == segment.id) {
                 let function: Box<dyn PciDevice> = match (device.kind, &host) {
                     (DeviceKind::Passthrough, Some(host)) => {
@@ -183,6 +189,14 @@ impl DeviceManager {
                             device.id, path.display(), segment.id, device.bdf, device.stream_id(),
                             if device.vsmmu.is_some() { "behind the vSMMU" } else { "iommu=off" }
                         );
+                        let path = path.display().to_string();
+                        events::emit(Event::DeviceBound {
+                            id: device.id.clone(),
+                            path: path.clone(),
+                            guest_bdf: format!("{:04x}:{}", segment.id, device.bdf),
+                            vsmmu: device.vsmmu,
+                        });
+                        bound.push((device.id.clone(), path));
                         Box::new(f)
                     }
                     _ => {
@@ -205,6 +219,7 @@ impl DeviceManager {
             bus.register("pci-bars", segment.mmio32, ecam.clone())?;
             bus.register("pci-bars", segment.mmio64, ecam.clone())?;
             segments.push(ecam);
+            passthrough.push(bound);
         }
         for devices in &vsmmus {
             let smmu_dev: Arc<Mutex<Smmuv3>> = devices.smmu.clone();
@@ -219,6 +234,7 @@ impl DeviceManager {
             vsmmus,
             segments,
             host,
+            passthrough,
         })
     }
 
@@ -272,8 +288,12 @@ impl DeviceManager {
                 lock_unpoisoned(cmdqv).shutdown();
             }
         }
-        for segment in self.segments.drain(..) {
+        let bound = std::mem::take(&mut self.passthrough);
+        for (segment, functions) in self.segments.drain(..).zip(bound) {
             lock_unpoisoned(&segment).release();
+            for (id, path) in functions {
+                events::emit(Event::DeviceReleased { id, path });
+            }
         }
         // The models stay reachable from the MMIO bus after this, so
         // dropping our handles would not release the host objects: the
@@ -282,6 +302,7 @@ impl DeviceManager {
             let index = v.description.index;
             v.backend.release();
             log::info!(target: "vmm", "vSMMU {index}: vIOMMU released");
+            events::emit(Event::ViommuReleased { vsmmu: index });
         }
         if self.host.take().is_some() {
             log::info!(target: "vmm", "iommufd: passthrough functions unbound, IOAS destroyed");
@@ -345,8 +366,10 @@ fn build_vsmmu(
             .map_err(|e| err(e.to_string()))?,
         ..SmmuModelConfig::default()
     };
-    let mut smmu = Smmuv3::new(&model_config, backend.vsmmu(), mem.clone(), smmu_irq)
+    let host_smmu = Box::new(EventingVsmmu::new(backend.vsmmu(), index));
+    let mut smmu = Smmuv3::new(&model_config, host_smmu, mem.clone(), smmu_irq)
         .map_err(|e| err(e.to_string()))?;
+    smmu.set_guest_error_listener(events::guest_error_listener(GuestErrorDevice::Vsmmu(index)));
 
     let cmdqv = if description.cmdqv {
         let mapped = vm.config.vsmmu.page0_mode() == Page0Mode::Mapped;
@@ -357,7 +380,10 @@ fn build_vsmmu(
             vec![(IrqLine::Cmdqv, l.cmdqv_gsiv)],
             l.its_device_id,
         ));
-        let host = backend.cmdqv(mem, irq.clone(), mapped).map_err(err)?;
+        let host = Box::new(EventingCmdqv::new(
+            backend.cmdqv(mem, irq.clone(), mapped).map_err(err)?,
+            index,
+        ));
         let config = CmdqvConfig {
             cmdqs: smmu.id_registers().cmdq_log2size() as u8,
             ..CmdqvConfig::default()
@@ -369,7 +395,11 @@ fn build_vsmmu(
             .map_err(|e| err(e.to_string()))?;
         let window = l.cmdqv;
         let mapper = page0.clone();
-        model.set_page0_listener(Box::new(move |event| page0_event(&*mapper, window, event)));
+        model.set_page0_listener(Box::new(move |event| {
+            page0_event(&*mapper, index, window, event)
+        }));
+        model
+            .set_guest_error_listener(events::guest_error_listener(GuestErrorDevice::Cmdqv(index)));
         Some(Arc::new(Mutex::new(model)))
     } else {
         None
@@ -381,7 +411,22 @@ fn build_vsmmu(
             .add_endpoint(vsid)
             .map_err(|e| err(format!("vDEVICE for {}: {e}", device.id)))?;
         smmu.register_stream(vsid);
+        events::emit(Event::Vdevice {
+            vsmmu: index,
+            device: device.id.clone(),
+            vsid,
+        });
     }
+    events::emit(Event::ViommuReady {
+        vsmmu: index,
+        kind: vm.config.vsmmu.kind,
+        backend: vm.config.vsmmu.backend,
+        viommu_id: match &backend {
+            VsmmuHost::Iommufd(v) => Some(v.lock().viommu_id()),
+            VsmmuHost::Emulated(_) => None,
+        },
+        vdevices: behind.len(),
+    });
     Ok(VsmmuDevices {
         description: description.clone(),
         smmu: Arc::new(Mutex::new(smmu)),
@@ -422,18 +467,25 @@ impl MsiRouter for VsmmuMsiRouter {
     }
 }
 
-/// Apply one page0 event of the CMD-QV whose window is `window`.
-fn page0_event(mapper: &dyn GuestMapper, window: Range, event: Page0Event) {
+/// Apply one page0 event of CMD-QV `cmdqv`, whose window is `window`.
+fn page0_event(mapper: &dyn GuestMapper, cmdqv: u32, window: Range, event: Page0Event) {
     let (what, result) = match event {
-        Page0Event::Map { offset, region } => (
-            "installed",
-            mapper.map(
-                window.base + offset,
-                region.host_addr as u64,
-                region.len as u64,
-            ),
-        ),
-        Page0Event::Unmap { offset } => ("removed", mapper.unmap(window.base + offset)),
+        Page0Event::Map { offset, region } => {
+            let (gpa, length) = (window.base + offset, region.len as u64);
+            let result = mapper.map(gpa, region.host_addr as u64, length);
+            if result.is_ok() {
+                events::emit(Event::Page0Mapped { cmdqv, gpa, length });
+            }
+            ("installed", result)
+        }
+        Page0Event::Unmap { offset } => {
+            let gpa = window.base + offset;
+            let result = mapper.unmap(gpa);
+            if result.is_ok() {
+                events::emit(Event::Page0Unmapped { cmdqv, gpa });
+            }
+            ("removed", result)
+        }
     };
     if result.is_ok() {
         log::info!(target: "vmm", "CMD-QV page0 slot {what} at {:#x}", window.base + CMDQV_VINTF0_PAGE0_OFFSET);

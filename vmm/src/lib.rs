@@ -12,6 +12,7 @@ pub mod counters;
 pub mod description;
 pub mod device_manager;
 pub mod event_loop;
+pub mod events;
 pub mod host_backend;
 pub mod irqchip;
 pub mod memory;

@@ -14,6 +14,7 @@ use vmm::config::{
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
+use vmm::events::{self, EVENT_MONITOR_SYNTAX, Event, EventMonitorConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,6 +46,8 @@ struct Cli {
     serial: Option<SerialConfig>,
     #[arg(long = "api-socket", value_name = "OPTIONS", help = API_SOCKET_SYNTAX, value_parser = ApiSocket::parse)]
     api_socket: Option<ApiSocket>,
+    #[arg(long = "event-monitor", value_name = "OPTIONS", help = EVENT_MONITOR_SYNTAX, value_parser = EventMonitorConfig::parse)]
+    event_monitor: Option<EventMonitorConfig>,
     /// Write every ACPI table of the VM to DIR/<SIGNATURE>.dat and exit
     /// without starting the VM (no KVM, no host devices needed).
     #[arg(long, value_name = "DIR")]
@@ -86,6 +89,7 @@ impl Cli {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let event_monitor = cli.event_monitor.clone();
     let (config, dump_acpi, api_socket) = cli.into_config()?;
     if let Some(dir) = dump_acpi {
         config.validate(false).map_err(|e| e.to_string())?;
@@ -108,6 +112,24 @@ fn run(cli: Cli) -> Result<(), String> {
                 .into(),
         );
     }
+    if let Some(monitor) = &event_monitor {
+        events::start(monitor).map_err(|e| e.to_string())?;
+    }
+    events::emit(Event::VmmStarting);
+    let result = run_vmm(config, define_now, api_socket);
+    events::emit(Event::VmmShutdown);
+    if events::dropped() > 0 {
+        log::warn!(target: "events", "--event-monitor: {} event(s) dropped", events::dropped());
+    }
+    result
+}
+
+/// Run the VMM thread (and the API server) until the VMM is done.
+fn run_vmm(
+    config: VmConfig,
+    define_now: bool,
+    api_socket: Option<ApiSocket>,
+) -> Result<(), String> {
     let (api_end, vmm_end) = match &api_socket {
         Some(_) => vmm::api::channel()
             .map(|(a, v)| (Some(a), Some(v)))

@@ -152,6 +152,11 @@ impl RunningVm {
         self.state.stopping()
     }
 
+    /// Why the guest or a vCPU asked the VM to stop, once one has.
+    pub fn stop_reason(&self) -> Option<VmExit> {
+        self.state.stopping().then(|| self.state.exit())
+    }
+
     /// True while the vCPUs are parked.
     pub fn paused(&self) -> bool {
         self.paused
@@ -236,6 +241,9 @@ impl RunningVm {
         log_exit_counts(&self.bus);
         for line in self.devices.stats() {
             log::info!(target: "stats", "{line}");
+        }
+        for event in counters::events(&counters::collect(&self.devices)) {
+            crate::events::emit(event);
         }
         log::info!(target: "vmm", "VM stopped: {exit:?}; tearing down");
         self.devices.shutdown();

@@ -132,6 +132,7 @@ pub struct Cmdqv {
     queues: Vec<Vcmdq>,
     page0_live: bool,
     listener: Option<Page0Listener>,
+    guest_errors: Option<crate::guest_error::GuestErrorListener>,
     unknown_accesses: u32,
     error_events: u64,
 }
@@ -168,6 +169,7 @@ impl Cmdqv {
             queues: vec![Vcmdq::default(); num_lvcmdqs],
             page0_live: false,
             listener: None,
+            guest_errors: None,
             unknown_accesses: 0,
             error_events: 0,
         })
@@ -197,6 +199,12 @@ impl Cmdqv {
     /// Where the VMM learns when to install/remove the page0 memory slot.
     pub fn set_page0_listener(&mut self, listener: Page0Listener) {
         self.listener = Some(listener);
+    }
+
+    /// Report the errors this model raises itself (CMDQ_INIT_ERR) to
+    /// `listener`; the host's queue errors come from the backend.
+    pub fn set_guest_error_listener(&mut self, listener: crate::guest_error::GuestErrorListener) {
+        self.guest_errors = Some(listener);
     }
 
     /// VM reset: page0 leaves the guest, HW queues are freed (descending),
@@ -473,6 +481,13 @@ impl Cmdqv {
 
     fn refuse(&mut self, q: usize, base: u64, reason: &str, remember: bool) {
         log::warn!(target: "cmdqv", "vcmdq {q} BASE={base:#x} refused: {reason}; GERROR.CMDQ_INIT_ERR");
+        if let Some(listener) = &mut self.guest_errors {
+            listener(crate::guest_error::GuestError {
+                kind: "CMDQ_INIT_ERR",
+                queue: u32::try_from(q).ok(),
+                vsid: None,
+            });
+        }
         let (gerror, gerrorn) = if self.page0_live {
             let slot = q as u64 * VCMDQ_STRIDE;
             (

@@ -816,3 +816,23 @@ fn sixty_four_bit_base_can_be_written_as_two_halves() {
     rig.w32(Rig::p1(0) + 4, (base >> 32) as u32);
     assert_eq!(rig.r64(Rig::p1(0)), base);
 }
+
+#[test]
+fn a_refused_base_is_reported_to_the_guest_error_listener_as_cmdq_init_err() {
+    let mut rig = Rig::new();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    rig.cmdqv
+        .set_guest_error_listener(Box::new(move |e| sink.lock().unwrap().push(e)));
+    rig.probe_until_mapped();
+    rig.w64(Rig::p1(1), Q1 | LOG2SIZE);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [crate::guest_error::GuestError {
+            kind: "CMDQ_INIT_ERR",
+            queue: Some(1),
+            vsid: None
+        }]
+    );
+}

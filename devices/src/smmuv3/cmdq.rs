@@ -284,6 +284,7 @@ impl Smmuv3 {
         self.state.cmdq_err = u64::from(err);
         log::warn!(target: "smmuv3", "command queue error {err} at CONS {cons:#x}");
         self.raise_gerror(gerror::CMDQ_ERR);
+        self.guest_error(crate::guest_error::cerror_name(u64::from(err)), None);
     }
 
     /// CFGI_STE / CFGI_STE_RANGE: re-read the STE of every registered

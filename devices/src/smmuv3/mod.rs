@@ -128,6 +128,7 @@ pub struct Smmuv3 {
     /// Refused STEs after which the device could not be put on abort
     /// either, so it may still use its previous translation.
     abort_fallback_failures: u64,
+    guest_errors: Option<crate::guest_error::GuestErrorListener>,
 }
 
 /// What the trapped command queue has done (VM statistics).
@@ -183,6 +184,7 @@ impl Smmuv3 {
             batch: cmdq::Batch::default(),
             events_delivered: 0,
             abort_fallback_failures: 0,
+            guest_errors: None,
         })
     }
 
@@ -494,6 +496,7 @@ impl Smmuv3 {
                 log::warn!(target: "smmuv3", "vSID {vsid:#x}: host refused {} STE: {err}; aborting its DMA",
                     ste.config.name());
                 self.report_events(&[evtq::EventRecord::bad_ste(vsid)]);
+                self.guest_error("C_BAD_STE", Some(vsid));
                 self.abort_after_refusal(vsid, &ste, &err);
             }
         }
@@ -549,17 +552,17 @@ impl Smmuv3 {
             base: self.state.strtab_base,
             cfg: self.state.strtab_base_cfg,
         };
-        let event = match table.read_ste(vsid, &self.idr, &self.mem) {
+        let (event, kind) = match table.read_ste(vsid, &self.idr, &self.mem) {
             Ok(words) => match NestedSte::from_guest(words, &self.idr) {
                 Ok(ste) => return ste,
                 Err(bad) => {
                     log::warn!(target: "smmuv3", "vSID {vsid:#x}: {bad}");
-                    evtq::EventRecord::bad_ste(vsid)
+                    (evtq::EventRecord::bad_ste(vsid), "C_BAD_STE")
                 }
             },
             Err(ste::LookupError::Fetch { addr }) => {
                 log::warn!(target: "smmuv3", "vSID {vsid:#x}: STE fetch at {addr:#x} aborted");
-                evtq::EventRecord::ste_fetch(vsid, addr)
+                (evtq::EventRecord::ste_fetch(vsid, addr), "F_STE_FETCH")
             }
             Err(err) => {
                 log::debug!(target: "smmuv3", "vSID {vsid:#x}: {err}, aborting its DMA");
@@ -567,7 +570,23 @@ impl Smmuv3 {
             }
         };
         self.report_events(&[event]);
+        self.guest_error(kind, Some(vsid));
         NestedSte::abort()
+    }
+
+    /// Report the errors this model shows its guest to `listener`.
+    pub fn set_guest_error_listener(&mut self, listener: crate::guest_error::GuestErrorListener) {
+        self.guest_errors = Some(listener);
+    }
+
+    fn guest_error(&mut self, kind: &'static str, vsid: Option<u32>) {
+        if let Some(listener) = &mut self.guest_errors {
+            listener(crate::guest_error::GuestError {
+                kind,
+                queue: None,
+                vsid,
+            });
+        }
     }
 }
 

@@ -26,8 +26,9 @@ sock=/tmp/ch.sock
 note() { echo "$*" >> $log; }
 remote() { /bin/ch-remote --api-socket $sock "$@" 2>&1; }
 echo "E2E-L1: vmm start step=api args=--api-socket path=$sock ..."
+events_start api $log
 t0=$(cut -d' ' -f1 /proc/uptime)
-/bin/cloud-hypervisor -v --api-socket path=$sock --kernel /l2/Image --initramfs /l2/initrd \
+/bin/cloud-hypervisor -v --api-socket path=$sock --event-monitor "$EVENTS_ARG" --kernel /l2/Image --initramfs /l2/initrd \
   --cmdline "console=ttyAMA0 panic=-1 iommu.strict=1 e2e.api=1" --cpus boot=2 --memory size=512M \
   --serial tty --vsmmu cmdqv,backend=emulated,page0=mapped --test-device id=dma0 \
   </dev/null >> $log 2>&1 &
@@ -72,6 +73,7 @@ while [ $n -lt 30 ] && kill -0 $vmm_pid 2>/dev/null; do sleep 1; n=$((n + 1)); d
 kill -TERM $vmm_pid 2>/dev/null
 wait $vmm_pid
 rc=$?
+events_stop
 cat $log
 t1=$(cut -d' ' -f1 /proc/uptime)
 echo "E2E-L1: vmm exit=$rc step=api seconds=$(awk "BEGIN{print $t1-$t0}")"
@@ -89,8 +91,9 @@ cat > /tmp/vm.json <<'JSON'
  "test_devices": [{"id": "dma0"}]}
 JSON
 echo "E2E-L1: vmm start step=api-create args=--api-socket path=$sock"
+events_start api-create $log
 t0=$(cut -d' ' -f1 /proc/uptime)
-/bin/cloud-hypervisor -v --api-socket path=$sock </dev/null >> $log 2>&1 &
+/bin/cloud-hypervisor -v --api-socket path=$sock --event-monitor "$EVENTS_ARG" </dev/null >> $log 2>&1 &
 vmm_pid=$!
 n=0
 while [ $n -lt 10 ] && [ ! -S $sock ]; do sleep 1; n=$((n + 1)); done
@@ -111,6 +114,7 @@ while [ $n -lt 30 ] && kill -0 $vmm_pid 2>/dev/null; do sleep 1; n=$((n + 1)); d
 kill -TERM $vmm_pid 2>/dev/null
 wait $vmm_pid
 rc=$?
+events_stop
 cat $log
 t1=$(cut -d' ' -f1 /proc/uptime)
 echo "E2E-L1: vmm exit=$rc step=api-create seconds=$(awk "BEGIN{print $t1-$t0}")"
@@ -160,6 +164,8 @@ case_assert() {
   [ -n "$r1" ] && [ -n "$r2" ] && [ "$r2" -gt "$r1" ] ||
     fail "VCMDQ commands did not grow while the guest ran dma_map_benchmark ($r1 -> $r2)"
   step_expect_re api "E2E-API: pause exit=0" "ch-remote pause failed"
+  in_order api "pause and resume did not go through their events in order" \
+    "@vm:booted boot=1" "@vm:pausing" "@vm:paused" "@vm:resuming" "@vm:resumed" "@vm:rebooting cause=api"
   step_expect_re api '"state":"Paused"' "vm.info did not say Paused"
   [ -n "$p1" ] && [ "$p1" = "$p2" ] && [ "$t1" = "$t2" ] ||
     fail "the guest made progress while paused (VCMDQ $p1 -> $p2, trapped $t1 -> $t2)"
@@ -171,25 +177,35 @@ case_assert() {
     "power-button was not refused with its reason"
   step_expect_re api "E2E-API: snapshot exit=1 .*409: vm.snapshot is refused: vSMMU 0 holds host state" \
     "snapshot of a VM with a vSMMU was not refused with its reason"
+  # (An event written before the API reply can reach the log after the
+  # reply's note: the two travel by different pipes. Each chain below only
+  # orders what happens seconds apart, or in one stream.)
   in_order api "ch-remote reboot did not rebuild the VM with the CMD-QV torn down and brought back in order" \
-    "E2E-API: reboot" "VM stopped: Reset" "removed from" "hw_queue_free index=1" "hw_queue_free index=0" \
-    "vIOMMU released" "vm.reboot: rebuilding the VM (boot 2)" "E2E-API: reboot exit=0" \
-    "hw_queue_alloc index=0" "hw_queue_alloc index=1" "E2E-API: benchmark started"
+    "E2E-API: reboot" "@vm:rebooting cause=api" "@cmdqv:page0-unmapped" "@cmdqv:hw-queue-free index=1" \
+    "@cmdqv:hw-queue-free index=0" "@vsmmu:viommu-released" "@vm:booting boot=2" "@vm:booted boot=2" \
+    "@vm:rebooted boot=2" "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1" "E2E-API: benchmark started"
+  in_order api "the HW queues were allocated before vm.reboot returned" \
+    "E2E-API: reboot" "E2E-API: reboot exit=0" "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1"
   local rb
   rb="$(api_counter rebooted cmdqv0 vcmdq_commands)"
   [ -n "$rb" ] && [ "$rb" -gt 0 ] || fail "the rebooted guest's VCMDQs did not run ($rb commands)"
   in_order api "ch-remote shutdown did not run the descending teardown" \
-    "E2E-API: shutdown" "VM stopped: Shutdown" "removed from" "hw_queue_free index=1" \
-    "hw_queue_free index=0" "vIOMMU released" "E2E-API: shutdown exit=0"
+    "E2E-API: shutdown" "@cmdqv:page0-unmapped" "@cmdqv:hw-queue-free index=1" \
+    "@cmdqv:hw-queue-free index=0" "@vsmmu:viommu-released" "@vm:shutdown reason=api" "E2E-API: info after-shutdown"
+  step_expect_re api "E2E-API: shutdown exit=0" "ch-remote shutdown failed"
   step_expect_re api '"state":"Shutdown"' "vm.info after vm.shutdown did not say Shutdown"
   step_expect_re api "E2E-API: shutdown-vmm exit=0" "ch-remote shutdown-vmm failed"
+  in_order api "vmm.shutdown did not end the event stream" "@vm:shutdown reason=api" "@vmm:shutdown"
+  [ "$(ev_count api vm:shutdown)" = 1 ] || fail "vm.reboot was reported as a vm:shutdown (libvirt would stop the domain) [step api: $(ev_count api vm:shutdown) vm:shutdown events]"
   step_expect_re api "E2E-L1: vmm exit=0 step=api " "cloud-hypervisor did not exit 0 after vmm.shutdown"
   step_reject_re api "panicked|RUST_BACKTRACE" "the VMM panicked"
   # Defined through the API alone.
   in_order api-create "a VM defined through vm.create did not boot and shut down in order" \
-    "E2E-API: create exit=0" '"state":"Created"' "E2E-API: boot exit=0" "hw_queue_alloc index=1" \
-    "E2E-API: benchmark started" '"state":"Running"' "VM stopped: Shutdown" "hw_queue_free index=1" \
-    "hw_queue_free index=0" "vIOMMU released" "E2E-API: shutdown-vmm exit=0"
+    "@vmm:starting" "E2E-API: create exit=0" '"state":"Created"' "@vm:booting boot=1" "@vm:booted boot=1" \
+    "@cmdqv:hw-queue-alloc index=1" "E2E-API: benchmark started" '"state":"Running"' "@cmdqv:hw-queue-free index=1" \
+    "@cmdqv:hw-queue-free index=0" "@vsmmu:viommu-released" "@vm:shutdown reason=api" "@vmm:shutdown"
+  in_order api-create "vm.boot or vmm.shutdown did not answer" \
+    "E2E-API: boot exit=0" "@cmdqv:hw-queue-alloc index=1" '"state":"Running"' "E2E-API: shutdown-vmm exit=0"
   local booted
   booted="$(section api-create | awk '/E2E-API: counters booted /' | grep -o '"cmdqv0":{[^}]*}' |
     grep -o '"vcmdq_commands":[0-9]*' | cut -d: -f2 || true)"

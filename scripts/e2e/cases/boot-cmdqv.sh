@@ -51,14 +51,21 @@ case_assert() {
   # The vSMMU signals by MSI through the ITS (its IORT DeviceID mapping).
   expect_re "E2E-L2: irq .*ITS.*arm-smmu-v3-evtq" "the guest did not set up the event queue MSI through the ITS"
   expect_re "E2E-L2: irq .*ITS.*arm-smmu-v3-gerror" "the guest did not set up the global error MSI through the ITS"
-  # The VMM side: HYP_OWN wired to 0, queues allocated ascending, and the
-  # teardown order on power-off.
+  # The VMM side (its events, docs/events.md): the vSMMU's host side up
+  # with the endpoint's vDEVICE; HYP_OWN wired to 0 (the model's register
+  # trace: no event carries register values); page0 mapped, queues
+  # allocated ascending; the teardown order on power-off.
+  in_order boot "the VMM did not build the vSMMU before booting" \
+    "@vmm:starting" "@vm:booting boot=1" "@vsmmu:vdevice id=vsmmu0 device=dma0" \
+    "@vsmmu:viommu-ready id=vsmmu0 kind=cmdqv backend=emulated vdevices=1" "@vm:booted boot=1"
   in_order boot "the VMM did not see the guest driver's CMD-QV bring-up in order" \
     "STATUS.CMDQV_ENABLED=1" "HYP_OWN wired to 0" "VINTF0_STATUS.ENABLED=1" \
-    "page0 slot" "hw_queue_alloc index=0" "hw_queue_alloc index=1"
+    "@cmdqv:page0-mapped id=cmdqv0" "@cmdqv:hw-queue-alloc id=cmdqv0 index=0" "@cmdqv:hw-queue-alloc id=cmdqv0 index=1"
   in_order boot "the teardown did not follow the hardware order" \
-    "VM stopped: PowerOff" "removed from" "hw_queue_free index=1" "hw_queue_free index=0" "vIOMMU released"
-  step_expect_re boot "vsmmu0: .*install_ste_calls=[1-9]" "no STE reached the backend (the endpoint's DMA domain)"
+    "@cmdqv:page0-unmapped id=cmdqv0" "@cmdqv:hw-queue-free index=1" "@cmdqv:hw-queue-free index=0" \
+    "@vsmmu:viommu-released id=vsmmu0" "@vm:shutdown reason=poweroff" "@vmm:shutdown"
+  step_expect_event boot "vsmmu:ste-installed id=vsmmu0" "no STE reached the backend (the endpoint's DMA domain)"
+  step_reject_event boot "cmdqv:guest-error" "the host reported a VCMDQ error"
   expect "E2E-L2: done" "the L2 guest did not finish its /init"
   expect "E2E-L1: vmm exit=0 step=boot " "cloud-hypervisor did not exit 0 after the L2 guest powered off"
 }

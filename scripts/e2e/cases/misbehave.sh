@@ -61,16 +61,20 @@ case_assert() {
     step_reject_re "$step" "panicked|RUST_BACKTRACE" "the VMM panicked"
   done
   step_expect_re no-smmu "E2E-L2: smmu devices bound: 0" "the SMMU driver ran although blacklisted"
-  step_reject_re no-smmu "hw_queue_alloc index" "a HW queue was allocated for a guest that never enabled CMD-QV"
+  step_reject_event no-smmu "cmdqv:hw-queue-alloc" "a HW queue was allocated for a guest that never enabled CMD-QV"
+  step_reject_event no-smmu "cmdqv:page0-mapped" "page0 was mapped for a guest that never enabled VINTF0"
+  in_order no-smmu "the VM without an SMMU driver did not power off cleanly" \
+    "@vm:booted boot=1" "@vsmmu:viommu-released" "@vm:shutdown reason=poweroff" "@vmm:shutdown"
   # Each disable frees the queues (descending) and each enable re-allocates
   # them (ascending), without restarting the VM.
   in_order cmdqv-twice "CMD-QV toggled twice did not free/re-allocate in order" \
-    "hw_queue_alloc index=0" "hw_queue_alloc index=1" \
-    "hw_queue_free index=1" "hw_queue_free index=0" "hw_queue_alloc index=0" "hw_queue_alloc index=1" \
-    "hw_queue_free index=1" "hw_queue_free index=0" "hw_queue_alloc index=0" "hw_queue_alloc index=1"
+    "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1" \
+    "@cmdqv:hw-queue-free index=1" "@cmdqv:hw-queue-free index=0" "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1" \
+    "@cmdqv:hw-queue-free index=1" "@cmdqv:hw-queue-free index=0" "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1"
+  step_reject_event cmdqv-twice "vm:booting boot=2" "toggling CMD-QV restarted the VM"
   step_expect_re cmdqv-twice "E2E-L2: toggle 2 CMDQV STATUS=0x0*1 VINTF0 STATUS=0x0*1" "CMD-QV did not come back after the second toggle"
   step_expect_re garbage "E2E-L2: garbage written" "the garbage writes did not complete"
   step_expect_re garbage "E2E-L2: irq [0-9]+: +[1-9][0-9]* .*ITS.*gerror" "the global error raised by the garbage never reached the guest as an ITS MSI"
   in_order garbage "the teardown after garbage did not follow the hardware order" \
-    "VM stopped: PowerOff" "vIOMMU released"
+    "@vsmmu:viommu-released" "@vm:shutdown reason=poweroff" "@vmm:shutdown"
 }

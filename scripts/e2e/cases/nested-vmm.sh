@@ -149,17 +149,17 @@ case_assert() {
   local sum
   sum="$(nested_disk_sha $((15 << 20)))"
   # direct: iommu=off, no vSMMU.
-  step_expect_re direct "iommu=off, attached to IOAS [0-9]+" "the iommu=off function was not attached to the IOAS"
+  step_expect_event direct "vfio:device-bound guest_bdf=0000:00:01.0 iommu=off" "the iommu=off function was not bound and attached to the IOAS"
   step_expect_re direct "E2E-L2: read vda pci=0000:00:01.0 blocks=4096 sha256=$NESTED_DISK_SHA256 " "the L2 guest did not read the whole disk's known content (iommu=off)"
   step_expect_re direct "E2E-L2: wrote vda: E2E-PATTERN step=direct pci=0000:00:01.0" "the L2 guest's write did not read back (iommu=off)"
   step_expect_re direct "E2E-L2-IRQ: .*ITS-PCI-MSIX.*virtio" "the disk's interrupts are not MSI-X through the ITS"
   expect "E2E-L0: disk 1 has E2E-PATTERN step=direct pci=0000:00:01.0" "L0 did not find the iommu=off write in the disk image"
   # smmuv3: two functions behind one vSMMU, strict invalidation.
-  step_expect_re smmuv3 "vDEVICE [0-9]+: dev [0-9]+ as vSID 0x8" "no vDEVICE for the first disk at vSID 0x8"
-  step_expect_re smmuv3 "vDEVICE [0-9]+: dev [0-9]+ as vSID 0x10" "no vDEVICE for the second disk at vSID 0x10"
-  step_expect_re smmuv3 "vIOMMU [0-9]+ \\(.*\\) ready: 2 vDEVICE" "no vIOMMU over both functions"
+  step_expect_event smmuv3 "vsmmu:vdevice id=vsmmu0 vsid=0x8" "no vDEVICE for the first disk at vSID 0x8"
+  step_expect_event smmuv3 "vsmmu:vdevice id=vsmmu0 vsid=0x10" "no vDEVICE for the second disk at vSID 0x10"
+  step_expect_event smmuv3 "vsmmu:viommu-ready id=vsmmu0 kind=smmuv3 backend=iommufd vdevices=2" "no vIOMMU over both functions"
   expect_re "E2E-L2-DMESG: arm-smmu-v3 .*allocated [0-9]+ entries for cmdq" "the L2 arm-smmu-v3 driver did not probe the vSMMU"
-  step_expect_re smmuv3 "vSID 0x8 -> HWPT [0-9]+ " "the L2 SMMU driver's STE for the disk did not become a nested HWPT"
+  step_expect_event smmuv3 "vsmmu:ste-installed vsid=0x8" "the L2 SMMU driver's STE for the disk did not become a nested HWPT"
   step_expect_re smmuv3 "E2E-L2: read vda pci=0000:00:01.0 blocks=3840 sha256=$sum " "the L2 guest did not read the first disk through the vSMMU"
   step_expect_re smmuv3 "E2E-L2: read vdb pci=0000:00:02.0 blocks=3840 sha256=$sum " "the L2 guest did not read the second disk through the vSMMU"
   step_expect_re smmuv3 "E2E-L2: wrote vdb: E2E-PATTERN step=smmuv3 pci=0000:00:02.0" "the second disk's write did not read back"
@@ -167,15 +167,16 @@ case_assert() {
   expect "E2E-L0: disk 2 has E2E-PATTERN step=smmuv3 pci=0000:00:02.0" "L0 did not find the write to the second disk"
   # Backend calls per CMD_SYNC: each trapped sync after invalidations is one
   # IOMMU_HWPT_INVALIDATE (never more), and there were many.
-  local stats
-  stats="$(section smmuv3 | grep -oE 'vsmmu0: trapped_cmds=[0-9]+ trapped_syncs=[0-9]+ invalidate_calls=[0-9]+' | tail -1)"
-  echo "  nested-vmm smmuv3: $stats"
-  if [[ "$stats" =~ trapped_syncs=([0-9]+)\ invalidate_calls=([0-9]+) ]]; then
-    local syncs="${BASH_REMATCH[1]}" calls="${BASH_REMATCH[2]}"
+  # (The vSMMU's vm.counters when the VM stopped: the vm:counters event.)
+  local syncs calls
+  syncs="$(ev_prop smmuv3 "vm:counters id=vsmmu0" trapped_syncs)"
+  calls="$(ev_prop smmuv3 "vm:counters id=vsmmu0" backend_calls.invalidate)"
+  echo "  nested-vmm smmuv3: trapped_syncs=$syncs invalidate_calls=$calls"
+  if [[ "$syncs" =~ ^[0-9]+$ && "$calls" =~ ^[0-9]+$ ]]; then
     ((calls >= 100)) || fail "only $calls IOMMU_HWPT_INVALIDATE calls for two 15 MiB reads with iommu.strict=1"
     ((calls <= syncs)) || fail "$calls IOMMU_HWPT_INVALIDATE calls for $syncs CMD_SYNCs: more than one per sync"
   else
-    fail "no vsmmu0 stats line in step smmuv3"
+    fail "no vm:counters event for vsmmu0 in step smmuv3"
   fi
   # MSI-X through irqfds: far more interrupts than trapped BAR accesses.
   # (4096 requests of 4 KiB in this step.)
@@ -195,23 +196,27 @@ case_assert() {
   step_expect_re edu "E2E-L2: edu id=0x010000ED liveness=0xEDCBA987" "edu's registers are not reachable through its BAR"
   step_expect_re edu "E2E-L2: edu bypass b=0xCAFEF00D" "edu's DMA did not land under the bypass STE"
   step_expect_re edu "E2E-L2: edu dma-domain b=0x00000000" "edu's DMA landed in a DMA domain with no mapping"
-  step_expect_re edu "host event 0x10 for vSID 0x8 \\(address 0x5c001000\\)" "the translation fault did not come back from the vEVENTQ with the vSID"
+  step_expect_event edu "vsmmu:guest-error kind=F_TRANSLATION vsid=0x8 address=0x5c001000" "the translation fault did not come back from the vEVENTQ with the vSID"
   step_expect_re edu "E2E-L2-EVT: .*(F_TRANSLATION|event 0x10)" "the L2 SMMU driver did not see the fault in its event queue"
-  step_expect_re edu "vSID 0x8 -> HWPT [0-9]+ \\(abort\\)" "the removal did not leave an abort STE"
+  step_expect_event edu "vsmmu:ste-installed vsid=0x8 config=abort" "the removal did not leave an abort STE"
   step_expect_re edu "E2E-L2: edu abort b=0x00000000" "edu's DMA went through an abort STE"
   expect "E2E-L1: vmm exit=0 step=edu " "the edu run did not exit 0"
   # Teardown: functions quiesced (reset), then the vIOMMU, then the IOAS.
   in_order smmuv3 "the teardown did not follow the kernel's order" \
-    "VM stopped" "reset and released" "vIOMMU released" "passthrough functions unbound, IOAS destroyed"
+    "@vfio:device-released" "@vsmmu:viommu-released" "@vm:shutdown reason=poweroff"
+  [ "$(ev_count smmuv3 vfio:device-released)" = 2 ] || fail "not both functions were released [step smmuv3]"
+  # (No event names the IOAS: its release is part of the teardown that
+  # vm:shutdown ends.)
+  step_expect_re smmuv3 "passthrough functions unbound, IOAS destroyed" "the IOAS was not destroyed"
   step_reject_re smmuv3 "^\\[[^]]* ERROR " "the VMM logged an error"
   step_reject_re direct "^\\[[^]]* ERROR " "the VMM logged an error"
   expect "E2E-L1: vmm exit=0 step=direct " "the iommu=off run did not exit 0"
   expect "E2E-L1: vmm exit=0 step=smmuv3 " "the --vsmmu smmuv3 run did not exit 0"
   # Reboot: released and rebuilt; SIGTERM: released again; the disk still reads.
   in_order reboot "the reboot did not release and rebuild the functions" \
-    "E2E-L2: booted" "E2E-L2: rebooting" "reset and released" "vIOMMU released" \
-    "guest reset: rebuilding the VM (boot 2)" "bound to iommufd as dev_id" "E2E-L2: booted" \
-    "terminated by signal 15" "reset and released" "vIOMMU released"
+    "E2E-L2: booted" "E2E-L2: rebooting" "@vm:rebooting cause=guest" "@vfio:device-released" \
+    "@vsmmu:viommu-released" "@vm:booting boot=2" "@vfio:device-bound" "@vm:rebooted boot=2" "E2E-L2: booted" \
+    "@vfio:device-released" "@vsmmu:viommu-released" "@vm:shutdown reason=signal signal=15"
   step_expect_re reboot "E2E-L2: read vda pci=0000:00:01.0 blocks=3840 sha256=$sum " "the disk did not read correctly after the first runs"
   step_reject_re reboot "panicked|RUST_BACKTRACE" "the VMM panicked"
   # --vsmmu cmdqv on an SMMU without CMD-QV: one sentence, naming the way out.

@@ -31,13 +31,16 @@ EOS
 
 case_assert() {
   in_order reboot "the reboot did not rebuild the VM with the CMD-QV torn down and brought back in order" \
-    "hw_queue_alloc index=0" "hw_queue_alloc index=1" "E2E-L2: booted" "E2E-L2: rebooting" \
-    "system event 2: Reset" "removed from" "hw_queue_free index=1" "hw_queue_free index=0" \
-    "vIOMMU released" "guest reset: rebuilding the VM (boot 2)" \
-    "hw_queue_alloc index=0" "hw_queue_alloc index=1" "E2E-L2: booted"
+    "@vm:booted boot=1" "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1" "E2E-L2: booted" \
+    "E2E-L2: rebooting" "@vm:rebooting cause=guest" "@cmdqv:page0-unmapped" \
+    "@cmdqv:hw-queue-free index=1" "@cmdqv:hw-queue-free index=0" "@vsmmu:viommu-released" \
+    "@vm:booting boot=2" "@vm:booted boot=2" "@vm:rebooted boot=2" \
+    "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1" "E2E-L2: booted"
   in_order reboot "SIGTERM did not stop the VM with a full teardown" \
-    "guest reset: rebuilding the VM (boot 2)" "terminated by signal 15" "hw_queue_free index=1" \
-    "hw_queue_free index=0" "vIOMMU released"
+    "@vm:rebooted boot=2" "@cmdqv:page0-unmapped" "@cmdqv:hw-queue-free index=1" \
+    "@cmdqv:hw-queue-free index=0" "@vsmmu:viommu-released" "@vm:shutdown reason=signal signal=15" "@vmm:shutdown"
+  [ "$(ev_count reboot vm:shutdown)" = 1 ] || fail "the guest reboot was reported as a vm:shutdown (libvirt would stop the domain) [step reboot: $(ev_count reboot vm:shutdown) vm:shutdown events]"
+
   step_expect_re reboot "E2E-L1: vmm exit=1 step=reboot " "cloud-hypervisor did not exit 1 on SIGTERM"
   step_reject_re reboot "panicked|RUST_BACKTRACE" "the VMM panicked"
 }

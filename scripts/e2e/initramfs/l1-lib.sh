@@ -3,16 +3,53 @@
 # Seconds the VMM may run before it is killed (E2E-L1: vmm exit=124 then).
 : "${VMM_TIMEOUT:=240}"
 
-# vmm STEP ARGS...: run cloud-hypervisor ARGS under a timeout and print
+# events_start STEP [FILE]: a FIFO for the next VMM's --event-monitor, as
+# libvirt sets one up, and a reader that prints each event as
+#   E2E-EVENT step=STEP {json}
+# to FILE (appended; default: the console), as it arrives, so events and
+# console lines keep their order. Sets EVENTS_ARG ("path=FIFO"). The run.sh
+# assertions (expect_event, in_order with @source:event key=value) read
+# these lines; docs/events.md names the events.
+events_start() {
+  ev_fifo="/tmp/events-$1.fifo"
+  rm -f "$ev_fifo"
+  mkfifo "$ev_fifo"
+  ev_step="$1"
+  ev_out="${2:-}"
+  if [ -n "$ev_out" ]; then
+    (while IFS= read -r ev_line; do printf 'E2E-EVENT step=%s %s\n' "$ev_step" "$ev_line"; done <"$ev_fifo" >>"$ev_out") &
+  else
+    (while IFS= read -r ev_line; do printf 'E2E-EVENT step=%s %s\n' "$ev_step" "$ev_line"; done <"$ev_fifo") &
+  fi
+  ev_pid=$!
+  EVENTS_ARG="path=$ev_fifo"
+}
+
+# events_stop: after the VMM exited, let the reader finish. A VMM that never
+# opened the FIFO (--version, --dump-acpi, a refused option) left the
+# reader blocked in open(): opening the FIFO read-write releases it, and it
+# then reads end-of-file.
+events_stop() {
+  exec 8<>"$ev_fifo"
+  exec 8>&-
+  wait "$ev_pid"
+  rm -f "$ev_fifo"
+}
+
+# vmm STEP ARGS...: run cloud-hypervisor ARGS --event-monitor ... under a
+# timeout and print
 #   E2E-L1: vmm start step=STEP args=ARGS
+#   E2E-EVENT step=STEP {json}          (each event, as it happens)
 #   E2E-L1: vmm exit=N step=STEP seconds=S
 # The VMM's own stdout/stderr (and the L2 serial console) go to the console.
 vmm() {
   step="$1"; shift
   echo "E2E-L1: vmm start step=$step args=$*"
+  events_start "$step"
   t0=$(cut -d' ' -f1 /proc/uptime)
-  timeout "$VMM_TIMEOUT" /bin/cloud-hypervisor "$@"
+  timeout "$VMM_TIMEOUT" /bin/cloud-hypervisor "$@" --event-monitor "$EVENTS_ARG"
   rc=$?
+  events_stop
   t1=$(cut -d' ' -f1 /proc/uptime)
   echo "E2E-L1: vmm exit=$rc step=$step seconds=$(awk "BEGIN{print $t1-$t0}")"
   return $rc
@@ -26,7 +63,10 @@ vmm_until() {
   step="$1"; pat="$2"; count="$3"; shift 3
   echo "E2E-L1: vmm start step=$step args=$*"
   out="/tmp/vmm-$step.log"
-  /bin/cloud-hypervisor "$@" >"$out" 2>&1 &
+  : >"$out"
+  # Appending, both: the events go into the same file, in order.
+  events_start "$step" "$out"
+  /bin/cloud-hypervisor "$@" --event-monitor "$EVENTS_ARG" >>"$out" 2>&1 &
   pid=$!
   waited=0
   while [ "$waited" -lt "$VMM_TIMEOUT" ]; do
@@ -38,6 +78,7 @@ vmm_until() {
   kill -TERM "$pid" 2>/dev/null
   wait "$pid"
   rc=$?
+  events_stop
   cat "$out"
   echo "E2E-L1: vmm exit=$rc step=$step seconds=$waited"
   return $rc
@@ -57,6 +98,9 @@ vmm_until() {
 vmm_measured() {
   step="$1"; bin="$2"; shift 2
   echo "E2E-L1: vmm start step=$step args=$*"
+  # Our VMM's events go to the console (another VMM has no --event-monitor).
+  ev_on=0
+  case "$bin" in */cloud-hypervisor) ev_on=1; events_start "$step"; set -- "$@" --event-monitor "$EVENTS_ARG" ;; esac
   fifo="/tmp/vmm-$step.fifo"
   rm -f "$fifo"
   mkfifo "$fifo"
@@ -76,6 +120,7 @@ vmm_measured() {
     }' <"$fifo"
   wait "$pid"
   rc=$?
+  [ "$ev_on" = 1 ] && events_stop
   rm -f "$fifo"
   t1=$(cut -d' ' -f1 /proc/uptime)
   echo "E2E-L1: vmm exit=$rc step=$step seconds=$(awk "BEGIN{print $t1-$t0}")"

@@ -13,6 +13,16 @@
 # L1 is 7.2 with l1-kernel.config and the CANWBS test knob, booted with DT.
 
 NESTED_DIR="$E2E_DIR/nested"
+# Which QEMU is L0 (E2E_NESTED_L0):
+#   sid        sid's QEMU 11.1 in its chroot (setup-l0.sh), the default
+#   cmdqv      QEMU 10.2.2 + the test-only Tegra241 CMD-QV hardware model
+#              (build-qemu-cmdqv.sh, tegra241-cmdqv-hw.patch), run on the host
+#              with x-tegra241-cmdqv=on: L1's SMMUv3 probes with its CMD-QV and
+#              L1's own invalidations run through VINTF0. The model's
+#              tegra241_hw_* trace (and the SMMU CMDQ's opcodes) go to
+#              <console log>.l0-trace.
+#   cmdqv-off  the same binary with the model off: the control run
+NESTED_L0="${E2E_NESTED_L0:-sid}"
 # L1 must be 7.2: 6.12's arm-smmu-v3 has no nest parent and no vIOMMU.
 NESTED_L1_VERSION=7.2
 NESTED_L1_KERNEL_ARGS=(--config "$NESTED_DIR/l1-kernel.config" --patch "$NESTED_DIR/canwbs-test-knob.patch")
@@ -69,21 +79,42 @@ nested_disk() {
   mv "$out.tmp" "$out"
 }
 
-# nested_qemu CHROOT TIMEOUT LOG KERNEL INITRD APPEND: boot L1 in sid's QEMU
-# inside CHROOT, console to LOG (\r stripped); returns QEMU's exit status
-# (124: timed out). The chroot'd QEMU sees only the chroot, so the kernel,
-# initrd and a private copy of the disk go into a per-run directory there,
-# removed afterwards.
+# nested_l0_setup: build or reuse L0 (per NESTED_L0); prints what nested_qemu
+# takes as its first argument: the chroot directory (sid) or the QEMU binary.
+nested_l0_setup() {
+  case "$NESTED_L0" in
+    sid) "$NESTED_DIR/setup-l0.sh" ;;
+    cmdqv | cmdqv-off) "$NESTED_DIR/build-qemu-cmdqv.sh" ;;
+    *) die "E2E_NESTED_L0=$NESTED_L0: expected sid, cmdqv or cmdqv-off" ;;
+  esac
+}
+
+# nested_qemu L0 TIMEOUT LOG KERNEL INITRD APPEND: boot L1 in L0 (the sid
+# chroot, or the CMD-QV QEMU binary), console to LOG (\r stripped); returns
+# QEMU's exit status (124: timed out). The chroot'd QEMU sees only the
+# chroot, so the kernel, initrd and a private copy of the disk go into a
+# per-run directory there (for the host binary: beside LOG), removed
+# afterwards.
 nested_qemu() {
-  local chroot="$1" tmo="$2" log="$3" kernel="$4" initrd="$5" append="$6" run r rc=0
-  run="$(mktemp -d "$chroot/tmp/e2e-run.XXXXXX")"
-  r="/tmp/$(basename "$run")"
+  local l0="$1" tmo="$2" log="$3" kernel="$4" initrd="$5" append="$6" run r rc=0
+  local -a qemu machine_opts=() trace_opts=()
+  if [ "$NESTED_L0" = sid ]; then
+    run="$(mktemp -d "$l0/tmp/e2e-run.XXXXXX")"
+    r="/tmp/$(basename "$run")"
+    qemu=(chroot "$l0" qemu-system-aarch64)
+  else
+    run="$(mktemp -d "$(dirname "$log")/l0-run.XXXXXX")"
+    r="$run"
+    qemu=("$l0")
+    [ "$NESTED_L0" = cmdqv ] && machine_opts=(",x-tegra241-cmdqv=on")
+    trace_opts=(-trace 'tegra241_hw_*' -trace smmuv3_cmdq_opcode -D "$log.l0-trace")
+  fi
   cp "$kernel" "$run/Image"
   cp "$initrd" "$run/initrd"
   nested_disk "$run/disk.img"
   cp "$run/disk.img" "$run/disk2.img"
-  timeout -k 10 "$tmo" chroot "$chroot" qemu-system-aarch64 \
-    -M virt,virtualization=on,gic-version=3,iommu=smmuv3 -cpu max -smp 2 -m 3072 \
+  timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
+    -M "virt,virtualization=on,gic-version=3,iommu=smmuv3${machine_opts[*]}" -cpu max -smp 2 -m 3072 \
     -nographic -no-reboot -nic none \
     -kernel "$r/Image" -initrd "$r/initrd" \
     -append "console=ttyAMA0 panic=-1 rdinit=/init $append" \
@@ -103,6 +134,7 @@ nested_qemu() {
 
 # nested_assert: what every nested case needs from L1 (run.sh's helpers).
 nested_assert() {
+  [ "$NESTED_L0" = cmdqv ] && nested_cmdqv_assert
   expect "E2E-L1: iommu ok" "/dev/iommu missing in L1 (IOMMUFD)"
   expect "E2E-L1: disk $NESTED_DISK_BDF vda sha256=$NESTED_DISK_SHA256" \
     "L1 did not read the known disk content through virtio-blk before the vfio-pci bind"
@@ -111,4 +143,31 @@ nested_assert() {
     expect_re "E2E-L1: vfio $bdf .* driver=vfio-pci cdev=vfio[0-9]+ node=ok" \
       "$bdf is not bound to vfio-pci with a /dev/vfio/devices/vfioN cdev"
   done
+}
+
+# nested_cmdqv_assert: with the CMD-QV L0, L1's SMMUv3 driver took the CMD-QV
+# (7.2's DT probe) and its own commands ran through VINTF0, counted in the
+# model's trace (<console log>.l0-trace).
+nested_cmdqv_assert() {
+  local l0_trace="$LOG.l0-trace" n_vintf0 n_cfgi n_cmdq
+  expect "E2E-L1: cmdqv debugfs=yes" "L1 has no /sys/kernel/debug/iommu/tegra241_cmdqv (CMD-QV not probed)"
+  reject "Falling back to standard SMMU CMDQ" "L1's tegra241-cmdqv fell back to the SMMU CMDQ"
+  reject "able, STATUS=" "an enable handshake (CMDQV, VINTF or VCMDQ) of L1's driver failed"
+  reject "CMDQ error" "a command of L1's failed in a queue"
+  reject "CMD_SYNC timeout" "a CMD_SYNC of L1's timed out"
+  if [ ! -s "$l0_trace" ]; then
+    fail "no L0 trace at $l0_trace"
+    return
+  fi
+  expect_trace() { grep -qE -- "$1" "$l0_trace" || fail "$2 [L0 trace: missing /$1/]"; }
+  expect_trace "tegra241_hw_config .*en=1" "L1 never enabled the CMD-QV"
+  expect_trace "tegra241_hw_vintf_config vintf=0 en=1 vmid=[0-9]+ hyp_own=1" "L1 never enabled VINTF0 host-owned"
+  expect_trace "tegra241_hw_vcmdq_base vintf=0 lvcmdq=0 q=0 base=0x[0-9a-f]+ log2size=[0-9]+" "L1 never programmed VINTF0's LVCMDQ0"
+  n_vintf0="$(grep -c 'tegra241_hw_cmd vintf=0 ' "$l0_trace" || true)"
+  n_cfgi="$(grep -c 'tegra241_hw_cmd vintf=0 .*CFGI_STE' "$l0_trace" || true)"
+  n_cmdq="$(grep -c 'smmuv3_cmdq_opcode' "$l0_trace" || true)"
+  echo "E2E-L0: tegra241 VINTF0 commands=$n_vintf0 (CFGI_STE=$n_cfgi), SMMU CMDQ commands=$n_cmdq" >>"$LOG"
+  [ "$n_cfgi" -gt 0 ] || fail "no CFGI_STE of L1's went through VINTF0 [L0 trace $l0_trace]"
+  grep -q 'tegra241_hw_error' "$l0_trace" && fail "the model reported a queue error [$(grep -m1 tegra241_hw_error "$l0_trace")]"
+  return 0
 }

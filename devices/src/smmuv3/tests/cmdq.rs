@@ -312,3 +312,23 @@ fn cmd_sync_sev_and_none_signal_nothing() {
     assert!(rig.irqs().is_empty());
     assert_eq!(rig.cons(), (2, 0));
 }
+
+#[test]
+fn a_stopped_queue_is_reported_to_the_guest_error_listener_by_its_cerror() {
+    let mut rig = rig();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    rig.smmu
+        .set_guest_error_listener(Box::new(move |e| sink.lock().unwrap().push(e)));
+    rig.enable();
+    rig.submit(&[Command([0x77, 0])]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [crate::guest_error::GuestError {
+            kind: "CERROR_ILL",
+            queue: None,
+            vsid: None
+        }]
+    );
+}

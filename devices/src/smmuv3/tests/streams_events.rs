@@ -342,3 +342,25 @@ fn evtq_log2size_is_capped_by_idr1_evtqs() {
     assert_eq!(evtq::PTR.get(prod), 0x2);
     assert!(evtq::OVFLG.is_set(prod));
 }
+
+#[test]
+fn a_bad_ste_is_reported_to_the_guest_error_listener_with_its_vsid() {
+    let mut rig = rig();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    rig.smmu
+        .set_guest_error_listener(Box::new(move |e| sink.lock().unwrap().push(e)));
+    rig.device(8);
+    rig.enable();
+    rig.write_ste(8, [ste0::V.make(1) | ste0::CONFIG.make(0b110), 0]);
+    rig.submit(&[cmd(Opcode::CfgiSte, 8, 1), sync()]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [crate::guest_error::GuestError {
+            kind: "C_BAD_STE",
+            queue: None,
+            vsid: Some(8)
+        }]
+    );
+}
