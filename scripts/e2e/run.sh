@@ -12,7 +12,8 @@
 #
 # Environment: E2E_KERNELS ("6.12 7.2"), E2E_CACHE (~/.cache/ch-e2e), E2E_OUT
 # (target/e2e), E2E_SKIP_SETUP=1, E2E_JOBS, E2E_QEMU_TIMEOUT (overrides the case's),
-# E2E_NESTED_PROBE, E2E_NESTED_L1_IMAGE and E2E_NESTED_L0 (nested lane, docs/e2e.md), E2E_VMM_BIN
+# E2E_NESTED_PROBE, E2E_NESTED_L1_IMAGE and E2E_NESTED_L0 (nested lane, docs/e2e.md),
+# E2E_L2_IMAGE (a prebuilt Image for every kernel version), E2E_VMM_BIN
 # (a prebuilt static aarch64 cloud-hypervisor instead of building this tree's).
 # The assertion helpers below are called from the cases' case_assert:
 # shellcheck disable=SC2317
@@ -117,7 +118,9 @@ step_reject_re() { if section "$1" | grep -E -- "$2" >/dev/null; then fail "$3 [
 [ "${E2E_SKIP_SETUP:-0}" = 1 ] || timed "setup" "$E2E_DIR/setup.sh"
 declare -A IMAGES
 for v in $E2E_KERNELS; do
-  IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
+  # E2E_L2_IMAGE: that Image for every kernel version instead of building
+  # (debugging a case whose L2 is never booted, e.g. nested-probe).
+  IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")}"
 done
 if [ "$NESTED" = 1 ]; then
   # shellcheck source=scripts/e2e/nested/l0.sh
@@ -157,7 +160,7 @@ for c in "${CASES[@]}"; do
   for v in ${CASE_KERNELS:-$E2E_KERNELS}; do
     # shellcheck disable=SC2034 # read by the cases (bench.sh names its tables by it)
     E2E_KERNEL="$v"
-    [ -n "${IMAGES[$v]:-}" ] || IMAGES[$v]="$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")"
+    [ -n "${IMAGES[$v]:-}" ] || IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")}"
     image="${IMAGES[$v]}"
     l1="$out/l1-$v.cpio"
     LOG="$out/console-$v.log"

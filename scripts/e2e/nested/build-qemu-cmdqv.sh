@@ -171,7 +171,7 @@ fi
 step "apply $(basename "$PATCH")" apply_patch
 log "CMD-QV QEMU: ninja ($(nproc) jobs, progress in $LOG)"
 step "ninja qemu-system-aarch64" nice ninja -C "$BUILD" -j"${E2E_JOBS:-$(nproc)}" qemu-system-aarch64
-step "smoke test" "$BUILD/qemu-system-aarch64" -M virt,iommu=smmuv3,x-tegra241-cmdqv=on -display none -S \
+step "smoke test" "$BUILD/qemu-system-aarch64" -M virt,iommu=smmuv3,x-tegra241-cmdqv=on -display none -nic none -S \
   -machine dumpdtb="$QDIR/smoke.dtb"
 grep -q 'nvidia,tegra264-cmdqv' "$QDIR/smoke.dtb" || fail "the x-tegra241-cmdqv=on DT has no nvidia,tegra264-cmdqv node"
 rm -rf "$out.tmp"
