@@ -1,0 +1,304 @@
+# shellcheck shell=bash disable=SC2034 # sourced by scripts/e2e/run.sh
+# cmdqv-host: our VMM's --vsmmu cmdqv host path on Linux's real
+# tegra241-cmdqv driver. L0 is the CMD-QV L0 (QEMU 10.2.2 + the Tegra241
+# CMD-QV hardware model, CASE_NESTED_L0=cmdqv: run.sh picks it for this case
+# whatever E2E_NESTED_L0 says); L1's 7.2 driver owns the CMD-QV (VINTF0 for
+# its own commands) and serves our VMM's TEGRA241 vIOMMU a guest-owned VINTF
+# (VINTF1 in the model). The L2 guest's tegra241-cmdqv driver runs its two
+# VCMDQs on that VINTF's page0, mapped into L2 as a KVM memory slot: its
+# TLBIs execute in L0 with no exit of our VMM. Steps (one VMM run each):
+#   cmdqv    --vsmmu cmdqv + the disk (iommu=on), hugepages=on, L2 strict:
+#            the vIOMMU, page0 memslot, vDEVICE -> SID_MATCH, both VCMDQs
+#            (BASE = the L1 PA of the pinned guest ring: L1 reads it from
+#            the VMM's pagemap), the disk read with its checksum, TLBIs in
+#            L0 with the nest parent's VMID, 0 IOMMU_HWPT_INVALIDATE per unmap.
+#   reboot   the guest reboots, then SIGTERM: queues freed descending, SID
+#            slot cleared, page0 memslot gone before the vIOMMU, each time.
+#   again    a second VM on the same L1 starts clean (no stale error).
+#   illegal  the L2 writes CFGI_STE (not allowed on a guest-owned VINTF)
+#            into LVCMDQ1 (a ring of its own past mem=, the driver's queue
+#            for another CPU: idle here) and bumps PROD through the mapped
+#            page0: L0 raises CERROR_ILL, L1 reports it on the TEGRA241
+#            vEVENTQ, our VMM sets the guest's error map + interrupt, the L2
+#            driver skips the command and acks; the queue then completes,
+#            and a later disk read (LVCMDQ0) is right.
+# Evidence: our events and vm:counters, the L0 trace (<log>.l0-trace),
+# L2 dmesg lines. Not here yet: the edu stale-TLB check (docs/e2e.md).
+CASE_DESC="nested lane, CMD-QV L0: --vsmmu cmdqv on L1's real tegra241-cmdqv: TEGRA241 vIOMMU, page0 memslot, SID_MATCH, the L2's VCMDQs in L0 (no exits, no invalidate ioctls, nest parent's VMID), reboot/SIGTERM order, a second VM clean, an illegal guest command recovered"
+CASE_DEFAULT=0
+CASE_TIMEOUT=1500
+CASE_QEMU=nested
+CASE_NESTED_L0=cmdqv
+# The L2 guest kernel (L1 is always the nested 7.2).
+CASE_KERNELS=7.2
+# L2: RAM past mem= (448M of 512M) for the illegal-command ring.
+CMDQV_HOST_RING=0x5c000000
+
+case_l1_script() {
+  cat <<'EOS'
+VMM_TIMEOUT=400
+disk=/sys/bus/pci/devices/$(echo "$E2E_VFIO" | cut -d, -f1)
+# Guest RAM in 2 MiB huge pages: each VCMDQ ring is physically contiguous
+# in L1, as IOMMU_HW_QUEUE_ALLOC requires.
+echo 320 >/proc/sys/vm/nr_hugepages
+echo "E2E-L1: hugepages total=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo) size=$(awk '/Hugepagesize/ {print $2}' /proc/meminfo)kB"
+l2="--kernel /l2/Image --initramfs /l2/initrd --cpus boot=1 --memory size=512M,hugepages=on --serial tty"
+cmd="console=ttyAMA0 panic=-1 iommu.strict=1 mem=448M"
+cmdqv_state() {
+  echo "E2E-L1: after $1 $(basename "$disk") vfio-dev=$(ls "$disk/vfio-dev" | xargs) driver=$(basename "$(readlink "$disk/driver")") hugepages_free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)"
+}
+# l1_pa PID GPA: the L1 physical address behind guest address GPA of
+# cloud-hypervisor PID (its 512 MiB guest RAM mapping at GPA 0x40000000).
+l1_pa() {
+  start=
+  while read -r range _; do
+    [ $((0x${range#*-} - 0x${range%-*})) = 536870912 ] && { start=${range%-*}; break; }
+  done <"/proc/$1/maps"
+  [ -n "$start" ] || { echo none; return; }
+  hva=$((0x$start + $2 - 0x40000000))
+  e=$(dd if="/proc/$1/pagemap" bs=8 skip=$((hva / 4096)) count=1 2>/dev/null | od -An -tx8 | tr -d ' ')
+  [ -n "$e" ] || { echo none; return; }
+  printf '0x%x\n' $(( ((0x$e & 0x7fffffffffffff) << 12) | (hva & 4095) ))
+}
+# vmm_pa STEP ARGS...: vmm STEP ARGS, in the background; each HW queue
+# allocation it reports (cmdqv:hw-queue-alloc) is printed with the L1 PA of
+# its ring, read from the VMM's pagemap while it runs:
+#   E2E-L1: ring step=STEP index=I gpa=G l1pa=P
+vmm_pa() {
+  step=$1
+  log=/tmp/vmm-pa-$step.log
+  : >"$log"
+  vmm "$@" >"$log" 2>&1 &
+  bg=$!
+  seen=""
+  while kill -0 "$bg" 2>/dev/null; do
+    pid=$(pidof cloud-hypervisor | cut -d' ' -f1)
+    for line in $(grep -o '"event":"hw-queue-alloc","properties":{"gpa":"0x[0-9a-f]*","id":"cmdqv0","index":"[0-9]*"' "$log" | tr -d '"' | sed 's/.*gpa:\([^,]*\),id:cmdqv0,index:\(.*\)/\2=\1/'); do
+      case " $seen " in *" $line "*) continue ;; esac
+      seen="$seen $line"
+      [ -n "$pid" ] && echo "E2E-L1: ring step=$step index=${line%%=*} gpa=${line#*=} l1pa=$(l1_pa "$pid" "${line#*=}")" >>/tmp/vmm-pa-$step.rings
+    done
+    sleep 1
+  done
+  wait "$bg"
+  rc=$?
+  cat "$log"
+  cat /tmp/vmm-pa-$step.rings 2>/dev/null
+  return $rc
+}
+# shellcheck disable=SC2086
+vmm_pa cmdqv -v $l2 --cmdline "$cmd e2e_step=cmdqv" --vsmmu cmdqv --device "path=$disk,iommu=on"
+cmdqv_state cmdqv
+# shellcheck disable=SC2086
+vmm_until reboot "E2E-L2: booted" 2 -v $l2 --cmdline "$cmd e2e_step=reboot" \
+  --vsmmu cmdqv --device "path=$disk,iommu=on"
+cmdqv_state reboot
+# shellcheck disable=SC2086
+vmm again -v $l2 --cmdline "$cmd e2e_step=again" --vsmmu cmdqv --device "path=$disk,iommu=on"
+cmdqv_state again
+# shellcheck disable=SC2086
+vmm illegal -v $l2 --cmdline "$cmd e2e_step=illegal" --vsmmu cmdqv --device "path=$disk,iommu=on"
+cmdqv_state illegal
+dmesg | grep -iE 'smmu|cmdqv|iommufd' | tail -20 | sed 's/^/E2E-L1-DMESG: /'
+EOS
+}
+
+case_l2_script() {
+  nested_l2_disk_helpers
+  echo "ring=$CMDQV_HOST_RING"
+  cat <<'EOS'
+step=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^e2e_step=//p')
+dmesg | grep -iE 'cmdqv|vcmdq' | sed 's/^/E2E-L2-DMESG: /'
+# The guest's CMD-QV (cloud-hypervisor's layout): VINTF0 page0/page1.
+P0=$((0x0b030000))
+P1=$((0x0b040000))
+hx() { printf '0x%x' "$1"; }
+r32() { echo $(($(devmem "$1" 32))); }
+read_disk() { # BLOCKS
+  for b in /sys/block/vd*; do
+    [ -e "$b" ] || continue
+    n=$(basename "$b")
+    small_requests "$b"
+    sum=$(dd if="/dev/$n" bs=4096 count="$1" 2>/dev/null | sha256sum | cut -d' ' -f1)
+    echo "E2E-L2: read $n pci=$(disk_pci "$b") blocks=$1 sha256=$sum"
+  done
+}
+for l in 0 1; do
+  echo "E2E-L2: lvcmdq$l base=$(hx $(( ($(r32 $((P1 + 0x80 * l + 4))) << 32) | $(r32 $((P1 + 0x80 * l))) ))) cons=$(hx "$(r32 $((P0 + 0x80 * l)))") prod=$(hx "$(r32 $((P0 + 0x80 * l + 4)))") status=$(r32 $((P0 + 0x80 * l + 0xc))) gerror=$(hx "$(r32 $((P0 + 0x80 * l + 0x10)))") gerrorn=$(hx "$(r32 $((P0 + 0x80 * l + 0x14)))")"
+done
+case "$step" in
+cmdqv) read_disk 3840 ;;
+reboot)
+  read_disk 256
+  sleep 3
+  echo "E2E-L2: rebooting"
+  reboot -f
+  sleep 10
+  ;;
+again) read_disk 256 ;;
+illegal)
+  read_disk 256
+  q0=$((P0 + 0x80)) q1=$((P1 + 0x80))
+  drv=$(( ($(r32 $((q1 + 4))) << 32) | $(r32 "$q1") ))
+  log2=$((drv & 31))
+  size=$((1 << log2))
+  # LVCMDQ1 onto our ring (RAM past mem=, so /dev/mem may write it):
+  # disable, BASE, enable (the VMM frees and re-allocates its HW queue).
+  devmem $((q0 + 8)) 32 0
+  i=0; while [ $(($(r32 $((q0 + 0xc))) & 1)) = 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  devmem "$q1" 64 $((ring | log2))
+  devmem $((q0 + 8)) 32 1
+  i=0; while [ $(($(r32 $((q0 + 0xc))) & 1)) = 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  cons=$(r32 "$q0")
+  idx=$((cons & (size - 1)))
+  wrap=$((cons & size))
+  # CFGI_STE (opcode 0x03) for the disk's vSID 0x8, then CMD_SYNC (0x46).
+  devmem $((ring + 16 * idx)) 64 0x0000000800000003
+  devmem $((ring + 16 * idx + 8)) 64 0
+  n=$(((idx + 1) % size)); w=$wrap; [ "$n" -lt "$idx" ] && w=$((wrap ^ size))
+  devmem $((ring + 16 * n)) 64 0x46
+  devmem $((ring + 16 * n + 8)) 64 0
+  p=$(((idx + 2) % size)); pw=$wrap; [ "$p" -lt "$idx" ] && pw=$((wrap ^ size))
+  prod=$((p | pw))
+  echo "E2E-L2: illegal lvcmdq1 ring=$(hx "$ring") log2size=$log2 status=$(r32 $((q0 + 0xc))) cons=$(hx "$cons") prod=$(hx "$prod")"
+  devmem $((q0 + 4)) 32 "$prod"
+  # The queue stops at the CFGI_STE (the model runs it in the PROD write):
+  # make that entry a CMD_SYNC, so the driver's skip + acknowledge resumes it.
+  c1=$(r32 "$q0")
+  devmem $((ring + 16 * idx)) 64 0x46
+  echo "E2E-L2: illegal after-prod cons=$(hx "$c1") err=$(((c1 >> 24) & 0x7f)) gerror=$(hx "$(r32 $((q0 + 0x10)))") gerrorn=$(hx "$(r32 $((q0 + 0x14)))")"
+  i=0
+  while [ $i -lt 100 ]; do
+    c=$(r32 "$q0")
+    [ $((c & 0x00ffffff)) = "$prod" ] && [ "$(r32 $((q0 + 0x10)))" = "$(r32 $((q0 + 0x14)))" ] && break
+    sleep 0.1; i=$((i + 1))
+  done
+  echo "E2E-L2: illegal final cons=$(hx "$(r32 "$q0")") prod=$(hx "$(r32 $((q0 + 4)))") gerror=$(hx "$(r32 $((q0 + 0x10)))") gerrorn=$(hx "$(r32 $((q0 + 0x14)))") waited=$i"
+  dmesg | grep -iE 'CMDQ error|skipping command|Illegal|cmdqv' | tail -8 | sed 's/^/E2E-L2-ERR: /'
+  # Back to the driver's ring, then more TLBIs through LVCMDQ0.
+  devmem $((q0 + 8)) 32 0
+  i=0; while [ $(($(r32 $((q0 + 0xc))) & 1)) = 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  devmem "$q1" 64 "$drv"
+  devmem $((q0 + 8)) 32 1
+  echo 3 >/proc/sys/vm/drop_caches
+  read_disk 512
+  ;;
+esac
+EOS
+}
+
+case_assert() {
+  local tr="$LOG.l0-trace" sum
+  sum="$(nested_disk_sha $((15 << 20)))"
+  if ! has "E2E-L2: booted"; then
+    fail "the L2 guest never booted; see the L1 console and $tr"
+  fi
+  # --- cmdqv: the host path up, in order --------------------------------------
+  step_expect_event cmdqv "vsmmu:vdevice id=vsmmu0 vsid=0x8" "no vDEVICE for the disk at vSID 0x8"
+  step_expect_event cmdqv "vsmmu:viommu-ready id=vsmmu0 kind=cmdqv backend=iommufd vdevices=1" "no TEGRA241 vIOMMU on iommufd"
+  in_order cmdqv "the CMD-QV host path did not come up in order" \
+    "@vsmmu:viommu-ready id=vsmmu0 kind=cmdqv backend=iommufd" "@vm:booted boot=1" \
+    "@cmdqv:page0-mapped id=cmdqv0" "@cmdqv:hw-queue-alloc id=cmdqv0 index=0" "@cmdqv:hw-queue-alloc id=cmdqv0 index=1"
+  step_expect_re cmdqv "E2E-L2-DMESG: .*allocated [0-9]+ entries for vcmdq1" "the L2 tegra241-cmdqv driver did not allocate both VCMDQs"
+  step_reject_re cmdqv "E2E-L2-DMESG: .*(Falling back|CMDQV: failed)" "the L2 tegra241-cmdqv driver fell back or failed"
+  step_expect_re cmdqv "E2E-L2: read vda pci=0000:00:01.0 blocks=3840 sha256=$sum" "the L2 guest did not read the disk's known content through its VCMDQs"
+  step_reject_event cmdqv "cmdqv:guest-error" "the host reported a VCMDQ error in a clean run"
+  expect "E2E-L1: vmm exit=0 step=cmdqv " "the cmdqv run did not exit 0"
+  # Counters at stop: no exit per unmap, no IOMMU_HWPT_INVALIDATE per unmap.
+  local unmaps=3840 exits vexits inval allocs held frees
+  exits="$(ev_prop cmdqv "vm:counters id=cmdqv0" mmio_exits)"
+  vexits="$(ev_prop cmdqv "vm:counters id=vsmmu0" mmio_exits)"
+  inval="$(ev_prop cmdqv "vm:counters id=vsmmu0" backend_calls.invalidate)"
+  allocs="$(ev_prop cmdqv "vm:counters id=cmdqv0" hw_queue_allocs)"
+  held="$(ev_prop cmdqv "vm:counters id=cmdqv0" hw_queues_allocated)"
+  frees="$(ev_prop cmdqv "vm:counters id=cmdqv0" hw_queue_frees)"
+  echo "  cmdqv-host cmdqv: unmaps>=$unmaps cmdqv0.mmio_exits=$exits vsmmu0.mmio_exits=$vexits invalidate_ioctls=$inval hw_queue_allocs=$allocs hw_queues_allocated=$held hw_queue_frees=$frees (whole run, boot included)"
+  if [[ "$exits" =~ ^[0-9]+$ && "$vexits" =~ ^[0-9]+$ && "$inval" =~ ^[0-9]+$ ]]; then
+    # The whole run's totals (boot and probe included) stay far below one per
+    # unmap: 0 per unmap in steady state.
+    ((exits * 20 < unmaps)) || fail "$exits CMD-QV exits for $unmaps unmaps: the VCMDQ page0 traps"
+    ((vexits * 10 < unmaps)) || fail "$vexits vSMMU exits for $unmaps unmaps: TLBIs go through the trapped SMMU CMDQ"
+    ((inval * 20 < unmaps)) || fail "$inval IOMMU_HWPT_INVALIDATE ioctls for $unmaps unmaps"
+  else
+    fail "no vm:counters events for cmdqv0/vsmmu0 in step cmdqv"
+  fi
+  [ "$allocs" = 2 ] || fail "hw_queue_allocs=$allocs in step cmdqv, expected 2"
+  # (At stop the queues are still held: the teardown follows the counters.)
+  [ "$held" = 2 ] || fail "hw_queues_allocated=$held at stop in step cmdqv, expected 2"
+  # --- the L0 trace: VINTF1 sessions (one per vIOMMU) ------------------------
+  if [ ! -s "$tr" ]; then
+    fail "no L0 trace at $tr"
+    return
+  fi
+  # Session k: from the k-th "VINTF1 enabled" to its disable. Steps: cmdqv=1,
+  # reboot=2 and 3, again=4, illegal=5.
+  sess() { awk -v k="$1" '/tegra241_hw_vintf_config vintf=1 en=1/ {n++} n == k {print} n == k && /tegra241_hw_vintf_config vintf=1 en=0/ {exit}' "$tr"; }
+  local s1 vmid pvmid bad ntlbi nsync
+  s1="$(sess 1)"
+  vmid="$(grep -m1 -oE 'tegra241_hw_vintf_config vintf=1 en=1 vmid=[0-9]+ hyp_own=0' <<<"$s1" | grep -oE 'vmid=[0-9]+' | cut -d= -f2 || true)"
+  [ -n "$vmid" ] || fail "L1 never enabled a guest-owned VINTF1 (HYP_OWN=0) [L0 trace]"
+  pvmid="$(grep -m1 -oE 'tegra241_hw_vintf_config vintf=0 en=1 vmid=[0-9]+' "$tr" | grep -oE 'vmid=[0-9]+' | cut -d= -f2 || true)"
+  grep -qE 'tegra241_hw_sid_match vintf=1 slot=[0-9]+ en=1 vsid=0x8' <<<"$s1" || fail "the vDEVICE did not program a SID_MATCH slot of VINTF1 for vSID 0x8 [L0 trace]"
+  grep -qE 'tegra241_hw_sid_replace vintf=1 slot=[0-9]+ psid=0x[0-9a-f]+' <<<"$s1" || fail "no SID_REPLACE on VINTF1 [L0 trace]"
+  local l base
+  for l in 0 1; do
+    base="$(grep -oE "tegra241_hw_vcmdq_base vintf=1 lvcmdq=$l q=[0-9]+ base=0x[0-9a-f]+" <<<"$s1" | grep -v 'base=0x0$' | tail -1 | grep -oE 'base=0x[0-9a-f]+' | cut -d= -f2 || true)"
+    local pa
+    pa="$(grep -oE "E2E-L1: ring step=cmdqv index=$l gpa=0x[0-9a-f]+ l1pa=0x[0-9a-f]+" "$LOG" | tail -1 | grep -oE 'l1pa=0x[0-9a-f]+' | cut -d= -f2 || true)"
+    echo "  cmdqv-host cmdqv: VINTF1 LVCMDQ$l BASE=${base:-none} (L0 trace), ring L1 PA=${pa:-none} (pagemap)"
+    if [ -z "$base" ]; then
+      fail "L1 never programmed VINTF1 LVCMDQ$l's BASE [L0 trace]"
+    elif [ -z "$pa" ] || [ $((base)) != $((pa)) ]; then
+      fail "VINTF1 LVCMDQ$l BASE=$base is not the L1 PA of the guest ring (${pa:-unknown})"
+    fi
+  done
+  ntlbi="$(grep -cE 'tegra241_hw_cmd vintf=1 lvcmdq=0 .*hyp_own=0 .*TLBI_NH_(VA|ASID)' <<<"$s1" || true)"
+  nsync="$(grep -cE 'tegra241_hw_cmd vintf=1 lvcmdq=0 .*CMD_SYNC' <<<"$s1" || true)"
+  bad="$(grep -E 'tegra241_hw_cmd_vmid vintf=1 ' <<<"$s1" | grep -vcE -- "-> $vmid\$" || true)"
+  echo "  cmdqv-host cmdqv: VINTF1 VMID=$vmid (VINTF0 VMID=${pvmid:-?}), L2 TLBIs executed in L0=$ntlbi, CMD_SYNCs=$nsync, TLBIs with another VMID=$bad"
+  ((ntlbi >= unmaps)) || fail "only $ntlbi TLBI_NH_* of the L2 ran on VINTF1 LVCMDQ0 for $unmaps unmaps [L0 trace]"
+  [ "$bad" = 0 ] || fail "$bad L2 TLBIs ran with a VMID other than VINTF1's $vmid [L0 trace]"
+  grep -q 'tegra241_hw_error vintf=1 ' <<<"$s1" && fail "a VCMDQ error in the clean step [L0 trace: $(grep -m1 'tegra241_hw_error' <<<"$s1")]"
+  # --- reboot + SIGTERM: the release order, twice --------------------------------
+  in_order reboot "the reboot did not release and rebuild the CMD-QV host path in order" \
+    "E2E-L2: rebooting" "@vm:rebooting cause=guest" "@cmdqv:page0-unmapped id=cmdqv0" \
+    "@cmdqv:hw-queue-free id=cmdqv0 index=1" "@cmdqv:hw-queue-free id=cmdqv0 index=0" \
+    "@vsmmu:viommu-released id=vsmmu0" "@vm:booting boot=2" "@vsmmu:viommu-ready id=vsmmu0 kind=cmdqv" \
+    "@vm:rebooted boot=2" "E2E-L2: booted" "@cmdqv:page0-mapped id=cmdqv0" "@cmdqv:hw-queue-alloc id=cmdqv0 index=1" \
+    "@cmdqv:page0-unmapped id=cmdqv0" "@cmdqv:hw-queue-free id=cmdqv0 index=1" "@cmdqv:hw-queue-free id=cmdqv0 index=0" \
+    "@vsmmu:viommu-released id=vsmmu0" "@vm:shutdown reason=signal signal=15"
+  step_reject_event reboot "cmdqv:guest-error" "a VCMDQ error across the reboot"
+  local k s
+  for k in 1 2 3 4 5; do
+    s="$(sess $k)"
+    # The kernel's teardown on VINTF1: the SID slot cleared, the queues'
+    # BASE zeroed, the VINTF disabled, in that order at the end.
+    grep -qE 'tegra241_hw_sid_match vintf=1 slot=[0-9]+ en=0' <<<"$s" || fail "vIOMMU $k: the SID_MATCH slot was not cleared [L0 trace]"
+    grep -qE 'tegra241_hw_vintf_config vintf=1 en=0' <<<"$s" || fail "vIOMMU $k: VINTF1 was not disabled [L0 trace]"
+  done
+  # --- again: a second VM, clean ------------------------------------------------
+  step_expect_re again "E2E-L2: read vda pci=0000:00:01.0 blocks=256 sha256=$(nested_disk_sha $((1 << 20)))" "the second VM did not read the disk"
+  step_reject_event again "cmdqv:guest-error" "the second VM saw a stale VCMDQ error"
+  local l
+  for l in 0 1; do
+    step_expect_re again "E2E-L2: lvcmdq$l base=0x[0-9a-f]+ cons=(0x[0-9a-f]+) prod=\\1 status=1 gerror=(0x[0-9a-f]+) gerrorn=\\2\$" "the second VM's LVCMDQ$l did not start clean (CONS = PROD, no error, enabled)"
+  done
+  expect "E2E-L1: vmm exit=0 step=again " "the second VM did not exit 0"
+  # --- illegal: a guest's CFGI_STE on its VCMDQ ------------------------------------
+  local s5
+  s5="$(sess 5)"
+  grep -qE 'tegra241_hw_cmd_ill vintf=1 lvcmdq=1 .*CFGI_STE' <<<"$s5" || fail "L0 did not refuse the guest's CFGI_STE on VINTF1 LVCMDQ1 [L0 trace]"
+  grep -qE 'tegra241_hw_error vintf=1 lvcmdq=1 .*CERROR=1' <<<"$s5" || fail "L0 raised no CERROR_ILL on VINTF1 LVCMDQ1 [L0 trace]"
+  step_expect_re illegal "E2E-L2: illegal after-prod cons=0x[0-9a-f]+ err=1 " "the queue did not stop with CONS.ERR = CERROR_ILL"
+  step_expect_event illegal "cmdqv:guest-error id=cmdqv0 kind=CERROR_ILL queue=1" "the host error did not reach the guest's LVCMDQ1 error map"
+  step_expect_re illegal "E2E-L2-ERR: .*CMDQ error.*Illegal" "the L2 driver did not handle the error"
+  step_expect_re illegal "E2E-L2: illegal final cons=(0x[0-9a-f]+) prod=\\1 gerror=(0x[0-9a-f]+) gerrorn=\\2 " "LVCMDQ1 did not recover (CONS = PROD, error acknowledged)"
+  step_expect_re illegal "E2E-L2: read vda pci=0000:00:01.0 blocks=512 sha256=$(nested_disk_sha $((2 << 20)))" "the disk read after the error failed"
+  expect "E2E-L1: vmm exit=0 step=illegal " "the illegal-command run did not exit 0"
+  local st
+  for st in cmdqv reboot again illegal; do
+    step_reject_re "$st" "panicked|RUST_BACKTRACE" "the VMM panicked"
+    step_reject_re "$st" "^\\[[^]]* ERROR " "the VMM logged an error"
+    expect_re "E2E-L1: after $st 0000:00:02.0 vfio-dev=vfio[0-9]+ driver=vfio-pci" "the disk is not back on vfio-pci after $st"
+  done
+}
