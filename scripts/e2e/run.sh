@@ -164,13 +164,14 @@ for c in "${CASES[@]}"; do
   out="$E2E_OUT/$c"
   mkdir -p "$out"
   if declare -F case_l1_script >/dev/null; then case_l1_script >"$out/run.sh"; fi
-  l2_script=()
-  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script=("$out/l2.sh"); fi
-  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "${l2_script[@]}"
-  # A case may build its own L1 tools: case_prepare OUT fills L1_EXTRA with
-  # SRC:DEST pairs for build-initramfs.sh.
+  l2_script=""
+  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script="$out/l2.sh"; fi
+  # A case may build its own tools: case_prepare OUT fills L1_EXTRA (L1) and
+  # L2_EXTRA (the L2 initramfs) with SRC:DEST pairs for build-initramfs.sh.
   L1_EXTRA=()
+  L2_EXTRA=()
   if declare -F case_prepare >/dev/null; then case_prepare "$out" || die "case $c: case_prepare failed"; fi
+  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "$l2_script" "${L2_EXTRA[@]}"
   for v in ${CASE_KERNELS:-$E2E_KERNELS}; do
     # shellcheck disable=SC2034 # read by the cases (bench.sh names its tables by it)
     E2E_KERNEL="$v"

@@ -34,6 +34,13 @@ CASE_KERNELS=7.2
 # L2: RAM past mem= (448M of 512M) for the illegal-command ring.
 CMDQV_HOST_RING=0x5c000000
 
+# The L2's illegal-command writer (tools/cmdqv-illegal.c), static aarch64.
+case_prepare() {
+  local src="$E2E_DIR/tools/cmdqv-illegal.c" bin="$1/cmdqv-illegal"
+  aarch64-linux-gnu-gcc -static -O2 -Wall -o "$bin" "$src" || return 1
+  L2_EXTRA+=("$bin:/bin/cmdqv-illegal")
+}
+
 case_l1_script() {
   cat <<'EOS'
 VMM_TIMEOUT=400
@@ -166,31 +173,18 @@ illegal)
   devmem "$q1" 64 $((ring | log2))
   devmem $((q0 + 8)) 32 1
   i=0; while [ $(($(r32 $((q0 + 0xc))) & 1)) = 0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-  cons=$(r32 "$q0")
-  idx=$((cons & (size - 1)))
-  wrap=$((cons & size))
-  # CFGI_STE (opcode 0x03) for the disk's vSID 0x8, then CMD_SYNC (0x46).
-  devmem $((ring + 16 * idx)) 64 0x0000000800000003
-  devmem $((ring + 16 * idx + 8)) 64 0
-  n=$(((idx + 1) % size))
-  devmem $((ring + 16 * n)) 64 0x46
-  devmem $((ring + 16 * n + 8)) 64 0
-  p=$(((idx + 2) % size)); pw=$wrap; [ "$p" -lt "$idx" ] && pw=$((wrap ^ size))
-  prod=$((p | pw))
-  echo "E2E-L2: illegal lvcmdq1 ring=$(hx "$ring") log2size=$log2 status=$(r32 $((q0 + 0xc))) cons=$(hx "$cons") prod=$(hx "$prod")"
-  devmem $((q0 + 4)) 32 "$prod"
-  # The queue stops at the CFGI_STE (the model runs it in the PROD write):
-  # make that entry a CMD_SYNC, so the driver's skip + acknowledge resumes it.
-  c1=$(r32 "$q0")
-  devmem $((ring + 16 * idx)) 64 0x46
-  echo "E2E-L2: illegal after-prod cons=$(hx "$c1") err=$(((c1 >> 24) & 0x7f)) gerror=$(hx "$(r32 $((q0 + 0x10)))") gerrorn=$(hx "$(r32 $((q0 + 0x14)))")"
+  # The command, PROD and the rewrite of the refused entry in one go.
+  cmdqv-illegal "$P0" 1 "$ring" "$log2" 0x8
+  prod=$(r32 $((q0 + 4)))
   i=0
   while [ $i -lt 100 ]; do
     c=$(r32 "$q0")
     [ $((c & 0x00ffffff)) = "$prod" ] && [ "$(r32 $((q0 + 0x10)))" = "$(r32 $((q0 + 0x14)))" ] && break
     sleep 0.1; i=$((i + 1))
   done
-  echo "E2E-L2: illegal final cons=$(hx "$(r32 "$q0")") prod=$(hx "$(r32 $((q0 + 4)))") gerror=$(hx "$(r32 $((q0 + 0x10)))") gerrorn=$(hx "$(r32 $((q0 + 0x14)))") waited=$i"
+  # (CONS.ERR keeps the last error's code: only the index moves on.)
+  c=$(r32 "$q0")
+  echo "E2E-L2: illegal final cons=$(hx $((c & 0x00ffffff))) prod=$(hx "$(r32 $((q0 + 4)))") gerror=$(hx "$(r32 $((q0 + 0x10)))") gerrorn=$(hx "$(r32 $((q0 + 0x14)))") cons-err=$(((c >> 24) & 0x7f)) waited=$i"
   dmesg | grep -iE 'CMDQ error|skipping command|Illegal|cmdqv' | tail -8 | sed 's/^/E2E-L2-ERR: /'
   # Back to the driver's ring, then more TLBIs through LVCMDQ0.
   devmem $((q0 + 8)) 32 0
@@ -325,7 +319,15 @@ case_assert() {
   local s5
   s5="$(sess 5)"
   grep -qE 'tegra241_hw_cmd_ill vintf=1 lvcmdq=1 .*CFGI_STE' <<<"$s5" || fail "L0 did not refuse the guest's CFGI_STE on VINTF1 LVCMDQ1 [L0 trace]"
-  grep -qE 'tegra241_hw_error vintf=1 lvcmdq=1 .*CERROR=1' <<<"$s5" || fail "L0 raised no CERROR_ILL on VINTF1 LVCMDQ1 [L0 trace]"
+  local nerr nev
+  nerr="$(grep -cE 'tegra241_hw_error vintf=1 lvcmdq=1 .*CERROR=1' <<<"$s5" || true)"
+  nev="$(ev_count illegal "cmdqv:guest-error id=cmdqv0 kind=CERROR_ILL queue=1")"
+  echo "  cmdqv-host illegal: CERROR_ILL raised in L0 $nerr time(s), cmdqv:guest-error events $nev"
+  [ "$nerr" -ge 1 ] || fail "L0 raised no CERROR_ILL on VINTF1 LVCMDQ1 [L0 trace]"
+  # One illegal command, rewritten before the driver's acknowledgement:
+  # one error (a storm means the acknowledgement resumed on it again).
+  [ "$nerr" -le 2 ] || fail "$nerr CERROR_ILL on VINTF1 LVCMDQ1 for one illegal command [L0 trace]"
+  [ "$nev" -le "$nerr" ] || fail "$nev guest-error events for $nerr host errors"
   step_expect_re illegal "E2E-L2: illegal after-prod cons=0x[0-9a-f]+ err=1 " "the queue did not stop with CONS.ERR = CERROR_ILL"
   step_expect_event illegal "cmdqv:guest-error id=cmdqv0 kind=CERROR_ILL queue=1" "the host error did not reach the guest's LVCMDQ1 error map"
   step_expect_re illegal "E2E-L2-ERR: .*CMDQ error.*Illegal" "the L2 driver did not handle the error"
