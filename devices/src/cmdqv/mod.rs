@@ -247,38 +247,10 @@ impl Cmdqv {
                 continue;
             }
             self.error_events = self.error_events.saturating_add(1);
-            self.report_host_errors(err_map);
             if self.page.vintf0_irq_masked() {
                 log::debug!(target: "cmdqv", "CMD-QV interrupt masked by VI_INT_MASK");
             } else {
                 self.irq.trigger(IrqLine::Cmdqv);
-            }
-        }
-    }
-
-    /// Each queue of a host error event, to the guest-error listener, with
-    /// the CERROR the host queue's CONS.ERR holds (what the guest reads).
-    fn report_host_errors(&mut self, err_map: u128) {
-        for q in 0..self.queues.len().min(128) {
-            if err_map & (1u128 << q) == 0 {
-                continue;
-            }
-            let cons = if self.page0_live {
-                self.backend
-                    .page0_read(q as u64 * VCMDQ_STRIDE + VCMDQ_CONS.offset)
-            } else {
-                self.queues
-                    .get(q)
-                    .map_or(0, |v| v.cache_raw(VCMDQ_CONS.offset))
-            };
-            let kind =
-                crate::guest_error::cerror_name(VCMDQ_CONS_ERR.get(u64::from(cons)));
-            if let Some(listener) = &mut self.guest_errors {
-                listener(crate::guest_error::GuestError {
-                    kind,
-                    queue: u32::try_from(q).ok(),
-                    vsid: None,
-                });
             }
         }
     }

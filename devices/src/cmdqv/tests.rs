@@ -879,28 +879,3 @@ fn hw_queue_stats_count_what_the_host_accepted() {
     rig.cmdqv.reset();
     assert_eq!(rig.cmdqv.hw_queue_stats(), (0, 4, 4));
 }
-
-#[test]
-fn a_host_queue_error_is_reported_to_the_guest_error_listener_with_its_cerror() {
-    let mut rig = Rig::new();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    rig.cmdqv
-        .set_guest_error_listener(Box::new(move |e| sink.lock().unwrap().push(e)));
-    rig.probe_until_mapped();
-    rig.init_queue(0, Q0);
-    rig.init_queue(1, Q1);
-    rig.put_cmd(Q1, 0, cfgi_ste(8));
-    rig.w32(Rig::p0(1, 0x4), 1);
-    rig.cmdqv.poll_host_errors();
-    assert_eq!(rig.cmdqv.error_events_delivered(), 1);
-    let seen = seen.lock().unwrap().clone();
-    assert_eq!(
-        seen,
-        [crate::guest_error::GuestError {
-            kind: "CERROR_ILL",
-            queue: Some(1),
-            vsid: None
-        }]
-    );
-}
