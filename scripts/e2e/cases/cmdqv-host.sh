@@ -289,6 +289,12 @@ case_assert() {
   echo "  cmdqv-host cmdqv: VINTF1 VMID=$vmid (VINTF0 VMID=${pvmid:-?}), L2 TLBIs executed in L0=$ntlbi, CMD_SYNCs=$nsync, TLBIs with another VMID=$bad"
   ((ntlbi >= unmaps)) || fail "only $ntlbi TLBI_NH_* of the L2 ran on VINTF1 LVCMDQ0 for $unmaps unmaps [L0 trace]"
   [ "$bad" = 0 ] || fail "$bad L2 TLBIs ran with a VMID other than VINTF1's $vmid [L0 trace]"
+  # VINTF1's VMID is the nest parent's: L1 invalidates that S2 with it
+  # (TLBI_S12_VMALL on its own VINTF0; VMID = bits 47:32, in w1).
+  local s2vmids
+  s2vmids="$(grep -oE 'tegra241_hw_cmd vintf=0 .*TLBI_S12_VMALL w0=0x[0-9a-f]+ w1=0x[0-9a-f]+' "$tr" | grep -oE 'w1=0x[0-9a-f]+$' | while read -r w; do echo $((${w#w1=} & 0xffff)); done | sort -u | xargs || true)"
+  echo "  cmdqv-host cmdqv: VMIDs of L1's TLBI_S12_VMALL on VINTF0 (the nest parents' S2): ${s2vmids:-none}"
+  [[ " $s2vmids " == *" $vmid "* ]] || fail "VINTF1's VMID $vmid is not one L1 invalidates a nest parent's S2 with (TLBI_S12_VMALL VMIDs: ${s2vmids:-none}) [L0 trace]"
   grep -q 'tegra241_hw_error vintf=1 ' <<<"$s1" && fail "a VCMDQ error in the clean step [L0 trace: $(grep -m1 'tegra241_hw_error' <<<"$s1")]"
   # --- reboot + SIGTERM: the release order, twice --------------------------------
   in_order reboot "the reboot did not release and rebuild the CMD-QV host path in order" \
@@ -324,10 +330,12 @@ case_assert() {
   nev="$(ev_count illegal "cmdqv:guest-error id=cmdqv0 kind=CERROR_ILL queue=1")"
   echo "  cmdqv-host illegal: CERROR_ILL raised in L0 $nerr time(s), cmdqv:guest-error events $nev"
   [ "$nerr" -ge 1 ] || fail "L0 raised no CERROR_ILL on VINTF1 LVCMDQ1 [L0 trace]"
-  # One illegal command, rewritten before the driver's acknowledgement:
-  # one error (a storm means the acknowledgement resumed on it again).
-  [ "$nerr" -le 2 ] || fail "$nerr CERROR_ILL on VINTF1 LVCMDQ1 for one illegal command [L0 trace]"
-  [ "$nev" -le "$nerr" ] || fail "$nev guest-error events for $nerr host errors"
+  # The error repeats until the helper's rewrite of the entry lands: the
+  # driver's recovery fixes its own ring, not this one, and the L2's one
+  # vCPU takes the interrupt between the PROD write and the rewrite when
+  # L1 is quick (1 error in some runs, tens in others). Each one must reach
+  # the guest once, as one TEGRA241 vEVENT -> one guest-error.
+  [ "$nev" = "$nerr" ] || fail "$nev guest-error events for $nerr host errors (each host error once)"
   step_expect_re illegal "E2E-L2: illegal after-prod cons=0x[0-9a-f]+ err=1 " "the queue did not stop with CONS.ERR = CERROR_ILL"
   step_expect_event illegal "cmdqv:guest-error id=cmdqv0 kind=CERROR_ILL queue=1" "the host error did not reach the guest's LVCMDQ1 error map"
   step_expect_re illegal "E2E-L2-ERR: .*CMDQ error.*Illegal" "the L2 driver did not handle the error"
