@@ -342,6 +342,15 @@ case_assert() {
   step_expect_re illegal "E2E-L2: illegal final cons=(0x[0-9a-f]+) prod=\\1 gerror=(0x[0-9a-f]+) gerrorn=\\2 " "LVCMDQ1 did not recover (CONS = PROD, error acknowledged)"
   step_expect_re illegal "E2E-L2: read vda pci=0000:00:01.0 blocks=512 sha256=$(nested_disk_sha $((2 << 20)))" "the disk read after the error failed"
   expect "E2E-L1: vmm exit=0 step=illegal " "the illegal-command run did not exit 0"
+  # LVCMDQ1 moved twice (to the helper's ring and back): the counters are
+  # the model's, what the host holds (not IOMMU_HW_QUEUE_ALLOC calls minus
+  # frees the iommufd backend never counted).
+  local ia ifr ih
+  ia="$(ev_prop illegal "vm:counters id=cmdqv0" hw_queue_allocs)"
+  ifr="$(ev_prop illegal "vm:counters id=cmdqv0" hw_queue_frees)"
+  ih="$(ev_prop illegal "vm:counters id=cmdqv0" hw_queues_allocated)"
+  echo "  cmdqv-host illegal: cmdqv0 hw_queue_allocs=$ia hw_queue_frees=$ifr hw_queues_allocated=$ih at stop"
+  [ "$ia/$ifr/$ih" = 4/2/2 ] || fail "cmdqv0 counters at stop allocs/frees/held = $ia/$ifr/$ih, expected 4/2/2 (LVCMDQ1 moved twice)"
   local st
   for st in cmdqv reboot again illegal; do
     step_reject_re "$st" "panicked|RUST_BACKTRACE" "the VMM panicked"
