@@ -18,7 +18,8 @@
 #   illegal  the L2 writes CFGI_STE (not allowed on a guest-owned VINTF)
 #            into LVCMDQ1 (a ring of its own past mem=, the driver's queue
 #            for another CPU: idle here) and bumps PROD through the mapped
-#            page0: L0 raises CERROR_ILL, L1 reports it on the TEGRA241
+#            page0 (tools/cmdqv-illegal.c, which then rewrites the refused
+#            entry as a CMD_SYNC): L0 raises CERROR_ILL, L1 reports it on the TEGRA241
 #            vEVENTQ, our VMM sets the guest's error map + interrupt, the L2
 #            driver skips the command and acks; the queue then completes,
 #            and a later disk read (LVCMDQ0) is right.
