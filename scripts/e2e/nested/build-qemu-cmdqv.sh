@@ -11,7 +11,7 @@
 # skip-install-dtb: the +ds tarball lacks the edk2 and dtb blobs meson wants),
 # the meson and pycotap wheels the +ds tarball strips (pinned sha256), the
 # bookworm build dependencies, our patch, configure (aarch64-softmmu, TCG, no
-# default features) and ninja.
+# default features) and ninja; then a DT smoke test and the model's qtest.
 #
 # The source tree ($E2E_CACHE/qemu-cmdqv/src-<version>) is a git repository
 # whose commit "base" is the unpacked source + the two Debian patches + the
@@ -27,7 +27,9 @@
 # -nic none, so it is cached alone in
 #   $E2E_CACHE/qemu-cmdqv/qemu-<key>/qemu-system-aarch64
 # key = sha256 of the source version, the patch and this script. It links
-# this machine's glib, libfdt (and their dependencies).
+# this machine's glib, libfdt (and their dependencies). Checkouts with
+# different patches share the source and build trees (one build at a time,
+# under a lock): each switch re-applies its patch and rebuilds incrementally.
 set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -174,6 +176,11 @@ step "ninja qemu-system-aarch64" nice ninja -C "$BUILD" -j"${E2E_JOBS:-$(nproc)}
 step "smoke test" "$BUILD/qemu-system-aarch64" -M virt,iommu=smmuv3,x-tegra241-cmdqv=on -display none -nic none -S \
   -machine dumpdtb="$QDIR/smoke.dtb"
 grep -q 'nvidia,tegra264-cmdqv' "$QDIR/smoke.dtb" || fail "the x-tegra241-cmdqv=on DT has no nvidia,tegra264-cmdqv node"
+# The model's own test (the patch's tests/qtest/tegra241-cmdqv-hw-test.c):
+# the guest-owned VINTF paths the lane's L1 does not take by itself.
+step "ninja tests/qtest/tegra241-cmdqv-hw-test" nice ninja -C "$BUILD" -j"${E2E_JOBS:-$(nproc)}" tests/qtest/tegra241-cmdqv-hw-test
+step "qtest tegra241-cmdqv-hw-test" env QTEST_QEMU_BINARY="$BUILD/qemu-system-aarch64" \
+  timeout 120 "$BUILD/tests/qtest/tegra241-cmdqv-hw-test"
 rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 cp "$BUILD/qemu-system-aarch64" "$out.tmp/"
@@ -181,8 +188,6 @@ cp "$BUILD/qemu-system-aarch64" "$out.tmp/"
 rm -rf "$out"
 mv "$out.tmp" "$out"
 log "CMD-QV QEMU: built $out in $((SECONDS - t0)) s ($(cat "$out/version"))"
-# Binaries of older patches go (the source and build trees stay).
-for old in "$QDIR"/qemu-*; do
-  [ "$old" = "$out" ] || rm -rf "$old"
-done
+# Binaries of other patches stay (~100 MB each): another checkout (an older
+# or newer commit of the patch) may be running one; delete them by hand.
 echo "$out/qemu-system-aarch64"
