@@ -47,4 +47,6 @@ for log in target/e2e/boot-cmdqv/console-*.log; do
   grep -E 'E2E-L2-DMESG: (arm-smmu-v3|efi: ACPI)|E2E-L2: (cpus|test endpoint)' "$log" | sed 's/^/  /'
   echo "== the VMM's view (CMD-QV bring-up and teardown)"
   sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E 'HYP_OWN|hw_queue_(alloc|free)|page0 slot|vIOMMU released|mmio exits|vsmmu0:|vmm exit=' | sed 's/^/  /'
+  echo "== the VMM's events (--event-monitor, docs/events.md)"
+  grep -o '"source":"[a-z]*","event":"[a-z0-9-]*","properties":.*' "$log" | grep -v '"event":"counters"' | sed 's/^/  /'
 done

@@ -75,6 +75,8 @@ case_assert() {
   step_expect_re cmdqv-twice "E2E-L2: toggle 2 CMDQV STATUS=0x0*1 VINTF0 STATUS=0x0*1" "CMD-QV did not come back after the second toggle"
   step_expect_re garbage "E2E-L2: garbage written" "the garbage writes did not complete"
   step_expect_re garbage "E2E-L2: irq [0-9]+: +[1-9][0-9]* .*ITS.*gerror" "the global error raised by the garbage never reached the guest as an ITS MSI"
+  step_expect_event garbage "vsmmu:guest-error id=vsmmu0 kind=CERROR_ILL" "the garbage commands did not stop the trapped queue with CERROR_ILL"
+  step_reject_event cmdqv-twice "cmdqv:guest-error" "toggling CMD-QV showed the guest a queue error"
   in_order garbage "the teardown after garbage did not follow the hardware order" \
     "@vsmmu:viommu-released" "@vm:shutdown reason=poweroff" "@vmm:shutdown"
 }
