@@ -26,7 +26,7 @@
 # Evidence: our events and vm:counters, the L0 trace (<log>.l0-trace),
 # L2 dmesg lines. Not here yet: the edu stale-TLB check (docs/e2e.md).
 CASE_DESC="nested lane, CMD-QV L0: --vsmmu cmdqv on L1's real tegra241-cmdqv: TEGRA241 vIOMMU, page0 memslot, SID_MATCH, the L2's VCMDQs in L0 (no exits, no invalidate ioctls, nest parent's VMID), reboot/SIGTERM order, a second VM clean, an illegal guest command recovered"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=1500
 CASE_QEMU=nested
 CASE_NESTED_L0=cmdqv
