@@ -40,6 +40,11 @@ case_prepare() {
   local src="$E2E_DIR/tools/cmdqv-illegal.c" bin="$1/cmdqv-illegal"
   aarch64-linux-gnu-gcc -static -O2 -Wall -o "$bin" "$src" || return 1
   L2_EXTRA+=("$bin:/bin/cmdqv-illegal")
+  # The edu stale-TLB helper (iommufd + VFIO cdev uAPI of the 7.2 headers).
+  local inc
+  inc="$("$REPO_ROOT/scripts/uapi-headers.sh")" || return 1
+  aarch64-linux-gnu-gcc -static -O2 -Wall -I"$inc" -o "$1/edu-stale" "$E2E_DIR/tools/edu-stale.c" || return 1
+  L2_EXTRA+=("$1/edu-stale:/bin/edu-stale")
 }
 
 case_l1_script() {
@@ -117,6 +122,12 @@ cmdqv_state again
 # shellcheck disable=SC2086
 vmm illegal -v $l2 --cmdline "$cmd e2e_step=illegal" --vsmmu cmdqv --device "path=$disk,iommu=on"
 cmdqv_state illegal
+# edu behind the vSMMU + CMD-QV: a remap whose TLBI waits in a disabled
+# VCMDQ leaves edu's DMA on the old page until the TLBI runs in L0.
+edu=/sys/bus/pci/devices/$(echo "$E2E_VFIO" | cut -d, -f2)
+# shellcheck disable=SC2086
+vmm edu -v $l2 --cmdline "$cmd e2e_step=edu" --vsmmu cmdqv --device "path=$edu,iommu=on"
+cmdqv_state edu
 dmesg | grep -iE 'smmu|cmdqv|iommufd' | tail -20 | sed 's/^/E2E-L1-DMESG: /'
 EOS
 }
@@ -145,6 +156,15 @@ for l in 0 1; do
   echo "E2E-L2: lvcmdq$l base=$(hx $(( ($(r32 $((P1 + 0x80 * l + 4))) << 32) | $(r32 $((P1 + 0x80 * l))) ))) cons=$(hx "$(r32 $((P0 + 0x80 * l)))") prod=$(hx "$(r32 $((P0 + 0x80 * l + 4)))") status=$(r32 $((P0 + 0x80 * l + 0xc))) gerror=$(hx "$(r32 $((P0 + 0x80 * l + 0x10)))") gerrorn=$(hx "$(r32 $((P0 + 0x80 * l + 0x14)))")"
 done
 case "$step" in
+edu)
+  d=/sys/bus/pci/devices/0000:00:01.0
+  echo vfio-pci >"$d/driver_override"
+  echo 0000:00:01.0 >/sys/bus/pci/drivers_probe
+  cdev=$(ls "$d/vfio-dev" 2>/dev/null | head -1)
+  echo "E2E-L2: edu driver=$(basename "$(readlink "$d/driver")") cdev=${cdev:-none}"
+  edu-stale "/dev/vfio/devices/$cdev" "$P0"
+  dmesg | grep -iE 'CMD_SYNC timeout|CMDQ error' | tail -4 | sed 's/^/E2E-L2-ERR: /'
+  ;;
 cmdqv)
   # L1 takes the VMM's counters at each marker (it polls once a second).
   echo "E2E-L2: read-begin"
@@ -307,7 +327,7 @@ case_assert() {
     "@vsmmu:viommu-released id=vsmmu0" "@vm:shutdown reason=signal signal=15"
   step_reject_event reboot "cmdqv:guest-error" "a VCMDQ error across the reboot"
   local k s
-  for k in 1 2 3 4 5; do
+  for k in 1 2 3 4 5 6; do
     s="$(sess $k)"
     # The kernel's teardown on VINTF1: the SID slot cleared, the queues'
     # BASE zeroed, the VINTF disabled, in that order at the end.
@@ -352,8 +372,15 @@ case_assert() {
   ih="$(ev_prop illegal "vm:counters id=cmdqv0" hw_queues_allocated)"
   echo "  cmdqv-host illegal: cmdqv0 hw_queue_allocs=$ia hw_queue_frees=$ifr hw_queues_allocated=$ih at stop"
   [ "$ia/$ifr/$ih" = 4/2/2 ] || fail "cmdqv0 counters at stop allocs/frees/held = $ia/$ifr/$ih, expected 4/2/2 (LVCMDQ1 moved twice)"
+  # --- edu: a stale IOTLB entry until the guest's TLBI has run in L0 ------------
+  local s6
+  s6="$(sess 6)"
+  step_expect_re edu "E2E-L2: edu-stale id=0x010000ed before x=0xaaaaaaaa" "edu's DMA through the L2's IOAS did not read page A"
+  step_expect_re edu "E2E-L2: edu-stale remapped-no-tlbi x=0xaaaaaaaa " "after a remap whose TLBI waits in a disabled VCMDQ, edu's DMA did not still read the old page"
+  step_expect_re edu "E2E-L2: edu-stale after-tlbi x=0xbbbbbbbb " "once the TLBI ran through the VCMDQ, edu's DMA did not read the new page"
+  grep -qE 'tegra241_hw_cmd_vmid vintf=1 lvcmdq=0 .*TLBI_NH_VA' <<<"$s6" || fail "no TLBI of the L2's ran on VINTF1 LVCMDQ0 in the edu step [L0 trace]"
   local st
-  for st in cmdqv reboot again illegal; do
+  for st in cmdqv reboot again illegal edu; do
     step_reject_re "$st" "panicked|RUST_BACKTRACE" "the VMM panicked"
     step_reject_re "$st" "^\\[[^]]* ERROR " "the VMM logged an error"
     expect_re "E2E-L1: after $st 0000:00:02.0 vfio-dev=vfio[0-9]+ driver=vfio-pci" "the disk is not back on vfio-pci after $st"

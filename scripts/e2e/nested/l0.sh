@@ -160,7 +160,8 @@ nested_cmdqv_assert() {
   local l1_cmdq_err
   l1_cmdq_err="$(awk '/E2E-L1: init / {init = 1} (!init || /^E2E-L1-DMESG: /) && /CMDQ error/ {print; exit}' "$LOG")"
   [ -z "$l1_cmdq_err" ] || fail "a command of L1's failed in a queue [found: '$l1_cmdq_err']"
-  reject "CMD_SYNC timeout" "a CMD_SYNC of L1's timed out"
+  l1_cmdq_err="$(awk '/E2E-L1: init / {init = 1} (!init || /^E2E-L1-DMESG: /) && /CMD_SYNC timeout/ {print; exit}' "$LOG")"
+  [ -z "$l1_cmdq_err" ] || fail "a CMD_SYNC of L1's timed out [found: '$l1_cmdq_err']"
   if [ ! -s "$l0_trace" ]; then
     fail "no L0 trace at $l0_trace"
     return
