@@ -23,8 +23,13 @@
 #            vEVENTQ, our VMM sets the guest's error map + interrupt, the L2
 #            driver skips the command and acks; the queue then completes,
 #            and a later disk read (LVCMDQ0) is right.
+#   edu      edu (iommu=on) driven by tools/edu-stale.c in L2 (iommufd +
+#            VFIO cdev): IOVA X -> A, DMA reads A; LVCMDQ0 disabled through
+#            page0, X remapped to B (its TLBI waits in the ring): DMA still
+#            reads A (stale IOTLB in L0); LVCMDQ0 re-enabled, the TLBI runs
+#            in L0 with VINTF1's VMID: DMA reads B.
 # Evidence: our events and vm:counters, the L0 trace (<log>.l0-trace),
-# L2 dmesg lines. Not here yet: the edu stale-TLB check (docs/e2e.md).
+# L2 dmesg lines.
 CASE_DESC="nested lane, CMD-QV L0: --vsmmu cmdqv on L1's real tegra241-cmdqv: TEGRA241 vIOMMU, page0 memslot, SID_MATCH, the L2's VCMDQs in L0 (no exits, no invalidate ioctls, nest parent's VMID), reboot/SIGTERM order, a second VM clean, an illegal guest command recovered"
 CASE_DEFAULT=1
 CASE_TIMEOUT=1500
@@ -378,7 +383,19 @@ case_assert() {
   step_expect_re edu "E2E-L2: edu-stale id=0x010000ed before x=0xaaaaaaaa" "edu's DMA through the L2's IOAS did not read page A"
   step_expect_re edu "E2E-L2: edu-stale remapped-no-tlbi x=0xaaaaaaaa " "after a remap whose TLBI waits in a disabled VCMDQ, edu's DMA did not still read the old page"
   step_expect_re edu "E2E-L2: edu-stale after-tlbi x=0xbbbbbbbb " "once the TLBI ran through the VCMDQ, edu's DMA did not read the new page"
-  grep -qE 'tegra241_hw_cmd_vmid vintf=1 lvcmdq=0 .*TLBI_NH_VA' <<<"$s6" || fail "no TLBI of the L2's ran on VINTF1 LVCMDQ0 in the edu step [L0 trace]"
+  # In L0: LVCMDQ0 disabled, re-enabled, and the first command it runs
+  # then is the waiting TLBI_NH_VA, with VINTF1's VMID.
+  local pend
+  # (A disable + enable with no BASE write between: the helper's, not the
+  # driver's init or teardown.)
+  pend="$(awk '/tegra241_hw_vcmdq_config vintf=1 lvcmdq=0 .*config=0x0/ {off = 1; on = 0; next}
+    /tegra241_hw_vcmdq_base vintf=1 lvcmdq=0 / {off = 0; on = 0; next}
+    off && /tegra241_hw_vcmdq_config vintf=1 lvcmdq=0 .*config=0x1/ {on = 1; off = 0; next}
+    on && /tegra241_hw_cmd_vmid vintf=1 lvcmdq=0 / {last = $0; on = 0}
+    on && /tegra241_hw_cmd vintf=1 lvcmdq=0 / {on = 0}
+    END {print last}' <<<"$s6")"
+  echo "  cmdqv-host edu: first command after LVCMDQ0 re-enabled: ${pend:-none}"
+  [[ "$pend" =~ TLBI_NH_VA\ vmid\ [0-9]+\ -\>\ $vmid$ ]] || fail "the waiting TLBI_NH_VA did not run with VMID $vmid when LVCMDQ0 was re-enabled [L0 trace: ${pend:-none}]"
   local st
   for st in cmdqv reboot again illegal edu; do
     step_reject_re "$st" "panicked|RUST_BACKTRACE" "the VMM panicked"
