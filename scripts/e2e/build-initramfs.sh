@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the e2e initramfs images (uncompressed newc cpio: unpacks fastest under TCG).
 #
-#   scripts/e2e/build-initramfs.sh l2 OUT [L2_SCRIPT]
-#       L2 guest: busybox + initramfs/l2-init (+ L2_SCRIPT as /e2e/l2.sh)
+#   scripts/e2e/build-initramfs.sh l2 OUT [L2_SCRIPT [SRC:DEST]...]
+#       L2 guest: busybox + initramfs/l2-init (+ L2_SCRIPT as /e2e/l2.sh,
+#       none when empty; + each extra file SRC as DEST, a case's own tools)
 #   scripts/e2e/build-initramfs.sh l1 OUT CASE_SCRIPT VMM_BIN L2_IMAGE L2_INITRD [SRC:DEST]...
 #       L1 host: busybox, /bin/cloud-hypervisor (+ /bin/ch-remote when built
 #       beside it), /l2/Image, /l2/initrd, /init (initramfs/l1-init),
@@ -44,6 +45,9 @@ case "$kind" in
     [ -z "${3:-}" ] || install -m 0755 "$3" "$root/e2e/l2.sh"
     # The DMA-API benchmark tool, when run.sh built it.
     [ -z "${E2E_DMA_BENCH:-}" ] || install -m 0755 "$E2E_DMA_BENCH" "$root/bin/dma_map_benchmark"
+    for extra in "${@:4}"; do
+      install -D -m 0755 "${extra%%:*}" "$root/${extra#*:}"
+    done
     pack "$root" "$out"
     ;;
   l1)

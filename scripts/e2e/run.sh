@@ -26,7 +26,7 @@ case_file() { echo "$E2E_DIR/cases/$1.sh"; }
 all_cases() { for f in "$E2E_DIR"/cases/*.sh; do basename "$f" .sh; done; }
 
 load_case() {
-  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS
+  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS CASE_NESTED_L0
   unset -f case_prepare case_l1_script case_l2_script case_assert 2>/dev/null || true
   # shellcheck disable=SC1090
   . "$(case_file "$1")"
@@ -130,9 +130,17 @@ if [ "$NESTED" = 1 ]; then
     *) [ "${E2E_SKIP_SETUP:-0}" = 1 ] || E2E_KERNELS="$NESTED_L1_VERSION" timed "setup (nested L1 source)" "$E2E_DIR/setup.sh" ;;
   esac
   # L0: sid's QEMU chroot, or the CMD-QV QEMU binary (E2E_NESTED_L0, nested/l0.sh).
-  L0="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
-  # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
-  if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
+  # A case that needs one L0 says so (CASE_NESTED_L0, e.g. cmdqv-host: the
+  # CMD-QV model) and gets it whatever E2E_NESTED_L0 says; the others run on
+  # E2E_NESTED_L0's (default sid). Each L0 needed is set up once.
+  NESTED_L0_DEFAULT="$NESTED_L0"
+  declare -A L0S
+  for c in "${CASES[@]}"; do
+    load_case "$c"
+    [ "${CASE_QEMU:-l1}" = nested ] || continue
+    NESTED_L0="${CASE_NESTED_L0:-$NESTED_L0_DEFAULT}"
+    [ -n "${L0S[$NESTED_L0]:-}" ] || L0S[$NESTED_L0]="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
+  done
   # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
   NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
 fi
@@ -147,16 +155,23 @@ RESULTS=()
 rc_all=0
 for c in "${CASES[@]}"; do
   load_case "$c"
+  if [ "${CASE_QEMU:-l1}" = nested ]; then
+    NESTED_L0="${CASE_NESTED_L0:-$NESTED_L0_DEFAULT}"
+    L0="${L0S[$NESTED_L0]}"
+    # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
+    if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
+  fi
   out="$E2E_OUT/$c"
   mkdir -p "$out"
   if declare -F case_l1_script >/dev/null; then case_l1_script >"$out/run.sh"; fi
-  l2_script=()
-  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script=("$out/l2.sh"); fi
-  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "${l2_script[@]}"
-  # A case may build its own L1 tools: case_prepare OUT fills L1_EXTRA with
-  # SRC:DEST pairs for build-initramfs.sh.
+  l2_script=""
+  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script="$out/l2.sh"; fi
+  # A case may build its own tools: case_prepare OUT fills L1_EXTRA (L1) and
+  # L2_EXTRA (the L2 initramfs) with SRC:DEST pairs for build-initramfs.sh.
   L1_EXTRA=()
+  L2_EXTRA=()
   if declare -F case_prepare >/dev/null; then case_prepare "$out" || die "case $c: case_prepare failed"; fi
+  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "$l2_script" "${L2_EXTRA[@]}"
   for v in ${CASE_KERNELS:-$E2E_KERNELS}; do
     # shellcheck disable=SC2034 # read by the cases (bench.sh names its tables by it)
     E2E_KERNEL="$v"

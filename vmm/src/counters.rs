@@ -39,11 +39,13 @@ pub struct CmdqvCounters {
     /// VM exits on its 0x50000 window (page0 accesses cause none while the
     /// host page0 is mapped into the guest).
     pub mmio_exits: u64,
-    /// Host HW queues that exist now (IOMMU_HW_QUEUE_ALLOC minus frees).
+    /// Host HW queues that exist now (the model's allocated queues).
     pub hw_queues_allocated: u64,
-    /// IOMMU_HW_QUEUE_ALLOC calls since the VM was built.
+    /// HW queue allocations the host accepted since the VM was built
+    /// (refused ones: `backend_calls.hw_queue_alloc` of the vSMMU counts
+    /// every IOMMU_HW_QUEUE_ALLOC call).
     pub hw_queue_allocs: u64,
-    /// HW queue frees since the VM was built.
+    /// HW queue frees the host accepted since the VM was built.
     pub hw_queue_frees: u64,
     /// Commands the VCMDQs executed (the emulated backend's engine; a
     /// hardware VCMDQ is not counted by anyone).
@@ -130,19 +132,23 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
             }),
         );
         if let Some(cmdqv) = &v.cmdqv {
-            let allocs = count("hw_queue_alloc");
-            let frees = count("hw_queue_free");
+            // From the model, not the backend's ioctl counts: those include
+            // refused allocations, and the iommufd backend counts no frees.
+            let (held, allocs, frees, errors) = {
+                let model = devices::lock_unpoisoned(cmdqv);
+                let (held, allocs, frees) = model.hw_queue_stats();
+                (held, allocs, frees, model.error_events_delivered())
+            };
             all.insert(
                 format!("cmdqv{index}"),
                 DeviceCounters::Cmdqv(CmdqvCounters {
                     mmio_exits: devices.bus.exits_in(v.description.layout.cmdqv),
-                    hw_queues_allocated: allocs.saturating_sub(frees),
+                    hw_queues_allocated: held,
                     hw_queue_allocs: allocs,
                     hw_queue_frees: frees,
                     vcmdq_commands: count("vcmdq_exec"),
                     vcmdq_syncs: count("vcmdq_exec:CMD_SYNC"),
-                    error_events_delivered: devices::lock_unpoisoned(cmdqv)
-                        .error_events_delivered(),
+                    error_events_delivered: errors,
                 }),
             );
         }

@@ -135,6 +135,8 @@ pub struct Cmdqv {
     guest_errors: Option<crate::guest_error::GuestErrorListener>,
     unknown_accesses: u32,
     error_events: u64,
+    hw_queue_allocs: u64,
+    hw_queue_frees: u64,
 }
 
 impl Cmdqv {
@@ -172,6 +174,8 @@ impl Cmdqv {
             guest_errors: None,
             unknown_accesses: 0,
             error_events: 0,
+            hw_queue_allocs: 0,
+            hw_queue_frees: 0,
         })
     }
 
@@ -255,6 +259,15 @@ impl Cmdqv {
     /// the model was built.
     pub fn error_events_delivered(&self) -> u64 {
         self.error_events
+    }
+
+    /// HW queues: (held by the host now, successful allocations, successful
+    /// frees) since the model was built. Only what the host accepted
+    /// counts: a refused BASE or a failed free changes nothing here (the
+    /// backend's ioctl counts include the failures).
+    pub fn hw_queue_stats(&self) -> (u64, u64, u64) {
+        let held = self.queues.iter().filter(|q| q.allocated.is_some()).count() as u64;
+        (held, self.hw_queue_allocs, self.hw_queue_frees)
     }
 
     /// Clear error-map bits of queues whose error the guest acknowledged.
@@ -449,6 +462,7 @@ impl Cmdqv {
         {
             return self.refuse(q, base, &e.to_string(), true);
         }
+        self.hw_queue_allocs = self.hw_queue_allocs.saturating_add(1);
         log::info!(
             target: "cmdqv",
             "hw_queue_alloc index={q} gpa={:#x} len={:#x}",
@@ -526,6 +540,7 @@ impl Cmdqv {
                     (and those below it), freed at the next change");
                 return false;
             }
+            self.hw_queue_frees = self.hw_queue_frees.saturating_add(1);
             log::info!(target: "cmdqv", "hw_queue_free index={q}");
             if let Some(queue) = self.queues.get_mut(q) {
                 queue.allocated = None;

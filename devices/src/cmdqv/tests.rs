@@ -163,10 +163,13 @@ impl Rig {
 }
 
 /// The emulated backend whose next `fail` HW queue frees fail with EBUSY
-/// (the kernel's answer to IOMMU_DESTROY of an object still in use).
+/// (the kernel's answer to IOMMU_DESTROY of an object still in use), and
+/// whose next `fail_allocs` HW queue allocations fail with EFAULT (a ring
+/// that is not physically contiguous).
 struct FailingFrees {
     inner: EmulatedCmdqv,
     fail: Arc<AtomicU32>,
+    fail_allocs: Arc<AtomicU32>,
 }
 
 impl CmdqvBackend for FailingFrees {
@@ -177,6 +180,13 @@ impl CmdqvBackend for FailingFrees {
         self.inner.page0_mode()
     }
     fn hw_queue_alloc(&mut self, index: u32, gpa: u64, len: u64) -> Result<(), BackendError> {
+        if self
+            .fail_allocs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BackendError::new(Errno::Fault, "injected"));
+        }
         self.inner.hw_queue_alloc(index, gpa, len)
     }
     fn hw_queue_free(&mut self, index: u32) -> Result<(), BackendError> {
@@ -204,19 +214,27 @@ impl CmdqvBackend for FailingFrees {
 }
 
 fn rig_with_failing_frees() -> (Rig, Arc<AtomicU32>) {
+    let (rig, fail, _) = rig_with_failures();
+    (rig, fail)
+}
+
+/// A rig and its injected failures: (frees, allocations) still to fail.
+fn rig_with_failures() -> (Rig, Arc<AtomicU32>, Arc<AtomicU32>) {
     let fail = Arc::new(AtomicU32::new(0));
-    let counter = fail.clone();
+    let fail_allocs = Arc::new(AtomicU32::new(0));
+    let (frees, allocs) = (fail.clone(), fail_allocs.clone());
     let rig = Rig::wrapping(
         EmulatedCmdqvConfig::default(),
         CmdqvConfig::default(),
         |inner| {
             Box::new(FailingFrees {
                 inner,
-                fail: counter,
+                fail: frees,
+                fail_allocs: allocs,
             })
         },
     );
-    (rig, fail)
+    (rig, fail, fail_allocs)
 }
 
 fn tlbi_nh_va(asid: u64, addr: u64) -> [u64; 2] {
@@ -835,4 +853,29 @@ fn a_refused_base_is_reported_to_the_guest_error_listener_as_cmdq_init_err() {
             vsid: None
         }]
     );
+}
+
+#[test]
+fn hw_queue_stats_count_what_the_host_accepted() {
+    let (mut rig, fail_frees, fail_allocs) = rig_with_failures();
+    rig.probe_until_mapped();
+    // The host refuses LVCMDQ0's first BASE: nothing allocated, nothing held.
+    fail_allocs.store(1, Ordering::SeqCst);
+    rig.init_queue(0, Q0);
+    assert_eq!(rig.cmdqv.hw_queue_stats(), (0, 0, 0), "a refused allocation");
+    rig.init_queue(0, Q0 + 0x1000);
+    rig.init_queue(1, Q1);
+    assert_eq!(rig.cmdqv.hw_queue_stats(), (2, 2, 0));
+    // A failed free keeps the queue (and the one below it) held.
+    fail_frees.store(1, Ordering::SeqCst);
+    rig.w32(0x1000, 0);
+    assert_eq!(rig.cmdqv.hw_queue_stats(), (2, 2, 0), "a failed free");
+    rig.cmdqv.reset();
+    assert_eq!(rig.cmdqv.hw_queue_stats(), (0, 2, 2), "freed at the retry (reset)");
+    rig.probe_until_mapped();
+    rig.init_queue(0, Q0);
+    rig.init_queue(1, Q1);
+    assert_eq!(rig.cmdqv.hw_queue_stats(), (2, 4, 2));
+    rig.cmdqv.reset();
+    assert_eq!(rig.cmdqv.hw_queue_stats(), (0, 4, 4));
 }
