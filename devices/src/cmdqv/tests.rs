@@ -862,7 +862,11 @@ fn hw_queue_stats_count_what_the_host_accepted() {
     // The host refuses LVCMDQ0's first BASE: nothing allocated, nothing held.
     fail_allocs.store(1, Ordering::SeqCst);
     rig.init_queue(0, Q0);
-    assert_eq!(rig.cmdqv.hw_queue_stats(), (0, 0, 0), "a refused allocation");
+    assert_eq!(
+        rig.cmdqv.hw_queue_stats(),
+        (0, 0, 0),
+        "a refused allocation"
+    );
     rig.init_queue(0, Q0 + 0x1000);
     rig.init_queue(1, Q1);
     assert_eq!(rig.cmdqv.hw_queue_stats(), (2, 2, 0));
@@ -871,7 +875,11 @@ fn hw_queue_stats_count_what_the_host_accepted() {
     rig.w32(0x1000, 0);
     assert_eq!(rig.cmdqv.hw_queue_stats(), (2, 2, 0), "a failed free");
     rig.cmdqv.reset();
-    assert_eq!(rig.cmdqv.hw_queue_stats(), (0, 2, 2), "freed at the retry (reset)");
+    assert_eq!(
+        rig.cmdqv.hw_queue_stats(),
+        (0, 2, 2),
+        "freed at the retry (reset)"
+    );
     rig.probe_until_mapped();
     rig.init_queue(0, Q0);
     rig.init_queue(1, Q1);
