@@ -16,6 +16,7 @@ pub mod host_backend;
 pub mod irqchip;
 pub mod logging;
 pub mod memory;
+pub mod seccomp;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;

@@ -14,6 +14,7 @@ use vmm::config::{
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
+use vmm::seccomp::{SECCOMP_SYNTAX, SeccompMode, ThreadKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,6 +50,8 @@ struct Cli {
     /// without starting the VM (no KVM, no host devices needed).
     #[arg(long, value_name = "DIR")]
     dump_acpi: Option<PathBuf>,
+    #[arg(long, value_name = "true|false|log", help = SECCOMP_SYNTAX, default_value = "true", value_parser = SeccompMode::parse)]
+    seccomp: SeccompMode,
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG
     /// (env_logger syntax, e.g. cmdqv=info) overrides it per target.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -87,6 +90,7 @@ impl Cli {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
+    let seccomp = cli.seccomp;
     let (config, dump_acpi, api_socket) = cli.into_config()?;
     if let Some(dir) = dump_acpi {
         config.validate(false).map_err(|e| e.to_string())?;
@@ -109,6 +113,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .into(),
         );
     }
+    vmm::seccomp::init(seccomp).map_err(|e| e.to_string())?;
     let (api_end, vmm_end) = match &api_socket {
         Some(_) => vmm::api::channel()
             .map(|(a, v)| (Some(a), Some(v)))
@@ -129,7 +134,9 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         Ok(())
     };
-    let result = result.and_then(|()| vmm.run().map_err(|e| e.to_string()));
+    let result = result
+        .and_then(|()| vmm::seccomp::apply(ThreadKind::Vmm).map_err(|e| e.to_string()))
+        .and_then(|()| vmm.run().map_err(|e| e.to_string()));
     if let Some(server) = server {
         server.stop();
     }
