@@ -144,6 +144,8 @@ enum Probe {
     ExecMap,
     /// Open a file.
     Open,
+    /// Not a probe: start the emulated backend's real engine thread.
+    RealEngine,
 }
 
 fn probe_name(probe: Probe) -> &'static str {
@@ -152,6 +154,7 @@ fn probe_name(probe: Probe) -> &'static str {
         Probe::Forbidden => "forbidden",
         Probe::ExecMap => "exec-map",
         Probe::Open => "open",
+        Probe::RealEngine => "real-engine",
     }
 }
 
@@ -196,6 +199,9 @@ fn child_process() {
         .find(|k| k.name() == kind)
         .unwrap();
     init(SeccompMode::parse(mode).unwrap()).unwrap();
+    if probe == "real-engine" {
+        return real_engine();
+    }
     let probe = probe.to_string();
     let thread = std::thread::Builder::new()
         .name(kind.name().into())
@@ -238,6 +244,33 @@ fn child_process() {
         })
         .unwrap();
     thread.join().unwrap();
+    eprintln!("child exits");
+}
+
+/// The emulated backend's own engine thread, started through the devices
+/// crate's hook: print its seccomp state, run it a while, stop it.
+fn real_engine() {
+    use devices::emulated::EmulatedBackend;
+    use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
+    use vm_memory::GuestAddress;
+    let mem = devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)]).unwrap();
+    let config = EmulatedCmdqvConfig {
+        mapped: true,
+        ..EmulatedCmdqvConfig::default()
+    };
+    let irq = std::sync::Arc::new(devices::irq::NoInterrupts);
+    let backend = EmulatedCmdqv::new(EmulatedBackend::new(), mem, irq, config).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        if comm.trim() == "vcmdq-engine" {
+            let status = std::fs::read_to_string(task.join("status")).unwrap();
+            let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+            eprintln!("engine {}", seccomp.split_whitespace().last().unwrap());
+        }
+    }
+    drop(backend);
     eprintln!("child exits");
 }
 
@@ -292,4 +325,15 @@ fn log_lets_a_forbidden_syscall_run_and_false_filters_nothing() {
             assert!(!out.contains("which its filter refuses"), "{out}");
         }
     }
+}
+
+#[test]
+fn the_emulated_backends_engine_thread_installs_its_filter_through_the_devices_hook() {
+    let (status, out) = run_child(ThreadKind::VcmdqEngine, "true", Probe::RealEngine);
+    assert!(status.success(), "{out}");
+    // 2: SECCOMP_MODE_FILTER; the engine ran, stopped and was joined.
+    assert!(out.contains("engine 2"), "{out}");
+    assert!(out.contains("child exits"), "{out}");
+    let (status, out) = run_child(ThreadKind::VcmdqEngine, "false", Probe::RealEngine);
+    assert!(status.success() && out.contains("engine 0"), "{out}");
 }
