@@ -4,9 +4,6 @@
 //! `VMM_SECCOMP_TEST_CHILD` set (test builds only; nothing a guest or an
 //! API client controls reaches it).
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
-
 use super::rules::{self, Args, Ioctl};
 use super::*;
 
@@ -133,207 +130,218 @@ fn the_sigsys_line_prints_the_syscall_number() {
     assert_eq!(decimal(i32::MIN, &mut [0; 12]), b"-2147483648");
 }
 
-/// What the child thread does once filtered.
-#[derive(Clone, Copy, Debug)]
-enum Probe {
-    /// Its ordinary work, then exit normally.
-    Allowed,
-    /// The syscall no filter allows.
-    Forbidden,
-    /// mmap of executable memory.
-    ExecMap,
-    /// Open a file.
-    Open,
-    /// Not a probe: start the emulated backend's real engine thread.
-    RealEngine,
-}
+/// The tests that install filters, each in a child process. The aarch64
+/// lane skips them (scripts/test.sh): qemu-user implements no seccomp.
+mod in_child {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
 
-fn probe_name(probe: Probe) -> &'static str {
-    match probe {
-        Probe::Allowed => "allowed",
-        Probe::Forbidden => "forbidden",
-        Probe::ExecMap => "exec-map",
-        Probe::Open => "open",
-        Probe::RealEngine => "real-engine",
+    use super::super::*;
+    use super::CHILD_ENV;
+
+    /// What the child thread does once filtered.
+    #[derive(Clone, Copy, Debug)]
+    enum Probe {
+        /// Its ordinary work, then exit normally.
+        Allowed,
+        /// The syscall no filter allows.
+        Forbidden,
+        /// mmap of executable memory.
+        ExecMap,
+        /// Open a file.
+        Open,
+        /// Not a probe: start the emulated backend's real engine thread.
+        RealEngine,
     }
-}
 
-/// Run the child with `kind`, `mode`, `probe`: (exit status, output).
-fn run_child(kind: ThreadKind, mode: &str, probe: Probe) -> (std::process::ExitStatus, String) {
-    let exe = std::env::current_exe().unwrap();
-    let out = Command::new(exe)
-        .args([
-            "--exact",
-            "seccomp::tests::child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            CHILD_ENV,
-            format!("{}:{mode}:{}", kind.name(), probe_name(probe)),
-        )
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status, text)
-}
-
-/// Not a test on its own: the body of the child process.
-#[test]
-fn child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let mut parts = spec.split(':');
-    let (kind, mode, probe) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
-    let kind = ThreadKind::ALL
-        .into_iter()
-        .find(|k| k.name() == kind)
-        .unwrap();
-    init(SeccompMode::parse(mode).unwrap()).unwrap();
-    if probe == "real-engine" {
-        return real_engine();
+    fn probe_name(probe: Probe) -> &'static str {
+        match probe {
+            Probe::Allowed => "allowed",
+            Probe::Forbidden => "forbidden",
+            Probe::ExecMap => "exec-map",
+            Probe::Open => "open",
+            Probe::RealEngine => "real-engine",
+        }
     }
-    let probe = probe.to_string();
-    let thread = std::thread::Builder::new()
-        .name(kind.name().into())
-        .spawn(move || {
-            apply(kind).unwrap();
-            // Ordinary work of every thread: allocate, lock, sleep, log.
-            let v = vec![0u8; 1 << 20];
-            let m = std::sync::Mutex::new(v.len());
-            drop(m.lock().unwrap());
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            eprintln!("filtered {}", kind.name());
-            match probe.as_str() {
-                "forbidden" => {
-                    // SAFETY: getppid has no argument and changes nothing.
-                    let _ = unsafe { libc::getppid() };
-                }
-                "exec-map" => {
-                    // SAFETY: a fresh anonymous mapping, unmapped below.
-                    let addr = unsafe {
-                        libc::mmap(
-                            std::ptr::null_mut(),
-                            4096,
-                            libc::PROT_READ | libc::PROT_EXEC,
-                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                            -1,
-                            0,
-                        )
-                    };
-                    if addr != libc::MAP_FAILED {
-                        // SAFETY: the mapping made above.
-                        unsafe { libc::munmap(addr, 4096) };
+
+    /// Run the child with `kind`, `mode`, `probe`: (exit status, output).
+    fn run_child(kind: ThreadKind, mode: &str, probe: Probe) -> (std::process::ExitStatus, String) {
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new(exe)
+            .args([
+                "--exact",
+                "seccomp::tests::in_child::child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!("{}:{mode}:{}", kind.name(), probe_name(probe)),
+            )
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text)
+    }
+
+    /// Not a test on its own: the body of the child process.
+    #[test]
+    fn child_process() {
+        let Ok(spec) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let mut parts = spec.split(':');
+        let (kind, mode, probe) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let kind = ThreadKind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind)
+            .unwrap();
+        init(SeccompMode::parse(mode).unwrap()).unwrap();
+        if probe == "real-engine" {
+            return real_engine();
+        }
+        let probe = probe.to_string();
+        let thread = std::thread::Builder::new()
+            .name(kind.name().into())
+            .spawn(move || {
+                apply(kind).unwrap();
+                // Ordinary work of every thread: allocate, lock, sleep, log.
+                let v = vec![0u8; 1 << 20];
+                let m = std::sync::Mutex::new(v.len());
+                drop(m.lock().unwrap());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                eprintln!("filtered {}", kind.name());
+                match probe.as_str() {
+                    "forbidden" => {
+                        // SAFETY: getppid has no argument and changes nothing.
+                        let _ = unsafe { libc::getppid() };
                     }
+                    "exec-map" => {
+                        // SAFETY: a fresh anonymous mapping, unmapped below.
+                        let addr = unsafe {
+                            libc::mmap(
+                                std::ptr::null_mut(),
+                                4096,
+                                libc::PROT_READ | libc::PROT_EXEC,
+                                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                                -1,
+                                0,
+                            )
+                        };
+                        if addr != libc::MAP_FAILED {
+                            // SAFETY: the mapping made above.
+                            unsafe { libc::munmap(addr, 4096) };
+                        }
+                    }
+                    "open" => {
+                        let _ = std::fs::File::open("/dev/null");
+                    }
+                    _ => {}
                 }
-                "open" => {
-                    let _ = std::fs::File::open("/dev/null");
-                }
-                _ => {}
+                eprintln!("survived {}", kind.name());
+            })
+            .unwrap();
+        thread.join().unwrap();
+        eprintln!("child exits");
+    }
+
+    /// The emulated backend's own engine thread, started through the devices
+    /// crate's hook: print its seccomp state, run it a while, stop it.
+    fn real_engine() {
+        use devices::emulated::EmulatedBackend;
+        use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
+        use vm_memory::GuestAddress;
+        let mem =
+            devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)]).unwrap();
+        let config = EmulatedCmdqvConfig {
+            mapped: true,
+            ..EmulatedCmdqvConfig::default()
+        };
+        let irq = std::sync::Arc::new(devices::irq::NoInterrupts);
+        let backend = EmulatedCmdqv::new(EmulatedBackend::new(), mem, irq, config).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+            if comm.trim() == "vcmdq-engine" {
+                let status = std::fs::read_to_string(task.join("status")).unwrap();
+                let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+                eprintln!("engine {}", seccomp.split_whitespace().last().unwrap());
             }
-            eprintln!("survived {}", kind.name());
-        })
-        .unwrap();
-    thread.join().unwrap();
-    eprintln!("child exits");
-}
-
-/// The emulated backend's own engine thread, started through the devices
-/// crate's hook: print its seccomp state, run it a while, stop it.
-fn real_engine() {
-    use devices::emulated::EmulatedBackend;
-    use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
-    use vm_memory::GuestAddress;
-    let mem = devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)]).unwrap();
-    let config = EmulatedCmdqvConfig {
-        mapped: true,
-        ..EmulatedCmdqvConfig::default()
-    };
-    let irq = std::sync::Arc::new(devices::irq::NoInterrupts);
-    let backend = EmulatedCmdqv::new(EmulatedBackend::new(), mem, irq, config).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let task = task.unwrap().path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-        if comm.trim() == "vcmdq-engine" {
-            let status = std::fs::read_to_string(task.join("status")).unwrap();
-            let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
-            eprintln!("engine {}", seccomp.split_whitespace().last().unwrap());
         }
+        drop(backend);
+        eprintln!("child exits");
     }
-    drop(backend);
-    eprintln!("child exits");
-}
 
-fn refused(kind: ThreadKind, probe: Probe, syscall: i64) {
-    let (status, out) = run_child(kind, "true", probe);
-    assert_eq!(
-        status.signal(),
-        Some(libc::SIGSYS),
-        "{kind:?} {probe:?}: {out}"
-    );
-    assert!(out.contains(&format!("filtered {}", kind.name())), "{out}");
-    assert!(!out.contains("survived"), "{out}");
-    let line = format!(
-        "seccomp: the {} thread made system call {syscall}, which its filter refuses",
-        kind.name()
-    );
-    assert!(out.contains(&line), "{kind:?} {probe:?}: {out}");
-}
-
-#[test]
-fn true_kills_the_vmm_on_a_forbidden_syscall_from_every_thread_kind() {
-    for kind in ThreadKind::ALL {
-        refused(kind, Probe::Forbidden, libc::SYS_getppid);
+    fn refused(kind: ThreadKind, probe: Probe, syscall: i64) {
+        let (status, out) = run_child(kind, "true", probe);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGSYS),
+            "{kind:?} {probe:?}: {out}"
+        );
+        assert!(out.contains(&format!("filtered {}", kind.name())), "{out}");
+        assert!(!out.contains("survived"), "{out}");
+        let line = format!(
+            "seccomp: the {} thread made system call {syscall}, which its filter refuses",
+            kind.name()
+        );
+        assert!(out.contains(&line), "{kind:?} {probe:?}: {out}");
     }
-}
 
-#[test]
-fn true_lets_every_thread_kind_do_its_ordinary_work_and_exit() {
-    for kind in ThreadKind::ALL {
-        let (status, out) = run_child(kind, "true", Probe::Allowed);
-        assert!(status.success(), "{kind:?}: {out}");
-        assert!(out.contains("child exits"), "{out}");
-    }
-}
-
-#[test]
-fn no_thread_maps_executable_memory_and_a_vcpu_opens_no_file() {
-    for kind in ThreadKind::ALL {
-        refused(kind, Probe::ExecMap, libc::SYS_mmap);
-    }
-    refused(ThreadKind::Vcpu, Probe::Open, libc::SYS_openat);
-    refused(ThreadKind::Api, Probe::Open, libc::SYS_openat);
-}
-
-#[test]
-fn log_lets_a_forbidden_syscall_run_and_false_filters_nothing() {
-    for mode in ["log", "false"] {
+    #[test]
+    fn true_kills_the_vmm_on_a_forbidden_syscall_from_every_thread_kind() {
         for kind in ThreadKind::ALL {
-            let (status, out) = run_child(kind, mode, Probe::Forbidden);
-            assert!(status.success(), "{mode} {kind:?}: {out}");
-            assert!(out.contains(&format!("survived {}", kind.name())), "{out}");
-            assert!(!out.contains("which its filter refuses"), "{out}");
+            refused(kind, Probe::Forbidden, libc::SYS_getppid);
         }
     }
-}
 
-#[test]
-fn the_emulated_backends_engine_thread_installs_its_filter_through_the_devices_hook() {
-    let (status, out) = run_child(ThreadKind::VcmdqEngine, "true", Probe::RealEngine);
-    assert!(status.success(), "{out}");
-    // 2: SECCOMP_MODE_FILTER; the engine ran, stopped and was joined.
-    assert!(out.contains("engine 2"), "{out}");
-    assert!(out.contains("child exits"), "{out}");
-    let (status, out) = run_child(ThreadKind::VcmdqEngine, "false", Probe::RealEngine);
-    assert!(status.success() && out.contains("engine 0"), "{out}");
+    #[test]
+    fn true_lets_every_thread_kind_do_its_ordinary_work_and_exit() {
+        for kind in ThreadKind::ALL {
+            let (status, out) = run_child(kind, "true", Probe::Allowed);
+            assert!(status.success(), "{kind:?}: {out}");
+            assert!(out.contains("child exits"), "{out}");
+        }
+    }
+
+    #[test]
+    fn no_thread_maps_executable_memory_and_a_vcpu_opens_no_file() {
+        for kind in ThreadKind::ALL {
+            refused(kind, Probe::ExecMap, libc::SYS_mmap);
+        }
+        refused(ThreadKind::Vcpu, Probe::Open, libc::SYS_openat);
+        refused(ThreadKind::Api, Probe::Open, libc::SYS_openat);
+    }
+
+    #[test]
+    fn log_lets_a_forbidden_syscall_run_and_false_filters_nothing() {
+        for mode in ["log", "false"] {
+            for kind in ThreadKind::ALL {
+                let (status, out) = run_child(kind, mode, Probe::Forbidden);
+                assert!(status.success(), "{mode} {kind:?}: {out}");
+                assert!(out.contains(&format!("survived {}", kind.name())), "{out}");
+                assert!(!out.contains("which its filter refuses"), "{out}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_emulated_backends_engine_thread_installs_its_filter_through_the_devices_hook() {
+        let (status, out) = run_child(ThreadKind::VcmdqEngine, "true", Probe::RealEngine);
+        assert!(status.success(), "{out}");
+        // 2: SECCOMP_MODE_FILTER; the engine ran, stopped and was joined.
+        assert!(out.contains("engine 2"), "{out}");
+        assert!(out.contains("child exits"), "{out}");
+        let (status, out) = run_child(ThreadKind::VcmdqEngine, "false", Probe::RealEngine);
+        assert!(status.success() && out.contains("engine 0"), "{out}");
+    }
 }
