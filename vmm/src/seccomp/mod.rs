@@ -137,7 +137,7 @@ static FILTERS: OnceLock<Filters> = OnceLock::new();
 
 thread_local! {
     /// The kind of this thread's filter, for the SIGSYS handler's line.
-    static CURRENT: Cell<&'static str> = const { Cell::new("unfiltered") };
+    static CURRENT: Cell<&'static str> = const { Cell::new("") };
 }
 
 /// Compile every filter for `mode` (none for `false`), check the kernel
@@ -273,12 +273,25 @@ extern "C" fn sigsys_handler(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut
     // SA_SIGINFO handler; byte 24 is inside it and 4-byte aligned.
     let syscall = unsafe { info.cast::<u8>().add(24).cast::<i32>().read() };
     let kind = CURRENT.with(Cell::get);
-    let mut line = [0u8; 192];
+    // A thread with no filter of its own runs under the one it inherited
+    // (the VMM thread's, which allows prctl): name it by its comm.
+    let mut comm = [0u8; 16];
+    let (name, inherited): (&[u8], &[u8]) = if kind.is_empty() {
+        // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included.
+        unsafe { libc::prctl(libc::PR_GET_NAME, comm.as_mut_ptr()) };
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+        (&comm[..end], b" (under the filter it inherited)")
+    } else {
+        (kind.as_bytes(), b"")
+    };
+    let mut line = [0u8; 224];
     let mut len = 0;
     for part in [
         "cloud-hypervisor: seccomp: the ".as_bytes(),
-        kind.as_bytes(),
-        b" thread made system call ",
+        name,
+        b" thread",
+        inherited,
+        b" made system call ",
         decimal(syscall, &mut [0u8; 12]),
         b", which its filter refuses; the VMM stops (--seccomp log runs on and lets the kernel log it)\n",
     ] {

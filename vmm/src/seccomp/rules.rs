@@ -41,6 +41,8 @@ pub(super) const KVM_IRQ_LINE: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x61, 8);
 pub(super) const KVM_SET_GSI_ROUTING: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x6a, 8);
 pub(super) const KVM_IRQFD: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x76, 32);
 pub(super) const KVM_SIGNAL_MSI: u32 = ioc(IOC_WRITE, KVMIO as u32, 0xa5, 32);
+/// seccomp(2)'s operation that installs a filter.
+const SECCOMP_SET_MODE_FILTER: u64 = 1;
 /// `FIONBIO`: std's `set_nonblocking` on a socket.
 pub(super) const FIONBIO: u32 = 0x5421;
 
@@ -54,6 +56,8 @@ pub(super) enum Args {
     NoExec,
     /// `ioctl` with one of these requests (argument 1).
     Ioctls(Vec<Ioctl>),
+    /// Argument 0 equal to this value.
+    FirstArg(u64),
 }
 
 /// An allowed ioctl request.
@@ -202,7 +206,9 @@ fn console_in() -> List {
 /// every KVM, VFIO and iommufd ioctl of a VM's setup and teardown, install
 /// the vCPU kick handler, spawn and name the vCPU, engine and console
 /// threads (a new thread runs its first syscalls under this filter), kick
-/// vCPUs with a signal, remove the API socket on the way out. No socket is
+/// vCPUs with a signal, remove the API socket on the way out. A thread it
+/// spawns installs its own filter under this one: prctl(NO_NEW_PRIVS) and
+/// seccomp(SECCOMP_SET_MODE_FILTER), nothing else of seccomp(). No socket is
 /// created or connected, no process started, nothing made executable.
 fn vmm(arch: TargetArch) -> List {
     let mut list = base();
@@ -250,6 +256,7 @@ fn vmm(arch: TargetArch) -> List {
             "unlinkat",
         ],
     );
+    list.insert("seccomp", Args::FirstArg(SECCOMP_SET_MODE_FILTER));
     if arch == TargetArch::x86_64 {
         add(
             &mut list,
@@ -296,6 +303,10 @@ pub(super) fn to_json(list: &BTreeMap<&'static str, Args>) -> Vec<serde_json::Va
     for (name, args) in list {
         match args {
             Args::Any => rules.push(json!({ "syscall": name })),
+            Args::FirstArg(value) => rules.push(json!({
+                "syscall": name,
+                "args": [dword(0, json!("eq"), *value)],
+            })),
             Args::NoExec => rules.push(json!({
                 "syscall": name,
                 "args": [dword(2, json!({ "masked_eq": libc::PROT_EXEC }), 0)],

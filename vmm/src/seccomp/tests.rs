@@ -153,6 +153,8 @@ mod in_child {
         Open,
         /// Not a probe: start the emulated backend's real engine thread.
         RealEngine,
+        /// Not a probe: the thread starts under the VMM thread's filter.
+        Stacked,
     }
 
     fn probe_name(probe: Probe) -> &'static str {
@@ -162,6 +164,7 @@ mod in_child {
             Probe::ExecMap => "exec-map",
             Probe::Open => "open",
             Probe::RealEngine => "real-engine",
+            Probe::Stacked => "stacked",
         }
     }
 
@@ -209,6 +212,9 @@ mod in_child {
         if probe == "real-engine" {
             return real_engine();
         }
+        if probe == "stacked" {
+            return stacked(kind);
+        }
         let probe = probe.to_string();
         let thread = std::thread::Builder::new()
             .name(kind.name().into())
@@ -251,6 +257,27 @@ mod in_child {
             })
             .unwrap();
         thread.join().unwrap();
+        eprintln!("child exits");
+    }
+
+    /// A thread of `kind` spawned by a thread already under the VMM
+    /// thread's filter, as on a reboot: it installs its own filter on top
+    /// and does its ordinary work.
+    fn stacked(kind: ThreadKind) {
+        let vmm = std::thread::spawn(move || {
+            apply(ThreadKind::Vmm).unwrap();
+            let inner = std::thread::Builder::new()
+                .name(kind.name().into())
+                .spawn(move || {
+                    apply(kind).unwrap();
+                    let v = vec![0u8; 1 << 20];
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    eprintln!("stacked {} {}", kind.name(), v.len());
+                })
+                .unwrap();
+            inner.join().unwrap();
+        });
+        vmm.join().unwrap();
         eprintln!("child exits");
     }
 
@@ -344,5 +371,18 @@ mod in_child {
         assert!(out.contains("child exits"), "{out}");
         let (status, out) = run_child(ThreadKind::VcmdqEngine, "false", Probe::RealEngine);
         assert!(status.success() && out.contains("engine 0"), "{out}");
+    }
+
+    #[test]
+    fn threads_spawned_under_the_vmm_filter_install_theirs_and_work_under_true() {
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::VcmdqEngine,
+            ThreadKind::ConsoleIn,
+        ] {
+            let (status, out) = run_child(kind, "true", Probe::Stacked);
+            assert!(status.success(), "{kind:?}: {out}");
+            assert!(out.contains(&format!("stacked {}", kind.name())), "{out}");
+        }
     }
 }
