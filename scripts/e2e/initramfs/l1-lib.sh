@@ -9,6 +9,7 @@
 # naming the thread (comm=) and the syscall. Nobody can debug a VMM killed by
 # SIGSYS inside CI's L1; a log line is enough to fix the filter.
 : "${VMM_SECCOMP:=log}"
+echo "E2E-L1: seccomp $VMM_SECCOMP"
 
 # vmm STEP ARGS...: run cloud-hypervisor ARGS under a timeout and print
 #   E2E-L1: vmm start step=STEP args=ARGS
