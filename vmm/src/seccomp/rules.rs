@@ -43,6 +43,9 @@ pub(super) const KVM_IRQFD: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x76, 32);
 pub(super) const KVM_SIGNAL_MSI: u32 = ioc(IOC_WRITE, KVMIO as u32, 0xa5, 32);
 /// seccomp(2)'s operation that installs a filter.
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
+/// `TCGETS`: env_logger asks whether stderr is a terminal on every line it
+/// writes (found by the e2e boot-cmdqv case under `true`, stderr a tty).
+pub(super) const TCGETS: u32 = 0x5401;
 /// `FIONBIO`: std's `set_nonblocking` on a socket.
 pub(super) const FIONBIO: u32 = 0x5421;
 
@@ -148,6 +151,7 @@ fn vcpu() -> List {
             Ioctl::Exact(KVM_IRQFD),
             Ioctl::Exact(KVM_SIGNAL_MSI),
             Ioctl::Family(VFIO_IOMMUFD),
+            Ioctl::Exact(TCGETS),
         ],
     );
     list
@@ -175,7 +179,7 @@ fn api(arch: TargetArch) -> List {
     if arch == TargetArch::x86_64 {
         add(&mut list, &["epoll_wait"]);
     }
-    ioctls(&mut list, &[Ioctl::Exact(FIONBIO)]);
+    ioctls(&mut list, &[Ioctl::Exact(FIONBIO), Ioctl::Exact(TCGETS)]);
     list
 }
 
@@ -186,7 +190,11 @@ fn vcmdq_engine() -> List {
     add(&mut list, &["read"]);
     ioctls(
         &mut list,
-        &[Ioctl::Exact(KVM_SIGNAL_MSI), Ioctl::Exact(KVM_IRQ_LINE)],
+        &[
+            Ioctl::Exact(KVM_SIGNAL_MSI),
+            Ioctl::Exact(KVM_IRQ_LINE),
+            Ioctl::Exact(TCGETS),
+        ],
     );
     list
 }
@@ -195,6 +203,7 @@ fn vcmdq_engine() -> List {
 fn console_in() -> List {
     let mut list = base();
     add(&mut list, &["read"]);
+    ioctls(&mut list, &[Ioctl::Exact(TCGETS)]);
     list
 }
 

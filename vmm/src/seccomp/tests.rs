@@ -109,6 +109,7 @@ fn ioctl_numbers_are_the_kernels() {
     assert_eq!(rules::KVM_SIGNAL_MSI, 0x4020_aea5);
     // asm-generic/ioctls.h, the same on x86_64 and arm64.
     assert_eq!(rules::FIONBIO, 0x5421);
+    assert_eq!(rules::TCGETS, 0x5401);
 }
 
 #[test]
