@@ -68,7 +68,8 @@ lane_aarch64() (
   # aarch64 here and would need binfmt_misc; the host lane runs them.
   STEP_SHOW="$CARGO_TEST_SHOW" STEP_PROGRESS=progress_cargo step "aarch64: cargo test (qemu-user)" \
     cargo test --workspace --target aarch64-unknown-linux-gnu --lib --bins -- \
-    "${IGNORED[@]}" --skip kvm::tests::vm_creation_works_on_a_real_kvm_host
+    "${IGNORED[@]}" --skip kvm::tests::vm_creation_works_on_a_real_kvm_host \
+    --skip seccomp::tests::in_child::
 )
 lane_iommufd() {
   # The mock's step lines, the judge's verdict per check and its count.

@@ -30,3 +30,21 @@ pub fn lock_unpoisoned<T: ?Sized>(mutex: &std::sync::Mutex<T>) -> std::sync::Mut
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// What a thread this crate spawns runs first, before it reads guest
+/// memory: the VMM installs the thread's seccomp filter there. Given the
+/// thread's name; an error stops the thread before it starts its work.
+pub type ThreadStartHook = fn(&'static str) -> std::io::Result<()>;
+
+static THREAD_START: std::sync::OnceLock<ThreadStartHook> = std::sync::OnceLock::new();
+
+/// Set the hook every thread of this crate calls first (once per process;
+/// a second call is ignored). Without one, threads start unfiltered.
+pub fn set_thread_start_hook(hook: ThreadStartHook) {
+    let _ = THREAD_START.set(hook);
+}
+
+/// Run the thread-start hook for the thread `name`.
+pub(crate) fn thread_started(name: &'static str) -> std::io::Result<()> {
+    THREAD_START.get().map_or(Ok(()), |hook| hook(name))
+}

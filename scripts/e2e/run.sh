@@ -220,6 +220,8 @@ for c in "${CASES[@]}"; do
       [ "${CASE_QEMU:-l1}" = nested ] && nested_assert
       case_assert
       expect "E2E-L1: done" "L1's /init did not finish the case script"
+      reject "E2E-SECCOMP: " "a cloud-hypervisor thread made a syscall its seccomp filter refuses: add it to vmm/src/seccomp/rules.rs (comm= names the thread, syscall= the number)"
+      reject "cloud-hypervisor: seccomp: the " "cloud-hypervisor died of SIGSYS: a thread made a syscall its seccomp filter refuses"
     fi
     l1_up="$(grep -oE 'E2E-L[12]: (init|booted) uptime=[0-9.]*' "$LOG" | head -1 | cut -d= -f2 || true)"
     grep -E '^E2E-|^cloud-hypervisor' "$LOG" | sed 's/^/    /' >&2 || true

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod pty;
 pub mod serial_backend;
 pub mod serial_socket;
+pub mod seccomp;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;

@@ -15,6 +15,7 @@ use vmm::config::{
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
 use vmm::events::{self, EVENT_MONITOR_SYNTAX, Event, EventMonitorConfig};
+use vmm::seccomp::{SECCOMP_SYNTAX, SeccompMode, ThreadKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,6 +53,8 @@ struct Cli {
     /// without starting the VM (no KVM, no host devices needed).
     #[arg(long, value_name = "DIR")]
     dump_acpi: Option<PathBuf>,
+    #[arg(long, value_name = "true|false|log", help = SECCOMP_SYNTAX, default_value = "true", value_parser = SeccompMode::parse)]
+    seccomp: SeccompMode,
     /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG
     /// (env_logger syntax, e.g. cmdqv=info) overrides it per target.
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -91,6 +94,7 @@ impl Cli {
 
 fn run(cli: Cli) -> Result<(), String> {
     let event_monitor = cli.event_monitor.clone();
+    let seccomp = cli.seccomp;
     let (config, dump_acpi, api_socket) = cli.into_config()?;
     if let Some(dir) = dump_acpi {
         config.validate(false).map_err(|e| e.to_string())?;
@@ -113,6 +117,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 .into(),
         );
     }
+    vmm::seccomp::init(seccomp).map_err(|e| e.to_string())?;
     if let Some(monitor) = &event_monitor {
         events::start(monitor).map_err(|e| e.to_string())?;
     }
@@ -151,7 +156,9 @@ fn run_vmm(
     } else {
         Ok(())
     };
-    let result = result.and_then(|()| vmm.run().map_err(|e| e.to_string()));
+    let result = result
+        .and_then(|()| vmm::seccomp::apply(ThreadKind::Vmm).map_err(|e| e.to_string()))
+        .and_then(|()| vmm.run().map_err(|e| e.to_string()));
     if let Some(server) = server {
         server.stop();
     }

@@ -24,6 +24,7 @@ use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
 use crate::serial_backend::SerialBackend;
+use crate::seccomp::{self, ThreadKind};
 use devices::GuestMemory;
 use devices::legacy::Pl011;
 
@@ -144,7 +145,10 @@ impl RunningVm {
             let (bus, state) = (running.bus.clone(), running.state.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run(vcpu, index as u32, bus, state));
+                .spawn(move || match seccomp::apply(ThreadKind::Vcpu) {
+                    Ok(()) => vcpu::run(vcpu, index as u32, bus, state),
+                    Err(err) => state.request_stop(VmExit::Failed(err.to_string())),
+                });
             match spawned {
                 Ok(handle) => running.threads.push(handle),
                 Err(e) => {
@@ -335,6 +339,10 @@ fn spawn_console_input(uart: Arc<std::sync::Mutex<Pl011>>) -> std::io::Result<()
     std::thread::Builder::new()
         .name("console-in".into())
         .spawn(move || {
+            if let Err(err) = seccomp::apply(ThreadKind::ConsoleIn) {
+                log::error!(target: "vmm", "console input stops: {err}");
+                return;
+            }
             let mut stdin = std::io::stdin();
             let mut buf = [0u8; 64];
             while let Ok(n) = stdin.read(&mut buf) {

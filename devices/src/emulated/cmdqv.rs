@@ -27,6 +27,8 @@ use crate::irq::InterruptSink;
 /// to sleep between two of them would add the host's sleep granularity
 /// (1 ms and more on a loaded or emulated host) to every CMD_SYNC.
 const SPIN_WINDOW: Duration = Duration::from_millis(5);
+/// The worker thread's name, also its kind for the thread-start hook.
+const WORKER_NAME: &str = "vcmdq-engine";
 /// Worker sleep while idle.
 const IDLE_SLEEP: Duration = Duration::from_micros(50);
 
@@ -63,6 +65,9 @@ pub enum EmulatedCmdqvError {
     /// The worker thread could not be spawned.
     #[error("cannot spawn the VCMDQ engine thread: {0}")]
     Worker(std::io::Error),
+    /// The worker thread's start hook (its seccomp filter) failed.
+    #[error("the VCMDQ engine thread could not start: {0}")]
+    WorkerStart(std::io::Error),
     /// The host info asks for more queues than the register map holds.
     #[error("log2vcmdqs {0} exceeds the 128 LVCMDQs a VINTF can hold")]
     TooManyQueues(u8),
@@ -131,9 +136,18 @@ impl EmulatedCmdqv {
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
         let thread_engine = engine.clone();
+        // The thread reports whether its start hook (the VMM's seccomp
+        // filter) is in place before it touches a guest queue.
+        let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
         let handle = std::thread::Builder::new()
-            .name("vcmdq-engine".into())
+            .name(WORKER_NAME.into())
             .spawn(move || {
+                let started = crate::thread_started(WORKER_NAME);
+                let ok = started.is_ok();
+                let _ = started_tx.send(started);
+                if !ok {
+                    return;
+                }
                 let mut last_activity = Instant::now();
                 while !thread_stop.load(Ordering::Acquire) {
                     if lock(&thread_engine).run_pass() {
@@ -149,6 +163,13 @@ impl EmulatedCmdqv {
                 }
             })
             .map_err(EmulatedCmdqvError::Worker)?;
+        let started = started_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread ended before it started")));
+        if let Err(err) = started {
+            let _ = handle.join();
+            return Err(EmulatedCmdqvError::WorkerStart(err));
+        }
         Ok(Worker {
             stop,
             handle: Some(handle),

@@ -28,7 +28,7 @@ remote() { /bin/ch-remote --api-socket $sock "$@" 2>&1; }
 echo "E2E-L1: vmm start step=api args=--api-socket path=$sock ..."
 events_start api $log
 t0=$(cut -d' ' -f1 /proc/uptime)
-/bin/cloud-hypervisor -v --api-socket path=$sock --event-monitor "$EVENTS_ARG" --kernel /l2/Image --initramfs /l2/initrd \
+/bin/cloud-hypervisor -v --seccomp "$VMM_SECCOMP" --api-socket path=$sock --event-monitor "$EVENTS_ARG" --kernel /l2/Image --initramfs /l2/initrd \
   --cmdline "console=ttyAMA0 panic=-1 iommu.strict=1 e2e.api=1" --cpus boot=2 --memory size=512M \
   --serial tty --vsmmu cmdqv,backend=emulated,page0=mapped --test-device id=dma0 \
   </dev/null >> $log 2>&1 &
@@ -93,7 +93,7 @@ JSON
 echo "E2E-L1: vmm start step=api-create args=--api-socket path=$sock"
 events_start api-create $log
 t0=$(cut -d' ' -f1 /proc/uptime)
-/bin/cloud-hypervisor -v --api-socket path=$sock --event-monitor "$EVENTS_ARG" </dev/null >> $log 2>&1 &
+/bin/cloud-hypervisor -v --seccomp "$VMM_SECCOMP" --api-socket path=$sock --event-monitor "$EVENTS_ARG" </dev/null >> $log 2>&1 &
 vmm_pid=$!
 n=0
 while [ $n -lt 10 ] && [ ! -S $sock ]; do sleep 1; n=$((n + 1)); done

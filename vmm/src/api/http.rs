@@ -102,7 +102,12 @@ impl ApiServer {
         .map_err(ApiServerError::Setup)?;
         let thread = std::thread::Builder::new()
             .name("http-server".into())
-            .spawn(move || server.run())
+            .spawn(
+                move || match crate::seccomp::apply(crate::seccomp::ThreadKind::Api) {
+                    Ok(()) => server.run(),
+                    Err(err) => log::error!(target: "api", "API stops: {err}"),
+                },
+            )
             .map_err(ApiServerError::Setup)?;
         if let Some(path) = &path {
             log::info!(target: "api", "API listening on {}", path.display());

@@ -1,0 +1,337 @@
+//! The allow-lists, one per thread kind, as data: syscall names (resolved
+//! per architecture by seccompiler, so one list serves x86_64 and aarch64)
+//! and, for `ioctl`, `mmap` and `mprotect`, the arguments that are allowed.
+//!
+//! Threads created after the VMM thread installed its filter (vCPUs, the
+//! VCMDQ engine and the console reader of a VM booted through the API or
+//! rebuilt on reset) inherit that filter and stack their own on it: the
+//! kernel lets a syscall through only if both allow it. So every list but
+//! the API thread's (started before the VMM thread filters itself) must be
+//! a subset of the VMM thread's; a test holds that.
+
+use std::collections::BTreeMap;
+
+use seccompiler::TargetArch;
+
+use super::ThreadKind;
+
+/// `_IOC(dir, type, nr, size)` of asm-generic/ioctl.h, which both x86_64
+/// and arm64 use.
+const fn ioc(dir: u32, ty: u32, nr: u32, size: u32) -> u32 {
+    (dir << 30) | (size << 16) | (ty << 8) | nr
+}
+const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+
+/// The KVM ioctl type (`KVMIO`).
+pub(super) const KVMIO: u8 = 0xAE;
+/// The VFIO and iommufd ioctl type (`VFIO_TYPE` = `IOMMUFD_TYPE` = ';').
+pub(super) const VFIO_IOMMUFD: u8 = b';';
+/// The tty ioctl type ('T': TCGETS, TIOCGWINSZ, TIOCGPTN, FIONBIO...).
+pub(super) const TTY: u8 = b'T';
+
+// The KVM ioctls a vCPU thread issues: KVM_RUN and the register reads of
+// its post-mortem, and what the MMIO handlers it runs may do (map a BAR or
+// page0 into the guest, route an MSI, raise a line, inject an MSI).
+pub(super) const KVM_RUN: u32 = ioc(IOC_NONE, KVMIO as u32, 0x80, 0);
+pub(super) const KVM_GET_ONE_REG: u32 = ioc(IOC_WRITE, KVMIO as u32, 0xab, 16);
+pub(super) const KVM_SET_ONE_REG: u32 = ioc(IOC_WRITE, KVMIO as u32, 0xac, 16);
+pub(super) const KVM_SET_USER_MEMORY_REGION: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x46, 32);
+pub(super) const KVM_IRQ_LINE: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x61, 8);
+pub(super) const KVM_SET_GSI_ROUTING: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x6a, 8);
+pub(super) const KVM_IRQFD: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x76, 32);
+pub(super) const KVM_SIGNAL_MSI: u32 = ioc(IOC_WRITE, KVMIO as u32, 0xa5, 32);
+/// seccomp(2)'s operation that installs a filter.
+const SECCOMP_SET_MODE_FILTER: u64 = 1;
+/// `TCGETS`: env_logger asks whether stderr is a terminal on every line it
+/// writes (found by the e2e boot-cmdqv case under `true`, stderr a tty).
+pub(super) const TCGETS: u32 = 0x5401;
+/// `FIONBIO`: std's `set_nonblocking` on a socket.
+pub(super) const FIONBIO: u32 = 0x5421;
+
+/// Which calls of one syscall are allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Args {
+    /// Any arguments.
+    Any,
+    /// `prot` (argument 2 of mmap and mprotect) without `PROT_EXEC`: no
+    /// thread of this VMM ever makes memory executable.
+    NoExec,
+    /// `ioctl` with one of these requests (argument 1).
+    Ioctls(Vec<Ioctl>),
+    /// Argument 0 equal to this value.
+    FirstArg(u64),
+}
+
+/// An allowed ioctl request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ioctl {
+    /// Exactly this request number.
+    Exact(u32),
+    /// Any request of this type (bits 8..16): the whole family of a device
+    /// the VMM opened itself.
+    Family(u8),
+}
+
+/// The syscall no filter allows: the SIGSYS handler repeats it to die of
+/// SIGSYS, and the tests make it as the forbidden call. Harmless should a
+/// filter ever let it through.
+#[cfg(test)]
+pub(super) const NEVER_ALLOWED: &str = "getppid";
+
+type List = BTreeMap<&'static str, Args>;
+
+fn add(list: &mut List, names: &[&'static str]) {
+    for name in names {
+        list.insert(name, Args::Any);
+    }
+}
+
+/// What every thread needs: memory (never executable), locks, time,
+/// sleeping, yielding, its log lines (write to stderr), signal return (the
+/// vCPU kick, the SIGSYS handler) and its own exit (glibc and std free the
+/// stack and the alternate signal stack).
+fn base() -> List {
+    let mut list = List::new();
+    add(
+        &mut list,
+        &[
+            "brk",
+            "clock_gettime",
+            "clock_nanosleep",
+            "close",
+            "exit",
+            "exit_group",
+            "futex",
+            "getpid",
+            "getrandom",
+            "gettid",
+            "madvise",
+            "mremap",
+            "munmap",
+            "nanosleep",
+            "restart_syscall",
+            "rt_sigprocmask",
+            "rt_sigreturn",
+            "sched_yield",
+            "sigaltstack",
+            "write",
+            "writev",
+        ],
+    );
+    list.insert("mmap", Args::NoExec);
+    list.insert("mprotect", Args::NoExec);
+    list
+}
+
+fn ioctls(list: &mut List, allowed: &[Ioctl]) {
+    list.insert("ioctl", Args::Ioctls(allowed.to_vec()));
+}
+
+/// A vCPU: KVM_RUN, then the MMIO handlers of every device: VFIO config
+/// space and BAR traps (pread/pwrite on the device fd), MSI-X enable
+/// (eventfds, VFIO_DEVICE_SET_IRQS, irqfds, routes), vSMMU commands
+/// (iommufd ioctls), BAR and page0 slots, the console's output. It opens
+/// no file, creates no thread, never makes memory executable.
+fn vcpu() -> List {
+    let mut list = base();
+    add(
+        &mut list,
+        &["dup", "eventfd2", "fcntl", "pread64", "pwrite64", "read"],
+    );
+    ioctls(
+        &mut list,
+        &[
+            Ioctl::Exact(KVM_RUN),
+            Ioctl::Exact(KVM_GET_ONE_REG),
+            Ioctl::Exact(KVM_SET_ONE_REG),
+            Ioctl::Exact(KVM_SET_USER_MEMORY_REGION),
+            Ioctl::Exact(KVM_IRQ_LINE),
+            Ioctl::Exact(KVM_SET_GSI_ROUTING),
+            Ioctl::Exact(KVM_IRQFD),
+            Ioctl::Exact(KVM_SIGNAL_MSI),
+            Ioctl::Family(VFIO_IOMMUFD),
+            Ioctl::Exact(TCGETS),
+        ],
+    );
+    list
+}
+
+/// The HTTP API: one epoll loop over its listener, connections and two
+/// eventfds; it accepts, reads, writes and closes, and opens nothing.
+fn api(arch: TargetArch) -> List {
+    let mut list = base();
+    add(
+        &mut list,
+        &[
+            "accept4",
+            "epoll_ctl",
+            "epoll_pwait",
+            "fcntl",
+            "getsockopt",
+            "read",
+            "recvfrom",
+            "sendto",
+            "setsockopt",
+            "shutdown",
+        ],
+    );
+    if arch == TargetArch::x86_64 {
+        add(&mut list, &["epoll_wait"]);
+    }
+    ioctls(&mut list, &[Ioctl::Exact(FIONBIO), Ioctl::Exact(TCGETS)]);
+    list
+}
+
+/// The emulated backend's VCMDQ engine: reads guest queues (plain memory),
+/// completes CMD_SYNCs with an MSI or a line, wakes the VMM thread.
+fn vcmdq_engine() -> List {
+    let mut list = base();
+    add(&mut list, &["read"]);
+    ioctls(
+        &mut list,
+        &[
+            Ioctl::Exact(KVM_SIGNAL_MSI),
+            Ioctl::Exact(KVM_IRQ_LINE),
+            Ioctl::Exact(TCGETS),
+        ],
+    );
+    list
+}
+
+/// The console reader: stdin into the UART's FIFO.
+fn console_in() -> List {
+    let mut list = base();
+    add(&mut list, &["read"]);
+    ioctls(&mut list, &[Ioctl::Exact(TCGETS)]);
+    list
+}
+
+/// The VMM thread, filtered once start-up is done. What it still does
+/// after that, and so must keep: serve the event loop and the API; build a
+/// whole VM again on `vm.boot` (API), `vm.reboot` or a guest reset: open
+/// /dev/kvm, /dev/iommu, VFIO cdevs, sysfs and the kernel/initramfs/serial
+/// files, mmap guest RAM (hugetlb too), BARs and the vIOMMU's page0, issue
+/// every KVM, VFIO and iommufd ioctl of a VM's setup and teardown, install
+/// the vCPU kick handler, spawn and name the vCPU, engine and console
+/// threads (a new thread runs its first syscalls under this filter), kick
+/// vCPUs with a signal, remove the API socket on the way out. A thread it
+/// spawns installs its own filter under this one: prctl(NO_NEW_PRIVS) and
+/// seccomp(SECCOMP_SET_MODE_FILTER), nothing else of seccomp(). No socket is
+/// created or connected, no process started, nothing made executable.
+fn vmm(arch: TargetArch) -> List {
+    let mut list = base();
+    for kind in [
+        ThreadKind::Vcpu,
+        ThreadKind::VcmdqEngine,
+        ThreadKind::ConsoleIn,
+    ] {
+        for (name, args) in allowed(kind, arch) {
+            if name != "ioctl" {
+                list.insert(name, args);
+            }
+        }
+    }
+    add(
+        &mut list,
+        &[
+            "clone",
+            "clone3",
+            "dup3",
+            "epoll_create1",
+            "epoll_ctl",
+            "epoll_pwait",
+            "fallocate",
+            "fdatasync",
+            "fstat",
+            "fsync",
+            "ftruncate",
+            "getcwd",
+            "getdents64",
+            "lseek",
+            "memfd_create",
+            "newfstatat",
+            "openat",
+            "pipe2",
+            "ppoll",
+            "prctl",
+            "readlinkat",
+            "rseq",
+            "rt_sigaction",
+            "sched_getaffinity",
+            "set_robust_list",
+            "statx",
+            "tgkill",
+            "unlinkat",
+        ],
+    );
+    list.insert("seccomp", Args::FirstArg(SECCOMP_SET_MODE_FILTER));
+    if arch == TargetArch::x86_64 {
+        add(
+            &mut list,
+            &[
+                "access",
+                "dup2",
+                "epoll_wait",
+                "lstat",
+                "open",
+                "poll",
+                "readlink",
+                "stat",
+                "unlink",
+            ],
+        );
+    }
+    ioctls(
+        &mut list,
+        &[
+            Ioctl::Family(KVMIO),
+            Ioctl::Family(VFIO_IOMMUFD),
+            Ioctl::Family(TTY),
+        ],
+    );
+    list
+}
+
+/// The allow-list of `kind` on `arch`.
+pub(super) fn allowed(kind: ThreadKind, arch: TargetArch) -> BTreeMap<&'static str, Args> {
+    match kind {
+        ThreadKind::Vmm => vmm(arch),
+        ThreadKind::Vcpu => vcpu(),
+        ThreadKind::Api => api(arch),
+        ThreadKind::VcmdqEngine => vcmdq_engine(),
+        ThreadKind::ConsoleIn => console_in(),
+    }
+}
+
+/// The seccompiler JSON rules of `list`.
+pub(super) fn to_json(list: &BTreeMap<&'static str, Args>) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let dword = |index: u8, op: serde_json::Value, val: u64| json!({ "index": index, "type": "dword", "op": op, "val": val });
+    let mut rules = Vec::new();
+    for (name, args) in list {
+        match args {
+            Args::Any => rules.push(json!({ "syscall": name })),
+            Args::FirstArg(value) => rules.push(json!({
+                "syscall": name,
+                "args": [dword(0, json!("eq"), *value)],
+            })),
+            Args::NoExec => rules.push(json!({
+                "syscall": name,
+                "args": [dword(2, json!({ "masked_eq": libc::PROT_EXEC }), 0)],
+            })),
+            Args::Ioctls(requests) => {
+                for request in requests {
+                    let condition = match *request {
+                        Ioctl::Exact(nr) => dword(1, json!("eq"), u64::from(nr)),
+                        Ioctl::Family(ty) => {
+                            dword(1, json!({ "masked_eq": 0xff00 }), u64::from(ty) << 8)
+                        }
+                    };
+                    rules.push(json!({ "syscall": name, "args": [condition] }));
+                }
+            }
+        }
+    }
+    rules
+}

@@ -1,0 +1,389 @@
+//! The filters compile for both architectures, hold the stacking rule,
+//! and, installed in a real thread of a child process, refuse what they
+//! should: the child is this test binary run again with
+//! `VMM_SECCOMP_TEST_CHILD` set (test builds only; nothing a guest or an
+//! API client controls reaches it).
+
+use super::rules::{self, Args, Ioctl};
+use super::*;
+
+const CHILD_ENV: &str = "VMM_SECCOMP_TEST_CHILD";
+
+#[test]
+fn every_filter_compiles_for_x86_64_and_aarch64() {
+    for arch in [TargetArch::x86_64, TargetArch::aarch64] {
+        for mode in [SeccompMode::Enforce, SeccompMode::Log] {
+            let programs = compile(mode, arch).unwrap_or_else(|e| panic!("{arch:?}: {e}"));
+            for kind in ThreadKind::ALL {
+                let program = &programs[kind.name()];
+                assert!(!program.is_empty(), "{arch:?} {kind:?}");
+                // The classic BPF limit a filter must fit in.
+                assert!(program.len() < 4096, "{arch:?} {kind:?}: {}", program.len());
+            }
+        }
+    }
+}
+
+/// Whether `list` allows every call `sub` allows.
+fn covers(list: &std::collections::BTreeMap<&str, Args>, name: &str, args: &Args) -> bool {
+    match (list.get(name), args) {
+        (Some(Args::Any), _) => true,
+        (Some(Args::NoExec), Args::NoExec) => true,
+        (Some(Args::Ioctls(allowed)), Args::Ioctls(wanted)) => wanted.iter().all(|w| {
+            allowed.iter().any(|a| match (*a, *w) {
+                (Ioctl::Family(f), Ioctl::Exact(nr)) => (nr >> 8) & 0xff == u32::from(f),
+                (a, w) => a == w,
+            })
+        }),
+        _ => false,
+    }
+}
+
+#[test]
+fn threads_spawned_by_the_filtered_vmm_thread_need_nothing_it_refuses() {
+    for arch in [TargetArch::x86_64, TargetArch::aarch64] {
+        let vmm = rules::allowed(ThreadKind::Vmm, arch);
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::VcmdqEngine,
+            ThreadKind::ConsoleIn,
+        ] {
+            for (name, args) in rules::allowed(kind, arch) {
+                assert!(
+                    covers(&vmm, name, &args),
+                    "{arch:?}: the vmm filter refuses {kind:?}'s {name} {args:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn no_thread_may_exec_spawn_processes_or_open_sockets_and_vcpus_open_nothing() {
+    let forbidden_everywhere = [
+        rules::NEVER_ALLOWED,
+        "execve",
+        "execveat",
+        "fork",
+        "vfork",
+        "ptrace",
+        "socket",
+        "connect",
+        "bind",
+        "listen",
+        "mount",
+        "kexec_load",
+        "init_module",
+        "finit_module",
+        "setuid",
+        "process_vm_writev",
+    ];
+    for arch in [TargetArch::x86_64, TargetArch::aarch64] {
+        for kind in ThreadKind::ALL {
+            let list = rules::allowed(kind, arch);
+            for name in forbidden_everywhere {
+                assert!(!list.contains_key(name), "{kind:?} allows {name}");
+            }
+            for name in ["mmap", "mprotect"] {
+                assert_eq!(list.get(name), Some(&Args::NoExec), "{kind:?} {name}");
+            }
+            if kind != ThreadKind::Vmm {
+                for name in ["open", "openat", "openat2", "creat", "clone", "clone3"] {
+                    assert!(!list.contains_key(name), "{kind:?} allows {name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ioctl_numbers_are_the_kernels() {
+    // include/uapi/linux/kvm.h, as `strace -X raw` prints them.
+    assert_eq!(rules::KVM_RUN, 0xae80);
+    assert_eq!(rules::KVM_GET_ONE_REG, 0x4010_aeab);
+    assert_eq!(rules::KVM_SET_ONE_REG, 0x4010_aeac);
+    assert_eq!(rules::KVM_SET_USER_MEMORY_REGION, 0x4020_ae46);
+    assert_eq!(rules::KVM_IRQ_LINE, 0x4008_ae61);
+    assert_eq!(rules::KVM_SET_GSI_ROUTING, 0x4008_ae6a);
+    assert_eq!(rules::KVM_IRQFD, 0x4020_ae76);
+    assert_eq!(rules::KVM_SIGNAL_MSI, 0x4020_aea5);
+    // asm-generic/ioctls.h, the same on x86_64 and arm64.
+    assert_eq!(rules::FIONBIO, 0x5421);
+    assert_eq!(rules::TCGETS, 0x5401);
+}
+
+#[test]
+fn the_option_parses_cloud_hypervisors_values() {
+    assert_eq!(SeccompMode::parse("true"), Ok(SeccompMode::Enforce));
+    assert_eq!(SeccompMode::parse("log"), Ok(SeccompMode::Log));
+    assert_eq!(SeccompMode::parse("false"), Ok(SeccompMode::Off));
+    assert!(
+        SeccompMode::parse("on")
+            .unwrap_err()
+            .contains("true, false or log")
+    );
+    assert_eq!(SeccompMode::default(), SeccompMode::Enforce);
+}
+
+#[test]
+fn the_sigsys_line_prints_the_syscall_number() {
+    assert_eq!(decimal(0, &mut [0; 12]), b"0");
+    assert_eq!(decimal(173, &mut [0; 12]), b"173");
+    assert_eq!(decimal(i32::MIN, &mut [0; 12]), b"-2147483648");
+}
+
+/// The tests that install filters, each in a child process. The aarch64
+/// lane skips them (scripts/test.sh): qemu-user implements no seccomp.
+mod in_child {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
+
+    use super::super::*;
+    use super::CHILD_ENV;
+
+    /// What the child thread does once filtered.
+    #[derive(Clone, Copy, Debug)]
+    enum Probe {
+        /// Its ordinary work, then exit normally.
+        Allowed,
+        /// The syscall no filter allows.
+        Forbidden,
+        /// mmap of executable memory.
+        ExecMap,
+        /// Open a file.
+        Open,
+        /// Not a probe: start the emulated backend's real engine thread.
+        RealEngine,
+        /// Not a probe: the thread starts under the VMM thread's filter.
+        Stacked,
+    }
+
+    fn probe_name(probe: Probe) -> &'static str {
+        match probe {
+            Probe::Allowed => "allowed",
+            Probe::Forbidden => "forbidden",
+            Probe::ExecMap => "exec-map",
+            Probe::Open => "open",
+            Probe::RealEngine => "real-engine",
+            Probe::Stacked => "stacked",
+        }
+    }
+
+    /// Run the child with `kind`, `mode`, `probe`: (exit status, output).
+    fn run_child(kind: ThreadKind, mode: &str, probe: Probe) -> (std::process::ExitStatus, String) {
+        let exe = std::env::current_exe().unwrap();
+        let out = Command::new(exe)
+            .args([
+                "--exact",
+                "seccomp::tests::in_child::child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                CHILD_ENV,
+                format!("{}:{mode}:{}", kind.name(), probe_name(probe)),
+            )
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status, text)
+    }
+
+    /// Not a test on its own: the body of the child process.
+    #[test]
+    fn child_process() {
+        let Ok(spec) = std::env::var(CHILD_ENV) else {
+            return;
+        };
+        let mut parts = spec.split(':');
+        let (kind, mode, probe) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let kind = ThreadKind::ALL
+            .into_iter()
+            .find(|k| k.name() == kind)
+            .unwrap();
+        init(SeccompMode::parse(mode).unwrap()).unwrap();
+        if probe == "real-engine" {
+            return real_engine();
+        }
+        if probe == "stacked" {
+            return stacked(kind);
+        }
+        let probe = probe.to_string();
+        let thread = std::thread::Builder::new()
+            .name(kind.name().into())
+            .spawn(move || {
+                apply(kind).unwrap();
+                // Ordinary work of every thread: allocate, lock, sleep, log.
+                let v = vec![0u8; 1 << 20];
+                let m = std::sync::Mutex::new(v.len());
+                drop(m.lock().unwrap());
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                eprintln!("filtered {}", kind.name());
+                match probe.as_str() {
+                    "forbidden" => {
+                        // SAFETY: getppid has no argument and changes nothing.
+                        let _ = unsafe { libc::getppid() };
+                    }
+                    "exec-map" => {
+                        // SAFETY: a fresh anonymous mapping, unmapped below.
+                        let addr = unsafe {
+                            libc::mmap(
+                                std::ptr::null_mut(),
+                                4096,
+                                libc::PROT_READ | libc::PROT_EXEC,
+                                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                                -1,
+                                0,
+                            )
+                        };
+                        if addr != libc::MAP_FAILED {
+                            // SAFETY: the mapping made above.
+                            unsafe { libc::munmap(addr, 4096) };
+                        }
+                    }
+                    "open" => {
+                        let _ = std::fs::File::open("/dev/null");
+                    }
+                    _ => {}
+                }
+                eprintln!("survived {}", kind.name());
+            })
+            .unwrap();
+        thread.join().unwrap();
+        eprintln!("child exits");
+    }
+
+    /// A thread of `kind` spawned by a thread already under the VMM
+    /// thread's filter, as on a reboot: it installs its own filter on top
+    /// and does its ordinary work.
+    fn stacked(kind: ThreadKind) {
+        let vmm = std::thread::spawn(move || {
+            apply(ThreadKind::Vmm).unwrap();
+            let inner = std::thread::Builder::new()
+                .name(kind.name().into())
+                .spawn(move || {
+                    apply(kind).unwrap();
+                    let v = vec![0u8; 1 << 20];
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    eprintln!("stacked {} {}", kind.name(), v.len());
+                })
+                .unwrap();
+            inner.join().unwrap();
+        });
+        vmm.join().unwrap();
+        eprintln!("child exits");
+    }
+
+    /// The emulated backend's own engine thread, started through the devices
+    /// crate's hook: print its seccomp state, run it a while, stop it.
+    fn real_engine() {
+        use devices::emulated::EmulatedBackend;
+        use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
+        use vm_memory::GuestAddress;
+        let mem =
+            devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)]).unwrap();
+        let config = EmulatedCmdqvConfig {
+            mapped: true,
+            ..EmulatedCmdqvConfig::default()
+        };
+        let irq = std::sync::Arc::new(devices::irq::NoInterrupts);
+        let backend = EmulatedCmdqv::new(EmulatedBackend::new(), mem, irq, config).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+            if comm.trim() == "vcmdq-engine" {
+                let status = std::fs::read_to_string(task.join("status")).unwrap();
+                let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+                eprintln!("engine {}", seccomp.split_whitespace().last().unwrap());
+            }
+        }
+        drop(backend);
+        eprintln!("child exits");
+    }
+
+    fn refused(kind: ThreadKind, probe: Probe, syscall: i64) {
+        let (status, out) = run_child(kind, "true", probe);
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGSYS),
+            "{kind:?} {probe:?}: {out}"
+        );
+        assert!(out.contains(&format!("filtered {}", kind.name())), "{out}");
+        assert!(!out.contains("survived"), "{out}");
+        let line = format!(
+            "seccomp: the {} thread made system call {syscall}, which its filter refuses",
+            kind.name()
+        );
+        assert!(out.contains(&line), "{kind:?} {probe:?}: {out}");
+    }
+
+    #[test]
+    fn true_kills_the_vmm_on_a_forbidden_syscall_from_every_thread_kind() {
+        for kind in ThreadKind::ALL {
+            refused(kind, Probe::Forbidden, libc::SYS_getppid);
+        }
+    }
+
+    #[test]
+    fn true_lets_every_thread_kind_do_its_ordinary_work_and_exit() {
+        for kind in ThreadKind::ALL {
+            let (status, out) = run_child(kind, "true", Probe::Allowed);
+            assert!(status.success(), "{kind:?}: {out}");
+            assert!(out.contains("child exits"), "{out}");
+        }
+    }
+
+    #[test]
+    fn no_thread_maps_executable_memory_and_a_vcpu_opens_no_file() {
+        for kind in ThreadKind::ALL {
+            refused(kind, Probe::ExecMap, libc::SYS_mmap);
+        }
+        refused(ThreadKind::Vcpu, Probe::Open, libc::SYS_openat);
+        refused(ThreadKind::Api, Probe::Open, libc::SYS_openat);
+    }
+
+    #[test]
+    fn log_lets_a_forbidden_syscall_run_and_false_filters_nothing() {
+        for mode in ["log", "false"] {
+            for kind in ThreadKind::ALL {
+                let (status, out) = run_child(kind, mode, Probe::Forbidden);
+                assert!(status.success(), "{mode} {kind:?}: {out}");
+                assert!(out.contains(&format!("survived {}", kind.name())), "{out}");
+                assert!(!out.contains("which its filter refuses"), "{out}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_emulated_backends_engine_thread_installs_its_filter_through_the_devices_hook() {
+        let (status, out) = run_child(ThreadKind::VcmdqEngine, "true", Probe::RealEngine);
+        assert!(status.success(), "{out}");
+        // 2: SECCOMP_MODE_FILTER; the engine ran, stopped and was joined.
+        assert!(out.contains("engine 2"), "{out}");
+        assert!(out.contains("child exits"), "{out}");
+        let (status, out) = run_child(ThreadKind::VcmdqEngine, "false", Probe::RealEngine);
+        assert!(status.success() && out.contains("engine 0"), "{out}");
+    }
+
+    #[test]
+    fn threads_spawned_under_the_vmm_filter_install_theirs_and_work_under_true() {
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::VcmdqEngine,
+            ThreadKind::ConsoleIn,
+        ] {
+            let (status, out) = run_child(kind, "true", Probe::Stacked);
+            assert!(status.success(), "{kind:?}: {out}");
+            assert!(out.contains(&format!("stacked {}", kind.name())), "{out}");
+        }
+    }
+}
