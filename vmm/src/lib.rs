@@ -18,9 +18,9 @@ pub mod irqchip;
 pub mod logging;
 pub mod memory;
 pub mod pty;
+pub mod seccomp;
 pub mod serial_backend;
 pub mod serial_socket;
-pub mod seccomp;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;

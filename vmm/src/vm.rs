@@ -23,8 +23,8 @@ use crate::device_manager::{DeviceError, DeviceManager};
 use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
-use crate::serial_backend::SerialBackend;
 use crate::seccomp::{self, ThreadKind};
+use crate::serial_backend::SerialBackend;
 use devices::GuestMemory;
 use devices::legacy::Pl011;
 
