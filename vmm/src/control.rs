@@ -160,7 +160,7 @@ enum Vm {
     /// Running or paused.
     Running {
         description: Box<VmDescription>,
-        vm: RunningVm,
+        vm: Box<RunningVm>,
         boots: u32,
     },
 }
@@ -282,7 +282,7 @@ impl Vmm {
             Ok(vm) => {
                 self.vm = Vm::Running {
                     description,
-                    vm,
+                    vm: Box::new(vm),
                     boots: boot,
                 };
                 Ok(())
@@ -442,7 +442,7 @@ impl Vmm {
                 description,
                 vm,
                 boots,
-            } => Some((description, vm, boots)),
+            } => Some((description, *vm, boots)),
             other => {
                 self.vm = other;
                 None
