@@ -26,7 +26,7 @@ case_file() { echo "$E2E_DIR/cases/$1.sh"; }
 all_cases() { for f in "$E2E_DIR"/cases/*.sh; do basename "$f" .sh; done; }
 
 load_case() {
-  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS
+  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS CASE_NESTED_L0
   unset -f case_prepare case_l1_script case_l2_script case_assert 2>/dev/null || true
   # shellcheck disable=SC1090
   . "$(case_file "$1")"
@@ -57,12 +57,17 @@ expect_re() { grep -qE -- "$1" "$LOG" || fail "$2 [missing pattern: /$1/]"; }
 reject() { if has "$1"; then fail "$2 [found: '$(grep -m1 -F -- "$1" "$LOG")']"; fi; }
 # The console lines of one VMM run: between "vmm start step=STEP" and its exit line.
 section() { sed 's/\x1b\[[0-9;]*m//g' "$LOG" | awk -v s="$1" '$0 ~ "E2E-L1: vmm start step="s" " {f=1} f {print} $0 ~ "E2E-L1: vmm exit=[0-9]+ step="s" " {f=0}'; }
-# Every fixed string of "$@" appears in section $STEP, each after the previous one.
+# Every item of "$@" appears in section $STEP, each after the previous one: a
+# fixed string, or with a leading @ an event spec (see ev_needles).
 in_order() {
   local step="$1" why="$2" last=0 n pat
   shift 2
   for pat in "$@"; do
-    n="$(section "$step" | grep -nF -- "$pat" | awk -F: -v after="$last" '$1 > after {print $1; exit}' || true)"
+    if [ "${pat:0:1}" = @ ]; then
+      n="$(ev_lines "$step" "${pat:1}" | awk -v after="$last" '$1 > after {print $1; exit}' || true)"
+    else
+      n="$(section "$step" | grep -nF -- "$pat" | awk -F: -v after="$last" '$1 > after {print $1; exit}' || true)"
+    fi
     if [ -z "$n" ]; then fail "$why [step $step: '$pat' missing after line $last]"; return; fi
     last="$n"
   done
@@ -70,6 +75,43 @@ in_order() {
 # Section $STEP has a line matching ERE "$2".
 # (grep reads all its input: with pipefail, grep -q would make the writer die of SIGPIPE.)
 step_expect_re() { section "$1" | grep -E -- "$2" >/dev/null || fail "$3 [step $1: missing /$2/]"; }
+# --- events: the VMM's --event-monitor stream, one "E2E-EVENT step=STEP {json}"
+# line per event (initramfs/l1-lib.sh; names and properties: docs/events.md) ---
+# ev_needles "SOURCE:EVENT [KEY=VALUE]...": the fixed strings an event's JSON
+# line holds (every property value is a string), tab-separated.
+ev_needles() {
+  local spec="$1" head kv out
+  head="${spec%% *}"
+  out="\"source\":\"${head%%:*}\",\"event\":\"${head#*:}\""
+  if [ "$head" != "$spec" ]; then
+    for kv in ${spec#* }; do out+=$'\t'"\"${kv%%=*}\":\"${kv#*=}\""; done
+  fi
+  printf '%s' "$out"
+}
+# ev_lines STEP SPEC: line numbers, within section STEP, of the events matching SPEC.
+ev_lines() {
+  section "$1" | awk -v n="$(ev_needles "$2")" -v p="E2E-EVENT step=$1 " '
+    BEGIN { k = split(n, w, "\t") }
+    index($0, p) { for (i = 1; i <= k; i++) if (!index($0, w[i])) next; print NR }'
+}
+# An event matching SPEC happened in step STEP (step_expect_event), or never
+# did (step_reject_event); ev_count prints how many did.
+step_expect_event() { [ -n "$(ev_lines "$1" "$2")" ] || fail "$3 [step $1: no event '$2']"; }
+step_reject_event() {
+  local n
+  n="$(ev_lines "$1" "$2" | awk 'NR == 1')"
+  [ -z "$n" ] || fail "$3 [step $1: event '$2' at section line $n]"
+}
+ev_count() { ev_lines "$1" "$2" | awk 'END {print NR}'; }
+# ev_prop STEP SPEC KEY: property KEY of the last event matching SPEC in step
+# STEP (empty when there is none), e.g. ev_prop smmuv3 "vm:counters id=vsmmu0" trapped_syncs.
+ev_prop() {
+  local lines
+  lines=" $(ev_lines "$1" "$2" | xargs) "
+  section "$1" | awk -v want="$lines" -v key="\"$3\":\"" '
+    index(want, " " NR " ") && (i = index($0, key)) { rest = substr($0, i + length(key)); v = substr(rest, 1, index(rest, "\"") - 1) }
+    END { print v }'
+}
 step_reject_re() { if section "$1" | grep -E -- "$2" >/dev/null; then fail "$3 [step $1: found '$(section "$1" | grep -E -- "$2" | head -1)']"; fi; }
 
 # --- build everything ------------------------------------------------------------
@@ -88,9 +130,17 @@ if [ "$NESTED" = 1 ]; then
     *) [ "${E2E_SKIP_SETUP:-0}" = 1 ] || E2E_KERNELS="$NESTED_L1_VERSION" timed "setup (nested L1 source)" "$E2E_DIR/setup.sh" ;;
   esac
   # L0: sid's QEMU chroot, or the CMD-QV QEMU binary (E2E_NESTED_L0, nested/l0.sh).
-  L0="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
-  # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
-  if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
+  # A case that needs one L0 says so (CASE_NESTED_L0, e.g. cmdqv-host: the
+  # CMD-QV model) and gets it whatever E2E_NESTED_L0 says; the others run on
+  # E2E_NESTED_L0's (default sid). Each L0 needed is set up once.
+  NESTED_L0_DEFAULT="$NESTED_L0"
+  declare -A L0S
+  for c in "${CASES[@]}"; do
+    load_case "$c"
+    [ "${CASE_QEMU:-l1}" = nested ] || continue
+    NESTED_L0="${CASE_NESTED_L0:-$NESTED_L0_DEFAULT}"
+    [ -n "${L0S[$NESTED_L0]:-}" ] || L0S[$NESTED_L0]="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
+  done
   # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
   NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
 fi
@@ -105,16 +155,23 @@ RESULTS=()
 rc_all=0
 for c in "${CASES[@]}"; do
   load_case "$c"
+  if [ "${CASE_QEMU:-l1}" = nested ]; then
+    NESTED_L0="${CASE_NESTED_L0:-$NESTED_L0_DEFAULT}"
+    L0="${L0S[$NESTED_L0]}"
+    # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
+    if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
+  fi
   out="$E2E_OUT/$c"
   mkdir -p "$out"
   if declare -F case_l1_script >/dev/null; then case_l1_script >"$out/run.sh"; fi
-  l2_script=()
-  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script=("$out/l2.sh"); fi
-  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "${l2_script[@]}"
-  # A case may build its own L1 tools: case_prepare OUT fills L1_EXTRA with
-  # SRC:DEST pairs for build-initramfs.sh.
+  l2_script=""
+  if declare -F case_l2_script >/dev/null; then case_l2_script >"$out/l2.sh"; l2_script="$out/l2.sh"; fi
+  # A case may build its own tools: case_prepare OUT fills L1_EXTRA (L1) and
+  # L2_EXTRA (the L2 initramfs) with SRC:DEST pairs for build-initramfs.sh.
   L1_EXTRA=()
+  L2_EXTRA=()
   if declare -F case_prepare >/dev/null; then case_prepare "$out" || die "case $c: case_prepare failed"; fi
+  "$E2E_DIR/build-initramfs.sh" l2 "$out/l2.cpio" "$l2_script" "${L2_EXTRA[@]}"
   for v in ${CASE_KERNELS:-$E2E_KERNELS}; do
     # shellcheck disable=SC2034 # read by the cases (bench.sh names its tables by it)
     E2E_KERNEL="$v"
