@@ -16,7 +16,7 @@
 #                IOMMU_HWPT_INVALIDATE per CMD_SYNC batch)
 # The L2 reads 15 MiB in 4 KiB requests (checksum, time), then binds the
 # function to dma_map_benchmark and runs it at granule 1 and 16 pages (1
-# thread, BENCH_SECONDS each). Around each workload it prints
+# thread, BENCH_SECONDS each) and 1023 (two range TLBIs per CMD_SYNC). Around each workload it prints
 # "E2E-L2: mark NAME" and L1 snapshots (l1-lib.sh MEASURE_HOOK): ours'
 # vm.counters (ch-remote), QEMU's trace line count. QEMU traces (its log
 # backend, a file in L1's tmpfs) kvm_run_exit (every exit to QEMU), its
@@ -37,7 +37,7 @@ CASE_NESTED_L0=cmdqv
 CASE_KERNELS=7.2
 PEER_CMDQV_STEPS="qemu-cmdqv qemu-accel ours-cmdqv ours-smmuv3"
 PEER_CMDQV_FW=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
-PEER_CMDQV_SEGS="read bench-g1 bench-g16"
+PEER_CMDQV_SEGS="read bench-g1 bench-g16 bench-g1023"
 
 # The QEMU payload at / and edk2 (from the sid chroot: this L0 is not it).
 case_prepare() {
@@ -152,12 +152,15 @@ for b in /sys/block/vd*; do
   mark read-end
   echo "E2E-L2: read $n pci=$dev blocks=3840 sha256=$sum seconds=$(awk "BEGIN{printf \"%.2f\", $t1-$t0}")"
 done
-# The same function under dma_map_benchmark: granule 16 unmaps 16 pages at a time.
+# The same function under dma_map_benchmark: granule 16 unmaps 16 pages at
+# a time, one range TLBI (the host SMMU, and so both vSMMUs, have RIL);
+# granule 1023 needs two range TLBIs (31 pages, then 31 x 32) before one
+# CMD_SYNC: several invalidations per sync.
 if [ -n "$dev" ]; then
   echo "$dev" >/sys/bus/pci/drivers/virtio-pci/unbind
   echo dma_map_benchmark >"/sys/bus/pci/devices/$dev/driver_override"
   echo "$dev" >/sys/bus/pci/drivers/dma_map_benchmark/bind || echo "E2E-BENCH: bind failed"
-  for g in 1 16; do
+  for g in 1 16 1023; do
     mark "bench-g$g-begin"
     echo "E2E-BENCH: run granule=$g threads=1"
     dma_map_benchmark -t 1 -g $g -s "$seconds" 2>&1 | sed 's/^/E2E-BENCH: /'
@@ -224,7 +227,7 @@ peer_cmdqv_table() {
   local sum="$1" step vmm how secs read ok boot rss anon file l2up seg
   printf '%-5s %-38s %-7s %-8s %-7s %-8s %-17s %-28s %s\n' VMM "vSMMU" "read s" checksum "boot s" "L2 init" "RSS MiB (a+f)" "L0 VINTF1 cmds (SYNC/TLBI)" "L0 VMID rewrites/errors"
   for step in $PEER_CMDQV_STEPS; do
-    section "$step" | grep -q "E2E-L1: vmm start" || continue
+    section "$step" | grep "E2E-L1: vmm start" >/dev/null || continue
     read -r secs read < <(section "$step" | sed -n 's/.*E2E-L2: read vda .* sha256=\([0-9a-f]*\) seconds=\([0-9.]*\).*/\2 \1/p' | head -1)
     ok=wrong
     [ "${read:-}" = "$sum" ] && ok=ok
@@ -248,9 +251,9 @@ peer_cmdqv_table() {
   done
   echo
   echo "Per workload, between the L2's marks (QEMU: its trace; ours: vm.counters):"
-  printf '%-12s %-10s %-11s %-11s %-13s %-11s %-10s %-14s %s\n' step workload "unmap us" "MMIO exits" "IOMMU exits" "invalidate" "trapped" "trapped SYNCs" "invalidate/trapped SYNC"
+  printf '%-12s %-11s %-9s %-11s %-12s %-11s %-8s %-8s %-10s %s\n' step workload "unmap us" "MMIO exits" "IOMMU exits" "invalidate" "trapped" "SYNCs" "cmds/SYNC" "invalidate/SYNC"
   for step in $PEER_CMDQV_STEPS; do
-    section "$step" | grep -q "E2E-L1: vmm start" || continue
+    section "$step" | grep "E2E-L1: vmm start" >/dev/null || continue
     for seg in $PEER_CMDQV_SEGS; do
       local mx ix inv tc ts us g
       case "$step" in qemu-*) read -r mx ix inv tc ts < <(pc_qemu_seg "$step" "$seg") ;; *) read -r mx ix inv tc ts < <(pc_ours_seg "$step" "$seg") ;; esac
@@ -263,7 +266,8 @@ peer_cmdqv_table() {
       fi
       awk -v step="$step" -v seg="$seg" -v us="${us:--}" -v mx="$mx" -v ix="$ix" -v inv="$inv" -v tc="$tc" -v ts="$ts" 'BEGIN {
         r = (ts ~ /^[0-9]+$/ && ts > 0) ? sprintf("%.3f", inv / ts) : "-"
-        printf "%-12s %-10s %-11s %-11s %-13s %-11s %-10s %-14s %s\n", step, seg, us, mx, ix, inv, tc, ts, r
+        c = (ts ~ /^[0-9]+$/ && ts > 0) ? sprintf("%.3f", (tc - ts) / ts) : "-"
+        printf "%-12s %-11s %-9s %-11s %-12s %-11s %-8s %-8s %-10s %s\n", step, seg, us, mx, ix, inv, tc, ts, c, r
       }'
     done
   done
