@@ -61,7 +61,9 @@ echo "E2E-L1: peer $($qemu --version | head -1)"
 echo 300 >/proc/sys/vm/nr_hugepages
 echo "E2E-L1: hugepages total=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo) size=$(awk '/Hugepagesize/ {print $2}' /proc/meminfo)kB"
 # The snapshot at each "E2E-L2: mark NAME" (l1-lib.sh MEASURE_HOOK).
+# (A kernel message may land on the mark's console line: keep NAME up to -begin/-end.)
 cat >/tmp/mark.sh <<'EOM'
+set -- "$1" "$(echo "$2" | sed -E 's/-(begin|end).*/-\1/')"
 case "$1" in
 qemu-*)
   n=$(wc -l <"/tmp/$1.trace" 2>/dev/null)
@@ -160,6 +162,7 @@ if [ -n "$dev" ]; then
   echo "$dev" >/sys/bus/pci/drivers/virtio-pci/unbind
   echo dma_map_benchmark >"/sys/bus/pci/devices/$dev/driver_override"
   echo "$dev" >/sys/bus/pci/drivers/dma_map_benchmark/bind || echo "E2E-BENCH: bind failed"
+  sleep 1
   for g in 1 16 1023; do
     mark "bench-g$g-begin"
     echo "E2E-BENCH: run granule=$g threads=1"
@@ -178,8 +181,9 @@ pc_mmio() { grep -oE '"mmio_exits":[0-9]+' <<<"$1" | cut -d: -f2 | awk '{s += $1
 # pc_ours_seg STEP SEG: "MMIO_EXITS IOMMU_EXITS INVALIDATES TRAPPED_CMDS TRAPPED_SYNCS" during SEG (deltas).
 pc_ours_seg() {
   local b e d k out=""
-  b="$(grep -m1 -oE "E2E-L1: mark step=$1 at=$2-begin counters=\{.*" "$LOG" | sed 's/.*counters=//' || true)"
-  e="$(grep -m1 -oE "E2E-L1: mark step=$1 at=$2-end counters=\{.*" "$LOG" | sed 's/.*counters=//' || true)"
+  # (at=NAME may carry the tail of a kernel message: see mark.sh.)
+  b="$(grep -m1 -oE "E2E-L1: mark step=$1 at=$2-begin[^ ]* counters=\{.*" "$LOG" | sed 's/.*counters=//' || true)"
+  e="$(grep -m1 -oE "E2E-L1: mark step=$1 at=$2-end[^ ]* counters=\{.*" "$LOG" | sed 's/.*counters=//' || true)"
   if [ -z "$b" ] || [ -z "$e" ]; then echo "- - - - -"; return; fi
   out="$(($(pc_mmio "$e") - $(pc_mmio "$b")))"
   local ve vb ce cb
