@@ -103,6 +103,11 @@ vmm_until() {
 # rootfs is shmem-backed, so there they count as RssShmem). Busybox timeout execs BIN in
 # its own process, so $! is BIN's pid. The output is read through a FIFO by
 # awk (buffered, and it stamps the line as it reads it).
+# MEASURE_HOOK (optional): a command run, as "$MEASURE_HOOK STEP NAME", each
+# time the L2 prints "E2E-L2: mark NAME" (NAME: [a-z0-9-]+), its output in
+# the console at that point; the L2 waits a little after each mark. A case
+# snapshots counters around a workload with it (peer-cmdqv: vm.counters
+# through ch-remote, the line count of QEMU's trace file).
 vmm_measured() {
   step="$1"; bin="$2"; shift 2
   [ "$bin" = /bin/cloud-hypervisor ] && set -- --seccomp "$VMM_SECCOMP" "$@"
@@ -116,8 +121,11 @@ vmm_measured() {
   t0=$(cut -d' ' -f1 /proc/uptime)
   timeout "$VMM_TIMEOUT" "$bin" "$@" </dev/null >"$fifo" 2>&1 &
   pid=$!
-  awk -v step="$step" -v pid="$pid" -v t0="$t0" '
+  awk -v step="$step" -v pid="$pid" -v t0="$t0" -v hook="${MEASURE_HOOK:-}" '
     { print; fflush() }
+    hook != "" && match($0, /E2E-L2: mark [a-z0-9-]+/) {
+      system(hook " " step " " substr($0, RSTART + 13, RLENGTH - 13))
+    }
     !stamped && /E2E-L2: booted/ {
       stamped = 1
       getline up < "/proc/uptime"; close("/proc/uptime"); split(up, u, " ")

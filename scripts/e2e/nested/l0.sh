@@ -98,8 +98,6 @@ nested_l0_setup() {
 nested_qemu() {
   local l0="$1" tmo="$2" log="$3" kernel="$4" initrd="$5" append="$6" run r rc=0
   local -a qemu machine_opts=() trace_opts=()
-  # A previous run's trace must never be read as this run's.
-  rm -f "$log.l0-trace"
   if [ "$NESTED_L0" = sid ]; then
     run="$(mktemp -d "$l0/tmp/e2e-run.XXXXXX")"
     r="/tmp/$(basename "$run")"
