@@ -43,6 +43,8 @@ pub(super) const KVM_IRQFD: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x76, 32);
 pub(super) const KVM_SIGNAL_MSI: u32 = ioc(IOC_WRITE, KVMIO as u32, 0xa5, 32);
 /// seccomp(2)'s operation that installs a filter.
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
+/// `socket(2)`'s domain for Unix sockets, the only one a thread may create.
+const AF_UNIX: u64 = libc::AF_UNIX as u64;
 /// `TCGETS`: env_logger asks whether stderr is a terminal on every line it
 /// writes (found by the e2e boot-cmdqv case under `true`, stderr a tty).
 pub(super) const TCGETS: u32 = 0x5401;
@@ -217,8 +219,11 @@ fn console_in() -> List {
 /// threads (a new thread runs its first syscalls under this filter), kick
 /// vCPUs with a signal, remove the API socket on the way out. A thread it
 /// spawns installs its own filter under this one: prctl(NO_NEW_PRIVS) and
-/// seccomp(SECCOMP_SET_MODE_FILTER), nothing else of seccomp(). No socket is
-/// created or connected, no process started, nothing made executable.
+/// seccomp(SECCOMP_SET_MODE_FILTER), nothing else of seccomp(). It listens
+/// on a serial Unix socket defined by `vm.create` (`serial.mode: Socket`,
+/// libvirt's `<serial type='unix'>`): socket(AF_UNIX only), bind, listen,
+/// accept4. Nothing is connected, no process started, nothing made
+/// executable.
 fn vmm(arch: TargetArch) -> List {
     let mut list = base();
     for kind in [
@@ -266,6 +271,14 @@ fn vmm(arch: TargetArch) -> List {
         ],
     );
     list.insert("seccomp", Args::FirstArg(SECCOMP_SET_MODE_FILTER));
+    // The serial socket's listener (serial_socket.rs).
+    list.insert("socket", Args::FirstArg(AF_UNIX));
+    add(
+        &mut list,
+        &[
+            "accept4", "bind", "listen", "recvfrom", "sendto", "shutdown",
+        ],
+    );
     if arch == TargetArch::x86_64 {
         add(
             &mut list,
