@@ -63,7 +63,7 @@ pub fn map_guest_ram(fd: &Iommufd, ioas_id: u32, mem: &devices::GuestMemory) -> 
             .get_host_address(vm_memory::MemoryRegionAddress(0))
             .map_err(|_| {
                 Error::ioctl(
-                    crate::fd::Ioctl::IoasMap,
+                    crate::ioctl::Ioctl::IoasMap,
                     format!(
                         "region at GPA {:#x} has no host mapping",
                         region.start_addr().0
@@ -88,7 +88,7 @@ pub fn map_guest_ram(fd: &Iommufd, ioas_id: u32, mem: &devices::GuestMemory) -> 
 fn map(fd: &Iommufd, ioas_id: u32, iova: u64, user_va: u64, len: u64) -> Result<(), Error> {
     if (iova | user_va | len) % PAGE != 0 {
         return Err(Error::ioctl(
-            crate::fd::Ioctl::IoasMap,
+            crate::ioctl::Ioctl::IoasMap,
             format!("IOVA {iova:#x} VA {user_va:#x} length {len:#x} not page aligned"),
             libc::EINVAL,
         ));

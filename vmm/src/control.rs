@@ -28,6 +28,7 @@ use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
 use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
+use crate::exit::VmExit;
 use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
@@ -39,19 +40,6 @@ pub const CMDQV_SID_SLOTS: usize = 16;
 /// iommufd backend's vEVENTQ fds and the emulated backend's eventfd are
 /// registered in the event loop instead and wake it when readable.
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
-
-/// Why a VM stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VmExit {
-    /// PSCI SYSTEM_OFF.
-    PowerOff,
-    /// PSCI SYSTEM_RESET, or vm.reboot.
-    Reset,
-    /// Stopped by the VMM: vm.shutdown, vm.delete, vmm.shutdown.
-    Shutdown,
-    /// A vCPU could not go on, or a signal ended the VMM.
-    Failed(String),
-}
 
 #[cfg(target_arch = "aarch64")]
 use crate::vm::RunningVm;

@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{KvmError, ioctl};
 use crate::bus::MmioBus;
-use crate::control::VmExit;
+use crate::exit::VmExit;
 use devices::lock_unpoisoned;
 
 /// Shared between the vCPU threads of one VM run and the VMM thread: why
