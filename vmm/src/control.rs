@@ -598,7 +598,7 @@ impl Vmm {
                 self.serial.as_deref().and_then(SerialBackend::pty_path),
             ),
             state,
-            memory_actual_size: description.config.memory.size,
+            memory_actual_size: description.config.memory.total(),
         })
     }
 

@@ -362,7 +362,7 @@ fn build_vsmmu(
         msi: true,
         // A VCMDQ (and Linux sizes it from IDR1.CMDQS) must be physically
         // contiguous in the host: one page of guest RAM is.
-        ram_page_size: crate::memory::backing_page_size(vm.config.memory.hugepages)
+        ram_page_size: crate::memory::backing_page_size(vm.config.memory.backed_by_hugepages())
             .map_err(|e| err(e.to_string()))?,
         ..SmmuModelConfig::default()
     };
@@ -577,7 +577,7 @@ mod tests {
             vsmmu: VsmmuConfig::parse(vsmmu).unwrap(),
             memory: crate::config::MemoryConfig {
                 size: 64 << 20,
-                hugepages: false,
+                ..Default::default()
             },
             ..VmConfig::default()
         };
@@ -591,7 +591,7 @@ mod tests {
     #[test]
     fn teardown_unmaps_page0_before_freeing_hw_queues_in_descending_order() {
         let vm = vm("cmdqv,backend=emulated,page0=mapped");
-        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let mem = crate::memory::create(&vm.layout, false, &[]).unwrap();
         let chip = Arc::new(RecordingChip::default());
         let mapper = Arc::new(RecordingMapper::default());
         let mut dm = DeviceManager::new(
@@ -653,7 +653,7 @@ mod tests {
 
     /// The devices of `vm` with recording interrupt and page0 sinks.
     fn build(vm: &VmDescription) -> Result<DeviceManager, DeviceError> {
-        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let mem = crate::memory::create(&vm.layout, false, &[]).unwrap();
         DeviceManager::new(
             vm,
             &mem,

@@ -88,7 +88,8 @@ impl RunningVm {
         let layout = &vm.layout;
         let config = &vm.config;
         let mut kvm = KvmVm::new(layout)?;
-        let mem = memory::create(layout, config.memory.hugepages)?;
+        let bindings = memory::zone_bindings(&config.memory.zones);
+        let mem = memory::create(layout, config.memory.backed_by_hugepages(), &bindings)?;
         kvm.add_ram(&mem)?;
 
         let vcpus = (0..layout.topology.vcpus)

@@ -1,9 +1,11 @@
-//! ACPI tables of the VM: RSDP, XSDT, FADT, MADT, GTDT, MCFG, SPCR, DSDT and
-//! IORT, laid out at the start of the firmware region at the top of RAM.
+//! ACPI tables of the VM: RSDP, XSDT, FADT, MADT, GTDT, MCFG, SPCR, DSDT,
+//! IORT and, with guest NUMA nodes, SRAT and SLIT, laid out at the start of
+//! the firmware region at the top of RAM.
 
 pub mod dsdt;
 pub mod iort;
 pub mod platform;
+pub mod srat;
 
 use std::io;
 use std::path::Path;
@@ -59,6 +61,14 @@ impl AcpiTables {
             ("SPCR", platform::spcr().as_slice().to_vec()),
             ("IORT", iort::build(vm).as_slice().to_vec()),
         ];
+        let numa = [("SRAT", srat::srat(vm)), ("SLIT", srat::slit(vm))];
+        let listed: Vec<(&str, Vec<u8>)> = listed
+            .into_iter()
+            .chain(
+                numa.into_iter()
+                    .filter_map(|(sig, t)| Some((sig, t?.as_slice().to_vec()))),
+            )
+            .collect();
         let dsdt = dsdt::build(vm).as_slice().to_vec();
         let fadt_len = platform::fadt(0).len() as u64;
         let xsdt_len = 36 + 8 * (listed.len() as u64 + 1);

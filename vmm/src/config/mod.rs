@@ -2,6 +2,7 @@
 //! serde-serialisable struct, and [`VmConfig::validate`] with one typed error
 //! per rule. Nothing here touches the host.
 
+pub mod numa;
 pub mod options;
 
 use std::collections::BTreeSet;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
 
 /// `--cpus` syntax.
@@ -87,13 +89,16 @@ impl CpusConfig {
     }
 }
 
-/// `--memory`.
+/// `--memory`, with its `--memory-zone`s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryConfig {
-    /// Guest RAM in bytes.
+    /// Guest RAM in bytes (0 when zones give it).
     pub size: u64,
     /// Back RAM with huge pages.
     pub hugepages: bool,
+    /// Memory zones, in guest address order (`--memory-zone`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<MemoryZoneConfig>,
 }
 
 impl Default for MemoryConfig {
@@ -101,11 +106,26 @@ impl Default for MemoryConfig {
         MemoryConfig {
             size: 512 << 20,
             hugepages: false,
+            zones: Vec::new(),
         }
     }
 }
 
 impl MemoryConfig {
+    /// Guest RAM in bytes: the zones' sum, or `size` without zones.
+    pub fn total(&self) -> u64 {
+        if self.zones.is_empty() {
+            self.size
+        } else {
+            self.zones.iter().map(|z| z.size).sum()
+        }
+    }
+
+    /// Whether RAM is on huge pages (with zones, they all agree: validated).
+    pub fn backed_by_hugepages(&self) -> bool {
+        self.zones.first().map_or(self.hugepages, |z| z.hugepages)
+    }
+
     /// Parse `size=...,hugepages=on|off`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
         let opts = Options::parse("memory", input, &["size", "hugepages"], false)?;
@@ -113,7 +133,11 @@ impl MemoryConfig {
             .size("size")?
             .unwrap_or_else(|| MemoryConfig::default().size);
         let hugepages = opts.toggle("hugepages", false)?;
-        Ok(MemoryConfig { size, hugepages })
+        Ok(MemoryConfig {
+            size,
+            hugepages,
+            zones: Vec::new(),
+        })
     }
 }
 
@@ -334,6 +358,9 @@ pub struct VmConfig {
     pub vsmmu: VsmmuConfig,
     /// Console.
     pub serial: SerialConfig,
+    /// Guest NUMA nodes (`--numa`); none: one node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numa: Vec<NumaConfig>,
 }
 
 impl Default for VmConfig {
@@ -348,6 +375,7 @@ impl Default for VmConfig {
             test_devices: Vec::new(),
             vsmmu: VsmmuConfig::default(),
             serial: SerialConfig::Tty,
+            numa: Vec::new(),
         }
     }
 }
@@ -403,6 +431,14 @@ pub enum ConfigError {
     MissingKernel,
     /// hugepages with the emulated backend cannot be honoured on a host without them: kept as
     /// a host check at run time; here only sizes are checked.
+    /// Zones disagree on huge pages.
+    #[error(
+        "--memory-zone: hugepages=on on some zones and off on others; give every zone the same"
+    )]
+    MixedHugepages,
+    /// A NUMA layout rule.
+    #[error(transparent)]
+    Numa(#[from] NumaError),
     #[error("--memory size={0:#x} is too small; a guest needs at least 64M")]
     MemoryTooSmall(u64),
 }
@@ -414,8 +450,24 @@ impl VmConfig {
         if needs_kernel && self.kernel.is_none() {
             return Err(ConfigError::MissingKernel);
         }
-        if self.memory.size < 64 << 20 {
-            return Err(ConfigError::MemoryTooSmall(self.memory.size));
+        let device_ids: Vec<&str> = self.devices.iter().map(|d| d.id.as_str()).collect();
+        numa::validate(
+            &self.memory.zones,
+            &self.numa,
+            self.cpus.boot,
+            self.memory.size,
+            &device_ids,
+        )?;
+        if self
+            .memory
+            .zones
+            .iter()
+            .any(|z| z.hugepages != self.memory.backed_by_hugepages())
+        {
+            return Err(ConfigError::MixedHugepages);
+        }
+        if self.memory.total() < 64 << 20 {
+            return Err(ConfigError::MemoryTooSmall(self.memory.total()));
         }
         let mut ids = BTreeSet::new();
         let mut paths = BTreeSet::new();
