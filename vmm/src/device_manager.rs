@@ -12,7 +12,7 @@ use devices::cmdqv::{Cmdqv, CmdqvConfig, Page0Event};
 use devices::emulated::EmulatedBackend;
 use devices::irq::IrqLine;
 use devices::legacy::Pl011;
-use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
+use devices::smmuv3::{HostChoice, Smmuv3, VsmmuConfig as SmmuModelConfig};
 use devices::{GuestMemory, lock_unpoisoned};
 use pci::test_endpoint::TestEndpoint;
 use pci::vfio::caps::MsiMessage;
@@ -21,7 +21,7 @@ use pci::{PciDevice, PciSegment};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{BusError, MmioBus};
-use crate::config::{BackendKind, Page0Mode, VsmmuKind};
+use crate::config::{AtsMode, BackendKind, Page0Mode, VsmmuKind};
 use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
 use crate::events::{self, Event, GuestErrorDevice, cmdqv::EventingCmdqv, vsmmu::EventingVsmmu};
 use crate::host_backend::{HostFunction, HostIommu, VsmmuHost};
@@ -364,6 +364,12 @@ fn build_vsmmu(
         // contiguous in the host: one page of guest RAM is.
         ram_page_size: crate::memory::backing_page_size(vm.config.memory.backed_by_hugepages())
             .map_err(|e| err(e.to_string()))?,
+        ats: match vm.config.vsmmu.ats {
+            AtsMode::Off => HostChoice::Off,
+            AtsMode::On => HostChoice::On,
+            AtsMode::Auto => HostChoice::Auto,
+        },
+        ssid_bits: vm.config.vsmmu.ssidsize,
         ..SmmuModelConfig::default()
     };
     let host_smmu = Box::new(EventingVsmmu::new(backend.vsmmu(), index));

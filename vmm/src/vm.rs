@@ -110,7 +110,12 @@ impl RunningVm {
             _ => {}
         }
 
-        let tables = AcpiTables::build(vm);
+        let ats: Vec<bool> = devices
+            .vsmmus
+            .iter()
+            .map(|v| devices::lock_unpoisoned(&v.smmu).id_registers().ats())
+            .collect();
+        let tables = AcpiTables::build_with_ats(vm, &ats);
         let kernel_path = config
             .kernel
             .as_deref()

@@ -550,3 +550,23 @@ fn inconsistent_numa_is_refused_naming_the_vcpu() {
         "{err}"
     );
 }
+
+#[test]
+fn ats_on_shows_in_the_root_complex() {
+    let dir = dump(
+        "ats",
+        &[
+            "--vsmmu",
+            "smmuv3,backend=emulated,ats=on",
+            "--device",
+            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on",
+        ],
+    );
+    let dsl = check_all(&dir);
+    let ats: Vec<String> = fields(&dsl["IORT"])
+        .into_iter()
+        .filter(|(n, _)| n == "ATS Attribute")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(ats, ["00000001"], "{}", dsl["IORT"]);
+}

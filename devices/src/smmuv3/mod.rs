@@ -37,7 +37,7 @@ use vm_device::MutDeviceMmio;
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
 
 pub use backend::{InvalidateError, VsmmuBackend};
-pub use idr::{HostSmmuInfo, IdRegisters, IdrError, VsmmuConfig};
+pub use idr::{HostChoice, HostSmmuInfo, IdRegisters, IdrError, VsmmuConfig};
 pub use ste::{NestedSte, SteConfig};
 
 use crate::GuestMemory;

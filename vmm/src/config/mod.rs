@@ -236,6 +236,24 @@ pub enum Page0Mode {
     Trapped,
 }
 
+/// `ats=`: whether the guest sees ATS (IDR0.ATS and the IORT root complex's
+/// ATS attribute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtsMode {
+    /// Never (the default: the guest keeps its functions' ATCs off).
+    #[default]
+    Off,
+    /// Always; refused at start on a host SMMU without ATS.
+    On,
+    /// When the host SMMU has it (its IDR0.ATS; `--dump-acpi` has no host
+    /// and shows it off).
+    Auto,
+}
+
+/// The largest IDR1.SSIDSIZE (20 PASID bits).
+pub const MAX_SSID_BITS: u8 = 20;
+
 /// `--vsmmu` (in the API's VmConfig: the `vsmmu` object; absent keys take
 /// their defaults, unknown keys are refused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,6 +265,10 @@ pub struct VsmmuConfig {
     pub backend: BackendKind,
     /// page0 mode; `None` = the backend's default (mapped).
     pub page0: Option<Page0Mode>,
+    /// ATS.
+    pub ats: AtsMode,
+    /// Substream ID (PASID) bits; `None` (`ssidsize=auto`) = the host's.
+    pub ssidsize: Option<u8>,
 }
 
 impl Default for VsmmuConfig {
@@ -255,14 +277,21 @@ impl Default for VsmmuConfig {
             kind: VsmmuKind::Off,
             backend: BackendKind::Iommufd,
             page0: None,
+            ats: AtsMode::Off,
+            ssidsize: None,
         }
     }
 }
 
 impl VsmmuConfig {
-    /// Parse `off|smmuv3|cmdqv[,backend=...][,page0=...]`.
+    /// Parse `off|smmuv3|cmdqv[,backend=...][,page0=...][,ats=...][,ssidsize=...]`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
-        let opts = Options::parse("vsmmu", input, &["backend", "page0"], true)?;
+        let opts = Options::parse(
+            "vsmmu",
+            input,
+            &["backend", "page0", "ats", "ssidsize"],
+            true,
+        )?;
         let word = opts.word.as_deref().unwrap_or("smmuv3");
         let kind = match word {
             "off" => VsmmuKind::Off,
@@ -281,10 +310,33 @@ impl VsmmuConfig {
             Some("trapped") => Some(Page0Mode::Trapped),
             Some(other) => return Err(opts.invalid("page0", other, "use mapped or trapped")),
         };
+        let ats = match opts.get("ats") {
+            None | Some("off") => AtsMode::Off,
+            Some("on") => AtsMode::On,
+            Some("auto") => AtsMode::Auto,
+            Some(other) => return Err(opts.invalid("ats", other, "use on, off or auto")),
+        };
+        let ssidsize = match opts.get("ssidsize") {
+            None | Some("auto") => None,
+            Some(raw) => Some(
+                options::parse_u64(raw)
+                    .and_then(|n| u8::try_from(n).ok())
+                    .filter(|n| *n <= MAX_SSID_BITS)
+                    .ok_or_else(|| {
+                        opts.invalid(
+                            "ssidsize",
+                            raw,
+                            "use auto or a number of PASID bits from 0 to 20",
+                        )
+                    })?,
+            ),
+        };
         Ok(VsmmuConfig {
             kind,
             backend,
             page0,
+            ats,
+            ssidsize,
         })
     }
 
@@ -606,6 +658,22 @@ mod tests {
         assert_eq!(v.backend, BackendKind::Iommufd);
         assert_eq!(v.page0_mode(), Page0Mode::Mapped);
         assert_eq!(VsmmuConfig::parse("off").unwrap().kind, VsmmuKind::Off);
+    }
+
+    #[test]
+    fn vsmmu_parses_ats_and_ssidsize() {
+        let v = VsmmuConfig::parse("cmdqv,ats=auto,ssidsize=8").unwrap();
+        assert_eq!((v.ats, v.ssidsize), (AtsMode::Auto, Some(8)));
+        let v = VsmmuConfig::parse("smmuv3,ats=on,ssidsize=auto").unwrap();
+        assert_eq!((v.ats, v.ssidsize), (AtsMode::On, None));
+        assert_eq!(VsmmuConfig::parse("smmuv3").unwrap().ats, AtsMode::Off);
+        assert_eq!(
+            VsmmuConfig::parse("smmuv3,ssidsize=21")
+                .unwrap_err()
+                .to_string(),
+            "--vsmmu: ssidsize=21 is not valid: use auto or a number of PASID bits from 0 to 20"
+        );
+        assert!(VsmmuConfig::parse("smmuv3,ats=yes").is_err());
     }
 
     #[test]
