@@ -28,7 +28,7 @@ use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
 use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
-use crate::exit::VmExit;
+use crate::exit::{VmExit, VmFailure};
 use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
@@ -339,9 +339,9 @@ impl Vmm {
                     Event::Terminate => {
                         let _ = self.terminate.read();
                         let signal = TERMINATE_SIGNAL.load(Ordering::SeqCst);
-                        let why = format!("terminated by signal {signal}");
+                        let why = VmFailure::Signal(signal);
                         self.stop_vm(VmExit::Failed(why.clone()), ShutdownReason::Signal(signal));
-                        return Err(VmmError::Vm(why));
+                        return Err(VmmError::Vm(why.to_string()));
                     }
                     Event::VmStopped => {
                         let _ = self.stopped.read();
@@ -386,7 +386,7 @@ impl Vmm {
                 cause: RebootCause::Guest,
             });
         }
-        match self.stop_running(vm, VmExit::Failed("stopped".into())) {
+        match self.stop_running(vm, VmExit::Failed(VmFailure::Stopped)) {
             VmExit::PowerOff => {
                 log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
                 events::emit(Named::VmShutdown {
@@ -412,9 +412,9 @@ impl Vmm {
             }
             VmExit::Failed(why) => {
                 events::emit(Named::VmShutdown {
-                    reason: ShutdownReason::Failed(why.clone()),
+                    reason: ShutdownReason::Failed(why.to_string()),
                 });
-                Some(Err(VmmError::Vm(why)))
+                Some(Err(VmmError::Vm(why.to_string())))
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::config::SerialConfig;
 use crate::counters::{self, VmCounters};
 use crate::description::VmDescription;
 use crate::device_manager::{DeviceError, DeviceManager};
-use crate::exit::VmExit;
+use crate::exit::{VmExit, VmFailure};
 use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
@@ -153,13 +153,19 @@ impl RunningVm {
                 .name(format!("vcpu{index}"))
                 .spawn(move || match seccomp::apply(ThreadKind::Vcpu) {
                     Ok(()) => vcpu::run(vcpu, index as u32, bus, state),
-                    Err(err) => state.request_stop(VmExit::Failed(err.to_string())),
+                    Err(err) => state.request_stop(VmExit::Failed(VmFailure::Seccomp {
+                        vcpu: index as u32,
+                        reason: err.to_string(),
+                    })),
                 });
             match spawned {
                 Ok(handle) => running.threads.push(handle),
                 Err(e) => {
                     // Tear down the vCPUs already running before failing.
-                    running.stop(VmExit::Failed(format!("cannot start vCPU {index}: {e}")));
+                    running.stop(VmExit::Failed(VmFailure::VcpuStart {
+                        vcpu: index as u32,
+                        errno: e.raw_os_error().unwrap_or(0),
+                    }));
                     return Err(VmError::Thread("vCPU", e));
                 }
             }

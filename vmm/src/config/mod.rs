@@ -251,6 +251,12 @@ pub enum AtsMode {
     Auto,
 }
 
+impl AtsMode {
+    fn is_off(&self) -> bool {
+        *self == AtsMode::Off
+    }
+}
+
 /// The largest IDR1.SSIDSIZE (20 PASID bits).
 pub const MAX_SSID_BITS: u8 = 20;
 
@@ -266,8 +272,10 @@ pub struct VsmmuConfig {
     /// page0 mode; `None` = the backend's default (mapped).
     pub page0: Option<Page0Mode>,
     /// ATS.
+    #[serde(skip_serializing_if = "AtsMode::is_off")]
     pub ats: AtsMode,
     /// Substream ID (PASID) bits; `None` (`ssidsize=auto`) = the host's.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ssidsize: Option<u8>,
 }
 
