@@ -28,6 +28,7 @@ use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
 use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
+use crate::host_topology::HostTopology;
 use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
@@ -239,7 +240,7 @@ impl Vmm {
             return Err(ApiError::VmAlreadyCreated);
         }
         config.validate(true)?;
-        let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        let description = describe(config)?;
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?
             .map(Arc::new);
@@ -676,7 +677,7 @@ impl Vmm {
             return Err(not_running(&self.vm, "change the configuration"));
         };
         config.validate(true)?;
-        **description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        **description = describe(config)?;
         Ok(None)
     }
 
@@ -694,7 +695,7 @@ impl Vmm {
 
     fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
         let description = self.description().ok_or(ApiError::VmNotCreated)?;
-        let vsmmu = description.vsmmu_of_segment(device.pci_segment);
+        let vsmmu = description.vsmmu_of_segment(device.pci_segment.unwrap_or(0));
         match vsmmu {
             Some(v) if device.iommu => Err(ApiError::DeviceBehindVsmmu {
                 op: "add-device",
@@ -759,6 +760,19 @@ impl Vmm {
             },
         })
     }
+}
+
+/// Lay `config` out on this host, whose shape is read once here: the page
+/// size and, for a vSMMU on backend=iommufd, each function's host SMMU from
+/// sysfs (after /dev/iommu is found to open, so a host without iommufd is
+/// told that first).
+pub fn describe(config: VmConfig) -> Result<VmDescription, ApiError> {
+    use crate::config::{BackendKind, VsmmuKind};
+    if config.vsmmu.kind != VsmmuKind::Off && config.vsmmu.backend == BackendKind::Iommufd {
+        crate::host_backend::preflight(&config).map_err(|e| ApiError::Host(e.to_string()))?;
+    }
+    let host = HostTopology::read(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+    Ok(VmDescription::new(config, &host, CMDQV_SID_SLOTS)?)
 }
 
 fn cmdqv_note(cmdqv: bool) -> &'static str {

@@ -14,6 +14,7 @@ pub mod device_manager;
 pub mod event_loop;
 pub mod events;
 pub mod host_backend;
+pub mod host_topology;
 pub mod irqchip;
 pub mod logging;
 pub mod memory;

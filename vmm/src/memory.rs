@@ -29,9 +29,6 @@ pub enum MemoryError {
     /// The host has no huge page support at all.
     #[error("hugepages=on but the host reports no huge pages in /proc/meminfo; use hugepages=off")]
     NoHugePages,
-    /// sysconf(_SC_PAGESIZE) gave no usable page size.
-    #[error("the host page size (sysconf _SC_PAGESIZE) is {0}, not a power of two")]
-    PageSize(libc::c_long),
     /// The mapping failed.
     #[error("cannot map {size:#x} bytes of guest RAM: {reason}")]
     Map {
@@ -62,24 +59,16 @@ pub fn huge_page_size() -> Option<u64> {
     huge_pages(&meminfo).map(|(_, size)| size)
 }
 
-/// The host's base page size (4 KiB, 16 KiB or 64 KiB on arm64).
-pub fn host_page_size() -> Result<u64, MemoryError> {
-    // SAFETY: sysconf only reads a system constant; it takes no pointer.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size)
-        .ok()
-        .filter(|size| size.is_power_of_two())
-        .ok_or(MemoryError::PageSize(size))
-}
-
 /// The size of one page backing guest RAM as [`create`] maps it: the
-/// default huge page size with `hugepages`, the host's page size otherwise.
-/// Only one such page is known to be physically contiguous.
-pub fn backing_page_size(hugepages: bool) -> Result<u64, MemoryError> {
+/// default huge page size with `hugepages` (2 MiB on a 4 KiB host, 512 MiB
+/// on a 64 KiB one), the host's page size `host_page` otherwise (read once:
+/// `crate::host_topology`). Only one such page is known to be physically
+/// contiguous.
+pub fn backing_page_size(hugepages: bool, host_page: u64) -> Result<u64, MemoryError> {
     if hugepages {
         huge_page_size().ok_or(MemoryError::NoHugePages)
     } else {
-        host_page_size()
+        Ok(host_page)
     }
 }
 
@@ -147,7 +136,8 @@ mod tests {
 
     #[test]
     fn small_pages_back_ram_with_the_hosts_page_size() {
-        let page = backing_page_size(false).unwrap();
+        let host_page = crate::host_topology::host_page_size().unwrap();
+        let page = backing_page_size(false, host_page).unwrap();
         assert!(page.is_power_of_two() && page >= 4 << 10, "{page:#x}");
         // What the mapping itself says: the RAM of a VM without
         // hugepages=on sits on pages of exactly this size.
@@ -166,6 +156,10 @@ mod tests {
         assert_eq!(huge_pages(MEMINFO), Some((4, 2 << 20)));
         let gigantic = "HugePages_Free: 1\nHugepagesize: 1048576 kB\n";
         assert_eq!(huge_pages(gigantic), Some((1, 1 << 30)));
+        // A 64 KiB-page arm64 host's default huge page is 512 MiB.
+        let grace = "HugePages_Free: 32\nHugepagesize: 524288 kB\n";
+        assert_eq!(huge_pages(grace), Some((32, 512 << 20)));
+        assert_eq!(backing_page_size(false, 64 << 10).unwrap(), 64 << 10);
     }
 
     #[test]

@@ -20,11 +20,14 @@ pub const MEMORY_SYNTAX: &str = "Guest RAM: \"size=<guest_memory_size>,hugepages
 /// `--device` syntax.
 pub const DEVICE_SYNTAX: &str = "Passthrough device: \
      \"path=<sysfs device dir|/dev/vfio/devices/vfioN>,iommu=on|off,id=<device_id>,\
-     pci_segment=<segment_id>\" (iommu=on puts the device behind the vSMMU of its segment)";
+     pci_segment=<segment_id>,host_smmu=<name>\" (iommu=on puts the device behind a vSMMU: one \
+     per host SMMU, each on its own PCI segment, chosen from sysfs unless pci_segment= is given; \
+     host_smmu= names the host SMMU for backend=emulated only)";
 /// `--test-device` syntax.
 pub const TEST_DEVICE_SYNTAX: &str = "Emulated PCI test endpoint (no host device; for DMA-API \
      tests such as dma_map_benchmark in the guest): \"iommu=on|off,id=<device_id>,\
-     pci_segment=<segment_id>\" (needs --vsmmu ...,backend=emulated when iommu=on)";
+     pci_segment=<segment_id>,host_smmu=<name>\" (needs --vsmmu ...,backend=emulated when \
+     iommu=on; endpoints with different host_smmu= names get different vSMMUs)";
 /// `--vsmmu` syntax.
 pub const VSMMU_SYNTAX: &str = "Virtual SMMUv3: \
      \"off|smmuv3|cmdqv[,backend=iommufd|emulated][,page0=mapped|trapped]\" (cmdqv adds the \
@@ -126,18 +129,24 @@ pub struct DeviceConfig {
     pub iommu: bool,
     /// Identifier; `_dev<N>` when not given.
     pub id: String,
-    /// PCI segment (domain) the device sits on.
-    pub pci_segment: u16,
+    /// PCI segment (domain) the device sits on; `None`: chosen by its host
+    /// SMMU (see `crate::description`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// The host SMMU it sits behind, as the emulated backend pretends
+    /// (`backend=iommufd` reads it from sysfs and refuses this option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 impl DeviceConfig {
-    /// Parse `path=...,iommu=on|off,id=...,pci_segment=N`; `index` names
-    /// the device when no `id=` is given.
+    /// Parse `path=...,iommu=on|off,id=...,pci_segment=N,host_smmu=NAME`;
+    /// `index` names the device when no `id=` is given.
     pub fn parse(input: &str, index: usize) -> Result<Self, OptionError> {
         let opts = Options::parse(
             "device",
             input,
-            &["path", "iommu", "id", "pci_segment"],
+            &["path", "iommu", "id", "pci_segment", "host_smmu"],
             false,
         )?;
         let path = PathBuf::from(opts.require("path")?);
@@ -145,12 +154,13 @@ impl DeviceConfig {
         let id = opts
             .get("id")
             .map_or_else(|| format!("_dev{index}"), str::to_string);
-        let pci_segment = opts.number::<u16>("pci_segment")?.unwrap_or(0);
+        let pci_segment = opts.number::<u16>("pci_segment")?;
         Ok(DeviceConfig {
             path,
             iommu,
             id,
             pci_segment,
+            host_smmu: opts.get("host_smmu").map(str::to_string),
         })
     }
 }
@@ -162,20 +172,32 @@ pub struct TestDeviceConfig {
     pub iommu: bool,
     /// Identifier; `_test<N>` when not given.
     pub id: String,
-    /// PCI segment.
-    pub pci_segment: u16,
+    /// PCI segment; `None`: chosen by its host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// The host SMMU it pretends to sit behind (endpoints with different
+    /// names get different vSMMUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 impl TestDeviceConfig {
-    /// Parse `iommu=on|off,id=...,pci_segment=N`; `index` names it when no `id=`.
+    /// Parse `iommu=on|off,id=...,pci_segment=N,host_smmu=NAME`; `index`
+    /// names it when no `id=`.
     pub fn parse(input: &str, index: usize) -> Result<Self, OptionError> {
-        let opts = Options::parse("test-device", input, &["iommu", "id", "pci_segment"], false)?;
+        let opts = Options::parse(
+            "test-device",
+            input,
+            &["iommu", "id", "pci_segment", "host_smmu"],
+            false,
+        )?;
         Ok(TestDeviceConfig {
             iommu: opts.toggle("iommu", true)?,
             id: opts
                 .get("id")
                 .map_or_else(|| format!("_test{index}"), str::to_string),
-            pci_segment: opts.number::<u16>("pci_segment")?.unwrap_or(0),
+            pci_segment: opts.number::<u16>("pci_segment")?,
+            host_smmu: opts.get("host_smmu").map(str::to_string),
         })
     }
 }
@@ -398,6 +420,12 @@ pub enum ConfigError {
          has no host device to register with the host IOMMU: use --vsmmu ...,backend=emulated"
     )]
     TestDeviceNeedsEmulated(String),
+    /// `host_smmu=` on a passthrough device with the iommufd backend.
+    #[error(
+        "--device id={0} has host_smmu= but the vSMMU backend is iommufd, which reads each \
+         device's host SMMU from sysfs; drop host_smmu= (it is for backend=emulated)"
+    )]
+    HostSmmuWithIommufd(String),
     /// Kernel missing when a VM is to run.
     #[error("--kernel is required to boot a VM (only --dump-acpi works without one)")]
     MissingKernel,
@@ -434,6 +462,9 @@ impl VmConfig {
             }
             if device.iommu && self.vsmmu.kind == VsmmuKind::Off {
                 return Err(ConfigError::IommuWithoutVsmmu(device.id.clone()));
+            }
+            if device.host_smmu.is_some() && self.vsmmu.backend == BackendKind::Iommufd {
+                return Err(ConfigError::HostSmmuWithIommufd(device.id.clone()));
             }
         }
         for (index, device) in self.test_devices.iter().enumerate() {
@@ -531,11 +562,12 @@ mod tests {
         assert_eq!(d.path, PathBuf::from("/sys/bus/pci/devices/0009:01:00.0"));
         assert!(d.iommu);
         assert_eq!(d.id, "gpu0");
-        assert_eq!(d.pci_segment, 1);
-        let d = device("path=/dev/vfio/devices/vfio3", 4);
+        assert_eq!(d.pci_segment, Some(1));
+        let d = device("path=/dev/vfio/devices/vfio3,host_smmu=smmu3.a", 4);
         assert_eq!(d.id, "_dev4");
         assert!(!d.iommu);
-        assert_eq!(d.pci_segment, 0);
+        assert_eq!(d.pci_segment, None, "chosen by the host SMMU");
+        assert_eq!(d.host_smmu.as_deref(), Some("smmu3.a"));
     }
 
     #[test]
@@ -668,6 +700,23 @@ mod tests {
     }
 
     #[test]
+    fn host_smmu_on_a_device_is_refused_with_iommufd() {
+        let mut config = VmConfig {
+            vsmmu: VsmmuConfig::parse("cmdqv").unwrap(),
+            devices: vec![device(
+                "path=/dev/vfio/devices/vfio0,iommu=on,id=gpu,host_smmu=x",
+                0,
+            )],
+            ..VmConfig::default()
+        };
+        let err = config.validate(false).unwrap_err();
+        assert_eq!(err, ConfigError::HostSmmuWithIommufd("gpu".into()));
+        assert!(err.to_string().contains("from sysfs"), "{err}");
+        config.vsmmu.backend = BackendKind::Emulated;
+        assert_eq!(config.validate(false), Ok(()));
+    }
+
+    #[test]
     fn emulated_vsmmu_needs_no_device() {
         assert_eq!(cmdqv_emulated().validate(false), Ok(()));
     }
@@ -740,7 +789,12 @@ mod tests {
     fn test_devices_parse_and_need_an_emulated_vsmmu() {
         let t = TestDeviceConfig::parse("pci_segment=1,id=dma0", 0).unwrap();
         assert!(t.iommu, "behind the vSMMU unless iommu=off");
-        assert_eq!((t.id.as_str(), t.pci_segment), ("dma0", 1));
+        assert_eq!((t.id.as_str(), t.pci_segment), ("dma0", Some(1)));
+        let t = TestDeviceConfig::parse("host_smmu=smmu3.b", 0).unwrap();
+        assert_eq!(
+            (t.pci_segment, t.host_smmu.as_deref()),
+            (None, Some("smmu3.b"))
+        );
         assert!(TestDeviceConfig::parse("path=/x", 0).is_err());
         let mut config = cmdqv_emulated();
         config.test_devices = vec![TestDeviceConfig::parse("", 0).unwrap()];

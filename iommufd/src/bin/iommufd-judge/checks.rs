@@ -23,7 +23,9 @@ use crate::{Check, ensure, footprint, log_mark, log_since};
 pub fn ioas_maps_guest_ram(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map_guest_ram(fd, &mem).map_err(|e| e.to_string())?;
+    // The mock kernel is an x86_64 one: 4 KiB pages.
+    ioas.map_guest_ram(fd, &mem, 4 << 10)
+        .map_err(|e| e.to_string())?;
     let device = MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?;
     let check_a = selftest::md_check_map(
         fd,
