@@ -21,6 +21,7 @@ use std::time::Duration;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::register_signal_handler;
 
+use crate::api::placement::ApiPlacement;
 use crate::api::types::ApiDeviceConfig;
 use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse, shown_config};
 use crate::api::{ApiError, ApiRequest, ApiResponse, Needs, Unimplemented, VmmEnd};
@@ -612,6 +613,7 @@ impl Vmm {
             ),
             state,
             memory_actual_size: description.config.memory.size,
+            placement: Some(ApiPlacement::from(&**description)),
         })
     }
 

@@ -51,6 +51,9 @@ pub struct VmInfoResponse {
     pub state: VmState,
     /// Guest RAM in bytes.
     pub memory_actual_size: u64,
+    /// Ours: where every vSMMU and device sits, and the host SMMU behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::placement::ApiPlacement>,
 }
 
 /// `cpus`.
