@@ -31,7 +31,7 @@ pub const SYSFS: &str = "/sys";
 pub enum TopologyError {
     /// sysconf gave no usable page size.
     #[error("the host page size (sysconf _SC_PAGESIZE) is {0}, not a power of two")]
-    PageSize(i64),
+    PageSize(libc::c_long),
     /// A function behind a vSMMU that no host IOMMU translates.
     #[error(
         "--device {id} ({path}) has iommu=on but the host puts it behind no IOMMU ({link} does \
@@ -129,7 +129,7 @@ pub fn host_page_size() -> Result<u64, TopologyError> {
     u64::try_from(size)
         .ok()
         .filter(|size| size.is_power_of_two())
-        .ok_or(TopologyError::PageSize(i64::from(size)))
+        .ok_or(TopologyError::PageSize(size))
 }
 
 /// The sysfs directory of the function at `path` (a sysfs PCI function or

@@ -49,10 +49,6 @@ impl Batch {
         self.cons.push(cons);
     }
 
-    fn is_empty(&self) -> bool {
-        self.commands.is_empty()
-    }
-
     /// Empty the batch, keeping its capacity.
     fn clear(&mut self) {
         self.commands.clear();
