@@ -26,6 +26,18 @@ pub enum MemoryError {
         /// Huge page size.
         page_size: u64,
     },
+    /// RAM that is not whole huge pages (512 MiB each on a 64 KiB-page
+    /// arm64 host).
+    #[error(
+        "hugepages=on needs --memory size= to be whole huge pages of {page_size:#x} bytes, but \
+         it is {size:#x}; round it to a multiple of {page_size:#x} or use hugepages=off"
+    )]
+    NotWholeHugePages {
+        /// Bytes of RAM requested.
+        size: u64,
+        /// Huge page size.
+        page_size: u64,
+    },
     /// The host has no huge page support at all.
     #[error("hugepages=on but the host reports no huge pages in /proc/meminfo; use hugepages=off")]
     NoHugePages,
@@ -74,6 +86,9 @@ pub fn backing_page_size(hugepages: bool, host_page: u64) -> Result<u64, MemoryE
 
 fn check_huge_pages(size: u64, meminfo: &str) -> Result<(), MemoryError> {
     let (pages, page_size) = huge_pages(meminfo).ok_or(MemoryError::NoHugePages)?;
+    if page_size == 0 || size % page_size != 0 {
+        return Err(MemoryError::NotWholeHugePages { size, page_size });
+    }
     let free = pages.saturating_mul(page_size);
     if free < size {
         return Err(MemoryError::NotEnoughHugePages {
@@ -132,6 +147,25 @@ mod tests {
             check_huge_pages(1, "MemTotal: 1 kB\n"),
             Err(MemoryError::NoHugePages)
         ));
+    }
+
+    #[test]
+    fn huge_page_backed_ram_must_be_whole_huge_pages() {
+        // A 64 KiB-page host: 512 MiB huge pages; 768 MiB is one and a half.
+        let grace = "HugePages_Free: 32\nHugepagesize: 524288 kB\n";
+        assert!(check_huge_pages(1 << 30, grace).is_ok());
+        let err = check_huge_pages(768 << 20, grace).unwrap_err();
+        assert!(
+            matches!(err, MemoryError::NotWholeHugePages { size, page_size }
+                if size == 768 << 20 && page_size == 512 << 20),
+            "{err}"
+        );
+        assert!(err.to_string().contains("multiple of 0x20000000"), "{err}");
+        assert!(
+            check_huge_pages(768 << 20, MEMINFO).is_err(),
+            "not enough free ones"
+        );
+        assert!(check_huge_pages(6 << 20, MEMINFO).is_ok(), "2 MiB pages");
     }
 
     #[test]
