@@ -46,9 +46,12 @@ pub enum TopologyError {
         /// The sysfs link looked for.
         link: PathBuf,
     },
-    /// A device path the sysfs lookup cannot follow (validate() refuses
-    /// these first; kept for a config that was not validated).
-    #[error("--device {id}: cannot find {path} in sysfs")]
+    /// A device path with no sysfs node (no such function, or a cdev that
+    /// does not exist).
+    #[error(
+        "--device {id}: {path} has no node in sysfs, so its host SMMU cannot be found; give an \
+         existing /sys/bus/pci/devices/<DDDD:BB:DD.F> or /dev/vfio/devices/vfio<N>"
+    )]
     NotInSysfs {
         /// Device id.
         id: String,
@@ -148,6 +151,12 @@ fn function_smmu(sysfs: &Path, id: &str, path: &Path) -> Result<String, Topology
         id: id.to_string(),
         path: path.to_path_buf(),
     })?;
+    if !dir.exists() {
+        return Err(TopologyError::NotInSysfs {
+            id: id.to_string(),
+            path: path.to_path_buf(),
+        });
+    }
     let link = dir.join("iommu");
     let no_iommu = || TopologyError::NoHostIommu {
         id: id.to_string(),
@@ -263,6 +272,19 @@ pub(crate) mod tests {
         );
         assert_eq!(text.matches(". ").count(), 0, "one sentence: {text}");
         assert!(!text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn a_function_missing_from_sysfs_is_named_as_missing_not_as_untranslated() {
+        let sysfs = FakeSysfs::new("missing");
+        let config = iommufd_config(&["path=/dev/vfio/devices/vfio9,iommu=on,id=gpu"]);
+        let err = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap_err();
+        assert!(matches!(err, TopologyError::NotInSysfs { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("/dev/vfio/devices/vfio9 has no node"),
+            "{err}"
+        );
     }
 
     #[test]
