@@ -4,7 +4,7 @@
 
 use devices::backend::{BackendError, Errno};
 
-use crate::fd::Ioctl;
+use crate::ioctl::Ioctl;
 
 /// A failed iommufd operation.
 #[derive(Debug, thiserror::Error)]

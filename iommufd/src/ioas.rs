@@ -79,7 +79,7 @@ pub fn map_guest_ram(
             .get_host_address(vm_memory::MemoryRegionAddress(0))
             .map_err(|_| {
                 Error::ioctl(
-                    crate::fd::Ioctl::IoasMap,
+                    crate::ioctl::Ioctl::IoasMap,
                     format!(
                         "region at GPA {:#x} has no host mapping",
                         region.start_addr().0
@@ -132,7 +132,7 @@ fn map(
 fn check_host_pages(iova: u64, user_va: u64, len: u64, host_page: u64) -> Result<(), Error> {
     if !host_page.is_power_of_two() || (iova | user_va | len) % host_page != 0 {
         return Err(Error::ioctl(
-            crate::fd::Ioctl::IoasMap,
+            crate::ioctl::Ioctl::IoasMap,
             format!(
                 "IOVA {iova:#x} VA {user_va:#x} length {len:#x} not aligned to the host page \
                  {host_page:#x}"

@@ -29,6 +29,7 @@ use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
 use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
+use crate::exit::{VmExit, VmFailure};
 use crate::host_topology::HostTopology;
 use crate::serial_backend::SerialBackend;
 
@@ -41,19 +42,6 @@ pub const CMDQV_SID_SLOTS: usize = 16;
 /// iommufd backend's vEVENTQ fds and the emulated backend's eventfd are
 /// registered in the event loop instead and wake it when readable.
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
-
-/// Why a VM stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VmExit {
-    /// PSCI SYSTEM_OFF.
-    PowerOff,
-    /// PSCI SYSTEM_RESET, or vm.reboot.
-    Reset,
-    /// Stopped by the VMM: vm.shutdown, vm.delete, vmm.shutdown.
-    Shutdown,
-    /// A vCPU could not go on, or a signal ended the VMM.
-    Failed(String),
-}
 
 #[cfg(target_arch = "aarch64")]
 use crate::vm::RunningVm;
@@ -353,9 +341,9 @@ impl Vmm {
                     Event::Terminate => {
                         let _ = self.terminate.read();
                         let signal = TERMINATE_SIGNAL.load(Ordering::SeqCst);
-                        let why = format!("terminated by signal {signal}");
+                        let why = VmFailure::Signal(signal);
                         self.stop_vm(VmExit::Failed(why.clone()), ShutdownReason::Signal(signal));
-                        return Err(VmmError::Vm(why));
+                        return Err(VmmError::Vm(why.to_string()));
                     }
                     Event::VmStopped => {
                         let _ = self.stopped.read();
@@ -400,7 +388,7 @@ impl Vmm {
                 cause: RebootCause::Guest,
             });
         }
-        match self.stop_running(vm, VmExit::Failed("stopped".into())) {
+        match self.stop_running(vm, VmExit::Failed(VmFailure::Stopped)) {
             VmExit::PowerOff => {
                 log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
                 events::emit(Named::VmShutdown {
@@ -426,9 +414,9 @@ impl Vmm {
             }
             VmExit::Failed(why) => {
                 events::emit(Named::VmShutdown {
-                    reason: ShutdownReason::Failed(why.clone()),
+                    reason: ShutdownReason::Failed(why.to_string()),
                 });
-                Some(Err(VmmError::Vm(why)))
+                Some(Err(VmmError::Vm(why.to_string())))
             }
         }
     }
@@ -612,7 +600,7 @@ impl Vmm {
                 self.serial.as_deref().and_then(SerialBackend::pty_path),
             ),
             state,
-            memory_actual_size: description.config.memory.size,
+            memory_actual_size: description.config.memory.total(),
             placement: Some(ApiPlacement::from(&**description)),
         })
     }

@@ -63,6 +63,14 @@ pub struct MmioCounters {
     pub mmio_exits: u64,
 }
 
+/// The VMM's own: log lines a guest caused that the rate limit left out
+/// (`devices::guest_log`; since the VMM started, not per VM).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLogCounters {
+    /// Lines left out, every call site together.
+    pub dropped_lines: u64,
+}
+
 /// The counters of one device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -73,10 +81,12 @@ pub enum DeviceCounters {
     Cmdqv(CmdqvCounters),
     /// The console, the ECAM windows.
     Mmio(MmioCounters),
+    /// The rate limit of guest-caused log lines (`guest_log`).
+    GuestLog(GuestLogCounters),
 }
 
 /// Every device's counters, by device name (`vsmmu0`, `cmdqv0`, `uart`,
-/// `pci-ecam`, `unclaimed` for accesses no device answered).
+/// `pci-ecam`, `unclaimed` for accesses no device answered, `guest_log`).
 pub type VmCounters = BTreeMap<String, DeviceCounters>;
 
 /// Prefix of the per-kind backend call counters.
@@ -101,6 +111,12 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
         "unclaimed".into(),
         DeviceCounters::Mmio(MmioCounters {
             mmio_exits: unclaimed,
+        }),
+    );
+    all.insert(
+        "guest_log".into(),
+        DeviceCounters::GuestLog(GuestLogCounters {
+            dropped_lines: devices::guest_log::dropped(),
         }),
     );
     for v in &devices.vsmmus {

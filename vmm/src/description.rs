@@ -283,7 +283,7 @@ impl VmDescription {
         let vsmmu_segments = vsmmu_segments(&config, &functions, &placed_segments);
         let layout = Layout::new(Topology {
             vcpus: config.cpus.boot,
-            ram_size: config.memory.size,
+            ram_size: config.memory.total(),
             pci_segments: segments,
             vsmmus: u32::try_from(vsmmu_segments.len()).unwrap_or(u32::MAX),
         })?;

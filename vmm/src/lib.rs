@@ -13,6 +13,7 @@ pub mod description;
 pub mod device_manager;
 pub mod event_loop;
 pub mod events;
+pub mod exit;
 pub mod host_backend;
 pub mod host_topology;
 pub mod irqchip;

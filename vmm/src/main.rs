@@ -9,8 +9,9 @@ use vmm::acpi::AcpiTables;
 use vmm::api::http::ApiServer;
 use vmm::config::{
     API_SOCKET_SYNTAX, ApiSocket, CPUS_SYNTAX, CpusConfig, DEVICE_SYNTAX, DeviceConfig,
-    MEMORY_SYNTAX, MemoryConfig, SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig,
-    VSMMU_SYNTAX, VmConfig, VsmmuConfig,
+    MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX, MemoryConfig, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig,
+    SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig,
+    VsmmuConfig,
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
@@ -38,6 +39,10 @@ struct Cli {
     cpus: Option<CpusConfig>,
     #[arg(long, value_name = "OPTIONS", help = MEMORY_SYNTAX, value_parser = MemoryConfig::parse)]
     memory: Option<MemoryConfig>,
+    #[arg(long = "memory-zone", value_name = "OPTIONS", help = MEMORY_ZONE_SYNTAX, value_parser = MemoryZoneConfig::parse, action = clap::ArgAction::Append)]
+    memory_zone: Vec<MemoryZoneConfig>,
+    #[arg(long, value_name = "OPTIONS", help = NUMA_SYNTAX, value_parser = NumaConfig::parse, action = clap::ArgAction::Append)]
+    numa: Vec<NumaConfig>,
     #[arg(long, value_name = "OPTIONS", help = DEVICE_SYNTAX, action = clap::ArgAction::Append)]
     device: Vec<String>,
     #[arg(long = "test-device", value_name = "OPTIONS", help = TEST_DEVICE_SYNTAX, action = clap::ArgAction::Append)]
@@ -83,11 +88,15 @@ impl Cli {
             initramfs: self.initramfs,
             cmdline: self.cmdline,
             cpus: self.cpus.unwrap_or_default(),
-            memory: self.memory.unwrap_or_default(),
+            memory: MemoryConfig {
+                zones: self.memory_zone,
+                ..self.memory.unwrap_or_default()
+            },
             devices,
             test_devices,
             vsmmu: self.vsmmu.unwrap_or_default(),
             serial: self.serial.unwrap_or(SerialConfig::Tty),
+            numa: self.numa,
         };
         Ok((config, self.dump_acpi, self.api_socket))
     }

@@ -501,3 +501,114 @@ fn bad_options_exit_non_zero_naming_the_value_without_a_backtrace() {
         );
     }
 }
+
+#[test]
+fn numa_with_a_generic_initiator_decodes_in_srat_and_slit() {
+    let dir = dump(
+        "numa",
+        &[
+            "--cpus",
+            "boot=4",
+            "--memory",
+            "size=0",
+            "--memory-zone",
+            "id=mem0,size=256M",
+            "--memory-zone",
+            "id=mem1,size=128M",
+            "--device",
+            "path=/sys/bus/pci/devices/0009:01:00.0,id=gpu0",
+            "--numa",
+            "guest_numa_id=0,cpus=[0-1],distances=[1@15,2@20],memory_zones=mem0",
+            "--numa",
+            "guest_numa_id=1,cpus=[2-3],memory_zones=[mem1]",
+            "--numa",
+            "guest_numa_id=2,device_id=gpu0",
+        ],
+    );
+    let xsdt = read(&dir, "XSDT");
+    assert_eq!((xsdt.len() - 36) / 8, 8, "XSDT lists SRAT and SLIT too");
+    for sig in ["SRAT", "SLIT"] {
+        let bytes = read(&dir, sig);
+        assert!(checksum_ok(&bytes), "{sig} checksum");
+        assert_eq!(le32(&bytes, 4) as usize, bytes.len(), "{sig} length field");
+    }
+    let srat = iasl(&dir, "SRAT");
+    let f = fields(&srat);
+    let count = |name: &str, value: &str| {
+        f.iter()
+            .filter(|(n, v)| n == name && v.starts_with(value))
+            .count()
+    };
+    // iasl names each structure by its subtable type.
+    assert_eq!(count("Subtable Type", "03"), 4, "{srat}");
+    assert_eq!(count("Subtable Type", "01"), 2, "{srat}");
+    assert_eq!(count("Subtable Type", "05"), 1, "{srat}");
+    let lengths: Vec<u64> = f
+        .iter()
+        .filter(|(n, _)| n == "Address Length")
+        .map(|(_, v)| hex(v))
+        .collect();
+    assert!(
+        lengths.contains(&(256 << 20)) && lengths.contains(&(128 << 20)),
+        "{srat}"
+    );
+    // Segment 0, bus 0 (byte 2), devfn 0x08 (byte 3): gpu0 is 00:01.0.
+    assert_eq!(
+        count(
+            "Device Handle",
+            "00 00 00 08 00 00 00 00 00 00 00 00 00 00 00 00"
+        ),
+        1,
+        "{srat}"
+    );
+    let slit = iasl(&dir, "SLIT");
+    assert!(slit.contains("Localities : 0000000000000003"), "{slit}");
+    assert!(slit.contains("Locality   0 : 0A 0F 14"), "{slit}");
+    assert!(slit.contains("Locality   1 : 0F 0A 14"), "{slit}");
+    assert!(slit.contains("Locality   2 : 14 14 0A"), "{slit}");
+}
+
+#[test]
+fn inconsistent_numa_is_refused_naming_the_vcpu() {
+    let out = Command::new(BIN)
+        .args([
+            "--cpus",
+            "boot=2",
+            "--numa",
+            "guest_numa_id=0,cpus=[0-1]",
+            "--numa",
+            "guest_numa_id=1,cpus=[1]",
+            "--dump-acpi",
+            "/nonexistent-not-written",
+        ])
+        .output()
+        .expect("run cloud-hypervisor");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "vCPU 1 is in --numa guest_numa_id=0 and guest_numa_id=1; a vCPU sits on one node"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn ats_on_shows_in_the_root_complex() {
+    let dir = dump(
+        "ats",
+        &[
+            "--vsmmu",
+            "smmuv3,backend=emulated,ats=on",
+            "--device",
+            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on",
+        ],
+    );
+    let dsl = check_all(&dir);
+    let ats: Vec<String> = fields(&dsl["IORT"])
+        .into_iter()
+        .filter(|(n, _)| n == "ATS Attribute")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(ats, ["00000001"], "{}", dsl["IORT"]);
+}

@@ -137,7 +137,7 @@ impl Smmuv3 {
         match self.mem.read_slice(&mut bytes, GuestAddress(addr)) {
             Ok(()) => Some(Command::from_le_bytes(bytes)),
             Err(err) => {
-                log::warn!(target: "smmuv3", "command fetch at {addr:#x} aborted: {err}");
+                crate::guest_log!(warn, target: "smmuv3", "command fetch at {addr:#x} aborted: {err}");
                 None
             }
         }
@@ -145,7 +145,7 @@ impl Smmuv3 {
 
     fn execute(&mut self, command: Command, cons: u32, batch: &mut Batch) -> Step {
         let Some(opcode) = command.opcode() else {
-            log::warn!(target: "smmuv3", "unknown command opcode {:#x}", command.opcode_byte());
+            crate::guest_log!(warn, target: "smmuv3", "unknown command opcode {:#x}", command.opcode_byte());
             return Step::Fail {
                 at: cons,
                 err: cerror::ILL,
@@ -209,7 +209,7 @@ impl Smmuv3 {
     /// then signal as CS says.
     fn cmd_sync(&mut self, command: Command, cons: u32, batch: &mut Batch) -> Step {
         let Some(signal) = command.sync_signal() else {
-            log::warn!(target: "smmuv3", "CMD_SYNC with reserved CS = 0b11");
+            crate::guest_log!(warn, target: "smmuv3", "CMD_SYNC with reserved CS = 0b11");
             return Step::Fail {
                 at: cons,
                 err: cerror::ILL,
@@ -281,7 +281,7 @@ impl Smmuv3 {
                 break;
             };
             let outcome = err.outcome(commands.len());
-            log::warn!(
+            crate::guest_log!(warn,
                 target: "smmuv3",
                 "invalidation batch of {}: {err} ({outcome:?})",
                 commands.len()
@@ -313,7 +313,7 @@ impl Smmuv3 {
     fn stop_on_error(&mut self, cons: u32, err: u32) {
         self.state.cmdq_cons = u64::from(cons);
         self.state.cmdq_err = u64::from(err);
-        log::warn!(target: "smmuv3", "command queue error {err} at CONS {cons:#x}");
+        crate::guest_log!(warn, target: "smmuv3", "command queue error {err} at CONS {cons:#x}");
         self.raise_gerror(gerror::CMDQ_ERR);
         self.guest_error(crate::guest_error::cerror_name(u64::from(err)), None);
     }
@@ -333,7 +333,7 @@ impl Smmuv3 {
 }
 
 fn illegal(opcode: Opcode, cons: u32, why: &str) -> Step {
-    log::warn!(target: "smmuv3", "illegal command {}: {why}", opcode.name());
+    crate::guest_log!(warn, target: "smmuv3", "illegal command {}: {why}", opcode.name());
     Step::Fail {
         at: cons,
         err: cerror::ILL,

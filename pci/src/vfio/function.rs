@@ -191,7 +191,7 @@ impl VfioPciDevice {
             let aligned = (base + m.offset) % self.wiring.host_page == 0;
             let want = (enabled && base != 0 && inside && aligned).then_some(base + m.offset);
             if enabled && base != 0 && !inside {
-                log::warn!(
+                devices::guest_log!(warn,
                     target: "vfio",
                     "{}: BAR {} at {base:#x} lies outside the PCI windows; not mapped",
                     self.wiring.name, m.index
@@ -203,7 +203,7 @@ impl VfioPciDevice {
             if let Some(old) = m.gpa.take()
                 && let Err(e) = self.wiring.mapper.unmap(old)
             {
-                log::error!(target: "vfio", "{}: BAR {} slot at {old:#x}: {e}", self.wiring.name, m.index);
+                devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {old:#x}: {e}", self.wiring.name, m.index);
             }
             if let Some(gpa) = want {
                 match self
@@ -217,7 +217,7 @@ impl VfioPciDevice {
                     }
                     // The area keeps working through traps.
                     Err(e) => {
-                        log::error!(target: "vfio", "{}: BAR {} slot at {gpa:#x}: {e}", self.wiring.name, m.index)
+                        devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {gpa:#x}: {e}", self.wiring.name, m.index)
                     }
                 }
             }
@@ -238,7 +238,7 @@ impl VfioPciDevice {
             match vectors {
                 Ok(v) => self.msix_vectors = Some(v),
                 Err(e) => {
-                    log::error!(target: "vfio", "{}: MSI-X enable: {e}", self.wiring.name);
+                    devices::guest_log!(error, target: "vfio", "{}: MSI-X enable: {e}", self.wiring.name);
                     return;
                 }
             }
@@ -247,7 +247,7 @@ impl VfioPciDevice {
             if let Some(mut v) = self.msix_vectors.take() {
                 v.release(router);
                 if let Err(e) = host.disable_irqs(IRQ_MSIX) {
-                    log::error!(target: "vfio", "{}: {e}", self.wiring.name);
+                    devices::guest_log!(error, target: "vfio", "{}: {e}", self.wiring.name);
                 }
             }
             return;
@@ -275,7 +275,7 @@ impl VfioPciDevice {
         {
             v.release(router);
             if let Err(e) = host.disable_irqs(IRQ_MSI) {
-                log::error!(target: "vfio", "{}: {e}", self.wiring.name);
+                devices::guest_log!(error, target: "vfio", "{}: {e}", self.wiring.name);
             }
         }
         if let Some(count) = want
@@ -285,7 +285,9 @@ impl VfioPciDevice {
                 .and_then(|v| host.enable_irqs(IRQ_MSI, &v.fds()).map(|()| v));
             match vectors {
                 Ok(v) => self.msi_vectors = Some(v),
-                Err(e) => log::error!(target: "vfio", "{}: MSI enable: {e}", self.wiring.name),
+                Err(e) => {
+                    devices::guest_log!(error, target: "vfio", "{}: MSI enable: {e}", self.wiring.name)
+                }
             }
         }
         if let Some(v) = &mut self.msi_vectors {
@@ -440,7 +442,7 @@ impl PciDevice for VfioPciDevice {
             if let Some(gpa) = m.gpa.take()
                 && let Err(e) = self.wiring.mapper.unmap(gpa)
             {
-                log::error!(target: "vfio", "{}: BAR slot at {gpa:#x}: {e}", self.wiring.name);
+                devices::guest_log!(error, target: "vfio", "{}: BAR slot at {gpa:#x}: {e}", self.wiring.name);
             }
         }
         self.maps.clear();

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    CpusConfig, DeviceConfig, MemoryConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
+    CpusConfig, DeviceConfig, MemoryConfig, MemoryZoneConfig, NumaConfig, SerialConfig,
+    TestDeviceConfig, VmConfig, VsmmuConfig,
 };
 
 /// `GET /api/v1/vmm.ping`.
@@ -75,6 +76,9 @@ pub struct ApiMemoryConfig {
     /// Back RAM with huge pages.
     #[serde(default)]
     pub hugepages: bool,
+    /// Memory zones (`size` is 0 with zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<MemoryZoneConfig>>,
 }
 
 /// `payload`.
@@ -165,6 +169,9 @@ pub struct ApiVmConfig {
     /// Ours: emulated PCI test endpoints (`--test-device`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_devices: Vec<ApiTestDeviceConfig>,
+    /// Guest NUMA nodes (`--numa`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<Vec<NumaConfig>>,
 }
 
 /// `test_devices[]` (ours).
@@ -243,6 +250,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             .map_or_else(MemoryConfig::default, |m| MemoryConfig {
                 size: m.size,
                 hugepages: m.hugepages,
+                zones: m.zones.unwrap_or_default(),
             });
         let serial = match api.serial {
             None => SerialConfig::Tty,
@@ -273,6 +281,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
                 .collect(),
             vsmmu: api.vsmmu.unwrap_or_default(),
             serial,
+            numa: api.numa.unwrap_or_default(),
         })
     }
 }
@@ -375,6 +384,7 @@ impl From<&VmConfig> for ApiVmConfig {
             memory: Some(ApiMemoryConfig {
                 size: config.memory.size,
                 hugepages: config.memory.hugepages,
+                zones: (!config.memory.zones.is_empty()).then(|| config.memory.zones.clone()),
             }),
             payload: ApiPayloadConfig {
                 kernel: config.kernel.clone(),
@@ -404,6 +414,7 @@ impl From<&VmConfig> for ApiVmConfig {
                     host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
+            numa: (!config.numa.is_empty()).then(|| config.numa.clone()),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! serde-serialisable struct, and [`VmConfig::validate`] with one typed error
 //! per rule. Nothing here touches the host.
 
+pub mod numa;
 pub mod options;
 
 use std::collections::BTreeSet;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
 
 /// `--cpus` syntax.
@@ -90,13 +92,16 @@ impl CpusConfig {
     }
 }
 
-/// `--memory`.
+/// `--memory`, with its `--memory-zone`s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryConfig {
-    /// Guest RAM in bytes.
+    /// Guest RAM in bytes (0 when zones give it).
     pub size: u64,
     /// Back RAM with huge pages.
     pub hugepages: bool,
+    /// Memory zones, in guest address order (`--memory-zone`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<MemoryZoneConfig>,
 }
 
 impl Default for MemoryConfig {
@@ -104,11 +109,26 @@ impl Default for MemoryConfig {
         MemoryConfig {
             size: 512 << 20,
             hugepages: false,
+            zones: Vec::new(),
         }
     }
 }
 
 impl MemoryConfig {
+    /// Guest RAM in bytes: the zones' sum, or `size` without zones.
+    pub fn total(&self) -> u64 {
+        if self.zones.is_empty() {
+            self.size
+        } else {
+            self.zones.iter().map(|z| z.size).sum()
+        }
+    }
+
+    /// Whether RAM is on huge pages (with zones, they all agree: validated).
+    pub fn backed_by_hugepages(&self) -> bool {
+        self.zones.first().map_or(self.hugepages, |z| z.hugepages)
+    }
+
     /// Parse `size=...,hugepages=on|off`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
         let opts = Options::parse("memory", input, &["size", "hugepages"], false)?;
@@ -116,7 +136,11 @@ impl MemoryConfig {
             .size("size")?
             .unwrap_or_else(|| MemoryConfig::default().size);
         let hugepages = opts.toggle("hugepages", false)?;
-        Ok(MemoryConfig { size, hugepages })
+        Ok(MemoryConfig {
+            size,
+            hugepages,
+            zones: Vec::new(),
+        })
     }
 }
 
@@ -234,6 +258,30 @@ pub enum Page0Mode {
     Trapped,
 }
 
+/// `ats=`: whether the guest sees ATS (IDR0.ATS and the IORT root complex's
+/// ATS attribute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtsMode {
+    /// Never (the default: the guest keeps its functions' ATCs off).
+    #[default]
+    Off,
+    /// Always; refused at start on a host SMMU without ATS.
+    On,
+    /// When the host SMMU has it (its IDR0.ATS; `--dump-acpi` has no host
+    /// and shows it off).
+    Auto,
+}
+
+impl AtsMode {
+    fn is_off(&self) -> bool {
+        *self == AtsMode::Off
+    }
+}
+
+/// The largest IDR1.SSIDSIZE (20 PASID bits).
+pub const MAX_SSID_BITS: u8 = 20;
+
 /// `--vsmmu` (in the API's VmConfig: the `vsmmu` object; absent keys take
 /// their defaults, unknown keys are refused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +293,12 @@ pub struct VsmmuConfig {
     pub backend: BackendKind,
     /// page0 mode; `None` = the backend's default (mapped).
     pub page0: Option<Page0Mode>,
+    /// ATS.
+    #[serde(skip_serializing_if = "AtsMode::is_off")]
+    pub ats: AtsMode,
+    /// Substream ID (PASID) bits; `None` (`ssidsize=auto`) = the host's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssidsize: Option<u8>,
 }
 
 impl Default for VsmmuConfig {
@@ -253,14 +307,21 @@ impl Default for VsmmuConfig {
             kind: VsmmuKind::Off,
             backend: BackendKind::Iommufd,
             page0: None,
+            ats: AtsMode::Off,
+            ssidsize: None,
         }
     }
 }
 
 impl VsmmuConfig {
-    /// Parse `off|smmuv3|cmdqv[,backend=...][,page0=...]`.
+    /// Parse `off|smmuv3|cmdqv[,backend=...][,page0=...][,ats=...][,ssidsize=...]`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
-        let opts = Options::parse("vsmmu", input, &["backend", "page0"], true)?;
+        let opts = Options::parse(
+            "vsmmu",
+            input,
+            &["backend", "page0", "ats", "ssidsize"],
+            true,
+        )?;
         let word = opts.word.as_deref().unwrap_or("smmuv3");
         let kind = match word {
             "off" => VsmmuKind::Off,
@@ -279,10 +340,33 @@ impl VsmmuConfig {
             Some("trapped") => Some(Page0Mode::Trapped),
             Some(other) => return Err(opts.invalid("page0", other, "use mapped or trapped")),
         };
+        let ats = match opts.get("ats") {
+            None | Some("off") => AtsMode::Off,
+            Some("on") => AtsMode::On,
+            Some("auto") => AtsMode::Auto,
+            Some(other) => return Err(opts.invalid("ats", other, "use on, off or auto")),
+        };
+        let ssidsize = match opts.get("ssidsize") {
+            None | Some("auto") => None,
+            Some(raw) => Some(
+                options::parse_u64(raw)
+                    .and_then(|n| u8::try_from(n).ok())
+                    .filter(|n| *n <= MAX_SSID_BITS)
+                    .ok_or_else(|| {
+                        opts.invalid(
+                            "ssidsize",
+                            raw,
+                            "use auto or a number of PASID bits from 0 to 20",
+                        )
+                    })?,
+            ),
+        };
         Ok(VsmmuConfig {
             kind,
             backend,
             page0,
+            ats,
+            ssidsize,
         })
     }
 
@@ -356,6 +440,9 @@ pub struct VmConfig {
     pub vsmmu: VsmmuConfig,
     /// Console.
     pub serial: SerialConfig,
+    /// Guest NUMA nodes (`--numa`); none: one node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numa: Vec<NumaConfig>,
 }
 
 impl Default for VmConfig {
@@ -370,6 +457,7 @@ impl Default for VmConfig {
             test_devices: Vec::new(),
             vsmmu: VsmmuConfig::default(),
             serial: SerialConfig::Tty,
+            numa: Vec::new(),
         }
     }
 }
@@ -431,6 +519,14 @@ pub enum ConfigError {
     MissingKernel,
     /// hugepages with the emulated backend cannot be honoured on a host without them: kept as
     /// a host check at run time; here only sizes are checked.
+    /// Zones disagree on huge pages.
+    #[error(
+        "--memory-zone: hugepages=on on some zones and off on others; give every zone the same"
+    )]
+    MixedHugepages,
+    /// A NUMA layout rule.
+    #[error(transparent)]
+    Numa(#[from] NumaError),
     #[error("--memory size={0:#x} is too small; a guest needs at least 64M")]
     MemoryTooSmall(u64),
 }
@@ -442,8 +538,24 @@ impl VmConfig {
         if needs_kernel && self.kernel.is_none() {
             return Err(ConfigError::MissingKernel);
         }
-        if self.memory.size < 64 << 20 {
-            return Err(ConfigError::MemoryTooSmall(self.memory.size));
+        let device_ids: Vec<&str> = self.devices.iter().map(|d| d.id.as_str()).collect();
+        numa::validate(
+            &self.memory.zones,
+            &self.numa,
+            self.cpus.boot,
+            self.memory.size,
+            &device_ids,
+        )?;
+        if self
+            .memory
+            .zones
+            .iter()
+            .any(|z| z.hugepages != self.memory.backed_by_hugepages())
+        {
+            return Err(ConfigError::MixedHugepages);
+        }
+        if self.memory.total() < 64 << 20 {
+            return Err(ConfigError::MemoryTooSmall(self.memory.total()));
         }
         let mut ids = BTreeSet::new();
         let mut paths = BTreeSet::new();

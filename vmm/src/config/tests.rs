@@ -49,6 +49,22 @@ fn vsmmu_parses_kind_backend_and_page0() {
 }
 
 #[test]
+fn vsmmu_parses_ats_and_ssidsize() {
+    let v = VsmmuConfig::parse("cmdqv,ats=auto,ssidsize=8").unwrap();
+    assert_eq!((v.ats, v.ssidsize), (AtsMode::Auto, Some(8)));
+    let v = VsmmuConfig::parse("smmuv3,ats=on,ssidsize=auto").unwrap();
+    assert_eq!((v.ats, v.ssidsize), (AtsMode::On, None));
+    assert_eq!(VsmmuConfig::parse("smmuv3").unwrap().ats, AtsMode::Off);
+    assert_eq!(
+        VsmmuConfig::parse("smmuv3,ssidsize=21")
+            .unwrap_err()
+            .to_string(),
+        "--vsmmu: ssidsize=21 is not valid: use auto or a number of PASID bits from 0 to 20"
+    );
+    assert!(VsmmuConfig::parse("smmuv3,ats=yes").is_err());
+}
+
+#[test]
 fn vsmmu_rejects_unknown_kind_backend_and_page0() {
     assert_eq!(
         VsmmuConfig::parse("smmuv2").unwrap_err().to_string(),

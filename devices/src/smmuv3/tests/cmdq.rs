@@ -34,7 +34,7 @@ fn leftover_invalidations_are_flushed_at_end_of_consume() {
 #[test]
 fn cfgi_cd_and_atc_inv_go_in_the_batch() {
     let mut rig = rig_with(VsmmuConfig {
-        ats: true,
+        ats: crate::smmuv3::idr::HostChoice::On,
         ..VsmmuConfig::default()
     });
     rig.device(8);
@@ -52,7 +52,7 @@ fn cfgi_cd_and_atc_inv_go_in_the_batch() {
 #[test]
 fn sid_commands_for_emulated_functions_complete_without_the_host() {
     let mut rig = rig_with(VsmmuConfig {
-        ats: true,
+        ats: crate::smmuv3::idr::HostChoice::On,
         ..VsmmuConfig::default()
     });
     rig.device(8);

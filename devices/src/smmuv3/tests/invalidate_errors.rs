@@ -9,7 +9,7 @@ use crate::smmuv3::cmd::cerror;
 /// A rig with a 256-entry command queue, ATS on, and device 8 behind it.
 fn big_queue_rig() -> Rig {
     let mut rig = rig_with(VsmmuConfig {
-        ats: true,
+        ats: crate::smmuv3::idr::HostChoice::On,
         ..VsmmuConfig::default()
     });
     rig.cmdq_log2size = 8;

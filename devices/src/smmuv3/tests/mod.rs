@@ -247,7 +247,7 @@ fn atschk_is_res0_without_ats() {
     rig.set(Reg::Cr0, cr0::ATSCHK.mask());
     assert_eq!(rig.reg(Reg::Cr0Ack), 0);
     let mut rig = rig_with(VsmmuConfig {
-        ats: true,
+        ats: crate::smmuv3::idr::HostChoice::On,
         ..VsmmuConfig::default()
     });
     rig.set(Reg::Cr0, cr0::ATSCHK.mask());

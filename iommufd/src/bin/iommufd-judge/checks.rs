@@ -9,7 +9,7 @@ use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use devices::irq::NoInterrupts;
 use devices::smmuv3::cmd::Command;
 use devices::smmuv3::{NestedSte, SteConfig};
-use iommufd::fd::Ioctl;
+use iommufd::Ioctl;
 use iommufd::flavour::EventFormat;
 use iommufd::selftest::{self, MockDevice, Selftest};
 use iommufd::{Flavour, HostError, HostInfo, Ioas, Iommufd, IommufdDevice, Viommu};
