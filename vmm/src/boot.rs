@@ -265,7 +265,8 @@ mod tests {
             },
             ..VmConfig::default()
         };
-        let vm = VmDescription::new(config, 16).unwrap();
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        let vm = VmDescription::new(config, &host, 16).unwrap();
         let mem = crate::memory::create(&vm.layout, false, &[]).unwrap();
         let tables = AcpiTables::build(&vm);
         let fdt = write_firmware(&mem, &vm.layout, &tables, "console=ttyAMA0", None).unwrap();

@@ -21,6 +21,7 @@ use std::time::Duration;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::register_signal_handler;
 
+use crate::api::placement::ApiPlacement;
 use crate::api::types::ApiDeviceConfig;
 use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse, shown_config};
 use crate::api::{ApiError, ApiRequest, ApiResponse, Needs, Unimplemented, VmmEnd};
@@ -29,6 +30,7 @@ use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
 use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
 use crate::exit::{VmExit, VmFailure};
+use crate::host_topology::HostTopology;
 use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
@@ -227,7 +229,7 @@ impl Vmm {
             return Err(ApiError::VmAlreadyCreated);
         }
         config.validate(true)?;
-        let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        let description = describe(config)?;
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?
             .map(Arc::new);
@@ -599,6 +601,7 @@ impl Vmm {
             ),
             state,
             memory_actual_size: description.config.memory.total(),
+            placement: Some(ApiPlacement::from(&**description)),
         })
     }
 
@@ -664,7 +667,7 @@ impl Vmm {
             return Err(not_running(&self.vm, "change the configuration"));
         };
         config.validate(true)?;
-        **description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        **description = describe(config)?;
         Ok(None)
     }
 
@@ -682,7 +685,7 @@ impl Vmm {
 
     fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
         let description = self.description().ok_or(ApiError::VmNotCreated)?;
-        let vsmmu = description.vsmmu_of_segment(device.pci_segment);
+        let vsmmu = description.vsmmu_of_segment(device.pci_segment.unwrap_or(0));
         match vsmmu {
             Some(v) if device.iommu => Err(ApiError::DeviceBehindVsmmu {
                 op: "add-device",
@@ -747,6 +750,19 @@ impl Vmm {
             },
         })
     }
+}
+
+/// Lay `config` out on this host, whose shape is read once here: the page
+/// size and, for a vSMMU on backend=iommufd, each function's host SMMU from
+/// sysfs (after /dev/iommu is found to open, so a host without iommufd is
+/// told that first).
+pub fn describe(config: VmConfig) -> Result<VmDescription, ApiError> {
+    use crate::config::{BackendKind, VsmmuKind};
+    if config.vsmmu.kind != VsmmuKind::Off && config.vsmmu.backend == BackendKind::Iommufd {
+        crate::host_backend::preflight(&config).map_err(|e| ApiError::Host(e.to_string()))?;
+    }
+    let host = HostTopology::read(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+    Ok(VmDescription::new(config, &host, CMDQV_SID_SLOTS)?)
 }
 
 fn cmdqv_note(cmdqv: bool) -> &'static str {

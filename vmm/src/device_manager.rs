@@ -121,7 +121,7 @@ impl DeviceManager {
                     })
                 })
                 .collect();
-            Some(HostIommu::new(mem, &functions)?)
+            Some(HostIommu::new(mem, &functions, vm.host_page_size)?)
         } else {
             None
         };
@@ -180,6 +180,7 @@ impl DeviceManager {
                             windows: vec![segment.mmio32, segment.mmio64],
                             router: msi_router,
                             mapper: page0.clone(),
+                            host_page: vm.host_page_size,
                         };
                         let f = VfioPciDevice::new(Box::new(vfio), wiring)
                             .map_err(|e| DeviceError::Pci(device.id.clone(), e))?;
@@ -362,8 +363,11 @@ fn build_vsmmu(
         msi: true,
         // A VCMDQ (and Linux sizes it from IDR1.CMDQS) must be physically
         // contiguous in the host: one page of guest RAM is.
-        ram_page_size: crate::memory::backing_page_size(vm.config.memory.backed_by_hugepages())
-            .map_err(|e| err(e.to_string()))?,
+        ram_page_size: crate::memory::backing_page_size(
+            vm.config.memory.backed_by_hugepages(),
+            vm.host_page_size,
+        )
+        .map_err(|e| err(e.to_string()))?,
         ats: match vm.config.vsmmu.ats {
             AtsMode::Off => HostChoice::Off,
             AtsMode::On => HostChoice::On,
@@ -587,7 +591,8 @@ mod tests {
             },
             ..VmConfig::default()
         };
-        VmDescription::new(config, 16).unwrap()
+        let host = crate::host_topology::HostTopology::read(&config).unwrap();
+        VmDescription::new(config, &host, 16).unwrap()
     }
 
     fn write32(bus: &MmioBus, addr: u64, value: u32) {
@@ -687,7 +692,7 @@ mod tests {
     fn guest_cmdqs_fits_one_host_page_of_guest_ram() {
         let vm = vm("cmdqv,backend=emulated");
         let dm = build(&vm).unwrap();
-        let page = crate::memory::host_page_size().unwrap();
+        let page = vm.host_page_size;
         let v = dm.vsmmus.first().unwrap();
         let cmdqs = lock_unpoisoned(&v.smmu).id_registers().cmdq_log2size();
         assert_eq!(16u64 << cmdqs, page, "4 KiB pages: 8, 64 KiB: 12");

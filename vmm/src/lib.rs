@@ -15,6 +15,7 @@ pub mod event_loop;
 pub mod events;
 pub mod exit;
 pub mod host_backend;
+pub mod host_topology;
 pub mod irqchip;
 pub mod logging;
 pub mod memory;

@@ -16,6 +16,7 @@ use vmm::config::{
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
 use vmm::events::{self, EVENT_MONITOR_SYNTAX, Event, EventMonitorConfig};
+use vmm::host_topology::HostTopology;
 use vmm::seccomp::{SECCOMP_SYNTAX, SeccompMode, ThreadKind};
 
 #[derive(Parser, Debug)]
@@ -107,7 +108,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let (config, dump_acpi, api_socket) = cli.into_config()?;
     if let Some(dir) = dump_acpi {
         config.validate(false).map_err(|e| e.to_string())?;
-        let vm = VmDescription::new(config, CMDQV_SID_SLOTS).map_err(|e| e.to_string())?;
+        let host = HostTopology::read(&config).map_err(|e| e.to_string())?;
+        let vm = VmDescription::new(config, &host, CMDQV_SID_SLOTS).map_err(|e| e.to_string())?;
         let written = AcpiTables::build(&vm)
             .dump(&dir)
             .map_err(|e| format!("cannot write ACPI tables to {}: {e}", dir.display()))?;

@@ -26,12 +26,21 @@ pub enum MemoryError {
         /// Huge page size.
         page_size: u64,
     },
+    /// RAM that is not whole huge pages (512 MiB each on a 64 KiB-page
+    /// arm64 host).
+    #[error(
+        "hugepages=on needs --memory size= to be whole huge pages of {page_size:#x} bytes, but \
+         it is {size:#x}; round it to a multiple of {page_size:#x} or use hugepages=off"
+    )]
+    NotWholeHugePages {
+        /// Bytes of RAM requested.
+        size: u64,
+        /// Huge page size.
+        page_size: u64,
+    },
     /// The host has no huge page support at all.
     #[error("hugepages=on but the host reports no huge pages in /proc/meminfo; use hugepages=off")]
     NoHugePages,
-    /// sysconf(_SC_PAGESIZE) gave no usable page size.
-    #[error("the host page size (sysconf _SC_PAGESIZE) is {0}, not a power of two")]
-    PageSize(libc::c_long),
     /// A zone could not be bound to its host node.
     #[error(
         "memory zone {zone}: cannot bind it to host NUMA node {node} ({reason}); \
@@ -75,29 +84,24 @@ pub fn huge_page_size() -> Option<u64> {
     huge_pages(&meminfo).map(|(_, size)| size)
 }
 
-/// The host's base page size (4 KiB, 16 KiB or 64 KiB on arm64).
-pub fn host_page_size() -> Result<u64, MemoryError> {
-    // SAFETY: sysconf only reads a system constant; it takes no pointer.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size)
-        .ok()
-        .filter(|size| size.is_power_of_two())
-        .ok_or(MemoryError::PageSize(size))
-}
-
 /// The size of one page backing guest RAM as [`create`] maps it: the
-/// default huge page size with `hugepages`, the host's page size otherwise.
-/// Only one such page is known to be physically contiguous.
-pub fn backing_page_size(hugepages: bool) -> Result<u64, MemoryError> {
+/// default huge page size with `hugepages` (2 MiB on a 4 KiB host, 512 MiB
+/// on a 64 KiB one), the host's page size `host_page` otherwise (read once:
+/// `crate::host_topology`). Only one such page is known to be physically
+/// contiguous.
+pub fn backing_page_size(hugepages: bool, host_page: u64) -> Result<u64, MemoryError> {
     if hugepages {
         huge_page_size().ok_or(MemoryError::NoHugePages)
     } else {
-        host_page_size()
+        Ok(host_page)
     }
 }
 
 fn check_huge_pages(size: u64, meminfo: &str) -> Result<(), MemoryError> {
     let (pages, page_size) = huge_pages(meminfo).ok_or(MemoryError::NoHugePages)?;
+    if page_size == 0 || size % page_size != 0 {
+        return Err(MemoryError::NotWholeHugePages { size, page_size });
+    }
     let free = pages.saturating_mul(page_size);
     if free < size {
         return Err(MemoryError::NotEnoughHugePages {
@@ -255,8 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn huge_page_backed_ram_must_be_whole_huge_pages() {
+        // A 64 KiB-page host: 512 MiB huge pages; 768 MiB is one and a half.
+        let grace = "HugePages_Free: 32\nHugepagesize: 524288 kB\n";
+        assert!(check_huge_pages(1 << 30, grace).is_ok());
+        let err = check_huge_pages(768 << 20, grace).unwrap_err();
+        assert!(
+            matches!(err, MemoryError::NotWholeHugePages { size, page_size }
+                if size == 768 << 20 && page_size == 512 << 20),
+            "{err}"
+        );
+        assert!(err.to_string().contains("multiple of 0x20000000"), "{err}");
+        assert!(
+            check_huge_pages(768 << 20, MEMINFO).is_err(),
+            "not enough free ones"
+        );
+        assert!(check_huge_pages(6 << 20, MEMINFO).is_ok(), "2 MiB pages");
+    }
+
+    #[test]
     fn small_pages_back_ram_with_the_hosts_page_size() {
-        let page = backing_page_size(false).unwrap();
+        let host_page = crate::host_topology::host_page_size().unwrap();
+        let page = backing_page_size(false, host_page).unwrap();
         assert!(page.is_power_of_two() && page >= 4 << 10, "{page:#x}");
         // What the mapping itself says: the RAM of a VM without
         // hugepages=on sits on pages of exactly this size.
@@ -275,6 +299,10 @@ mod tests {
         assert_eq!(huge_pages(MEMINFO), Some((4, 2 << 20)));
         let gigantic = "HugePages_Free: 1\nHugepagesize: 1048576 kB\n";
         assert_eq!(huge_pages(gigantic), Some((1, 1 << 30)));
+        // A 64 KiB-page arm64 host's default huge page is 512 MiB.
+        let grace = "HugePages_Free: 32\nHugepagesize: 524288 kB\n";
+        assert_eq!(huge_pages(grace), Some((32, 512 << 20)));
+        assert_eq!(backing_page_size(false, 64 << 10).unwrap(), 64 << 10);
     }
 
     #[test]

@@ -429,6 +429,48 @@ fn two_vsmmus_on_two_segments_each_own_their_root_complex() {
 }
 
 #[test]
+fn two_host_smmus_get_two_vsmmus_with_their_own_root_complex_and_companion() {
+    // No pci_segment= anywhere: the host SMMU of each endpoint alone puts
+    // gpu0 and nic0 behind one vSMMU (segment 0) and gpu1 behind another.
+    let dir = dump(
+        "host-smmus",
+        &[
+            "--vsmmu",
+            "cmdqv,backend=emulated",
+            "--test-device",
+            "id=gpu0,host_smmu=smmu3.0x0000000012000000",
+            "--test-device",
+            "id=gpu1,host_smmu=smmu3.0x0000000022000000",
+            "--test-device",
+            "id=nic0,host_smmu=smmu3.0x0000000012000000",
+        ],
+    );
+    let dsl = check_all(&dir);
+    let nodes = iort_nodes(&dsl["IORT"]);
+    let smmus: Vec<&IortNode> = nodes.iter().filter(|n| n.kind == 4).collect();
+    let rcs: Vec<&IortNode> = nodes.iter().filter(|n| n.kind == 2).collect();
+    assert_eq!((smmus.len(), rcs.len()), (2, 2));
+    assert_ne!(smmus[0].identifier, smmus[1].identifier);
+    for (segment, (rc, smmu)) in rcs.iter().zip(&smmus).enumerate() {
+        assert_eq!(hex(value(rc, "PCI Segment Number")), segment as u64);
+        assert_eq!(
+            rc.mappings,
+            vec![(0, 0xfff, 0, smmu.offset)],
+            "segment {segment}"
+        );
+    }
+    let cmdqvs = cmdqv_devices(&dsl["DSDT"]);
+    assert_eq!(cmdqvs.len(), 2);
+    for (cv, smmu) in cmdqvs.iter().zip(&smmus) {
+        assert_eq!(
+            cv.uid, smmu.identifier,
+            "{} pairs with its own SMMUv3 node",
+            cv.name
+        );
+    }
+}
+
+#[test]
 fn bad_options_exit_non_zero_naming_the_value_without_a_backtrace() {
     for (args, needle) in [
         (vec!["--vsmmu", "cmdqv,backend=nope"], "backend=nope"),

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use vm_device::MutDeviceMmio;
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
 
-pub use backend::{InvalidateError, VsmmuBackend};
+pub use backend::{HOST_INVALIDATE_CHUNK, InvalidateError, InvalidateOutcome, VsmmuBackend};
 pub use idr::{HostChoice, HostSmmuInfo, IdRegisters, IdrError, VsmmuConfig};
 pub use ste::{NestedSte, SteConfig};
 
@@ -78,6 +78,10 @@ struct RegState {
     /// CMDQ_CONS.RD only; ERR is kept in `cmdq_err`.
     cmdq_cons: u64,
     cmdq_err: u64,
+    /// A host CMD_SYNC after this queue's invalidations timed out
+    /// (ETIMEDOUT: an ATC invalidation the device did not complete); the
+    /// guest's next CMD_SYNC stops with CERROR_ATC_INV_SYNC. Not a register.
+    atc_sync_timeout: bool,
     evtq_base: u64,
     evtq_prod: u64,
     evtq_cons: u64,

@@ -439,7 +439,8 @@ mod tests {
                 .collect(),
             ..crate::config::VmConfig::default()
         };
-        VmDescription::new(config, 16).unwrap()
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        VmDescription::new(config, &host, 16).unwrap()
     }
 
     fn u32_at(b: &[u8], off: usize) -> u32 {

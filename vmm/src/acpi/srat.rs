@@ -182,7 +182,8 @@ mod tests {
             ..VmConfig::default()
         };
         config.validate(false).unwrap();
-        VmDescription::new(config, 16).unwrap()
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        VmDescription::new(config, &host, 16).unwrap()
     }
 
     fn structures(table: &[u8]) -> Vec<&[u8]> {
@@ -266,7 +267,9 @@ mod tests {
 
     #[test]
     fn no_numa_no_tables() {
-        let vm = VmDescription::new(VmConfig::default(), 16).unwrap();
+        let config = VmConfig::default();
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        let vm = VmDescription::new(config, &host, 16).unwrap();
         assert!(srat(&vm).is_none() && slit(&vm).is_none());
     }
 }

@@ -52,6 +52,9 @@ pub struct VmInfoResponse {
     pub state: VmState,
     /// Guest RAM in bytes.
     pub memory_actual_size: u64,
+    /// Ours: where every vSMMU and device sits, and the host SMMU behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::placement::ApiPlacement>,
 }
 
 /// `cpus`.
@@ -103,9 +106,12 @@ pub struct ApiDeviceConfig {
     /// Identifier; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// PCI segment.
-    #[serde(default)]
-    pub pci_segment: u16,
+    /// PCI segment; absent: chosen by the device's host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// Ours: the host SMMU, for backend=emulated (`--device host_smmu=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 /// How the console's output leaves the VMM: cloud-hypervisor's
@@ -178,9 +184,12 @@ pub struct ApiTestDeviceConfig {
     /// Identifier; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// PCI segment.
-    #[serde(default)]
-    pub pci_segment: u16,
+    /// PCI segment; absent: chosen by its host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// The host SMMU it pretends to sit behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -214,6 +223,7 @@ impl ApiDeviceConfig {
             iommu: self.iommu,
             id: self.id.clone().unwrap_or_else(|| format!("_dev{index}")),
             pci_segment: self.pci_segment,
+            host_smmu: self.host_smmu.clone(),
         }
     }
 }
@@ -266,6 +276,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
                     iommu: d.iommu,
                     id: d.id.clone().unwrap_or_else(|| format!("_test{i}")),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
             vsmmu: api.vsmmu.unwrap_or_default(),
@@ -388,6 +399,7 @@ impl From<&VmConfig> for ApiVmConfig {
                     iommu: d.iommu,
                     id: Some(d.id.clone()),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
             serial: Some(serial),
@@ -399,6 +411,7 @@ impl From<&VmConfig> for ApiVmConfig {
                     iommu: d.iommu,
                     id: Some(d.id.clone()),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
             numa: (!config.numa.is_empty()).then(|| config.numa.clone()),
@@ -427,7 +440,7 @@ mod tests {
         assert_eq!(config.memory.size, 512 << 20);
         assert!(config.memory.hugepages);
         assert_eq!(config.devices[0].id, "gpu0");
-        assert_eq!(config.devices[0].pci_segment, 1);
+        assert_eq!(config.devices[0].pci_segment, Some(1));
         assert_eq!(config.serial, SerialConfig::File("/tmp/console".into()));
         assert_eq!(config.test_devices[0].id, "dma0");
         assert!(config.test_devices[0].iommu);

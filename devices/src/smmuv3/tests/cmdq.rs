@@ -83,7 +83,16 @@ fn partial_invalidation_failure_leaves_cons_on_failing_entry() {
         cmd(Opcode::TlbiNhVa, 0, 0x3000),
         sync(),
     ]);
-    assert_eq!(rig.calls(), ["invalidate entries=4 ok=2 err=EIO"]);
+    // The kernel converted entries 0 and 1 but, refusing entry 2 in the
+    // same host chunk, issued neither: they are sent again before the
+    // queue stops on entry 2.
+    assert_eq!(
+        rig.calls(),
+        [
+            "invalidate entries=4 ok=2 issued=0 err=EIO",
+            "invalidate entries=2 ok=2"
+        ]
+    );
     assert_eq!(rig.cons(), (2, u64::from(cerror::ILL)));
     assert!(rig.cmdq_err_active());
     assert_eq!(rig.irqs(), ["gerror"]);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress};
 
 mod cmdq;
+mod invalidate_errors;
 mod streams_events;
 
 use super::cmd::{Command, Opcode};

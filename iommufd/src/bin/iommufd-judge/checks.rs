@@ -23,7 +23,8 @@ use crate::{Check, ensure, footprint, log_mark, log_since};
 pub fn ioas_maps_guest_ram(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map_guest_ram(fd, &mem).map_err(|e| e.to_string())?;
+    ioas.map_guest_ram(fd, &mem, MOCK_HOST_PAGE)
+        .map_err(|e| e.to_string())?;
     let device = MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?;
     let check_a = selftest::md_check_map(
         fd,
@@ -348,8 +349,14 @@ pub fn errno_table(fd: &Arc<Iommufd>) -> Check {
 pub fn failed_setup_leaks_nothing(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
-        .map_err(|e| e.to_string())?;
+    ioas.map(
+        fd,
+        RAM_A,
+        host_va(&mem, RAM_A)?,
+        RAM_A_LEN as u64,
+        MOCK_HOST_PAGE,
+    )
+    .map_err(|e| e.to_string())?;
     let a = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);
     let b = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);
     let live_before = fd.live_objects();
@@ -466,8 +473,14 @@ pub fn refused_ste_leaves_device_on_abort(fd: &Arc<Iommufd>) -> Check {
     const VSID: u32 = 0x8;
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
-        .map_err(|e| e.to_string())?;
+    ioas.map(
+        fd,
+        RAM_A,
+        host_va(&mem, RAM_A)?,
+        RAM_A_LEN as u64,
+        MOCK_HOST_PAGE,
+    )
+    .map_err(|e| e.to_string())?;
     let device = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);
     let bound: Vec<(Arc<dyn IommufdDevice>, u32)> = vec![(device.clone(), VSID)];
     let mut viommu =
