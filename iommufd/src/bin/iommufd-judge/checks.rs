@@ -530,8 +530,14 @@ pub fn refused_ste_leaves_device_on_abort(fd: &Arc<Iommufd>) -> Check {
 pub fn every_setup_step_failing_leaks_nothing(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
-        .map_err(|e| e.to_string())?;
+    ioas.map(
+        fd,
+        RAM_A,
+        host_va(&mem, RAM_A)?,
+        RAM_A_LEN as u64,
+        MOCK_HOST_PAGE,
+    )
+    .map_err(|e| e.to_string())?;
     let devices = [
         Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?),
         Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?),
