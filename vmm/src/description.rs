@@ -104,6 +104,9 @@ pub struct VmDescription {
     pub layout: Layout,
     /// The host's page size (the granule of BAR mappings and IOAS maps).
     pub host_page_size: u64,
+    /// Ids of the passthrough functions whose BARs KVM must map cacheable
+    /// (a Grace GPU on nvgrace-gpu-vfio-pci).
+    pub cacheable_devices: Vec<String>,
     /// vSMMUs, by index.
     pub vsmmus: Vec<VsmmuDescription>,
     /// Devices, in command-line order.
@@ -343,6 +346,7 @@ impl VmDescription {
             config,
             layout,
             host_page_size: host.page_size,
+            cacheable_devices: host.cacheable_bar_devices.clone(),
             vsmmus,
             devices,
         })

@@ -71,7 +71,15 @@ pub struct HostTopology {
     pub device_smmus: Vec<Option<String>>,
     /// The same for each `--test-device` (always from `host_smmu=`).
     pub test_device_smmus: Vec<Option<String>>,
+    /// Ids of the `--device` functions bound to a driver whose BARs KVM
+    /// must map cacheable ([`CACHEABLE_BAR_DRIVERS`]).
+    pub cacheable_bar_devices: Vec<String>,
 }
+
+/// Host drivers that hand out device memory the guest must map cacheable:
+/// nvgrace-gpu-vfio-pci exposes a Grace GPU's memory as a cacheable BAR,
+/// which KVM maps only with KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED.
+pub const CACHEABLE_BAR_DRIVERS: &[&str] = &["nvgrace-gpu-vfio-pci"];
 
 impl HostTopology {
     /// Read this host: the page size from sysconf, the SMMUs from `/sys`.
@@ -98,10 +106,20 @@ impl HostTopology {
             .iter()
             .map(|d| d.iommu.then(|| d.host_smmu.clone()).flatten())
             .collect();
+        let cacheable_bar_devices = config
+            .devices
+            .iter()
+            .filter(|d| {
+                function_driver(sysfs, &d.path)
+                    .is_some_and(|driver| CACHEABLE_BAR_DRIVERS.contains(&driver.as_str()))
+            })
+            .map(|d| d.id.clone())
+            .collect();
         Ok(HostTopology {
             page_size,
             device_smmus,
             test_device_smmus,
+            cacheable_bar_devices,
         })
     }
 
@@ -121,8 +139,15 @@ impl HostTopology {
                 .iter()
                 .map(|d| smmus(d.iommu, &d.host_smmu))
                 .collect(),
+            cacheable_bar_devices: Vec::new(),
         }
     }
+}
+
+/// The name of the driver the function at `path` is bound to, if any.
+fn function_driver(sysfs: &Path, path: &Path) -> Option<String> {
+    let link = std::fs::read_link(function_dir(sysfs, path)?.join("driver")).ok()?;
+    Some(link.file_name()?.to_string_lossy().into_owned())
 }
 
 /// The host's base page size, from sysconf; once per VM definition.
@@ -205,6 +230,14 @@ pub(crate) mod tests {
             self
         }
 
+        /// Function `bdf` bound to `driver`.
+        pub(crate) fn driver(&self, bdf: &str, driver: &str) -> &Self {
+            let dir = self.root.join("bus/pci/devices").join(bdf);
+            let target = format!("../../../../bus/pci/drivers/{driver}");
+            std::os::unix::fs::symlink(target, dir.join("driver")).unwrap();
+            self
+        }
+
         /// VFIO cdev `vfioN` of function `bdf`.
         pub(crate) fn cdev(&self, n: u32, bdf: &str) -> &Self {
             let dir = self.root.join("class/vfio-dev").join(format!("vfio{n}"));
@@ -231,6 +264,26 @@ pub(crate) mod tests {
                 .collect(),
             ..VmConfig::default()
         }
+    }
+
+    #[test]
+    fn functions_on_nvgrace_gpu_vfio_pci_are_the_cacheable_ones() {
+        let sysfs = FakeSysfs::new("drivers");
+        sysfs
+            .function("0009:01:00.0", Some("smmu3.0x12000000"))
+            .driver("0009:01:00.0", "nvgrace-gpu-vfio-pci")
+            .function("0009:02:00.0", Some("smmu3.0x12000000"))
+            .driver("0009:02:00.0", "vfio-pci")
+            .function("0009:03:00.0", Some("smmu3.0x12000000"))
+            .cdev(4, "0009:03:00.0")
+            .driver("0009:03:00.0", "nvgrace-gpu-vfio-pci");
+        let config = iommufd_config(&[
+            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on,id=gpu0",
+            "path=/sys/bus/pci/devices/0009:02:00.0,iommu=on,id=nic0",
+            "path=/dev/vfio/devices/vfio4,iommu=on,id=gpu1",
+        ]);
+        let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
+        assert_eq!(host.cacheable_bar_devices, ["gpu0", "gpu1"]);
     }
 
     #[test]

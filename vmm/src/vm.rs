@@ -88,6 +88,7 @@ impl RunningVm {
         let layout = &vm.layout;
         let config = &vm.config;
         let mut kvm = KvmVm::new(layout)?;
+        kvm.require_cacheable_pfnmap(&vm.cacheable_devices)?;
         let bindings = memory::zone_bindings(&config.memory.zones);
         let mem = memory::create(layout, config.memory.backed_by_hugepages(), &bindings)?;
         kvm.add_ram(&mem)?;

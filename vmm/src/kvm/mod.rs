@@ -46,6 +46,17 @@ pub enum KvmError {
         /// Bits KVM allows.
         limit: u32,
     },
+    /// A Grace GPU whose memory BAR KVM cannot map cacheable.
+    #[error(
+        "--device {device} is on nvgrace-gpu-vfio-pci, whose GPU memory the guest must map \
+         cacheable, but this host's KVM lacks KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED (243; it \
+         needs FEAT_S2FWB): the guest would fault at its first access; use a host kernel and CPU \
+         that report the capability"
+    )]
+    NoCacheablePfnmap {
+        /// The device's id.
+        device: String,
+    },
     /// An ioctl failed.
     #[error("{call} failed: {err}")]
     Ioctl {
@@ -80,7 +91,36 @@ fn bits_for(end: u64) -> u32 {
     64 - (end.saturating_sub(1)).leading_zeros()
 }
 
+/// KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED (Linux 6.18's uapi), defined
+/// here because kvm-bindings 0.14 predates it: KVM maps a cacheable PFNMAP
+/// (a VFIO BAR of device memory) as cacheable in stage 2 only when it
+/// reports this capability.
+const KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED: libc::c_ulong = 243;
+
+/// Refuse the first of `devices` (functions whose BARs must be mapped
+/// cacheable) when KVM's answer to capability 243 was `cap` <= 0.
+fn check_cacheable_pfnmap(devices: &[String], cap: i32) -> Result<(), KvmError> {
+    match devices.first() {
+        Some(device) if cap <= 0 => Err(KvmError::NoCacheablePfnmap {
+            device: device.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl KvmVm {
+    /// Refuse to start when a function in `devices` needs cacheable BAR
+    /// mappings this KVM cannot make (a slot over it would fault).
+    pub fn require_cacheable_pfnmap(&self, devices: &[String]) -> Result<(), KvmError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let cap = self
+            .vm
+            .check_extension_raw(KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED);
+        check_cacheable_pfnmap(devices, cap)
+    }
+
     /// Create a VM whose IPA space is as large as the host allows and at
     /// least as large as `layout` needs.
     pub fn new(layout: &Layout) -> Result<Self, KvmError> {
@@ -362,6 +402,19 @@ mod tests {
         assert_eq!(bits_for(1 << 40), 40);
         assert_eq!(bits_for((1 << 40) + 1), 41);
         assert_eq!(bits_for(0x180_0000_0000), 41);
+    }
+
+    #[test]
+    fn a_cacheable_bar_without_capability_243_is_refused_naming_the_device() {
+        let gpus = vec!["gpu0".to_string(), "gpu1".to_string()];
+        assert!(check_cacheable_pfnmap(&gpus, 1).is_ok());
+        assert!(check_cacheable_pfnmap(&[], 0).is_ok());
+        let err = check_cacheable_pfnmap(&gpus, 0).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--device gpu0 is on nvgrace-gpu-vfio-pci")
+                && err.contains("KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED (243"),
+            "{err}"
+        );
     }
 
     #[test]
