@@ -307,10 +307,23 @@ impl VmDescription {
         let mut slots: Vec<SlotAllocator> = (0..segments).map(SlotAllocator::new).collect();
         let mut devices = Vec::with_capacity(functions.len());
         for (f, segment) in functions.iter().zip(placed_segments) {
-            let bdf = slots
+            let slots = slots
                 .get_mut(usize::from(segment))
-                .ok_or(LayoutError::TooManySegments(segment))?
-                .allocate()?;
+                .ok_or(LayoutError::TooManySegments(segment))?;
+            // A GPU goes to devfn 0 of its segment, in the host bridge's
+            // place: NVIDIA's driver matches its SRAT Generic Initiator
+            // entries on devfn 0 and ignores a GPU anywhere else. A second
+            // GPU on the segment gets the next slot.
+            let gpu = f.kind == DeviceKind::Passthrough
+                && host
+                    .gpu_devices
+                    .get(f.config_index)
+                    .copied()
+                    .unwrap_or(false);
+            let bdf = match gpu.then(|| slots.take_device_zero()).flatten() {
+                Some(bdf) => bdf,
+                None => slots.allocate()?,
+            };
             let vsmmu = if f.iommu {
                 let v = vsmmus
                     .iter()
@@ -545,6 +558,45 @@ mod tests {
         let smmu = Some("smmu3.0x0000000012000000");
         assert_eq!(placement(&vm), [(0, Some(0), smmu), (0, Some(0), smmu)]);
         assert_eq!(vm.host_page_size, 64 << 10);
+    }
+
+    #[test]
+    fn a_gpu_takes_devfn_0_of_its_segment_and_the_others_keep_their_slots() {
+        let sysfs = FakeSysfs::new("gpu-devfn0");
+        let (a, b) = ("smmu3.a", "smmu3.b");
+        sysfs
+            .function("0009:02:00.0", Some(a))
+            .class("0009:02:00.0", 0x02_00_00)
+            .function("0009:01:00.0", Some(a))
+            .class("0009:01:00.0", 0x03_02_00)
+            .function("0019:01:00.0", Some(b))
+            .class("0019:01:00.0", 0x03_02_00)
+            .function("0019:01:00.1", Some(b))
+            .class("0019:01:00.1", 0x03_02_00);
+        let config = iommufd_config(&[
+            "path=/sys/bus/pci/devices/0009:02:00.0,iommu=on,id=nic0",
+            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on,id=gpu0",
+            "path=/sys/bus/pci/devices/0019:01:00.0,iommu=on,id=gpu1",
+            "path=/sys/bus/pci/devices/0019:01:00.1,iommu=on,id=gpu2",
+        ]);
+        let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        let at: Vec<(&str, u16, String)> = vm
+            .devices
+            .iter()
+            .map(|d| (d.id.as_str(), d.segment, d.bdf.to_string()))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                ("nic0", 0, "00:01.0".to_string()),
+                ("gpu0", 0, "00:00.0".to_string()),
+                ("gpu1", 1, "00:00.0".to_string()),
+                ("gpu2", 1, "00:01.0".to_string()),
+            ]
+        );
+        // StreamID 0 is the GPU's (RID 0): the vDEVICE's virt_id follows.
+        assert_eq!(vm.devices[1].stream_id(), 0);
     }
 
     #[test]

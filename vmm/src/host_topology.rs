@@ -74,7 +74,13 @@ pub struct HostTopology {
     /// Ids of the `--device` functions bound to a driver whose BARs KVM
     /// must map cacheable ([`CACHEABLE_BAR_DRIVERS`]).
     pub cacheable_bar_devices: Vec<String>,
+    /// Whether each `--device` is a display controller (PCI base class
+    /// 0x03: a GPU), by config index; such a function is placed at devfn 0.
+    pub gpu_devices: Vec<bool>,
 }
+
+/// PCI base class of display controllers (VGA 0x0300, 3D 0x0302).
+const CLASS_DISPLAY: u32 = 0x03;
 
 /// Host drivers that hand out device memory the guest must map cacheable:
 /// nvgrace-gpu-vfio-pci exposes a Grace GPU's memory as a cacheable BAR,
@@ -115,11 +121,17 @@ impl HostTopology {
             })
             .map(|d| d.id.clone())
             .collect();
+        let gpu_devices = config
+            .devices
+            .iter()
+            .map(|d| function_class(sysfs, &d.path).is_some_and(|c| c >> 16 == CLASS_DISPLAY))
+            .collect();
         Ok(HostTopology {
             page_size,
             device_smmus,
             test_device_smmus,
             cacheable_bar_devices,
+            gpu_devices,
         })
     }
 
@@ -140,8 +152,15 @@ impl HostTopology {
                 .map(|d| smmus(d.iommu, &d.host_smmu))
                 .collect(),
             cacheable_bar_devices: Vec::new(),
+            gpu_devices: vec![false; config.devices.len()],
         }
     }
+}
+
+/// The PCI class code (24 bits) of the function at `path`, from sysfs.
+fn function_class(sysfs: &Path, path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(function_dir(sysfs, path)?.join("class")).ok()?;
+    u32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
 }
 
 /// The name of the driver the function at `path` is bound to, if any.
@@ -230,6 +249,13 @@ pub(crate) mod tests {
             self
         }
 
+        /// Function `bdf`'s class code.
+        pub(crate) fn class(&self, bdf: &str, class: u32) -> &Self {
+            let dir = self.root.join("bus/pci/devices").join(bdf);
+            std::fs::write(dir.join("class"), format!("{class:#08x}\n")).unwrap();
+            self
+        }
+
         /// Function `bdf` bound to `driver`.
         pub(crate) fn driver(&self, bdf: &str, driver: &str) -> &Self {
             let dir = self.root.join("bus/pci/devices").join(bdf);
@@ -284,6 +310,24 @@ pub(crate) mod tests {
         ]);
         let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
         assert_eq!(host.cacheable_bar_devices, ["gpu0", "gpu1"]);
+    }
+
+    #[test]
+    fn display_class_functions_are_the_gpus() {
+        let sysfs = FakeSysfs::new("classes");
+        sysfs
+            .function("0009:01:00.0", Some("smmu3.a"))
+            .class("0009:01:00.0", 0x03_02_00)
+            .function("0009:02:00.0", Some("smmu3.a"))
+            .class("0009:02:00.0", 0x02_00_00)
+            .function("0009:03:00.0", Some("smmu3.a"));
+        let config = iommufd_config(&[
+            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on,id=gpu0",
+            "path=/sys/bus/pci/devices/0009:02:00.0,iommu=on,id=nic0",
+            "path=/sys/bus/pci/devices/0009:03:00.0,iommu=on,id=x",
+        ]);
+        let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
+        assert_eq!(host.gpu_devices, [true, false, false]);
     }
 
     #[test]
