@@ -337,3 +337,26 @@ fn a_function_at_devfn_0_takes_the_host_bridges_place_once() {
         })
     );
 }
+
+#[test]
+fn a_128g_bar_is_placed_naturally_aligned_in_a_grown_window() {
+    let layout = Layout::new(Topology {
+        vcpus: 1,
+        ram_size: 1 << 30,
+        pci_segments: 1,
+        vsmmus: 0,
+    })
+    .unwrap()
+    .fit_mmio64(&[(128 << 30) + (64 << 30)])
+    .unwrap();
+    let mut s = PciSegment::new(layout.pci_segments[0]);
+    s.add_device(bdf(0, 0, 0), Box::new(Endpoint::new(0x1000, 128 << 30)))
+        .unwrap();
+    s.add_device(bdf(0, 1, 0), Box::new(Endpoint::new(0x1000, 1 << 20)))
+        .unwrap();
+    let placed = s.allocate_bars().unwrap();
+    let big = placed.iter().find(|p| p.range.size == 128 << 30).unwrap();
+    assert_eq!(big.range.base % (128 << 30), 0);
+    assert!(layout.pci_segments[0].mmio64.contains(big.range.base));
+    assert!(layout.pci_segments[0].mmio64.contains(big.range.end() - 1));
+}

@@ -284,12 +284,29 @@ impl VmDescription {
             .max()
             .unwrap_or(1);
         let vsmmu_segments = vsmmu_segments(&config, &functions, &placed_segments);
+        // Each segment's 64-bit window holds its passthrough functions'
+        // 64-bit BARs (a Grace GPU's is 128 GiB or more) plus the fixed
+        // 64 GiB's worth of room for everything else.
+        let mut bar64_needs = vec![arch::layout::PCI_MMIO64_SIZE; usize::from(segments)];
+        for (f, segment) in functions.iter().zip(&placed_segments) {
+            if f.kind == DeviceKind::Passthrough
+                && let Some(need) = bar64_needs.get_mut(usize::from(*segment))
+            {
+                let bars = host
+                    .device_bar64_bytes
+                    .get(f.config_index)
+                    .copied()
+                    .unwrap_or(0);
+                *need = need.saturating_add(bars);
+            }
+        }
         let layout = Layout::new(Topology {
             vcpus: config.cpus.boot,
             ram_size: config.memory.total(),
             pci_segments: segments,
             vsmmus: u32::try_from(vsmmu_segments.len()).unwrap_or(u32::MAX),
-        })?;
+        })?
+        .fit_mmio64(&bar64_needs)?;
         let cmdqv = config.vsmmu.kind == VsmmuKind::Cmdqv;
         let vsmmus: Vec<VsmmuDescription> = vsmmu_segments
             .iter()
@@ -597,6 +614,40 @@ mod tests {
         );
         // StreamID 0 is the GPU's (RID 0): the vDEVICE's virt_id follows.
         assert_eq!(vm.devices[1].stream_id(), 0);
+    }
+
+    #[test]
+    fn a_128g_gpu_bar_grows_its_segments_64_bit_window() {
+        let sysfs = FakeSysfs::new("gpu-bar");
+        let mem64 = 0x0010_0200;
+        sysfs
+            .function("0009:01:00.0", Some("smmu3.a"))
+            .resources(
+                "0009:01:00.0",
+                &[
+                    (0, 0, 0),
+                    (0, 0, 0),
+                    (0, 0, 0),
+                    (0, 0, 0),
+                    (0x800_0000_0000, 128 << 30, mem64),
+                ],
+            )
+            .function("0019:01:00.0", Some("smmu3.b"));
+        let config = iommufd_config(&[
+            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on,id=gpu0",
+            "path=/sys/bus/pci/devices/0019:01:00.0,iommu=on,id=nic0",
+        ]);
+        let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        let w: Vec<(u64, u64)> = vm
+            .layout
+            .pci_segments
+            .iter()
+            .map(|s| (s.mmio64.base, s.mmio64.size))
+            .collect();
+        assert_eq!(w[0].1, 256 << 30, "128 GiB BAR + room for the rest");
+        assert_eq!(w[0].0 % w[0].1, 0);
+        assert_eq!(w[1], (w[0].0 + w[0].1, 64 << 30));
     }
 
     #[test]

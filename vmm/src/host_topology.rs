@@ -77,7 +77,17 @@ pub struct HostTopology {
     /// Whether each `--device` is a display controller (PCI base class
     /// 0x03: a GPU), by config index; such a function is placed at devfn 0.
     pub gpu_devices: Vec<bool>,
+    /// Bytes of 64-bit memory BARs of each `--device`, by config index (a
+    /// Grace GPU's memory BAR alone is 128 GiB or more): what its
+    /// segment's 64-bit window must hold.
+    pub device_bar64_bytes: Vec<u64>,
 }
+
+/// `IORESOURCE_MEM` and `IORESOURCE_MEM_64` in a sysfs `resource` line.
+const IORESOURCE_MEM: u64 = 0x0000_0200;
+const IORESOURCE_MEM_64: u64 = 0x0010_0000;
+/// Lines 0-5 of `resource` are the BARs (then the ROM, bridge windows).
+const BAR_LINES: usize = 6;
 
 /// PCI base class of display controllers (VGA 0x0300, 3D 0x0302).
 const CLASS_DISPLAY: u32 = 0x03;
@@ -126,12 +136,18 @@ impl HostTopology {
             .iter()
             .map(|d| function_class(sysfs, &d.path).is_some_and(|c| c >> 16 == CLASS_DISPLAY))
             .collect();
+        let device_bar64_bytes = config
+            .devices
+            .iter()
+            .map(|d| function_bar64_bytes(sysfs, &d.path))
+            .collect();
         Ok(HostTopology {
             page_size,
             device_smmus,
             test_device_smmus,
             cacheable_bar_devices,
             gpu_devices,
+            device_bar64_bytes,
         })
     }
 
@@ -153,8 +169,29 @@ impl HostTopology {
                 .collect(),
             cacheable_bar_devices: Vec::new(),
             gpu_devices: vec![false; config.devices.len()],
+            device_bar64_bytes: vec![0; config.devices.len()],
         }
     }
+}
+
+/// Bytes of the 64-bit memory BARs of the function at `path`, from its
+/// sysfs `resource` file ("start end flags" per line); 0 when unreadable.
+fn function_bar64_bytes(sysfs: &Path, path: &Path) -> u64 {
+    let Some(text) = function_dir(sysfs, path)
+        .and_then(|dir| std::fs::read_to_string(dir.join("resource")).ok())
+    else {
+        return 0;
+    };
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    text.lines()
+        .take(BAR_LINES)
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().map(hex);
+            let (start, end, flags) = (f.next()??, f.next()??, f.next()??);
+            let is_mem64 = flags & IORESOURCE_MEM != 0 && flags & IORESOURCE_MEM_64 != 0;
+            (is_mem64 && end > start).then(|| (end - start + 1).next_power_of_two())
+        })
+        .fold(0u64, u64::saturating_add)
 }
 
 /// The PCI class code (24 bits) of the function at `path`, from sysfs.
@@ -256,6 +293,20 @@ pub(crate) mod tests {
             self
         }
 
+        /// Function `bdf`'s sysfs `resource` lines (start, size, flags).
+        pub(crate) fn resources(&self, bdf: &str, bars: &[(u64, u64, u64)]) -> &Self {
+            let dir = self.root.join("bus/pci/devices").join(bdf);
+            let text: String = bars
+                .iter()
+                .map(|(start, size, flags)| {
+                    let end = if *size == 0 { 0 } else { start + size - 1 };
+                    format!("{start:#018x} {end:#018x} {flags:#018x}\n")
+                })
+                .collect();
+            std::fs::write(dir.join("resource"), text).unwrap();
+            self
+        }
+
         /// Function `bdf` bound to `driver`.
         pub(crate) fn driver(&self, bdf: &str, driver: &str) -> &Self {
             let dir = self.root.join("bus/pci/devices").join(bdf);
@@ -310,6 +361,28 @@ pub(crate) mod tests {
         ]);
         let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
         assert_eq!(host.cacheable_bar_devices, ["gpu0", "gpu1"]);
+    }
+
+    #[test]
+    fn sixty_four_bit_bars_are_summed_from_sysfs_resource() {
+        let sysfs = FakeSysfs::new("bars");
+        let mem64 = IORESOURCE_MEM | IORESOURCE_MEM_64 | 0x2000;
+        sysfs.function("0009:01:00.0", Some("smmu3.a")).resources(
+            "0009:01:00.0",
+            &[
+                (0x6_0000_0000, 16 << 20, IORESOURCE_MEM), // BAR0: 32-bit
+                (0x0, 0, 0),                               // (BAR1: upper half)
+                (0x400_0000_0000, 1 << 30, mem64),         // BAR2: 1 GiB
+                (0x0, 0, 0),
+                (0x800_0000_0000, 128 << 30, mem64), // BAR4: 128 GiB
+                (0x0, 0, 0),
+                (0x0, 0, 0),                         // ROM
+                (0x900_0000_0000, 512 << 30, mem64), // not a BAR line
+            ],
+        );
+        let config = iommufd_config(&["path=/sys/bus/pci/devices/0009:01:00.0,iommu=on,id=gpu0"]);
+        let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
+        assert_eq!(host.device_bar64_bytes, [(128 << 30) + (1 << 30)]);
     }
 
     #[test]

@@ -39,8 +39,14 @@ pub enum KvmError {
     #[error("cannot use /dev/kvm: {0}")]
     Open(kvm_ioctls::Error),
     /// The guest address map needs more IPA bits than the host gives.
-    #[error("the guest address map needs {needed} IPA bits but this host's KVM allows {limit}")]
+    #[error(
+        "the guest address map ends at {top:#x} (RAM, then the PCI 64-bit windows sized for the \
+         passthrough BARs) and needs {needed} IPA bits, but this host's KVM allows {limit}; give \
+         the VM less RAM or fewer large-BAR functions"
+    )]
     IpaTooSmall {
+        /// The first address past the layout.
+        top: u64,
         /// Bits the layout needs.
         needed: u32,
         /// Bits KVM allows.
@@ -138,7 +144,7 @@ impl KvmVm {
             .unwrap_or(layout.ram.end());
         let needed = bits_for(top);
         if needed > limit {
-            return Err(KvmError::IpaTooSmall { needed, limit });
+            return Err(KvmError::IpaTooSmall { top, needed, limit });
         }
         let vm = kvm
             .create_vm_with_type(u64::from(limit))
