@@ -602,7 +602,8 @@ mod tests {
     #[test]
     fn teardown_unmaps_page0_before_freeing_hw_queues_in_descending_order() {
         let vm = vm("cmdqv,backend=emulated,page0=mapped");
-        let mem = crate::memory::create(&vm.layout, false, &[]).unwrap();
+        let mem =
+            crate::memory::create(&vm.layout, crate::memory::Backing::default(), &[]).unwrap();
         let chip = Arc::new(RecordingChip::default());
         let mapper = Arc::new(RecordingMapper::default());
         let mut dm = DeviceManager::new(
@@ -664,7 +665,8 @@ mod tests {
 
     /// The devices of `vm` with recording interrupt and page0 sinks.
     fn build(vm: &VmDescription) -> Result<DeviceManager, DeviceError> {
-        let mem = crate::memory::create(&vm.layout, false, &[]).unwrap();
+        let mem =
+            crate::memory::create(&vm.layout, crate::memory::Backing::default(), &[]).unwrap();
         DeviceManager::new(
             vm,
             &mem,

@@ -202,29 +202,69 @@ fn bind(ram: *mut u8, ram_len: u64, binding: &HostNodeBinding) -> Result<(), Mem
     Ok(())
 }
 
+/// How guest RAM is backed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backing {
+    /// On the host's default huge pages.
+    pub hugepages: bool,
+    /// A memfd mapped shared (`memory.shared`): another process given the
+    /// fd (a vhost-user back-end) sees the guest's RAM. Private anonymous
+    /// memory otherwise.
+    pub shared: bool,
+}
+
+/// An anonymous memory file of `size` bytes for shared guest RAM.
+fn ram_memfd(size: u64, hugepages: bool) -> Result<std::fs::File, std::io::Error> {
+    use std::os::fd::FromRawFd;
+    let mut flags = libc::MFD_CLOEXEC;
+    if hugepages {
+        flags |= libc::MFD_HUGETLB;
+    }
+    // SAFETY: the name is a NUL-terminated literal that outlives the call;
+    // memfd_create takes no other pointer.
+    let fd = unsafe { libc::memfd_create(c"ch-guest-ram".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this fd and nothing else owns it.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
+}
+
 /// Map guest RAM for `layout`, with `bindings` applied before any page is
 /// touched.
 pub fn create(
     layout: &Layout,
-    hugepages: bool,
+    backing: Backing,
     bindings: &[HostNodeBinding],
 ) -> Result<GuestMemory, MemoryError> {
     let size = layout.ram.size;
     let map_err = |reason: String| MemoryError::Map { size, reason };
     let len = usize::try_from(size).map_err(|e| map_err(e.to_string()))?;
-    let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-    if hugepages {
+    let mut flags = if backing.shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS
+    };
+    if backing.hugepages {
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         check_huge_pages(size, &meminfo)?;
-        flags |= libc::MAP_HUGETLB;
+        if !backing.shared {
+            flags |= libc::MAP_HUGETLB;
+        }
     } else {
         flags |= libc::MAP_NORESERVE;
     }
-    let region = MmapRegionBuilder::new(len)
+    let mut builder = MmapRegionBuilder::new(len)
         .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-        .with_mmap_flags(flags)
-        .build()
-        .map_err(|e| map_err(e.to_string()))?;
+        .with_mmap_flags(flags);
+    if backing.shared {
+        let file =
+            ram_memfd(size, backing.hugepages).map_err(|e| map_err(format!("memfd: {e}")))?;
+        builder = builder.with_file_offset(vm_memory::FileOffset::new(file, 0));
+    }
+    let region = builder.build().map_err(|e| map_err(e.to_string()))?;
     for binding in bindings {
         bind(region.as_ptr(), size, binding)?;
     }
@@ -314,7 +354,7 @@ mod tests {
             vsmmus: 0,
         })
         .unwrap();
-        let mem = create(&layout, false, &[]).unwrap();
+        let mem = create(&layout, crate::memory::Backing::default(), &[]).unwrap();
         assert_eq!(mem.last_addr(), GuestAddress(layout.ram.end() - 1));
         mem.write_obj(0xdead_beefu32, GuestAddress(layout.ram.base))
             .unwrap();
@@ -322,6 +362,32 @@ mod tests {
             mem.read_obj::<u32>(GuestAddress(layout.ram.base)).unwrap(),
             0xdead_beef
         );
+    }
+
+    #[test]
+    fn shared_ram_is_a_memfd_mapped_shared() {
+        let layout = Layout::new(Topology {
+            vcpus: 1,
+            ram_size: 64 << 20,
+            pci_segments: 1,
+            vsmmus: 0,
+        })
+        .unwrap();
+        let backing = Backing {
+            shared: true,
+            ..Backing::default()
+        };
+        let mem = create(&layout, backing, &[]).unwrap();
+        mem.write_obj(0x5a5a_u16, GuestAddress(layout.ram.base))
+            .unwrap();
+        let region = mem.iter().next().unwrap();
+        let file = region.file_offset().expect("shared RAM has its file");
+        // Another mapping of the same file sees the guest's write.
+        let mut seen = [0u8; 2];
+        std::os::unix::fs::FileExt::read_exact_at(file.file(), &mut seen, 0).unwrap();
+        assert_eq!(u16::from_le_bytes(seen), 0x5a5a);
+        let private = create(&layout, Backing::default(), &[]).unwrap();
+        assert!(private.iter().next().unwrap().file_offset().is_none());
     }
 
     fn zone(id: &str, size: u64, node: Option<u32>) -> crate::config::MemoryZoneConfig {
@@ -360,7 +426,7 @@ mod tests {
         })
         .unwrap();
         let missing = zone_bindings(&[zone("far", 64 << 20, Some(MAX_HOST_NODE))]);
-        let err = create(&layout, false, &missing).unwrap_err();
+        let err = create(&layout, crate::memory::Backing::default(), &missing).unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("memory zone far: cannot bind it to host NUMA node 63 ("),
@@ -373,14 +439,14 @@ mod tests {
             node: 0,
         }];
         assert!(
-            create(&layout, false, &outside)
+            create(&layout, crate::memory::Backing::default(), &outside)
                 .unwrap_err()
                 .to_string()
                 .contains("outside guest RAM")
         );
         if std::path::Path::new("/sys/devices/system/node/node0").exists() {
             let near = zone_bindings(&[zone("near", 64 << 20, Some(0))]);
-            let mem = create(&layout, false, &near).unwrap();
+            let mem = create(&layout, crate::memory::Backing::default(), &near).unwrap();
             mem.write_obj(1u64, GuestAddress(layout.ram.base)).unwrap();
             // The kernel shows the policy on the mapping.
             let maps = std::fs::read_to_string("/proc/self/numa_maps").unwrap();

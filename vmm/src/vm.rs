@@ -90,7 +90,11 @@ impl RunningVm {
         let mut kvm = KvmVm::new(layout)?;
         kvm.require_cacheable_pfnmap(&vm.cacheable_devices)?;
         let bindings = memory::zone_bindings(&config.memory.zones);
-        let mem = memory::create(layout, config.memory.backed_by_hugepages(), &bindings)?;
+        let backing = memory::Backing {
+            hugepages: config.memory.backed_by_hugepages(),
+            shared: config.memory.shared,
+        };
+        let mem = memory::create(layout, backing, &bindings)?;
         kvm.add_ram(&mem)?;
 
         let vcpus = (0..layout.topology.vcpus)

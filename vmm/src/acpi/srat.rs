@@ -164,11 +164,11 @@ mod tests {
             cpus: crate::config::CpusConfig { boot: 4 },
             memory: crate::config::MemoryConfig {
                 size: 0,
-                hugepages: false,
                 zones: vec![
                     MemoryZoneConfig::parse("id=mem0,size=128M").unwrap(),
                     MemoryZoneConfig::parse("id=mem1,size=64M").unwrap(),
                 ],
+                ..Default::default()
             },
             devices: vec![
                 DeviceConfig::parse("path=/sys/bus/pci/devices/0009:01:00.0,id=gpu0", 0).unwrap(),

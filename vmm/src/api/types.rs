@@ -76,9 +76,16 @@ pub struct ApiMemoryConfig {
     /// Back RAM with huge pages.
     #[serde(default)]
     pub hugepages: bool,
+    /// RAM from a memfd mapped shared (vhost-user back-ends map it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shared: bool,
     /// Memory zones (`size` is 0 with zones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zones: Option<Vec<MemoryZoneConfig>>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// `payload`.
@@ -250,6 +257,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             .map_or_else(MemoryConfig::default, |m| MemoryConfig {
                 size: m.size,
                 hugepages: m.hugepages,
+                shared: m.shared,
                 zones: m.zones.unwrap_or_default(),
             });
         let serial = match api.serial {
@@ -384,6 +392,7 @@ impl From<&VmConfig> for ApiVmConfig {
             memory: Some(ApiMemoryConfig {
                 size: config.memory.size,
                 hugepages: config.memory.hugepages,
+                shared: config.memory.shared,
                 zones: (!config.memory.zones.is_empty()).then(|| config.memory.zones.clone()),
             }),
             payload: ApiPayloadConfig {

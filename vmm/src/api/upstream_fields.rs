@@ -16,9 +16,8 @@
 //! disks, `platform.num_pci_segments`, SMBIOS strings).
 //!
 //! Decided per field:
-//! - `memory.shared: true` is accepted: it asks for guest RAM that
-//!   vhost-user back-ends can map, and every vhost-user device is refused
-//!   here, so nothing can tell the difference.
+//! - `memory.shared` is implemented (guest RAM from a memfd mapped
+//!   shared, [`crate::memory::Backing`]), so it is parsed, not listed.
 //! - `rng` at upstream's default (`/dev/urandom`) is accepted, as its
 //!   absence is: upstream gives every VM that virtio-rng, this VMM gives
 //!   none yet; another `src` is refused.

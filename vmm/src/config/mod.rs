@@ -16,9 +16,9 @@ use options::{OptionError, Options};
 /// `--cpus` syntax.
 pub const CPUS_SYNTAX: &str = "Number of vCPUs: \"boot=<boot_vcpus>\"";
 /// `--memory` syntax.
-pub const MEMORY_SYNTAX: &str = "Guest RAM: \"size=<guest_memory_size>,hugepages=on|off\" \
+pub const MEMORY_SYNTAX: &str = "Guest RAM: \"size=<guest_memory_size>,hugepages=on|off,shared=on|off\" \
      (sizes take K, M, G or T; hugepages=on backs RAM with huge pages, which HW queues need on \
-     a real host)";
+     a real host; shared=on maps it from a memfd another process can map)";
 /// `--device` syntax.
 pub const DEVICE_SYNTAX: &str = "Passthrough device: \
      \"path=<sysfs device dir|/dev/vfio/devices/vfioN>,iommu=on|off,id=<device_id>,\
@@ -99,6 +99,10 @@ pub struct MemoryConfig {
     pub size: u64,
     /// Back RAM with huge pages.
     pub hugepages: bool,
+    /// RAM shareable with another process (a memfd mapped shared), as
+    /// vhost-user back-ends need (Kata asks for it).
+    #[serde(default)]
+    pub shared: bool,
     /// Memory zones, in guest address order (`--memory-zone`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zones: Vec<MemoryZoneConfig>,
@@ -109,6 +113,7 @@ impl Default for MemoryConfig {
         MemoryConfig {
             size: 512 << 20,
             hugepages: false,
+            shared: false,
             zones: Vec::new(),
         }
     }
@@ -131,14 +136,16 @@ impl MemoryConfig {
 
     /// Parse `size=...,hugepages=on|off`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
-        let opts = Options::parse("memory", input, &["size", "hugepages"], false)?;
+        let opts = Options::parse("memory", input, &["size", "hugepages", "shared"], false)?;
         let size = opts
             .size("size")?
             .unwrap_or_else(|| MemoryConfig::default().size);
         let hugepages = opts.toggle("hugepages", false)?;
+        let shared = opts.toggle("shared", false)?;
         Ok(MemoryConfig {
             size,
             hugepages,
+            shared,
             zones: Vec::new(),
         })
     }
