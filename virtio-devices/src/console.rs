@@ -71,7 +71,9 @@ impl QueueHandler for Transmit {
                 let mut buf = vec![0u8; d.len().min(MAX_COPY) as usize];
                 match mem.read_slice(&mut buf, d.addr()) {
                     Ok(()) => out.extend_from_slice(&buf),
-                    Err(e) => log::warn!(target: "virtio-console", "output buffer at {:#x}: {e}", d.addr().0),
+                    Err(e) => {
+                        log::warn!(target: "virtio-console", "output buffer at {:#x}: {e}", d.addr().0)
+                    }
                 }
             }
             let mut sink = self.output.lock().unwrap_or_else(|p| p.into_inner());
@@ -144,7 +146,9 @@ impl QueueHandler for Receive {
             return Ok(false);
         };
         let mut buf = [0u8; 4096];
-        let room = INPUT_BUFFER.saturating_sub(self.pending.len()).min(buf.len());
+        let room = INPUT_BUFFER
+            .saturating_sub(self.pending.len())
+            .min(buf.len());
         let n = match input.read(&mut buf[..room]) {
             Ok(0) if room > 0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             Ok(n) => n,
@@ -197,12 +201,14 @@ impl VirtioDevice for Console {
                     input,
                     pending: VecDeque::new(),
                 };
-                self.workers.spawn(name.clone(), mem.clone(), queue, handler)
+                self.workers
+                    .spawn(name.clone(), mem.clone(), queue, handler)
             } else {
                 let handler = Transmit {
                     output: self.output.clone(),
                 };
-                self.workers.spawn(name.clone(), mem.clone(), queue, handler)
+                self.workers
+                    .spawn(name.clone(), mem.clone(), queue, handler)
             };
             if let Err(e) = spawned {
                 self.workers.stop();

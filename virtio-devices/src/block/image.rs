@@ -28,7 +28,9 @@ const BLKZEROOUT: u64 = 0x127f;
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// open(2) failed.
-    #[error("--disk path={path}: cannot open the image: {source}; check the path and its permissions")]
+    #[error(
+        "--disk path={path}: cannot open the image: {source}; check the path and its permissions"
+    )]
     Open {
         /// The image.
         path: PathBuf,
@@ -50,7 +52,9 @@ pub enum ImageError {
         source: io::Error,
     },
     /// The size could not be read, or is under one sector.
-    #[error("--disk path={path}: the image holds {size} bytes; it needs at least one 512-byte sector")]
+    #[error(
+        "--disk path={path}: the image holds {size} bytes; it needs at least one 512-byte sector"
+    )]
     TooSmall {
         /// The image.
         path: PathBuf,
@@ -135,7 +139,11 @@ impl DiskImage {
         if self.block_device {
             return self.range_ioctl(BLKDISCARD, offset, len);
         }
-        self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
+        self.fallocate(
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
     }
 
     /// Zero `len` bytes at `offset`.
@@ -143,8 +151,12 @@ impl DiskImage {
         if self.block_device {
             return self.range_ioctl(BLKZEROOUT, offset, len);
         }
-        self.fallocate(libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE, offset, len)
-            .or_else(|_| self.write_zero_buffers(offset, len))
+        self.fallocate(
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            offset,
+            len,
+        )
+        .or_else(|_| self.write_zero_buffers(offset, len))
     }
 
     /// Zeroes written out, for file systems without FALLOC_FL_ZERO_RANGE.
@@ -192,7 +204,11 @@ impl DiskImage {
 /// OFD locks belong to the open file, not the process: they go when the
 /// image is closed, and a second open in this process conflicts too.
 fn lock(file: &File, path: &Path, readonly: bool) -> Result<(), ImageError> {
-    let lock_type = if readonly { libc::F_RDLCK } else { libc::F_WRLCK };
+    let lock_type = if readonly {
+        libc::F_RDLCK
+    } else {
+        libc::F_WRLCK
+    };
     let flock = libc::flock {
         l_type: lock_type as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,

@@ -85,7 +85,10 @@ impl Block {
         let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
         put(0, &self.image.sectors().to_le_bytes());
         // seg_max: the queue less the header and status descriptors.
-        put(12, &u32::from(self.params.queue_size.saturating_sub(2)).to_le_bytes());
+        put(
+            12,
+            &u32::from(self.params.queue_size.saturating_sub(2)).to_le_bytes(),
+        );
         put(34, &self.params.num_queues.to_le_bytes());
         put(36, &MAX_RANGE_SECTORS.to_le_bytes());
         put(40, &1u32.to_le_bytes());
@@ -175,7 +178,10 @@ impl VirtioDevice for Block {
                 counters: self.counters.clone(),
                 buffer: Vec::new(),
             };
-            if let Err(e) = self.workers.spawn(name.clone(), mem.clone(), queue, handler) {
+            if let Err(e) = self
+                .workers
+                .spawn(name.clone(), mem.clone(), queue, handler)
+            {
                 self.workers.stop();
                 return Err(format!("{name}: worker thread: {e}"));
             }

@@ -75,7 +75,11 @@ enum Failure {
     #[error("malformed chain: {0}")]
     Malformed(&'static str),
     #[error("sectors {sector}+{count} past the end ({capacity} sectors)")]
-    OutOfRange { sector: u64, count: u64, capacity: u64 },
+    OutOfRange {
+        sector: u64,
+        count: u64,
+        capacity: u64,
+    },
     #[error("write to a read-only disk")]
     ReadOnly,
     #[error("guest address {0:#x} is not RAM")]
@@ -154,7 +158,10 @@ pub fn execute(
     ctx: &mut RequestContext<'_>,
 ) -> u32 {
     let descriptors: Vec<Descriptor> = chain.collect();
-    let Some(last) = descriptors.last().filter(|d| d.is_write_only() && d.len() > 0) else {
+    let Some(last) = descriptors
+        .last()
+        .filter(|d| d.is_write_only() && d.len() > 0)
+    else {
         log::warn!(target: "virtio-blk", "{}: request without a writable status byte dropped", ctx.image.path().display());
         return 0;
     };
@@ -194,13 +201,18 @@ fn serve(
         if i + 1 == descriptors.len() {
             len -= 1; // the status byte
         }
-        let seg = Segment { addr: d.addr(), len };
+        let seg = Segment {
+            addr: d.addr(),
+            len,
+        };
         if d.is_write_only() {
             writable.push(seg);
         } else if writable.is_empty() {
             readable.push(seg);
         } else {
-            return Err(Failure::Malformed("readable descriptor after a writable one"));
+            return Err(Failure::Malformed(
+                "readable descriptor after a writable one",
+            ));
         }
     }
     readable.retain(|s| s.len > 0);
@@ -251,7 +263,9 @@ fn serve(
                 return Err(Failure::ReadOnly);
             }
             if writable_data != 0 || readable_data % RANGE_LEN as u64 != 0 {
-                return Err(Failure::Malformed("discard/write-zeroes ranges not 16-byte segments"));
+                return Err(Failure::Malformed(
+                    "discard/write-zeroes ranges not 16-byte segments",
+                ));
             }
             for _ in 0..readable_data / RANGE_LEN as u64 {
                 let mut range = [0u8; RANGE_LEN];
@@ -259,7 +273,9 @@ fn serve(
                 let mut start = [0u8; 8];
                 start.copy_from_slice(&range[..8]);
                 let start = u64::from_le_bytes(start);
-                let count = u64::from(u32::from_le_bytes([range[8], range[9], range[10], range[11]]));
+                let count = u64::from(u32::from_le_bytes([
+                    range[8], range[9], range[10], range[11],
+                ]));
                 check_range(ctx.image, start, count)?;
                 let (offset, len) = (start * SECTOR_SIZE, count * SECTOR_SIZE);
                 if kind == VIRTIO_BLK_T_DISCARD {

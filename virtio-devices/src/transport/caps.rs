@@ -76,10 +76,22 @@ pub fn capability_bytes(vectors: u16) -> Vec<u8> {
         b.extend_from_slice(&(offset as u32).to_le_bytes());
         b.extend_from_slice(&(len as u32).to_le_bytes());
     };
-    virtio_cap(0x50, CAP_COMMON_CFG, COMMON_CFG_OFFSET, COMMON_CFG_LEN as u64, 16);
+    virtio_cap(
+        0x50,
+        CAP_COMMON_CFG,
+        COMMON_CFG_OFFSET,
+        COMMON_CFG_LEN as u64,
+        16,
+    );
     virtio_cap(0x60, CAP_ISR_CFG, ISR_OFFSET, 1, 16);
     virtio_cap(0x70, CAP_DEVICE_CFG, DEVICE_CFG_OFFSET, DEVICE_CFG_LEN, 16);
-    virtio_cap(MSIX_CAP_OFFSET, CAP_NOTIFY_CFG, NOTIFY_OFFSET, NOTIFY_LEN, 20);
+    virtio_cap(
+        MSIX_CAP_OFFSET,
+        CAP_NOTIFY_CFG,
+        NOTIFY_OFFSET,
+        NOTIFY_LEN,
+        20,
+    );
     b.extend_from_slice(&NOTIFY_OFF_MULTIPLIER.to_le_bytes());
     // MSI-X: table and PBA in BAR0 (BIR 0 in the low bits).
     b.extend_from_slice(&[CAP_ID_MSIX, 0]);

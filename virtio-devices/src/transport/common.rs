@@ -168,9 +168,15 @@ impl CommonConfig {
             1 => (self.driver_features >> 32) as u32,
             _ => 0,
         };
-        put(DEVICE_FEATURE_SELECT, &self.device_feature_select.to_le_bytes());
+        put(
+            DEVICE_FEATURE_SELECT,
+            &self.device_feature_select.to_le_bytes(),
+        );
         put(DEVICE_FEATURE, &feature_word.to_le_bytes());
-        put(DRIVER_FEATURE_SELECT, &self.driver_feature_select.to_le_bytes());
+        put(
+            DRIVER_FEATURE_SELECT,
+            &self.driver_feature_select.to_le_bytes(),
+        );
         put(DRIVER_FEATURE, &driver_word.to_le_bytes());
         put(CONFIG_MSIX_VECTOR, &self.config_msix_vector.to_le_bytes());
         put(NUM_QUEUES, &(self.queues.len() as u16).to_le_bytes());
@@ -240,8 +246,10 @@ impl CommonConfig {
         let index = usize::from(self.queue_select);
         let vector = self.vector(value);
         let live = self.live();
-        let (Some(q), Some(v)) = (self.queues.get_mut(index), self.queue_vectors.get_mut(index))
-        else {
+        let (Some(q), Some(v)) = (
+            self.queues.get_mut(index),
+            self.queue_vectors.get_mut(index),
+        ) else {
             return;
         };
         if live || q.ready() {
@@ -256,16 +264,24 @@ impl CommonConfig {
             }
             (QUEUE_MSIX_VECTOR, 2) => *v = vector,
             (QUEUE_ENABLE, 2) if value == 1 => q.set_ready(true),
-            (QUEUE_DESC, 8) => q.set_desc_table_address(Some(value as u32), Some((value >> 32) as u32)),
+            (QUEUE_DESC, 8) => {
+                q.set_desc_table_address(Some(value as u32), Some((value >> 32) as u32))
+            }
             (QUEUE_DESC, 4) => q.set_desc_table_address(Some(value as u32), None),
             (o, 4) if o == QUEUE_DESC + 4 => q.set_desc_table_address(None, Some(value as u32)),
-            (QUEUE_DRIVER, 8) => q.set_avail_ring_address(Some(value as u32), Some((value >> 32) as u32)),
+            (QUEUE_DRIVER, 8) => {
+                q.set_avail_ring_address(Some(value as u32), Some((value >> 32) as u32))
+            }
             (QUEUE_DRIVER, 4) => q.set_avail_ring_address(Some(value as u32), None),
             (o, 4) if o == QUEUE_DRIVER + 4 => q.set_avail_ring_address(None, Some(value as u32)),
-            (QUEUE_DEVICE, 8) => q.set_used_ring_address(Some(value as u32), Some((value >> 32) as u32)),
+            (QUEUE_DEVICE, 8) => {
+                q.set_used_ring_address(Some(value as u32), Some((value >> 32) as u32))
+            }
             (QUEUE_DEVICE, 4) => q.set_used_ring_address(Some(value as u32), None),
             (o, 4) if o == QUEUE_DEVICE + 4 => q.set_used_ring_address(None, Some(value as u32)),
-            _ => log::debug!(target: "virtio", "common cfg write of {len} bytes at {offset:#x} ignored"),
+            _ => {
+                log::debug!(target: "virtio", "common cfg write of {len} bytes at {offset:#x} ignored")
+            }
         }
     }
 

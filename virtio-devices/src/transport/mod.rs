@@ -19,19 +19,19 @@ pub mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use pci::PciDevice;
 use pci::config::{BAR0, Bar, BarKind, COMMAND, ConfigSpace, DeviceIds};
 use pci::vfio::MsiRouter;
 use pci::vfio::caps::{MsixCap, MsixState};
 use pci::vfio::interrupts::Vectors;
-use pci::PciDevice;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{ActiveQueue, GuestMemory, QueueInterrupt, VirtioDevice};
 use caps::{
     BAR_SIZE, CAPS_END, CAPS_START, COMMON_CFG_LEN, COMMON_CFG_OFFSET, DEVICE_CFG_LEN,
-    DEVICE_CFG_OFFSET, ISR_OFFSET, MSIX_CAP_OFFSET, MSIX_PBA_OFFSET, MSIX_TABLE_OFFSET,
-    MSI_NO_VECTOR, NOTIFY_LEN, NOTIFY_OFF_MULTIPLIER, NOTIFY_OFFSET,
+    DEVICE_CFG_OFFSET, ISR_OFFSET, MSI_NO_VECTOR, MSIX_CAP_OFFSET, MSIX_PBA_OFFSET,
+    MSIX_TABLE_OFFSET, NOTIFY_LEN, NOTIFY_OFF_MULTIPLIER, NOTIFY_OFFSET,
 };
 use common::{CommonConfig, StatusChange};
 
@@ -192,7 +192,9 @@ impl VirtioPciDevice {
             return;
         }
         let notify = self.wiring.notify.clone();
-        let at = |base: u64, i: usize| base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER);
+        let at = |base: u64, i: usize| {
+            base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER)
+        };
         if let Some(old) = self.notify_base.take() {
             for (i, fd) in self.kicks.iter().enumerate() {
                 if let Err(e) = notify.unregister(at(old, i), fd) {
@@ -239,8 +241,8 @@ impl VirtioPciDevice {
                 .transpose()
                 .map_err(|e| format!("queue {index} eventfd: {e}"))?
                 .ok_or_else(|| format!("queue {index} has no eventfd"))?;
-            let queue = Queue::try_from(queue.state())
-                .map_err(|e| format!("queue {index}: {e:?}"))?;
+            let queue =
+                Queue::try_from(queue.state()).map_err(|e| format!("queue {index}: {e:?}"))?;
             queues.push(ActiveQueue {
                 index,
                 queue,
@@ -378,7 +380,9 @@ impl PciDevice for VirtioPciDevice {
                     self.vectors.sync(&*self.wiring.router, i, msg);
                 }
             }
-            _ => log::debug!(target: "virtio", "{}: BAR0 write at {offset:#x} ignored", self.wiring.name),
+            _ => {
+                log::debug!(target: "virtio", "{}: BAR0 write at {offset:#x} ignored", self.wiring.name)
+            }
         }
     }
 
