@@ -39,20 +39,24 @@ pub type ConsoleSink = Arc<Mutex<Box<dyn Write + Send>>>;
 /// A virtio-console device.
 pub struct Console {
     id: String,
-    output: ConsoleSink,
-    input: Option<File>,
     workers: Workers,
 }
 
 impl Console {
-    /// A console writing to `output`, reading `input` when given.
+    /// A console writing to `output`, reading `input` when given; its two
+    /// queue workers started (parked).
     pub fn new(id: String, output: Box<dyn Write + Send>, input: Option<File>) -> io::Result<Self> {
-        Ok(Console {
-            id,
-            output: Arc::new(Mutex::new(output)),
+        let mut workers = Workers::new()?;
+        let receive = Receive {
             input,
-            workers: Workers::new()?,
-        })
+            pending: VecDeque::new(),
+        };
+        workers.spawn(format!("{id}-rx"), receive)?;
+        let transmit = Transmit {
+            output: Arc::new(Mutex::new(output)),
+        };
+        workers.spawn(format!("{id}-tx"), transmit)?;
+        Ok(Console { id, workers })
     }
 }
 
@@ -191,28 +195,9 @@ impl VirtioDevice for Console {
         queues: Vec<ActiveQueue>,
     ) -> Result<(), String> {
         for queue in queues {
-            let name = format!("{}-q{}", self.id, queue.index);
-            let spawned = if queue.index == 0 {
-                let input = match &self.input {
-                    Some(f) => Some(f.try_clone().map_err(|e| format!("{name}: input: {e}"))?),
-                    None => None,
-                };
-                let handler = Receive {
-                    input,
-                    pending: VecDeque::new(),
-                };
-                self.workers
-                    .spawn(name.clone(), mem.clone(), queue, handler)
-            } else {
-                let handler = Transmit {
-                    output: self.output.clone(),
-                };
-                self.workers
-                    .spawn(name.clone(), mem.clone(), queue, handler)
-            };
-            if let Err(e) = spawned {
+            if let Err(e) = self.workers.start(mem.clone(), queue) {
                 self.workers.stop();
-                return Err(format!("{name}: worker thread: {e}"));
+                return Err(format!("{}: {e}", self.id));
             }
         }
         Ok(())

@@ -53,24 +53,35 @@ pub struct BlockParams {
 pub struct Block {
     params: BlockParams,
     image: Arc<DiskImage>,
-    serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
     counters: Arc<BlockCounters>,
     workers: Workers,
 }
 
 impl Block {
-    /// A disk over `image`.
+    /// A disk over `image`, its queue workers started (parked).
     pub fn new(image: DiskImage, params: BlockParams) -> std::io::Result<Self> {
         let mut serial = [0u8; VIRTIO_BLK_ID_BYTES as usize];
         for (dst, src) in serial.iter_mut().zip(params.serial.bytes()) {
             *dst = src;
         }
+        let image = Arc::new(image);
+        let counters = Arc::new(BlockCounters::default());
+        let mut workers = Workers::new()?;
+        for index in 0..params.num_queues {
+            let handler = BlockQueue {
+                image: image.clone(),
+                readonly: params.readonly,
+                serial,
+                counters: counters.clone(),
+                buffer: Vec::new(),
+            };
+            workers.spawn(format!("{}-q{index}", params.id), handler)?;
+        }
         Ok(Block {
             params,
-            image: Arc::new(image),
-            serial,
-            counters: Arc::new(BlockCounters::default()),
-            workers: Workers::new()?,
+            image,
+            counters,
+            workers,
         })
     }
 
@@ -170,20 +181,9 @@ impl VirtioDevice for Block {
         queues: Vec<ActiveQueue>,
     ) -> Result<(), String> {
         for queue in queues {
-            let name = format!("{}-q{}", self.params.id, queue.index);
-            let handler = BlockQueue {
-                image: self.image.clone(),
-                readonly: self.params.readonly,
-                serial: self.serial,
-                counters: self.counters.clone(),
-                buffer: Vec::new(),
-            };
-            if let Err(e) = self
-                .workers
-                .spawn(name.clone(), mem.clone(), queue, handler)
-            {
+            if let Err(e) = self.workers.start(mem.clone(), queue) {
                 self.workers.stop();
-                return Err(format!("{name}: worker thread: {e}"));
+                return Err(format!("{}: {e}", self.params.id));
             }
         }
         Ok(())

@@ -441,4 +441,11 @@ fn each_queue_has_its_own_worker_and_interrupt() {
     assert_eq!(mocks[1].used().idx().load(), 1);
     block.reset();
     assert_eq!(block.counters().write_ops.load(Ordering::Relaxed), 2);
+    // After reset no worker serves a queue: a new request stays unused.
+    mocks[0]
+        .add_desc_chains(&chain(&[(HEADER, 16, false), (STATUS, 1, true)]), 3)
+        .unwrap();
+    kicks[0].write(1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(mocks[0].used().idx().load(), 1);
 }
