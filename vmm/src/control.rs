@@ -239,6 +239,7 @@ impl Vmm {
             return Err(ApiError::VmAlreadyCreated);
         }
         config.validate(true)?;
+        crate::virtio::check_images(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
         let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?

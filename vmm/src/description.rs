@@ -5,7 +5,7 @@
 use arch::layout::{Layout, LayoutError, Topology, VsmmuLayout};
 use pci::{Bdf, SlotAllocator, SlotError};
 
-use crate::config::{VmConfig, VsmmuKind};
+use crate::config::{ConsoleConfig, VmConfig, VsmmuKind};
 
 /// The host kernel's software MSI window for an SMMUv3 (`MSI_IOVA_BASE`,
 /// `MSI_IOVA_LENGTH` in arm-smmu-v3; `msi` in a function's
@@ -17,6 +17,9 @@ pub const HOST_SW_MSI: arch::layout::Range = arch::layout::Range {
     base: 0x0800_0000,
     size: 0x10_0000,
 };
+
+/// The virtio-console's device id (counters, logs).
+pub const CONSOLE_ID: &str = "_console";
 
 /// IORT node identifier of the ITS group. vSMMU `i` is `i + 1`; the PCI
 /// root complex of segment `s` is `1 + vsmmus + s`.
@@ -44,6 +47,11 @@ pub enum DeviceKind {
     Passthrough,
     /// An emulated test endpoint (`--test-device`).
     TestEndpoint,
+    /// A virtio-blk disk (`--disk`); never behind a vSMMU.
+    VirtioBlock,
+    /// The virtio-console (`--console`, one per VM, segment 0); never
+    /// behind a vSMMU.
+    VirtioConsole,
 }
 
 /// One PCI function of the VM, placed.
@@ -123,6 +131,7 @@ impl VmDescription {
             .iter()
             .map(|d| d.pci_segment)
             .chain(config.test_devices.iter().map(|d| d.pci_segment))
+            .chain(config.disks.iter().map(|d| d.pci_segment))
             .map(|s| s.saturating_add(1))
             .max()
             .unwrap_or(1);
@@ -147,6 +156,7 @@ impl VmDescription {
             .collect();
 
         let mut slots: Vec<SlotAllocator> = (0..segments).map(SlotAllocator::new).collect();
+        let console_id = CONSOLE_ID.to_string();
         let functions = config
             .devices
             .iter()
@@ -158,7 +168,23 @@ impl VmDescription {
                     .iter()
                     .enumerate()
                     .map(|(i, d)| (DeviceKind::TestEndpoint, i, &d.id, d.pci_segment, d.iommu)),
-            );
+            )
+            // Virtio functions come after the others, so adding a disk or
+            // the console moves no passthrough or test function.
+            .chain(
+                config
+                    .disks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (DeviceKind::VirtioBlock, i, &d.id, d.pci_segment, false)),
+            )
+            .chain((config.console != ConsoleConfig::Off).then_some((
+                DeviceKind::VirtioConsole,
+                0,
+                &console_id,
+                0,
+                false,
+            )));
         let mut devices = Vec::with_capacity(config.devices.len() + config.test_devices.len());
         for (kind, config_index, id, segment, iommu) in functions {
             let bdf = slots

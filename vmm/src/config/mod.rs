@@ -3,6 +3,7 @@
 //! per rule. Nothing here touches the host.
 
 pub mod options;
+pub mod virtio;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use options::{OptionError, Options};
+pub use virtio::{CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, VirtioConfigError};
 
 /// `--cpus` syntax.
 pub const CPUS_SYNTAX: &str = "Number of vCPUs: \"boot=<boot_vcpus>\"";
@@ -334,6 +336,12 @@ pub struct VmConfig {
     pub vsmmu: VsmmuConfig,
     /// Console.
     pub serial: SerialConfig,
+    /// virtio-blk disks.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// The virtio-console.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 impl Default for VmConfig {
@@ -348,6 +356,8 @@ impl Default for VmConfig {
             test_devices: Vec::new(),
             vsmmu: VsmmuConfig::default(),
             serial: SerialConfig::Tty,
+            disks: Vec::new(),
+            console: ConsoleConfig::Off,
         }
     }
 }
@@ -405,6 +415,9 @@ pub enum ConfigError {
     /// a host check at run time; here only sizes are checked.
     #[error("--memory size={0:#x} is too small; a guest needs at least 64M")]
     MemoryTooSmall(u64),
+    /// A `--disk` or `--console` rule.
+    #[error(transparent)]
+    Virtio(#[from] VirtioConfigError),
 }
 
 impl VmConfig {
@@ -450,6 +463,7 @@ impl VmConfig {
                 return Err(ConfigError::TestDeviceNeedsEmulated(device.id.clone()));
             }
         }
+        virtio::validate(self, &mut ids)?;
         self.validate_vsmmu()
     }
 
