@@ -2,8 +2,9 @@
 //! chains: the input is guest RAM (descriptor table, available ring, the
 //! requests' headers and buffers) plus the disk's read-only switch. Every
 //! available chain is served against a small raw image. Besides "never
-//! panics": a read-only disk's image never changes, and every used element
-//! names a descriptor of the table.
+//! panics": a read-only disk's image never changes and counts no write.
+//! (A head index past the table, which the guest may post, yields an empty
+//! chain that is dropped; virtio-queue's add_used refuses to return it.)
 #![no_main]
 
 use std::io::Write;
@@ -70,7 +71,6 @@ fuzz_target!(|data: &[u8]| {
             break;
         };
         let head = chain.head_index();
-        assert!(head < QUEUE_SIZE);
         let mut ctx = RequestContext {
             image: &image,
             readonly,
