@@ -303,7 +303,7 @@ fn devices_are_added_and_removed_cold_before_boot() {
         (
             "vm.add-disk",
             r#"{"path":"/d.img"}"#,
-            "virtio-blk is not implemented yet",
+            "disk hot-plug is not implemented yet",
         ),
         (
             "vm.add-net",
@@ -506,7 +506,7 @@ fn ch_remote_drives_the_api_and_prints_json() {
     refused(
         &["add-disk", "path=/d.img"],
         500,
-        "virtio-blk is not implemented yet",
+        "disk hot-plug is not implemented yet",
     );
     refused(
         &["add-net", "tap=tap0"],
@@ -536,7 +536,7 @@ fn ch_remote_drives_the_api_and_prints_json() {
     refused(
         &["resize-disk", "--disk", "d", "--size", "1G"],
         500,
-        "no disk to resize",
+        "resizing a disk is not implemented yet",
     );
     refused(
         &["restore", "source_url=file:///s"],
