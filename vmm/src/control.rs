@@ -21,6 +21,7 @@ use std::time::Duration;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::register_signal_handler;
 
+use crate::api::placement::ApiPlacement;
 use crate::api::types::ApiDeviceConfig;
 use crate::api::types::{ApiVmConfig, VmInfoResponse, VmState, VmmPingResponse, shown_config};
 use crate::api::{ApiError, ApiRequest, ApiResponse, Needs, Unimplemented, VmmEnd};
@@ -28,6 +29,8 @@ use crate::config::{DeviceConfig, VmConfig, VsmmuKind};
 use crate::description::VmDescription;
 use crate::event_loop::EventLoop;
 use crate::events::{self, Event as Named, RebootCause, ShutdownReason};
+use crate::exit::{VmExit, VmFailure};
+use crate::host_topology::HostTopology;
 use crate::serial_backend::SerialBackend;
 
 /// SID slots of the CMD-QV a VM sees (PARAM.NUM_SID_PER_VM_LOG2 = 4), the
@@ -39,19 +42,6 @@ pub const CMDQV_SID_SLOTS: usize = 16;
 /// iommufd backend's vEVENTQ fds and the emulated backend's eventfd are
 /// registered in the event loop instead and wake it when readable.
 const POLL_INTERVAL: Duration = Duration::from_millis(2);
-
-/// Why a VM stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum VmExit {
-    /// PSCI SYSTEM_OFF.
-    PowerOff,
-    /// PSCI SYSTEM_RESET, or vm.reboot.
-    Reset,
-    /// Stopped by the VMM: vm.shutdown, vm.delete, vmm.shutdown.
-    Shutdown,
-    /// A vCPU could not go on, or a signal ended the VMM.
-    Failed(String),
-}
 
 #[cfg(target_arch = "aarch64")]
 use crate::vm::RunningVm;
@@ -240,7 +230,7 @@ impl Vmm {
         }
         config.validate(true)?;
         crate::virtio::check_images(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
-        let description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        let description = describe(config)?;
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?
             .map(Arc::new);
@@ -352,9 +342,9 @@ impl Vmm {
                     Event::Terminate => {
                         let _ = self.terminate.read();
                         let signal = TERMINATE_SIGNAL.load(Ordering::SeqCst);
-                        let why = format!("terminated by signal {signal}");
+                        let why = VmFailure::Signal(signal);
                         self.stop_vm(VmExit::Failed(why.clone()), ShutdownReason::Signal(signal));
-                        return Err(VmmError::Vm(why));
+                        return Err(VmmError::Vm(why.to_string()));
                     }
                     Event::VmStopped => {
                         let _ = self.stopped.read();
@@ -399,7 +389,7 @@ impl Vmm {
                 cause: RebootCause::Guest,
             });
         }
-        match self.stop_running(vm, VmExit::Failed("stopped".into())) {
+        match self.stop_running(vm, VmExit::Failed(VmFailure::Stopped)) {
             VmExit::PowerOff => {
                 log::info!(target: "vmm", "guest powered off after {boots} boot(s)");
                 events::emit(Named::VmShutdown {
@@ -425,9 +415,9 @@ impl Vmm {
             }
             VmExit::Failed(why) => {
                 events::emit(Named::VmShutdown {
-                    reason: ShutdownReason::Failed(why.clone()),
+                    reason: ShutdownReason::Failed(why.to_string()),
                 });
-                Some(Err(VmmError::Vm(why)))
+                Some(Err(VmmError::Vm(why.to_string())))
             }
         }
     }
@@ -611,7 +601,8 @@ impl Vmm {
                 self.serial.as_deref().and_then(SerialBackend::pty_path),
             ),
             state,
-            memory_actual_size: description.config.memory.size,
+            memory_actual_size: description.config.memory.total(),
+            placement: Some(ApiPlacement::from(&**description)),
         })
     }
 
@@ -677,7 +668,7 @@ impl Vmm {
             return Err(not_running(&self.vm, "change the configuration"));
         };
         config.validate(true)?;
-        **description = VmDescription::new(config, CMDQV_SID_SLOTS)?;
+        **description = describe(config)?;
         Ok(None)
     }
 
@@ -695,7 +686,7 @@ impl Vmm {
 
     fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
         let description = self.description().ok_or(ApiError::VmNotCreated)?;
-        let vsmmu = description.vsmmu_of_segment(device.pci_segment);
+        let vsmmu = description.vsmmu_of_segment(device.pci_segment.unwrap_or(0));
         match vsmmu {
             Some(v) if device.iommu => Err(ApiError::DeviceBehindVsmmu {
                 op: "add-device",
@@ -760,6 +751,19 @@ impl Vmm {
             },
         })
     }
+}
+
+/// Lay `config` out on this host, whose shape is read once here: the page
+/// size and, for a vSMMU on backend=iommufd, each function's host SMMU from
+/// sysfs (after /dev/iommu is found to open, so a host without iommufd is
+/// told that first).
+pub fn describe(config: VmConfig) -> Result<VmDescription, ApiError> {
+    use crate::config::{BackendKind, VsmmuKind};
+    if config.vsmmu.kind != VsmmuKind::Off && config.vsmmu.backend == BackendKind::Iommufd {
+        crate::host_backend::preflight(&config).map_err(|e| ApiError::Host(e.to_string()))?;
+    }
+    let host = HostTopology::read(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+    Ok(VmDescription::new(config, &host, CMDQV_SID_SLOTS)?)
 }
 
 fn cmdqv_note(cmdqv: bool) -> &'static str {

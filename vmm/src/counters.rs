@@ -76,6 +76,14 @@ pub struct MmioCounters {
     pub mmio_exits: u64,
 }
 
+/// The VMM's own: log lines a guest caused that the rate limit left out
+/// (`devices::guest_log`; since the VMM started, not per VM).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLogCounters {
+    /// Lines left out, every call site together.
+    pub dropped_lines: u64,
+}
+
 /// The counters of one device.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -88,11 +96,13 @@ pub enum DeviceCounters {
     Disk(DiskCounters),
     /// The console, the ECAM windows.
     Mmio(MmioCounters),
+    /// The rate limit of guest-caused log lines (`guest_log`).
+    GuestLog(GuestLogCounters),
 }
 
 /// Every device's counters, by device name (`vsmmu0`, `cmdqv0`, `uart`,
-/// `pci-ecam`, `unclaimed` for accesses no device answered, each disk's
-/// id).
+/// `pci-ecam`, `unclaimed` for accesses no device answered, `guest_log`,
+/// each virtio disk's id).
 pub type VmCounters = BTreeMap<String, DeviceCounters>;
 
 /// Prefix of the per-kind backend call counters.
@@ -117,6 +127,12 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
         "unclaimed".into(),
         DeviceCounters::Mmio(MmioCounters {
             mmio_exits: unclaimed,
+        }),
+    );
+    all.insert(
+        "guest_log".into(),
+        DeviceCounters::GuestLog(GuestLogCounters {
+            dropped_lines: devices::guest_log::dropped(),
         }),
     );
     for v in &devices.vsmmus {

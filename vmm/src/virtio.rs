@@ -299,7 +299,8 @@ mod tests {
             console,
             ..VmConfig::default()
         };
-        VmDescription::new(config, 16).unwrap()
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        VmDescription::new(config, &host, 16).unwrap()
     }
 
     fn memory() -> devices::GuestMemory {

@@ -531,7 +531,7 @@ fn ch_remote_drives_the_api_and_prints_json() {
     refused(
         &["resize-zone", "--id", "z", "--size", "1G"],
         500,
-        "memory zones",
+        "resizing memory zones",
     );
     refused(
         &["resize-disk", "--disk", "d", "--size", "1G"],

@@ -174,7 +174,7 @@ const RESIZE: Unimplemented = Unimplemented {
 const RESIZE_ZONE: Unimplemented = Unimplemented {
     endpoint: "resize-zone",
     action: "resize a memory zone",
-    why: "memory zones and memory hot-plug are not implemented",
+    why: "resizing memory zones (memory hot-plug) is not implemented",
     needs: Needs::Vm,
     status: 500,
 };

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    ConsoleConfig, CpusConfig, DeviceConfig, DiskConfig, MemoryConfig, SerialConfig,
-    TestDeviceConfig, VmConfig, VsmmuConfig,
+    ConsoleConfig, CpusConfig, DeviceConfig, DiskConfig, MemoryConfig, MemoryZoneConfig,
+    NumaConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
 };
 
 /// `GET /api/v1/vmm.ping`.
@@ -52,6 +52,9 @@ pub struct VmInfoResponse {
     pub state: VmState,
     /// Guest RAM in bytes.
     pub memory_actual_size: u64,
+    /// Ours: where every vSMMU and device sits, and the host SMMU behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::placement::ApiPlacement>,
 }
 
 /// `cpus`.
@@ -73,6 +76,9 @@ pub struct ApiMemoryConfig {
     /// Back RAM with huge pages.
     #[serde(default)]
     pub hugepages: bool,
+    /// Memory zones (`size` is 0 with zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<MemoryZoneConfig>>,
 }
 
 /// `payload`.
@@ -100,9 +106,12 @@ pub struct ApiDeviceConfig {
     /// Identifier; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// PCI segment.
-    #[serde(default)]
-    pub pci_segment: u16,
+    /// PCI segment; absent: chosen by the device's host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// Ours: the host SMMU, for backend=emulated (`--device host_smmu=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 /// How the console's output leaves the VMM: cloud-hypervisor's
@@ -168,6 +177,9 @@ pub struct ApiVmConfig {
     /// Ours: emulated PCI test endpoints (`--test-device`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_devices: Vec<ApiTestDeviceConfig>,
+    /// Guest NUMA nodes (`--numa`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<Vec<NumaConfig>>,
 }
 
 /// `test_devices[]` (ours).
@@ -180,9 +192,12 @@ pub struct ApiTestDeviceConfig {
     /// Identifier; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// PCI segment.
-    #[serde(default)]
-    pub pci_segment: u16,
+    /// PCI segment; absent: chosen by its host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// The host SMMU it pretends to sit behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -216,6 +231,7 @@ impl ApiDeviceConfig {
             iommu: self.iommu,
             id: self.id.clone().unwrap_or_else(|| format!("_dev{index}")),
             pci_segment: self.pci_segment,
+            host_smmu: self.host_smmu.clone(),
         }
     }
 }
@@ -242,6 +258,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             .map_or_else(MemoryConfig::default, |m| MemoryConfig {
                 size: m.size,
                 hugepages: m.hugepages,
+                zones: m.zones.unwrap_or_default(),
             });
         let serial = match api.serial {
             None => SerialConfig::Tty,
@@ -282,10 +299,12 @@ impl TryFrom<ApiVmConfig> for VmConfig {
                     iommu: d.iommu,
                     id: d.id.clone().unwrap_or_else(|| format!("_test{i}")),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
             vsmmu: api.vsmmu.unwrap_or_default(),
             serial,
+            numa: api.numa.unwrap_or_default(),
             disks,
             console,
         })
@@ -428,6 +447,7 @@ impl From<&VmConfig> for ApiVmConfig {
             memory: Some(ApiMemoryConfig {
                 size: config.memory.size,
                 hugepages: config.memory.hugepages,
+                zones: (!config.memory.zones.is_empty()).then(|| config.memory.zones.clone()),
             }),
             payload: ApiPayloadConfig {
                 kernel: config.kernel.clone(),
@@ -442,6 +462,7 @@ impl From<&VmConfig> for ApiVmConfig {
                     iommu: d.iommu,
                     id: Some(d.id.clone()),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
             serial: Some(serial),
@@ -455,8 +476,10 @@ impl From<&VmConfig> for ApiVmConfig {
                     iommu: d.iommu,
                     id: Some(d.id.clone()),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
+            numa: (!config.numa.is_empty()).then(|| config.numa.clone()),
         }
     }
 }
@@ -486,7 +509,7 @@ mod tests {
         assert_eq!(config.memory.size, 512 << 20);
         assert!(config.memory.hugepages);
         assert_eq!(config.devices[0].id, "gpu0");
-        assert_eq!(config.devices[0].pci_segment, 1);
+        assert_eq!(config.devices[0].pci_segment, Some(1));
         assert_eq!(config.serial, SerialConfig::File("/tmp/console".into()));
         assert_eq!(config.test_devices[0].id, "dma0");
         assert!(config.test_devices[0].iommu);

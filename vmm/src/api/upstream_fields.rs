@@ -155,11 +155,6 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "virtio-rng is not implemented yet",
     ),
     (
-        "numa",
-        Accepts::Off,
-        "guest NUMA nodes are not implemented; the guest sees one node",
-    ),
-    (
         "iommu",
         Accepts::Off,
         "virtio-iommu is not implemented; put devices behind the vSMMU (vsmmu, devices[].iommu)",
@@ -234,11 +229,6 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "memory.hotplugged_size",
         Accepts::Off,
         "memory hot-plug is not implemented",
-    ),
-    (
-        "memory.zones",
-        Accepts::Off,
-        "memory zones are not implemented; give memory.size",
     ),
     (
         "memory.mergeable",

@@ -352,7 +352,7 @@ impl IrqChip for KvmVm {
     fn set_spi_level(&self, intid: u32, asserted: bool) {
         let irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | intid;
         if let Err(err) = self.vm.set_irq_line(irq, asserted) {
-            log::error!(target: "kvm", "KVM_IRQ_LINE(INTID {intid}, {asserted}) failed: {err}");
+            devices::guest_log!(error, target: "kvm", "KVM_IRQ_LINE(INTID {intid}, {asserted}) failed: {err}");
         }
     }
 
@@ -366,7 +366,7 @@ impl IrqChip for KvmVm {
             ..Default::default()
         };
         if let Err(err) = self.vm.signal_msi(msi) {
-            log::warn!(target: "kvm", "KVM_SIGNAL_MSI({addr:#x}, {data:#x}, devid {device_id:#x}) failed: {err}");
+            devices::guest_log!(warn, target: "kvm", "KVM_SIGNAL_MSI({addr:#x}, {data:#x}, devid {device_id:#x}) failed: {err}");
         }
     }
 }

@@ -259,7 +259,8 @@ fn virtio_worker(arch: TargetArch) -> List {
 /// whole VM again on `vm.boot` (API), `vm.reboot` or a guest reset: open
 /// /dev/kvm, /dev/iommu, VFIO cdevs, sysfs and the kernel/initramfs/serial
 /// files, mmap guest RAM (hugetlb too), BARs and the vIOMMU's page0, issue
-/// every KVM, VFIO and iommufd ioctl of a VM's setup and teardown, install
+/// every KVM, VFIO and iommufd ioctl of a VM's setup and teardown, bind
+/// memory zones to host nodes (mbind), install
 /// the vCPU kick handler, spawn and name the vCPU, engine and console
 /// threads (a new thread runs its first syscalls under this filter), kick
 /// vCPUs with a signal, remove the API socket on the way out. A thread it
@@ -300,6 +301,8 @@ fn vmm(arch: TargetArch) -> List {
             "getcwd",
             "getdents64",
             "lseek",
+            // Memory zones bound to a host node (memory.rs).
+            "mbind",
             "memfd_create",
             "newfstatat",
             "openat",

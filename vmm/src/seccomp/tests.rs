@@ -349,7 +349,8 @@ mod in_child {
                 disks: vec![DiskConfig::parse(&format!("path={path}"), 0).unwrap()],
                 ..VmConfig::default()
             };
-            let vm = VmDescription::new(config, 16).unwrap();
+            let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+            let vm = VmDescription::new(config, &host, 16).unwrap();
             let mem = devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)])
                 .unwrap();
             let wiring = crate::virtio::test_support::wiring();
