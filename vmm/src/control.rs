@@ -231,6 +231,7 @@ impl Vmm {
             return Err(ApiError::VmAlreadyCreated);
         }
         config.validate(true)?;
+        crate::virtio::check_images(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
         let description = describe(config)?;
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use arch::layout::{Layout, LayoutError, Topology, VsmmuLayout};
 use pci::{Bdf, SlotAllocator, SlotError};
 
-use crate::config::{VmConfig, VsmmuKind};
+use crate::config::{ConsoleConfig, VmConfig, VsmmuKind};
 use crate::host_topology::HostTopology;
 
 /// The host kernel's software MSI window for an SMMUv3 (`MSI_IOVA_BASE`,
@@ -36,6 +36,9 @@ pub const HOST_SW_MSI: arch::layout::Range = arch::layout::Range {
     base: 0x0800_0000,
     size: 0x10_0000,
 };
+
+/// The virtio-console's device id (counters, logs).
+pub const CONSOLE_ID: &str = "_console";
 
 /// IORT node identifier of the ITS group. vSMMU `i` is `i + 1`; the PCI
 /// root complex of segment `s` is `1 + vsmmus + s`.
@@ -65,6 +68,11 @@ pub enum DeviceKind {
     Passthrough,
     /// An emulated test endpoint (`--test-device`).
     TestEndpoint,
+    /// A virtio-blk disk (`--disk`); never behind a vSMMU.
+    VirtioBlock,
+    /// The virtio-console (`--console`, one per VM, segment 0); never
+    /// behind a vSMMU.
+    VirtioConsole,
 }
 
 /// One PCI function of the VM, placed.
@@ -177,6 +185,8 @@ impl Function<'_> {
         match self.kind {
             DeviceKind::Passthrough => format!("--device {}", self.id),
             DeviceKind::TestEndpoint => format!("--test-device {}", self.id),
+            DeviceKind::VirtioBlock => format!("--disk {}", self.id),
+            DeviceKind::VirtioConsole => "--console".to_string(),
         }
     }
 }
@@ -276,6 +286,25 @@ impl VmDescription {
                         smmu: smmu_of(&host.test_device_smmus, i),
                     }),
             )
+            // Virtio functions come after the others, so adding a disk or
+            // the console moves no passthrough or test function; they are
+            // never behind a vSMMU.
+            .chain(config.disks.iter().enumerate().map(|(i, d)| Function {
+                kind: DeviceKind::VirtioBlock,
+                config_index: i,
+                id: &d.id,
+                iommu: false,
+                explicit: Some(d.pci_segment),
+                smmu: None,
+            }))
+            .chain((config.console != ConsoleConfig::Off).then_some(Function {
+                kind: DeviceKind::VirtioConsole,
+                config_index: 0,
+                id: CONSOLE_ID,
+                iommu: false,
+                explicit: Some(0),
+                smmu: None,
+            }))
             .collect();
         let placed_segments = place_segments(&functions)?;
         let segments = placed_segments

@@ -26,6 +26,9 @@ use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
 use crate::events::{self, Event, GuestErrorDevice, cmdqv::EventingCmdqv, vsmmu::EventingVsmmu};
 use crate::host_backend::{HostFunction, HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
+use crate::virtio::{VirtioError, VirtioWiring};
+use virtio_devices::NotifyRegistrar;
+use virtio_devices::block::BlockCounters;
 
 pub use pci::GuestMapper;
 
@@ -55,6 +58,9 @@ pub enum DeviceError {
     /// Bus placement failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A virtio function could not be built (image missing or locked...).
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
 }
 
 /// The devices of one vSMMU.
@@ -87,6 +93,8 @@ pub struct DeviceManager {
     /// (id, host path) of each segment's passthrough functions, beside
     /// `segments`, for their `device-released` events.
     passthrough: Vec<Vec<(String, String)>>,
+    /// Each virtio disk's id and I/O counters.
+    pub disks: Vec<(String, Arc<BlockCounters>)>,
 }
 
 impl DeviceManager {
@@ -97,8 +105,14 @@ impl DeviceManager {
         chip: Arc<dyn IrqChip>,
         router: Arc<dyn MsiRouter>,
         page0: Arc<dyn GuestMapper>,
+        notify: Arc<dyn NotifyRegistrar>,
         console: Box<dyn std::io::Write + Send>,
     ) -> Result<Self, DeviceError> {
+        let virtio_wiring = VirtioWiring {
+            router: router.clone(),
+            notify,
+        };
+        let mut disks = Vec::new();
         let vsmmu_config = &vm.config.vsmmu;
         let passthrough: Vec<_> = vm
             .devices
@@ -200,6 +214,13 @@ impl DeviceManager {
                         bound.push((device.id.clone(), path));
                         Box::new(f)
                     }
+                    (DeviceKind::VirtioBlock | DeviceKind::VirtioConsole, _) => {
+                        let built = crate::virtio::build(vm, device, mem, &virtio_wiring)?;
+                        if let Some(counters) = built.disk {
+                            disks.push((device.id.clone(), counters));
+                        }
+                        built.function
+                    }
                     _ => {
                         log::info!(
                             target: "vmm",
@@ -236,6 +257,7 @@ impl DeviceManager {
             segments,
             host,
             passthrough,
+            disks,
         })
     }
 
@@ -540,6 +562,17 @@ mod tests {
         }
     }
 
+    struct NoNotify;
+
+    impl NotifyRegistrar for NoNotify {
+        fn register(&self, _: u64, _: &EventFd) -> Result<(), String> {
+            Err("no ioeventfds".into())
+        }
+        fn unregister(&self, _: u64, _: &EventFd) -> Result<(), String> {
+            Err("no ioeventfds".into())
+        }
+    }
+
     /// Records page0 map/unmap, and what the backend had done by then.
     #[derive(Default)]
     struct RecordingMapper {
@@ -612,6 +645,7 @@ mod tests {
             chip,
             Arc::new(NoRouter),
             mapper.clone(),
+            Arc::new(NoNotify),
             Box::new(std::io::sink()),
         )
         .unwrap();
@@ -673,6 +707,7 @@ mod tests {
             Arc::new(RecordingChip::default()),
             Arc::new(NoRouter),
             Arc::new(RecordingMapper::default()),
+            Arc::new(NoNotify),
             Box::new(std::io::sink()),
         )
     }

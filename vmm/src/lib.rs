@@ -23,6 +23,7 @@ pub mod pty;
 pub mod seccomp;
 pub mod serial_backend;
 pub mod serial_socket;
+pub mod virtio;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;

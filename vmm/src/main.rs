@@ -8,10 +8,10 @@ use clap::Parser;
 use vmm::acpi::AcpiTables;
 use vmm::api::http::ApiServer;
 use vmm::config::{
-    API_SOCKET_SYNTAX, ApiSocket, CPUS_SYNTAX, CpusConfig, DEVICE_SYNTAX, DeviceConfig,
-    MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX, MemoryConfig, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig,
-    SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig,
-    VsmmuConfig,
+    API_SOCKET_SYNTAX, ApiSocket, CONSOLE_SYNTAX, CPUS_SYNTAX, ConsoleConfig, CpusConfig,
+    DEVICE_SYNTAX, DISK_SYNTAX, DeviceConfig, DiskConfig, MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX,
+    MemoryConfig, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, SERIAL_SYNTAX, SerialConfig,
+    TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig, VsmmuConfig,
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
@@ -47,6 +47,10 @@ struct Cli {
     device: Vec<String>,
     #[arg(long = "test-device", value_name = "OPTIONS", help = TEST_DEVICE_SYNTAX, action = clap::ArgAction::Append)]
     test_device: Vec<String>,
+    #[arg(long, value_name = "OPTIONS", help = DISK_SYNTAX, action = clap::ArgAction::Append)]
+    disk: Vec<String>,
+    #[arg(long, value_name = "OPTIONS", help = CONSOLE_SYNTAX, value_parser = ConsoleConfig::parse)]
+    console: Option<ConsoleConfig>,
     #[arg(long, value_name = "OPTIONS", help = VSMMU_SYNTAX, value_parser = VsmmuConfig::parse)]
     vsmmu: Option<VsmmuConfig>,
     #[arg(long, value_name = "OPTIONS", help = SERIAL_SYNTAX, value_parser = SerialConfig::parse)]
@@ -83,6 +87,13 @@ impl Cli {
             .map(|(i, d)| TestDeviceConfig::parse(d, i))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        let disks = self
+            .disk
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DiskConfig::parse(d, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         let config = VmConfig {
             kernel: self.kernel,
             initramfs: self.initramfs,
@@ -97,6 +108,8 @@ impl Cli {
             vsmmu: self.vsmmu.unwrap_or_default(),
             serial: self.serial.unwrap_or(SerialConfig::Tty),
             numa: self.numa,
+            disks,
+            console: self.console.unwrap_or_default(),
         };
         Ok((config, self.dump_acpi, self.api_socket))
     }

@@ -105,7 +105,15 @@ impl RunningVm {
 
         let console = console(&config.serial, serial.as_deref())
             .map_err(|e| VmError::Thread("console", e))?;
-        let devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), kvm.clone(), console)?;
+        let devices = DeviceManager::new(
+            vm,
+            &mem,
+            kvm.clone(),
+            kvm.clone(),
+            kvm.clone(),
+            kvm.clone(),
+            console,
+        )?;
         let state = Arc::new(RunState::new(stopped));
         match (&config.serial, serial) {
             (SerialConfig::Tty, _) => spawn_console_input(devices.uart.clone())

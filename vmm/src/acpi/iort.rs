@@ -514,6 +514,32 @@ mod tests {
     }
 
     #[test]
+    fn virtio_functions_rids_go_to_the_its_not_the_vsmmu() {
+        let config = crate::config::VmConfig {
+            vsmmu: crate::config::VsmmuConfig::parse("cmdqv,backend=emulated").unwrap(),
+            test_devices: vec![crate::config::TestDeviceConfig::parse("id=dma0", 0).unwrap()],
+            disks: vec![crate::config::DiskConfig::parse("path=/img", 0).unwrap()],
+            console: crate::config::ConsoleConfig::Null,
+            ..crate::config::VmConfig::default()
+        };
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        let maps = root_complex_mappings(&vm, 7, &[9]);
+        let target = |rid: u32| {
+            let m = maps[0]
+                .iter()
+                .find(|m| m.input_base <= rid && rid < m.input_base + m.count)
+                .unwrap();
+            (m.output_node, m.input_base, m.count)
+        };
+        assert_eq!(target(0x08).0, 9, "the test endpoint is behind the vSMMU");
+        // The disk (00:02.0) and the console (00:03.0): one run to the ITS.
+        assert_eq!(target(0x10), (7, 0x10, 0x10));
+        assert_eq!(target(0x18), (7, 0x10, 0x10));
+        assert_eq!(target(0x20).0, 9);
+    }
+
+    #[test]
     fn no_passthrough_behind_a_vsmmu_no_rmr_and_revision_e_b() {
         let sdt = build(&vm(&["path=/sys/bus/pci/devices/0000:00:03.0"]), &[false]);
         let b = sdt.as_slice();

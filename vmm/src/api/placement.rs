@@ -82,6 +82,8 @@ impl From<&VmDescription> for ApiPlacement {
                     kind: match d.kind {
                         DeviceKind::Passthrough => "passthrough",
                         DeviceKind::TestEndpoint => "test",
+                        DeviceKind::VirtioBlock => "virtio-blk",
+                        DeviceKind::VirtioConsole => "virtio-console",
                     }
                     .into(),
                     bdf: format!("{:04x}:{}", d.segment, d.bdf),

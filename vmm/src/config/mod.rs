@@ -4,6 +4,7 @@
 
 pub mod numa;
 pub mod options;
+pub mod virtio;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
+pub use virtio::{CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, VirtioConfigError};
 
 /// `--cpus` syntax.
 pub const CPUS_SYNTAX: &str = "Number of vCPUs: \"boot=<boot_vcpus>\"";
@@ -450,6 +452,12 @@ pub struct VmConfig {
     /// Guest NUMA nodes (`--numa`); none: one node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub numa: Vec<NumaConfig>,
+    /// virtio-blk disks.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// The virtio-console.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 impl Default for VmConfig {
@@ -465,6 +473,8 @@ impl Default for VmConfig {
             vsmmu: VsmmuConfig::default(),
             serial: SerialConfig::Tty,
             numa: Vec::new(),
+            disks: Vec::new(),
+            console: ConsoleConfig::Off,
         }
     }
 }
@@ -536,6 +546,9 @@ pub enum ConfigError {
     Numa(#[from] NumaError),
     #[error("--memory size={0:#x} is too small; a guest needs at least 64M")]
     MemoryTooSmall(u64),
+    /// A `--disk` or `--console` rule.
+    #[error(transparent)]
+    Virtio(#[from] VirtioConfigError),
 }
 
 impl VmConfig {
@@ -600,6 +613,7 @@ impl VmConfig {
                 return Err(ConfigError::TestDeviceNeedsEmulated(device.id.clone()));
             }
         }
+        virtio::validate(self, &mut ids)?;
         self.validate_vsmmu()
     }
 

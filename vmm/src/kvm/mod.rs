@@ -17,7 +17,7 @@ use kvm_bindings::{
     kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_msi,
     kvm_userspace_memory_region,
 };
-use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{DeviceFd, IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 
 use crate::device_manager::GuestMapper;
@@ -25,6 +25,7 @@ use crate::irqchip::IrqChip;
 use devices::{GuestMemory, lock_unpoisoned};
 use pci::vfio::MsiRouter;
 use pci::vfio::caps::MsiMessage;
+use virtio_devices::NotifyRegistrar;
 use vmm_sys_util::eventfd::EventFd;
 
 /// KVM's default IPA size when the host does not report KVM_CAP_ARM_VM_IPA_SIZE.
@@ -373,6 +374,23 @@ impl MsiRouter for KvmVm {
 
     fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
         routing::irqfd(&self.vm, fd, gsi, assign)
+    }
+}
+
+/// A virtio queue's notify address as an ioeventfd (`KVM_IOEVENTFD`, any
+/// access length, no data match): the vCPU's write signals the queue's
+/// worker and returns to the guest without a trip to userspace.
+impl NotifyRegistrar for KvmVm {
+    fn register(&self, addr: u64, fd: &EventFd) -> Result<(), String> {
+        self.vm
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| format!("KVM_IOEVENTFD at {addr:#x}: {e}"))
+    }
+
+    fn unregister(&self, addr: u64, fd: &EventFd) -> Result<(), String> {
+        self.vm
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| format!("KVM_IOEVENTFD removal at {addr:#x}: {e}"))
     }
 }
 
