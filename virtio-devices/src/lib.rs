@@ -26,6 +26,7 @@
 
 pub mod block;
 pub mod console;
+pub mod rng;
 pub mod transport;
 pub mod worker;
 

@@ -39,6 +39,8 @@ pub const HOST_SW_MSI: arch::layout::Range = arch::layout::Range {
 
 /// The virtio-console's device id (counters, logs).
 pub const CONSOLE_ID: &str = "_console";
+/// The id of the virtio-rng (there is at most one).
+pub const RNG_ID: &str = "_rng";
 
 /// IORT node identifier of the ITS group. vSMMU `i` is `i + 1`; the PCI
 /// root complex of segment `s` is `1 + vsmmus + s`.
@@ -73,6 +75,8 @@ pub enum DeviceKind {
     /// The virtio-console (`--console`, one per VM, segment 0); never
     /// behind a vSMMU.
     VirtioConsole,
+    /// The virtio-rng (`--rng`).
+    VirtioRng,
 }
 
 /// One PCI function of the VM, placed.
@@ -187,6 +191,7 @@ impl Function<'_> {
             DeviceKind::TestEndpoint => format!("--test-device {}", self.id),
             DeviceKind::VirtioBlock => format!("--disk {}", self.id),
             DeviceKind::VirtioConsole => "--console".to_string(),
+            DeviceKind::VirtioRng => "--rng".to_string(),
         }
     }
 }
@@ -301,6 +306,14 @@ impl VmDescription {
                 kind: DeviceKind::VirtioConsole,
                 config_index: 0,
                 id: CONSOLE_ID,
+                iommu: false,
+                explicit: Some(0),
+                smmu: None,
+            }))
+            .chain(config.rng.is_some().then_some(Function {
+                kind: DeviceKind::VirtioRng,
+                config_index: 0,
+                id: RNG_ID,
                 iommu: false,
                 explicit: Some(0),
                 smmu: None,

@@ -214,7 +214,10 @@ impl DeviceManager {
                         bound.push((device.id.clone(), path));
                         Box::new(f)
                     }
-                    (DeviceKind::VirtioBlock | DeviceKind::VirtioConsole, _) => {
+                    (
+                        DeviceKind::VirtioBlock | DeviceKind::VirtioConsole | DeviceKind::VirtioRng,
+                        _,
+                    ) => {
                         let built = crate::virtio::build(vm, device, mem, &virtio_wiring)?;
                         if let Some(counters) = built.disk {
                             disks.push((device.id.clone(), counters));

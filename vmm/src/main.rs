@@ -10,8 +10,8 @@ use vmm::api::http::ApiServer;
 use vmm::config::{
     API_SOCKET_SYNTAX, ApiSocket, CONSOLE_SYNTAX, CPUS_SYNTAX, ConsoleConfig, CpusConfig,
     DEVICE_SYNTAX, DISK_SYNTAX, DeviceConfig, DiskConfig, MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX,
-    MemoryConfig, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, SERIAL_SYNTAX, SerialConfig,
-    TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig, VsmmuConfig,
+    MemoryConfig, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, RNG_SYNTAX, RngConfig, SERIAL_SYNTAX,
+    SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig, VsmmuConfig,
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
@@ -51,6 +51,8 @@ struct Cli {
     disk: Vec<String>,
     #[arg(long, value_name = "OPTIONS", help = CONSOLE_SYNTAX, value_parser = ConsoleConfig::parse)]
     console: Option<ConsoleConfig>,
+    #[arg(long, value_name = "OPTIONS", help = RNG_SYNTAX, value_parser = RngConfig::parse)]
+    rng: Option<RngConfig>,
     #[arg(long, value_name = "OPTIONS", help = VSMMU_SYNTAX, value_parser = VsmmuConfig::parse)]
     vsmmu: Option<VsmmuConfig>,
     #[arg(long, value_name = "OPTIONS", help = SERIAL_SYNTAX, value_parser = SerialConfig::parse)]
@@ -110,6 +112,7 @@ impl Cli {
             numa: self.numa,
             disks,
             console: self.console.unwrap_or_default(),
+            rng: self.rng,
         };
         Ok((config, self.dump_acpi, self.api_socket))
     }

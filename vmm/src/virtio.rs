@@ -15,10 +15,11 @@ use pci::PciDevice;
 use pci::vfio::MsiRouter;
 use virtio_devices::block::{Block, BlockCounters, BlockParams, DiskImage, ImageError};
 use virtio_devices::console::Console;
+use virtio_devices::rng::Rng;
 use virtio_devices::transport::TransportWiring;
 use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
 
-use crate::config::{ConsoleConfig, DiskConfig};
+use crate::config::{ConsoleConfig, DiskConfig, RngConfig};
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};
 
 /// Why a virtio function could not be built.
@@ -30,6 +31,14 @@ pub enum VirtioError {
     /// The console's sink or input cannot be opened.
     #[error("--console: {0}")]
     Console(String),
+    /// The entropy source cannot be opened.
+    #[error("--rng src={}: {reason}; give a readable entropy source such as /dev/urandom", path.display())]
+    Rng {
+        /// The source.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The transport or a worker could not be set up.
     #[error("virtio device {id}: {reason}")]
     Device {
@@ -92,6 +101,7 @@ pub fn build(
             let counters = block.counters();
             (Box::new(block), Some(counters))
         }
+        DeviceKind::VirtioRng => (Box::new(rng(vm.config.rng.as_ref(), &device.id)?), None),
         _ => (Box::new(console(&vm.config.console)?), None),
     };
     let transport = TransportWiring {
@@ -139,6 +149,19 @@ fn block(config: &DiskConfig) -> Result<Block, BlockError> {
 }
 
 /// The console's output sink and input for `mode`.
+fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
+    let path = config.map_or_else(
+        || std::path::PathBuf::from(crate::config::virtio::DEFAULT_RNG_SOURCE),
+        |c| c.src.clone(),
+    );
+    let failed = |e: std::io::Error| VirtioError::Rng {
+        path: path.clone(),
+        reason: e.to_string(),
+    };
+    let source = File::open(&path).map_err(failed)?;
+    Rng::new(id.to_string(), source).map_err(failed)
+}
+
 fn console(mode: &ConsoleConfig) -> Result<Console, VirtioError> {
     let failed = |what: &str, e: std::io::Error| VirtioError::Console(format!("{what}: {e}"));
     let (output, input): (Box<dyn Write + Send>, Option<File>) = match mode {

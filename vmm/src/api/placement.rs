@@ -84,6 +84,7 @@ impl From<&VmDescription> for ApiPlacement {
                         DeviceKind::TestEndpoint => "test",
                         DeviceKind::VirtioBlock => "virtio-blk",
                         DeviceKind::VirtioConsole => "virtio-console",
+                        DeviceKind::VirtioRng => "virtio-rng",
                     }
                     .into(),
                     bdf: format!("{:04x}:{}", d.segment, d.bdf),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{
     ConsoleConfig, CpusConfig, DeviceConfig, DiskConfig, MemoryConfig, MemoryZoneConfig,
-    NumaConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
+    NumaConfig, RngConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
 };
 
 /// `GET /api/v1/vmm.ping`.
@@ -177,6 +177,10 @@ pub struct ApiVmConfig {
     /// of `serial` is this VMM's console).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub console: Option<ApiSerialConfig>,
+    /// The virtio-rng: absent or null, none (upstream gives every VM one;
+    /// Kata always sends `{"src": "/dev/urandom"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng: Option<RngConfig>,
     /// Ours: the vSMMU (`--vsmmu`), e.g.
     /// `{"kind": "cmdqv", "backend": "emulated", "page0": "mapped"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -315,6 +319,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             numa: api.numa.unwrap_or_default(),
             disks,
             console,
+            rng: api.rng,
         })
     }
 }
@@ -477,6 +482,7 @@ impl From<&VmConfig> for ApiVmConfig {
             serial: Some(serial),
             disks: config.disks.clone(),
             console: Some(console),
+            rng: config.rng.clone(),
             vsmmu: Some(config.vsmmu.clone()),
             test_devices: config
                 .test_devices

@@ -18,9 +18,8 @@
 //! Decided per field:
 //! - `memory.shared` is implemented (guest RAM from a memfd mapped
 //!   shared, [`crate::memory::Backing`]), so it is parsed, not listed.
-//! - `rng` at upstream's default (`/dev/urandom`) is accepted, as its
-//!   absence is: upstream gives every VM that virtio-rng, this VMM gives
-//!   none yet; another `src` is refused.
+//! - `rng` is implemented (virtio-rng reading `src`), so it is parsed;
+//!   only `rng.iommu: true` is refused.
 //! - `vsock` is refused: Kata's agent talks over it, and accepting it would
 //!   leave the runtime waiting on a socket nothing serves.
 
@@ -56,8 +55,6 @@ enum Accepts {
     OffOrTrue,
     /// Only `true` or null (the default is true; false asks for less).
     TrueOrNull,
-    /// Only null or this string.
-    OffOr(&'static str),
     /// Only null or one of these strings.
     OneOf(&'static [&'static str]),
     /// Only null or an integer no larger than this.
@@ -70,7 +67,6 @@ impl Accepts {
             Accepts::Off => is_off(value),
             Accepts::OffOrTrue => is_off(value) || value == &Value::Bool(true),
             Accepts::TrueOrNull => value.is_null() || value == &Value::Bool(true),
-            Accepts::OffOr(text) => is_off(value) || value.as_str() == Some(text),
             Accepts::OneOf(texts) => {
                 value.is_null() || value.as_str().is_some_and(|v| texts.contains(&v))
             }
@@ -144,14 +140,9 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "vfio-user devices are not implemented; give VFIO passthrough functions (devices)",
     ),
     (
-        "rng.src",
-        Accepts::OffOr("/dev/urandom"),
-        "virtio-rng is not implemented yet; leave rng out or at its default src /dev/urandom",
-    ),
-    (
         "rng.iommu",
         Accepts::Off,
-        "virtio-rng is not implemented yet",
+        "virtio devices are never behind the vSMMU (the host SMMU cannot translate for them)",
     ),
     (
         "iommu",
@@ -385,7 +376,7 @@ mod tests {
             "cpus": {"boot_vcpus": 2, "kvm_hyperv": true, "topology": {"threads_per_core": 2}},
             "memory": {"size": 1073741824, "thp": false},
             "vsock": {"cid": 3, "socket": "/tmp/v"},
-            "rng": {"src": "/dev/hwrng"},
+            "rng": {"src": "/dev/hwrng", "iommu": true},
             "devices": [{"path": "/a"}, {"path": "/b", "pci_device_id": 3}],
             "disks": [{"path": "/img"}, {"path": "/img2", "iommu": true, "vhost_user": false}],
             "console": {"mode": "Socket"}
@@ -395,7 +386,7 @@ mod tests {
             [
                 "disks[1].iommu",
                 "vsock",
-                "rng.src",
+                "rng.iommu",
                 "console.mode",
                 "cpus.kvm_hyperv",
                 "cpus.topology.threads_per_core",

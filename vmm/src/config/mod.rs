@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
-pub use virtio::{CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, VirtioConfigError};
+pub use virtio::{
+    CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, RNG_SYNTAX, RngConfig,
+    VirtioConfigError,
+};
 
 /// `--cpus` syntax.
 pub const CPUS_SYNTAX: &str = "Number of vCPUs: \"boot=<boot_vcpus>\"";
@@ -458,6 +461,9 @@ pub struct VmConfig {
     /// The virtio-console.
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// The virtio-rng (`--rng`); none without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rng: Option<RngConfig>,
 }
 
 impl Default for VmConfig {
@@ -475,6 +481,7 @@ impl Default for VmConfig {
             numa: Vec::new(),
             disks: Vec::new(),
             console: ConsoleConfig::Off,
+            rng: None,
         }
     }
 }

@@ -22,6 +22,37 @@ pub const CONSOLE_SYNTAX: &str = "virtio-console (/dev/hvc0 in the guest): \
      \"off|null|pty|tty|file=<path>\" (default off: the PL011 of --serial is the console; tty \
      reads stdin, so it needs --serial other than tty)";
 
+/// `--rng` syntax.
+pub const RNG_SYNTAX: &str = "virtio-rng entropy device: \"src=<entropy source path>\" \
+     (default src=/dev/urandom; without --rng the guest has none)";
+
+/// The entropy source cloud-hypervisor uses by default.
+pub const DEFAULT_RNG_SOURCE: &str = "/dev/urandom";
+
+fn default_rng_source() -> PathBuf {
+    PathBuf::from(DEFAULT_RNG_SOURCE)
+}
+
+/// `--rng` (the API's `rng`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngConfig {
+    /// The file the device reads entropy from.
+    #[serde(default = "default_rng_source")]
+    pub src: PathBuf,
+}
+
+impl RngConfig {
+    /// Parse `src=<path>`.
+    pub fn parse(input: &str) -> Result<Self, OptionError> {
+        let opts = Options::parse("rng", input, &["src"], false)?;
+        Ok(RngConfig {
+            src: opts
+                .get("src")
+                .map_or_else(default_rng_source, PathBuf::from),
+        })
+    }
+}
+
 /// Default queues per disk (cloud-hypervisor's).
 pub const DEFAULT_NUM_QUEUES: u16 = 1;
 /// Default queue size (cloud-hypervisor's).
