@@ -105,7 +105,7 @@ tree_lib() {
 copy_tools() {
   local tree="$1" out="$2" bin lib file
   local -a queue=()
-  local -A have=()
+  local -A have=([ld-linux-aarch64.so.1]=1)
   mkdir -p "$out/usr/sbin" "$out/usr/lib/aarch64-linux-gnu" "$out/lib"
   for bin in e2fsck debugfs; do
     file="$tree/usr/sbin/$bin"
@@ -185,7 +185,9 @@ tidy() {
   # What differs between two builds and is no use in the image.
   rm -rf "$tree"/var/cache/apt/* "$tree"/var/lib/apt/lists/* "$tree"/var/log/* \
     "$tree"/var/cache/ldconfig/aux-cache "$tree"/var/lib/dpkg/*-old
-  find "$tree" -name '__pycache__' -prune -o -name '*.pyc' -print0 | xargs -0r rm -f
+  # Byte code compiled at install time (fio pulls in python3): not needed to
+  # boot, and its bytes differ from build to build.
+  find "$tree" -name '__pycache__' -type d -prune -exec rm -rf {} +
   # Every mtime at most SOURCE_DATE_EPOCH (files the maintainer scripts wrote
   # carry the build's time).
   find "$tree" -newermt "@$SOURCE_DATE_EPOCH" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"

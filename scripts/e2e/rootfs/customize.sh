@@ -11,6 +11,8 @@ chown -R 0:0 "$r/etc/systemd/system/e2e-report.service" "$r/usr/local/sbin/e2e-r
 systemctl --root="$r" enable e2e-report.service
 systemctl --root="$r" set-default multi-user.target
 for unit in "$@"; do systemctl --root="$r" mask "$unit"; done
+# (mmdebstrap copied the build machine's /etc/hostname, mode and all.)
+rm -f "$r/etc/hostname"
 echo e2e-rootfs >"$r/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 e2e-rootfs\n::1 localhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts"
 # The kernel mounts the root (root=/dev/vda rw); no fsck at boot (pass 0):
