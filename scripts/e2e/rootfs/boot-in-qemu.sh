@@ -6,7 +6,7 @@
 #
 #   scripts/e2e/rootfs/boot-in-qemu.sh [--kernel IMAGE | --version V] [--image RAW]
 #       [--mode poweroff|report] [--console hvc0|ttyAMA0] [--append ARGS]
-#       [--writable] [--timeout S] [--log FILE]
+#       [--writable] [--script FILE] [--timeout S] [--log FILE]
 #
 #   --kernel IMAGE   the kernel Image (default: build-kernel.sh V, cached)
 #   --version V      kernel source version for that build (default: the
@@ -19,6 +19,10 @@
 #   --append ARGS    more kernel command line
 #   --writable       write into the image (default: QEMU snapshot=on, the
 #                    image never changes)
+#   --script FILE    a second, read-only virtio-blk disk (/dev/vdb) holding
+#                    FILE, which e2e-report.service runs after its report
+#                    (e2e.rootfs.script=/dev/vdb): the disk case's L2 script
+#                    under QEMU instead of our VMM
 #   --timeout S      QEMU's time limit (default 600)
 #   --log FILE       console log (default target/e2e/rootfs-boot/console.log)
 #
@@ -31,8 +35,8 @@ set -euo pipefail
 # shellcheck source=scripts/e2e/lib.sh
 . "$(dirname "$0")/../lib.sh"
 
-usage() { sed -n '8,11p' "$0" >&2; exit 2; }
-kernel="" version="${E2E_KERNELS%% *}" image="" mode=poweroff console=hvc0 append="" writable=0
+usage() { sed -n '7,9p' "$0" >&2; exit 2; }
+kernel="" version="${E2E_KERNELS%% *}" image="" mode=poweroff console=hvc0 append="" writable=0 script=
 tmo=600 logf="$E2E_OUT/rootfs-boot/console.log"
 while [ "$#" -gt 0 ]; do
   case "$1" in
@@ -43,6 +47,7 @@ while [ "$#" -gt 0 ]; do
     --console) console="${2:?}"; shift 2 ;;
     --append) append="${2:?}"; shift 2 ;;
     --writable) writable=1; shift ;;
+    --script) script="${2:?}"; shift 2 ;;
     --timeout) tmo="${2:?}"; shift 2 ;;
     --log) logf="${2:?}"; shift 2 ;;
     *) usage ;;
@@ -58,6 +63,14 @@ case "$console" in hvc0|ttyAMA0) ;; *) usage ;; esac
 snap=on
 [ "$writable" = 0 ] || snap=off
 mkdir -p "$(dirname "$logf")"
+extra=()
+if [ -n "$script" ]; then
+  [ -s "$script" ] || die "no script $script"
+  cp "$script" "$logf.script.img"
+  truncate -s 1M "$logf.script.img"
+  extra=(-drive "if=none,id=script,file=$logf.script.img,format=raw,readonly=on" -device "virtio-blk-pci,drive=script")
+  append="$append e2e.rootfs.script=/dev/vdb"
+fi
 
 cmdline="root=/dev/vda rw rootwait console=$console earlycon panic=-1 e2e.rootfs=$mode $append"
 log "rootfs boot: $(basename "$kernel") + $(basename "$image") (snapshot=$snap), console=$console, timeout $tmo s, log $logf"
@@ -70,9 +83,9 @@ timeout -k 10 "$tmo" qemu-system-aarch64 \
   -serial chardev:out \
   -device virtio-serial-pci -device virtconsole,chardev=out \
   -drive "if=none,id=root,file=$image,format=raw,snapshot=$snap" \
-  -device virtio-blk-pci,drive=root \
+  -device virtio-blk-pci,drive=root "${extra[@]}" \
   -kernel "$kernel" -append "$cmdline" \
-  </dev/null 2>&1 | tr -d '\r' | tee "$logf" || qrc=${PIPESTATUS[0]}
+  </dev/null 2>&1 | sed -u 's/\r//g' | tee "$logf" || qrc=${PIPESTATUS[0]}
 wall=$((SECONDS - t0))
 
 state="$(sed -n 's/^.*E2E-ROOTFS: is-system-running=\([a-z-]*\).*/\1/p' "$logf" | head -1)"
