@@ -14,6 +14,7 @@
 #   debian-bookworm-arm64-KEY.tools/    arm64 e2fsck and debugfs with their
 #                                       libraries, a tree to merge at L1's /
 # The .img is renamed into place last: its presence means all are there.
+# A successful build removes the files of other keys.
 #
 # The image: bookworm's Essential set + systemd systemd-sysv udev dbus
 # iproute2 e2fsprogs fio iperf3 (no Recommends, no docs/man/locales);
@@ -197,10 +198,33 @@ timed "rootfs: tidy the tree" tidy
 tools() { copy_tools "$tree" "$base.tools.tmp"; }
 timed "rootfs: e2fsck + debugfs (arm64) for L1" tools
 
+# used_inodes IMAGE: the numbers of the inodes mkfs.ext4 -d filled (the root
+# directory and 11 on), from dumpe2fs's free ranges per group.
+used_inodes() {
+  dumpe2fs "$1" 2>/dev/null | awk '
+    /^Inodes per group:/ { ipg = $4 }
+    /^Group [0-9]+:/ { g = $2 + 0 }
+    /^  Free inodes:/ {
+      split("", free)
+      n = split(substr($0, index($0, ":") + 2), r, ", ")
+      for (i = 1; i <= n; i++) {
+        if (r[i] == "") continue
+        split(r[i], ab, "-")
+        for (j = ab[1] + 0; j <= (ab[2] == "" ? ab[1] : ab[2]) + 0; j++) free[j] = 1
+      }
+      for (j = g * ipg + 1; j <= (g + 1) * ipg; j++) if (!(j in free) && (j == 2 || j >= 11)) print j
+    }'
+}
 make_image() {
   truncate -s "$SIZE" "$IMG.tmp"
   E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH" mkfs.ext4 -q -F -L e2e-root -U "$FS_UUID" \
     -E "hash_seed=$FS_UUID,root_owner=0:0" -d "$tree" "$IMG.tmp" >>"$LOGF" 2>&1
+  # mkfs.ext4 -d copies each file's ctime, which is when this build wrote it
+  # (no call can set a ctime): every ctime becomes SOURCE_DATE_EPOCH.
+  used_inodes "$IMG.tmp" | awk -v t="$SOURCE_DATE_EPOCH" '{ printf "sif <%d> ctime @%d\n", $1, t }' >"$IMG.ctime"
+  [ -s "$IMG.ctime" ] || die "rootfs: dumpe2fs listed no used inode"
+  E2FSPROGS_FAKE_TIME="$SOURCE_DATE_EPOCH" debugfs -w -f "$IMG.ctime" "$IMG.tmp" >>"$LOGF" 2>&1
+  rm -f "$IMG.ctime"
   e2fsck -fn "$IMG.tmp" >>"$LOGF" 2>&1 || die "rootfs: e2fsck -fn of the new image is not clean (log: $LOGF)"
   qemu-img convert -f raw -O qcow2 "$IMG.tmp" "$base.qcow2.tmp" >>"$LOGF" 2>&1
 }
@@ -212,4 +236,16 @@ mv "$base.qcow2.tmp" "$base.qcow2"
 mv "$IMG.tmp" "$IMG"
 [ "${E2E_KEEP_BUILD:-0}" = 1 ] || rm -rf "$tree"
 log "rootfs: built $IMG in $((SECONDS - T0)) s: $(wc -l <"$base.packages") packages, $(du -h "$IMG" | cut -f1) used of $SIZE, qcow2 $(du -h "$base.qcow2" | cut -f1), sha256 $(sha256sum "$IMG" | cut -c1-16)"
+# Images of other keys (an older script or package list) go, unless a build
+# or a run holds their lock.
+for lock in "$E2E_CACHE"/rootfs/debian-*-arm64-*.img.lock; do
+  [ "$lock" != "$IMG.lock" ] || continue
+  exec {lockfd}>>"$lock"
+  if flock -n "$lockfd"; then
+    old="${lock%.img.lock}"
+    rm -rf "$old.img" "$old.qcow2" "$old.packages" "$old.tools" "$old.tree" "$lock"
+    log "rootfs: removed the older $(basename "$old").*"
+  fi
+  exec {lockfd}>&-
+done
 echo "$IMG"
