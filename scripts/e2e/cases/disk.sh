@@ -33,9 +33,12 @@ CASE_DEFAULT=0
 CASE_TIMEOUT=2400
 
 # The raw image, its L1 tools and the script disk, built once per run.
+# E2E_ROOTFS_IMG: a built image (its .tools beside it) instead of
+# build-rootfs.sh's.
 case_prepare() {
-  local out="$1" img
-  img="$(timed "rootfs image" "$E2E_DIR/rootfs/build-rootfs.sh")" || return 1
+  local out="$1" img="${E2E_ROOTFS_IMG:-}"
+  [ -n "$img" ] || img="$(timed "rootfs image" "$E2E_DIR/rootfs/build-rootfs.sh")" || return 1
+  if [ ! -s "$img" ] || [ ! -d "${img%.img}.tools" ]; then log "disk: no image $img with ${img%.img}.tools beside it"; return 1; fi
   DISK_ROOTFS_IMG="$img"
   L1_EXTRA+=("${img%.img}.tools:/")
   disk_l2_script >"$out/script.sh"
