@@ -182,9 +182,9 @@ EOS
 # failure names the state and the failed units.
 disk_running() {
   local step="$1" state units
-  state="$(section "$step" | sed -n 's/^E2E-ROOTFS: is-system-running=\([a-z-]*\).*/\1/p' | head -1)"
+  state="$(section "$step" | sed -n 's/^E2E-ROOTFS: is-system-running=\([a-z-]*\).*/\1/p' | awk 'NR == 1')"
   [ "$state" = running ] && return 0
-  units="$(section "$step" | grep -o 'E2E-ROOTFS: failed unit=[^ ]*' | cut -d= -f2 | sort -u | xargs)"
+  units="$(section "$step" | grep -o 'E2E-ROOTFS: failed unit=[^ ]*' | cut -d= -f2 | sort -u | xargs || true)"
   fail "step $step: the Debian root is not up with no failed unit on hvc0: is-system-running=${state:-no line} failed: ${units:-none}"
 }
 
@@ -196,8 +196,8 @@ case_assert() {
   expect "E2E-L1: vmm exit=0 step=boot " "our VMM did not boot the Debian root from --disk and exit 0 at the guest's poweroff"
   disk_running boot
   step_expect_re boot "E2E-L2: step=boot root=/dev/vda " "the guest's root is not /dev/vda (or the script disk never ran)"
-  marker="$(section boot | sed -n 's/^E2E-L2: marker=//p' | head -1)"
-  in_image="$(sed -n 's/^E2E-L1: marker-in-image=//p' "$LOG" | head -1)"
+  marker="$(section boot | sed -n 's/^E2E-L2: marker=//p' | awk 'NR == 1')"
+  in_image="$(sed -n 's/^E2E-L1: marker-in-image=//p' "$LOG" | awk 'NR == 1')"
   if [ -z "$marker" ] || [ "$marker" != "$in_image" ]; then
     fail "the file written and synced in L2 is not in the image afterwards (L2 wrote '${marker:-nothing}', L1 read '${in_image:-nothing}')"
   fi
