@@ -175,7 +175,21 @@ pub enum LayoutError {
     /// Too many vSMMUs.
     #[error("{0} vSMMUs requested; at most {MAX_VSMMUS} are supported")]
     TooManyVsmmus(u32),
+    /// The 64-bit BARs of a segment do not fit any guest address.
+    #[error(
+        "PCI segment {segment} needs {need:#x} bytes of 64-bit BARs, more than a guest address \
+         map of {MAX_GUEST_PA_BITS} bits holds; put its functions on more segments"
+    )]
+    Mmio64TooLarge {
+        /// The segment.
+        segment: u16,
+        /// Bytes of 64-bit BARs.
+        need: u64,
+    },
 }
+
+/// The largest guest physical address size (arm64 LPA: 52 bits).
+pub const MAX_GUEST_PA_BITS: u32 = 52;
 
 /// A guest physical address range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -299,6 +313,40 @@ impl Layout {
             pci_segments,
             vsmmus,
         })
+    }
+}
+
+impl Layout {
+    /// Size each segment's 64-bit window for `needs[s]` bytes of 64-bit
+    /// BARs (powers of two, placed largest first and so each naturally
+    /// aligned: their sum is what they take). A window is a power of two of
+    /// at least [`PCI_MMIO64_SIZE`], aligned to its size, the windows one
+    /// after the other from [`PCI_MMIO64_BASE`]: a 128 GiB GPU BAR gets a
+    /// 256 GiB window on a 256 GiB boundary, and the segments after it move
+    /// up. Without large BARs the windows are the fixed 64 GiB ones.
+    pub fn fit_mmio64(mut self, needs: &[u64]) -> Result<Self, LayoutError> {
+        let mut base = PCI_MMIO64_BASE;
+        for segment in &mut self.pci_segments {
+            let need = needs.get(usize::from(segment.id)).copied().unwrap_or(0);
+            let too_large = LayoutError::Mmio64TooLarge {
+                segment: segment.id,
+                need,
+            };
+            let size = need
+                .max(PCI_MMIO64_SIZE)
+                .checked_next_power_of_two()
+                .ok_or(too_large.clone())?;
+            base = base
+                .checked_next_multiple_of(size)
+                .ok_or(too_large.clone())?;
+            let end = base.checked_add(size).ok_or(too_large.clone())?;
+            if end > 1 << MAX_GUEST_PA_BITS {
+                return Err(too_large);
+            }
+            segment.mmio64 = Range { base, size };
+            base = end;
+        }
+        Ok(self)
     }
 }
 
@@ -487,6 +535,29 @@ mod tests {
             );
             assert_eq!(v.cmdqv.size, 0x5_0000);
         }
+    }
+
+    #[test]
+    fn mmio64_windows_grow_for_large_bars_and_stay_aligned_and_apart() {
+        let layout = Layout::new(topology()).unwrap();
+        let fixed = layout.clone().fit_mmio64(&[]).unwrap();
+        assert_eq!(fixed, layout, "small BARs keep the fixed 64 GiB windows");
+        let n = layout.pci_segments.len();
+        assert!(n >= 2, "the test topology has several segments");
+        // Segment 0 holds a 128 GiB GPU BAR and a few MiB more.
+        let grown = layout.fit_mmio64(&[(128 * GIB) + (32 * MIB)]).unwrap();
+        let w0 = grown.pci_segments[0].mmio64;
+        assert_eq!(w0.size, 256 * GIB);
+        assert_eq!(w0.base % w0.size, 0);
+        let w1 = grown.pci_segments[1].mmio64;
+        assert_eq!(w1.base, w0.end(), "the next window follows");
+        assert_eq!(w1.size, PCI_MMIO64_SIZE);
+        assert!(grown.ram.end() <= w0.base);
+        let huge = Layout::new(topology()).unwrap().fit_mmio64(&[1 << 60]);
+        assert!(matches!(
+            huge,
+            Err(LayoutError::Mmio64TooLarge { segment: 0, .. })
+        ));
     }
 
     #[test]

@@ -47,6 +47,9 @@ pub enum Errno {
     NoEnt,
     /// ENOSPC: no free slot.
     NoSpc,
+    /// ETIMEDOUT: the host's command queue did not complete a CMD_SYNC
+    /// (an ATC invalidation that timed out).
+    TimedOut,
     /// Any other errno from a real ioctl.
     Other(i32),
 }
@@ -63,6 +66,7 @@ impl fmt::Display for Errno {
             Errno::Overflow => f.write_str("EOVERFLOW"),
             Errno::NoEnt => f.write_str("ENOENT"),
             Errno::NoSpc => f.write_str("ENOSPC"),
+            Errno::TimedOut => f.write_str("ETIMEDOUT"),
             Errno::Other(n) => write!(f, "errno {n}"),
         }
     }

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod cmdqv;
 pub mod emulated;
 pub mod guest_error;
+pub mod guest_log;
 pub mod irq;
 pub mod legacy;
 pub mod regs;

@@ -71,6 +71,7 @@ fuzz_target!(|accesses: Vec<Access>| {
         ],
         router: sink.clone(),
         mapper: sink,
+        host_page: 4096,
     };
     let Ok(mut f) = VfioPciDevice::new(Box::new(host.clone()), wiring) else {
         return;

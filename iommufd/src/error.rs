@@ -4,7 +4,7 @@
 
 use devices::backend::{BackendError, Errno};
 
-use crate::fd::Ioctl;
+use crate::ioctl::Ioctl;
 
 /// A failed iommufd operation.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +82,7 @@ pub fn errno_class(errno: i32) -> Errno {
         libc::EOVERFLOW => Errno::Overflow,
         libc::ENOENT => Errno::NoEnt,
         libc::ENOSPC => Errno::NoSpc,
+        libc::ETIMEDOUT => Errno::TimedOut,
         other => Errno::Other(other),
     }
 }
@@ -103,6 +104,7 @@ pub fn errno_name(errno: i32) -> String {
         libc::ENODEV => "ENODEV",
         libc::EINVAL => "EINVAL",
         libc::ENOSPC => "ENOSPC",
+        libc::ETIMEDOUT => "ETIMEDOUT",
         libc::ENOTTY => "ENOTTY",
         libc::E2BIG => "E2BIG",
         libc::EOVERFLOW => "EOVERFLOW",

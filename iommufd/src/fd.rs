@@ -20,60 +20,10 @@ use iommufd_bindings::iommufd::{
 use iommufd_ioctls::{IommuFd, IommufdError};
 
 use crate::error::Error;
+use crate::ioctl::Ioctl;
 
 /// The path of the iommufd character device.
 pub const IOMMU_DEV: &str = "/dev/iommu";
-
-/// Every ioctl kind the backend issues, for the call counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Ioctl {
-    Destroy,
-    IoasAlloc,
-    IoasMap,
-    HwptAlloc,
-    GetHwInfo,
-    HwptInvalidate,
-    ViommuAlloc,
-    VdeviceAlloc,
-    VeventqAlloc,
-    HwQueueAlloc,
-    /// `IOMMU_TEST_CMD` (the selftest mock's device ops).
-    TestCmd,
-}
-
-impl Ioctl {
-    /// Every kind, in counter order.
-    pub const ALL: [Ioctl; 11] = [
-        Ioctl::Destroy,
-        Ioctl::IoasAlloc,
-        Ioctl::IoasMap,
-        Ioctl::HwptAlloc,
-        Ioctl::GetHwInfo,
-        Ioctl::HwptInvalidate,
-        Ioctl::ViommuAlloc,
-        Ioctl::VdeviceAlloc,
-        Ioctl::VeventqAlloc,
-        Ioctl::HwQueueAlloc,
-        Ioctl::TestCmd,
-    ];
-
-    /// The uAPI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Ioctl::Destroy => "IOMMU_DESTROY",
-            Ioctl::IoasAlloc => "IOMMU_IOAS_ALLOC",
-            Ioctl::IoasMap => "IOMMU_IOAS_MAP",
-            Ioctl::HwptAlloc => "IOMMU_HWPT_ALLOC",
-            Ioctl::GetHwInfo => "IOMMU_GET_HW_INFO",
-            Ioctl::HwptInvalidate => "IOMMU_HWPT_INVALIDATE",
-            Ioctl::ViommuAlloc => "IOMMU_VIOMMU_ALLOC",
-            Ioctl::VdeviceAlloc => "IOMMU_VDEVICE_ALLOC",
-            Ioctl::VeventqAlloc => "IOMMU_VEVENTQ_ALLOC",
-            Ioctl::HwQueueAlloc => "IOMMU_HW_QUEUE_ALLOC",
-            Ioctl::TestCmd => "IOMMU_TEST_CMD",
-        }
-    }
-}
 
 /// Which kernel object an id names (for logs and the teardown ledger).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +44,8 @@ pub enum ObjectKind {
 struct Ledger {
     live: BTreeSet<u32>,
     ever: BTreeSet<u32>,
+    /// Creations, counting an id the kernel handed out again after a destroy.
+    created: u64,
     failed_destroys: u64,
 }
 
@@ -103,6 +55,9 @@ pub struct Iommufd {
     counts: [AtomicU64; Ioctl::ALL.len()],
     /// `entry_num` of the last `IOMMU_HWPT_INVALIDATE` sent (tests assert it).
     last_invalidate_entries: AtomicU64,
+    /// Armed by [`Iommufd::inject_failure`]: how many setup ioctls still
+    /// go through before one fails (0: none fails).
+    fail_in: AtomicU64,
     ledger: Mutex<Ledger>,
 }
 
@@ -131,6 +86,7 @@ impl Iommufd {
             raw: Arc::new(IommuFd::new_from_fd(file)),
             counts: Default::default(),
             last_invalidate_entries: AtomicU64::new(0),
+            fail_in: AtomicU64::new(0),
             ledger: Mutex::default(),
         }
     }
@@ -174,6 +130,12 @@ impl Iommufd {
             .collect()
     }
 
+    /// How many objects this fd created so far (ids the kernel reused
+    /// count again).
+    pub fn objects_created(&self) -> u64 {
+        devices::lock_unpoisoned(&self.ledger).created
+    }
+
     /// How many `IOMMU_DESTROY`s the kernel refused.
     pub fn failed_destroys(&self) -> u64 {
         devices::lock_unpoisoned(&self.ledger).failed_destroys
@@ -187,6 +149,25 @@ impl Iommufd {
         let mut ledger = devices::lock_unpoisoned(&self.ledger);
         ledger.live.insert(id);
         ledger.ever.insert(id);
+        ledger.created += 1;
+    }
+
+    /// Make the `n`-th ioctl from now fail with EIO before it reaches the
+    /// kernel (`n` = 0 disarms). `IOMMU_DESTROY` is never failed and not
+    /// counted: the point is a setup that stops halfway, whose teardown must
+    /// still release everything (the judge's halfway-failure check).
+    pub fn inject_failure(&self, n: u64) {
+        self.fail_in.store(n, Ordering::SeqCst);
+    }
+
+    /// Whether this ioctl is the injected failure.
+    fn injected(&self, kind: Ioctl) -> bool {
+        if kind == Ioctl::Destroy {
+            return false;
+        }
+        self.fail_in
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok_and(|n| n == 1)
     }
 
     fn call<T>(
@@ -196,6 +177,13 @@ impl Iommufd {
         f: impl FnOnce(&IommuFd) -> Result<T, IommufdError>,
     ) -> Result<T, Error> {
         self.counted(kind);
+        if self.injected(kind) {
+            return Err(Error::ioctl(
+                kind,
+                format!("{} (injected failure)", what()),
+                libc::EIO,
+            ));
+        }
         f(&self.raw).map_err(|e| Error::ioctl(kind, what(), errno_of(&e)))
     }
 

@@ -25,8 +25,9 @@ use iommufd_bindings::iommufd::iommu_hw_info;
 
 use crate::device::IommufdDevice;
 use crate::error::{Error, HostError};
-use crate::fd::{Ioctl, Iommufd, Object, ObjectKind};
+use crate::fd::{Iommufd, Object, ObjectKind};
 use crate::flavour::{CmdqvHw, EventFormat, Flavour, HostInfo, le32, le64};
+use crate::ioctl::Ioctl;
 use crate::sys;
 
 /// `IOMMU_TEST_OP_*` (an internal enum of iommufd_test.h, 7.2).

@@ -133,10 +133,14 @@ pub struct BarAllocation {
 pub struct PciSegment {
     layout: PciSegmentLayout,
     functions: BTreeMap<Bdf, Box<dyn PciDevice>>,
+    /// 00:00.0 still holds the host bridge (a function placed there takes
+    /// its place).
+    host_bridge: bool,
 }
 
 impl PciSegment {
-    /// The segment laid out as `layout`, with its host bridge at 00:00.0.
+    /// The segment laid out as `layout`, with its host bridge at 00:00.0
+    /// until a function is added there.
     pub fn new(layout: PciSegmentLayout) -> Self {
         let mut functions: BTreeMap<Bdf, Box<dyn PciDevice>> = BTreeMap::new();
         functions.insert(
@@ -147,7 +151,11 @@ impl PciSegment {
             },
             Box::new(HostBridge::default()),
         );
-        PciSegment { layout, functions }
+        PciSegment {
+            layout,
+            functions,
+            host_bridge: true,
+        }
     }
 
     /// The segment's windows.
@@ -166,6 +174,18 @@ impl PciSegment {
                 segment: self.layout.id,
                 last_bus: self.layout.last_bus,
             });
+        }
+        let device_zero = Bdf {
+            bus: 0,
+            device: 0,
+            function: 0,
+        };
+        if bdf == device_zero && self.host_bridge {
+            // The host bridge gives way: ACPI's root bridge needs no
+            // function at 00:00.0, and a Grace GPU's driver needs devfn 0.
+            self.host_bridge = false;
+            self.functions.insert(bdf, device);
+            return Ok(());
         }
         if self.functions.contains_key(&bdf) {
             return Err(PciError::Taken {

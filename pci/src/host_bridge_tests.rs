@@ -234,10 +234,12 @@ fn bar_that_does_not_fit_its_window_is_an_error() {
 #[test]
 fn plugging_checks_the_address_and_occupancy() {
     let mut s = segment();
+    s.add_device(bdf(0, 1, 0), Box::new(HostBridge::default()))
+        .unwrap();
     assert_eq!(
-        s.add_device(bdf(0, 0, 0), Box::new(HostBridge::default())),
+        s.add_device(bdf(0, 1, 0), Box::new(HostBridge::default())),
         Err(PciError::Taken {
-            bdf: bdf(0, 0, 0),
+            bdf: bdf(0, 1, 0),
             segment: 0
         })
     );
@@ -314,4 +316,47 @@ fn trapped_bar_accesses_reach_the_decoding_function_and_misses_read_all_ones() {
     // The ECAM window still decodes configuration space.
     s.mmio_read(MmioAddress(s.layout().ecam.base), ecam(0, 0, 0, 0), &mut b);
     assert_eq!(u32::from_le_bytes(b), 0x0008_1b36);
+}
+
+#[test]
+fn a_function_at_devfn_0_takes_the_host_bridges_place_once() {
+    let mut s = segment();
+    let host_bridge_ids = r32(&mut s, ecam(0, 0, 0, 0));
+    s.add_device(bdf(0, 0, 0), Box::new(Endpoint::new(0x1000, 0x1000)))
+        .unwrap();
+    assert_ne!(
+        r32(&mut s, ecam(0, 0, 0, 0)),
+        host_bridge_ids,
+        "00:00.0 is the endpoint now"
+    );
+    assert_eq!(
+        s.add_device(bdf(0, 0, 0), Box::new(HostBridge::default())),
+        Err(PciError::Taken {
+            bdf: bdf(0, 0, 0),
+            segment: 0
+        })
+    );
+}
+
+#[test]
+fn a_128g_bar_is_placed_naturally_aligned_in_a_grown_window() {
+    let layout = Layout::new(Topology {
+        vcpus: 1,
+        ram_size: 1 << 30,
+        pci_segments: 1,
+        vsmmus: 0,
+    })
+    .unwrap()
+    .fit_mmio64(&[(128 << 30) + (64 << 30)])
+    .unwrap();
+    let mut s = PciSegment::new(layout.pci_segments[0]);
+    s.add_device(bdf(0, 0, 0), Box::new(Endpoint::new(0x1000, 128 << 30)))
+        .unwrap();
+    s.add_device(bdf(0, 1, 0), Box::new(Endpoint::new(0x1000, 1 << 20)))
+        .unwrap();
+    let placed = s.allocate_bars().unwrap();
+    let big = placed.iter().find(|p| p.range.size == 128 << 30).unwrap();
+    assert_eq!(big.range.base % (128 << 30), 0);
+    assert!(layout.pci_segments[0].mmio64.contains(big.range.base));
+    assert!(layout.pci_segments[0].mmio64.contains(big.range.end() - 1));
 }

@@ -70,6 +70,7 @@ pub enum SlotError {
 pub struct SlotAllocator {
     segment: u16,
     next_device: u8,
+    device_zero_taken: bool,
 }
 
 impl SlotAllocator {
@@ -78,7 +79,23 @@ impl SlotAllocator {
         SlotAllocator {
             segment,
             next_device: 1,
+            device_zero_taken: false,
         }
+    }
+
+    /// 00:00.0 instead of the host bridge, once per segment: a function
+    /// whose driver insists on devfn 0 (NVIDIA's, for a Grace GPU) takes
+    /// the host bridge's place; `None` once taken.
+    pub fn take_device_zero(&mut self) -> Option<Bdf> {
+        if self.device_zero_taken {
+            return None;
+        }
+        self.device_zero_taken = true;
+        Some(Bdf {
+            bus: 0,
+            device: 0,
+            function: 0,
+        })
     }
 
     /// The next free function-0 address.
@@ -112,6 +129,15 @@ mod tests {
         };
         assert_eq!(bdf.rid(), 0x0113);
         assert_eq!(bdf.to_string(), "01:02.3");
+    }
+
+    #[test]
+    fn device_zero_is_handed_out_once_and_apart_from_the_others() {
+        let mut slots = SlotAllocator::new(0);
+        assert_eq!(slots.allocate().unwrap().rid(), 0x08);
+        assert_eq!(slots.take_device_zero().map(Bdf::rid), Some(0));
+        assert_eq!(slots.take_device_zero(), None);
+        assert_eq!(slots.allocate().unwrap().rid(), 0x10);
     }
 
     #[test]

@@ -35,20 +35,25 @@ echo dma_map_benchmark > /sys/bus/pci/devices/$dev/driver_override
 echo $dev > /sys/bus/pci/drivers/dma_map_benchmark/bind || echo "E2E-BENCH: bind failed"
 for g in 1 16; do
   for t in 1 2; do
-    echo "E2E-BENCH: run granule=$g threads=$t"
-    dma_map_benchmark -t $t -g $g -s $seconds 2>&1 | sed 's/^/E2E-BENCH: /'
+    # Every output line carries its run's key, so a line of another
+    # writer interleaved on the console cannot move a result to another run.
+    dma_map_benchmark -t $t -g $g -s $seconds 2>&1 | sed "s/^/E2E-BENCH: g=$g t=$t /"
   done
 done
 EOS
 }
 
 # bench_latencies STEP: "GRANULE THREADS MAP_US UNMAP_US", one line per
-# dma_map_benchmark run of STEP, in the order they ran.
+# dma_map_benchmark run of STEP that printed its unmap latency, in the order
+# they ran.
 bench_latencies() {
   section "$1" | awk '
-    /E2E-BENCH: run granule=/ { split($0, a, /granule=| threads=/); g = a[2]; t = a[3] + 0; next }
-    /E2E-BENCH: average map latency\(us\):/ { split($0, b, /latency\(us\):| standard/); map = b[2] + 0; next }
-    /E2E-BENCH: average unmap latency\(us\):/ { split($0, b, /latency\(us\):| standard/); print g, t, map, b[2] + 0 }'
+    match($0, /E2E-BENCH: g=[0-9]+ t=[0-9]+ average (map|unmap) latency\(us\):[0-9.]+/) {
+      split(substr($0, RSTART, RLENGTH), f, /g=| t=| average | latency\(us\):/)
+      key = f[2] " " f[3]
+      if (f[4] == "map") { map[key] = f[5] + 0; next }
+      print key, (key in map ? map[key] : 0), f[5] + 0
+    }'
 }
 
 # step_counts STEP: "EXITS INVALIDATE_CALLS UNMAPS" of one run of our VMM,

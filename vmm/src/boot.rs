@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn kernel_lands_at_text_offset_and_its_footprint_counts_bss() {
         let layout = layout();
-        let mem = crate::memory::create(&layout, false).unwrap();
+        let mem = crate::memory::create(&layout, crate::memory::Backing::default(), &[]).unwrap();
         let path = temp_file("Image", &image(0, 0x40_0000, 0x1000));
         let k = load_kernel(&mem, &layout, &path).unwrap();
         assert_eq!(k.entry, layout.ram.base);
@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn a_file_without_the_arm64_magic_is_refused() {
         let layout = layout();
-        let mem = crate::memory::create(&layout, false).unwrap();
+        let mem = crate::memory::create(&layout, crate::memory::Backing::default(), &[]).unwrap();
         let path = temp_file("NotImage", &[0u8; 4096]);
         assert!(matches!(
             load_kernel(&mem, &layout, &path),
@@ -261,12 +261,14 @@ mod tests {
             vsmmu: VsmmuConfig::parse("cmdqv,backend=emulated").unwrap(),
             memory: crate::config::MemoryConfig {
                 size: 64 << 20,
-                hugepages: false,
+                ..Default::default()
             },
             ..VmConfig::default()
         };
-        let vm = VmDescription::new(config, 16).unwrap();
-        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        let mem =
+            crate::memory::create(&vm.layout, crate::memory::Backing::default(), &[]).unwrap();
         let tables = AcpiTables::build(&vm);
         let fdt = write_firmware(&mem, &vm.layout, &tables, "console=ttyAMA0", None).unwrap();
         assert!(fdt >= tables.rsdp_addr() + tables.span() && fdt % 8 == 0);
@@ -282,7 +284,7 @@ mod tests {
     #[test]
     fn initramfs_sits_page_aligned_below_the_firmware_region_above_the_kernel() {
         let layout = layout();
-        let mem = crate::memory::create(&layout, false).unwrap();
+        let mem = crate::memory::create(&layout, crate::memory::Backing::default(), &[]).unwrap();
         let kernel = KernelPlacement {
             entry: layout.ram.base,
             end: layout.ram.base + 0x10_0000,

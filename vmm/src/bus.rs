@@ -11,9 +11,6 @@ use vm_device::DeviceMmio;
 use vm_device::bus::{MmioAddress, MmioRange};
 use vm_device::device_manager::{IoManager, MmioManager};
 
-/// Accesses to unclaimed addresses logged before going quiet.
-const UNCLAIMED_LOG_LIMIT: u64 = 16;
-
 /// Why a device could not be put on the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
@@ -81,10 +78,8 @@ impl MmioBus {
     }
 
     fn unclaimed(&self, kind: &str, addr: u64, len: usize) {
-        let seen = self.unclaimed.fetch_add(1, Ordering::Relaxed);
-        if seen < UNCLAIMED_LOG_LIMIT {
-            log::warn!(target: "bus", "guest {kind} of {len} bytes at {addr:#x}: no device there (reads as zero)");
-        }
+        self.unclaimed.fetch_add(1, Ordering::Relaxed);
+        devices::guest_log!(warn, target: "bus", "guest {kind} of {len} bytes at {addr:#x}: no device there (reads as zero)");
     }
 
     /// A guest read: the device's answer, or zeros where no device is.
@@ -187,6 +182,21 @@ mod tests {
         // An access straddling the window's end is not the device's either.
         bus.read(0x10fe, &mut data[..4]);
         assert_eq!(bus.exit_counts().1, 3);
+    }
+
+    #[test]
+    fn a_guest_flooding_unclaimed_addresses_logs_a_few_lines_and_counts_the_rest() {
+        let bus = MmioBus::new();
+        let before = devices::guest_log::dropped();
+        let mut data = [0u8; 4];
+        for _ in 0..1000 {
+            bus.read(0x2000, &mut data);
+        }
+        // At most the burst and one line per power of two of the call
+        // site's count are logged, whoever else used the site before.
+        let logged_at_most = devices::guest_log::BURST + u64::BITS as u64;
+        assert!(devices::guest_log::dropped() - before >= 1000 - logged_at_most);
+        assert_eq!(bus.exit_counts().1, 1000);
     }
 
     #[test]

@@ -56,11 +56,32 @@ pub struct CmdqvCounters {
     pub error_events_delivered: u64,
 }
 
+/// One virtio-blk disk, with cloud-hypervisor's counter names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskCounters {
+    /// Bytes read from the image for the guest.
+    pub read_bytes: u64,
+    /// Bytes written to the image.
+    pub write_bytes: u64,
+    /// Read requests completed.
+    pub read_ops: u64,
+    /// Write requests completed.
+    pub write_ops: u64,
+}
+
 /// Any other device window: only its exits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmioCounters {
     /// VM exits on its MMIO window(s).
     pub mmio_exits: u64,
+}
+
+/// The VMM's own: log lines a guest caused that the rate limit left out
+/// (`devices::guest_log`; since the VMM started, not per VM).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestLogCounters {
+    /// Lines left out, every call site together.
+    pub dropped_lines: u64,
 }
 
 /// The counters of one device.
@@ -71,12 +92,17 @@ pub enum DeviceCounters {
     Vsmmu(VsmmuCounters),
     /// A CMD-QV.
     Cmdqv(CmdqvCounters),
+    /// A virtio-blk disk, by its id.
+    Disk(DiskCounters),
     /// The console, the ECAM windows.
     Mmio(MmioCounters),
+    /// The rate limit of guest-caused log lines (`guest_log`).
+    GuestLog(GuestLogCounters),
 }
 
 /// Every device's counters, by device name (`vsmmu0`, `cmdqv0`, `uart`,
-/// `pci-ecam`, `unclaimed` for accesses no device answered).
+/// `pci-ecam`, `unclaimed` for accesses no device answered, `guest_log`,
+/// each virtio disk's id).
 pub type VmCounters = BTreeMap<String, DeviceCounters>;
 
 /// Prefix of the per-kind backend call counters.
@@ -101,6 +127,12 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
         "unclaimed".into(),
         DeviceCounters::Mmio(MmioCounters {
             mmio_exits: unclaimed,
+        }),
+    );
+    all.insert(
+        "guest_log".into(),
+        DeviceCounters::GuestLog(GuestLogCounters {
+            dropped_lines: devices::guest_log::dropped(),
         }),
     );
     for v in &devices.vsmmus {
@@ -153,6 +185,18 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
             );
         }
     }
+    for (id, disk) in &devices.disks {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        all.insert(
+            id.clone(),
+            DeviceCounters::Disk(DiskCounters {
+                read_bytes: load(&disk.read_bytes),
+                write_bytes: load(&disk.write_bytes),
+                read_ops: load(&disk.read_ops),
+                write_ops: load(&disk.write_ops),
+            }),
+        );
+    }
     all
 }
 
@@ -203,11 +247,31 @@ mod tests {
         assert_eq!(json["uart"]["mmio_exits"], 1);
         let events = events(&counters);
         assert_eq!(events.len(), 2);
+        let events = &events;
         let crate::events::Event::VmCounters { device, counters } = &events[1] else {
             panic!("{events:?}");
         };
         assert_eq!(device, "vsmmu0");
         assert_eq!(counters["backend_calls.invalidate"], 7);
         assert_eq!(counters["mmio_exits"], 3);
+    }
+
+    #[test]
+    fn a_disk_shows_cloud_hypervisors_four_counters_and_reads_back() {
+        let mut counters = VmCounters::new();
+        let disk = DiskCounters {
+            read_bytes: 4096,
+            write_bytes: 512,
+            read_ops: 2,
+            write_ops: 1,
+        };
+        counters.insert("root".into(), DeviceCounters::Disk(disk.clone()));
+        let json = serde_json::to_value(&counters).unwrap();
+        assert_eq!(
+            json["root"],
+            serde_json::json!({"read_bytes": 4096, "write_bytes": 512, "read_ops": 2, "write_ops": 1})
+        );
+        let back: VmCounters = serde_json::from_value(json).unwrap();
+        assert_eq!(back["root"], DeviceCounters::Disk(disk));
     }
 }

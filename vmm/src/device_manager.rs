@@ -12,7 +12,7 @@ use devices::cmdqv::{Cmdqv, CmdqvConfig, Page0Event};
 use devices::emulated::EmulatedBackend;
 use devices::irq::IrqLine;
 use devices::legacy::Pl011;
-use devices::smmuv3::{Smmuv3, VsmmuConfig as SmmuModelConfig};
+use devices::smmuv3::{HostChoice, Smmuv3, VsmmuConfig as SmmuModelConfig};
 use devices::{GuestMemory, lock_unpoisoned};
 use pci::test_endpoint::TestEndpoint;
 use pci::vfio::caps::MsiMessage;
@@ -21,11 +21,14 @@ use pci::{PciDevice, PciSegment};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{BusError, MmioBus};
-use crate::config::{BackendKind, Page0Mode, VsmmuKind};
+use crate::config::{AtsMode, BackendKind, Page0Mode, VsmmuKind};
 use crate::description::{DeviceKind, VmDescription, VsmmuDescription};
 use crate::events::{self, Event, GuestErrorDevice, cmdqv::EventingCmdqv, vsmmu::EventingVsmmu};
 use crate::host_backend::{HostFunction, HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
+use crate::virtio::{VirtioError, VirtioWiring};
+use virtio_devices::NotifyRegistrar;
+use virtio_devices::block::BlockCounters;
 
 pub use pci::GuestMapper;
 
@@ -55,6 +58,9 @@ pub enum DeviceError {
     /// Bus placement failed.
     #[error(transparent)]
     Bus(#[from] BusError),
+    /// A virtio function could not be built (image missing or locked...).
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
 }
 
 /// The devices of one vSMMU.
@@ -87,6 +93,8 @@ pub struct DeviceManager {
     /// (id, host path) of each segment's passthrough functions, beside
     /// `segments`, for their `device-released` events.
     passthrough: Vec<Vec<(String, String)>>,
+    /// Each virtio disk's id and I/O counters.
+    pub disks: Vec<(String, Arc<BlockCounters>)>,
 }
 
 impl DeviceManager {
@@ -97,8 +105,14 @@ impl DeviceManager {
         chip: Arc<dyn IrqChip>,
         router: Arc<dyn MsiRouter>,
         page0: Arc<dyn GuestMapper>,
+        notify: Arc<dyn NotifyRegistrar>,
         console: Box<dyn std::io::Write + Send>,
     ) -> Result<Self, DeviceError> {
+        let virtio_wiring = VirtioWiring {
+            router: router.clone(),
+            notify,
+        };
+        let mut disks = Vec::new();
         let vsmmu_config = &vm.config.vsmmu;
         let passthrough: Vec<_> = vm
             .devices
@@ -121,7 +135,7 @@ impl DeviceManager {
                     })
                 })
                 .collect();
-            Some(HostIommu::new(mem, &functions)?)
+            Some(HostIommu::new(mem, &functions, vm.host_page_size)?)
         } else {
             None
         };
@@ -180,6 +194,7 @@ impl DeviceManager {
                             windows: vec![segment.mmio32, segment.mmio64],
                             router: msi_router,
                             mapper: page0.clone(),
+                            host_page: vm.host_page_size,
                         };
                         let f = VfioPciDevice::new(Box::new(vfio), wiring)
                             .map_err(|e| DeviceError::Pci(device.id.clone(), e))?;
@@ -198,6 +213,13 @@ impl DeviceManager {
                         });
                         bound.push((device.id.clone(), path));
                         Box::new(f)
+                    }
+                    (DeviceKind::VirtioBlock | DeviceKind::VirtioConsole, _) => {
+                        let built = crate::virtio::build(vm, device, mem, &virtio_wiring)?;
+                        if let Some(counters) = built.disk {
+                            disks.push((device.id.clone(), counters));
+                        }
+                        built.function
                     }
                     _ => {
                         log::info!(
@@ -235,6 +257,7 @@ impl DeviceManager {
             segments,
             host,
             passthrough,
+            disks,
         })
     }
 
@@ -362,8 +385,17 @@ fn build_vsmmu(
         msi: true,
         // A VCMDQ (and Linux sizes it from IDR1.CMDQS) must be physically
         // contiguous in the host: one page of guest RAM is.
-        ram_page_size: crate::memory::backing_page_size(vm.config.memory.hugepages)
-            .map_err(|e| err(e.to_string()))?,
+        ram_page_size: crate::memory::backing_page_size(
+            vm.config.memory.backed_by_hugepages(),
+            vm.host_page_size,
+        )
+        .map_err(|e| err(e.to_string()))?,
+        ats: match vm.config.vsmmu.ats {
+            AtsMode::Off => HostChoice::Off,
+            AtsMode::On => HostChoice::On,
+            AtsMode::Auto => HostChoice::Auto,
+        },
+        ssid_bits: vm.config.vsmmu.ssidsize,
         ..SmmuModelConfig::default()
     };
     let host_smmu = Box::new(EventingVsmmu::new(backend.vsmmu(), index));
@@ -530,6 +562,17 @@ mod tests {
         }
     }
 
+    struct NoNotify;
+
+    impl NotifyRegistrar for NoNotify {
+        fn register(&self, _: u64, _: &EventFd) -> Result<(), String> {
+            Err("no ioeventfds".into())
+        }
+        fn unregister(&self, _: u64, _: &EventFd) -> Result<(), String> {
+            Err("no ioeventfds".into())
+        }
+    }
+
     /// Records page0 map/unmap, and what the backend had done by then.
     #[derive(Default)]
     struct RecordingMapper {
@@ -577,11 +620,12 @@ mod tests {
             vsmmu: VsmmuConfig::parse(vsmmu).unwrap(),
             memory: crate::config::MemoryConfig {
                 size: 64 << 20,
-                hugepages: false,
+                ..Default::default()
             },
             ..VmConfig::default()
         };
-        VmDescription::new(config, 16).unwrap()
+        let host = crate::host_topology::HostTopology::read(&config).unwrap();
+        VmDescription::new(config, &host, 16).unwrap()
     }
 
     fn write32(bus: &MmioBus, addr: u64, value: u32) {
@@ -591,7 +635,8 @@ mod tests {
     #[test]
     fn teardown_unmaps_page0_before_freeing_hw_queues_in_descending_order() {
         let vm = vm("cmdqv,backend=emulated,page0=mapped");
-        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let mem =
+            crate::memory::create(&vm.layout, crate::memory::Backing::default(), &[]).unwrap();
         let chip = Arc::new(RecordingChip::default());
         let mapper = Arc::new(RecordingMapper::default());
         let mut dm = DeviceManager::new(
@@ -600,6 +645,7 @@ mod tests {
             chip,
             Arc::new(NoRouter),
             mapper.clone(),
+            Arc::new(NoNotify),
             Box::new(std::io::sink()),
         )
         .unwrap();
@@ -653,13 +699,15 @@ mod tests {
 
     /// The devices of `vm` with recording interrupt and page0 sinks.
     fn build(vm: &VmDescription) -> Result<DeviceManager, DeviceError> {
-        let mem = crate::memory::create(&vm.layout, false).unwrap();
+        let mem =
+            crate::memory::create(&vm.layout, crate::memory::Backing::default(), &[]).unwrap();
         DeviceManager::new(
             vm,
             &mem,
             Arc::new(RecordingChip::default()),
             Arc::new(NoRouter),
             Arc::new(RecordingMapper::default()),
+            Arc::new(NoNotify),
             Box::new(std::io::sink()),
         )
     }
@@ -681,7 +729,7 @@ mod tests {
     fn guest_cmdqs_fits_one_host_page_of_guest_ram() {
         let vm = vm("cmdqv,backend=emulated");
         let dm = build(&vm).unwrap();
-        let page = crate::memory::host_page_size().unwrap();
+        let page = vm.host_page_size;
         let v = dm.vsmmus.first().unwrap();
         let cmdqs = lock_unpoisoned(&v.smmu).id_registers().cmdq_log2size();
         assert_eq!(16u64 << cmdqs, page, "4 KiB pages: 8, 64 KiB: 12");

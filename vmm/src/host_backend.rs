@@ -104,9 +104,14 @@ pub struct HostIommu {
 }
 
 impl HostIommu {
-    /// Open /dev/iommu, map guest RAM into a new IOAS, bind `functions`
-    /// (and attach the `direct` ones to the IOAS).
-    pub fn new(mem: &GuestMemory, functions: &[HostFunction]) -> Result<Self, HostError> {
+    /// Open /dev/iommu, map guest RAM (whole pages of `host_page` bytes)
+    /// into a new IOAS, bind `functions` (and attach the `direct` ones to
+    /// the IOAS).
+    pub fn new(
+        mem: &GuestMemory,
+        functions: &[HostFunction],
+        host_page: u64,
+    ) -> Result<Self, HostError> {
         let fd = iommufd::open_host()?;
         let vfio = VfioIommufd::new(fd.shared(), None, None).map_err(|e| {
             HostError::Setup(iommufd::Error::Ioctl {
@@ -116,7 +121,7 @@ impl HostIommu {
             })
         })?;
         let ioas = vfio.ioas().id();
-        iommufd::ioas::map_guest_ram(&fd, ioas, mem)?;
+        iommufd::ioas::map_guest_ram(&fd, ioas, mem, host_page)?;
         let mut bound = Vec::with_capacity(functions.len());
         for f in functions {
             let function = VfioCdev::bind(&f.path, fd.raw_fd())

@@ -13,7 +13,9 @@ pub mod description;
 pub mod device_manager;
 pub mod event_loop;
 pub mod events;
+pub mod exit;
 pub mod host_backend;
+pub mod host_topology;
 pub mod irqchip;
 pub mod logging;
 pub mod memory;
@@ -21,6 +23,7 @@ pub mod pty;
 pub mod seccomp;
 pub mod serial_backend;
 pub mod serial_socket;
+pub mod virtio;
 
 #[cfg(target_arch = "aarch64")]
 pub mod kvm;

@@ -8,13 +8,15 @@ use clap::Parser;
 use vmm::acpi::AcpiTables;
 use vmm::api::http::ApiServer;
 use vmm::config::{
-    API_SOCKET_SYNTAX, ApiSocket, CPUS_SYNTAX, CpusConfig, DEVICE_SYNTAX, DeviceConfig,
-    MEMORY_SYNTAX, MemoryConfig, SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig,
-    VSMMU_SYNTAX, VmConfig, VsmmuConfig,
+    API_SOCKET_SYNTAX, ApiSocket, CONSOLE_SYNTAX, CPUS_SYNTAX, ConsoleConfig, CpusConfig,
+    DEVICE_SYNTAX, DISK_SYNTAX, DeviceConfig, DiskConfig, MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX,
+    MemoryConfig, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, SERIAL_SYNTAX, SerialConfig,
+    TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig, VsmmuConfig,
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
 use vmm::events::{self, EVENT_MONITOR_SYNTAX, Event, EventMonitorConfig};
+use vmm::host_topology::HostTopology;
 use vmm::seccomp::{SECCOMP_SYNTAX, SeccompMode, ThreadKind};
 
 #[derive(Parser, Debug)]
@@ -37,10 +39,18 @@ struct Cli {
     cpus: Option<CpusConfig>,
     #[arg(long, value_name = "OPTIONS", help = MEMORY_SYNTAX, value_parser = MemoryConfig::parse)]
     memory: Option<MemoryConfig>,
+    #[arg(long = "memory-zone", value_name = "OPTIONS", help = MEMORY_ZONE_SYNTAX, value_parser = MemoryZoneConfig::parse, action = clap::ArgAction::Append)]
+    memory_zone: Vec<MemoryZoneConfig>,
+    #[arg(long, value_name = "OPTIONS", help = NUMA_SYNTAX, value_parser = NumaConfig::parse, action = clap::ArgAction::Append)]
+    numa: Vec<NumaConfig>,
     #[arg(long, value_name = "OPTIONS", help = DEVICE_SYNTAX, action = clap::ArgAction::Append)]
     device: Vec<String>,
     #[arg(long = "test-device", value_name = "OPTIONS", help = TEST_DEVICE_SYNTAX, action = clap::ArgAction::Append)]
     test_device: Vec<String>,
+    #[arg(long, value_name = "OPTIONS", help = DISK_SYNTAX, action = clap::ArgAction::Append)]
+    disk: Vec<String>,
+    #[arg(long, value_name = "OPTIONS", help = CONSOLE_SYNTAX, value_parser = ConsoleConfig::parse)]
+    console: Option<ConsoleConfig>,
     #[arg(long, value_name = "OPTIONS", help = VSMMU_SYNTAX, value_parser = VsmmuConfig::parse)]
     vsmmu: Option<VsmmuConfig>,
     #[arg(long, value_name = "OPTIONS", help = SERIAL_SYNTAX, value_parser = SerialConfig::parse)]
@@ -77,16 +87,29 @@ impl Cli {
             .map(|(i, d)| TestDeviceConfig::parse(d, i))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        let disks = self
+            .disk
+            .iter()
+            .enumerate()
+            .map(|(i, d)| DiskConfig::parse(d, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         let config = VmConfig {
             kernel: self.kernel,
             initramfs: self.initramfs,
             cmdline: self.cmdline,
             cpus: self.cpus.unwrap_or_default(),
-            memory: self.memory.unwrap_or_default(),
+            memory: MemoryConfig {
+                zones: self.memory_zone,
+                ..self.memory.unwrap_or_default()
+            },
             devices,
             test_devices,
             vsmmu: self.vsmmu.unwrap_or_default(),
             serial: self.serial.unwrap_or(SerialConfig::Tty),
+            numa: self.numa,
+            disks,
+            console: self.console.unwrap_or_default(),
         };
         Ok((config, self.dump_acpi, self.api_socket))
     }
@@ -98,7 +121,8 @@ fn run(cli: Cli) -> Result<(), String> {
     let (config, dump_acpi, api_socket) = cli.into_config()?;
     if let Some(dir) = dump_acpi {
         config.validate(false).map_err(|e| e.to_string())?;
-        let vm = VmDescription::new(config, CMDQV_SID_SLOTS).map_err(|e| e.to_string())?;
+        let host = HostTopology::read(&config).map_err(|e| e.to_string())?;
+        let vm = VmDescription::new(config, &host, CMDQV_SID_SLOTS).map_err(|e| e.to_string())?;
         let written = AcpiTables::build(&vm)
             .dump(&dir)
             .map_err(|e| format!("cannot write ACPI tables to {}: {e}", dir.display()))?;

@@ -67,6 +67,12 @@ impl Pty {
         Ok(PtyWriter(self.master.try_clone()?))
     }
 
+    /// The master for reading, to poll beside other fds (the
+    /// virtio-console's receive worker).
+    pub fn input(&self) -> io::Result<File> {
+        self.master.try_clone()
+    }
+
     /// Bytes typed on the slave, waiting at most [`INPUT_POLL`]: `Ok(0)`
     /// when none came (or no client has the slave open).
     pub fn read_input(&self, buf: &mut [u8]) -> io::Result<usize> {

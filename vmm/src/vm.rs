@@ -16,10 +16,10 @@ use crate::acpi::AcpiTables;
 use crate::boot::{self, BootError};
 use crate::bus::MmioBus;
 use crate::config::SerialConfig;
-use crate::control::VmExit;
 use crate::counters::{self, VmCounters};
 use crate::description::VmDescription;
 use crate::device_manager::{DeviceError, DeviceManager};
+use crate::exit::{VmExit, VmFailure};
 use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
 use crate::memory::{self, MemoryError};
@@ -88,7 +88,13 @@ impl RunningVm {
         let layout = &vm.layout;
         let config = &vm.config;
         let mut kvm = KvmVm::new(layout)?;
-        let mem = memory::create(layout, config.memory.hugepages)?;
+        kvm.require_cacheable_pfnmap(&vm.cacheable_devices)?;
+        let bindings = memory::zone_bindings(&config.memory.zones);
+        let backing = memory::Backing {
+            hugepages: config.memory.backed_by_hugepages(),
+            shared: config.memory.shared,
+        };
+        let mem = memory::create(layout, backing, &bindings)?;
         kvm.add_ram(&mem)?;
 
         let vcpus = (0..layout.topology.vcpus)
@@ -99,7 +105,15 @@ impl RunningVm {
 
         let console = console(&config.serial, serial.as_deref())
             .map_err(|e| VmError::Thread("console", e))?;
-        let devices = DeviceManager::new(vm, &mem, kvm.clone(), kvm.clone(), kvm.clone(), console)?;
+        let devices = DeviceManager::new(
+            vm,
+            &mem,
+            kvm.clone(),
+            kvm.clone(),
+            kvm.clone(),
+            kvm.clone(),
+            console,
+        )?;
         let state = Arc::new(RunState::new(stopped));
         match (&config.serial, serial) {
             (SerialConfig::Tty, _) => spawn_console_input(devices.uart.clone())
@@ -109,7 +123,12 @@ impl RunningVm {
             _ => {}
         }
 
-        let tables = AcpiTables::build(vm);
+        let ats: Vec<bool> = devices
+            .vsmmus
+            .iter()
+            .map(|v| devices::lock_unpoisoned(&v.smmu).id_registers().ats())
+            .collect();
+        let tables = AcpiTables::build_with_ats(vm, &ats);
         let kernel_path = config
             .kernel
             .as_deref()
@@ -147,13 +166,19 @@ impl RunningVm {
                 .name(format!("vcpu{index}"))
                 .spawn(move || match seccomp::apply(ThreadKind::Vcpu) {
                     Ok(()) => vcpu::run(vcpu, index as u32, bus, state),
-                    Err(err) => state.request_stop(VmExit::Failed(err.to_string())),
+                    Err(err) => state.request_stop(VmExit::Failed(VmFailure::Seccomp {
+                        vcpu: index as u32,
+                        reason: err.to_string(),
+                    })),
                 });
             match spawned {
                 Ok(handle) => running.threads.push(handle),
                 Err(e) => {
                     // Tear down the vCPUs already running before failing.
-                    running.stop(VmExit::Failed(format!("cannot start vCPU {index}: {e}")));
+                    running.stop(VmExit::Failed(VmFailure::VcpuStart {
+                        vcpu: index as u32,
+                        errno: e.raw_os_error().unwrap_or(0),
+                    }));
                     return Err(VmError::Thread("vCPU", e));
                 }
             }

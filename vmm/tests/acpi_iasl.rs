@@ -429,6 +429,48 @@ fn two_vsmmus_on_two_segments_each_own_their_root_complex() {
 }
 
 #[test]
+fn two_host_smmus_get_two_vsmmus_with_their_own_root_complex_and_companion() {
+    // No pci_segment= anywhere: the host SMMU of each endpoint alone puts
+    // gpu0 and nic0 behind one vSMMU (segment 0) and gpu1 behind another.
+    let dir = dump(
+        "host-smmus",
+        &[
+            "--vsmmu",
+            "cmdqv,backend=emulated",
+            "--test-device",
+            "id=gpu0,host_smmu=smmu3.0x0000000012000000",
+            "--test-device",
+            "id=gpu1,host_smmu=smmu3.0x0000000022000000",
+            "--test-device",
+            "id=nic0,host_smmu=smmu3.0x0000000012000000",
+        ],
+    );
+    let dsl = check_all(&dir);
+    let nodes = iort_nodes(&dsl["IORT"]);
+    let smmus: Vec<&IortNode> = nodes.iter().filter(|n| n.kind == 4).collect();
+    let rcs: Vec<&IortNode> = nodes.iter().filter(|n| n.kind == 2).collect();
+    assert_eq!((smmus.len(), rcs.len()), (2, 2));
+    assert_ne!(smmus[0].identifier, smmus[1].identifier);
+    for (segment, (rc, smmu)) in rcs.iter().zip(&smmus).enumerate() {
+        assert_eq!(hex(value(rc, "PCI Segment Number")), segment as u64);
+        assert_eq!(
+            rc.mappings,
+            vec![(0, 0xfff, 0, smmu.offset)],
+            "segment {segment}"
+        );
+    }
+    let cmdqvs = cmdqv_devices(&dsl["DSDT"]);
+    assert_eq!(cmdqvs.len(), 2);
+    for (cv, smmu) in cmdqvs.iter().zip(&smmus) {
+        assert_eq!(
+            cv.uid, smmu.identifier,
+            "{} pairs with its own SMMUv3 node",
+            cv.name
+        );
+    }
+}
+
+#[test]
 fn bad_options_exit_non_zero_naming_the_value_without_a_backtrace() {
     for (args, needle) in [
         (vec!["--vsmmu", "cmdqv,backend=nope"], "backend=nope"),
@@ -458,4 +500,115 @@ fn bad_options_exit_non_zero_naming_the_value_without_a_backtrace() {
             "{stderr}"
         );
     }
+}
+
+#[test]
+fn numa_with_a_generic_initiator_decodes_in_srat_and_slit() {
+    let dir = dump(
+        "numa",
+        &[
+            "--cpus",
+            "boot=4",
+            "--memory",
+            "size=0",
+            "--memory-zone",
+            "id=mem0,size=256M",
+            "--memory-zone",
+            "id=mem1,size=128M",
+            "--device",
+            "path=/sys/bus/pci/devices/0009:01:00.0,id=gpu0",
+            "--numa",
+            "guest_numa_id=0,cpus=[0-1],distances=[1@15,2@20],memory_zones=mem0",
+            "--numa",
+            "guest_numa_id=1,cpus=[2-3],memory_zones=[mem1]",
+            "--numa",
+            "guest_numa_id=2,device_id=gpu0",
+        ],
+    );
+    let xsdt = read(&dir, "XSDT");
+    assert_eq!((xsdt.len() - 36) / 8, 8, "XSDT lists SRAT and SLIT too");
+    for sig in ["SRAT", "SLIT"] {
+        let bytes = read(&dir, sig);
+        assert!(checksum_ok(&bytes), "{sig} checksum");
+        assert_eq!(le32(&bytes, 4) as usize, bytes.len(), "{sig} length field");
+    }
+    let srat = iasl(&dir, "SRAT");
+    let f = fields(&srat);
+    let count = |name: &str, value: &str| {
+        f.iter()
+            .filter(|(n, v)| n == name && v.starts_with(value))
+            .count()
+    };
+    // iasl names each structure by its subtable type.
+    assert_eq!(count("Subtable Type", "03"), 4, "{srat}");
+    assert_eq!(count("Subtable Type", "01"), 2, "{srat}");
+    assert_eq!(count("Subtable Type", "05"), 1, "{srat}");
+    let lengths: Vec<u64> = f
+        .iter()
+        .filter(|(n, _)| n == "Address Length")
+        .map(|(_, v)| hex(v))
+        .collect();
+    assert!(
+        lengths.contains(&(256 << 20)) && lengths.contains(&(128 << 20)),
+        "{srat}"
+    );
+    // Segment 0, bus 0 (byte 2), devfn 0x08 (byte 3): gpu0 is 00:01.0.
+    assert_eq!(
+        count(
+            "Device Handle",
+            "00 00 00 08 00 00 00 00 00 00 00 00 00 00 00 00"
+        ),
+        1,
+        "{srat}"
+    );
+    let slit = iasl(&dir, "SLIT");
+    assert!(slit.contains("Localities : 0000000000000003"), "{slit}");
+    assert!(slit.contains("Locality   0 : 0A 0F 14"), "{slit}");
+    assert!(slit.contains("Locality   1 : 0F 0A 14"), "{slit}");
+    assert!(slit.contains("Locality   2 : 14 14 0A"), "{slit}");
+}
+
+#[test]
+fn inconsistent_numa_is_refused_naming_the_vcpu() {
+    let out = Command::new(BIN)
+        .args([
+            "--cpus",
+            "boot=2",
+            "--numa",
+            "guest_numa_id=0,cpus=[0-1]",
+            "--numa",
+            "guest_numa_id=1,cpus=[1]",
+            "--dump-acpi",
+            "/nonexistent-not-written",
+        ])
+        .output()
+        .expect("run cloud-hypervisor");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "vCPU 1 is in --numa guest_numa_id=0 and guest_numa_id=1; a vCPU sits on one node"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn ats_on_shows_in_the_root_complex() {
+    let dir = dump(
+        "ats",
+        &[
+            "--vsmmu",
+            "smmuv3,backend=emulated,ats=on",
+            "--device",
+            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on",
+        ],
+    );
+    let dsl = check_all(&dir);
+    let ats: Vec<String> = fields(&dsl["IORT"])
+        .into_iter()
+        .filter(|(n, _)| n == "ATS Attribute")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(ats, ["00000001"], "{}", dsl["IORT"]);
 }

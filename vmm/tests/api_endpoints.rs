@@ -151,7 +151,7 @@ fn every_path_of_the_spec_answers_as_the_committed_table_says() {
          with `*`: 501 where this host cannot run the VM, 500 where upstream's server answers \
          500 to what the spec leaves undescribed. Refusals of a running VM (hot-plug behind a \
          vSMMU, snapshot and migration of its host state, the power button) are in \
-         [cmdqv.md](cmdqv.md#the-control-api).\n\n\
+         [api.md](api.md).\n\n\
          | method | path | spec | no VM | created | answer with a created VM |\n\
          |---|---|---|---|---|---|\n",
     );

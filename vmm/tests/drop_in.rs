@@ -226,13 +226,15 @@ fn libvirt_chunked_empty_puts_and_refusals_read_as_one_sentence() {
     let (status, answer) = vmm.send("PUT", "vm.delete", None);
     assert_eq!(status, 204, "{answer}");
 
-    // A pty console is virtio-console: refused by name, nothing created.
+    // libvirt's pty virtio-console and a disk whose image is missing: the
+    // disk is refused naming its path, nothing created.
     let console = r#"{"console":{"mode":"Pty"},"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":536870912},"payload":{"kernel":"/k"},"disks":[{"path":"/var/lib/libvirt/images/disk.qcow2"}]}"#;
     let (status, answer) = vmm.send("PUT", "vm.create", Some(console));
     assert_eq!(status, 400, "{answer}");
     assert_eq!(
         message(&answer),
-        r#"vm.create: the body is not valid: field disks=[{"path":"/var/lib/libvirt/images/disk.qcow2"}] is not supported: virtio-blk is not implemented yet; boot from an initramfs or a passthrough disk controller (devices); field console.mode="Pty" is not supported: virtio-console is not implemented yet; use serial (the PL011) with this mode, and console mode Off"#
+        "the VM configuration is invalid: --disk path=/var/lib/libvirt/images/disk.qcow2: cannot \
+         open the image: No such file or directory (os error 2); check the path and its permissions"
     );
     // A serial on a Unix socket (<serial type='unix'>): the VMM listens there.
     let serial = vmm.dir.join("serial.sock");

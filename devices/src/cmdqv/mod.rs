@@ -59,9 +59,6 @@ use crate::GuestMemory;
 use crate::irq::{InterruptSink, IrqLine};
 use crate::regs::{extract_read, merge_write};
 
-/// Unknown-offset accesses logged before the log goes quiet.
-const UNKNOWN_ACCESS_LOG_LIMIT: u32 = 16;
-
 /// What the VM asks of its CMD-QV (each capped by the host).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CmdqvConfig {
@@ -133,7 +130,6 @@ pub struct Cmdqv {
     page0_live: bool,
     listener: Option<Page0Listener>,
     guest_errors: Option<crate::guest_error::GuestErrorListener>,
-    unknown_accesses: u32,
     error_events: u64,
     hw_queue_allocs: u64,
     hw_queue_frees: u64,
@@ -172,7 +168,6 @@ impl Cmdqv {
             page0_live: false,
             listener: None,
             guest_errors: None,
-            unknown_accesses: 0,
             error_events: 0,
             hw_queue_allocs: 0,
             hw_queue_frees: 0,
@@ -241,7 +236,7 @@ impl Cmdqv {
                 (1u128 << self.queues.len()) - 1
             };
             let err_map = (u128::from(map[0]) | (u128::from(map[1]) << 64)) & queue_bits;
-            log::warn!(target: "cmdqv", "host error event: LVCMDQ_ERR_MAP={err_map:#x}");
+            crate::guest_log!(warn, target: "cmdqv", "host error event: LVCMDQ_ERR_MAP={err_map:#x}");
             self.page.lvcmdq_err_map = err_map;
             if err_map == 0 {
                 continue;
@@ -284,13 +279,8 @@ impl Cmdqv {
         }
     }
 
-    fn log_unknown(&mut self, what: &str, offset: u64, len: usize) {
-        self.unknown_accesses = self.unknown_accesses.saturating_add(1);
-        if self.unknown_accesses <= UNKNOWN_ACCESS_LOG_LIMIT {
-            log::warn!(target: "cmdqv", "{what} of {len} bytes at unknown offset {offset:#x}: RAZ/WI");
-        } else if self.unknown_accesses == UNKNOWN_ACCESS_LOG_LIMIT + 1 {
-            log::warn!(target: "cmdqv", "further unknown-offset accesses not logged");
-        }
+    fn log_unknown(&self, what: &str, offset: u64, len: usize) {
+        crate::guest_log!(warn, target: "cmdqv", "{what} of {len} bytes at unknown offset {offset:#x}: RAZ/WI");
     }
 
     // ---- page0 ----
@@ -494,7 +484,7 @@ impl Cmdqv {
     }
 
     fn refuse(&mut self, q: usize, base: u64, reason: &str, remember: bool) {
-        log::warn!(target: "cmdqv", "vcmdq {q} BASE={base:#x} refused: {reason}; GERROR.CMDQ_INIT_ERR");
+        crate::guest_log!(warn, target: "cmdqv", "vcmdq {q} BASE={base:#x} refused: {reason}; GERROR.CMDQ_INIT_ERR");
         if let Some(listener) = &mut self.guest_errors {
             listener(crate::guest_error::GuestError {
                 kind: "CMDQ_INIT_ERR",

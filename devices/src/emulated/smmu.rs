@@ -1,6 +1,16 @@
 //! The emulated backend's vSMMUv3 side: what the kernel's arm-smmu-v3
 //! iommufd driver enforces for `IOMMU_HWPT_ALLOC` (nested STE) and
 //! `IOMMU_HWPT_INVALIDATE` on a vIOMMU, plus a vEVENTQ tests can fill.
+//!
+//! Invalidation follows `arm_vsmmu_cache_invalidate`: commands are
+//! converted one by one and issued in chunks of
+//! [`HOST_INVALIDATE_CHUNK`], each closed by a host CMD_SYNC; a refused
+//! command (EIO) stops the call with `entry_num` on it and its chunk
+//! unissued; a CMD_SYNC that times out (ETIMEDOUT: here, an ATC_INV for a
+//! device made unresponsive with [`EmulatedBackend::set_atc_unresponsive`])
+//! stops it with `entry_num` on the chunk's last command. The call log
+//! says how many commands were issued (`issued=`) on a failure. No TLB or
+//! ATC contents are modelled: issuing is counting.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -8,7 +18,9 @@ use super::EmulatedBackend;
 use crate::backend::{BackendCall, BackendError, Errno};
 use crate::smmuv3::cmd::{Command, Opcode};
 use crate::smmuv3::ste::{ste0, ste1};
-use crate::smmuv3::{HostSmmuInfo, InvalidateError, NestedSte, SteConfig, VsmmuBackend};
+use crate::smmuv3::{
+    HOST_INVALIDATE_CHUNK, HostSmmuInfo, InvalidateError, NestedSte, SteConfig, VsmmuBackend,
+};
 
 /// STE.Config values the kernel accepts for a nested HWPT.
 const CFG_ABORT: u64 = 0b000;
@@ -31,6 +43,9 @@ pub struct EmulatedSmmu {
     /// Failure injection: STE kinds whose install the host refuses, as a
     /// kernel refuses a nested HWPT alloc or an attach (EINVAL).
     refused: Vec<SteConfig>,
+    /// Failure injection: vSIDs whose device never completes an ATC
+    /// invalidation, so the host CMD_SYNC after one times out.
+    atc_unresponsive: Vec<u32>,
 }
 
 impl Default for EmulatedSmmu {
@@ -40,6 +55,7 @@ impl Default for EmulatedSmmu {
             events: VecDeque::new(),
             translations: BTreeMap::new(),
             refused: Vec::new(),
+            atc_unresponsive: Vec::new(),
         }
     }
 }
@@ -54,6 +70,18 @@ impl EmulatedBackend {
     /// failure injection for the host refusing a nested HWPT or an attach.
     pub fn refuse_ste_installs(&self, configs: &[SteConfig]) {
         self.lock().smmu.refused = configs.to_vec();
+    }
+
+    /// Make `vsid`'s device ignore ATC invalidations (`true`) or answer
+    /// them again: an ATC_INV for it makes the host CMD_SYNC closing its
+    /// chunk time out (ETIMEDOUT), as a device that drops ATS invalidation
+    /// requests does on real hardware.
+    pub fn set_atc_unresponsive(&self, vsid: u32, unresponsive: bool) {
+        let list = &mut self.lock().smmu.atc_unresponsive;
+        list.retain(|v| *v != vsid);
+        if unresponsive {
+            list.push(vsid);
+        }
     }
 
     /// The translation `vsid`'s device is attached to now, if any STE was
@@ -112,6 +140,43 @@ fn validate_vste(ste: &NestedSte) -> Result<NestedSte, BackendError> {
 }
 
 impl EmulatedBackend {
+    /// `arm_vsmmu_cache_invalidate` over `commands`: how many were issued
+    /// to the host queue, and on failure the written-back `entry_num` with
+    /// the errno.
+    fn run_invalidation(&self, commands: &[Command]) -> (usize, Option<(usize, BackendError)>) {
+        let mut issued = 0;
+        for (index, command) in commands.iter().enumerate() {
+            if let Err(error) = self.check_invalidation(*command) {
+                return (issued, Some((index, error)));
+            }
+            let end = index + 1;
+            if end != commands.len() && end - issued != HOST_INVALIDATE_CHUNK {
+                continue;
+            }
+            // Issue the chunk issued..end with its CMD_SYNC.
+            let chunk = &commands[issued..end];
+            issued = end;
+            if let Some(vsid) = self.atc_timeout(chunk) {
+                let error = BackendError::new(
+                    Errno::TimedOut,
+                    format!("CMD_SYNC timed out: vSID {vsid:#x} did not complete an ATC_INV"),
+                );
+                return (issued, Some((end - 1, error)));
+            }
+        }
+        (issued, None)
+    }
+
+    /// The vSID of an ATC_INV in `chunk` whose device does not answer.
+    fn atc_timeout(&self, chunk: &[Command]) -> Option<u32> {
+        let state = self.lock();
+        chunk
+            .iter()
+            .filter(|c| c.opcode() == Some(Opcode::AtcInv))
+            .map(|c| c.sid())
+            .find(|vsid| state.smmu.atc_unresponsive.contains(vsid))
+    }
+
     /// One command of an `IOMMU_HWPT_INVALIDATE` batch, as the kernel's
     /// `arm_vsmmu_convert_user_cmd` checks it.
     fn check_invalidation(&self, command: Command) -> Result<(), BackendError> {
@@ -180,15 +245,8 @@ impl VsmmuBackend for EmulatedBackend {
     }
 
     fn invalidate(&mut self, commands: &[Command]) -> Result<(), InvalidateError> {
-        let mut done = 0;
-        let mut failure = None;
-        for command in commands {
-            if let Err(error) = self.check_invalidation(*command) {
-                failure = Some(error);
-                break;
-            }
-            done += 1;
-        }
+        let (issued, failure) = self.run_invalidation(commands);
+        let done = failure.as_ref().map_or(commands.len(), |(done, _)| *done);
         // One per trapped CMD_SYNC batch: counted; formatted only where a
         // call log asks for it.
         self.record_data_path("invalidate", None, || {
@@ -196,13 +254,15 @@ impl VsmmuBackend for EmulatedBackend {
                 .dec("entries", commands.len() as u64)
                 .dec("ok", done as u64);
             match &failure {
-                Some(error) => call.word("err", &error.errno.to_string()),
+                Some((_, error)) => call
+                    .dec("issued", issued as u64)
+                    .word("err", &error.errno.to_string()),
                 None => call,
             }
         });
         match failure {
             None => Ok(()),
-            Some(error) => Err(InvalidateError { done, error }),
+            Some((done, error)) => Err(InvalidateError { done, error }),
         }
     }
 
@@ -328,7 +388,69 @@ mod tests {
         let err = backend.invalidate(&commands).unwrap_err();
         assert_eq!(err.done, 2);
         assert_eq!(err.error.errno, Errno::Io);
-        assert_eq!(calls(&backend), ["invalidate entries=4 ok=2 err=EIO"]);
+        assert_eq!(
+            calls(&backend),
+            ["invalidate entries=4 ok=2 issued=0 err=EIO"],
+            "the refused command's chunk never reached the host queue"
+        );
+        assert_eq!(
+            err.outcome(commands.len()),
+            crate::smmuv3::InvalidateOutcome::Refused { at: 2, unissued: 0 }
+        );
+    }
+
+    /// `n` TLBI_NH_VA commands.
+    fn tlbis(n: usize) -> Vec<Command> {
+        (0..n as u64)
+            .map(|i| Command([Opcode::TlbiNhVa as u64, 0x1000 * i]))
+            .collect()
+    }
+
+    #[test]
+    fn a_refused_command_leaves_earlier_chunks_issued_and_its_own_not() {
+        let mut backend = EmulatedBackend::new();
+        let mut commands = tlbis(70);
+        commands[65] = Command([Opcode::CfgiCd as u64 | (9 << 32), 0]);
+        let err = backend.invalidate(&commands).unwrap_err();
+        assert_eq!(
+            calls(&backend),
+            ["invalidate entries=70 ok=65 issued=63 err=EIO"]
+        );
+        assert_eq!(
+            err.outcome(70),
+            crate::smmuv3::InvalidateOutcome::Refused {
+                at: 65,
+                unissued: 63
+            }
+        );
+    }
+
+    #[test]
+    fn an_atc_sync_timeout_reports_the_chunks_last_command_not_the_atc_inv() {
+        let mut backend = EmulatedBackend::new();
+        backend.vdevice_alloc(8, 0x1008).unwrap();
+        backend.set_atc_unresponsive(8, true);
+        backend.take_calls();
+        let mut commands = tlbis(100);
+        commands[10] = Command([Opcode::AtcInv as u64 | (8 << 32), 0]);
+        let err = backend.invalidate(&commands).unwrap_err();
+        assert_eq!(err.error.errno, Errno::TimedOut);
+        assert_eq!(err.done, 62, "entry_num: the first chunk's last command");
+        assert_eq!(
+            calls(&backend),
+            ["invalidate entries=100 ok=62 issued=63 err=ETIMEDOUT"],
+            "the second chunk was never issued"
+        );
+        assert_eq!(
+            err.outcome(100),
+            crate::smmuv3::InvalidateOutcome::SyncTimedOut { last: 62 }
+        );
+        // In the last, short chunk: entry_num is the batch's last command.
+        let mut commands = tlbis(5);
+        commands[1] = Command([Opcode::AtcInv as u64 | (8 << 32), 0]);
+        assert_eq!(backend.invalidate(&commands).unwrap_err().done, 4);
+        backend.set_atc_unresponsive(8, false);
+        backend.invalidate(&commands).unwrap();
     }
 
     #[test]

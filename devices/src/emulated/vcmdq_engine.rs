@@ -317,7 +317,7 @@ impl VcmdqEngine {
         q.gerror = (q.gerror & !err_bit) | ((gerrorn & err_bit) ^ err_bit);
         self.err_map |= 1u128 << index;
         let event = [self.err_map as u64, (self.err_map >> 64) as u64];
-        log::warn!(target: "cmdqv", "vcmdq {index} error CERROR={code} at CONS={:#x}", q.cons);
+        crate::guest_log!(warn, target: "cmdqv", "vcmdq {index} error CERROR={code} at CONS={:#x}", q.cons);
         self.events.push_back(event);
         self.viommu.notify_events();
     }
@@ -336,7 +336,7 @@ impl VcmdqEngine {
             Some(op @ Opcode::AtcInv) => {
                 let vsid = cmd.sid();
                 let Some(psid) = self.viommu.vdevice_psid(vsid) else {
-                    log::warn!(target: "cmdqv", "vcmdq {index} ATC_INV for unregistered vSID {vsid:#x}");
+                    crate::guest_log!(warn, target: "cmdqv", "vcmdq {index} ATC_INV for unregistered vSID {vsid:#x}");
                     return Err(cerror::ILL);
                 };
                 self.record(index, op, cmd, Some(psid));
@@ -353,7 +353,7 @@ impl VcmdqEngine {
             },
             other => {
                 let name = other.map_or("unknown", Opcode::name);
-                log::warn!(
+                crate::guest_log!(warn,
                     target: "cmdqv",
                     "vcmdq {index} refuses {name} (opcode {:#x}) on a guest-owned VINTF",
                     cmd.opcode_byte()

@@ -7,16 +7,75 @@
 use super::cmd::Command;
 use super::idr::HostSmmuInfo;
 use super::ste::NestedSte;
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Errno};
+
+/// How many commands of one `IOMMU_HWPT_INVALIDATE` the kernel's
+/// `arm_vsmmu_cache_invalidate` (arm-smmu-v3-iommufd.c) issues to the host
+/// command queue at once: `CMDQ_BATCH_ENTRIES - 1`, with
+/// `CMDQ_BATCH_ENTRIES = BITS_PER_LONG` = 64 on arm64. Each such chunk is
+/// issued with a host CMD_SYNC that the kernel waits for.
+pub const HOST_INVALIDATE_CHUNK: usize = 63;
 
 /// A batched invalidation that stopped part-way.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalidation failed after {done} commands: {error}")]
+#[error("invalidation stopped at entry {done}: {error}")]
 pub struct InvalidateError {
-    /// Commands handled before the failing one (the kernel's `entry_num` out).
+    /// The kernel's written-back `entry_num`. NOT always the number of
+    /// commands the host executed: see [`InvalidateError::outcome`].
     pub done: usize,
-    /// Why the command at index `done` failed.
+    /// The errno of the ioctl.
     pub error: BackendError,
+}
+
+/// What the host did with a batch of `len` commands whose
+/// `IOMMU_HWPT_INVALIDATE` failed, read from its errno and `entry_num` the
+/// way `arm_vsmmu_cache_invalidate` writes them: it converts the commands
+/// one by one and issues every [`HOST_INVALIDATE_CHUNK`] converted ones (and
+/// the rest at the end) with a host CMD_SYNC. Indexes are into the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidateOutcome {
+    /// EIO: the kernel refused command `at` (an opcode or vSID it does not
+    /// take) while converting it; `entry_num` is `at`. The chunk holding
+    /// `at` was never issued: commands `unissued..at` were converted but
+    /// not executed, those before `unissued` were.
+    Refused {
+        /// The refused command.
+        at: usize,
+        /// First command of its chunk.
+        unissued: usize,
+    },
+    /// ETIMEDOUT: the host CMD_SYNC after the chunk ending at `last` did
+    /// not complete (an ATC invalidation the device never acknowledged:
+    /// the host SMMU's CERROR_ATC_INV_SYNC). `entry_num` is `last`, the
+    /// chunk's LAST command, not the one that failed: the whole chunk was
+    /// issued, the commands after it were not.
+    SyncTimedOut {
+        /// Last command of the chunk whose sync timed out.
+        last: usize,
+    },
+    /// Any other errno (the array could not be copied, no memory): nothing
+    /// is known to have run from `at` on.
+    Failed {
+        /// Where the kernel stopped.
+        at: usize,
+    },
+}
+
+impl InvalidateError {
+    /// What the host did with the `len` commands of the failed call.
+    pub fn outcome(&self, len: usize) -> InvalidateOutcome {
+        // A backend that claims more than it was given stopped on the last
+        // command at the latest.
+        let at = self.done.min(len.saturating_sub(1));
+        match self.error.errno {
+            Errno::Io => InvalidateOutcome::Refused {
+                at,
+                unissued: at / HOST_INVALIDATE_CHUNK * HOST_INVALIDATE_CHUNK,
+            },
+            Errno::TimedOut => InvalidateOutcome::SyncTimedOut { last: at },
+            _ => InvalidateOutcome::Failed { at },
+        }
+    }
 }
 
 /// The host backend of one vSMMUv3 (one iommufd vIOMMU).
@@ -44,7 +103,9 @@ pub trait VsmmuBackend: Send {
     /// N pages by the guest is N TLBI_NH_VA + 1 CMD_SYNC. Per-command
     /// forwarding (what the first nested-SMMU VMMs did) makes that N host
     /// syncs; batching makes it one, which is what the kernel's
-    /// `entry_num` array interface exists for.
+    /// `entry_num` array interface exists for. A failure carries the
+    /// kernel's errno and `entry_num`, which [`InvalidateError::outcome`]
+    /// reads.
     fn invalidate(&mut self, commands: &[Command]) -> Result<(), InvalidateError>;
 
     /// Drain the vEVENTQ: raw SMMUv3 event records with the StreamID field

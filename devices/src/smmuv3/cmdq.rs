@@ -9,10 +9,18 @@
 //!
 //! Errors follow 7.1: the queue stops with CONS on the failing entry,
 //! CONS.ERR says why, GERROR.CMDQ_ERR is toggled, the gerror line pulses.
-//! A batch the backend fails part-way (`done = k`) stops on the k-th
-//! command of the batch with CERROR_ILL. Until the guest acknowledges
-//! through GERRORN nothing is consumed; the acknowledgement resumes from
-//! CONS.
+//! Until the guest acknowledges through GERRORN nothing is consumed; the
+//! acknowledgement resumes from CONS.
+//!
+//! A failed batch is read the way the kernel wrote it
+//! ([`InvalidateOutcome`]), so the guest's CONS agrees with what the host
+//! executed (see [`Smmuv3::flush`]): a refused command stops the queue on
+//! it with CERROR_ILL, after the commands of its host chunk that the kernel
+//! converted but never issued are sent again; a host CMD_SYNC that timed
+//! out (an ATC invalidation the device did not complete) has the rest of
+//! the batch sent and stops the queue on the guest's next CMD_SYNC with
+//! CERROR_ATC_INV_SYNC, which is where hardware reports it (the guest's
+//! driver acknowledges and the CMD_SYNC runs again).
 //!
 //! Not modelled: stage-2/EL2/EL3 TLBIs (illegal: no stage 2, no HYP),
 //! PRI_RESP (no PRI), RESUME/STALL_TERM (no stalls), CFGI_VMS_PIDM.
@@ -20,6 +28,7 @@
 use vm_memory::{Bytes, GuestAddress};
 
 use super::Smmuv3;
+use super::backend::InvalidateOutcome;
 use super::cmd::{CMD_BYTES, Command, Opcode, SyncSignal, cerror};
 use super::queue::QueueGeometry;
 use super::regs::{cmdq, cr0, gerror, qbase};
@@ -38,10 +47,6 @@ impl Batch {
     fn push(&mut self, cons: u32, command: Command) {
         self.commands.push(command);
         self.cons.push(cons);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.commands.is_empty()
     }
 
     /// Empty the batch, keeping its capacity.
@@ -132,7 +137,7 @@ impl Smmuv3 {
         match self.mem.read_slice(&mut bytes, GuestAddress(addr)) {
             Ok(()) => Some(Command::from_le_bytes(bytes)),
             Err(err) => {
-                log::warn!(target: "smmuv3", "command fetch at {addr:#x} aborted: {err}");
+                crate::guest_log!(warn, target: "smmuv3", "command fetch at {addr:#x} aborted: {err}");
                 None
             }
         }
@@ -140,7 +145,7 @@ impl Smmuv3 {
 
     fn execute(&mut self, command: Command, cons: u32, batch: &mut Batch) -> Step {
         let Some(opcode) = command.opcode() else {
-            log::warn!(target: "smmuv3", "unknown command opcode {:#x}", command.opcode_byte());
+            crate::guest_log!(warn, target: "smmuv3", "unknown command opcode {:#x}", command.opcode_byte());
             return Step::Fail {
                 at: cons,
                 err: cerror::ILL,
@@ -204,7 +209,7 @@ impl Smmuv3 {
     /// then signal as CS says.
     fn cmd_sync(&mut self, command: Command, cons: u32, batch: &mut Batch) -> Step {
         let Some(signal) = command.sync_signal() else {
-            log::warn!(target: "smmuv3", "CMD_SYNC with reserved CS = 0b11");
+            crate::guest_log!(warn, target: "smmuv3", "CMD_SYNC with reserved CS = 0b11");
             return Step::Fail {
                 at: cons,
                 err: cerror::ILL,
@@ -214,6 +219,15 @@ impl Smmuv3 {
             return Step::Fail {
                 at: failed_at,
                 err: cerror::ILL,
+            };
+        }
+        // The host's sync for earlier invalidations timed out: this is the
+        // CMD_SYNC that waits for them. Reported once; run again after the
+        // guest's acknowledgement, it completes.
+        if std::mem::take(&mut self.state.atc_sync_timeout) {
+            return Step::Fail {
+                at: cons,
+                err: cerror::ATC_INV_SYNC,
             };
         }
         match signal {
@@ -246,33 +260,50 @@ impl Smmuv3 {
     }
 
     /// Forward the pending invalidations in one backend call and empty the
-    /// batch. On failure, returns the CONS pointer of the command the
-    /// backend stopped on.
+    /// batch. On a refused command, returns the CONS pointer of that
+    /// command. What a failed call left undone is sent again, so every
+    /// command before the one the queue stops on has reached the host:
+    /// - refused at k: the kernel never issued k's host chunk, so the
+    ///   commands of that chunk before k are sent again;
+    /// - a host CMD_SYNC timeout after the chunk ending at k: the commands
+    ///   after k were not issued and are sent again, and the next guest
+    ///   CMD_SYNC reports the timeout (`atc_sync_timeout`);
+    /// - anything else: the queue stops on k.
+    ///
+    /// Each retry covers strictly fewer commands than the call before it,
+    /// so a backend that keeps failing cannot loop.
     fn flush(&mut self, batch: &mut Batch) -> Result<(), u32> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = self.backend.invalidate(&batch.commands);
-        let outcome = match result {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                let failed_cmd = batch.commands.get(err.done).or(batch.commands.last());
-                log::warn!(
-                    target: "smmuv3",
-                    "invalidation batch of {}: {err} (command {:x?})",
-                    batch.commands.len(),
-                    failed_cmd.map(|c| c.0)
-                );
-                // A backend that claims more than it was given failed on the
-                // last one at the latest.
-                let failed = batch
-                    .cons
-                    .get(err.done)
-                    .or(batch.cons.last())
-                    .copied()
-                    .unwrap_or_default();
-                Err(failed)
+        let (mut start, mut end) = (0, batch.commands.len());
+        let mut stop = None;
+        while start < end {
+            let commands = &batch.commands[start..end];
+            let Err(err) = self.backend.invalidate(commands) else {
+                break;
+            };
+            let outcome = err.outcome(commands.len());
+            crate::guest_log!(warn,
+                target: "smmuv3",
+                "invalidation batch of {}: {err} ({outcome:?})",
+                commands.len()
+            );
+            match outcome {
+                InvalidateOutcome::Refused { at, unissued } => {
+                    stop = Some(start + at);
+                    (start, end) = (start + unissued, start + at);
+                }
+                InvalidateOutcome::SyncTimedOut { last } => {
+                    self.state.atc_sync_timeout = true;
+                    start += last + 1;
+                }
+                InvalidateOutcome::Failed { at } => {
+                    stop = Some(start + at);
+                    break;
+                }
             }
+        }
+        let outcome = match stop {
+            None => Ok(()),
+            Some(at) => Err(batch.cons.get(at).copied().unwrap_or_default()),
         };
         batch.clear();
         outcome
@@ -282,7 +313,7 @@ impl Smmuv3 {
     fn stop_on_error(&mut self, cons: u32, err: u32) {
         self.state.cmdq_cons = u64::from(cons);
         self.state.cmdq_err = u64::from(err);
-        log::warn!(target: "smmuv3", "command queue error {err} at CONS {cons:#x}");
+        crate::guest_log!(warn, target: "smmuv3", "command queue error {err} at CONS {cons:#x}");
         self.raise_gerror(gerror::CMDQ_ERR);
         self.guest_error(crate::guest_error::cerror_name(u64::from(err)), None);
     }
@@ -302,7 +333,7 @@ impl Smmuv3 {
 }
 
 fn illegal(opcode: Opcode, cons: u32, why: &str) -> Step {
-    log::warn!(target: "smmuv3", "illegal command {}: {why}", opcode.name());
+    crate::guest_log!(warn, target: "smmuv3", "illegal command {}: {why}", opcode.name());
     Step::Fail {
         at: cons,
         err: cerror::ILL,

@@ -105,7 +105,7 @@ impl Smmuv3 {
             .write_slice(&record.to_le_bytes(), GuestAddress(addr))
             .is_err()
         {
-            log::warn!(target: "smmuv3", "event queue write at {addr:#x} aborted");
+            crate::guest_log!(warn, target: "smmuv3", "event queue write at {addr:#x} aborted");
             self.raise_gerror(gerror::EVTQ_ABT_ERR);
             return false;
         }
@@ -130,7 +130,7 @@ impl Smmuv3 {
         let ovack = evtq::OVFLG.get(self.state.evtq_cons);
         if ovflg == ovack {
             self.state.evtq_prod = evtq::OVFLG.set(self.state.evtq_prod, ovflg ^ 1);
-            log::warn!(target: "smmuv3", "event queue overflow, EVENTQ_PROD = {:#x}",
+            crate::guest_log!(warn, target: "smmuv3", "event queue overflow, EVENTQ_PROD = {:#x}",
                 self.state.evtq_prod);
         }
     }
@@ -173,7 +173,7 @@ impl Smmuv3 {
         // guest sees the overflow flag, as if its own queue had been full,
         // and an interrupt so that it looks.
         if self.backend.take_events_lost() {
-            log::warn!(target: "smmuv3", "host vEVENTQ lost events");
+            crate::guest_log!(warn, target: "smmuv3", "host vEVENTQ lost events");
             self.raise_evtq_overflow();
             if irq_ctrl::EVENTQ_IRQEN.is_set(self.state.irq_ctrl) {
                 let (cfg0, cfg1) = (self.state.evtq_irq_cfg0, self.state.evtq_irq_cfg1);

@@ -21,13 +21,31 @@ pub struct HostSmmuInfo {
     pub aidr: u32,
 }
 
+/// A feature the VM may ask for: never, always (refused where the host
+/// cannot), or whatever the host SMMU reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostChoice {
+    /// Not shown to the guest.
+    #[default]
+    Off,
+    /// Shown; an error where the host SMMU lacks it.
+    On,
+    /// Shown when the host SMMU has it.
+    Auto,
+}
+
 /// What the VM configuration decides about its vSMMU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VsmmuConfig {
     /// StreamID bits the VM's topology needs (IDR1.SIDSIZE), 1..=32.
     pub sid_bits: u8,
-    /// Advertise ATS (IDR0.ATS): the VM describes ATS-capable devices.
-    pub ats: bool,
+    /// ATS (IDR0.ATS, and the IORT root complex's ATS attribute): the
+    /// guest may enable its functions' ATCs and must invalidate them with
+    /// ATC_INV. Per device in the kernel; the host SMMU's IDR0.ATS says
+    /// whether any can.
+    pub ats: HostChoice,
+    /// Substream ID bits (IDR1.SSIDSIZE, PASIDs); `None` = the host's.
+    pub ssid_bits: Option<u8>,
     /// Largest command queue the guest may use (log2 entries); capped by
     /// the host's IDR1.CMDQS and by `ram_page_size`, must end up >= 7 for
     /// Linux.
@@ -55,7 +73,8 @@ impl Default for VsmmuConfig {
     fn default() -> Self {
         VsmmuConfig {
             sid_bits: 16,
-            ats: false,
+            ats: HostChoice::Off,
+            ssid_bits: None,
             cmdq_log2size: 19,
             // The smallest page an arm64 Linux host uses: a configuration
             // that does not say gets queues any host page holds.
@@ -89,6 +108,21 @@ pub enum IdrError {
     /// The host cannot walk AArch64 translation tables.
     #[error("host IDR0.TTF {0:#x} lacks AArch64 tables")]
     NoAarch64Tables(u64),
+    /// `ats=on` on a host SMMU without ATS.
+    #[error(
+        "ats=on but the host SMMU does not support ATS (its IDR0.ATS is 0); use ats=off or ats=auto"
+    )]
+    AtsUnsupported,
+    /// `ssidsize=` above what the host SMMU supports.
+    #[error(
+        "ssidsize={asked} but the host SMMU supports {host} substream ID bits; use ssidsize={host} or less, or ssidsize=auto"
+    )]
+    SsidBits {
+        /// Bits asked for.
+        asked: u8,
+        /// The host's IDR1.SSIDSIZE.
+        host: u64,
+    },
     /// The VM's IPA size is below the smallest OAS encoding (32 bits).
     #[error("IPA size {0} bits is below 32")]
     IpaBits(u8),
@@ -242,7 +276,14 @@ impl IdRegisters {
         idr0v = idr0::S1P.set(idr0v, 1);
         // VFIO/iommufd only supports coherent SMMUs.
         idr0v = idr0::COHACC.set(idr0v, 1);
-        idr0v = idr0::ATS.set(idr0v, u64::from(config.ats));
+        let host_ats = host_field(h0, idr0::ATS) != 0;
+        let ats = match config.ats {
+            HostChoice::Off => false,
+            HostChoice::On if !host_ats => return Err(IdrError::AtsUnsupported),
+            HostChoice::On => true,
+            HostChoice::Auto => host_ats,
+        };
+        idr0v = idr0::ATS.set(idr0v, u64::from(ats));
         idr0v = idr0::MSI.set(idr0v, u64::from(config.msi));
         // PRI, HYP, VMID16,
         // BTM, HTTU = 0: not supported for nesting. SEV = 0: the VMM cannot
@@ -250,7 +291,18 @@ impl IdRegisters {
 
         let mut idr1v = 0;
         idr1v = idr1::SIDSIZE.set(idr1v, u64::from(config.sid_bits));
-        idr1v = idr1::SSIDSIZE.set(idr1v, host_field(h1, idr1::SSIDSIZE));
+        let host_ssid = host_field(h1, idr1::SSIDSIZE);
+        let ssid = match config.ssid_bits {
+            None => host_ssid,
+            Some(asked) if u64::from(asked) > host_ssid => {
+                return Err(IdrError::SsidBits {
+                    asked,
+                    host: host_ssid,
+                });
+            }
+            Some(asked) => u64::from(asked),
+        };
+        idr1v = idr1::SSIDSIZE.set(idr1v, ssid);
         idr1v = idr1::EVTQS.set(idr1v, u64::from(config.evtq_log2size));
         idr1v = idr1::CMDQS.set(idr1v, cmdqs);
 
@@ -415,15 +467,52 @@ mod tests {
     }
 
     #[test]
-    fn ats_follows_vm_config() {
-        let config = VsmmuConfig {
-            ats: true,
-            ..VsmmuConfig::default()
+    fn ats_and_ssidsize_follow_the_vm_config_and_the_host() {
+        let compose = |host: &HostSmmuInfo, ats, ssid_bits| {
+            IdRegisters::compose(
+                host,
+                &VsmmuConfig {
+                    ats,
+                    ssid_bits,
+                    ..VsmmuConfig::default()
+                },
+            )
         };
-        assert!(
-            IdRegisters::compose(&grace_like_host(), &config)
+        let grace = grace_like_host();
+        let mut no_ats = grace;
+        no_ats.idr[0] = idr0::ATS.set(u64::from(grace.idr[0]), 0) as u32;
+        assert!(compose(&grace, HostChoice::On, None).unwrap().ats());
+        assert!(compose(&grace, HostChoice::Auto, None).unwrap().ats());
+        assert!(!compose(&grace, HostChoice::Off, None).unwrap().ats());
+        assert!(!compose(&no_ats, HostChoice::Auto, None).unwrap().ats());
+        assert_eq!(
+            compose(&no_ats, HostChoice::On, None),
+            Err(IdrError::AtsUnsupported)
+        );
+        let host_ssid = idr1::SSIDSIZE.get(u64::from(grace.idr[1]));
+        assert_eq!(
+            u64::from(compose(&grace, HostChoice::Off, None).unwrap().ssid_bits()),
+            host_ssid
+        );
+        assert_eq!(
+            compose(&grace, HostChoice::Off, Some(0))
                 .unwrap()
-                .ats()
+                .ssid_bits(),
+            0
+        );
+        assert_eq!(
+            compose(&grace, HostChoice::Off, Some(8))
+                .unwrap()
+                .ssid_bits(),
+            8
+        );
+        let too_many = u8::try_from(host_ssid + 1).unwrap();
+        assert_eq!(
+            compose(&grace, HostChoice::Off, Some(too_many)),
+            Err(IdrError::SsidBits {
+                asked: too_many,
+                host: host_ssid
+            })
         );
     }
 

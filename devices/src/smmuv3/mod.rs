@@ -36,8 +36,8 @@ use std::sync::Arc;
 use vm_device::MutDeviceMmio;
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
 
-pub use backend::{InvalidateError, VsmmuBackend};
-pub use idr::{HostSmmuInfo, IdRegisters, IdrError, VsmmuConfig};
+pub use backend::{HOST_INVALIDATE_CHUNK, InvalidateError, InvalidateOutcome, VsmmuBackend};
+pub use idr::{HostChoice, HostSmmuInfo, IdRegisters, IdrError, VsmmuConfig};
 pub use ste::{NestedSte, SteConfig};
 
 use crate::GuestMemory;
@@ -55,20 +55,6 @@ pub enum Smmuv3Error {
     /// The host SMMU or the VM configuration cannot give the guest an SMMU.
     #[error(transparent)]
     Idr(#[from] IdrError),
-}
-
-/// Logs the first few occurrences of a guest mistake, then every power of
-/// two, so a looping guest cannot flood the host log.
-#[derive(Debug, Default)]
-struct RateLimit {
-    seen: u64,
-}
-
-impl RateLimit {
-    fn allow(&mut self) -> bool {
-        self.seen = self.seen.saturating_add(1);
-        self.seen <= 16 || self.seen.is_power_of_two()
-    }
 }
 
 /// The guest-writable register state. `Default` is the power-on state
@@ -92,6 +78,10 @@ struct RegState {
     /// CMDQ_CONS.RD only; ERR is kept in `cmdq_err`.
     cmdq_cons: u64,
     cmdq_err: u64,
+    /// A host CMD_SYNC after this queue's invalidations timed out
+    /// (ETIMEDOUT: an ATC invalidation the device did not complete); the
+    /// guest's next CMD_SYNC stops with CERROR_ATC_INV_SYNC. Not a register.
+    atc_sync_timeout: bool,
     evtq_base: u64,
     evtq_prod: u64,
     evtq_cons: u64,
@@ -119,7 +109,6 @@ pub struct Smmuv3 {
     backend: Box<dyn VsmmuBackend>,
     mem: GuestMemory,
     irq: Arc<dyn InterruptSink>,
-    bad_access_log: RateLimit,
     stats: CmdqStats,
     /// The pending invalidations of a command queue consume, kept between
     /// consumes so a batch costs no allocation once it has grown.
@@ -179,7 +168,6 @@ impl Smmuv3 {
             backend,
             mem,
             irq,
-            bad_access_log: RateLimit::default(),
             stats: CmdqStats::default(),
             batch: cmdq::Batch::default(),
             events_delivered: 0,
@@ -225,7 +213,6 @@ impl Smmuv3 {
     pub fn reset(&mut self) {
         log::info!(target: "smmuv3", "reset");
         self.state = RegState::power_on();
-        self.bad_access_log = RateLimit::default();
         for last in self.streams.values_mut() {
             *last = None;
         }
@@ -269,10 +256,8 @@ impl Smmuv3 {
     }
 
     fn bad_access(&mut self, what: &str, offset: u64, len: usize) {
-        if self.bad_access_log.allow() {
-            log::warn!(target: "smmuv3",
-                "{what} of {len} bytes at unknown or misaligned offset {offset:#x}: RAZ/WI");
-        }
+        crate::guest_log!(warn, target: "smmuv3",
+            "{what} of {len} bytes at unknown or misaligned offset {offset:#x}: RAZ/WI");
     }
 
     fn read_reg(&self, reg: Reg) -> u64 {
@@ -389,9 +374,7 @@ impl Smmuv3 {
     }
 
     fn ignored(&mut self, reg: Reg, why: &str) {
-        if self.bad_access_log.allow() {
-            log::warn!(target: "smmuv3", "write to {} ignored: {why}", reg.decl().name);
-        }
+        crate::guest_log!(warn, target: "smmuv3", "write to {} ignored: {why}", reg.decl().name);
     }
 
     fn write_cr0(&mut self, value: u64) {
@@ -446,7 +429,7 @@ impl Smmuv3 {
             return;
         }
         self.state.gerror ^= bit.mask();
-        log::warn!(target: "smmuv3", "GERROR = {:#x}", self.state.gerror);
+        crate::guest_log!(warn, target: "smmuv3", "GERROR = {:#x}", self.state.gerror);
         if irq_ctrl::GERROR_IRQEN.is_set(self.state.irq_ctrl) {
             let (cfg0, cfg1) = (self.state.gerror_irq_cfg0, self.state.gerror_irq_cfg1);
             self.signal(IrqLine::SmmuGerror, cfg0, cfg1);
@@ -493,7 +476,7 @@ impl Smmuv3 {
                 self.streams.insert(vsid, Some(ste));
             }
             Err(err) => {
-                log::warn!(target: "smmuv3", "vSID {vsid:#x}: host refused {} STE: {err}; aborting its DMA",
+                crate::guest_log!(warn, target: "smmuv3", "vSID {vsid:#x}: host refused {} STE: {err}; aborting its DMA",
                     ste.config.name());
                 self.report_events(&[evtq::EventRecord::bad_ste(vsid)]);
                 self.guest_error("C_BAD_STE", Some(vsid));
@@ -556,12 +539,12 @@ impl Smmuv3 {
             Ok(words) => match NestedSte::from_guest(words, &self.idr) {
                 Ok(ste) => return ste,
                 Err(bad) => {
-                    log::warn!(target: "smmuv3", "vSID {vsid:#x}: {bad}");
+                    crate::guest_log!(warn, target: "smmuv3", "vSID {vsid:#x}: {bad}");
                     (evtq::EventRecord::bad_ste(vsid), "C_BAD_STE")
                 }
             },
             Err(ste::LookupError::Fetch { addr }) => {
-                log::warn!(target: "smmuv3", "vSID {vsid:#x}: STE fetch at {addr:#x} aborted");
+                crate::guest_log!(warn, target: "smmuv3", "vSID {vsid:#x}: STE fetch at {addr:#x} aborted");
                 (evtq::EventRecord::ste_fetch(vsid, addr), "F_STE_FETCH")
             }
             Err(err) => {

@@ -276,7 +276,7 @@ impl StreamTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smmuv3::idr::{HostSmmuInfo, VsmmuConfig};
+    use crate::smmuv3::idr::{HostChoice, HostSmmuInfo, VsmmuConfig};
     use vm_memory::GuestAddress;
 
     const RAM: u64 = 0x4000_0000;
@@ -287,7 +287,7 @@ mod tests {
 
     fn idr(ats: bool) -> IdRegisters {
         let config = VsmmuConfig {
-            ats,
+            ats: if ats { HostChoice::On } else { HostChoice::Off },
             ..VsmmuConfig::default()
         };
         IdRegisters::compose(&HostSmmuInfo::grace_like(), &config).unwrap()

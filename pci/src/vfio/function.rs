@@ -11,8 +11,10 @@
 //! BARs: each mmappable area is mapped once and installed as a guest
 //! memory slot where the guest placed its BAR, while Memory Space is on and
 //! the BAR lies inside the segment's windows; moving the BAR moves the
-//! slot. Everything else of a BAR (the MSI-X table and PBA pages, small
-//! BARs, regions vfio-pci will not mmap) traps and is forwarded.
+//! slot. Everything else of a BAR (the MSI-X table and PBA host pages,
+//! BARs or pieces smaller than a host page, regions vfio-pci will not
+//! mmap, a piece the host refuses to mmap, a slot KVM refuses) traps and is
+//! forwarded: a function whose BARs cannot be mapped is slower, not broken.
 
 use std::sync::Arc;
 
@@ -45,6 +47,8 @@ pub struct Wiring {
     pub router: Arc<dyn MsiRouter>,
     /// Guest memory slots.
     pub mapper: Arc<dyn GuestMapper>,
+    /// The host's page size: the granule of every mmap and memory slot.
+    pub host_page: u64,
 }
 
 /// One mapped area of a BAR and where the guest sees it now.
@@ -100,7 +104,12 @@ impl VfioPciDevice {
         }
         let caps = caps::walk(&read);
         let raw: [u32; 6] = std::array::from_fn(|i| read(BAR0 + 4 * i as u16, 4));
-        let bars = bars::discover(raw, |i| host.region(i), caps.msix.as_ref());
+        let bars = bars::discover(
+            raw,
+            |i| host.region(i),
+            caps.msix.as_ref(),
+            wiring.host_page,
+        );
         let mut shadow = ConfigSpace::type0(DeviceIds {
             vendor: ids as u16,
             device: (ids >> 16) as u16,
@@ -115,7 +124,17 @@ impl VfioPciDevice {
                 .add_bar(b.index, b.bar)
                 .map_err(|e| format!("{}: BAR {}: {e}", wiring.name, b.index))?;
             for (offset, len) in &b.mapped {
-                let mapping = host.map(u32::from(b.index), *offset, *len)?;
+                let mapping = match host.map(u32::from(b.index), *offset, *len) {
+                    Ok(mapping) => mapping,
+                    Err(e) => {
+                        log::warn!(
+                            target: "vfio",
+                            "{}: BAR {} piece {offset:#x}+{len:#x} stays trapped: {e}",
+                            wiring.name, b.index
+                        );
+                        continue;
+                    }
+                };
                 maps.push(BarMap {
                     index: b.index,
                     offset: *offset,
@@ -166,9 +185,13 @@ impl VfioPciDevice {
             let inside = self.wiring.windows.iter().any(|w| {
                 base >= w.base && base.checked_add(bar.bar.size).is_some_and(|e| e <= w.end())
             });
-            let want = (enabled && base != 0 && inside).then_some(base + m.offset);
+            // KVM takes a slot only at a host-page-aligned address; a BAR
+            // of a host page or more is aligned to its size, so this holds
+            // unless the guest placed the BAR where the decode does not.
+            let aligned = (base + m.offset) % self.wiring.host_page == 0;
+            let want = (enabled && base != 0 && inside && aligned).then_some(base + m.offset);
             if enabled && base != 0 && !inside {
-                log::warn!(
+                devices::guest_log!(warn,
                     target: "vfio",
                     "{}: BAR {} at {base:#x} lies outside the PCI windows; not mapped",
                     self.wiring.name, m.index
@@ -180,7 +203,7 @@ impl VfioPciDevice {
             if let Some(old) = m.gpa.take()
                 && let Err(e) = self.wiring.mapper.unmap(old)
             {
-                log::error!(target: "vfio", "{}: BAR {} slot at {old:#x}: {e}", self.wiring.name, m.index);
+                devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {old:#x}: {e}", self.wiring.name, m.index);
             }
             if let Some(gpa) = want {
                 match self
@@ -194,7 +217,7 @@ impl VfioPciDevice {
                     }
                     // The area keeps working through traps.
                     Err(e) => {
-                        log::error!(target: "vfio", "{}: BAR {} slot at {gpa:#x}: {e}", self.wiring.name, m.index)
+                        devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {gpa:#x}: {e}", self.wiring.name, m.index)
                     }
                 }
             }
@@ -215,7 +238,7 @@ impl VfioPciDevice {
             match vectors {
                 Ok(v) => self.msix_vectors = Some(v),
                 Err(e) => {
-                    log::error!(target: "vfio", "{}: MSI-X enable: {e}", self.wiring.name);
+                    devices::guest_log!(error, target: "vfio", "{}: MSI-X enable: {e}", self.wiring.name);
                     return;
                 }
             }
@@ -224,7 +247,7 @@ impl VfioPciDevice {
             if let Some(mut v) = self.msix_vectors.take() {
                 v.release(router);
                 if let Err(e) = host.disable_irqs(IRQ_MSIX) {
-                    log::error!(target: "vfio", "{}: {e}", self.wiring.name);
+                    devices::guest_log!(error, target: "vfio", "{}: {e}", self.wiring.name);
                 }
             }
             return;
@@ -252,7 +275,7 @@ impl VfioPciDevice {
         {
             v.release(router);
             if let Err(e) = host.disable_irqs(IRQ_MSI) {
-                log::error!(target: "vfio", "{}: {e}", self.wiring.name);
+                devices::guest_log!(error, target: "vfio", "{}: {e}", self.wiring.name);
             }
         }
         if let Some(count) = want
@@ -262,7 +285,9 @@ impl VfioPciDevice {
                 .and_then(|v| host.enable_irqs(IRQ_MSI, &v.fds()).map(|()| v));
             match vectors {
                 Ok(v) => self.msi_vectors = Some(v),
-                Err(e) => log::error!(target: "vfio", "{}: MSI enable: {e}", self.wiring.name),
+                Err(e) => {
+                    devices::guest_log!(error, target: "vfio", "{}: MSI enable: {e}", self.wiring.name)
+                }
             }
         }
         if let Some(v) = &mut self.msi_vectors {
@@ -417,7 +442,7 @@ impl PciDevice for VfioPciDevice {
             if let Some(gpa) = m.gpa.take()
                 && let Err(e) = self.wiring.mapper.unmap(gpa)
             {
-                log::error!(target: "vfio", "{}: BAR slot at {gpa:#x}: {e}", self.wiring.name);
+                devices::guest_log!(error, target: "vfio", "{}: BAR slot at {gpa:#x}: {e}", self.wiring.name);
             }
         }
         self.maps.clear();

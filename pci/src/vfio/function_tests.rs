@@ -11,6 +11,9 @@ use crate::vfio::interrupts::tests::RecordingRouter;
 struct FakeState {
     config: Vec<u8>,
     calls: Vec<String>,
+    /// The host's page: an mmap at an offset or of a length that is not a
+    /// multiple of it fails with EINVAL, as on a real host (0: 4 KiB).
+    host_page: u64,
 }
 
 /// An in-memory function: QEMU's virtio-blk-pci shape (BAR0 I/O, BAR1
@@ -47,6 +50,7 @@ impl FakeHost {
         let state = Arc::new(Mutex::new(FakeState {
             config: c,
             calls: Vec::new(),
+            host_page: 0,
         }));
         let regions = vec![
             RegionInfo::plain(0x80, false),
@@ -78,6 +82,7 @@ impl FakeHost {
         let state = Arc::new(Mutex::new(FakeState {
             config: c,
             calls: Vec::new(),
+            host_page: 0,
         }));
         let mut regions = vec![RegionInfo::plain(0, false); 6];
         regions[0] = RegionInfo::plain(0x10_0000, true);
@@ -144,6 +149,10 @@ impl VfioHost for FakeHost {
     }
     fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, String> {
         self.note(format!("mmap bar{index} {offset:#x} {len:#x}"));
+        let page = self.state.lock().unwrap().host_page.max(4 << 10);
+        if (offset | len) % page != 0 {
+            return Err(format!("mmap at {offset:#x}: EINVAL"));
+        }
         Mapping::anonymous(len).map_err(|e| e.to_string())
     }
 }
@@ -185,6 +194,11 @@ struct Rig {
 }
 
 fn rig(host: (FakeHost, Arc<Mutex<FakeState>>)) -> Rig {
+    rig_on(host, 4 << 10)
+}
+
+/// A rig on a host whose page (as the VMM believes it) is `host_page`.
+fn rig_on(host: (FakeHost, Arc<Mutex<FakeState>>), host_page: u64) -> Rig {
     let router = Arc::new(RecordingRouter::default());
     let mapper = Arc::new(RecordingMapper::default());
     let wiring = Wiring {
@@ -193,6 +207,7 @@ fn rig(host: (FakeHost, Arc<Mutex<FakeState>>)) -> Rig {
         windows: vec![MMIO32, MMIO64],
         router: router.clone(),
         mapper: mapper.clone(),
+        host_page,
     };
     let dev = VfioPciDevice::new(Box::new(host.0), wiring).unwrap();
     let calls = std::mem::take(&mut host.1.lock().unwrap().calls);
@@ -282,6 +297,42 @@ fn the_mapped_bar_follows_memory_enable_and_the_guests_placement() {
     r.w32(0x24, 0);
     assert_eq!(r.slots(), ["unmap 0x8000010000"]);
     assert!(r.dev.stats().slot_maps == 2);
+}
+
+#[test]
+fn on_a_64k_host_bars_below_a_host_page_trap_and_work() {
+    let host = FakeHost::virtio_blk();
+    host.1.lock().unwrap().host_page = 64 << 10;
+    let mut r = rig_on(host, 64 << 10);
+    r.dev.set_bar_address(4, MMIO64.base);
+    r.dev.set_bar_address(1, MMIO32.base);
+    r.w16(0x04, 0x0006);
+    assert!(r.slots().is_empty(), "16 KiB BAR4 < one 64 KiB host page");
+    r.host_calls();
+    let mut b = [0u8; 4];
+    r.dev.bar_read(4, 0x3ffc, &mut b);
+    assert_eq!(b, [0xa5; 4]);
+    assert_eq!(
+        r.host_calls(),
+        ["read bar4 0x3ffc"],
+        "trapped and forwarded"
+    );
+}
+
+#[test]
+fn a_bar_piece_the_host_will_not_mmap_traps_instead_of_failing_the_device() {
+    // The VMM believes 4 KiB pages but the host has 64 KiB ones (the EINVAL
+    // a Grace host gives for an mmap at a 4 KiB offset): the device still
+    // comes up, with BAR4 trapped.
+    let host = FakeHost::virtio_blk();
+    host.1.lock().unwrap().host_page = 64 << 10;
+    let mut r = rig(host);
+    r.dev.set_bar_address(4, MMIO64.base);
+    r.w16(0x04, 0x0006);
+    assert!(r.slots().is_empty());
+    r.host_calls();
+    r.dev.bar_write(4, 0x10, &[1]);
+    assert_eq!(r.host_calls(), ["write bar4 0x10 [01]"]);
 }
 
 #[test]

@@ -81,7 +81,7 @@ impl Vectors {
             Some(msg) => {
                 if v.routed != Some(msg) {
                     if let Err(e) = router.set_msi_route(v.gsi, msg, devid) {
-                        log::error!(target: "vfio", "vector {i}: MSI route {msg:x?}: {e}");
+                        devices::guest_log!(error, target: "vfio", "vector {i}: MSI route {msg:x?}: {e}");
                         return;
                     }
                     v.routed = Some(msg);
@@ -90,14 +90,14 @@ impl Vectors {
                     match router.irqfd(&v.fd, v.gsi, true) {
                         Ok(()) => v.irqfd = true,
                         Err(e) => {
-                            log::error!(target: "vfio", "vector {i}: irqfd on GSI {}: {e}", v.gsi)
+                            devices::guest_log!(error, target: "vfio", "vector {i}: irqfd on GSI {}: {e}", v.gsi)
                         }
                     }
                 }
             }
             None if v.irqfd => {
                 if let Err(e) = router.irqfd(&v.fd, v.gsi, false) {
-                    log::error!(target: "vfio", "vector {i}: irqfd removal: {e}");
+                    devices::guest_log!(error, target: "vfio", "vector {i}: irqfd removal: {e}");
                 }
                 v.irqfd = false;
             }
@@ -121,7 +121,7 @@ impl Vectors {
             if v.irqfd
                 && let Err(e) = router.irqfd(&v.fd, v.gsi, false)
             {
-                log::error!(target: "vfio", "irqfd removal on GSI {}: {e}", v.gsi);
+                devices::guest_log!(error, target: "vfio", "irqfd removal on GSI {}: {e}", v.gsi);
             }
             router.free_gsi(v.gsi);
         }

@@ -14,9 +14,10 @@
 #   ours-cmdqv   cloud-hypervisor --vsmmu cmdqv, --memory ...,hugepages=on
 #   ours-smmuv3  cloud-hypervisor --vsmmu smmuv3 (trapped CMDQ, one
 #                IOMMU_HWPT_INVALIDATE per CMD_SYNC batch)
-# The L2 reads 15 MiB in 4 KiB requests (checksum, time), then binds the
-# function to dma_map_benchmark and runs it at granule 1 and 16 pages (1
-# thread, BENCH_SECONDS each) and 1023 (two range TLBIs per CMD_SYNC). Around each workload it prints
+# The L2 (2 vCPUs) reads 15 MiB in 4 KiB requests (checksum, time), then
+# binds the function to dma_map_benchmark and runs it at granule 1 and 16
+# pages with 1 and 2 threads (BENCH_SECONDS each) and at 1023 with 1 (two
+# range TLBIs per CMD_SYNC). Around each workload it prints
 # "E2E-L2: mark NAME" and L1 snapshots (l1-lib.sh MEASURE_HOOK): ours'
 # vm.counters (ch-remote), QEMU's trace line count. QEMU traces (its log
 # backend, a file in L1's tmpfs) kvm_run_exit (every exit to QEMU), its
@@ -36,8 +37,11 @@ CASE_QEMU=nested
 CASE_NESTED_L0=cmdqv
 CASE_KERNELS=7.2
 PEER_CMDQV_STEPS="qemu-cmdqv qemu-accel ours-cmdqv ours-smmuv3"
+# bench_latencies (the E2E-BENCH line parser).
+# shellcheck source=scripts/e2e/bench-lib.sh
+. "$E2E_DIR/bench-lib.sh"
 PEER_CMDQV_FW=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
-PEER_CMDQV_SEGS="read bench-g1 bench-g16 bench-g1023"
+PEER_CMDQV_SEGS="read bench-g1 bench-g16 bench-g1023 bench-g1-t2 bench-g16-t2"
 
 # The QEMU payload at / and edk2 (from the sid chroot: this L0 is not it).
 case_prepare() {
@@ -92,7 +96,7 @@ qemu_run() {
   rm -f "$trace" "/tmp/$step.marks"
   : >"$trace"
   # shellcheck disable=SC2086
-  vmm_measured "$step" $qemu -M virt,gic-version=3 -accel kvm -cpu host -smp 1 -m 512M "$@" \
+  vmm_measured "$step" $qemu -M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 512M "$@" \
     -nographic -nic none -no-reboot -bios "$fw" -kernel /l2/Image -initrd /l2/initrd -append "$cmdline" \
     -object iommufd,id=ifd0 -device "arm-smmuv3,primary-bus=pcie.0,$smmu,id=smmu0" \
     -device vfio-pci,host="$disk",iommufd=ifd0 \
@@ -118,7 +122,7 @@ ours_run() {
   shift
   # shellcheck disable=SC2086
   vmm_measured "$step" /bin/cloud-hypervisor -v --kernel /l2/Image --initramfs /l2/initrd \
-    --cpus boot=1 --serial tty --cmdline "$cmdline" "$@" \
+    --cpus boot=2 --serial tty --cmdline "$cmdline" "$@" \
     --device "path=/sys/bus/pci/devices/$disk,iommu=on" --api-socket "/tmp/ch-$step.sock"
   echo "E2E-L1: after $step $disk driver=$(basename "$(readlink "/sys/bus/pci/devices/$disk/driver")") hugepages_free=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)"
 }
@@ -163,11 +167,15 @@ if [ -n "$dev" ]; then
   echo dma_map_benchmark >"/sys/bus/pci/devices/$dev/driver_override"
   echo "$dev" >/sys/bus/pci/drivers/dma_map_benchmark/bind || echo "E2E-BENCH: bind failed"
   sleep 1
-  for g in 1 16 1023; do
-    mark "bench-g$g-begin"
-    echo "E2E-BENCH: run granule=$g threads=1"
-    dma_map_benchmark -t 1 -g $g -s "$seconds" 2>&1 | sed 's/^/E2E-BENCH: /'
-    mark "bench-g$g-end"
+  # Segment bench-gG (1 thread) or bench-gG-tT; every result line carries
+  # its run's granule and thread count.
+  for run in 1:1 16:1 1023:1 1:2 16:2; do
+    g=${run%:*} t=${run#*:}
+    seg="bench-g$g"
+    [ "$t" = 1 ] || seg="$seg-t$t"
+    mark "$seg-begin"
+    dma_map_benchmark -t "$t" -g "$g" -s "$seconds" 2>&1 | sed "s/^/E2E-BENCH: g=$g t=$t /"
+    mark "$seg-end"
   done
 fi
 EOS
@@ -263,10 +271,9 @@ peer_cmdqv_table() {
       case "$step" in qemu-*) read -r mx ix inv tc ts < <(pc_qemu_seg "$step" "$seg") ;; *) read -r mx ix inv tc ts < <(pc_ours_seg "$step" "$seg") ;; esac
       us=-
       if [ "$seg" != read ]; then
-        g="${seg#bench-g}"
-        us="$(section "$step" | awk -v g="$g" '
-          /E2E-BENCH: run granule=/ { split($0, a, /granule=| threads=/); cur = a[2] + 0; next }
-          cur == g && /E2E-BENCH: average unmap latency\(us\):/ { split($0, b, /latency\(us\):| standard/); print b[2] + 0; exit }')"
+        g="${seg#bench-g}" t=1
+        case "$g" in *-t*) t="${g#*-t}" g="${g%-t*}" ;; esac
+        us="$(bench_latencies "$step" | awk -v g="$g" -v t="$t" '$1 == g && $2 == t { print $4; exit }')"
       fi
       awk -v step="$step" -v seg="$seg" -v us="${us:--}" -v mx="$mx" -v ix="$ix" -v inv="$inv" -v tc="$tc" -v ts="$ts" 'BEGIN {
         r = (ts ~ /^[0-9]+$/ && ts > 0) ? sprintf("%.3f", inv / ts) : "-"

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034 # sourced by scripts/e2e/run.sh
-# peer-host: the host-path half of "side by side with QEMU" (docs/cmdqv.md).
+# peer-host: the host-path half of "side by side with QEMU" (docs/perf/peer-qemu.md).
 # In the nested lane's L1 (7.2, /dev/iommu, the disk 0000:00:02.0 on
 # vfio-pci behind L0's nested SMMUv3), two VMMs one after the other hand the
 # same VFIO function to the same L2 behind a vSMMU whose stage 1 is nested on

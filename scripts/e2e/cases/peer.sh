@@ -79,7 +79,7 @@ case_assert() {
     step_expect_re "$step" "E2E-L1: measured step=$step boot-to-init=[0-9.]+ vmrss-kb=[0-9]+ rssanon-kb=[0-9]+ rssfile-kb=[0-9]+" "no boot-to-init / RSS sample (the L2 never reached /init?)"
     step_reject_re "$step" "E2E-BENCH: bind failed" "dma_map_benchmark could not bind to the test endpoint"
     step_reject_re "$step" "CMD_SYNC timeout|Illegal command" "the guest hit an SMMU command error"
-    [ "$(section "$step" | grep -c 'E2E-BENCH: average unmap latency(us):[0-9]')" = 4 ] ||
+    [ "$(bench_latencies "$step" | wc -l)" = 4 ] ||
       fail "dma_map_benchmark did not print four unmap latencies [step $step]"
   done
   step_expect_re qemu-smmuv3 "E2E-L2-DMESG: .*arm-smmu-v3" "the L2 under QEMU did not probe QEMU's SMMUv3"

@@ -253,8 +253,8 @@ fn rmr_streams(vm: &VmDescription) -> Vec<(usize, Vec<u32>)> {
         .collect()
 }
 
-/// Build the IORT of `vm`.
-pub fn build(vm: &VmDescription) -> Sdt {
+/// Build the IORT of `vm`; `ats[i]` is whether vSMMU `i` shows ATS.
+pub fn build(vm: &VmDescription, ats: &[bool]) -> Sdt {
     let its = NODES_OFFSET;
     let smmu_len = SMMU_V3_LEN + 2 * ID_MAPPING_LEN;
     let smmu: Vec<u32> = (0..vm.vsmmus.len() as u32)
@@ -330,7 +330,11 @@ pub fn build(vm: &VmDescription) -> Sdt {
 
     for (segment, maps) in vm.layout.pci_segments.iter().zip(&rc_maps) {
         let len = ROOT_COMPLEX_LEN + ID_MAPPING_LEN * maps.len() as u32;
-        let ats = 0; // no ATS: our devices have no ATC yet
+        // ATS supported (bit 0) where the segment's vSMMU shows IDR0.ATS:
+        // Linux enables a function's ATC only when both say so.
+        let ats = u32::from(vm.vsmmus.iter().any(|v| {
+            v.segment == segment.id && ats.get(v.index as usize).copied().unwrap_or(false)
+        }));
         append_node_header(
             &mut sdt,
             NODE_ROOT_COMPLEX,
@@ -435,7 +439,8 @@ mod tests {
                 .collect(),
             ..crate::config::VmConfig::default()
         };
-        VmDescription::new(config, 16).unwrap()
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        VmDescription::new(config, &host, 16).unwrap()
     }
 
     fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -460,11 +465,14 @@ mod tests {
 
     #[test]
     fn passthrough_behind_a_vsmmu_gets_an_identity_rmr_over_the_host_msi_window() {
-        let sdt = build(&vm(&[
-            "path=/sys/bus/pci/devices/0000:00:02.0,iommu=on",
-            "path=/sys/bus/pci/devices/0000:00:03.0",
-            "path=/sys/bus/pci/devices/0000:00:04.0,iommu=on",
-        ]));
+        let sdt = build(
+            &vm(&[
+                "path=/sys/bus/pci/devices/0000:00:02.0,iommu=on",
+                "path=/sys/bus/pci/devices/0000:00:03.0",
+                "path=/sys/bus/pci/devices/0000:00:04.0,iommu=on",
+            ]),
+            &[false],
+        );
         let b = sdt.as_slice();
         assert_eq!(b[8], IORT_REVISION_RMR, "RMR needs IORT E.d");
         let n = nodes(b);
@@ -506,10 +514,52 @@ mod tests {
     }
 
     #[test]
+    fn virtio_functions_rids_go_to_the_its_not_the_vsmmu() {
+        let config = crate::config::VmConfig {
+            vsmmu: crate::config::VsmmuConfig::parse("cmdqv,backend=emulated").unwrap(),
+            test_devices: vec![crate::config::TestDeviceConfig::parse("id=dma0", 0).unwrap()],
+            disks: vec![crate::config::DiskConfig::parse("path=/img", 0).unwrap()],
+            console: crate::config::ConsoleConfig::Null,
+            ..crate::config::VmConfig::default()
+        };
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        let maps = root_complex_mappings(&vm, 7, &[9]);
+        let target = |rid: u32| {
+            let m = maps[0]
+                .iter()
+                .find(|m| m.input_base <= rid && rid < m.input_base + m.count)
+                .unwrap();
+            (m.output_node, m.input_base, m.count)
+        };
+        assert_eq!(target(0x08).0, 9, "the test endpoint is behind the vSMMU");
+        // The disk (00:02.0) and the console (00:03.0): one run to the ITS.
+        assert_eq!(target(0x10), (7, 0x10, 0x10));
+        assert_eq!(target(0x18), (7, 0x10, 0x10));
+        assert_eq!(target(0x20).0, 9);
+    }
+
+    #[test]
     fn no_passthrough_behind_a_vsmmu_no_rmr_and_revision_e_b() {
-        let sdt = build(&vm(&["path=/sys/bus/pci/devices/0000:00:03.0"]));
+        let sdt = build(&vm(&["path=/sys/bus/pci/devices/0000:00:03.0"]), &[false]);
         let b = sdt.as_slice();
         assert_eq!(b[8], IORT_REVISION);
         assert!(nodes(b).iter().all(|(t, _)| *t != NODE_RMR));
+    }
+
+    #[test]
+    fn the_root_complex_shows_ats_exactly_when_its_vsmmu_does() {
+        let vm = vm(&["path=/sys/bus/pci/devices/0000:00:02.0,iommu=on"]);
+        for ats in [false, true] {
+            let sdt = build(&vm, &[ats]);
+            let b = sdt.as_slice();
+            let &(_, rc) = nodes(b)
+                .iter()
+                .find(|(t, _)| *t == NODE_ROOT_COMPLEX)
+                .unwrap();
+            // Node data after the 16-byte header: memory properties (8), then
+            // the ATS attribute.
+            assert_eq!(u32_at(b, rc + 16 + 8) & 1, u32::from(ats));
+        }
     }
 }

@@ -1,9 +1,11 @@
-//! ACPI tables of the VM: RSDP, XSDT, FADT, MADT, GTDT, MCFG, SPCR, DSDT and
-//! IORT, laid out at the start of the firmware region at the top of RAM.
+//! ACPI tables of the VM: RSDP, XSDT, FADT, MADT, GTDT, MCFG, SPCR, DSDT,
+//! IORT and, with guest NUMA nodes, SRAT and SLIT, laid out at the start of
+//! the firmware region at the top of RAM.
 
 pub mod dsdt;
 pub mod iort;
 pub mod platform;
+pub mod srat;
 
 use std::io;
 use std::path::Path;
@@ -48,8 +50,21 @@ fn align_up(addr: u64) -> u64 {
 }
 
 impl AcpiTables {
-    /// Build and place every table of `vm`.
+    /// Build and place every table of `vm` as its configuration alone
+    /// decides them (`--dump-acpi`: no host, so `ats=auto` shows no ATS).
     pub fn build(vm: &VmDescription) -> Self {
+        let ats: Vec<bool> = vm
+            .vsmmus
+            .iter()
+            .map(|_| vm.config.vsmmu.ats == crate::config::AtsMode::On)
+            .collect();
+        Self::build_with_ats(vm, &ats)
+    }
+
+    /// Build and place every table of `vm`; `ats[i]` is whether vSMMU `i`
+    /// shows ATS (its IDR0.ATS, composed with the host's), which the IORT
+    /// root complex behind it must agree with.
+    pub fn build_with_ats(vm: &VmDescription, ats: &[bool]) -> Self {
         let base = vm.layout.firmware.base;
         // The tables the XSDT lists, FADT last so it can point at the DSDT.
         let listed: Vec<(&str, Vec<u8>)> = vec![
@@ -57,8 +72,16 @@ impl AcpiTables {
             ("GTDT", platform::gtdt().as_slice().to_vec()),
             ("MCFG", platform::mcfg(vm)),
             ("SPCR", platform::spcr().as_slice().to_vec()),
-            ("IORT", iort::build(vm).as_slice().to_vec()),
+            ("IORT", iort::build(vm, ats).as_slice().to_vec()),
         ];
+        let numa = [("SRAT", srat::srat(vm)), ("SLIT", srat::slit(vm))];
+        let listed: Vec<(&str, Vec<u8>)> = listed
+            .into_iter()
+            .chain(
+                numa.into_iter()
+                    .filter_map(|(sig, t)| Some((sig, t?.as_slice().to_vec()))),
+            )
+            .collect();
         let dsdt = dsdt::build(vm).as_slice().to_vec();
         let fadt_len = platform::fadt(0).len() as u64;
         let xsdt_len = 36 + 8 * (listed.len() as u64 + 1);

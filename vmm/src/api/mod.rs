@@ -20,6 +20,8 @@
 //! messages (here always one sentence: the reason and what would work).
 
 pub mod http;
+mod message;
+pub mod placement;
 pub mod routes;
 pub mod types;
 pub mod upstream_fields;

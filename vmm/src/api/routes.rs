@@ -106,8 +106,8 @@ const ENDPOINTS: &[(&str, Method, Parse)] = &[
 const ADD_DISK: Unimplemented = Unimplemented {
     endpoint: "add-disk",
     action: "add a disk",
-    why: "virtio-blk is not implemented yet; give the VM a passthrough disk controller with \
-          vm.add-device before vm.boot",
+    why: "disk hot-plug is not implemented yet; give the disk in vm.create's disks before \
+          vm.boot",
     needs: Needs::Vm,
     status: 500,
 };
@@ -174,14 +174,14 @@ const RESIZE: Unimplemented = Unimplemented {
 const RESIZE_ZONE: Unimplemented = Unimplemented {
     endpoint: "resize-zone",
     action: "resize a memory zone",
-    why: "memory zones and memory hot-plug are not implemented",
+    why: "resizing memory zones (memory hot-plug) is not implemented",
     needs: Needs::Vm,
     status: 500,
 };
 const RESIZE_DISK: Unimplemented = Unimplemented {
     endpoint: "resize-disk",
     action: "resize a disk",
-    why: "virtio-blk is not implemented yet, so there is no disk to resize",
+    why: "resizing a disk is not implemented yet; resize its image while the VM is shut down",
     needs: Needs::Vm,
     status: 500,
 };

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    CpusConfig, DeviceConfig, MemoryConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
+    ConsoleConfig, CpusConfig, DeviceConfig, DiskConfig, MemoryConfig, MemoryZoneConfig,
+    NumaConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
 };
 
 /// `GET /api/v1/vmm.ping`.
@@ -51,6 +52,9 @@ pub struct VmInfoResponse {
     pub state: VmState,
     /// Guest RAM in bytes.
     pub memory_actual_size: u64,
+    /// Ours: where every vSMMU and device sits, and the host SMMU behind it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<super::placement::ApiPlacement>,
 }
 
 /// `cpus`.
@@ -72,6 +76,16 @@ pub struct ApiMemoryConfig {
     /// Back RAM with huge pages.
     #[serde(default)]
     pub hugepages: bool,
+    /// RAM from a memfd mapped shared (vhost-user back-ends map it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub shared: bool,
+    /// Memory zones (`size` is 0 with zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<MemoryZoneConfig>>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// `payload`.
@@ -99,9 +113,12 @@ pub struct ApiDeviceConfig {
     /// Identifier; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// PCI segment.
-    #[serde(default)]
-    pub pci_segment: u16,
+    /// PCI segment; absent: chosen by the device's host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// Ours: the host SMMU, for backend=emulated (`--device host_smmu=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 /// How the console's output leaves the VMM: cloud-hypervisor's
@@ -152,6 +169,14 @@ pub struct ApiVmConfig {
     /// The PL011 console (default: Tty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<ApiSerialConfig>,
+    /// virtio-blk disks (cloud-hypervisor's DiskConfig fields; `id`
+    /// generated when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskConfig>,
+    /// The virtio-console (default: Off, unlike upstream's Tty: the PL011
+    /// of `serial` is this VMM's console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ApiSerialConfig>,
     /// Ours: the vSMMU (`--vsmmu`), e.g.
     /// `{"kind": "cmdqv", "backend": "emulated", "page0": "mapped"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +184,9 @@ pub struct ApiVmConfig {
     /// Ours: emulated PCI test endpoints (`--test-device`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub test_devices: Vec<ApiTestDeviceConfig>,
+    /// Guest NUMA nodes (`--numa`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<Vec<NumaConfig>>,
 }
 
 /// `test_devices[]` (ours).
@@ -171,9 +199,12 @@ pub struct ApiTestDeviceConfig {
     /// Identifier; generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// PCI segment.
-    #[serde(default)]
-    pub pci_segment: u16,
+    /// PCI segment; absent: chosen by its host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// The host SMMU it pretends to sit behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -207,6 +238,7 @@ impl ApiDeviceConfig {
             iommu: self.iommu,
             id: self.id.clone().unwrap_or_else(|| format!("_dev{index}")),
             pci_segment: self.pci_segment,
+            host_smmu: self.host_smmu.clone(),
         }
     }
 }
@@ -233,11 +265,28 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             .map_or_else(MemoryConfig::default, |m| MemoryConfig {
                 size: m.size,
                 hugepages: m.hugepages,
+                shared: m.shared,
+                zones: m.zones.unwrap_or_default(),
             });
         let serial = match api.serial {
             None => SerialConfig::Tty,
             Some(s) => serial_config(s)?,
         };
+        let console = match api.console {
+            None => ConsoleConfig::Off,
+            Some(c) => console_config(c)?,
+        };
+        let disks = api
+            .disks
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut d)| {
+                if d.id.is_empty() {
+                    d.id = format!("_disk{i}");
+                }
+                d
+            })
+            .collect();
         Ok(VmConfig {
             kernel: api.payload.kernel,
             initramfs: api.payload.initramfs,
@@ -258,10 +307,14 @@ impl TryFrom<ApiVmConfig> for VmConfig {
                     iommu: d.iommu,
                     id: d.id.clone().unwrap_or_else(|| format!("_test{i}")),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
             vsmmu: api.vsmmu.unwrap_or_default(),
             serial,
+            numa: api.numa.unwrap_or_default(),
+            disks,
+            console,
         })
     }
 }
@@ -279,7 +332,7 @@ pub fn shown_config(
     // The lists this VMM owns are shown even when empty, so that a device
     // removed before boot does not come back from the body as given.
     if let Some(fields) = shown.as_object_mut() {
-        for list in ["devices", "test_devices"] {
+        for list in ["devices", "test_devices", "disks"] {
             fields.entry(list).or_insert_with(|| serde_json::json!([]));
         }
     }
@@ -344,6 +397,32 @@ fn serial_config(serial: ApiSerialConfig) -> Result<SerialConfig, UnsupportedVal
     }
 }
 
+/// The virtio-console's configuration for `console` (no Socket mode;
+/// upstream_fields refuses it first, this is the typed check).
+fn console_config(console: ApiSerialConfig) -> Result<ConsoleConfig, UnsupportedValue> {
+    match (console.mode, console.file) {
+        (ApiConsoleMode::Off, None) => Ok(ConsoleConfig::Off),
+        (ApiConsoleMode::Null, None) => Ok(ConsoleConfig::Null),
+        (ApiConsoleMode::Tty, None) => Ok(ConsoleConfig::Tty),
+        (ApiConsoleMode::Pty, _) => Ok(ConsoleConfig::Pty),
+        (ApiConsoleMode::File, Some(path)) => Ok(ConsoleConfig::File(path)),
+        (ApiConsoleMode::Socket, _) => Err(UnsupportedValue {
+            field: "console.mode",
+            value: "\"Socket\"".into(),
+            fix: "the virtio-console has no Socket mode yet; use Pty or File",
+        }),
+        (mode, file) => Err(UnsupportedValue {
+            field: "console.file",
+            value: format!("{file:?}"),
+            fix: if mode == ApiConsoleMode::File {
+                "mode File needs a file"
+            } else {
+                "give a file only with mode File"
+            },
+        }),
+    }
+}
+
 impl From<&VmConfig> for ApiVmConfig {
     fn from(config: &VmConfig) -> Self {
         let (mode, file, socket) = match &config.serial {
@@ -355,6 +434,18 @@ impl From<&VmConfig> for ApiVmConfig {
             SerialConfig::Socket(path) => (ApiConsoleMode::Socket, None, Some(path.clone())),
         };
         let serial = ApiSerialConfig { mode, file, socket };
+        let (mode, file) = match &config.console {
+            ConsoleConfig::Off => (ApiConsoleMode::Off, None),
+            ConsoleConfig::Null => (ApiConsoleMode::Null, None),
+            ConsoleConfig::Pty => (ApiConsoleMode::Pty, None),
+            ConsoleConfig::Tty => (ApiConsoleMode::Tty, None),
+            ConsoleConfig::File(path) => (ApiConsoleMode::File, Some(path.clone())),
+        };
+        let console = ApiSerialConfig {
+            mode,
+            file,
+            socket: None,
+        };
         ApiVmConfig {
             // max_vcpus comes from the body as given (see `shown_config`).
             cpus: Some(ApiCpusConfig {
@@ -364,6 +455,8 @@ impl From<&VmConfig> for ApiVmConfig {
             memory: Some(ApiMemoryConfig {
                 size: config.memory.size,
                 hugepages: config.memory.hugepages,
+                shared: config.memory.shared,
+                zones: (!config.memory.zones.is_empty()).then(|| config.memory.zones.clone()),
             }),
             payload: ApiPayloadConfig {
                 kernel: config.kernel.clone(),
@@ -378,9 +471,12 @@ impl From<&VmConfig> for ApiVmConfig {
                     iommu: d.iommu,
                     id: Some(d.id.clone()),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
             serial: Some(serial),
+            disks: config.disks.clone(),
+            console: Some(console),
             vsmmu: Some(config.vsmmu.clone()),
             test_devices: config
                 .test_devices
@@ -389,8 +485,10 @@ impl From<&VmConfig> for ApiVmConfig {
                     iommu: d.iommu,
                     id: Some(d.id.clone()),
                     pci_segment: d.pci_segment,
+                    host_smmu: d.host_smmu.clone(),
                 })
                 .collect(),
+            numa: (!config.numa.is_empty()).then(|| config.numa.clone()),
         }
     }
 }
@@ -408,7 +506,11 @@ mod tests {
             "devices": [{"path": "/sys/bus/pci/devices/0009:01:00.0", "iommu": true, "id": "gpu0", "pci_segment": 1}],
             "serial": {"mode": "File", "file": "/tmp/console"},
             "vsmmu": {"kind": "cmdqv", "backend": "emulated", "page0": "trapped"},
-            "test_devices": [{"id": "dma0", "iommu": true, "pci_segment": 0}]
+            "test_devices": [{"id": "dma0", "iommu": true, "pci_segment": 0}],
+            "disks": [{"path": "/img", "readonly": true, "direct": false, "num_queues": 2,
+                       "queue_size": 256, "id": "root", "serial": "S1", "pci_segment": 0,
+                       "image_type": "Raw"}],
+            "console": {"mode": "File", "file": "/tmp/hvc0"}
         }"#;
         let api: ApiVmConfig = serde_json::from_str(json).unwrap();
         let config = VmConfig::try_from(api.clone()).unwrap();
@@ -416,10 +518,17 @@ mod tests {
         assert_eq!(config.memory.size, 512 << 20);
         assert!(config.memory.hugepages);
         assert_eq!(config.devices[0].id, "gpu0");
-        assert_eq!(config.devices[0].pci_segment, 1);
+        assert_eq!(config.devices[0].pci_segment, Some(1));
         assert_eq!(config.serial, SerialConfig::File("/tmp/console".into()));
         assert_eq!(config.test_devices[0].id, "dma0");
         assert!(config.test_devices[0].iommu);
+        assert_eq!(config.disks[0].id, "root");
+        assert!(config.disks[0].readonly);
+        assert_eq!(
+            (config.disks[0].num_queues, config.disks[0].queue_size),
+            (2, 256)
+        );
+        assert_eq!(config.console, ConsoleConfig::File("/tmp/hvc0".into()));
         // vm.info shows it back in the same shape.
         let given: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(
@@ -461,6 +570,10 @@ mod tests {
         assert_eq!(err.field, "cpus.max_vcpus");
         let err = refused(r#"{"payload": {}, "serial": {"mode": "Tty", "file": "/x"}}"#);
         assert_eq!(err.field, "serial.file");
+        let err = refused(r#"{"payload": {}, "console": {"mode": "Socket", "socket": "/s"}}"#);
+        assert_eq!(err.field, "console.mode");
+        let err = refused(r#"{"payload": {}, "console": {"mode": "File"}}"#);
+        assert_eq!(err.field, "console.file");
         let err = refused(r#"{"payload": {}, "serial": {"mode": "Socket"}}"#);
         assert_eq!(
             err.to_string(),

@@ -12,13 +12,12 @@
 //! [`super::types`] are accepted and kept (`vm.info` shows them back): they
 //! are ceilings for features that are refused where they would act
 //! (`cpus.max_vcpus`, `memory.hotplug_size` for `vm.resize`), or
-//! descriptions that change nothing here (`rate_limit_groups` without
-//! disks, `platform.num_pci_segments`, SMBIOS strings).
+//! descriptions that change nothing here (`rate_limit_groups` when no
+//! disk names one, `platform.num_pci_segments`, SMBIOS strings).
 //!
 //! Decided per field:
-//! - `memory.shared: true` is accepted: it asks for guest RAM that
-//!   vhost-user back-ends can map, and every vhost-user device is refused
-//!   here, so nothing can tell the difference.
+//! - `memory.shared` is implemented (guest RAM from a memfd mapped
+//!   shared, [`crate::memory::Backing`]), so it is parsed, not listed.
 //! - `rng` at upstream's default (`/dev/urandom`) is accepted, as its
 //!   absence is: upstream gives every VM that virtio-rng, this VMM gives
 //!   none yet; another `src` is refused.
@@ -98,10 +97,27 @@ const VIRTIO: &str = "virtio and vhost-user devices are not implemented yet; giv
 /// Every known-but-unimplemented field: path (`[]` = each element of an
 /// array), accepted values, and why any other value is refused.
 const FIELDS: &[(&str, Accepts, &str)] = &[
+    ("disks[].vhost_user", Accepts::Off, VIRTIO),
+    ("disks[].vhost_socket", Accepts::Off, VIRTIO),
     (
-        "disks",
+        "disks[].iommu",
         Accepts::Off,
-        "virtio-blk is not implemented yet; boot from an initramfs or a passthrough disk controller (devices)",
+        "virtio devices are never behind the vSMMU; leave iommu off",
+    ),
+    (
+        "disks[].rate_limiter_config",
+        Accepts::Off,
+        "disk rate limiting is not implemented; leave it out",
+    ),
+    (
+        "disks[].rate_limit_group",
+        Accepts::Off,
+        "disk rate limiting is not implemented; leave it out",
+    ),
+    (
+        "disks[].queue_affinity",
+        Accepts::Off,
+        "queue affinity is not implemented; pin the disk's worker threads from outside",
     ),
     (
         "net",
@@ -136,11 +152,6 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "rng.iommu",
         Accepts::Off,
         "virtio-rng is not implemented yet",
-    ),
-    (
-        "numa",
-        Accepts::Off,
-        "guest NUMA nodes are not implemented; the guest sees one node",
     ),
     (
         "iommu",
@@ -180,8 +191,8 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
     ),
     (
         "console.mode",
-        Accepts::OneOf(&["Off", "Null"]),
-        "virtio-console is not implemented yet; use serial (the PL011) with this mode, and console mode Off",
+        Accepts::OneOf(&["Off", "Null", "Tty", "Pty", "File"]),
+        "the virtio-console has no Socket mode yet; use Pty or File (or serial mode Socket)",
     ),
     (
         "debug_console.mode",
@@ -217,11 +228,6 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "memory.hotplugged_size",
         Accepts::Off,
         "memory hot-plug is not implemented",
-    ),
-    (
-        "memory.zones",
-        Accepts::Off,
-        "memory zones are not implemented; give memory.size",
     ),
     (
         "memory.mergeable",
@@ -380,13 +386,17 @@ mod tests {
             "memory": {"size": 1073741824, "thp": false},
             "vsock": {"cid": 3, "socket": "/tmp/v"},
             "rng": {"src": "/dev/hwrng"},
-            "devices": [{"path": "/a"}, {"path": "/b", "pci_device_id": 3}]
+            "devices": [{"path": "/a"}, {"path": "/b", "pci_device_id": 3}],
+            "disks": [{"path": "/img"}, {"path": "/img2", "iommu": true, "vhost_user": false}],
+            "console": {"mode": "Socket"}
         }"#;
         assert_eq!(
             refused(json),
             [
+                "disks[1].iommu",
                 "vsock",
                 "rng.src",
+                "console.mode",
                 "cpus.kvm_hyperv",
                 "cpus.topology.threads_per_core",
                 "memory.thp",
@@ -395,7 +405,7 @@ mod tests {
         );
         let value: Value = serde_json::from_str(json).unwrap();
         assert_eq!(
-            demands(&value)[0].to_string(),
+            demands(&value)[1].to_string(),
             "field vsock={\"cid\":3,\"socket\":\"/tmp/v\"} is not supported: virtio-vsock is not \
              implemented yet; leave vsock out"
         );

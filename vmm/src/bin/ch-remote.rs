@@ -364,6 +364,7 @@ fn request(command: &Command) -> Result<(&'static str, &'static str, Option<Stri
                 iommu: device.iommu,
                 id: Some(device.id).filter(|id| !id.starts_with('_')),
                 pci_segment: device.pci_segment,
+                host_smmu: device.host_smmu,
             };
             let body = serde_json::to_string(&body).map_err(|e| Error::Argument(e.to_string()))?;
             ("PUT", "vm.add-device", Some(body))

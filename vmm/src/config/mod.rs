@@ -2,29 +2,36 @@
 //! serde-serialisable struct, and [`VmConfig::validate`] with one typed error
 //! per rule. Nothing here touches the host.
 
+pub mod numa;
 pub mod options;
+pub mod virtio;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
+pub use virtio::{CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, VirtioConfigError};
 
 /// `--cpus` syntax.
 pub const CPUS_SYNTAX: &str = "Number of vCPUs: \"boot=<boot_vcpus>\"";
 /// `--memory` syntax.
-pub const MEMORY_SYNTAX: &str = "Guest RAM: \"size=<guest_memory_size>,hugepages=on|off\" \
+pub const MEMORY_SYNTAX: &str = "Guest RAM: \"size=<guest_memory_size>,hugepages=on|off,shared=on|off\" \
      (sizes take K, M, G or T; hugepages=on backs RAM with huge pages, which HW queues need on \
-     a real host)";
+     a real host; shared=on maps it from a memfd another process can map)";
 /// `--device` syntax.
 pub const DEVICE_SYNTAX: &str = "Passthrough device: \
      \"path=<sysfs device dir|/dev/vfio/devices/vfioN>,iommu=on|off,id=<device_id>,\
-     pci_segment=<segment_id>\" (iommu=on puts the device behind the vSMMU of its segment)";
+     pci_segment=<segment_id>,host_smmu=<name>\" (iommu=on puts the device behind a vSMMU: one \
+     per host SMMU, each on its own PCI segment, chosen from sysfs unless pci_segment= is given; \
+     host_smmu= names the host SMMU for backend=emulated only)";
 /// `--test-device` syntax.
 pub const TEST_DEVICE_SYNTAX: &str = "Emulated PCI test endpoint (no host device; for DMA-API \
      tests such as dma_map_benchmark in the guest): \"iommu=on|off,id=<device_id>,\
-     pci_segment=<segment_id>\" (needs --vsmmu ...,backend=emulated when iommu=on)";
+     pci_segment=<segment_id>,host_smmu=<name>\" (needs --vsmmu ...,backend=emulated when \
+     iommu=on; endpoints with different host_smmu= names get different vSMMUs)";
 /// `--vsmmu` syntax.
 pub const VSMMU_SYNTAX: &str = "Virtual SMMUv3: \
      \"off|smmuv3|cmdqv[,backend=iommufd|emulated][,page0=mapped|trapped]\" (cmdqv adds the \
@@ -87,13 +94,20 @@ impl CpusConfig {
     }
 }
 
-/// `--memory`.
+/// `--memory`, with its `--memory-zone`s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryConfig {
-    /// Guest RAM in bytes.
+    /// Guest RAM in bytes (0 when zones give it).
     pub size: u64,
     /// Back RAM with huge pages.
     pub hugepages: bool,
+    /// RAM shareable with another process (a memfd mapped shared), as
+    /// vhost-user back-ends need (Kata asks for it).
+    #[serde(default)]
+    pub shared: bool,
+    /// Memory zones, in guest address order (`--memory-zone`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<MemoryZoneConfig>,
 }
 
 impl Default for MemoryConfig {
@@ -101,19 +115,41 @@ impl Default for MemoryConfig {
         MemoryConfig {
             size: 512 << 20,
             hugepages: false,
+            shared: false,
+            zones: Vec::new(),
         }
     }
 }
 
 impl MemoryConfig {
+    /// Guest RAM in bytes: the zones' sum, or `size` without zones.
+    pub fn total(&self) -> u64 {
+        if self.zones.is_empty() {
+            self.size
+        } else {
+            self.zones.iter().map(|z| z.size).sum()
+        }
+    }
+
+    /// Whether RAM is on huge pages (with zones, they all agree: validated).
+    pub fn backed_by_hugepages(&self) -> bool {
+        self.zones.first().map_or(self.hugepages, |z| z.hugepages)
+    }
+
     /// Parse `size=...,hugepages=on|off`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
-        let opts = Options::parse("memory", input, &["size", "hugepages"], false)?;
+        let opts = Options::parse("memory", input, &["size", "hugepages", "shared"], false)?;
         let size = opts
             .size("size")?
             .unwrap_or_else(|| MemoryConfig::default().size);
         let hugepages = opts.toggle("hugepages", false)?;
-        Ok(MemoryConfig { size, hugepages })
+        let shared = opts.toggle("shared", false)?;
+        Ok(MemoryConfig {
+            size,
+            hugepages,
+            shared,
+            zones: Vec::new(),
+        })
     }
 }
 
@@ -126,18 +162,24 @@ pub struct DeviceConfig {
     pub iommu: bool,
     /// Identifier; `_dev<N>` when not given.
     pub id: String,
-    /// PCI segment (domain) the device sits on.
-    pub pci_segment: u16,
+    /// PCI segment (domain) the device sits on; `None`: chosen by its host
+    /// SMMU (see `crate::description`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// The host SMMU it sits behind, as the emulated backend pretends
+    /// (`backend=iommufd` reads it from sysfs and refuses this option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 impl DeviceConfig {
-    /// Parse `path=...,iommu=on|off,id=...,pci_segment=N`; `index` names
-    /// the device when no `id=` is given.
+    /// Parse `path=...,iommu=on|off,id=...,pci_segment=N,host_smmu=NAME`;
+    /// `index` names the device when no `id=` is given.
     pub fn parse(input: &str, index: usize) -> Result<Self, OptionError> {
         let opts = Options::parse(
             "device",
             input,
-            &["path", "iommu", "id", "pci_segment"],
+            &["path", "iommu", "id", "pci_segment", "host_smmu"],
             false,
         )?;
         let path = PathBuf::from(opts.require("path")?);
@@ -145,12 +187,13 @@ impl DeviceConfig {
         let id = opts
             .get("id")
             .map_or_else(|| format!("_dev{index}"), str::to_string);
-        let pci_segment = opts.number::<u16>("pci_segment")?.unwrap_or(0);
+        let pci_segment = opts.number::<u16>("pci_segment")?;
         Ok(DeviceConfig {
             path,
             iommu,
             id,
             pci_segment,
+            host_smmu: opts.get("host_smmu").map(str::to_string),
         })
     }
 }
@@ -162,20 +205,32 @@ pub struct TestDeviceConfig {
     pub iommu: bool,
     /// Identifier; `_test<N>` when not given.
     pub id: String,
-    /// PCI segment.
-    pub pci_segment: u16,
+    /// PCI segment; `None`: chosen by its host SMMU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_segment: Option<u16>,
+    /// The host SMMU it pretends to sit behind (endpoints with different
+    /// names get different vSMMUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_smmu: Option<String>,
 }
 
 impl TestDeviceConfig {
-    /// Parse `iommu=on|off,id=...,pci_segment=N`; `index` names it when no `id=`.
+    /// Parse `iommu=on|off,id=...,pci_segment=N,host_smmu=NAME`; `index`
+    /// names it when no `id=`.
     pub fn parse(input: &str, index: usize) -> Result<Self, OptionError> {
-        let opts = Options::parse("test-device", input, &["iommu", "id", "pci_segment"], false)?;
+        let opts = Options::parse(
+            "test-device",
+            input,
+            &["iommu", "id", "pci_segment", "host_smmu"],
+            false,
+        )?;
         Ok(TestDeviceConfig {
             iommu: opts.toggle("iommu", true)?,
             id: opts
                 .get("id")
                 .map_or_else(|| format!("_test{index}"), str::to_string),
-            pci_segment: opts.number::<u16>("pci_segment")?.unwrap_or(0),
+            pci_segment: opts.number::<u16>("pci_segment")?,
+            host_smmu: opts.get("host_smmu").map(str::to_string),
         })
     }
 }
@@ -212,6 +267,30 @@ pub enum Page0Mode {
     Trapped,
 }
 
+/// `ats=`: whether the guest sees ATS (IDR0.ATS and the IORT root complex's
+/// ATS attribute).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AtsMode {
+    /// Never (the default: the guest keeps its functions' ATCs off).
+    #[default]
+    Off,
+    /// Always; refused at start on a host SMMU without ATS.
+    On,
+    /// When the host SMMU has it (its IDR0.ATS; `--dump-acpi` has no host
+    /// and shows it off).
+    Auto,
+}
+
+impl AtsMode {
+    fn is_off(&self) -> bool {
+        *self == AtsMode::Off
+    }
+}
+
+/// The largest IDR1.SSIDSIZE (20 PASID bits).
+pub const MAX_SSID_BITS: u8 = 20;
+
 /// `--vsmmu` (in the API's VmConfig: the `vsmmu` object; absent keys take
 /// their defaults, unknown keys are refused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,6 +302,12 @@ pub struct VsmmuConfig {
     pub backend: BackendKind,
     /// page0 mode; `None` = the backend's default (mapped).
     pub page0: Option<Page0Mode>,
+    /// ATS.
+    #[serde(skip_serializing_if = "AtsMode::is_off")]
+    pub ats: AtsMode,
+    /// Substream ID (PASID) bits; `None` (`ssidsize=auto`) = the host's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssidsize: Option<u8>,
 }
 
 impl Default for VsmmuConfig {
@@ -231,14 +316,21 @@ impl Default for VsmmuConfig {
             kind: VsmmuKind::Off,
             backend: BackendKind::Iommufd,
             page0: None,
+            ats: AtsMode::Off,
+            ssidsize: None,
         }
     }
 }
 
 impl VsmmuConfig {
-    /// Parse `off|smmuv3|cmdqv[,backend=...][,page0=...]`.
+    /// Parse `off|smmuv3|cmdqv[,backend=...][,page0=...][,ats=...][,ssidsize=...]`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
-        let opts = Options::parse("vsmmu", input, &["backend", "page0"], true)?;
+        let opts = Options::parse(
+            "vsmmu",
+            input,
+            &["backend", "page0", "ats", "ssidsize"],
+            true,
+        )?;
         let word = opts.word.as_deref().unwrap_or("smmuv3");
         let kind = match word {
             "off" => VsmmuKind::Off,
@@ -257,10 +349,33 @@ impl VsmmuConfig {
             Some("trapped") => Some(Page0Mode::Trapped),
             Some(other) => return Err(opts.invalid("page0", other, "use mapped or trapped")),
         };
+        let ats = match opts.get("ats") {
+            None | Some("off") => AtsMode::Off,
+            Some("on") => AtsMode::On,
+            Some("auto") => AtsMode::Auto,
+            Some(other) => return Err(opts.invalid("ats", other, "use on, off or auto")),
+        };
+        let ssidsize = match opts.get("ssidsize") {
+            None | Some("auto") => None,
+            Some(raw) => Some(
+                options::parse_u64(raw)
+                    .and_then(|n| u8::try_from(n).ok())
+                    .filter(|n| *n <= MAX_SSID_BITS)
+                    .ok_or_else(|| {
+                        opts.invalid(
+                            "ssidsize",
+                            raw,
+                            "use auto or a number of PASID bits from 0 to 20",
+                        )
+                    })?,
+            ),
+        };
         Ok(VsmmuConfig {
             kind,
             backend,
             page0,
+            ats,
+            ssidsize,
         })
     }
 
@@ -334,6 +449,15 @@ pub struct VmConfig {
     pub vsmmu: VsmmuConfig,
     /// Console.
     pub serial: SerialConfig,
+    /// Guest NUMA nodes (`--numa`); none: one node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub numa: Vec<NumaConfig>,
+    /// virtio-blk disks.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// The virtio-console.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 impl Default for VmConfig {
@@ -348,6 +472,9 @@ impl Default for VmConfig {
             test_devices: Vec::new(),
             vsmmu: VsmmuConfig::default(),
             serial: SerialConfig::Tty,
+            numa: Vec::new(),
+            disks: Vec::new(),
+            console: ConsoleConfig::Off,
         }
     }
 }
@@ -398,13 +525,30 @@ pub enum ConfigError {
          has no host device to register with the host IOMMU: use --vsmmu ...,backend=emulated"
     )]
     TestDeviceNeedsEmulated(String),
+    /// `host_smmu=` on a passthrough device with the iommufd backend.
+    #[error(
+        "--device id={0} has host_smmu= but the vSMMU backend is iommufd, which reads each \
+         device's host SMMU from sysfs; drop host_smmu= (it is for backend=emulated)"
+    )]
+    HostSmmuWithIommufd(String),
     /// Kernel missing when a VM is to run.
     #[error("--kernel is required to boot a VM (only --dump-acpi works without one)")]
     MissingKernel,
     /// hugepages with the emulated backend cannot be honoured on a host without them: kept as
     /// a host check at run time; here only sizes are checked.
+    /// Zones disagree on huge pages.
+    #[error(
+        "--memory-zone: hugepages=on on some zones and off on others; give every zone the same"
+    )]
+    MixedHugepages,
+    /// A NUMA layout rule.
+    #[error(transparent)]
+    Numa(#[from] NumaError),
     #[error("--memory size={0:#x} is too small; a guest needs at least 64M")]
     MemoryTooSmall(u64),
+    /// A `--disk` or `--console` rule.
+    #[error(transparent)]
+    Virtio(#[from] VirtioConfigError),
 }
 
 impl VmConfig {
@@ -414,8 +558,24 @@ impl VmConfig {
         if needs_kernel && self.kernel.is_none() {
             return Err(ConfigError::MissingKernel);
         }
-        if self.memory.size < 64 << 20 {
-            return Err(ConfigError::MemoryTooSmall(self.memory.size));
+        let device_ids: Vec<&str> = self.devices.iter().map(|d| d.id.as_str()).collect();
+        numa::validate(
+            &self.memory.zones,
+            &self.numa,
+            self.cpus.boot,
+            self.memory.size,
+            &device_ids,
+        )?;
+        if self
+            .memory
+            .zones
+            .iter()
+            .any(|z| z.hugepages != self.memory.backed_by_hugepages())
+        {
+            return Err(ConfigError::MixedHugepages);
+        }
+        if self.memory.total() < 64 << 20 {
+            return Err(ConfigError::MemoryTooSmall(self.memory.total()));
         }
         let mut ids = BTreeSet::new();
         let mut paths = BTreeSet::new();
@@ -435,6 +595,9 @@ impl VmConfig {
             if device.iommu && self.vsmmu.kind == VsmmuKind::Off {
                 return Err(ConfigError::IommuWithoutVsmmu(device.id.clone()));
             }
+            if device.host_smmu.is_some() && self.vsmmu.backend == BackendKind::Iommufd {
+                return Err(ConfigError::HostSmmuWithIommufd(device.id.clone()));
+            }
         }
         for (index, device) in self.test_devices.iter().enumerate() {
             if device.id.starts_with('_') && device.id != format!("_test{index}") {
@@ -450,6 +613,7 @@ impl VmConfig {
                 return Err(ConfigError::TestDeviceNeedsEmulated(device.id.clone()));
             }
         }
+        virtio::validate(self, &mut ids)?;
         self.validate_vsmmu()
     }
 
@@ -508,291 +672,4 @@ fn is_pci_device_path(path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn device(input: &str, index: usize) -> DeviceConfig {
-        DeviceConfig::parse(input, index).unwrap()
-    }
-
-    fn cmdqv_emulated() -> VmConfig {
-        VmConfig {
-            vsmmu: VsmmuConfig::parse("cmdqv,backend=emulated").unwrap(),
-            ..VmConfig::default()
-        }
-    }
-
-    #[test]
-    fn device_parses_every_key() {
-        let d = device(
-            "path=/sys/bus/pci/devices/0009:01:00.0,iommu=on,id=gpu0,pci_segment=1",
-            0,
-        );
-        assert_eq!(d.path, PathBuf::from("/sys/bus/pci/devices/0009:01:00.0"));
-        assert!(d.iommu);
-        assert_eq!(d.id, "gpu0");
-        assert_eq!(d.pci_segment, 1);
-        let d = device("path=/dev/vfio/devices/vfio3", 4);
-        assert_eq!(d.id, "_dev4");
-        assert!(!d.iommu);
-        assert_eq!(d.pci_segment, 0);
-    }
-
-    #[test]
-    fn device_without_path_is_refused() {
-        let err = DeviceConfig::parse("iommu=on", 0).unwrap_err();
-        assert_eq!(err.to_string(), "--device: 'path=' is required");
-    }
-
-    #[test]
-    fn vsmmu_parses_kind_backend_and_page0() {
-        let v = VsmmuConfig::parse("cmdqv,backend=emulated,page0=trapped").unwrap();
-        assert_eq!(v.kind, VsmmuKind::Cmdqv);
-        assert_eq!(v.backend, BackendKind::Emulated);
-        assert_eq!(v.page0_mode(), Page0Mode::Trapped);
-        let v = VsmmuConfig::parse("smmuv3").unwrap();
-        assert_eq!(v.backend, BackendKind::Iommufd);
-        assert_eq!(v.page0_mode(), Page0Mode::Mapped);
-        assert_eq!(VsmmuConfig::parse("off").unwrap().kind, VsmmuKind::Off);
-    }
-
-    #[test]
-    fn vsmmu_rejects_unknown_kind_backend_and_page0() {
-        assert_eq!(
-            VsmmuConfig::parse("smmuv2").unwrap_err().to_string(),
-            "--vsmmu: vsmmu=smmuv2 is not valid: use off, smmuv3 or cmdqv"
-        );
-        assert_eq!(
-            VsmmuConfig::parse("cmdqv,backend=vfio")
-                .unwrap_err()
-                .to_string(),
-            "--vsmmu: backend=vfio is not valid: use iommufd or emulated"
-        );
-        assert_eq!(
-            VsmmuConfig::parse("cmdqv,page0=direct")
-                .unwrap_err()
-                .to_string(),
-            "--vsmmu: page0=direct is not valid: use mapped or trapped"
-        );
-    }
-
-    #[test]
-    fn memory_parses_size_and_hugepages() {
-        let m = MemoryConfig::parse("size=2G,hugepages=on").unwrap();
-        assert_eq!(m.size, 2 << 30);
-        assert!(m.hugepages);
-        assert_eq!(
-            MemoryConfig::parse("size=lots").unwrap_err().to_string(),
-            "--memory: size=lots is not valid: expected a size such as 512M, 2G or 1073741824"
-        );
-    }
-
-    #[test]
-    fn cpus_parse_boot_and_reject_garbage() {
-        assert_eq!(CpusConfig::parse("boot=8").unwrap().boot, 8);
-        assert!(CpusConfig::parse("boot=eight").is_err());
-        assert!(CpusConfig::parse("max=8").is_err());
-    }
-
-    #[test]
-    fn serial_parses_tty_off_and_file() {
-        assert_eq!(SerialConfig::parse("tty").unwrap(), SerialConfig::Tty);
-        assert_eq!(SerialConfig::parse("off").unwrap(), SerialConfig::Off);
-        assert_eq!(
-            SerialConfig::parse("file=/tmp/console").unwrap(),
-            SerialConfig::File("/tmp/console".into())
-        );
-        assert_eq!(SerialConfig::parse("pty").unwrap(), SerialConfig::Pty);
-        assert_eq!(SerialConfig::parse("null").unwrap(), SerialConfig::Null);
-        assert_eq!(
-            SerialConfig::parse("socket=/tmp/s").unwrap(),
-            SerialConfig::Socket("/tmp/s".into())
-        );
-        assert!(SerialConfig::parse("file=/a,socket=/b").is_err());
-        assert!(SerialConfig::parse("fancy").is_err());
-    }
-
-    #[test]
-    fn duplicate_device_ids_are_refused() {
-        let mut config = cmdqv_emulated();
-        config.devices = vec![
-            device("path=/dev/vfio/devices/vfio0,id=a", 0),
-            device("path=/dev/vfio/devices/vfio1,id=a", 1),
-        ];
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::DuplicateDeviceId("a".into()))
-        );
-    }
-
-    #[test]
-    fn duplicate_device_paths_are_refused() {
-        let mut config = cmdqv_emulated();
-        config.devices = vec![
-            device("path=/dev/vfio/devices/vfio0", 0),
-            device("path=/dev/vfio/devices/vfio0", 1),
-        ];
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::DuplicateDevicePath(
-                "/dev/vfio/devices/vfio0".into()
-            ))
-        );
-    }
-
-    #[test]
-    fn iommu_on_without_vsmmu_is_refused() {
-        let config = VmConfig {
-            devices: vec![device("path=/dev/vfio/devices/vfio0,iommu=on,id=nic", 0)],
-            ..VmConfig::default()
-        };
-        let err = config.validate(false).unwrap_err();
-        assert_eq!(err, ConfigError::IommuWithoutVsmmu("nic".into()));
-        assert!(err.to_string().contains("add --vsmmu"));
-    }
-
-    #[test]
-    fn iommufd_vsmmu_without_iommu_device_is_refused() {
-        let config = VmConfig {
-            vsmmu: VsmmuConfig::parse("cmdqv").unwrap(),
-            devices: vec![device("path=/dev/vfio/devices/vfio0", 0)],
-            ..VmConfig::default()
-        };
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::IommufdVsmmuWithoutDevice("cmdqv"))
-        );
-        let mut config = config;
-        config.devices[0].iommu = true;
-        assert_eq!(config.validate(false), Ok(()));
-    }
-
-    #[test]
-    fn emulated_vsmmu_needs_no_device() {
-        assert_eq!(cmdqv_emulated().validate(false), Ok(()));
-    }
-
-    #[test]
-    fn page0_is_refused_with_iommufd_and_without_cmdqv() {
-        let mut config = VmConfig {
-            vsmmu: VsmmuConfig::parse("cmdqv,page0=trapped").unwrap(),
-            devices: vec![device("path=/dev/vfio/devices/vfio0,iommu=on", 0)],
-            ..VmConfig::default()
-        };
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::Page0WithIommufd("trapped"))
-        );
-        config.vsmmu = VsmmuConfig::parse("smmuv3,backend=emulated,page0=mapped").unwrap();
-        assert_eq!(config.validate(false), Err(ConfigError::Page0WithoutCmdqv));
-    }
-
-    #[test]
-    fn device_paths_must_name_a_pci_function_or_cdev() {
-        for bad in [
-            "/dev/vfio/devices/vfio",
-            "/dev/vfio/devices/vfiox",
-            "/sys/bus/pci/devices/0009:01:00",
-            "/sys/bus/pci/devices/zzzz:01:00.0",
-            "/tmp/dev",
-        ] {
-            let mut config = cmdqv_emulated();
-            config.devices = vec![device(&format!("path={bad}"), 0)];
-            assert_eq!(
-                config.validate(false),
-                Err(ConfigError::BadDevicePath(bad.into())),
-                "{bad}"
-            );
-        }
-        let mut config = cmdqv_emulated();
-        config.devices = vec![device("path=/sys/bus/pci/devices/0009:01:00.0/", 0)];
-        assert_eq!(config.validate(false), Ok(()));
-    }
-
-    #[test]
-    fn reserved_ids_are_refused() {
-        let mut config = cmdqv_emulated();
-        config.devices = vec![device("path=/dev/vfio/devices/vfio0,id=_dev7", 0)];
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::ReservedDeviceId("_dev7".into()))
-        );
-    }
-
-    #[test]
-    fn kernel_is_required_only_to_boot() {
-        let config = cmdqv_emulated();
-        assert_eq!(config.validate(true), Err(ConfigError::MissingKernel));
-        assert_eq!(config.validate(false), Ok(()));
-    }
-
-    #[test]
-    fn tiny_memory_is_refused() {
-        let mut config = cmdqv_emulated();
-        config.memory.size = 1 << 20;
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::MemoryTooSmall(1 << 20))
-        );
-    }
-
-    #[test]
-    fn test_devices_parse_and_need_an_emulated_vsmmu() {
-        let t = TestDeviceConfig::parse("pci_segment=1,id=dma0", 0).unwrap();
-        assert!(t.iommu, "behind the vSMMU unless iommu=off");
-        assert_eq!((t.id.as_str(), t.pci_segment), ("dma0", 1));
-        assert!(TestDeviceConfig::parse("path=/x", 0).is_err());
-        let mut config = cmdqv_emulated();
-        config.test_devices = vec![TestDeviceConfig::parse("", 0).unwrap()];
-        assert_eq!(config.validate(false), Ok(()));
-        config.vsmmu = VsmmuConfig::parse("smmuv3").unwrap();
-        config.devices = vec![device("path=/dev/vfio/devices/vfio0,iommu=on", 0)];
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::TestDeviceNeedsEmulated("_test0".into()))
-        );
-        config.vsmmu = VsmmuConfig::parse("off").unwrap();
-        config.devices.clear();
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::IommuWithoutVsmmu("_test0".into()))
-        );
-    }
-
-    #[test]
-    fn test_device_ids_share_the_id_space_with_devices() {
-        let mut config = cmdqv_emulated();
-        config.devices = vec![device("path=/dev/vfio/devices/vfio0,id=x", 0)];
-        config.test_devices = vec![TestDeviceConfig::parse("id=x", 0).unwrap()];
-        assert_eq!(
-            config.validate(false),
-            Err(ConfigError::DuplicateDeviceId("x".into()))
-        );
-    }
-
-    #[test]
-    fn api_socket_takes_path_fd_or_a_bare_path() {
-        assert_eq!(
-            ApiSocket::parse("path=/tmp/ch.sock").unwrap(),
-            ApiSocket::Path("/tmp/ch.sock".into())
-        );
-        assert_eq!(ApiSocket::parse("fd=3").unwrap(), ApiSocket::Fd(3));
-        assert_eq!(
-            ApiSocket::parse("/run/ch.sock").unwrap(),
-            ApiSocket::Path("/run/ch.sock".into())
-        );
-        assert!(ApiSocket::parse("fd=three").is_err());
-        assert!(ApiSocket::parse("path=/a,fd=3").is_err());
-        assert!(ApiSocket::parse("socket=/a").is_err());
-    }
-
-    #[test]
-    fn config_serialises_with_serde() {
-        let mut config = cmdqv_emulated();
-        config.devices = vec![device("path=/dev/vfio/devices/vfio0,iommu=on,id=gpu", 0)];
-        let json = serde_json::to_string(&config).unwrap();
-        assert!(json.contains("\"kind\":\"cmdqv\""), "{json}");
-        let back: VmConfig = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, config);
-    }
-}
+mod tests;

@@ -79,7 +79,7 @@ impl Options {
         let mut word = None;
         let mut pairs = BTreeMap::new();
         // An empty string is an option with every key at its default.
-        for (index, part) in input.split(',').filter(|_| !input.is_empty()).enumerate() {
+        for (index, part) in split_top_level(input).into_iter().enumerate() {
             let Some((key, value)) = part.split_once('=') else {
                 if index == 0 && leading_word && !part.is_empty() {
                     word = Some(part.to_string());
@@ -172,6 +172,39 @@ impl Options {
             .map(Some)
             .ok_or_else(|| self.invalid(key, raw, "expected a size such as 512M, 2G or 1073741824"))
     }
+}
+
+/// The comma-separated parts of `input`, except commas inside `[...]`
+/// (cloud-hypervisor's lists: `cpus=[0-3,6],distances=[1@20]`). Empty
+/// input has no parts.
+fn split_top_level(input: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    if input.is_empty() {
+        return parts;
+    }
+    let (mut depth, mut start) = (0usize, 0);
+    for (i, c) in input.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&input[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&input[start..]);
+    parts
+}
+
+/// The items of a `[a,b,c]` list value (brackets optional for one item).
+pub fn list_items(raw: &str) -> Vec<&str> {
+    let inner = raw
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(raw);
+    inner.split(',').filter(|s| !s.is_empty()).collect()
 }
 
 /// A decimal or 0x-prefixed hexadecimal number.

@@ -17,7 +17,7 @@ use kvm_bindings::{
     kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_ITS, kvm_device_type_KVM_DEV_TYPE_ARM_VGIC_V3, kvm_msi,
     kvm_userspace_memory_region,
 };
-use kvm_ioctls::{DeviceFd, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{DeviceFd, IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 
 use crate::device_manager::GuestMapper;
@@ -25,6 +25,7 @@ use crate::irqchip::IrqChip;
 use devices::{GuestMemory, lock_unpoisoned};
 use pci::vfio::MsiRouter;
 use pci::vfio::caps::MsiMessage;
+use virtio_devices::NotifyRegistrar;
 use vmm_sys_util::eventfd::EventFd;
 
 /// KVM's default IPA size when the host does not report KVM_CAP_ARM_VM_IPA_SIZE.
@@ -39,12 +40,29 @@ pub enum KvmError {
     #[error("cannot use /dev/kvm: {0}")]
     Open(kvm_ioctls::Error),
     /// The guest address map needs more IPA bits than the host gives.
-    #[error("the guest address map needs {needed} IPA bits but this host's KVM allows {limit}")]
+    #[error(
+        "the guest address map ends at {top:#x} (RAM, then the PCI 64-bit windows sized for the \
+         passthrough BARs) and needs {needed} IPA bits, but this host's KVM allows {limit}; give \
+         the VM less RAM or fewer large-BAR functions"
+    )]
     IpaTooSmall {
+        /// The first address past the layout.
+        top: u64,
         /// Bits the layout needs.
         needed: u32,
         /// Bits KVM allows.
         limit: u32,
+    },
+    /// A Grace GPU whose memory BAR KVM cannot map cacheable.
+    #[error(
+        "--device {device} is on nvgrace-gpu-vfio-pci, whose GPU memory the guest must map \
+         cacheable, but this host's KVM lacks KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED (243; it \
+         needs FEAT_S2FWB): the guest would fault at its first access; use a host kernel and CPU \
+         that report the capability"
+    )]
+    NoCacheablePfnmap {
+        /// The device's id.
+        device: String,
     },
     /// An ioctl failed.
     #[error("{call} failed: {err}")]
@@ -80,7 +98,36 @@ fn bits_for(end: u64) -> u32 {
     64 - (end.saturating_sub(1)).leading_zeros()
 }
 
+/// KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED (Linux 6.18's uapi), defined
+/// here because kvm-bindings 0.14 predates it: KVM maps a cacheable PFNMAP
+/// (a VFIO BAR of device memory) as cacheable in stage 2 only when it
+/// reports this capability.
+const KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED: libc::c_ulong = 243;
+
+/// Refuse the first of `devices` (functions whose BARs must be mapped
+/// cacheable) when KVM's answer to capability 243 was `cap` <= 0.
+fn check_cacheable_pfnmap(devices: &[String], cap: i32) -> Result<(), KvmError> {
+    match devices.first() {
+        Some(device) if cap <= 0 => Err(KvmError::NoCacheablePfnmap {
+            device: device.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl KvmVm {
+    /// Refuse to start when a function in `devices` needs cacheable BAR
+    /// mappings this KVM cannot make (a slot over it would fault).
+    pub fn require_cacheable_pfnmap(&self, devices: &[String]) -> Result<(), KvmError> {
+        if devices.is_empty() {
+            return Ok(());
+        }
+        let cap = self
+            .vm
+            .check_extension_raw(KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED);
+        check_cacheable_pfnmap(devices, cap)
+    }
+
     /// Create a VM whose IPA space is as large as the host allows and at
     /// least as large as `layout` needs.
     pub fn new(layout: &Layout) -> Result<Self, KvmError> {
@@ -98,7 +145,7 @@ impl KvmVm {
             .unwrap_or(layout.ram.end());
         let needed = bits_for(top);
         if needed > limit {
-            return Err(KvmError::IpaTooSmall { needed, limit });
+            return Err(KvmError::IpaTooSmall { top, needed, limit });
         }
         let vm = kvm
             .create_vm_with_type(u64::from(limit))
@@ -330,11 +377,28 @@ impl MsiRouter for KvmVm {
     }
 }
 
+/// A virtio queue's notify address as an ioeventfd (`KVM_IOEVENTFD`, any
+/// access length, no data match): the vCPU's write signals the queue's
+/// worker and returns to the guest without a trip to userspace.
+impl NotifyRegistrar for KvmVm {
+    fn register(&self, addr: u64, fd: &EventFd) -> Result<(), String> {
+        self.vm
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| format!("KVM_IOEVENTFD at {addr:#x}: {e}"))
+    }
+
+    fn unregister(&self, addr: u64, fd: &EventFd) -> Result<(), String> {
+        self.vm
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| format!("KVM_IOEVENTFD removal at {addr:#x}: {e}"))
+    }
+}
+
 impl IrqChip for KvmVm {
     fn set_spi_level(&self, intid: u32, asserted: bool) {
         let irq = (KVM_ARM_IRQ_TYPE_SPI << KVM_ARM_IRQ_TYPE_SHIFT) | intid;
         if let Err(err) = self.vm.set_irq_line(irq, asserted) {
-            log::error!(target: "kvm", "KVM_IRQ_LINE(INTID {intid}, {asserted}) failed: {err}");
+            devices::guest_log!(error, target: "kvm", "KVM_IRQ_LINE(INTID {intid}, {asserted}) failed: {err}");
         }
     }
 
@@ -348,7 +412,7 @@ impl IrqChip for KvmVm {
             ..Default::default()
         };
         if let Err(err) = self.vm.signal_msi(msi) {
-            log::warn!(target: "kvm", "KVM_SIGNAL_MSI({addr:#x}, {data:#x}, devid {device_id:#x}) failed: {err}");
+            devices::guest_log!(warn, target: "kvm", "KVM_SIGNAL_MSI({addr:#x}, {data:#x}, devid {device_id:#x}) failed: {err}");
         }
     }
 }
@@ -362,6 +426,19 @@ mod tests {
         assert_eq!(bits_for(1 << 40), 40);
         assert_eq!(bits_for((1 << 40) + 1), 41);
         assert_eq!(bits_for(0x180_0000_0000), 41);
+    }
+
+    #[test]
+    fn a_cacheable_bar_without_capability_243_is_refused_naming_the_device() {
+        let gpus = vec!["gpu0".to_string(), "gpu1".to_string()];
+        assert!(check_cacheable_pfnmap(&gpus, 1).is_ok());
+        assert!(check_cacheable_pfnmap(&[], 0).is_ok());
+        let err = check_cacheable_pfnmap(&gpus, 0).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--device gpu0 is on nvgrace-gpu-vfio-pci")
+                && err.contains("KVM_CAP_ARM_CACHEABLE_PFNMAP_SUPPORTED (243"),
+            "{err}"
+        );
     }
 
     #[test]

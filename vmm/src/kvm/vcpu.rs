@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::{KvmError, ioctl};
 use crate::bus::MmioBus;
-use crate::control::VmExit;
+use crate::exit::{VmExit, VmFailure};
 use devices::lock_unpoisoned;
 
 /// Shared between the vCPU threads of one VM run and the VMM thread: why
@@ -76,7 +76,7 @@ impl RunState {
     pub fn exit(&self) -> VmExit {
         lock_unpoisoned(&self.exit)
             .clone()
-            .unwrap_or_else(|| VmExit::Failed("vCPUs stopped without a reason".into()))
+            .unwrap_or(VmExit::Failed(VmFailure::NoReason))
     }
 
     /// Ask every vCPU to park before its next KVM_RUN (the caller kicks
@@ -187,19 +187,28 @@ pub fn run(mut vcpu: VcpuFd, index: u32, bus: Arc<MmioBus>, state: Arc<RunState>
                 let why = match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN => VmExit::PowerOff,
                     KVM_SYSTEM_EVENT_RESET => VmExit::Reset,
-                    other => VmExit::Failed(format!("vCPU {index}: unknown system event {other}")),
+                    other => VmExit::Failed(VmFailure::UnknownSystemEvent {
+                        vcpu: index,
+                        event: other,
+                    }),
                 };
                 log::info!(target: "vcpu", "vCPU {index}: system event {kind}: {why:?}");
                 state.request_stop(why);
             }
             Ok(other) => {
-                let why = format!("vCPU {index}: unexpected exit {other:?}");
+                let why = VmFailure::UnexpectedExit {
+                    vcpu: index,
+                    exit: format!("{other:?}"),
+                };
                 log::error!(target: "vcpu", "{why}");
                 state.request_stop(VmExit::Failed(why));
             }
             Err(err) if err.errno() == libc::EINTR || err.errno() == libc::EAGAIN => {}
             Err(err) => {
-                let why = format!("vCPU {index}: KVM_RUN failed: {err}");
+                let why = VmFailure::KvmRun {
+                    vcpu: index,
+                    errno: err.errno(),
+                };
                 log::error!(target: "vcpu", "{why}");
                 state.request_stop(VmExit::Failed(why));
             }

@@ -12,6 +12,7 @@
 //! | `api` | first thing in the HTTP thread | epoll, accept, read/write its sockets; no open |
 //! | `vcmdq-engine` | first thing in the emulated backend's engine thread | MSI/line injection, eventfd writes |
 //! | `console-in` | first thing in the stdin reader | read stdin |
+//! | `virtio-worker` | first thing in each virtio queue worker | epoll, eventfds, pread/pwrite/fdatasync/fallocate on its image, BLKDISCARD/BLKZEROOUT, console input and output |
 //!
 //! Filters are compiled once, at start ([`init`]), for the host's
 //! architecture; seccompiler resolves the syscall names per architecture,
@@ -76,16 +77,19 @@ pub enum ThreadKind {
     VcmdqEngine,
     /// The console's stdin reader.
     ConsoleIn,
+    /// A virtio device's queue worker (`virtio_devices::worker`).
+    VirtioWorker,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 5] = [
+    pub const ALL: [ThreadKind; 6] = [
         ThreadKind::Vmm,
         ThreadKind::Vcpu,
         ThreadKind::Api,
         ThreadKind::VcmdqEngine,
         ThreadKind::ConsoleIn,
+        ThreadKind::VirtioWorker,
     ];
 
     /// The kind's name, in messages and in the compiled filter map.
@@ -96,6 +100,7 @@ impl ThreadKind {
             ThreadKind::Api => "api",
             ThreadKind::VcmdqEngine => "vcmdq-engine",
             ThreadKind::ConsoleIn => "console-in",
+            ThreadKind::VirtioWorker => virtio_devices::worker::WORKER_KIND,
         }
     }
 }
@@ -158,6 +163,7 @@ pub fn init(mode: SeccompMode) -> Result<(), SeccompError> {
     };
     let _ = FILTERS.set(Filters { mode, programs });
     devices::set_thread_start_hook(devices_thread_start);
+    virtio_devices::set_thread_start_hook(devices_thread_start);
     Ok(())
 }
 
@@ -179,10 +185,12 @@ pub fn apply(kind: ThreadKind) -> Result<(), SeccompError> {
     Ok(())
 }
 
-/// The devices crate's hook: its threads are named by kind.
+/// The devices and virtio-devices crates' hook: their threads are named
+/// by kind.
 fn devices_thread_start(name: &'static str) -> io::Result<()> {
     let kind = match name {
         "vcmdq-engine" => ThreadKind::VcmdqEngine,
+        virtio_devices::worker::WORKER_KIND => ThreadKind::VirtioWorker,
         other => {
             return Err(io::Error::other(format!(
                 "no seccomp filter for a {other} thread"

@@ -41,6 +41,12 @@ pub(super) const KVM_IRQ_LINE: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x61, 8);
 pub(super) const KVM_SET_GSI_ROUTING: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x6a, 8);
 pub(super) const KVM_IRQFD: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x76, 32);
 pub(super) const KVM_SIGNAL_MSI: u32 = ioc(IOC_WRITE, KVMIO as u32, 0xa5, 32);
+/// A virtio function's BAR placed or moved: its queues' notify ioeventfds.
+pub(super) const KVM_IOEVENTFD: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x79, 64);
+/// `BLKDISCARD` = `_IO(0x12, 119)` and `BLKZEROOUT` = `_IO(0x12, 127)`:
+/// virtio-blk DISCARD and WRITE_ZEROES on a block device.
+pub(super) const BLKDISCARD: u32 = ioc(IOC_NONE, 0x12, 119, 0);
+pub(super) const BLKZEROOUT: u32 = ioc(IOC_NONE, 0x12, 127, 0);
 /// seccomp(2)'s operation that installs a filter.
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
 /// `socket(2)`'s domain for Unix sockets, the only one a thread may create.
@@ -152,6 +158,7 @@ fn vcpu() -> List {
             Ioctl::Exact(KVM_SET_GSI_ROUTING),
             Ioctl::Exact(KVM_IRQFD),
             Ioctl::Exact(KVM_SIGNAL_MSI),
+            Ioctl::Exact(KVM_IOEVENTFD),
             Ioctl::Family(VFIO_IOMMUFD),
             Ioctl::Exact(TCGETS),
         ],
@@ -209,12 +216,51 @@ fn console_in() -> List {
     list
 }
 
+/// A virtio queue worker: epoll on its eventfds (and the console's input
+/// fd), reads them, signals its MSI-X vector's eventfd (write); a disk's
+/// worker reads and writes its image at offsets, flushes it, punches or
+/// zeroes ranges (fallocate on a file, BLKDISCARD / BLKZEROOUT on a block
+/// device); a console's writes its sink and reads its input. It opens
+/// nothing: the VMM thread opened the image, sink and input. `fcntl`:
+/// std's debug builds check a descriptor with F_GETFD before closing it
+/// (found by the seccomp test that runs a real worker).
+fn virtio_worker(arch: TargetArch) -> List {
+    let mut list = base();
+    add(
+        &mut list,
+        &[
+            "epoll_create1",
+            "epoll_ctl",
+            "epoll_pwait",
+            "fallocate",
+            "fcntl",
+            "fdatasync",
+            "pread64",
+            "pwrite64",
+            "read",
+        ],
+    );
+    if arch == TargetArch::x86_64 {
+        add(&mut list, &["epoll_wait"]);
+    }
+    ioctls(
+        &mut list,
+        &[
+            Ioctl::Exact(BLKDISCARD),
+            Ioctl::Exact(BLKZEROOUT),
+            Ioctl::Exact(TCGETS),
+        ],
+    );
+    list
+}
+
 /// The VMM thread, filtered once start-up is done. What it still does
 /// after that, and so must keep: serve the event loop and the API; build a
 /// whole VM again on `vm.boot` (API), `vm.reboot` or a guest reset: open
 /// /dev/kvm, /dev/iommu, VFIO cdevs, sysfs and the kernel/initramfs/serial
 /// files, mmap guest RAM (hugetlb too), BARs and the vIOMMU's page0, issue
-/// every KVM, VFIO and iommufd ioctl of a VM's setup and teardown, install
+/// every KVM, VFIO and iommufd ioctl of a VM's setup and teardown, bind
+/// memory zones to host nodes (mbind), install
 /// the vCPU kick handler, spawn and name the vCPU, engine and console
 /// threads (a new thread runs its first syscalls under this filter), kick
 /// vCPUs with a signal, remove the API socket on the way out. A thread it
@@ -230,6 +276,7 @@ fn vmm(arch: TargetArch) -> List {
         ThreadKind::Vcpu,
         ThreadKind::VcmdqEngine,
         ThreadKind::ConsoleIn,
+        ThreadKind::VirtioWorker,
     ] {
         for (name, args) in allowed(kind, arch) {
             if name != "ioctl" {
@@ -254,6 +301,8 @@ fn vmm(arch: TargetArch) -> List {
             "getcwd",
             "getdents64",
             "lseek",
+            // Memory zones bound to a host node (memory.rs).
+            "mbind",
             "memfd_create",
             "newfstatat",
             "openat",
@@ -301,6 +350,9 @@ fn vmm(arch: TargetArch) -> List {
             Ioctl::Family(KVMIO),
             Ioctl::Family(VFIO_IOMMUFD),
             Ioctl::Family(TTY),
+            // Its virtio workers' (their filters stack on this one).
+            Ioctl::Exact(BLKDISCARD),
+            Ioctl::Exact(BLKZEROOUT),
         ],
     );
     list
@@ -314,6 +366,7 @@ pub(super) fn allowed(kind: ThreadKind, arch: TargetArch) -> BTreeMap<&'static s
         ThreadKind::Api => api(arch),
         ThreadKind::VcmdqEngine => vcmdq_engine(),
         ThreadKind::ConsoleIn => console_in(),
+        ThreadKind::VirtioWorker => virtio_worker(arch),
     }
 }
 

@@ -47,6 +47,7 @@ fn threads_spawned_by_the_filtered_vmm_thread_need_nothing_it_refuses() {
             ThreadKind::Vcpu,
             ThreadKind::VcmdqEngine,
             ThreadKind::ConsoleIn,
+            ThreadKind::VirtioWorker,
         ] {
             for (name, args) in rules::allowed(kind, arch) {
                 assert!(
@@ -117,6 +118,10 @@ fn ioctl_numbers_are_the_kernels() {
     assert_eq!(rules::KVM_SET_GSI_ROUTING, 0x4008_ae6a);
     assert_eq!(rules::KVM_IRQFD, 0x4020_ae76);
     assert_eq!(rules::KVM_SIGNAL_MSI, 0x4020_aea5);
+    assert_eq!(rules::KVM_IOEVENTFD, 0x4040_ae79);
+    // include/uapi/linux/fs.h.
+    assert_eq!(rules::BLKDISCARD, 0x1277);
+    assert_eq!(rules::BLKZEROOUT, 0x127f);
     // asm-generic/ioctls.h, the same on x86_64 and arm64.
     assert_eq!(rules::FIONBIO, 0x5421);
     assert_eq!(rules::TCGETS, 0x5401);
@@ -166,6 +171,8 @@ mod in_child {
         RealEngine,
         /// Not a probe: the thread starts under the VMM thread's filter.
         Stacked,
+        /// Not a probe: a real virtio-blk function serves a write.
+        RealVirtio,
     }
 
     fn probe_name(probe: Probe) -> &'static str {
@@ -176,6 +183,7 @@ mod in_child {
             Probe::Open => "open",
             Probe::RealEngine => "real-engine",
             Probe::Stacked => "stacked",
+            Probe::RealVirtio => "real-virtio",
         }
     }
 
@@ -222,6 +230,9 @@ mod in_child {
         init(SeccompMode::parse(mode).unwrap()).unwrap();
         if probe == "real-engine" {
             return real_engine();
+        }
+        if probe == "real-virtio" {
+            return real_virtio();
         }
         if probe == "stacked" {
             return stacked(kind);
@@ -320,6 +331,56 @@ mod in_child {
         eprintln!("child exits");
     }
 
+    /// A virtio-blk function built by a thread under the VMM filter (its
+    /// workers start there), driven from a thread under the vCPU filter
+    /// (DRIVER_OK, the trapped notify), its worker writing and flushing
+    /// the image under its own: print the worker's seccomp state and the
+    /// status the device answered.
+    fn real_virtio() {
+        use crate::config::{DiskConfig, VmConfig};
+        use crate::description::VmDescription;
+        use vm_memory::GuestAddress;
+        let image = vmm_sys_util::tempfile::TempFile::new().unwrap();
+        image.as_file().set_len(4096).unwrap();
+        let path = image.as_path().display().to_string();
+        let vmm = std::thread::spawn(move || {
+            apply(ThreadKind::Vmm).unwrap();
+            let config = VmConfig {
+                disks: vec![DiskConfig::parse(&format!("path={path}"), 0).unwrap()],
+                ..VmConfig::default()
+            };
+            let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+            let vm = VmDescription::new(config, &host, 16).unwrap();
+            let mem = devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)])
+                .unwrap();
+            let wiring = crate::virtio::test_support::wiring();
+            let built = crate::virtio::build(&vm, &vm.devices[0], &mem, &wiring).unwrap();
+            let mut function = built.function;
+            let vcpu = std::thread::spawn(move || {
+                apply(ThreadKind::Vcpu).unwrap();
+                let status = crate::virtio::test_support::write_sector(&mut *function, &mem, 1, 9);
+                eprintln!("status {status}");
+                function
+            });
+            let function = vcpu.join().unwrap();
+            for task in std::fs::read_dir("/proc/self/task").unwrap() {
+                let task = task.unwrap().path();
+                let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+                if comm.trim() == "_disk0-q0" {
+                    let status = std::fs::read_to_string(task.join("status")).unwrap();
+                    let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+                    eprintln!("worker {}", seccomp.split_whitespace().last().unwrap());
+                }
+            }
+            drop(function);
+        });
+        vmm.join().unwrap();
+        let mut back = [0u8; 512];
+        std::os::unix::fs::FileExt::read_exact_at(image.as_file(), &mut back, 512).unwrap();
+        eprintln!("image {}", back.iter().all(|b| *b == 9));
+        eprintln!("child exits");
+    }
+
     fn refused(kind: ThreadKind, probe: Probe, syscall: i64) {
         let (status, out) = run_child(kind, "true", probe);
         assert_eq!(
@@ -385,11 +446,22 @@ mod in_child {
     }
 
     #[test]
+    fn a_virtio_worker_serves_a_disk_write_under_its_filter_stacked_on_the_vmms() {
+        let (status, out) = run_child(ThreadKind::VirtioWorker, "true", Probe::RealVirtio);
+        assert!(status.success(), "{out}");
+        assert!(out.contains("status 0"), "{out}");
+        assert!(out.contains("worker 2"), "{out}");
+        assert!(out.contains("image true"), "{out}");
+        assert!(out.contains("child exits"), "{out}");
+    }
+
+    #[test]
     fn threads_spawned_under_the_vmm_filter_install_theirs_and_work_under_true() {
         for kind in [
             ThreadKind::Vcpu,
             ThreadKind::VcmdqEngine,
             ThreadKind::ConsoleIn,
+            ThreadKind::VirtioWorker,
         ] {
             let (status, out) = run_child(kind, "true", Probe::Stacked);
             assert!(status.success(), "{kind:?}: {out}");

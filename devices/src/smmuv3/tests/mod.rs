@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress};
 
 mod cmdq;
+mod invalidate_errors;
 mod streams_events;
 
 use super::cmd::{Command, Opcode};
@@ -246,7 +247,7 @@ fn atschk_is_res0_without_ats() {
     rig.set(Reg::Cr0, cr0::ATSCHK.mask());
     assert_eq!(rig.reg(Reg::Cr0Ack), 0);
     let mut rig = rig_with(VsmmuConfig {
-        ats: true,
+        ats: crate::smmuv3::idr::HostChoice::On,
         ..VsmmuConfig::default()
     });
     rig.set(Reg::Cr0, cr0::ATSCHK.mask());

@@ -9,7 +9,7 @@ use devices::emulated::cmdqv::{EmulatedCmdqv, EmulatedCmdqvConfig};
 use devices::irq::NoInterrupts;
 use devices::smmuv3::cmd::Command;
 use devices::smmuv3::{NestedSte, SteConfig};
-use iommufd::fd::Ioctl;
+use iommufd::Ioctl;
 use iommufd::flavour::EventFormat;
 use iommufd::selftest::{self, MockDevice, Selftest};
 use iommufd::{Flavour, HostError, HostInfo, Ioas, Iommufd, IommufdDevice, Viommu};
@@ -23,7 +23,8 @@ use crate::{Check, ensure, footprint, log_mark, log_since};
 pub fn ioas_maps_guest_ram(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map_guest_ram(fd, &mem).map_err(|e| e.to_string())?;
+    ioas.map_guest_ram(fd, &mem, MOCK_HOST_PAGE)
+        .map_err(|e| e.to_string())?;
     let device = MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?;
     let check_a = selftest::md_check_map(
         fd,
@@ -348,8 +349,14 @@ pub fn errno_table(fd: &Arc<Iommufd>) -> Check {
 pub fn failed_setup_leaks_nothing(fd: &Arc<Iommufd>) -> Check {
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
-        .map_err(|e| e.to_string())?;
+    ioas.map(
+        fd,
+        RAM_A,
+        host_va(&mem, RAM_A)?,
+        RAM_A_LEN as u64,
+        MOCK_HOST_PAGE,
+    )
+    .map_err(|e| e.to_string())?;
     let a = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);
     let b = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);
     let live_before = fd.live_objects();
@@ -466,8 +473,14 @@ pub fn refused_ste_leaves_device_on_abort(fd: &Arc<Iommufd>) -> Check {
     const VSID: u32 = 0x8;
     let mem = guest_ram()?;
     let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
-    ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
-        .map_err(|e| e.to_string())?;
+    ioas.map(
+        fd,
+        RAM_A,
+        host_va(&mem, RAM_A)?,
+        RAM_A_LEN as u64,
+        MOCK_HOST_PAGE,
+    )
+    .map_err(|e| e.to_string())?;
     let device = Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?);
     let bound: Vec<(Arc<dyn IommufdDevice>, u32)> = vec![(device.clone(), VSID)];
     let mut viommu =
@@ -505,4 +518,101 @@ pub fn refused_ste_leaves_device_on_abort(fd: &Arc<Iommufd>) -> Check {
         .map_err(|e| e.to_string())?;
     ioas.destroy().map_err(|e| e.to_string())?;
     result
+}
+
+/// Every ioctl of a vIOMMU's setup (hw info, nest parent, vIOMMU, vDEVICEs,
+/// vEVENTQs, both HW queues) failing in turn: the n-th fails with an
+/// injected EIO before it reaches the kernel, the setup gives up, and the
+/// handles built so far drop. Each time the kernel must accept every
+/// destroy in that order, and no object, fd or mapping may be left. Prints
+/// the halfway-failure table: step, the ioctl that failed, what was built
+/// and released.
+pub fn every_setup_step_failing_leaks_nothing(fd: &Arc<Iommufd>) -> Check {
+    let mem = guest_ram()?;
+    let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
+    ioas.map(
+        fd,
+        RAM_A,
+        host_va(&mem, RAM_A)?,
+        RAM_A_LEN as u64,
+        MOCK_HOST_PAGE,
+    )
+    .map_err(|e| e.to_string())?;
+    let devices = [
+        Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?),
+        Arc::new(MockDevice::new(fd, ioas.id()).map_err(|e| e.to_string())?),
+    ];
+    let live_before = fd.live_objects();
+    let footprint_before = footprint();
+    let refused_before = fd.failed_destroys();
+    let setup = || -> Result<Viommu, String> {
+        let bound = devices
+            .iter()
+            .zip(VSIDS)
+            .map(|(d, vsid)| (d.clone() as Arc<dyn IommufdDevice>, vsid))
+            .collect();
+        let mut viommu =
+            Viommu::new(fd, ioas.id(), Arc::new(Selftest), bound).map_err(|e| e.to_string())?;
+        viommu
+            .hw_queue_alloc(0, LVCMDQ0, 4096)
+            .map_err(|e| e.to_string())?;
+        viommu
+            .hw_queue_alloc(1, LVCMDQ1, 4096)
+            .map_err(|e| e.to_string())?;
+        Ok(viommu)
+    };
+    let mut failures = 0;
+    for step in 1..=64u64 {
+        let created_before = fd.objects_created();
+        fd.inject_failure(step);
+        let result = setup();
+        fd.inject_failure(0);
+        let built = fd.objects_created() - created_before;
+        match result {
+            Ok(viommu) => {
+                drop(viommu);
+                println!(
+                    "JUDGE halfway: step {step}: no ioctl left to fail; the whole setup built {built} objects"
+                );
+                break;
+            }
+            Err(why) => {
+                failures += 1;
+                ensure(why.contains("injected failure"), || {
+                    format!("step {step} failed for another reason: {why}")
+                })?;
+                let failed = why
+                    .split_whitespace()
+                    .find(|w| w.starts_with("IOMMU_"))
+                    .unwrap_or("?")
+                    .to_string();
+                println!(
+                    "JUDGE halfway: step {step}: {failed} failed; {built} objects built, all released"
+                );
+            }
+        }
+        let live = fd.live_objects();
+        ensure(live == live_before, || {
+            format!("step {step}: objects left {live:?} (before: {live_before:?})")
+        })?;
+        ensure(fd.failed_destroys() == refused_before, || {
+            format!("step {step}: the kernel refused a destroy (teardown out of order)")
+        })?;
+        ensure(footprint() == footprint_before, || {
+            format!(
+                "step {step}: fds/maps {footprint_before:?} -> {:?}",
+                footprint()
+            )
+        })?;
+    }
+    ensure(failures >= 6, || {
+        format!("only {failures} setup ioctls to fail: the setup did not run")
+    })?;
+    for device in devices {
+        Arc::try_unwrap(device)
+            .map_err(|_| "device still shared")?
+            .destroy()
+            .map_err(|e| e.to_string())?;
+    }
+    ioas.destroy().map_err(|e| e.to_string())
 }

@@ -197,6 +197,10 @@ fn run_checks(fd: Arc<Iommufd>, baseline: (usize, usize)) -> (usize, usize) {
         failed_setup_leaks_nothing(&fd),
     );
     record(
+        "every_setup_step_failing_leaks_nothing",
+        every_setup_step_failing_leaks_nothing(&fd),
+    );
+    record(
         "refused_ste_leaves_device_on_abort",
         refused_ste_leaves_device_on_abort(&fd),
     );

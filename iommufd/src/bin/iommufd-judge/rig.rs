@@ -19,6 +19,8 @@ pub const RAM_A_LEN: usize = 2 << 20;
 /// Guest RAM the VMM deliberately leaves out of the IOAS (for ENOENT).
 pub const RAM_B: u64 = 0x4000_0000;
 pub const RAM_B_LEN: usize = 64 << 10;
+/// The mock kernel is an x86_64 one: 4 KiB pages, the granule of IOAS maps.
+pub const MOCK_HOST_PAGE: u64 = 4 << 10;
 /// Two devices behind the vSMMU, by vSID.
 pub const VSIDS: [u32; 2] = [0x8, 0x10];
 /// Guest structures in RAM A.
@@ -64,8 +66,14 @@ impl Rig {
         fault_in_backwards(&mem, BIG_QUEUES)?;
         let ioas = Ioas::new(fd).map_err(|e| e.to_string())?;
         // Only RAM A: RAM B stays out of the IOAS on purpose (ENOENT check).
-        ioas.map(fd, RAM_A, host_va(&mem, RAM_A)?, RAM_A_LEN as u64)
-            .map_err(|e| e.to_string())?;
+        ioas.map(
+            fd,
+            RAM_A,
+            host_va(&mem, RAM_A)?,
+            RAM_A_LEN as u64,
+            MOCK_HOST_PAGE,
+        )
+        .map_err(|e| e.to_string())?;
         let devices = (0..VSIDS.len())
             .map(|_| MockDevice::new(fd, ioas.id()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()

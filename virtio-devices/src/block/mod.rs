@@ -1,0 +1,198 @@
+//! virtio-blk (virtio 1.2 section 5.2) over a raw image.
+//!
+//! Implemented: requests IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES
+//! ([`request`]); features VIRTIO_BLK_F_FLUSH, SEG_MAX, MQ (one worker
+//! thread per queue), RO (read-only disk: every write-type request is
+//! answered VIRTIO_BLK_S_IOERR), DISCARD and WRITE_ZEROES (writable disks);
+//! raw files and block devices with an OFD lock ([`image`]), O_DIRECT with
+//! `direct=on`.
+//!
+//! Deliberately not implemented (yet): qcow2 and other image formats,
+//! io_uring / AIO (I/O is synchronous in the queue's worker), CONFIG_WCE,
+//! TOPOLOGY, BLK_SIZE (512-byte sectors are the default), EVENT_IDX,
+//! INDIRECT_DESC, rate limiting, zoned devices, secure erase.
+
+pub mod image;
+pub mod request;
+
+use std::sync::Arc;
+
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_RO,
+    VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_ID_BYTES,
+};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_queue::{Queue, QueueT};
+
+use crate::worker::{QueueHandler, Workers};
+use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
+pub use image::{DiskImage, ImageError};
+pub use request::BlockCounters;
+use request::RequestContext;
+
+/// Largest discard / write-zeroes request, in sectors (2 GiB).
+const MAX_RANGE_SECTORS: u32 = 1 << 22;
+
+/// How the disk is presented.
+#[derive(Clone, Debug)]
+pub struct BlockParams {
+    /// Name in log lines and thread names.
+    pub id: String,
+    /// Refuse writes (VIRTIO_BLK_F_RO).
+    pub readonly: bool,
+    /// Queues (VIRTIO_BLK_F_MQ when more than one).
+    pub num_queues: u16,
+    /// Size of each queue.
+    pub queue_size: u16,
+    /// GET_ID's answer, up to 20 bytes.
+    pub serial: String,
+}
+
+/// A virtio-blk device.
+pub struct Block {
+    params: BlockParams,
+    image: Arc<DiskImage>,
+    counters: Arc<BlockCounters>,
+    workers: Workers,
+}
+
+impl Block {
+    /// A disk over `image`, its queue workers started (parked).
+    pub fn new(image: DiskImage, params: BlockParams) -> std::io::Result<Self> {
+        let mut serial = [0u8; VIRTIO_BLK_ID_BYTES as usize];
+        for (dst, src) in serial.iter_mut().zip(params.serial.bytes()) {
+            *dst = src;
+        }
+        let image = Arc::new(image);
+        let counters = Arc::new(BlockCounters::default());
+        let mut workers = Workers::new()?;
+        for index in 0..params.num_queues {
+            let handler = BlockQueue {
+                image: image.clone(),
+                readonly: params.readonly,
+                serial,
+                counters: counters.clone(),
+                buffer: Vec::new(),
+            };
+            workers.spawn(format!("{}-q{index}", params.id), handler)?;
+        }
+        Ok(Block {
+            params,
+            image,
+            counters,
+            workers,
+        })
+    }
+
+    /// The disk's I/O counters.
+    pub fn counters(&self) -> Arc<BlockCounters> {
+        self.counters.clone()
+    }
+
+    /// `virtio_blk_config` (section 5.2.4), little endian.
+    fn config_bytes(&self) -> [u8; 60] {
+        let mut b = [0u8; 60];
+        let mut put = |at: usize, bytes: &[u8]| b[at..at + bytes.len()].copy_from_slice(bytes);
+        put(0, &self.image.sectors().to_le_bytes());
+        // seg_max: the queue less the header and status descriptors.
+        put(
+            12,
+            &u32::from(self.params.queue_size.saturating_sub(2)).to_le_bytes(),
+        );
+        put(34, &self.params.num_queues.to_le_bytes());
+        put(36, &MAX_RANGE_SECTORS.to_le_bytes());
+        put(40, &1u32.to_le_bytes());
+        put(44, &1u32.to_le_bytes());
+        put(48, &MAX_RANGE_SECTORS.to_le_bytes());
+        put(52, &1u32.to_le_bytes());
+        b
+    }
+}
+
+/// One queue's request loop.
+struct BlockQueue {
+    image: Arc<DiskImage>,
+    readonly: bool,
+    serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
+    counters: Arc<BlockCounters>,
+    buffer: Vec<u8>,
+}
+
+impl QueueHandler for BlockQueue {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+        let mut used = false;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let mut ctx = RequestContext {
+                image: &self.image,
+                readonly: self.readonly,
+                serial: &self.serial,
+                counters: &self.counters,
+                buffer: &mut self.buffer,
+            };
+            let len = request::execute(chain, mem, &mut ctx);
+            if let Err(e) = queue.add_used(mem, head, len) {
+                log::error!(target: "virtio-blk", "used ring: {e}");
+            }
+            used = true;
+        }
+        used
+    }
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![self.params.queue_size; usize::from(self.params.num_queues)]
+    }
+
+    fn features(&self) -> u64 {
+        let mut f = feature(VIRTIO_F_VERSION_1)
+            | feature(VIRTIO_BLK_F_FLUSH)
+            | feature(VIRTIO_BLK_F_SEG_MAX);
+        if self.params.num_queues > 1 {
+            f |= feature(VIRTIO_BLK_F_MQ);
+        }
+        if self.params.readonly {
+            f |= feature(VIRTIO_BLK_F_RO);
+        } else {
+            f |= feature(VIRTIO_BLK_F_DISCARD) | feature(VIRTIO_BLK_F_WRITE_ZEROES);
+        }
+        f
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        let config = self.config_bytes();
+        let at = offset as usize;
+        if let Some(src) = config.get(at..at.saturating_add(data.len())) {
+            data.copy_from_slice(src);
+        }
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        _features: u64,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), String> {
+        for queue in queues {
+            if let Err(e) = self.workers.start(mem.clone(), queue) {
+                self.workers.stop();
+                return Err(format!("{}: {e}", self.params.id));
+            }
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.workers.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,309 @@
+//! One thread per queue, started when the device is built (by the VMM
+//! thread: a vCPU thread, which handles the guest's DRIVER_OK, may not
+//! create threads under its seccomp filter) and parked until the driver
+//! starts the device. Serving, it waits (epoll) on the queue's notification
+//! eventfd, its control eventfd, the device's kill eventfd and, for a
+//! console's receive queue, the host input fd; it serves the queue and
+//! interrupts the guest when it used buffers. The vCPU that wrote the
+//! notify register only signalled an eventfd (a KVM ioeventfd), so device
+//! I/O never runs on a vCPU thread.
+//!
+//! [`Workers::start`] hands a worker its queue; [`Workers::stop`] takes
+//! every queue back and returns once no worker touches guest memory any
+//! more (device reset). Every worker runs [`crate::thread_started`] first
+//! with the thread kind [`WORKER_KIND`], where the VMM installs the
+//! worker's seccomp filter.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use virtio_queue::Queue;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::{ActiveQueue, GuestMemory};
+
+/// The seccomp thread kind of every virtio worker.
+pub const WORKER_KIND: &str = "virtio-worker";
+
+const KILL: u64 = 0;
+const CONTROL: u64 = 1;
+const KICK: u64 = 2;
+const INPUT: u64 = 3;
+
+/// What a device does with its queue.
+pub trait QueueHandler: Send + 'static {
+    /// Serve what the driver made available; true when buffers were used
+    /// (the guest is interrupted).
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool;
+
+    /// A host fd this queue also waits on (console input), if any.
+    fn input_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Whether the worker should read input now (false while the handler
+    /// holds as much undelivered input as it will buffer).
+    fn wants_input(&self) -> bool {
+        false
+    }
+
+    /// The input fd is readable: take input and deliver what fits; true
+    /// when buffers were used. `Err` ends input (end of file or error).
+    fn input_ready(&mut self, _queue: &mut Queue, _mem: &GuestMemory) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// What a worker is told to do, and whether it is serving.
+#[derive(Default)]
+struct Slot {
+    queue: Option<(GuestMemory, ActiveQueue)>,
+    serving: bool,
+}
+
+struct Shared {
+    slot: Mutex<Slot>,
+    changed: Condvar,
+    control: EventFd,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The worker threads of one device, one per queue.
+pub struct Workers {
+    kill: EventFd,
+    workers: Vec<(Arc<Shared>, Option<JoinHandle<()>>)>,
+}
+
+impl Workers {
+    /// No workers yet.
+    pub fn new() -> io::Result<Self> {
+        Ok(Workers {
+            kill: EventFd::new(EFD_NONBLOCK)?,
+            workers: Vec::new(),
+        })
+    }
+
+    /// Start the parked thread `name` for the next queue, with `handler`.
+    pub fn spawn(&mut self, name: String, handler: impl QueueHandler) -> io::Result<()> {
+        let shared = Arc::new(Shared {
+            slot: Mutex::new(Slot::default()),
+            changed: Condvar::new(),
+            control: EventFd::new(EFD_NONBLOCK)?,
+        });
+        let kill = self.kill.try_clone()?;
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                if let Err(e) = crate::thread_started(WORKER_KIND) {
+                    log::error!(target: "virtio", "{name}: not started: {e}");
+                    return;
+                }
+                if let Err(e) = run(&kill, &theirs, handler) {
+                    log::error!(target: "virtio", "{name}: stopped: {e}");
+                }
+                // Never leave `stop` waiting on a dead worker.
+                theirs.lock().serving = false;
+                theirs.changed.notify_all();
+            })?;
+        self.workers.push((shared, Some(thread)));
+        Ok(())
+    }
+
+    /// Serve `queue` (its index picks the worker).
+    pub fn start(&self, mem: GuestMemory, queue: ActiveQueue) -> Result<(), String> {
+        let index = usize::from(queue.index);
+        let (shared, _) = self
+            .workers
+            .get(index)
+            .ok_or_else(|| format!("no worker for queue {index}"))?;
+        shared.lock().queue = Some((mem, queue));
+        shared
+            .control
+            .write(1)
+            .map_err(|e| format!("queue {index} worker: {e}"))
+    }
+
+    /// Take every queue back; returns once no worker serves one.
+    pub fn stop(&self) {
+        for (shared, thread) in &self.workers {
+            let mut slot = shared.lock();
+            slot.queue = None;
+            if !slot.serving {
+                continue;
+            }
+            if let Err(e) = shared.control.write(1) {
+                log::error!(target: "virtio", "worker control eventfd: {e}");
+                continue;
+            }
+            while slot.serving && thread.as_ref().is_some_and(|t| !t.is_finished()) {
+                slot = shared.changed.wait(slot).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Err(e) = self.kill.write(1) {
+            log::error!(target: "virtio", "worker kill eventfd: {e}");
+        }
+        for (_, thread) in &mut self.workers {
+            if let Some(t) = thread.take()
+                && t.join().is_err()
+            {
+                log::error!(target: "virtio", "a worker thread panicked");
+            }
+        }
+    }
+}
+
+fn set_input(epoll: &Epoll, fd: RawFd, on: bool, registered: &mut bool) {
+    if on == *registered {
+        return;
+    }
+    let op = if on {
+        ControlOperation::Add
+    } else {
+        ControlOperation::Delete
+    };
+    match epoll.ctl(op, fd, EpollEvent::new(EventSet::IN, INPUT)) {
+        Ok(()) => *registered = on,
+        // A regular file or /dev/null cannot be polled: no input then.
+        Err(e) => log::warn!(target: "virtio", "input fd {fd}: {e}; input ignored"),
+    }
+}
+
+fn wait(epoll: &Epoll, events: &mut [EpollEvent]) -> io::Result<usize> {
+    loop {
+        match epoll.wait(-1, events) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Park until a queue is handed over, serve it until it is taken back;
+/// return on kill.
+fn run(kill: &EventFd, shared: &Shared, mut handler: impl QueueHandler) -> io::Result<()> {
+    let epoll = Epoll::new()?;
+    epoll.ctl(
+        ControlOperation::Add,
+        kill.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, KILL),
+    )?;
+    epoll.ctl(
+        ControlOperation::Add,
+        shared.control.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, CONTROL),
+    )?;
+    let mut events = [EpollEvent::default(); 4];
+    loop {
+        let n = wait(&epoll, &mut events)?;
+        if events.iter().take(n).any(|e| e.data() == KILL) {
+            return Ok(());
+        }
+        let _ = shared.control.read();
+        let taken = {
+            let mut slot = shared.lock();
+            let taken = slot.queue.take();
+            slot.serving = taken.is_some();
+            taken
+        };
+        let Some((mem, queue)) = taken else {
+            continue;
+        };
+        let killed = serve(&epoll, &mut handler, mem, queue);
+        shared.lock().serving = false;
+        shared.changed.notify_all();
+        if killed? {
+            return Ok(());
+        }
+    }
+}
+
+/// Serve one queue until the control eventfd fires (stop) or kill; true
+/// on kill.
+fn serve(
+    epoll: &Epoll,
+    handler: &mut impl QueueHandler,
+    mem: GuestMemory,
+    active: ActiveQueue,
+) -> io::Result<bool> {
+    let ActiveQueue {
+        mut queue,
+        kick,
+        interrupt,
+        ..
+    } = active;
+    epoll.ctl(
+        ControlOperation::Add,
+        kick.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, KICK),
+    )?;
+    let mut input = handler.input_fd();
+    let mut input_registered = false;
+    // Buffers made available before the queue was handed over.
+    if handler.process_queue(&mut queue, &mem) {
+        interrupt.signal();
+    }
+    let mut events = [EpollEvent::default(); 4];
+    let result = loop {
+        if let Some(fd) = input {
+            set_input(epoll, fd, handler.wants_input(), &mut input_registered);
+        }
+        let n = match wait(epoll, &mut events) {
+            Ok(n) => n,
+            Err(e) => break Err(e),
+        };
+        let mut used = false;
+        let mut stop = None;
+        for event in events.iter().take(n) {
+            match event.data() {
+                KILL => stop = Some(true),
+                CONTROL => stop = Some(false),
+                KICK => {
+                    let _ = kick.read();
+                    used |= handler.process_queue(&mut queue, &mem);
+                }
+                _ => match handler.input_ready(&mut queue, &mem) {
+                    Ok(u) => used |= u,
+                    Err(e) => {
+                        log::info!(target: "virtio", "input ends: {e}");
+                        if let Some(fd) = input.take() {
+                            set_input(epoll, fd, false, &mut input_registered);
+                        }
+                    }
+                },
+            }
+        }
+        if used {
+            interrupt.signal();
+        }
+        if let Some(killed) = stop {
+            break Ok(killed);
+        }
+    };
+    // Leave the control event for the outer loop to consume.
+    let _ = epoll.ctl(
+        ControlOperation::Delete,
+        kick.as_raw_fd(),
+        EpollEvent::new(EventSet::IN, KICK),
+    );
+    if let Some(fd) = input.filter(|_| input_registered) {
+        let _ = epoll.ctl(
+            ControlOperation::Delete,
+            fd,
+            EpollEvent::new(EventSet::IN, INPUT),
+        );
+    }
+    result
+}

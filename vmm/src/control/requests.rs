@@ -1,0 +1,333 @@
+//! The control API's requests as the VMM thread answers them: what each
+//! needs (no VM, a created one, a running one), and the refusals with their
+//! reasons (see the parent module's doc).
+
+use super::*;
+
+impl Vmm {
+    pub(super) fn serve_api(&mut self) -> Next {
+        let Some(api) = self.api.take() else {
+            return Next::Continue;
+        };
+        let _ = api.request_evt.read();
+        let mut next = Next::Continue;
+        while let Ok(request) = api.requests.try_recv() {
+            log::info!(target: "api", "request: {request:?}");
+            let (response, then) = self.handle(request);
+            api.reply(response);
+            if then == Next::Exit {
+                next = Next::Exit;
+                break;
+            }
+        }
+        self.api = Some(api);
+        next
+    }
+
+    /// Carry out one API request. Each either completes or changes nothing.
+    pub(super) fn handle(&mut self, request: ApiRequest) -> (ApiResponse, Next) {
+        let response = match request {
+            ApiRequest::VmmPing => json(&VmmPingResponse {
+                build_version: crate::api::BUILD_VERSION.into(),
+                version: crate::api::CH_API_VERSION.into(),
+                pid: i64::from(std::process::id()),
+                features: Vec::new(),
+            }),
+            ApiRequest::VmmShutdown => {
+                self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
+                log::info!(target: "vmm", "VMM shut down through the API");
+                return (Ok(None), Next::Exit);
+            }
+            ApiRequest::VmCreate(config, given) => self.create(*config).map(|()| {
+                self.given_config = Some(*given);
+                None
+            }),
+            ApiRequest::VmBoot => self.boot().map(|()| None),
+            ApiRequest::VmDelete => {
+                self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
+                match self.vm {
+                    Vm::None => Err(ApiError::VmNotCreated),
+                    _ => {
+                        self.vm = Vm::None;
+                        self.given_config = None;
+                        self.serial = None;
+                        events::emit(Named::VmDeleted);
+                        Ok(None)
+                    }
+                }
+            }
+            ApiRequest::VmInfo => self.info(),
+            ApiRequest::VmCounters => match &self.vm {
+                Vm::Running { vm, .. } => json(&vm.counters()),
+                other => Err(not_running(other, "read counters")),
+            },
+            ApiRequest::VmPause => match &mut self.vm {
+                Vm::Running { vm, .. } if vm.paused() => Err(ApiError::WrongState {
+                    action: "pause",
+                    state: "paused",
+                    fix: "PUT vm.resume to run it",
+                }),
+                Vm::Running { vm, .. } => {
+                    events::emit(Named::VmPausing);
+                    vm.pause()
+                        .map(|()| events::emit(Named::VmPaused))
+                        .map(|()| None)
+                        .map_err(|e| ApiError::PauseFailed(e.to_string()))
+                }
+                other => Err(not_running(other, "pause")),
+            },
+            ApiRequest::VmResume => match &mut self.vm {
+                Vm::Running { vm, .. } if vm.paused() => {
+                    events::emit(Named::VmResuming);
+                    vm.resume();
+                    events::emit(Named::VmResumed);
+                    Ok(None)
+                }
+                Vm::Running { .. } => Err(ApiError::WrongState {
+                    action: "resume",
+                    state: "running",
+                    fix: "only a paused VM resumes (PUT vm.pause first)",
+                }),
+                other => Err(not_running(other, "resume")),
+            },
+            ApiRequest::VmReboot => self.reboot(),
+            ApiRequest::VmShutdown => match &self.vm {
+                Vm::Running { .. } => {
+                    self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
+                    Ok(None)
+                }
+                other => Err(not_running(other, "shut down")),
+            },
+            ApiRequest::VmPowerButton => match &self.vm {
+                Vm::Running { .. } => Err(ApiError::NoPowerButton),
+                other => Err(not_running(other, "press the power button")),
+            },
+            ApiRequest::VmAddDevice(device) => self.add_device(&device),
+            ApiRequest::VmRemoveDevice(id) => self.remove_device(&id),
+            ApiRequest::VmSaveState(op) => self.refuse_save_state(op),
+            ApiRequest::Unimplemented(what) => Err(self.refuse_unimplemented(what)),
+        };
+        (response, Next::Continue)
+    }
+
+    pub(super) fn description(&self) -> Option<&VmDescription> {
+        match &self.vm {
+            Vm::None => None,
+            Vm::Defined { description, .. } | Vm::Running { description, .. } => Some(description),
+        }
+    }
+
+    pub(super) fn info(&self) -> ApiResponse {
+        let (description, state) = match &self.vm {
+            Vm::None => return Err(ApiError::VmNotCreated),
+            Vm::Defined {
+                description,
+                shut_down,
+            } => (
+                description,
+                if *shut_down {
+                    VmState::Shutdown
+                } else {
+                    VmState::Created
+                },
+            ),
+            Vm::Running {
+                description, vm, ..
+            } => (
+                description,
+                if vm.paused() {
+                    VmState::Paused
+                } else {
+                    VmState::Running
+                },
+            ),
+        };
+        json(&VmInfoResponse {
+            config: shown_config(
+                &ApiVmConfig::from(&description.config),
+                self.given_config.as_ref(),
+                self.serial.as_deref().and_then(SerialBackend::pty_path),
+            ),
+            state,
+            memory_actual_size: description.config.memory.total(),
+            placement: Some(ApiPlacement::from(&**description)),
+        })
+    }
+
+    pub(super) fn reboot(&mut self) -> ApiResponse {
+        let Some((description, vm, boots)) = self.take_running() else {
+            return Err(not_running(&self.vm, "reboot"));
+        };
+        events::emit(Named::VmRebooting {
+            cause: RebootCause::Api,
+        });
+        self.stop_running(vm, VmExit::Reset);
+        log::info!(target: "vmm", "vm.reboot: rebuilding the VM (boot {})", boots + 1);
+        self.launch(description, boots + 1, true)?;
+        events::emit(Named::VmRebooted { boot: boots + 1 });
+        Ok(None)
+    }
+
+    /// `vm.add-device`: before boot (or after a shutdown) the function
+    /// joins the VM's configuration, as upstream's cold add; a running VM
+    /// is refused.
+    pub(super) fn add_device(&mut self, device: &ApiDeviceConfig) -> ApiResponse {
+        let Vm::Defined { description, .. } = &self.vm else {
+            let device = device.to_config(0);
+            return self.refuse_add(&device);
+        };
+        let mut config = description.config.clone();
+        let device = device.to_config(config.devices.len());
+        config.devices.push(device);
+        self.redefine(config)
+    }
+
+    /// `vm.remove-device`: before boot the function (or test endpoint)
+    /// leaves the configuration; a running VM is refused.
+    pub(super) fn remove_device(&mut self, id: &str) -> ApiResponse {
+        let Vm::Defined { description, .. } = &self.vm else {
+            return self.refuse_remove(id);
+        };
+        let mut config = description.config.clone();
+        let before = config.devices.len() + config.test_devices.len();
+        config.devices.retain(|d| d.id != id);
+        config.test_devices.retain(|d| d.id != id);
+        if config.devices.len() + config.test_devices.len() == before {
+            return self.refuse_remove(id);
+        }
+        // Generated ids name their position: the ones after the gap move up.
+        for (index, device) in config.devices.iter_mut().enumerate() {
+            if device.id.starts_with("_dev") {
+                device.id = format!("_dev{index}");
+            }
+        }
+        for (index, device) in config.test_devices.iter_mut().enumerate() {
+            if device.id.starts_with("_test") {
+                device.id = format!("_test{index}");
+            }
+        }
+        self.redefine(config)
+    }
+
+    /// Replace the defined VM's configuration, if it is valid; nothing
+    /// changes otherwise.
+    pub(super) fn redefine(&mut self, config: VmConfig) -> ApiResponse {
+        let Vm::Defined { description, .. } = &mut self.vm else {
+            return Err(not_running(&self.vm, "change the configuration"));
+        };
+        config.validate(true)?;
+        **description = describe(config)?;
+        Ok(None)
+    }
+
+    /// An endpoint this VMM does not implement: 404 without a VM, the
+    /// spec's wrong-state answer, or the reason it is not implemented.
+    pub(super) fn refuse_unimplemented(&self, what: Unimplemented) -> ApiError {
+        match (what.needs, &self.vm) {
+            (Needs::NoVm, Vm::None) => ApiError::NotImplemented(what),
+            (Needs::NoVm, _) => ApiError::VmAlreadyCreated,
+            (_, Vm::None) => ApiError::VmNotCreated,
+            (Needs::RunningVm, vm @ Vm::Defined { .. }) => not_running(vm, what.action),
+            _ => ApiError::NotImplemented(what),
+        }
+    }
+
+    pub(super) fn refuse_add(&self, device: &DeviceConfig) -> ApiResponse {
+        let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        let vsmmu = description.vsmmu_of_segment(device.pci_segment.unwrap_or(0));
+        match vsmmu {
+            Some(v) if device.iommu => Err(ApiError::DeviceBehindVsmmu {
+                op: "add-device",
+                id: device.path.display().to_string(),
+                vsmmu: v.index,
+                cmdqv: cmdqv_note(v.cmdqv),
+            }),
+            _ => Err(ApiError::HotplugUnsupported { op: "add-device" }),
+        }
+    }
+
+    pub(super) fn refuse_remove(&self, id: &str) -> ApiResponse {
+        let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        let Some(device) = description.devices.iter().find(|d| d.id == id) else {
+            let known: Vec<&str> = description.devices.iter().map(|d| d.id.as_str()).collect();
+            return Err(ApiError::UnknownDevice {
+                id: id.chars().take(64).collect(),
+                known: if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                },
+            });
+        };
+        match device.vsmmu {
+            Some(index) => Err(ApiError::DeviceBehindVsmmu {
+                op: "remove-device",
+                id: device.id.clone(),
+                vsmmu: index,
+                cmdqv: cmdqv_note(description.config.vsmmu.kind == VsmmuKind::Cmdqv),
+            }),
+            None => Err(ApiError::HotplugUnsupported {
+                op: "remove-device",
+            }),
+        }
+    }
+
+    pub(super) fn refuse_save_state(&self, op: &'static str) -> ApiResponse {
+        let description = self.description().ok_or(ApiError::VmNotCreated)?;
+        if matches!(self.vm, Vm::Defined { .. }) {
+            let action = match op {
+                "snapshot" => "take a snapshot",
+                _ => "send a migration",
+            };
+            return Err(not_running(&self.vm, action));
+        }
+        if description.vsmmus.is_empty() {
+            return Err(ApiError::SaveStateUnsupported(op));
+        }
+        let indexes: Vec<String> = description
+            .vsmmus
+            .iter()
+            .map(|v| v.index.to_string())
+            .collect();
+        Err(ApiError::VsmmuHostState {
+            op,
+            vsmmus: indexes.join(", "),
+            hw_queues: if description.vsmmus.iter().any(|v| v.cmdqv) {
+                ", CMD-QV HW queues"
+            } else {
+                ""
+            },
+        })
+    }
+}
+
+fn cmdqv_note(cmdqv: bool) -> &'static str {
+    if cmdqv {
+        " (and, with the CMD-QV, its SID slot)"
+    } else {
+        ""
+    }
+}
+
+/// The refusal of `action` for a VM that is not running.
+fn not_running(vm: &Vm, action: &'static str) -> ApiError {
+    match vm {
+        Vm::None => ApiError::VmNotCreated,
+        Vm::Defined { shut_down, .. } => ApiError::WrongState {
+            action,
+            state: if *shut_down { "shut down" } else { "created" },
+            fix: "PUT vm.boot first",
+        },
+        Vm::Running { .. } => ApiError::WrongState {
+            action,
+            state: "running",
+            fix: "retry",
+        },
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> ApiResponse {
+    serde_json::to_string(value)
+        .map(Some)
+        .map_err(|e| ApiError::BootFailed(e.to_string()))
+}

@@ -1,0 +1,386 @@
+//! The VM's virtio functions, from `--disk` and `--console` to devices of
+//! the `virtio-devices` crate on the PCI transport: images opened and
+//! locked, the console's sink and input chosen, each function wired to the
+//! VM's MSI router (irqfds) and ioeventfd registrar (KVM).
+//!
+//! Virtio functions are never behind a vSMMU: they read guest-physical
+//! addresses, and the IORT maps their RIDs straight to the ITS.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use pci::PciDevice;
+use pci::vfio::MsiRouter;
+use virtio_devices::block::{Block, BlockCounters, BlockParams, DiskImage, ImageError};
+use virtio_devices::console::Console;
+use virtio_devices::transport::TransportWiring;
+use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
+
+use crate::config::{ConsoleConfig, DiskConfig};
+use crate::description::{DeviceKind, PlacedDevice, VmDescription};
+
+/// Why a virtio function could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum VirtioError {
+    /// The image cannot be used (missing, locked, empty).
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The console's sink or input cannot be opened.
+    #[error("--console: {0}")]
+    Console(String),
+    /// The transport or a worker could not be set up.
+    #[error("virtio device {id}: {reason}")]
+    Device {
+        /// Device id.
+        id: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Open and lock every disk image of `config` once, and close them again:
+/// `vm.create` and the command line refuse a missing, empty or locked
+/// image before anything else of the VM exists.
+pub fn check_images(config: &crate::config::VmConfig) -> Result<(), VirtioError> {
+    for disk in &config.disks {
+        DiskImage::open(&disk.path, disk.readonly, disk.direct)?;
+    }
+    Ok(())
+}
+
+/// What the VM's virtio functions need from it.
+pub struct VirtioWiring {
+    /// GSI routes and irqfds (the VM's, as VFIO functions use).
+    pub router: Arc<dyn MsiRouter>,
+    /// KVM ioeventfds.
+    pub notify: Arc<dyn NotifyRegistrar>,
+}
+
+/// A built function and, for a disk, its counters.
+pub struct BuiltFunction {
+    /// The PCI function.
+    pub function: Box<dyn PciDevice>,
+    /// A disk's I/O counters.
+    pub disk: Option<Arc<BlockCounters>>,
+}
+
+/// Build the virtio function of `device` (a [`DeviceKind::VirtioBlock`]
+/// or [`DeviceKind::VirtioConsole`]).
+pub fn build(
+    vm: &VmDescription,
+    device: &PlacedDevice,
+    mem: &devices::GuestMemory,
+    wiring: &VirtioWiring,
+) -> Result<BuiltFunction, VirtioError> {
+    let err = |reason: String| VirtioError::Device {
+        id: device.id.clone(),
+        reason,
+    };
+    let (model, disk): (Box<dyn VirtioDevice>, _) = match device.kind {
+        DeviceKind::VirtioBlock => {
+            let config = vm
+                .config
+                .disks
+                .get(device.config_index)
+                .ok_or_else(|| err("no such --disk".into()))?;
+            let block = block(config).map_err(|e| match e {
+                BlockError::Image(e) => VirtioError::Image(e),
+                BlockError::Io(e) => err(e.to_string()),
+            })?;
+            let counters = block.counters();
+            (Box::new(block), Some(counters))
+        }
+        _ => (Box::new(console(&vm.config.console)?), None),
+    };
+    let transport = TransportWiring {
+        name: device.id.clone(),
+        devid: arch::layout::pci_its_device_id(device.segment, device.bdf.rid()),
+        router: wiring.router.clone(),
+        notify: wiring.notify.clone(),
+        mem: mem.clone(),
+    };
+    let function = VirtioPciDevice::new(model, transport).map_err(err)?;
+    log::info!(
+        target: "vmm",
+        "virtio {} at {:04x}:{} (not behind a vSMMU)",
+        device.id, device.segment, device.bdf
+    );
+    Ok(BuiltFunction {
+        function: Box::new(function),
+        disk,
+    })
+}
+
+enum BlockError {
+    Image(ImageError),
+    Io(std::io::Error),
+}
+
+fn block(config: &DiskConfig) -> Result<Block, BlockError> {
+    let image =
+        DiskImage::open(&config.path, config.readonly, config.direct).map_err(BlockError::Image)?;
+    log::info!(
+        target: "vmm",
+        "disk {}: {} ({} sectors{}{})",
+        config.id, config.path.display(), image.sectors(),
+        if config.readonly { ", read-only" } else { "" },
+        if config.direct { ", O_DIRECT" } else { "" }
+    );
+    let params = BlockParams {
+        id: config.id.clone(),
+        readonly: config.readonly,
+        num_queues: config.num_queues,
+        queue_size: config.queue_size,
+        serial: config.serial.clone().unwrap_or_else(|| config.id.clone()),
+    };
+    Block::new(image, params).map_err(BlockError::Io)
+}
+
+/// The console's output sink and input for `mode`.
+fn console(mode: &ConsoleConfig) -> Result<Console, VirtioError> {
+    let failed = |what: &str, e: std::io::Error| VirtioError::Console(format!("{what}: {e}"));
+    let (output, input): (Box<dyn Write + Send>, Option<File>) = match mode {
+        ConsoleConfig::Tty => {
+            let stdin = std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| failed("stdin", e))?;
+            (Box::new(std::io::stdout()), Some(File::from(stdin)))
+        }
+        ConsoleConfig::File(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| failed(&format!("file={}", path.display()), e))?;
+            (Box::new(file), None)
+        }
+        ConsoleConfig::Pty => {
+            let pty = crate::pty::Pty::open().map_err(|e| failed("pty", e))?;
+            log::info!(target: "vmm", "virtio-console pty: {}", pty.path().display());
+            let writer = pty.writer().map_err(|e| failed("pty", e))?;
+            let input = pty.input().map_err(|e| failed("pty", e))?;
+            (Box::new(writer), Some(input))
+        }
+        ConsoleConfig::Null | ConsoleConfig::Off => (Box::new(std::io::sink()), None),
+    };
+    Console::new(crate::description::CONSOLE_ID.into(), output, input)
+        .map_err(|e| failed("eventfd", e))
+}
+
+/// A real guest driver's first write, by hand, for the tests here and the
+/// seccomp tests: program the common configuration, lay out one split
+/// virtqueue in guest RAM, post an OUT of one sector, notify (trapped),
+/// wait for the used ring.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::time::{Duration, Instant};
+
+    use pci::vfio::caps::MsiMessage;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::*;
+
+    /// Routes nothing, refuses nothing.
+    pub struct NullRouter;
+
+    impl MsiRouter for NullRouter {
+        fn allocate_gsi(&self) -> Option<u32> {
+            Some(0)
+        }
+        fn set_msi_route(&self, _: u32, _: MsiMessage, _: u32) -> Result<(), String> {
+            Ok(())
+        }
+        fn free_gsi(&self, _: u32) {}
+        fn irqfd(&self, _: &EventFd, _: u32, _: bool) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// No ioeventfds: notifications trap.
+    pub struct NoIoeventfd;
+
+    impl NotifyRegistrar for NoIoeventfd {
+        fn register(&self, _: u64, _: &EventFd) -> Result<(), String> {
+            Err("no KVM".into())
+        }
+        fn unregister(&self, _: u64, _: &EventFd) -> Result<(), String> {
+            Err("no KVM".into())
+        }
+    }
+
+    /// Wiring with the two above.
+    pub fn wiring() -> VirtioWiring {
+        VirtioWiring {
+            router: Arc::new(NullRouter),
+            notify: Arc::new(NoIoeventfd),
+        }
+    }
+
+    fn write(f: &mut dyn PciDevice, offset: u64, value: u64, len: usize) {
+        f.bar_write(0, offset, &value.to_le_bytes()[..len]);
+    }
+
+    /// Drive `f` (a virtio-blk function) like a driver: write `byte` over
+    /// sector `sector`; the status byte the device answered.
+    pub fn write_sector(
+        f: &mut dyn PciDevice,
+        mem: &devices::GuestMemory,
+        sector: u64,
+        byte: u8,
+    ) -> u8 {
+        let base = mem.iter().next().map(|r| r.start_addr().0).unwrap_or(0);
+        let at = |o: u64| GuestAddress(base + o);
+        let (desc, avail, used, header, data, status) =
+            (0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000);
+        // Status: ACKNOWLEDGE | DRIVER, VERSION_1, FEATURES_OK.
+        write(f, 0x14, 3, 1);
+        write(f, 0x08, 1, 4);
+        write(f, 0x0c, 1, 4);
+        write(f, 0x14, 0xb, 1);
+        write(f, 0x16, 0, 2);
+        write(f, 0x18, 8, 2);
+        write(f, 0x20, base + desc, 8);
+        write(f, 0x28, base + avail, 8);
+        write(f, 0x30, base + used, 8);
+        write(f, 0x1c, 1, 2);
+        write(f, 0x14, 0xf, 1);
+        let mut h = [0u8; 16];
+        h[..4].copy_from_slice(&1u32.to_le_bytes());
+        h[8..].copy_from_slice(&sector.to_le_bytes());
+        mem.write_slice(&h, at(header)).unwrap();
+        mem.write_slice(&[byte; 512], at(data)).unwrap();
+        mem.write_obj(0xffu8, at(status)).unwrap();
+        // (addr, len, flags NEXT=1 WRITE=2, next)
+        let chain = [
+            (header, 16u32, 1u16, 1u16),
+            (data, 512, 1, 2),
+            (status, 1, 2, 0),
+        ];
+        for (i, (addr, len, flags, next)) in chain.iter().enumerate() {
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&(base + addr).to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            d[14..].copy_from_slice(&next.to_le_bytes());
+            mem.write_slice(&d, at(desc + 16 * i as u64)).unwrap();
+        }
+        mem.write_obj(0u16, at(avail + 4)).unwrap();
+        mem.write_obj(1u16, at(avail + 2)).unwrap();
+        write(f, 0x3000, 0, 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mem.read_obj::<u16>(at(used + 2)).unwrap() != 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        mem.read_obj(at(status)).unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use vm_memory::GuestAddress;
+    use vmm_sys_util::tempfile::TempFile;
+
+    use super::*;
+    use crate::config::{DiskConfig, VmConfig};
+
+    fn vm(disks: &[String], console: ConsoleConfig) -> VmDescription {
+        let config = VmConfig {
+            disks: disks
+                .iter()
+                .enumerate()
+                .map(|(i, d)| DiskConfig::parse(d, i).unwrap())
+                .collect(),
+            console,
+            ..VmConfig::default()
+        };
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        VmDescription::new(config, &host, 16).unwrap()
+    }
+
+    fn memory() -> devices::GuestMemory {
+        devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)]).unwrap()
+    }
+
+    fn image() -> TempFile {
+        let file = TempFile::new().unwrap();
+        file.as_file().set_len(8 * 512).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_disk_function_writes_its_image_through_the_transport() {
+        let img = image();
+        let vm = vm(
+            &[format!("path={}", img.as_path().display())],
+            ConsoleConfig::Off,
+        );
+        let mem = memory();
+        let mut built = build(&vm, &vm.devices[0], &mem, &test_support::wiring()).unwrap();
+        let status = test_support::write_sector(&mut *built.function, &mem, 2, 0x77);
+        assert_eq!(status, 0);
+        let mut back = [0u8; 512];
+        img.as_file().read_exact_at(&mut back, 1024).unwrap();
+        assert_eq!(back, [0x77; 512]);
+        let counters = built.disk.unwrap();
+        assert_eq!(
+            counters
+                .write_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+            512
+        );
+    }
+
+    #[test]
+    fn virtio_functions_follow_the_others_and_sit_behind_no_vsmmu() {
+        let img = image();
+        let vm = vm(
+            &[format!("path={},id=root", img.as_path().display())],
+            ConsoleConfig::Null,
+        );
+        let placed: Vec<_> = vm
+            .devices
+            .iter()
+            .map(|d| (d.kind, d.id.as_str(), d.bdf.rid(), d.vsmmu))
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                (DeviceKind::VirtioBlock, "root", 0x08, None),
+                (DeviceKind::VirtioConsole, "_console", 0x10, None),
+            ]
+        );
+        assert!(build(&vm, &vm.devices[1], &memory(), &test_support::wiring()).is_ok());
+    }
+
+    #[test]
+    fn a_missing_or_locked_image_is_one_sentence_and_leaves_nothing_open() {
+        let vm1 = vm(&["path=/nonexistent/disk.img".into()], ConsoleConfig::Off);
+        let err = build(&vm1, &vm1.devices[0], &memory(), &test_support::wiring())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("--disk path=/nonexistent/disk.img: cannot open the image"),
+            "{err}"
+        );
+        let img = image();
+        let vm2 = vm(
+            &[format!("path={}", img.as_path().display())],
+            ConsoleConfig::Off,
+        );
+        let first = build(&vm2, &vm2.devices[0], &memory(), &test_support::wiring()).unwrap();
+        let err = build(&vm2, &vm2.devices[0], &memory(), &test_support::wiring())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("in use by another VM"), "{err}");
+        drop(first);
+        // The first VM's lock went with it.
+        assert!(build(&vm2, &vm2.devices[0], &memory(), &test_support::wiring()).is_ok());
+    }
+}
