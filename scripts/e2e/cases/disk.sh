@@ -26,10 +26,9 @@
 #               in L1 is clean.
 # e2fsck and debugfs in L1 are the image's own arm64 binaries
 # (build-rootfs.sh's .tools tree). The VMM syntax is cloud-hypervisor's
-# (--disk path=,readonly=on; --console tty|file=|off), which our VMM does
-# not have on main yet: not a default case until it passes.
+# (--disk path=,readonly=on; --console tty|file=|off).
 CASE_DESC="Debian bookworm root on virtio-blk (--disk) with --console tty: multi-user with no failed unit, a synced write lands, readonly=on refuses writes, SIGKILL during writes leaves ext4 clean"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=2400
 
 # The raw image, its L1 tools and the script disk, built once per run.
