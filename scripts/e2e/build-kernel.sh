@@ -40,7 +40,8 @@ env_file="$(src_env "$VERSION")"
 # Options that must survive olddefconfig (a missing one fails the build).
 REQUIRED=(DEVMEM UNIX ARM_SMMU_V3 TEGRA241_CMDQV IOMMUFD VFIO KVM ACPI EFI PCI_HOST_GENERIC
   DMA_MAP_BENCHMARK DEBUG_FS IOMMU_DEBUGFS SERIAL_AMBA_PL011_CONSOLE BLK_DEV_INITRD DEVTMPFS
-  SECCOMP_FILTER AUDITSYSCALL)
+  SECCOMP_FILTER AUDITSYSCALL
+  EXT4_FS INOTIFY_USER CGROUPS MEMCG BPF_SYSCALL CGROUP_BPF TMPFS_POSIX_ACL INET VIRTIO_NET TUN)
 
 # Without extras the key is what it always was, so cached base Images stay valid.
 key="$( { cat "$FRAGMENT"; echo "$SRC_PKG $SRC_PKGVER"; cat "${EXTRA_FRAGMENTS[@]}" "${PATCHES[@]}" </dev/null; } | sha256sum | cut -c1-16)"

@@ -27,7 +27,7 @@ all_cases() { for f in "$E2E_DIR"/cases/*.sh; do basename "$f" .sh; done; }
 
 load_case() {
   unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS CASE_NESTED_L0
-  unset -f case_prepare case_l1_script case_l2_script case_assert 2>/dev/null || true
+  unset -f case_prepare case_l0_args case_l1_script case_l2_script case_assert 2>/dev/null || true
   # shellcheck disable=SC1090
   . "$(case_file "$1")"
 }
@@ -200,10 +200,18 @@ for c in "${CASES[@]}"; do
       nested_qemu "$L0" "$tmo" "$LOG" "$NESTED_L1_IMAGE" "$l1" "$NESTED_L1_APPEND ${E2E_L1_APPEND:-}" || qrc=$?
     else
       "$E2E_DIR/build-initramfs.sh" l1 "$l1" "$out/run.sh" "$VMM_BIN" "$image" "$out/l2.cpio" "${L1_EXTRA[@]}"
+      # A case may give L1 more QEMU devices (e.g. disks): case_l0_args OUT
+      # KERNEL prints extra qemu-system-aarch64 arguments, one per line,
+      # afresh for each kernel (a disk the run writes to is a new copy).
+      L0_EXTRA=()
+      if declare -F case_l0_args >/dev/null; then
+        case_l0_args "$out" "$v" >"$out/l0-args-$v" || die "case $c: case_l0_args failed"
+        mapfile -t L0_EXTRA <"$out/l0-args-$v"
+      fi
       log "case $c, kernel $v: booting L1 (timeout $tmo s, log $LOG)"
       timeout -k 10 "$tmo" qemu-system-aarch64 \
         -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 3072 \
-        -nographic -no-reboot -nic none \
+        -nographic -no-reboot -nic none "${L0_EXTRA[@]}" \
         -kernel "$image" -initrd "$l1" \
         -append "console=ttyAMA0 panic=-1 rdinit=/init ${E2E_L1_APPEND:-}" \
         </dev/null 2>&1 | tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
