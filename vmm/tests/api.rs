@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
 const CH_REMOTE: &str = env!("CARGO_BIN_EXE_ch-remote");
 
@@ -34,27 +36,9 @@ struct Vmm {
 
 impl Vmm {
     fn start(name: &str) -> Vmm {
-        let dir = std::env::temp_dir().join(format!("ch-api-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("api.sock");
-        let log = std::fs::File::create(dir.join("vmm.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .arg("-vv")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let vmm = Vmm { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&vmm.socket).is_err() {
-            assert!(Instant::now() < deadline, "the API socket never appeared");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        vmm
+        let dir = common::scratch(&format!("api-{name}"));
+        let (child, socket) = common::spawn_with_api(&dir, &["-vv"]);
+        Vmm { child, dir, socket }
     }
 
     fn url(path: &str) -> String {

@@ -12,10 +12,11 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
+mod common;
+
 const SPEC: &str = include_str!("data/cloud-hypervisor-v53.0-endpoints.txt");
 const TABLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api-endpoints.md");
 
@@ -57,23 +58,8 @@ struct Vmm {
 
 impl Vmm {
     fn start() -> Vmm {
-        let dir = std::env::temp_dir().join(format!("ch-api-table-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("api.sock");
-        let child = Command::new(BIN)
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the API socket never appeared");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let dir = common::scratch("api-table");
+        let (child, socket) = common::spawn_with_api(&dir, &[]);
         Vmm { child, dir, socket }
     }
 

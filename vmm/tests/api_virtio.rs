@@ -3,12 +3,12 @@
 //! client. Bad disks are refused at `vm.create` with a 400 and one
 //! sentence, and the image is left unlocked; good ones show in `vm.info`.
 
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use virtio_devices::block::DiskImage;
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
 
@@ -19,23 +19,8 @@ struct Vmm {
 
 impl Vmm {
     fn start(name: &str) -> Vmm {
-        let dir = std::env::temp_dir().join(format!("ch-virtio-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("api.sock");
-        let child = Command::new(BIN)
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the API socket never appeared");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let dir = common::scratch(&format!("virtio-{name}"));
+        let (child, _socket) = common::spawn_with_api(&dir, &[]);
         Vmm { child, dir }
     }
 

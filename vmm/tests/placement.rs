@@ -7,12 +7,11 @@
 //! (regenerate with `UPDATE_PLACEMENT_EXAMPLE=1 cargo test -p vmm --test
 //! placement`).
 
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
+mod common;
+
 const REMOTE: &str = env!("CARGO_BIN_EXE_ch-remote");
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cmdqv.md");
 const BEGIN: &str = "<!-- placement example: begin (vmm/tests/placement.rs) -->";
@@ -38,23 +37,8 @@ struct Vmm {
 
 impl Vmm {
     fn start() -> Vmm {
-        let dir = std::env::temp_dir().join(format!("ch-placement-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("api.sock");
-        let child = Command::new(BIN)
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the API socket never appeared");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let dir = common::scratch("placement");
+        let (child, socket) = common::spawn_with_api(&dir, &[]);
         Vmm { child, dir, socket }
     }
 

@@ -8,8 +8,10 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
 
@@ -30,27 +32,9 @@ struct Vmm {
 
 impl Vmm {
     fn start(name: &str, seccomp: &str) -> Vmm {
-        let dir = std::env::temp_dir().join(format!("ch-seccomp-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("api.sock");
-        let log = std::fs::File::create(dir.join("vmm.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--api-socket")
-            .arg(format!("path={}", socket.display()))
-            .args(["--seccomp", seccomp, "-vv"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let vmm = Vmm { child, dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&vmm.socket).is_err() {
-            assert!(Instant::now() < deadline, "no API socket: {}", vmm.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        vmm
+        let dir = common::scratch(&format!("seccomp-{name}"));
+        let (child, socket) = common::spawn_with_api(&dir, &["--seccomp", seccomp, "-vv"]);
+        Vmm { child, dir, socket }
     }
 
     fn log(&self) -> String {
