@@ -194,13 +194,7 @@ impl VirtioDevice for Console {
         _features: u64,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), String> {
-        for queue in queues {
-            if let Err(e) = self.workers.start(mem.clone(), queue) {
-                self.workers.stop();
-                return Err(format!("{}: {e}", self.id));
-            }
-        }
-        Ok(())
+        self.workers.start_all(&self.id, &mem, queues)
     }
 
     fn reset(&mut self) {

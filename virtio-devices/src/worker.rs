@@ -132,6 +132,23 @@ impl Workers {
             .map_err(|e| format!("queue {index} worker: {e}"))
     }
 
+    /// Serve every queue the driver enabled (DRIVER_OK); on a failure the
+    /// ones already started are taken back and the error names `device`.
+    pub fn start_all(
+        &self,
+        device: &str,
+        mem: &GuestMemory,
+        queues: Vec<ActiveQueue>,
+    ) -> Result<(), String> {
+        for queue in queues {
+            if let Err(e) = self.start(mem.clone(), queue) {
+                self.stop();
+                return Err(format!("{device}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Take every queue back; returns once no worker serves one.
     pub fn stop(&self) {
         for (shared, thread) in &self.workers {

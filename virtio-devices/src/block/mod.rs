@@ -180,13 +180,7 @@ impl VirtioDevice for Block {
         _features: u64,
         queues: Vec<ActiveQueue>,
     ) -> Result<(), String> {
-        for queue in queues {
-            if let Err(e) = self.workers.start(mem.clone(), queue) {
-                self.workers.stop();
-                return Err(format!("{}: {e}", self.params.id));
-            }
-        }
-        Ok(())
+        self.workers.start_all(&self.params.id, &mem, queues)
     }
 
     fn reset(&mut self) {
