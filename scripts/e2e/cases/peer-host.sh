@@ -33,10 +33,13 @@ PEER_HOST_FW=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
 
 # The QEMU payload (binary + libraries) at / and edk2 for its ACPI boot.
 case_prepare() {
-  local payload
+  local payload chroot="${L0_CHROOT:-}"
   payload="$(timed "peer-host: qemu-system-aarch64 payload (arm64)" "$E2E_DIR/peer/build-qemu.sh")" || return 1
-  [ -f "$L0_CHROOT$PEER_HOST_FW" ] || die "peer-host: no $PEER_HOST_FW in the L0 chroot (qemu-efi-aarch64)"
-  L1_EXTRA+=("$payload:/" "$L0_CHROOT$PEER_HOST_FW:$PEER_HOST_FW")
+  # On another L0 (E2E_NESTED_L0=cmdqv-off, the control run) edk2 still
+  # comes from the sid chroot.
+  [ -n "$chroot" ] || chroot="$(timed "peer-host: sid chroot (edk2)" "$NESTED_DIR/setup-l0.sh")" || return 1
+  [ -f "$chroot$PEER_HOST_FW" ] || die "peer-host: no $PEER_HOST_FW in the sid chroot (qemu-efi-aarch64)"
+  L1_EXTRA+=("$payload:/" "$chroot$PEER_HOST_FW:$PEER_HOST_FW")
 }
 
 case_l1_script() {
