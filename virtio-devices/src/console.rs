@@ -23,7 +23,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
-use crate::worker::{QueueHandler, Workers};
+use crate::worker::{QueueHandler, Workers, serve_chains};
 use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
 
 /// Size of both queues.
@@ -67,9 +67,7 @@ struct Transmit {
 
 impl QueueHandler for Transmit {
     fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
+        serve_chains(queue, mem, "virtio-console", |chain| {
             let mut out = Vec::new();
             for d in chain.filter(|d| !d.is_write_only()) {
                 let mut buf = vec![0u8; d.len().min(MAX_COPY) as usize];
@@ -85,12 +83,8 @@ impl QueueHandler for Transmit {
                 log::warn!(target: "virtio-console", "output: {e}");
             }
             drop(sink);
-            if let Err(e) = queue.add_used(mem, head, 0) {
-                log::error!(target: "virtio-console", "used ring: {e}");
-            }
-            used = true;
-        }
-        used
+            0
+        })
     }
 }
 

@@ -13,10 +13,10 @@ use std::io::{self, Read};
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::Bytes;
 
-use crate::worker::{QueueHandler, Workers};
+use crate::worker::{QueueHandler, Workers, serve_chains};
 use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
 
 /// Size of the request queue.
@@ -80,16 +80,7 @@ impl Requests {
 
 impl QueueHandler for Requests {
     fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
-            let written = self.fill(chain, mem);
-            if let Err(e) = queue.add_used(mem, head, written) {
-                log::error!(target: "virtio-rng", "used ring: {e}");
-            }
-            used = true;
-        }
-        used
+        serve_chains(queue, mem, "virtio-rng", |chain| self.fill(chain, mem))
     }
 }
 

@@ -19,7 +19,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -323,4 +323,27 @@ fn serve(
         );
     }
     result
+}
+
+/// Serve every chain the driver made available on `queue`: `serve` handles
+/// one and returns the bytes it wrote into it, and the chain goes back on
+/// the used ring with that length (a used-ring failure is logged under the
+/// device's log `target`). True when any chain was served, so the caller
+/// signals the guest.
+pub(crate) fn serve_chains(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    target: &str,
+    mut serve: impl FnMut(virtio_queue::DescriptorChain<&GuestMemory>) -> u32,
+) -> bool {
+    let mut used = false;
+    while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        let written = serve(chain);
+        if let Err(e) = queue.add_used(mem, head, written) {
+            log::error!(target: target, "used ring: {e}");
+        }
+        used = true;
+    }
+    used
 }

@@ -23,9 +23,9 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 
-use crate::worker::{QueueHandler, Workers};
+use crate::worker::{QueueHandler, Workers, serve_chains};
 use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
 pub use image::{DiskImage, ImageError};
 pub use request::BlockCounters;
@@ -121,9 +121,7 @@ struct BlockQueue {
 
 impl QueueHandler for BlockQueue {
     fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
-        let mut used = false;
-        while let Some(chain) = queue.pop_descriptor_chain(mem) {
-            let head = chain.head_index();
+        serve_chains(queue, mem, "virtio-blk", |chain| {
             let mut ctx = RequestContext {
                 image: &self.image,
                 readonly: self.readonly,
@@ -131,13 +129,8 @@ impl QueueHandler for BlockQueue {
                 counters: &self.counters,
                 buffer: &mut self.buffer,
             };
-            let len = request::execute(chain, mem, &mut ctx);
-            if let Err(e) = queue.add_used(mem, head, len) {
-                log::error!(target: "virtio-blk", "used ring: {e}");
-            }
-            used = true;
-        }
-        used
+            request::execute(chain, mem, &mut ctx)
+        })
     }
 }
 
