@@ -49,7 +49,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   step "deps: apt-get update" apt-get update -q
   # One transaction, so rustc-web and its arm64 std get the same version.
   STEP_PROGRESS=progress_apt step "deps: apt-get install (${missing[*]})" \
-    apt-get install -y -q --no-install-recommends ca-certificates "${missing[@]}"
+    apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 ca-certificates "${missing[@]}"
 fi
 
 if [ "$want_fuzz" = 1 ] && ! cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -37,6 +37,21 @@ lane() {
 CARGO_TEST_SHOW='^test result:|^test .* FAILED$'
 
 scripts/install-deps.sh
+# The iommufd and e2e lanes' kernels, QEMU builds, chroot and root
+# filesystem: built in the background from here on (two tracks,
+# scripts/e2e/prebuild.sh), beside the cargo lanes; waited for before the
+# iommufd lane. A prebuild .ci/run started already is not started twice.
+PREBUILD=0
+case "$LANES" in
+  *" iommufd "* | *" e2e "*)
+    PREBUILD=1
+    step "prebuild: sources now, kernels/QEMU/rootfs in the background" scripts/e2e/prebuild.sh --start ;;
+esac
+prebuild_wait() {
+  [ "$PREBUILD" = 1 ] || return 0
+  STEP_SHOW='^\[prebuild ' step "prebuild: wait for the background tracks" scripts/e2e/prebuild.sh --wait ||
+    echo "prebuild: a step failed (above); the lane that needs it builds it again and shows why"
+}
 # The uAPI conformance test compiles against sid's 7.2 headers and the
 # selftest mock's header from the 7.2 tree.
 step_capture IOMMUFD_UAPI_INCLUDE "uAPI headers (sid's linux-libc-dev)" scripts/uapi-headers.sh
@@ -84,6 +99,7 @@ lane_e2e() {
 }
 lane host lane_host
 lane aarch64 lane_aarch64
+prebuild_wait
 lane iommufd lane_iommufd
 lane e2e lane_e2e
 echo "=== lanes: ${TIMES[*]}; total $((SECONDS - T0)) s"
