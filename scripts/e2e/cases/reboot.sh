@@ -10,6 +10,12 @@ CASE_TIMEOUT=300
 
 case_l1_script() {
   cat <<'EOS'
+# This case runs the filters as operators do (--seccomp true, the default):
+# a syscall a filter refuses kills the VMM here, where the other cases log
+# it (l1-lib.sh); the reboot's teardown and rebuild and the SIGTERM path
+# touch every thread kind (VMM, vCPU, VCMDQ engine, signal handling).
+VMM_SECCOMP=true
+echo "E2E-L1: seccomp $VMM_SECCOMP (enforcing for this case)"
 vmm_until reboot "E2E-L2: booted" 2 -v --kernel /l2/Image --initramfs /l2/initrd \
   --cmdline "console=ttyAMA0 panic=-1 e2e.reboot=1" --cpus boot=1 --memory size=512M \
   --serial tty --vsmmu cmdqv,backend=emulated
@@ -30,6 +36,7 @@ EOS
 }
 
 case_assert() {
+  expect "E2E-L1: seccomp true (enforcing for this case)" "the reboot case did not run cloud-hypervisor with --seccomp true"
   in_order reboot "the reboot did not rebuild the VM with the CMD-QV torn down and brought back in order" \
     "@vm:booted boot=1" "@cmdqv:hw-queue-alloc index=0" "@cmdqv:hw-queue-alloc index=1" "E2E-L2: booted" \
     "E2E-L2: rebooting" "@vm:rebooting cause=guest" "@cmdqv:page0-unmapped" \
