@@ -27,8 +27,8 @@ use crate::device::{GuestMapper, PciDevice, SlotId};
 
 use super::bars::{self, PassthroughBar};
 use super::caps::{self, MsiState, MsixState};
-use super::host::{CONFIG_REGION, IRQ_MSI, IRQ_MSIX, VfioHost, VfioHostError};
-use super::interrupts::{MsiError, MsiRouter, Vectors};
+use super::host::{CONFIG_REGION, IRQ_MSI, IRQ_MSIX, VfioHost};
+use super::interrupts::{MsiRouter, Vectors};
 
 /// Expansion ROM BAR of a type 0 header.
 const ROM_BAR: u16 = 0x30;
@@ -266,7 +266,7 @@ impl VfioPciDevice {
         let router = &*self.wiring.router;
         if msix.enabled() && self.msix_vectors.is_none() {
             let count = msix.vectors().min(host.irq_count(IRQ_MSIX) as usize);
-            match enable_vectors(&**host, router, IRQ_MSIX, count, self.wiring.devid) {
+            match Vectors::enable(&**host, router, IRQ_MSIX, count, self.wiring.devid) {
                 Ok(v) => self.msix_vectors = Some(v),
                 Err(e) => {
                     devices::guest_log!(error, target: "vfio", "{}: MSI-X enable: {}", self.wiring.name, Sentence(&e));
@@ -312,7 +312,7 @@ impl VfioPciDevice {
         if let Some(count) = want
             && self.msi_vectors.is_none()
         {
-            match enable_vectors(&**host, router, IRQ_MSI, count, self.wiring.devid) {
+            match Vectors::enable(&**host, router, IRQ_MSI, count, self.wiring.devid) {
                 Ok(v) => self.msi_vectors = Some(v),
                 Err(e) => {
                     devices::guest_log!(error, target: "vfio", "{}: MSI enable: {}", self.wiring.name, Sentence(&e))
@@ -325,32 +325,6 @@ impl VfioPciDevice {
             }
         }
     }
-}
-
-/// Why a vector set could not be enabled.
-#[derive(Debug, thiserror::Error)]
-enum EnableError {
-    #[error(transparent)]
-    Msi(#[from] MsiError),
-    #[error(transparent)]
-    Host(#[from] VfioHostError),
-}
-
-/// `count` vectors of IRQ `index` wired (GSIs taken, the host signalling
-/// their eventfds); when the host refuses, the GSIs are given back.
-fn enable_vectors(
-    host: &dyn VfioHost,
-    router: &dyn MsiRouter,
-    index: u32,
-    count: usize,
-    devid: u32,
-) -> Result<Vectors, EnableError> {
-    let mut vectors = Vectors::new(router, count, devid)?;
-    if let Err(e) = host.enable_irqs(index, &vectors.fds()) {
-        vectors.release(router);
-        return Err(e.into());
-    }
-    Ok(vectors)
 }
 
 /// Bytes of `reg..reg+len` that fall in `lo..hi`.

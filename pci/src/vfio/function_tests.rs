@@ -6,6 +6,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::*;
 use crate::device::MapError;
 use crate::vfio::host::RegionInfo;
+use crate::vfio::host::VfioHostError;
 use crate::vfio::interrupts::tests::RecordingRouter;
 
 /// What the fake function saw.

@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use devices::mapping::Sentence;
 
 use super::caps::MsiMessage;
+use super::host::{VfioHost, VfioHostError};
 
 /// Why a vector could not be wired.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,17 @@ pub enum MsiError {
     NoRouting,
 }
 
+/// Why a vector set could not be enabled.
+#[derive(Debug, thiserror::Error)]
+pub enum EnableError {
+    /// The VM side (GSIs, eventfds).
+    #[error(transparent)]
+    Msi(#[from] MsiError),
+    /// The host refused the eventfds.
+    #[error(transparent)]
+    Host(#[from] VfioHostError),
+}
+
 /// The VM's interrupt routing as a passthrough function needs it (KVM's
 /// GSI routing table and irqfds on aarch64; a recorder in tests).
 pub trait MsiRouter: Send + Sync {
@@ -129,6 +141,24 @@ impl Vectors {
             });
         }
         Ok(made)
+    }
+
+    /// `count` vectors of `host`'s IRQ `index` wired: GSIs taken and the
+    /// host signalling their eventfds; when the host refuses, the GSIs are
+    /// given back.
+    pub fn enable(
+        host: &dyn VfioHost,
+        router: &dyn MsiRouter,
+        index: u32,
+        count: usize,
+        devid: u32,
+    ) -> Result<Self, EnableError> {
+        let mut vectors = Vectors::new(router, count, devid)?;
+        if let Err(e) = host.enable_irqs(index, &vectors.fds()) {
+            vectors.release(router);
+            return Err(e.into());
+        }
+        Ok(vectors)
     }
 
     /// The eventfds, in vector order, for `VFIO_DEVICE_SET_IRQS`.
