@@ -203,27 +203,54 @@ impl KvmVm {
         Ok(())
     }
 
-    /// `KVM_SET_USER_MEMORY_REGION` of `slot`: `mapping` at `gpa`, or, with
-    /// `None`, the slot's deletion.
-    fn set_host_slot(&self, slot: u32, gpa: u64, mapping: Option<&Mapping>) -> io::Result<()> {
+    /// `KVM_SET_USER_MEMORY_REGION` of `slot` with `mapping` at `gpa`,
+    /// recorded in `slots` with its mapping once KVM took it.
+    fn install_slot(
+        &self,
+        slots: &mut Vec<HostSlot>,
+        slot: u32,
+        gpa: u64,
+        mapping: Arc<Mapping>,
+    ) -> io::Result<()> {
         let entry = kvm_userspace_memory_region {
             slot,
             flags: 0,
             guest_phys_addr: gpa,
-            memory_size: mapping.map_or(0, Mapping::len),
-            userspace_addr: mapping.map_or(0, Mapping::host_addr),
+            memory_size: mapping.len(),
+            userspace_addr: mapping.host_addr(),
         };
-        // SAFETY: a deletion hands no memory to the kernel; an install
-        // hands over `mapping`, which the caller stores with the slot in
-        // `host_slots` (an `Arc`) until the slot is deleted or the VM fd
-        // closed, so the memory outlives the slot. The guest range is in
-        // an MMIO window (CMD-QV page0 or a PCI window) and KVM refuses
-        // one that overlaps another slot.
+        // SAFETY: on success the mapping is stored with the slot in
+        // `slots` below and leaves it only when the slot is deleted
+        // (`delete_slot`), or after the VM fd closed (field order), so the
+        // memory outlives the slot. The guest range is in an MMIO window
+        // (CMD-QV page0 or a PCI window) and KVM refuses one that overlaps
+        // another slot.
         unsafe { self.vm.set_user_memory_region(entry) }
-            .map_err(|e| io::Error::from_raw_os_error(e.errno()))
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        slots.push(HostSlot { slot, gpa, mapping });
+        Ok(())
     }
 
-    /// Create vCPU `id`.    /// Create vCPU `id`.
+    /// Delete `slots[at]` from KVM, then hand its mapping back.
+    fn delete_slot(&self, slots: &mut Vec<HostSlot>, at: usize) -> io::Result<Arc<Mapping>> {
+        let Some(host) = slots.get(at) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
+        };
+        let entry = kvm_userspace_memory_region {
+            slot: host.slot,
+            flags: 0,
+            guest_phys_addr: host.gpa,
+            memory_size: 0,
+            userspace_addr: 0,
+        };
+        // SAFETY: a zero-sized region deletes the slot; no memory is handed
+        // to the kernel.
+        unsafe { self.vm.set_user_memory_region(entry) }
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        Ok(slots.swap_remove(at).mapping)
+    }
+
+    /// Create vCPU `id`.
     pub fn create_vcpu(&self, id: u64) -> Result<VcpuFd, KvmError> {
         self.vm
             .create_vcpu(id)
@@ -330,14 +357,13 @@ impl GuestMapper for KvmVm {
                 len,
                 used: slots.len(),
             })?;
-        self.set_host_slot(slot, gpa, Some(&mapping))
+        self.install_slot(&mut slots, slot, gpa, mapping)
             .map_err(|source| MapError::Install {
                 slot,
                 gpa,
                 len,
                 source,
             })?;
-        slots.push(HostSlot { slot, gpa, mapping });
         log::info!(target: "kvm", "slot {slot} installed at {gpa:#x} ({len:#x} bytes of host memory)");
         Ok(SlotId::new(slot))
     }
@@ -349,11 +375,12 @@ impl GuestMapper for KvmVm {
             .iter()
             .position(|h| h.slot == slot)
             .ok_or(MapError::Unknown(slot))?;
-        let gpa = slots[at].gpa;
-        self.set_host_slot(slot, gpa, None)
+        let gpa = slots.get(at).map_or(0, |h| h.gpa);
+        let mapping = self
+            .delete_slot(&mut slots, at)
             .map_err(|source| MapError::Remove { slot, gpa, source })?;
         log::info!(target: "kvm", "slot {slot} removed from {gpa:#x}");
-        Ok(slots.swap_remove(at).mapping)
+        Ok(mapping)
     }
 }
 
