@@ -15,6 +15,7 @@ pub mod guest_error;
 pub mod guest_log;
 pub mod irq;
 pub mod legacy;
+pub mod mapping;
 pub mod regs;
 pub mod replay;
 pub mod smmuv3;

@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use devices::backend::BackendError;
-use devices::cmdqv::{CmdqvBackend, CmdqvHostInfo, Page0Mode, Page0Region};
+use devices::cmdqv::{CmdqvBackend, CmdqvHostInfo, Page0Mode};
+use devices::mapping::Mapping;
 use devices::smmuv3::cmd::Command;
 use devices::smmuv3::{HostSmmuInfo, InvalidateError, NestedSte, VsmmuBackend};
 
@@ -42,7 +43,7 @@ impl SharedViommu {
     pub fn cmdqv(&self) -> Option<IommufdCmdqv> {
         let viommu = self.lock();
         let hw = viommu.info().cmdqv?;
-        let (host_addr, len) = viommu.region()?;
+        let page0 = viommu.region()?;
         let info = CmdqvHostInfo {
             version: hw.version,
             log2vcmdqs: hw.log2vcmdqs,
@@ -53,7 +54,7 @@ impl SharedViommu {
         Some(IommufdCmdqv {
             viommu: self.clone(),
             info,
-            page0: Page0Region { host_addr, len },
+            page0,
         })
     }
 }
@@ -90,7 +91,7 @@ impl VsmmuBackend for IommufdVsmmu {
 pub struct IommufdCmdqv {
     viommu: SharedViommu,
     info: CmdqvHostInfo,
-    page0: Page0Region,
+    page0: Arc<Mapping>,
 }
 
 impl CmdqvBackend for IommufdCmdqv {
@@ -99,7 +100,7 @@ impl CmdqvBackend for IommufdCmdqv {
     }
 
     fn page0_mode(&self) -> Page0Mode {
-        Page0Mode::Mapped(self.page0)
+        Page0Mode::Mapped(self.page0.clone())
     }
 
     fn hw_queue_alloc(&mut self, index: u32, gpa: u64, len: u64) -> Result<(), BackendError> {

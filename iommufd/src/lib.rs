@@ -36,7 +36,6 @@ pub use fd::{Iommufd, Object, ObjectKind};
 pub use flavour::{ArmSmmuv3, CmdqvHw, Flavour, HostInfo};
 pub use ioas::Ioas;
 pub use ioctl::Ioctl;
-pub use sys::Mapping;
 pub use viommu::Viommu;
 
 /// Open /dev/iommu for a VM, with the host-capability error a person can act on.

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use devices::backend::{BackendError, Errno};
+use devices::mapping::Mapping;
 use devices::smmuv3::cmd::Command;
 use devices::smmuv3::{InvalidateError, NestedSte, SteConfig};
 use iommufd_bindings::iommufd::{
@@ -32,7 +33,6 @@ use crate::device::IommufdDevice;
 use crate::error::{Error, HostError};
 use crate::fd::{Iommufd, Object, ObjectKind};
 use crate::flavour::{HostInfo, SharedFlavour};
-use crate::sys::Mapping;
 use crate::veventq::Veventq;
 
 /// vEVENTQ depth: events the kernel holds before it reports LOST_EVENTS.
@@ -67,7 +67,8 @@ pub struct Viommu {
     /// slot per vDEVICE and never moves the others.
     sid_slots: Vec<Option<u32>>,
     hw_queues: BTreeMap<u32, Object>,
-    region: Option<Mapping>,
+    /// Shared with the page0 memory slot while the guest sees it.
+    region: Option<Arc<Mapping>>,
     /// The kernel's mmap offset of `region`.
     region_offset: Option<u64>,
     smmu_events: Option<Veventq>,
@@ -145,7 +146,7 @@ impl Viommu {
             v.viommu_id(),
             v.flavour.name(),
             v.endpoints.len(),
-            v.region.as_ref().map(|m| (m.addr(), m.length()))
+            v.region.as_ref().map(|m| (m.host_addr(), m.len()))
         );
         Ok(v)
     }
@@ -197,11 +198,13 @@ impl Viommu {
         self.viommu = Some(Object::new(fd.clone(), viommu_id, ObjectKind::Viommu));
 
         if let Some((offset, len)) = self.flavour.mmap_region(&data) {
-            let len_usize = usize::try_from(len).unwrap_or(usize::MAX);
-            let mapping = Mapping::shared(fd.raw_fd(), offset, len_usize)
-                .map_err(|errno| Error::Mmap { offset, len, errno })?;
-            log::info!(target: "iommufd", "vIOMMU {viommu_id}: region {offset:#x}+{len:#x} mapped at {:#x}", mapping.addr());
-            self.region = Some(mapping);
+            let mapping = Mapping::shared(fd.raw_fd(), offset, len).map_err(|e| Error::Mmap {
+                offset,
+                len,
+                errno: e.errno().unwrap_or(libc::EIO),
+            })?;
+            log::info!(target: "iommufd", "vIOMMU {viommu_id}: region {offset:#x}+{len:#x} mapped at {:#x}", mapping.host_addr());
+            self.region = Some(Arc::new(mapping));
             self.region_offset = Some(offset);
         }
 
@@ -269,9 +272,10 @@ impl Viommu {
         &self.fd
     }
 
-    /// The mmap'd region (Tegra241: the VINTF page0): (host address, length).
-    pub fn region(&self) -> Option<(usize, usize)> {
-        self.region.as_ref().map(|m| (m.addr(), m.length()))
+    /// The mmap'd region (Tegra241: the VINTF page0), shared: a memory
+    /// slot over it keeps it mapped until the slot is removed.
+    pub fn region(&self) -> Option<Arc<Mapping>> {
+        self.region.clone()
     }
 
     /// The kernel's mmap offset of the region (to map it again).
@@ -514,7 +518,7 @@ impl Viommu {
     pub fn region_read(&self, offset: u64) -> u32 {
         self.region
             .as_ref()
-            .and_then(|m| m.read_u32(usize::try_from(offset).ok()?))
+            .and_then(|m| m.read_u32(offset))
             .unwrap_or(0)
     }
 
@@ -523,8 +527,7 @@ impl Viommu {
         let written = self
             .region
             .as_ref()
-            .zip(usize::try_from(offset).ok())
-            .is_some_and(|(m, at)| m.write_u32(at, value));
+            .is_some_and(|m| m.write_u32(offset, value));
         if !written {
             log::debug!(target: "iommufd", "region write at {offset:#x} outside the mapping ignored");
         }
@@ -589,8 +592,14 @@ impl Viommu {
         {
             let _ = queue.close();
         }
-        // A live mapping holds the vIOMMU (EBUSY).
-        self.region = None;
+        // A live mapping holds the vIOMMU (EBUSY). A memory slot still
+        // holding a share keeps it mapped: the destroy below then fails and
+        // says so, rather than the guest's slot losing its memory.
+        if let Some(region) = self.region.take()
+            && Arc::strong_count(&region) > 1
+        {
+            log::error!(target: "iommufd", "vIOMMU {id}: its region is still shared (a page0 memory slot was not removed); it stays mapped");
+        }
         if let Some(viommu) = self.viommu.take() {
             let _ = viommu.destroy();
             log::info!(target: "iommufd", "vIOMMU {id} destroyed");

@@ -17,7 +17,7 @@ pub mod vfio;
 
 use std::fmt;
 
-pub use device::{GuestMapper, PciDevice};
+pub use device::{GuestMapper, MapError, PciDevice, SlotId};
 pub use host_bridge::{PciError, PciSegment};
 
 /// Device numbers on a bus.

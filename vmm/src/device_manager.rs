@@ -12,12 +12,13 @@ use devices::cmdqv::{Cmdqv, CmdqvConfig, Page0Event};
 use devices::emulated::EmulatedBackend;
 use devices::irq::IrqLine;
 use devices::legacy::Pl011;
+use devices::mapping::Sentence;
 use devices::smmuv3::{HostChoice, Smmuv3, VsmmuConfig as SmmuModelConfig};
 use devices::{GuestMemory, lock_unpoisoned};
 use pci::test_endpoint::TestEndpoint;
 use pci::vfio::caps::MsiMessage;
-use pci::vfio::{MsiRouter, VfioPciDevice, Wiring};
-use pci::{PciDevice, PciSegment};
+use pci::vfio::{MsiError, MsiRouter, VfioPciDevice, Wiring};
+use pci::{PciDevice, PciSegment, SlotId};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{BusError, MmioBus};
@@ -196,8 +197,9 @@ impl DeviceManager {
                             mapper: page0.clone(),
                             host_page: vm.host_page_size,
                         };
-                        let f = VfioPciDevice::new(Box::new(vfio), wiring)
-                            .map_err(|e| DeviceError::Pci(device.id.clone(), e))?;
+                        let f = VfioPciDevice::new(Box::new(vfio), wiring).map_err(|e| {
+                            DeviceError::Pci(device.id.clone(), Sentence(&e).to_string())
+                        })?;
                         log::info!(
                             target: "vmm",
                             "passthrough {} ({}) at {:04x}:{}, StreamID {:#x}, {}",
@@ -428,11 +430,13 @@ fn build_vsmmu(
         model
             .check_device_count(behind.len())
             .map_err(|e| err(e.to_string()))?;
-        let window = l.cmdqv;
-        let mapper = page0.clone();
-        model.set_page0_listener(Box::new(move |event| {
-            page0_event(&*mapper, index, window, event)
-        }));
+        let mut slot = Page0Slot {
+            mapper: page0.clone(),
+            cmdqv: index,
+            window: l.cmdqv,
+            installed: None,
+        };
+        model.set_page0_listener(Box::new(move |event| slot.apply(event)));
         model
             .set_guest_error_listener(events::guest_error_listener(GuestErrorDevice::Cmdqv(index)));
         Some(Arc::new(Mutex::new(model)))
@@ -486,8 +490,14 @@ impl MsiRouter for VsmmuMsiRouter {
         self.inner.allocate_gsi()
     }
 
-    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String> {
-        let gpa = lock_unpoisoned(&self.smmu).translate_iova(self.vsid, msg.addr)?;
+    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), MsiError> {
+        let gpa = lock_unpoisoned(&self.smmu)
+            .translate_iova(self.vsid, msg.addr)
+            .map_err(|reason| MsiError::Untranslated {
+                vsid: self.vsid,
+                iova: msg.addr,
+                reason,
+            })?;
         log::debug!(target: "vfio", "vSID {:#x}: MSI IOVA {:#x} -> {gpa:#x}", self.vsid, msg.addr);
         self.inner
             .set_msi_route(gsi, MsiMessage { addr: gpa, ..msg }, devid)
@@ -497,38 +507,64 @@ impl MsiRouter for VsmmuMsiRouter {
         self.inner.free_gsi(gsi);
     }
 
-    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
+    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), MsiError> {
         self.inner.irqfd(fd, gsi, assign)
     }
 }
 
-/// Apply one page0 event of CMD-QV `cmdqv`, whose window is `window`.
-fn page0_event(mapper: &dyn GuestMapper, cmdqv: u32, window: Range, event: Page0Event) {
-    let (what, result) = match event {
-        Page0Event::Map { offset, region } => {
-            let (gpa, length) = (window.base + offset, region.len as u64);
-            let result = mapper.map(gpa, region.host_addr as u64, length);
-            if result.is_ok() {
-                events::emit(Event::Page0Mapped { cmdqv, gpa, length });
+/// The page0 memory slot of one CMD-QV, installed and removed as its
+/// model says ([`Page0Event`]).
+struct Page0Slot {
+    mapper: Arc<dyn GuestMapper>,
+    cmdqv: u32,
+    window: Range,
+    installed: Option<SlotId>,
+}
+
+impl Page0Slot {
+    fn apply(&mut self, event: Page0Event) {
+        let page0 = self.window.base + CMDQV_VINTF0_PAGE0_OFFSET;
+        let (what, result) = match event {
+            Page0Event::Map { offset, region } => {
+                let (gpa, length) = (self.window.base + offset, region.len());
+                let result = self.mapper.add_region(gpa, region).map(|slot| {
+                    self.installed = Some(slot);
+                    events::emit(Event::Page0Mapped {
+                        cmdqv: self.cmdqv,
+                        gpa,
+                        length,
+                    });
+                });
+                ("installed", result)
             }
-            ("installed", result)
-        }
-        Page0Event::Unmap { offset } => {
-            let gpa = window.base + offset;
-            let result = mapper.unmap(gpa);
-            if result.is_ok() {
-                events::emit(Event::Page0Unmapped { cmdqv, gpa });
+            Page0Event::Unmap { offset } => {
+                let Some(slot) = self.installed.take() else {
+                    return;
+                };
+                let gpa = self.window.base + offset;
+                let result = match self.mapper.remove_region(slot) {
+                    Ok(_page0) => {
+                        events::emit(Event::Page0Unmapped {
+                            cmdqv: self.cmdqv,
+                            gpa,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Still installed: a later teardown tries again.
+                        self.installed = Some(slot);
+                        Err(e)
+                    }
+                };
+                ("removed", result)
             }
-            ("removed", result)
+        };
+        match result {
+            Ok(()) => log::info!(target: "vmm", "CMD-QV page0 slot {what} at {page0:#x}"),
+            // The guest keeps working through the trapped path: the model
+            // serves page0 accesses that reach it.
+            Err(e) => log::error!(target: "vmm", "CMD-QV page0 at {page0:#x}: {}", Sentence(&e)),
         }
-    };
-    if result.is_ok() {
-        log::info!(target: "vmm", "CMD-QV page0 slot {what} at {:#x}", window.base + CMDQV_VINTF0_PAGE0_OFFSET);
-    }
-    if let Err(reason) = result {
-        // The guest keeps working through the trapped path: the model
-        // serves page0 accesses that reach it.
-        log::error!(target: "vmm", "CMD-QV page0 at {:#x}: {reason}", window.base + CMDQV_VINTF0_PAGE0_OFFSET);
     }
 }
 
@@ -538,6 +574,8 @@ mod tests {
 
     use arch::layout::CMDQV_VINTF0_PAGE0_OFFSET;
     use devices::emulated::EmulatedBackend;
+    use devices::mapping::Mapping;
+    use pci::MapError;
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
@@ -556,12 +594,17 @@ mod tests {
             _: u32,
             _: pci::vfio::caps::MsiMessage,
             _: u32,
-        ) -> Result<(), String> {
-            Err("no router".into())
+        ) -> Result<(), MsiError> {
+            Err(MsiError::NoRouting)
         }
         fn free_gsi(&self, _: u32) {}
-        fn irqfd(&self, _: &vmm_sys_util::eventfd::EventFd, _: u32, _: bool) -> Result<(), String> {
-            Err("no router".into())
+        fn irqfd(
+            &self,
+            _: &vmm_sys_util::eventfd::EventFd,
+            _: u32,
+            _: bool,
+        ) -> Result<(), MsiError> {
+            Err(MsiError::NoRouting)
         }
     }
 
@@ -576,11 +619,13 @@ mod tests {
         }
     }
 
-    /// Records page0 map/unmap, and what the backend had done by then.
+    /// Records page0 map/unmap, and what the backend had done by then;
+    /// holds each slot's mapping like a VM.
     #[derive(Default)]
     struct RecordingMapper {
         events: Mutex<Vec<String>>,
         backend: Mutex<Option<EmulatedBackend>>,
+        slots: Mutex<Vec<(u64, Arc<Mapping>)>>,
     }
 
     impl RecordingMapper {
@@ -608,13 +653,21 @@ mod tests {
     }
 
     impl GuestMapper for RecordingMapper {
-        fn map(&self, gpa: u64, _host: u64, len: u64) -> Result<(), String> {
-            self.note(format!("map {gpa:#x} {len:#x}"));
-            Ok(())
+        fn add_region(&self, gpa: u64, mapping: Arc<Mapping>) -> Result<SlotId, MapError> {
+            self.note(format!("map {gpa:#x} {:#x}", mapping.len()));
+            let mut slots = self.slots.lock().unwrap();
+            slots.push((gpa, mapping));
+            Ok(SlotId::new(slots.len() as u32 - 1))
         }
-        fn unmap(&self, gpa: u64) -> Result<(), String> {
+        fn remove_region(&self, slot: SlotId) -> Result<Arc<Mapping>, MapError> {
+            let slots = self.slots.lock().unwrap();
+            let (gpa, mapping) = slots
+                .get(slot.get() as usize)
+                .cloned()
+                .ok_or(MapError::Unknown(slot.get()))?;
+            drop(slots);
             self.note(format!("unmap {gpa:#x}"));
-            Ok(())
+            Ok(mapping)
         }
     }
 

@@ -201,6 +201,7 @@ fn console(mode: &ConsoleConfig) -> Result<Console, VirtioError> {
 pub(crate) mod test_support {
     use std::time::{Duration, Instant};
 
+    use pci::vfio::MsiError;
     use pci::vfio::caps::MsiMessage;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
     use vmm_sys_util::eventfd::EventFd;
@@ -214,11 +215,11 @@ pub(crate) mod test_support {
         fn allocate_gsi(&self) -> Option<u32> {
             Some(0)
         }
-        fn set_msi_route(&self, _: u32, _: MsiMessage, _: u32) -> Result<(), String> {
+        fn set_msi_route(&self, _: u32, _: MsiMessage, _: u32) -> Result<(), MsiError> {
             Ok(())
         }
         fn free_gsi(&self, _: u32) {}
-        fn irqfd(&self, _: &EventFd, _: u32, _: bool) -> Result<(), String> {
+        fn irqfd(&self, _: &EventFd, _: u32, _: bool) -> Result<(), MsiError> {
             Ok(())
         }
     }

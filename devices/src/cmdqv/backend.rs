@@ -6,7 +6,10 @@
 //! §1.11, §2.7). Ordering rules (ascending alloc, descending free) are the
 //! caller's job; a backend refuses a broken order the way the kernel does.
 
+use std::sync::Arc;
+
 use crate::backend::BackendError;
+use crate::mapping::Mapping;
 
 /// The host's CMD-QV description (`struct iommu_hw_info_tegra241_cmdqv`)
 /// plus the host SMMU's IDR1.CMDQS, which bounds a VCMDQ's length.
@@ -22,26 +25,17 @@ pub struct CmdqvHostInfo {
     pub cmdqs: u8,
 }
 
-/// A host memory region holding the VINTF's page0, to be installed as a KVM
-/// memory slot at the window's VINTF0 page0 (mapped mode). It stays valid
-/// as long as the backend that handed it out is alive.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Page0Region {
-    /// Host virtual address of the first byte.
-    pub host_addr: usize,
-    /// Length in bytes (64 KiB).
-    pub len: usize,
-}
-
 /// How the VINTF0 page0 reaches the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Page0Mode {
     /// Every page0 access exits to the model, which forwards it to
     /// [`CmdqvBackend::page0_read`] / [`CmdqvBackend::page0_write`].
     Trapped,
-    /// The VMM installs this region while VINTF0 is enabled; the guest then
-    /// drives PROD/CONS/CONFIG with no exit.
-    Mapped(Page0Region),
+    /// The VMM installs this mapping of the host page0 (64 KiB) as a memory
+    /// slot while VINTF0 is enabled; the guest then drives PROD/CONS/CONFIG
+    /// with no exit. The slot holds a share of the mapping, so the page
+    /// stays mapped until the slot is gone.
+    Mapped(Arc<Mapping>),
 }
 
 /// The host backend of one CMD-QV (one VINTF of one vIOMMU).

@@ -50,7 +50,7 @@ use std::sync::Arc;
 use vm_device::MutDeviceMmio;
 use vm_device::bus::{MmioAddress, MmioAddressOffset};
 
-pub use backend::{CmdqvBackend, CmdqvHostInfo, Page0Mode, Page0Region};
+pub use backend::{CmdqvBackend, CmdqvHostInfo, Page0Mode};
 use regs::*;
 use vcmdq::{QueueBase, Vcmdq};
 use vintf::{ConfigEffect, ConfigPage};
@@ -96,10 +96,14 @@ pub enum CmdqvError {
 
 /// When the VMM must install or remove the host page0 at the VINTF0 page0
 /// offset of the window (mapped mode only).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Page0Event {
-    /// Install `region` as a memory slot at window offset `offset`.
-    Map { offset: u64, region: Page0Region },
+    /// Install `region` (the backend's page0 mapping, shared) as a memory
+    /// slot at window offset `offset`.
+    Map {
+        offset: u64,
+        region: Arc<crate::mapping::Mapping>,
+    },
     /// Remove the memory slot at window offset `offset`; delivered before
     /// any HW queue is freed.
     Unmap { offset: u64 },

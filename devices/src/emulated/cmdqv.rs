@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
 use super::EmulatedBackend;
-use super::vcmdq_engine::{PAGE0_BYTES, Page0Memory, VcmdqEngine};
+use super::vcmdq_engine::{Page0Memory, VcmdqEngine};
 use crate::GuestMemory;
 use crate::backend::{BackendCall, BackendError, Errno};
-use crate::cmdqv::backend::{CmdqvBackend, CmdqvHostInfo, Page0Mode, Page0Region};
+use crate::cmdqv::backend::{CmdqvBackend, CmdqvHostInfo, Page0Mode};
 use crate::cmdqv::regs::{VCMDQ_BASE_ADDR, VCMDQ_STRIDE};
 use crate::irq::InterruptSink;
 
@@ -60,8 +60,8 @@ impl Default for EmulatedCmdqvConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatedCmdqvError {
     /// The anonymous page0 mapping failed.
-    #[error("cannot map the emulated VINTF page0 ({PAGE0_BYTES:#x} bytes): {0}")]
-    Page0Map(#[from] vm_memory::mmap::MmapRegionError),
+    #[error("cannot map the emulated VINTF page0: {}", crate::mapping::Sentence(.0))]
+    Page0Map(#[from] crate::mapping::MmapError),
     /// The worker thread could not be spawned.
     #[error("cannot spawn the VCMDQ engine thread: {0}")]
     Worker(std::io::Error),
@@ -262,8 +262,7 @@ impl CmdqvBackend for EmulatedCmdqv {
 
     fn page0_mode(&self) -> Page0Mode {
         if self.config.mapped {
-            let (host_addr, len) = lock(&self.engine).page0().host_range();
-            Page0Mode::Mapped(Page0Region { host_addr, len })
+            Page0Mode::Mapped(lock(&self.engine).page0().mapping().clone())
         } else {
             Page0Mode::Trapped
         }
@@ -338,6 +337,7 @@ mod tests {
     use crate::cmdqv::regs::{
         VCMDQ_CONFIG, VCMDQ_CONS, VCMDQ_GERROR, VCMDQ_GERRORN, VCMDQ_PROD, VCMDQ_STATUS,
     };
+    use crate::emulated::vcmdq_engine::PAGE0_BYTES;
     use crate::irq::NoInterrupts;
 
     const RAM: u64 = 0x4000_0000;
@@ -501,7 +501,7 @@ mod tests {
         let Page0Mode::Mapped(region) = b.page0_mode() else {
             panic!("mapped mode expected");
         };
-        assert_eq!(region.len, PAGE0_BYTES);
+        assert_eq!(region.len(), PAGE0_BYTES as u64);
         b.hw_queue_alloc(0, RAM, 0x1000).unwrap();
         // A direct store, as a vCPU writing through the memory slot would.
         lock(&b.engine).page0().store(VCMDQ_CONFIG.offset, 1);

@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use vm_memory::{Bytes, GuestAddress, MmapRegion, VolatileMemory};
+use vm_memory::{Bytes, GuestAddress};
 
 use super::EmulatedBackend;
 use crate::GuestMemory;
@@ -35,6 +35,7 @@ use crate::cmdqv::regs::{
     page0_reg,
 };
 use crate::irq::InterruptSink;
+use crate::mapping::{Mapping, MmapError};
 use crate::smmuv3::cmd::{CMD_BYTES, Command, Opcode, SyncSignal, cerror};
 use crate::smmuv3::queue::QueueGeometry;
 
@@ -45,44 +46,32 @@ pub const PAGE0_BYTES: usize = 0x1_0000;
 /// a vCPU writing it through a KVM slot and the engine thread never tear.
 #[derive(Debug)]
 pub struct Page0Memory {
-    region: MmapRegion,
+    mapping: Arc<Mapping>,
 }
 
 impl Page0Memory {
     /// Map a zeroed page0.
-    pub fn new() -> Result<Self, vm_memory::mmap::MmapRegionError> {
+    pub fn new() -> Result<Self, MmapError> {
         Ok(Page0Memory {
-            region: MmapRegion::new(PAGE0_BYTES)?,
+            mapping: Arc::new(Mapping::anonymous(PAGE0_BYTES as u64)?),
         })
     }
 
-    /// Host address and length, for a KVM memory slot.
-    pub fn host_range(&self) -> (usize, usize) {
-        (self.region.as_ptr() as usize, self.region.size())
+    /// The mapping, shared with the memory slot that shows it to the guest.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
     }
 
     /// Load the 32-bit register at `offset` (0 when out of the page).
     pub fn load(&self, offset: u64) -> u32 {
-        usize::try_from(offset)
-            .ok()
-            .and_then(|at| {
-                self.region
-                    .as_volatile_slice()
-                    .load::<u32>(at, Ordering::Acquire)
-                    .ok()
-            })
-            .unwrap_or(0)
+        self.mapping.load_u32(offset, Ordering::Acquire)
     }
 
-    /// Store the 32-bit register at `offset` (ignored when out of the page).
+    /// Store the 32-bit register at `offset` (ignored when out of the page:
+    /// the callers filter such offsets).
     pub fn store(&self, offset: u64, value: u32) {
-        if let Ok(at) = usize::try_from(offset) {
-            // Out-of-page offsets are filtered by the callers; nothing to do
-            // for one that slips through.
-            let _ = self
-                .region
-                .as_volatile_slice()
-                .store(value, at, Ordering::Release);
+        if let Some(word) = self.mapping.atomic_u32(offset) {
+            word.store(value, Ordering::Release);
         }
     }
 }

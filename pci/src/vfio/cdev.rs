@@ -21,6 +21,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use devices::mapping::Sentence;
 use vfio_bindings::bindings::vfio::{
     VFIO_BASE, VFIO_TYPE, vfio_device_attach_iommufd_pt, vfio_device_bind_iommufd,
     vfio_device_detach_iommufd_pt,
@@ -63,6 +64,25 @@ pub enum VfioCdevError {
         call: &'static str,
         /// The errno.
         err: std::io::Error,
+    },
+}
+
+/// Why releasing a function's VFIO device was not clean (it is closed
+/// either way).
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// The detach from the IOAS failed; the device was still closed.
+    #[error("VFIO_DEVICE_DETACH_IOMMUFD_PT")]
+    Detach(#[source] std::io::Error),
+    /// vfio-ioctls' `VfioDevice` drop panicked (its own detach failed); the
+    /// fd was closed here instead.
+    #[error("vfio-ioctls' VfioDevice drop panicked: {why}")]
+    DropPanicked {
+        /// The panic message.
+        why: String,
+        /// Our detach's failure before it, if it failed too.
+        #[source]
+        detach: Option<std::io::Error>,
     },
 }
 
@@ -213,7 +233,7 @@ impl Drop for CdevDevice {
         // SAFETY: `device` is taken once, here, and never used afterwards.
         let device = unsafe { ManuallyDrop::take(&mut self.device) };
         if let Err(e) = release(device, detach_pt) {
-            log::error!(target: "vfio", "{}: release: {e}", self.sysfs.display());
+            log::error!(target: "vfio", "{}: release: {}", self.sysfs.display(), Sentence(&e));
         }
     }
 }
@@ -224,8 +244,8 @@ impl Drop for CdevDevice {
 fn release<D: AsRawFd>(
     device: D,
     detach: impl FnOnce(&D) -> std::io::Result<()>,
-) -> Result<(), String> {
-    let detached = detach(&device).map_err(|e| format!("VFIO_DEVICE_DETACH_IOMMUFD_PT: {e}"));
+) -> Result<(), ReleaseError> {
+    let detached = detach(&device);
     let fd = device.as_raw_fd();
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(device)));
     if let Err(panic) = dropped {
@@ -237,11 +257,14 @@ fn release<D: AsRawFd>(
             .downcast_ref::<String>()
             .map(String::as_str)
             .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("(no message)");
-        detached?;
-        return Err(format!("vfio-ioctls' VfioDevice drop panicked: {why}"));
+            .unwrap_or("(no message)")
+            .to_string();
+        return Err(ReleaseError::DropPanicked {
+            why,
+            detach: detached.err(),
+        });
     }
-    detached
+    detached.map_err(ReleaseError::Detach)
 }
 
 fn check(rc: i32, path: &Path, call: &'static str) -> Result<(), VfioCdevError> {
@@ -367,7 +390,18 @@ mod tests {
             drop_panics: true,
         };
         let err = release(device, eio).unwrap_err();
-        assert!(err.contains("VFIO_DEVICE_DETACH_IOMMUFD_PT"), "{err}");
+        let ReleaseError::DropPanicked {
+            detach: Some(e), ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        let sentence = Sentence(&err).to_string();
+        assert!(
+            sentence.ends_with("Input/output error (os error 5)"),
+            "{sentence}"
+        );
         assert!(write_end_closed(&mut read));
     }
 
@@ -378,7 +412,7 @@ mod tests {
             fd,
             drop_panics: true,
         };
-        let err = release(device, |_| Ok(())).unwrap_err();
+        let err = release(device, |_| Ok(())).unwrap_err().to_string();
         assert!(err.contains("panicked") && err.contains("EIO"), "{err}");
         assert!(write_end_closed(&mut read));
     }
@@ -402,7 +436,14 @@ mod tests {
             drop_panics: false,
         };
         let err = release(device, eio).unwrap_err();
-        assert!(err.contains("Input/output error"), "{err}");
+        assert!(
+            matches!(&err, ReleaseError::Detach(e) if e.raw_os_error() == Some(libc::EIO)),
+            "{err:?}"
+        );
+        assert_eq!(
+            Sentence(&err).to_string(),
+            "VFIO_DEVICE_DETACH_IOMMUFD_PT: Input/output error (os error 5)"
+        );
         assert!(write_end_closed(&mut read));
     }
 }

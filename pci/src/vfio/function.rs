@@ -20,14 +20,15 @@ use std::sync::Arc;
 
 use arch::layout::Range;
 
-use crate::config::{BAR0, Bar, COMMAND, ConfigSpace, DeviceIds, NUM_BARS};
-use crate::device::{GuestMapper, PciDevice};
+use devices::mapping::{Mapping, Sentence};
+
+use crate::config::{BAR0, Bar, BarError, COMMAND, ConfigSpace, DeviceIds, NUM_BARS};
+use crate::device::{GuestMapper, PciDevice, SlotId};
 
 use super::bars::{self, PassthroughBar};
 use super::caps::{self, MsiState, MsixState};
 use super::host::{CONFIG_REGION, IRQ_MSI, IRQ_MSIX, VfioHost};
 use super::interrupts::{MsiRouter, Vectors};
-use super::mmap::Mapping;
 
 /// Expansion ROM BAR of a type 0 header.
 const ROM_BAR: u16 = 0x30;
@@ -51,12 +52,42 @@ pub struct Wiring {
     pub host_page: u64,
 }
 
-/// One mapped area of a BAR and where the guest sees it now.
+/// Why a passthrough function could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionError {
+    /// The function does not answer configuration reads.
+    #[error("{name}: configuration space reads all-ones")]
+    AllOnes {
+        /// The function's name (sysfs path).
+        name: String,
+    },
+    /// The device reports a BAR the shadow configuration space refuses.
+    #[error("{name}: BAR {index}")]
+    Bar {
+        /// The function's name.
+        name: String,
+        /// BAR index.
+        index: u8,
+        /// Why the BAR was refused.
+        #[source]
+        source: BarError,
+    },
+}
+
+/// One mapped area of a BAR and, while the guest sees it, its slot.
 struct BarMap {
     index: u8,
     offset: u64,
-    mapping: Mapping,
-    gpa: Option<u64>,
+    /// Shared with the slot while installed: unmapped after both let go.
+    mapping: Arc<Mapping>,
+    slot: Option<(SlotId, u64)>,
+}
+
+impl BarMap {
+    /// The guest address of the installed slot.
+    fn gpa(&self) -> Option<u64> {
+        self.slot.map(|(_, gpa)| gpa)
+    }
 }
 
 /// Counters of one passthrough function.
@@ -93,14 +124,13 @@ fn config_read(host: &dyn VfioHost, reg: u16, len: usize) -> u32 {
 impl VfioPciDevice {
     /// The function of `host`: capabilities walked, BARs discovered and
     /// mapped (not yet placed), MSI / MSI-X disabled.
-    pub fn new(host: Box<dyn VfioHost>, wiring: Wiring) -> Result<Self, String> {
+    pub fn new(host: Box<dyn VfioHost>, wiring: Wiring) -> Result<Self, FunctionError> {
         let read = |reg: u16, len: usize| config_read(&*host, reg, len);
         let ids = read(0, 4);
         if ids & 0xffff == 0xffff {
-            return Err(format!(
-                "{}: configuration space reads all-ones",
-                wiring.name
-            ));
+            return Err(FunctionError::AllOnes {
+                name: wiring.name.clone(),
+            });
         }
         let caps = caps::walk(&read);
         let raw: [u32; 6] = std::array::from_fn(|i| read(BAR0 + 4 * i as u16, 4));
@@ -122,15 +152,19 @@ impl VfioPciDevice {
         for b in &bars {
             shadow
                 .add_bar(b.index, b.bar)
-                .map_err(|e| format!("{}: BAR {}: {e}", wiring.name, b.index))?;
+                .map_err(|source| FunctionError::Bar {
+                    name: wiring.name.clone(),
+                    index: b.index,
+                    source,
+                })?;
             for (offset, len) in &b.mapped {
                 let mapping = match host.map(u32::from(b.index), *offset, *len) {
                     Ok(mapping) => mapping,
                     Err(e) => {
                         log::warn!(
                             target: "vfio",
-                            "{}: BAR {} piece {offset:#x}+{len:#x} stays trapped: {e}",
-                            wiring.name, b.index
+                            "{}: BAR {} piece {offset:#x}+{len:#x} stays trapped: {}",
+                            wiring.name, b.index, Sentence(&e)
                         );
                         continue;
                     }
@@ -138,8 +172,8 @@ impl VfioPciDevice {
                 maps.push(BarMap {
                     index: b.index,
                     offset: *offset,
-                    mapping,
-                    gpa: None,
+                    mapping: Arc::new(mapping),
+                    slot: None,
                 });
             }
         }
@@ -197,27 +231,26 @@ impl VfioPciDevice {
                     self.wiring.name, m.index
                 );
             }
-            if m.gpa == want {
+            if m.gpa() == want {
                 continue;
             }
-            if let Some(old) = m.gpa.take()
-                && let Err(e) = self.wiring.mapper.unmap(old)
+            if let Some((slot, old)) = m.slot.take()
+                && let Err(e) = self.wiring.mapper.remove_region(slot)
             {
-                devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {old:#x}: {e}", self.wiring.name, m.index);
+                devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {old:#x}: {}", self.wiring.name, m.index, Sentence(&e));
+                // The guest still reaches the old slot: keep it.
+                m.slot = Some((slot, old));
+                continue;
             }
             if let Some(gpa) = want {
-                match self
-                    .wiring
-                    .mapper
-                    .map(gpa, m.mapping.host_addr(), m.mapping.len())
-                {
-                    Ok(()) => {
-                        m.gpa = Some(gpa);
+                match self.wiring.mapper.add_region(gpa, m.mapping.clone()) {
+                    Ok(slot) => {
+                        m.slot = Some((slot, gpa));
                         self.stats.slot_maps += 1;
                     }
                     // The area keeps working through traps.
                     Err(e) => {
-                        devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {gpa:#x}: {e}", self.wiring.name, m.index)
+                        devices::guest_log!(error, target: "vfio", "{}: BAR {} slot at {gpa:#x}: {}", self.wiring.name, m.index, Sentence(&e))
                     }
                 }
             }
@@ -233,12 +266,10 @@ impl VfioPciDevice {
         let router = &*self.wiring.router;
         if msix.enabled() && self.msix_vectors.is_none() {
             let count = msix.vectors().min(host.irq_count(IRQ_MSIX) as usize);
-            let vectors = Vectors::new(router, count, self.wiring.devid)
-                .and_then(|v| host.enable_irqs(IRQ_MSIX, &v.fds()).map(|()| v));
-            match vectors {
+            match Vectors::enable(&**host, router, IRQ_MSIX, count, self.wiring.devid) {
                 Ok(v) => self.msix_vectors = Some(v),
                 Err(e) => {
-                    devices::guest_log!(error, target: "vfio", "{}: MSI-X enable: {e}", self.wiring.name);
+                    devices::guest_log!(error, target: "vfio", "{}: MSI-X enable: {}", self.wiring.name, Sentence(&e));
                     return;
                 }
             }
@@ -247,7 +278,7 @@ impl VfioPciDevice {
             if let Some(mut v) = self.msix_vectors.take() {
                 v.release(router);
                 if let Err(e) = host.disable_irqs(IRQ_MSIX) {
-                    devices::guest_log!(error, target: "vfio", "{}: {e}", self.wiring.name);
+                    devices::guest_log!(error, target: "vfio", "{}: {}", self.wiring.name, Sentence(&e));
                 }
             }
             return;
@@ -275,18 +306,16 @@ impl VfioPciDevice {
         {
             v.release(router);
             if let Err(e) = host.disable_irqs(IRQ_MSI) {
-                devices::guest_log!(error, target: "vfio", "{}: {e}", self.wiring.name);
+                devices::guest_log!(error, target: "vfio", "{}: {}", self.wiring.name, Sentence(&e));
             }
         }
         if let Some(count) = want
             && self.msi_vectors.is_none()
         {
-            let vectors = Vectors::new(router, count, self.wiring.devid)
-                .and_then(|v| host.enable_irqs(IRQ_MSI, &v.fds()).map(|()| v));
-            match vectors {
+            match Vectors::enable(&**host, router, IRQ_MSI, count, self.wiring.devid) {
                 Ok(v) => self.msi_vectors = Some(v),
                 Err(e) => {
-                    devices::guest_log!(error, target: "vfio", "{}: MSI enable: {e}", self.wiring.name)
+                    devices::guest_log!(error, target: "vfio", "{}: MSI enable: {}", self.wiring.name, Sentence(&e))
                 }
             }
         }
@@ -439,10 +468,10 @@ impl PciDevice for VfioPciDevice {
             return;
         };
         for m in &mut self.maps {
-            if let Some(gpa) = m.gpa.take()
-                && let Err(e) = self.wiring.mapper.unmap(gpa)
+            if let Some((slot, gpa)) = m.slot.take()
+                && let Err(e) = self.wiring.mapper.remove_region(slot)
             {
-                devices::guest_log!(error, target: "vfio", "{}: BAR slot at {gpa:#x}: {e}", self.wiring.name);
+                devices::guest_log!(error, target: "vfio", "{}: BAR slot at {gpa:#x}: {}", self.wiring.name, Sentence(&e));
             }
         }
         self.maps.clear();
@@ -454,7 +483,7 @@ impl PciDevice for VfioPciDevice {
             if let Some(mut v) = vectors.take() {
                 v.release(router);
                 if let Err(e) = host.disable_irqs(index) {
-                    log::error!(target: "vfio", "{}: {e}", self.wiring.name);
+                    log::error!(target: "vfio", "{}: {}", self.wiring.name, Sentence(&e));
                 }
             }
         }

@@ -1,9 +1,12 @@
 use std::sync::{Arc, Mutex};
 
+use devices::mapping::MmapError;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
+use crate::device::MapError;
 use crate::vfio::host::RegionInfo;
+use crate::vfio::host::VfioHostError;
 use crate::vfio::interrupts::tests::RecordingRouter;
 
 /// What the fake function saw.
@@ -136,44 +139,68 @@ impl VfioHost for FakeHost {
             _ => 0,
         }
     }
-    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), String> {
+    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), VfioHostError> {
         self.note(format!("enable irq{index} x{}", fds.len()));
         Ok(())
     }
-    fn disable_irqs(&self, index: u32) -> Result<(), String> {
+    fn disable_irqs(&self, index: u32) -> Result<(), VfioHostError> {
         self.note(format!("disable irq{index}"));
         Ok(())
     }
     fn reset(&self) {
         self.note("reset".into());
     }
-    fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, String> {
+    fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, VfioHostError> {
         self.note(format!("mmap bar{index} {offset:#x} {len:#x}"));
         let page = self.state.lock().unwrap().host_page.max(4 << 10);
-        if (offset | len) % page != 0 {
-            return Err(format!("mmap at {offset:#x}: EINVAL"));
-        }
-        Mapping::anonymous(len).map_err(|e| e.to_string())
+        let einval = (offset | len) % page != 0;
+        let mapped = if einval {
+            Err(MmapError {
+                offset,
+                len,
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            })
+        } else {
+            Mapping::anonymous(len)
+        };
+        mapped.map_err(|source| VfioHostError::Map {
+            index,
+            offset,
+            len,
+            source,
+        })
     }
 }
 
-/// Records guest slot changes.
+/// Records guest slot changes and holds each slot's mapping like a VM.
 #[derive(Default)]
 struct RecordingMapper {
     calls: Mutex<Vec<String>>,
+    slots: Mutex<Vec<(SlotId, u64, Arc<Mapping>)>>,
+    next: Mutex<u32>,
 }
 
 impl GuestMapper for RecordingMapper {
-    fn map(&self, gpa: u64, _host: u64, len: u64) -> Result<(), String> {
+    fn add_region(&self, gpa: u64, mapping: Arc<Mapping>) -> Result<SlotId, MapError> {
         self.calls
             .lock()
             .unwrap()
-            .push(format!("map {gpa:#x} {len:#x}"));
-        Ok(())
+            .push(format!("map {gpa:#x} {:#x}", mapping.len()));
+        let mut next = self.next.lock().unwrap();
+        *next += 1;
+        let slot = SlotId::new(*next);
+        self.slots.lock().unwrap().push((slot, gpa, mapping));
+        Ok(slot)
     }
-    fn unmap(&self, gpa: u64) -> Result<(), String> {
+    fn remove_region(&self, slot: SlotId) -> Result<Arc<Mapping>, MapError> {
+        let mut slots = self.slots.lock().unwrap();
+        let at = slots
+            .iter()
+            .position(|(s, _, _)| *s == slot)
+            .ok_or(MapError::Unknown(slot.get()))?;
+        let (_, gpa, mapping) = slots.remove(at);
         self.calls.lock().unwrap().push(format!("unmap {gpa:#x}"));
-        Ok(())
+        Ok(mapping)
     }
 }
 

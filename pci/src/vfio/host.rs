@@ -12,8 +12,9 @@ use vfio_bindings::bindings::vfio::{
 use vfio_ioctls::{VfioDevice, VfioRegionInfoCap};
 use vmm_sys_util::eventfd::EventFd;
 
+use devices::mapping::{Mapping, MmapError};
+
 use super::cdev::CdevDevice;
-use super::mmap::Mapping;
 
 /// vfio-pci's region indexes (linux/vfio.h `VFIO_PCI_*_REGION_INDEX`).
 pub const CONFIG_REGION: u32 = 7;
@@ -51,6 +52,48 @@ impl RegionInfo {
     }
 }
 
+/// A host call of a passthrough function that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VfioHostError {
+    /// `VFIO_DEVICE_SET_IRQS` refused the eventfds (vfio-ioctls 0.10 does
+    /// not keep the kernel's errno of this call).
+    #[error("VFIO_DEVICE_SET_IRQS(index {index}, {count} eventfds)")]
+    EnableIrqs {
+        /// IRQ index.
+        index: u32,
+        /// Eventfds passed.
+        count: usize,
+        /// vfio-ioctls' error.
+        #[source]
+        source: vfio_ioctls::VfioError,
+    },
+    /// `VFIO_DEVICE_SET_IRQS` would not disable the index.
+    #[error("VFIO_DEVICE_SET_IRQS(index {index}, disable)")]
+    DisableIrqs {
+        /// IRQ index.
+        index: u32,
+        /// vfio-ioctls' error.
+        #[source]
+        source: vfio_ioctls::VfioError,
+    },
+    /// A region piece could not be mmapped (it then traps).
+    #[error("region {index} at {offset:#x} ({len:#x} bytes)")]
+    Map {
+        /// Region index.
+        index: u32,
+        /// Offset inside the region.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// The refused mmap, with its errno.
+        #[source]
+        source: MmapError,
+    },
+    /// The host refused the call (a fake host in tests).
+    #[error("{0} refused by the host")]
+    Refused(&'static str),
+}
+
 /// A passthrough function's host interface.
 pub trait VfioHost: Send {
     /// Region `index` (BAR n = n, configuration space = [`CONFIG_REGION`]).
@@ -62,13 +105,13 @@ pub trait VfioHost: Send {
     /// Vectors of IRQ index `index` ([`IRQ_MSI`], [`IRQ_MSIX`]).
     fn irq_count(&self, index: u32) -> u32;
     /// `VFIO_DEVICE_SET_IRQS` trigger eventfds for vectors `0..fds.len()`.
-    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), String>;
+    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), VfioHostError>;
     /// Disable every vector of `index`.
-    fn disable_irqs(&self, index: u32) -> Result<(), String>;
+    fn disable_irqs(&self, index: u32) -> Result<(), VfioHostError>;
     /// `VFIO_DEVICE_RESET`, if the function supports it.
     fn reset(&self);
     /// Map `len` bytes of region `index` at `offset`.
-    fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, String>;
+    fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, VfioHostError>;
 }
 
 impl VfioHost for CdevDevice {
@@ -113,30 +156,35 @@ impl VfioHost for CdevDevice {
         self.get_irq_info(index).map_or(0, |i| i.count)
     }
 
-    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), String> {
-        self.enable_irq(index, fds.to_vec()).map_err(|e| {
-            format!(
-                "VFIO_DEVICE_SET_IRQS(index {index}, {} eventfds): {e}",
-                fds.len()
-            )
-        })
+    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), VfioHostError> {
+        self.enable_irq(index, fds.to_vec())
+            .map_err(|source| VfioHostError::EnableIrqs {
+                index,
+                count: fds.len(),
+                source,
+            })
     }
 
-    fn disable_irqs(&self, index: u32) -> Result<(), String> {
+    fn disable_irqs(&self, index: u32) -> Result<(), VfioHostError> {
         self.disable_irq(index)
-            .map_err(|e| format!("VFIO_DEVICE_SET_IRQS(index {index}, disable): {e}"))
+            .map_err(|source| VfioHostError::DisableIrqs { index, source })
     }
 
     fn reset(&self) {
         VfioDevice::reset(self);
     }
 
-    fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, String> {
-        Mapping::device(
+    fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, VfioHostError> {
+        Mapping::shared(
             self.as_raw_fd(),
-            self.get_region_offset(index) + offset,
+            self.get_region_offset(index).saturating_add(offset),
             len,
         )
-        .map_err(|e| format!("mmap of region {index} at {offset:#x} ({len:#x} bytes): {e}"))
+        .map_err(|source| VfioHostError::Map {
+            index,
+            offset,
+            len,
+            source,
+        })
     }
 }

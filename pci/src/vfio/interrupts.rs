@@ -12,7 +12,78 @@
 
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use devices::mapping::Sentence;
+
 use super::caps::MsiMessage;
+use super::host::{VfioHost, VfioHostError};
+
+/// Why a vector could not be wired.
+#[derive(Debug, thiserror::Error)]
+pub enum MsiError {
+    /// The routing table has no GSI left.
+    #[error("no free GSI for vector {vector} of {count}")]
+    NoGsi {
+        /// The vector.
+        vector: usize,
+        /// Vectors asked for.
+        count: usize,
+    },
+    /// The vector's eventfd could not be made.
+    #[error("eventfd for vector {vector}")]
+    Eventfd {
+        /// The vector.
+        vector: usize,
+        /// The kernel's errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The hypervisor refused the routing table.
+    #[error("GSI {gsi}: routing table of {entries} entries refused")]
+    Route {
+        /// The GSI being routed or freed.
+        gsi: u32,
+        /// Entries in the table sent.
+        entries: usize,
+        /// The kernel's errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An irqfd could not be assigned or removed.
+    #[error("irqfd on GSI {gsi} (assign={assign})")]
+    Irqfd {
+        /// The GSI.
+        gsi: u32,
+        /// Assign or remove.
+        assign: bool,
+        /// The kernel's errno.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The MSI address is an IOVA the guest's stage 1 does not translate.
+    #[error("vSID {vsid:#x}: MSI address {iova:#x} does not translate: {reason}")]
+    Untranslated {
+        /// The function's vSID.
+        vsid: u32,
+        /// The address the guest programmed.
+        iova: u64,
+        /// What the stage-1 walk found.
+        reason: String,
+    },
+    /// This router does not route (a VM without a vGIC ITS, a test).
+    #[error("no MSI routing")]
+    NoRouting,
+}
+
+/// Why a vector set could not be enabled.
+#[derive(Debug, thiserror::Error)]
+pub enum EnableError {
+    /// The VM side (GSIs, eventfds).
+    #[error(transparent)]
+    Msi(#[from] MsiError),
+    /// The host refused the eventfds.
+    #[error(transparent)]
+    Host(#[from] VfioHostError),
+}
 
 /// The VM's interrupt routing as a passthrough function needs it (KVM's
 /// GSI routing table and irqfds on aarch64; a recorder in tests).
@@ -21,11 +92,11 @@ pub trait MsiRouter: Send + Sync {
     fn allocate_gsi(&self) -> Option<u32>;
     /// Route `gsi` to `msg`, signalled with ITS DeviceID `devid`
     /// (replaces any earlier route of `gsi`).
-    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String>;
+    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), MsiError>;
     /// Remove `gsi`'s route and give the GSI back.
     fn free_gsi(&self, gsi: u32);
     /// Make `fd` inject `gsi` (assign) or stop doing so.
-    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String>;
+    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), MsiError>;
 }
 
 /// One host vector wired into the guest.
@@ -45,16 +116,22 @@ pub struct Vectors {
 
 impl Vectors {
     /// `count` vectors with eventfds and GSIs, nothing routed yet.
-    pub fn new(router: &dyn MsiRouter, count: usize, devid: u32) -> Result<Self, String> {
+    pub fn new(router: &dyn MsiRouter, count: usize, devid: u32) -> Result<Self, MsiError> {
         let mut made = Vectors {
             devid,
             vectors: Vec::with_capacity(count),
         };
-        for i in 0..count {
-            let fd = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+        for vector in 0..count {
+            let fd = match EventFd::new(EFD_NONBLOCK) {
+                Ok(fd) => fd,
+                Err(source) => {
+                    made.release(router);
+                    return Err(MsiError::Eventfd { vector, source });
+                }
+            };
             let Some(gsi) = router.allocate_gsi() else {
                 made.release(router);
-                return Err(format!("no free GSI for vector {i} of {count}"));
+                return Err(MsiError::NoGsi { vector, count });
             };
             made.vectors.push(Vector {
                 fd,
@@ -64,6 +141,24 @@ impl Vectors {
             });
         }
         Ok(made)
+    }
+
+    /// `count` vectors of `host`'s IRQ `index` wired: GSIs taken and the
+    /// host signalling their eventfds; when the host refuses, the GSIs are
+    /// given back.
+    pub fn enable(
+        host: &dyn VfioHost,
+        router: &dyn MsiRouter,
+        index: u32,
+        count: usize,
+        devid: u32,
+    ) -> Result<Self, EnableError> {
+        let mut vectors = Vectors::new(router, count, devid)?;
+        if let Err(e) = host.enable_irqs(index, &vectors.fds()) {
+            vectors.release(router);
+            return Err(e.into());
+        }
+        Ok(vectors)
     }
 
     /// The eventfds, in vector order, for `VFIO_DEVICE_SET_IRQS`.
@@ -81,7 +176,7 @@ impl Vectors {
             Some(msg) => {
                 if v.routed != Some(msg) {
                     if let Err(e) = router.set_msi_route(v.gsi, msg, devid) {
-                        devices::guest_log!(error, target: "vfio", "vector {i}: MSI route {msg:x?}: {e}");
+                        devices::guest_log!(error, target: "vfio", "vector {i}: MSI route {msg:x?}: {}", Sentence(&e));
                         return;
                     }
                     v.routed = Some(msg);
@@ -90,14 +185,14 @@ impl Vectors {
                     match router.irqfd(&v.fd, v.gsi, true) {
                         Ok(()) => v.irqfd = true,
                         Err(e) => {
-                            devices::guest_log!(error, target: "vfio", "vector {i}: irqfd on GSI {}: {e}", v.gsi)
+                            devices::guest_log!(error, target: "vfio", "vector {i}: irqfd on GSI {}: {}", v.gsi, Sentence(&e))
                         }
                     }
                 }
             }
             None if v.irqfd => {
                 if let Err(e) = router.irqfd(&v.fd, v.gsi, false) {
-                    devices::guest_log!(error, target: "vfio", "vector {i}: irqfd removal: {e}");
+                    devices::guest_log!(error, target: "vfio", "vector {i}: irqfd removal: {}", Sentence(&e));
                 }
                 v.irqfd = false;
             }
@@ -121,7 +216,7 @@ impl Vectors {
             if v.irqfd
                 && let Err(e) = router.irqfd(&v.fd, v.gsi, false)
             {
-                devices::guest_log!(error, target: "vfio", "irqfd removal on GSI {}: {e}", v.gsi);
+                devices::guest_log!(error, target: "vfio", "irqfd removal on GSI {}: {}", v.gsi, Sentence(&e));
             }
             router.free_gsi(v.gsi);
         }
@@ -153,7 +248,7 @@ pub mod tests {
             *next += 1;
             Some(299 + *next)
         }
-        fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String> {
+        fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), MsiError> {
             self.calls.lock().unwrap().push(format!(
                 "route {gsi} {:#x} {:#x} dev {devid:#x}",
                 msg.addr, msg.data
@@ -163,7 +258,7 @@ pub mod tests {
         fn free_gsi(&self, gsi: u32) {
             self.calls.lock().unwrap().push(format!("free {gsi}"));
         }
-        fn irqfd(&self, _fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
+        fn irqfd(&self, _fd: &EventFd, gsi: u32, assign: bool) -> Result<(), MsiError> {
             let what = if assign { "irqfd" } else { "unirqfd" };
             self.calls.lock().unwrap().push(format!("{what} {gsi}"));
             Ok(())
@@ -214,7 +309,16 @@ pub mod tests {
             ..Default::default()
         };
         let err = Vectors::new(&router, 3, 0).err().unwrap();
-        assert!(err.contains("vector 2 of 3"), "{err}");
+        assert!(
+            matches!(
+                err,
+                MsiError::NoGsi {
+                    vector: 2,
+                    count: 3
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(router.take(), ["free 300", "free 301"]);
     }
 }

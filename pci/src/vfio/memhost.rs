@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use vmm_sys_util::eventfd::EventFd;
 
-use super::host::{CONFIG_REGION, IRQ_MSIX, RegionInfo, VfioHost};
-use super::mmap::Mapping;
+use super::host::{CONFIG_REGION, IRQ_MSIX, RegionInfo, VfioHost, VfioHostError};
+use devices::mapping::Mapping;
 
 /// What the in-memory function holds; shared with the caller.
 #[derive(Debug, Default)]
@@ -122,12 +122,12 @@ impl VfioHost for MemoryFunction {
         if index == IRQ_MSIX { 3 } else { 0 }
     }
 
-    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), String> {
+    fn enable_irqs(&self, index: u32, fds: &[&EventFd]) -> Result<(), VfioHostError> {
         self.with(|s| s.irq_sets.push((index, fds.len())));
         Ok(())
     }
 
-    fn disable_irqs(&self, index: u32) -> Result<(), String> {
+    fn disable_irqs(&self, index: u32) -> Result<(), VfioHostError> {
         self.with(|s| s.irq_sets.push((index, 0)));
         Ok(())
     }
@@ -136,7 +136,12 @@ impl VfioHost for MemoryFunction {
         self.with(|s| s.resets += 1);
     }
 
-    fn map(&self, _index: u32, _offset: u64, len: u64) -> Result<Mapping, String> {
-        Mapping::anonymous(len).map_err(|e| e.to_string())
+    fn map(&self, index: u32, offset: u64, len: u64) -> Result<Mapping, VfioHostError> {
+        Mapping::anonymous(len).map_err(|source| VfioHostError::Map {
+            index,
+            offset,
+            len,
+            source,
+        })
     }
 }

@@ -4,13 +4,15 @@
 pub mod bars;
 pub mod caps;
 pub mod cdev;
+#[cfg(test)]
+mod failure_tests;
 pub mod function;
 pub mod host;
 pub mod interrupts;
 pub mod memhost;
-pub mod mmap;
 
-pub use cdev::{CdevDevice, VfioCdev, VfioCdevError};
+pub use cdev::{CdevDevice, ReleaseError, VfioCdev, VfioCdevError};
 pub use function::{VfioPciDevice, VfioStats, Wiring};
-pub use interrupts::MsiRouter;
+pub use host::VfioHostError;
+pub use interrupts::{MsiError, MsiRouter};
 pub use vfio_ioctls::VfioIommufd;

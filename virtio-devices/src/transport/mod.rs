@@ -119,7 +119,7 @@ impl VirtioPciDevice {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: eventfd: {e}", wiring.name))?;
         let vectors = Vectors::new(&*wiring.router, usize::from(count), wiring.devid)
-            .map_err(|e| format!("{}: {e}", wiring.name))?;
+            .map_err(|e| format!("{}: {}", wiring.name, devices::mapping::Sentence(&e)))?;
         let msix = MsixState::new(MsixCap {
             offset: MSIX_CAP_OFFSET,
             table_size: count,

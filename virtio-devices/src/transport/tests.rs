@@ -4,6 +4,7 @@
 
 use std::sync::Mutex;
 
+use pci::vfio::MsiError;
 use pci::vfio::caps::MsiMessage;
 use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK,
@@ -33,7 +34,7 @@ impl MsiRouter for Router {
         *next += 1;
         Some(*next)
     }
-    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String> {
+    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), MsiError> {
         self.0.push(format!(
             "route {gsi} {:#x}/{} dev {devid:#x}",
             msg.addr, msg.data
@@ -43,7 +44,7 @@ impl MsiRouter for Router {
     fn free_gsi(&self, gsi: u32) {
         self.0.push(format!("free {gsi}"));
     }
-    fn irqfd(&self, _fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
+    fn irqfd(&self, _fd: &EventFd, gsi: u32, assign: bool) -> Result<(), MsiError> {
         self.0.push(format!("irqfd {gsi} {assign}"));
         Ok(())
     }

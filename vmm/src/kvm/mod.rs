@@ -6,7 +6,8 @@
 mod routing;
 pub mod vcpu;
 
-use std::sync::Mutex;
+use std::io;
+use std::sync::{Arc, Mutex};
 
 use arch::layout::{GIC_DIST_BASE, GIC_ITS_BASE, GIC_NR_IRQS, GIC_REDIST_BASE, Layout};
 use kvm_bindings::{
@@ -22,9 +23,11 @@ use vm_memory::{GuestMemoryBackend as _, GuestMemoryRegion};
 
 use crate::device_manager::GuestMapper;
 use crate::irqchip::IrqChip;
+use devices::mapping::Mapping;
 use devices::{GuestMemory, lock_unpoisoned};
-use pci::vfio::MsiRouter;
 use pci::vfio::caps::MsiMessage;
+use pci::vfio::{MsiError, MsiRouter};
+use pci::{MapError, SlotId};
 use virtio_devices::NotifyRegistrar;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -32,6 +35,9 @@ use vmm_sys_util::eventfd::EventFd;
 const DEFAULT_IPA_BITS: u32 = 40;
 /// Memory slot of the first RAM region; page0 slots follow the RAM slots.
 const FIRST_RAM_SLOT: u32 = 0;
+/// Memory slots the VMM uses at most: arm64 KVM has always allowed 512
+/// (KVM_CAP_NR_MEMSLOTS), far more than RAM, page0s and BAR pieces need.
+const MAX_SLOTS: u32 = 512;
 
 /// What can go wrong setting up KVM; each names the call and the value.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +92,19 @@ pub struct KvmVm {
     gic: Option<DeviceFd>,
     its: Option<DeviceFd>,
     ram_slots: u32,
-    /// Slots over host memory (CMD-QV page0, passthrough BARs): (slot,
-    /// guest address).
-    host_slots: Mutex<Vec<(u32, u64)>>,
+    /// Slots over host memory (CMD-QV page0, passthrough BARs). Declared
+    /// after `vm`: the VM fd closes (taking its slots) before any mapping a
+    /// slot still holds is unmapped.
+    host_slots: Mutex<Vec<HostSlot>>,
     /// GSI routes of passthrough MSIs.
     routes: routing::GsiRoutes,
+}
+
+/// A memory slot over host memory and the mapping it keeps alive.
+struct HostSlot {
+    slot: u32,
+    gpa: u64,
+    mapping: Arc<Mapping>,
 }
 
 /// Bits needed to address everything up to (excluding) `end`.
@@ -189,67 +203,51 @@ impl KvmVm {
         Ok(())
     }
 
-    /// Install host memory at `host_addr` (`len` bytes: a CMD-QV page0, a
-    /// passthrough BAR area) at guest address `gpa` as its own memory slot,
-    /// so the guest's accesses cause no VM exit.
-    ///
-    /// # Safety
-    /// `host_addr..host_addr+len` must stay mapped until
-    /// [`KvmVm::unmap_host_memory`] for `gpa` returns (the CMD-QV model sends the
-    /// unmap event before its backend releases the page).
-    pub unsafe fn map_host_memory(
+    /// `KVM_SET_USER_MEMORY_REGION` of `slot` with `mapping` at `gpa`,
+    /// recorded in `slots` with its mapping once KVM took it.
+    fn install_slot(
         &self,
+        slots: &mut Vec<HostSlot>,
+        slot: u32,
         gpa: u64,
-        host_addr: u64,
-        len: u64,
-    ) -> Result<(), KvmError> {
-        let mut slots = lock_unpoisoned(&self.host_slots);
-        if slots.iter().any(|(_, g)| *g == gpa) {
-            return Ok(());
-        }
-        let slot = (self.ram_slots..)
-            .find(|s| !slots.iter().any(|(used, _)| used == s))
-            .unwrap_or(self.ram_slots);
+        mapping: Arc<Mapping>,
+    ) -> io::Result<()> {
         let entry = kvm_userspace_memory_region {
             slot,
             flags: 0,
             guest_phys_addr: gpa,
-            memory_size: len,
-            userspace_addr: host_addr,
+            memory_size: mapping.len(),
+            userspace_addr: mapping.host_addr(),
         };
-        // SAFETY: the caller guarantees the mapping outlives the slot; the
-        // guest range is inside an MMIO window (CMD-QV page0 or a PCI
-        // window), and KVM refuses one that overlaps another slot.
-        unsafe { self.vm.set_user_memory_region(entry) }.map_err(ioctl(format!(
-            "KVM_SET_USER_MEMORY_REGION(slot {slot} at {gpa:#x}, {len:#x} bytes)"
-        )))?;
-        slots.push((slot, gpa));
-        log::info!(target: "kvm", "slot {slot} installed at {gpa:#x} ({len:#x} bytes of host memory)");
+        // SAFETY: on success the mapping is stored with the slot in
+        // `slots` below and leaves it only when the slot is deleted
+        // (`delete_slot`), or after the VM fd closed (field order), so the
+        // memory outlives the slot. The guest range is in an MMIO window
+        // (CMD-QV page0 or a PCI window) and KVM refuses one that overlaps
+        // another slot.
+        unsafe { self.vm.set_user_memory_region(entry) }
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        slots.push(HostSlot { slot, gpa, mapping });
         Ok(())
     }
 
-    /// Remove the host memory slot at `gpa`, if installed; guest accesses
-    /// trap again.
-    pub fn unmap_host_memory(&self, gpa: u64) -> Result<(), KvmError> {
-        let mut slots = lock_unpoisoned(&self.host_slots);
-        let Some(pos) = slots.iter().position(|(_, g)| *g == gpa) else {
-            return Ok(());
+    /// Delete `slots[at]` from KVM, then hand its mapping back.
+    fn delete_slot(&self, slots: &mut Vec<HostSlot>, at: usize) -> io::Result<Arc<Mapping>> {
+        let Some(host) = slots.get(at) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOENT));
         };
-        let (slot, _) = slots.remove(pos);
         let entry = kvm_userspace_memory_region {
-            slot,
+            slot: host.slot,
             flags: 0,
-            guest_phys_addr: gpa,
+            guest_phys_addr: host.gpa,
             memory_size: 0,
             userspace_addr: 0,
         };
         // SAFETY: a zero-sized region deletes the slot; no memory is handed
         // to the kernel.
-        unsafe { self.vm.set_user_memory_region(entry) }.map_err(ioctl(format!(
-            "KVM_SET_USER_MEMORY_REGION(delete slot {slot})"
-        )))?;
-        log::info!(target: "kvm", "slot {slot} removed from {gpa:#x}");
-        Ok(())
+        unsafe { self.vm.set_user_memory_region(entry) }
+            .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+        Ok(slots.swap_remove(at).mapping)
     }
 
     /// Create vCPU `id`.
@@ -345,17 +343,44 @@ fn set_attr<T: Copy + std::fmt::LowerHex>(
     )))
 }
 
+/// Host memory as its own memory slot (a CMD-QV page0, a passthrough BAR
+/// area), so the guest's accesses cause no VM exit; the slot holds its
+/// mapping until removed.
 impl GuestMapper for KvmVm {
-    fn map(&self, gpa: u64, host_addr: u64, len: u64) -> Result<(), String> {
-        // SAFETY: `GuestMapper`'s contract: the owner keeps the memory
-        // mapped until the matching unmap returns (the CMD-QV model unmaps
-        // page0 before its backend releases any host object; a VFIO-PCI
-        // function removes its BAR slots before its mappings drop).
-        unsafe { self.map_host_memory(gpa, host_addr, len) }.map_err(|e| e.to_string())
+    fn add_region(&self, gpa: u64, mapping: Arc<Mapping>) -> Result<SlotId, MapError> {
+        let mut slots = lock_unpoisoned(&self.host_slots);
+        let len = mapping.len();
+        let slot = (self.ram_slots..MAX_SLOTS)
+            .find(|s| !slots.iter().any(|h| h.slot == *s))
+            .ok_or(MapError::NoFreeSlot {
+                gpa,
+                len,
+                used: slots.len(),
+            })?;
+        self.install_slot(&mut slots, slot, gpa, mapping)
+            .map_err(|source| MapError::Install {
+                slot,
+                gpa,
+                len,
+                source,
+            })?;
+        log::info!(target: "kvm", "slot {slot} installed at {gpa:#x} ({len:#x} bytes of host memory)");
+        Ok(SlotId::new(slot))
     }
 
-    fn unmap(&self, gpa: u64) -> Result<(), String> {
-        self.unmap_host_memory(gpa).map_err(|e| e.to_string())
+    fn remove_region(&self, slot: SlotId) -> Result<Arc<Mapping>, MapError> {
+        let mut slots = lock_unpoisoned(&self.host_slots);
+        let slot = slot.get();
+        let at = slots
+            .iter()
+            .position(|h| h.slot == slot)
+            .ok_or(MapError::Unknown(slot))?;
+        let gpa = slots.get(at).map_or(0, |h| h.gpa);
+        let mapping = self
+            .delete_slot(&mut slots, at)
+            .map_err(|source| MapError::Remove { slot, gpa, source })?;
+        log::info!(target: "kvm", "slot {slot} removed from {gpa:#x}");
+        Ok(mapping)
     }
 }
 
@@ -364,7 +389,7 @@ impl MsiRouter for KvmVm {
         self.routes.allocate()
     }
 
-    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String> {
+    fn set_msi_route(&self, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), MsiError> {
         self.routes.set(&self.vm, gsi, msg, devid)
     }
 
@@ -372,7 +397,7 @@ impl MsiRouter for KvmVm {
         self.routes.free(&self.vm, gsi);
     }
 
-    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
+    fn irqfd(&self, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), MsiError> {
         routing::irqfd(&self.vm, fd, gsi, assign)
     }
 }

@@ -8,14 +8,17 @@
 //! takes nothing away. MSI GSIs are numbered after the SPIs.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::sync::Mutex;
 
 use arch::layout::{GIC_NR_IRQS, SPI_BASE};
+use devices::mapping::Sentence;
 use kvm_bindings::{
     KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_MSI_VALID_DEVID, KvmIrqRouting,
     kvm_irq_routing_entry,
 };
 use kvm_ioctls::VmFd;
+use pci::vfio::MsiError;
 use pci::vfio::caps::MsiMessage;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -40,10 +43,10 @@ impl GsiRoutes {
     }
 
     /// Set `gsi`'s route and send the table.
-    pub fn set(&self, vm: &VmFd, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), String> {
+    pub fn set(&self, vm: &VmFd, gsi: u32, msg: MsiMessage, devid: u32) -> Result<(), MsiError> {
         let mut msi = devices::lock_unpoisoned(&self.msi);
         let old = msi.insert(gsi, Some((msg, devid)));
-        let result = send(vm, &msi);
+        let result = send(vm, gsi, &msi);
         if result.is_err() {
             // Keep the table what the kernel has.
             msi.insert(gsi, old.flatten());
@@ -55,22 +58,33 @@ impl GsiRoutes {
     pub fn free(&self, vm: &VmFd, gsi: u32) {
         let mut msi = devices::lock_unpoisoned(&self.msi);
         if let Some(Some(_)) = msi.remove(&gsi)
-            && let Err(e) = send(vm, &msi)
+            && let Err(e) = send(vm, gsi, &msi)
         {
-            log::error!(target: "kvm", "GSI {gsi}: {e}");
+            log::error!(target: "kvm", "{}", Sentence(&e));
         }
     }
 }
 
-/// `KVM_SET_GSI_ROUTING` with the SPI identity routes and `msi`.
-fn send(vm: &VmFd, msi: &BTreeMap<u32, Option<(MsiMessage, u32)>>) -> Result<(), String> {
+/// `KVM_SET_GSI_ROUTING` with the SPI identity routes and `msi`, for a
+/// change of `gsi`.
+fn send(
+    vm: &VmFd,
+    gsi: u32,
+    msi: &BTreeMap<u32, Option<(MsiMessage, u32)>>,
+) -> Result<(), MsiError> {
     let routed: Vec<_> = msi
         .iter()
         .filter_map(|(gsi, r)| r.map(|r| (*gsi, r)))
         .collect();
     let count = SPIS as usize + routed.len();
-    let mut table =
-        KvmIrqRouting::new(count).map_err(|e| format!("routing table of {count}: {e:?}"))?;
+    let refused = |source| MsiError::Route {
+        gsi,
+        entries: count,
+        source,
+    };
+    // Only a count past the FAM limit fails here, which KVM would refuse too.
+    let mut table = KvmIrqRouting::new(count)
+        .map_err(|_| refused(io::Error::from_raw_os_error(libc::EINVAL)))?;
     let entries = table.as_mut_slice();
     for (spi, entry) in entries.iter_mut().take(SPIS as usize).enumerate() {
         entry.gsi = spi as u32;
@@ -91,15 +105,19 @@ fn send(vm: &VmFd, msi: &BTreeMap<u32, Option<(MsiMessage, u32)>>) -> Result<(),
         entry.u.msi.__bindgen_anon_1.devid = devid;
     }
     vm.set_gsi_routing(&table)
-        .map_err(|e| format!("KVM_SET_GSI_ROUTING ({count} entries): {e}"))
+        .map_err(|e| refused(io::Error::from_raw_os_error(e.errno())))
 }
 
 /// `KVM_IRQFD` assign / deassign.
-pub fn irqfd(vm: &VmFd, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), String> {
+pub fn irqfd(vm: &VmFd, fd: &EventFd, gsi: u32, assign: bool) -> Result<(), MsiError> {
     let result = if assign {
         vm.register_irqfd(fd, gsi)
     } else {
         vm.unregister_irqfd(fd, gsi)
     };
-    result.map_err(|e| format!("KVM_IRQFD(GSI {gsi}, assign={assign}): {e}"))
+    result.map_err(|e| MsiError::Irqfd {
+        gsi,
+        assign,
+        source: io::Error::from_raw_os_error(e.errno()),
+    })
 }

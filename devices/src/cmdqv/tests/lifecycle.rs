@@ -240,10 +240,10 @@ fn mapped_mode_unmaps_page0_before_freeing_queues() {
     rig.w32(0x1000, 0);
     let events = events.lock().unwrap();
     assert!(
-        matches!(events[0].0, Page0Event::Map { offset: 0x30000, region } if region.len == 0x10000)
+        matches!(&events[0].0, Page0Event::Map { offset: 0x30000, region } if region.len() == 0x10000)
     );
     assert!(events[0].1.is_empty(), "mapped before any HW queue");
-    assert_eq!(events[1].0, Page0Event::Unmap { offset: 0x30000 });
+    assert!(matches!(events[1].0, Page0Event::Unmap { offset: 0x30000 }));
     assert_eq!(
         events[1].1.len(),
         2,

@@ -49,7 +49,9 @@ pub fn ioas_maps_guest_ram(fd: &Arc<Iommufd>) -> Check {
 }
 
 pub fn viommu_region_is_the_kernels(rig: &mut Rig) -> Check {
-    let (addr, len) = rig.viommu.lock().region().ok_or("no region")?;
+    let region = rig.viommu.lock().region().ok_or("no region")?;
+    let (addr, len) = (region.host_addr(), region.len());
+    drop(region);
     let magic = rig.viommu.lock().region_read(0);
     ensure(magic == selftest::REGION_MAGIC, || {
         format!("region[0] = {magic:#x}, in_data not looped back")
@@ -57,8 +59,8 @@ pub fn viommu_region_is_the_kernels(rig: &mut Rig) -> Check {
     rig.viommu.lock().region_write(8, 0x5eed_0001);
     // A second mapping of the same kernel pages sees the write.
     let offset = rig.viommu.lock().region_offset().ok_or("no offset")?;
-    let again = iommufd::Mapping::shared(rig.fd.raw_fd(), offset, len)
-        .map_err(|e| format!("re-mmap: errno {e}"))?;
+    let again = devices::mapping::Mapping::shared(rig.fd.raw_fd(), offset, len)
+        .map_err(|e| format!("re-mmap: {}", devices::mapping::Sentence(&e)))?;
     let seen = again.read_u32(8);
     drop(again);
     ensure(seen == Some(0x5eed_0001), || {
