@@ -184,6 +184,25 @@ impl Tap {
         Ok(tap)
     }
 
+    /// [`Tap::from_fd`] on a duplicate of `fd`, which stays open for
+    /// whoever gave it (a VM rebuilt on reset attaches to it again).
+    pub fn from_borrowed_fd(fd: RawFd) -> Result<Tap, TapError> {
+        // SAFETY: F_DUPFD_CLOEXEC reads no memory; on a number that is not
+        // an open descriptor it fails with EBADF.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(TapError::NotAVnetTap {
+                fd,
+                why: format!("not an open descriptor ({})", io::Error::last_os_error()),
+            });
+        }
+        // SAFETY: `dup` is a new descriptor nobody else owns.
+        Tap::from_fd(unsafe { OwnedFd::from_raw_fd(dup) }).map_err(|e| match e {
+            TapError::NotAVnetTap { why, .. } => TapError::NotAVnetTap { fd, why },
+            other => other,
+        })
+    }
+
     /// The interface's name, as the kernel has it.
     pub fn name(&self) -> &str {
         &self.name
