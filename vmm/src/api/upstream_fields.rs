@@ -90,6 +90,9 @@ fn is_off(value: &Value) -> bool {
     }
 }
 
+const VHOST_NET: &str = "vhost-user NICs are not implemented; give tap (the VMM serves the \
+                         NIC itself)";
+
 const OFFLOAD: &str = "offload_tso, offload_ufo and offload_csum take true or false";
 
 const VIRTIO: &str = "virtio and vhost-user devices are not implemented yet; give the VM \
@@ -141,8 +144,8 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         Accepts::Off,
         "VIRTIO_NET_F_MTU is not implemented; leave mtu out (set the tap's MTU on the host)",
     ),
-    ("net[].vhost_user", Accepts::Off, VIRTIO),
-    ("net[].vhost_socket", Accepts::Off, VIRTIO),
+    ("net[].vhost_user", Accepts::Off, VHOST_NET),
+    ("net[].vhost_socket", Accepts::Off, VHOST_NET),
     (
         "net[].rate_limiter_config",
         Accepts::Off,
