@@ -84,7 +84,7 @@ fn ifr_name(req: &libc::ifreq) -> String {
         .ifr_name
         .iter()
         .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
+        .map(|c| u8::from_ne_bytes(c.to_ne_bytes()))
         .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
