@@ -320,3 +320,110 @@ fn a_runt_from_the_host_is_dropped_without_using_a_chain() {
     assert_eq!(mock.used().idx().load(), 0);
     assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 1);
 }
+
+/// The whole device over a real tap: its two worker threads serve queues
+/// handed over as on DRIVER_OK. The host's ARP request for the guest's
+/// address reaches a receive buffer; a broadcast frame the guest posts
+/// reaches the tap (its rx_packets).
+#[test]
+#[ignore = "needs /dev/net/tun and CAP_NET_ADMIN"]
+fn frames_cross_a_real_tap_through_the_queue_workers() {
+    use std::time::{Duration, Instant};
+
+    use vmm_sys_util::eventfd::EventFd;
+
+    use crate::QueueInterrupt;
+
+    let tap = Tap::open(Some("chnet%d")).unwrap();
+    tap.set_ipv4(
+        std::net::Ipv4Addr::new(10, 253, 0, 1),
+        std::net::Ipv4Addr::new(255, 255, 255, 0),
+    )
+    .unwrap();
+    tap.bring_up().unwrap();
+    let name = tap.name().to_string();
+    let stat = |what: &str| -> u64 {
+        std::fs::read_to_string(format!("/sys/class/net/{name}/statistics/{what}"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mem = memory();
+    let mac = MacAddr::parse("52:54:00:00:00:02").unwrap();
+    let params = NetParams {
+        id: "net-real".into(),
+        mac,
+        queue_size: 16,
+    };
+    let mut dev = Net::new(tap, params).unwrap();
+    let rx_mock = MockSplitQueue::create(&mem, GuestAddress(0), 16);
+    let tx_mock = MockSplitQueue::create(&mem, GuestAddress(0x8000), 16);
+    let mut rx_chains = Vec::new();
+    for i in 0..8u16 {
+        rx_chains.extend(chain(i, &[(0x10_0000 + u64::from(i) * 0x1000, 2048, true)]));
+    }
+    rx_mock.add_desc_chains(&rx_chains, 0).unwrap();
+    let isr = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let active = |index: u16, queue: Queue| ActiveQueue {
+        index,
+        queue,
+        kick: EventFd::new(0).unwrap(),
+        interrupt: QueueInterrupt::new(None, isr.clone()),
+    };
+    let rxq = active(0, rx_mock.create_queue().unwrap());
+    let txq = active(1, tx_mock.create_queue().unwrap());
+    let tx_kick = txq.kick.try_clone().unwrap();
+    dev.activate(mem.clone(), dev.features(), vec![rxq, txq])
+        .unwrap();
+
+    // The host talks to 10.253.0.2: its kernel asks the tap who has it.
+    let udp = std::net::UdpSocket::bind("10.253.0.1:0").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut arp = false;
+    while !arp && Instant::now() < deadline {
+        let _ = udp.send_to(b"ping", "10.253.0.2:9");
+        std::thread::sleep(Duration::from_millis(100));
+        for n in 0..usize::from(rx_mock.used().idx().load()) {
+            let (id, len) = used(&rx_mock, n);
+            let mut frame = vec![0u8; len as usize];
+            mem.read_slice(&mut frame, GuestAddress(0x10_0000 + u64::from(id) * 0x1000))
+                .unwrap();
+            // num_buffers 1, ethertype ARP, target protocol address.
+            arp |= len as usize >= HEADER_LEN + 42
+                && frame[10..12] == [1, 0]
+                && frame[HEADER_LEN + 12..HEADER_LEN + 14] == [0x08, 0x06]
+                && frame[HEADER_LEN + 38..HEADER_LEN + 42] == [10, 253, 0, 2];
+        }
+    }
+    assert!(
+        arp,
+        "no ARP request for 10.253.0.2 reached a receive buffer"
+    );
+    assert!(dev.counters().rx_frames.load(Ordering::Relaxed) >= 1);
+
+    // The guest broadcasts a frame: 12-byte header, then 60 bytes.
+    let before = stat("rx_packets");
+    let mut frame = vec![0u8; HEADER_LEN];
+    frame.extend([0xff; 6]);
+    frame.extend(mac.0);
+    frame.extend([0x88, 0xb5]); // local experimental ethertype
+    frame.resize(HEADER_LEN + 60, 0xab);
+    mem.write_slice(&frame, GuestAddress(0x30_0000)).unwrap();
+    tx_mock
+        .add_desc_chains(&chain(0, &[(0x30_0000, frame.len() as u32, false)]), 0)
+        .unwrap();
+    tx_kick.write(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tx_mock.used().idx().load() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(tx_mock.used().idx().load(), 1);
+    assert_eq!(dev.counters().tx_frames.load(Ordering::Relaxed), 1);
+    assert_eq!(dev.counters().tx_bytes.load(Ordering::Relaxed), 60);
+    assert!(
+        stat("rx_packets") > before,
+        "the tap did not receive the guest's frame"
+    );
+    dev.reset();
+}
