@@ -123,25 +123,23 @@ impl MacAddr {
         Ok(MacAddr(bytes))
     }
 
-    /// A random locally administered unicast address.
+    /// A random locally administered unicast address. The bits come from
+    /// std's randomly keyed SipHash (seeded by getrandom(2), which every
+    /// seccomp filter here allows): no file is opened, so the API thread,
+    /// which may open none, can call this at `vm.create`.
     pub fn random() -> Self {
-        let mut bytes = [0u8; 6];
-        if getrandom(&mut bytes).is_err() {
-            // No entropy: still unique enough per process and moment.
-            let seed = std::time::SystemTime::now()
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-                ^ u64::from(std::process::id());
-            bytes.copy_from_slice(&seed.to_le_bytes()[..6]);
-        }
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let mut bytes = [0u8; 6];
+        bytes.copy_from_slice(&hasher.finish().to_le_bytes()[..6]);
         bytes[0] = (bytes[0] & !0x01) | 0x02;
         MacAddr(bytes)
     }
-}
-
-/// Fill `buf` from /dev/urandom.
-fn getrandom(buf: &mut [u8]) -> io::Result<()> {
-    io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, buf)
 }
 
 impl fmt::Display for MacAddr {

@@ -121,6 +121,7 @@ fn mac_addresses_parse_and_multicast_zero_or_malformed_ones_are_refused() {
         MacAddr::parse("00:00:00:00:00:00"),
         Err(MacError::Zero(_))
     ));
+    assert_ne!(MacAddr::random(), MacAddr::random());
     for _ in 0..32 {
         let mac = MacAddr::random();
         assert_eq!(mac.0[0] & 0x03, 0x02, "{mac}: locally administered unicast");
