@@ -11,6 +11,7 @@
 //!   which the VMM registers as a KVM ioeventfd on the notify area.
 //! - [`block`]: virtio-blk over a raw image file or block device.
 //! - [`console`]: virtio-console with one port.
+//! - [`net`]: virtio-net over a Linux tap, one queue pair.
 //! - [`worker`]: every queue is served by its own thread (epoll on the
 //!   queue's eventfd and a kill eventfd), never by a vCPU.
 //!
@@ -26,6 +27,7 @@
 
 pub mod block;
 pub mod console;
+pub mod net;
 pub mod rng;
 pub mod transport;
 pub mod worker;

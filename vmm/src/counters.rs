@@ -69,6 +69,24 @@ pub struct DiskCounters {
     pub write_ops: u64,
 }
 
+/// One virtio-net device, with cloud-hypervisor's counter names plus
+/// the frames dropped each way.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetCounters {
+    /// Frame bytes delivered to the guest (virtio headers excluded).
+    pub rx_bytes: u64,
+    /// Frames delivered to the guest.
+    pub rx_frames: u64,
+    /// Frame bytes the guest sent (virtio headers excluded).
+    pub tx_bytes: u64,
+    /// Frames the guest sent.
+    pub tx_frames: u64,
+    /// Frames for the guest dropped (no room in its buffer, a bad buffer).
+    pub rx_dropped: u64,
+    /// Guest frames dropped (a malformed chain, refused by the tap).
+    pub tx_dropped: u64,
+}
+
 /// Any other device window: only its exits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MmioCounters {
@@ -94,6 +112,8 @@ pub enum DeviceCounters {
     Cmdqv(CmdqvCounters),
     /// A virtio-blk disk, by its id.
     Disk(DiskCounters),
+    /// A virtio-net device, by its id.
+    Net(NetCounters),
     /// The console, the ECAM windows.
     Mmio(MmioCounters),
     /// The rate limit of guest-caused log lines (`guest_log`).
@@ -102,7 +122,7 @@ pub enum DeviceCounters {
 
 /// Every device's counters, by device name (`vsmmu0`, `cmdqv0`, `uart`,
 /// `pci-ecam`, `unclaimed` for accesses no device answered, `guest_log`,
-/// each virtio disk's id).
+/// each virtio disk's and net device's id).
 pub type VmCounters = BTreeMap<String, DeviceCounters>;
 
 /// Prefix of the per-kind backend call counters.
@@ -197,6 +217,20 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
             }),
         );
     }
+    for (id, net) in &devices.nets {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        all.insert(
+            id.clone(),
+            DeviceCounters::Net(NetCounters {
+                rx_bytes: load(&net.rx_bytes),
+                rx_frames: load(&net.rx_frames),
+                tx_bytes: load(&net.tx_bytes),
+                tx_frames: load(&net.tx_frames),
+                rx_dropped: load(&net.rx_dropped),
+                tx_dropped: load(&net.tx_dropped),
+            }),
+        );
+    }
     all
 }
 
@@ -273,5 +307,33 @@ mod tests {
         );
         let back: VmCounters = serde_json::from_value(json).unwrap();
         assert_eq!(back["root"], DeviceCounters::Disk(disk));
+    }
+
+    #[test]
+    fn a_net_device_shows_cloud_hypervisors_counters_and_reads_back_as_net() {
+        let mut counters = VmCounters::new();
+        let net = NetCounters {
+            rx_bytes: 1500,
+            rx_frames: 1,
+            tx_bytes: 60,
+            tx_frames: 1,
+            rx_dropped: 0,
+            tx_dropped: 2,
+        };
+        counters.insert("eth0".into(), DeviceCounters::Net(net.clone()));
+        let json = serde_json::to_value(&counters).unwrap();
+        assert_eq!(
+            json["eth0"],
+            serde_json::json!({"rx_bytes": 1500, "rx_frames": 1, "tx_bytes": 60, "tx_frames": 1,
+                               "rx_dropped": 0, "tx_dropped": 2})
+        );
+        let back: VmCounters = serde_json::from_value(json).unwrap();
+        assert_eq!(back["eth0"], DeviceCounters::Net(net));
+        let events = events(&counters);
+        let crate::events::Event::VmCounters { device, counters } = &events[0] else {
+            panic!("{events:?}");
+        };
+        assert_eq!(device, "eth0");
+        assert_eq!(counters["tx_bytes"], 60);
     }
 }

@@ -77,6 +77,8 @@ pub enum DeviceKind {
     VirtioConsole,
     /// The virtio-rng (`--rng`).
     VirtioRng,
+    /// A virtio-net device (`--net`); never behind a vSMMU.
+    VirtioNet,
 }
 
 /// One PCI function of the VM, placed.
@@ -192,6 +194,7 @@ impl Function<'_> {
             DeviceKind::VirtioBlock => format!("--disk {}", self.id),
             DeviceKind::VirtioConsole => "--console".to_string(),
             DeviceKind::VirtioRng => "--rng".to_string(),
+            DeviceKind::VirtioNet => format!("--net {}", self.id),
         }
     }
 }
@@ -316,6 +319,14 @@ impl VmDescription {
                 id: RNG_ID,
                 iommu: false,
                 explicit: Some(0),
+                smmu: None,
+            }))
+            .chain(config.net.iter().enumerate().map(|(i, n)| Function {
+                kind: DeviceKind::VirtioNet,
+                config_index: i,
+                id: &n.id,
+                iommu: false,
+                explicit: Some(n.pci_segment),
                 smmu: None,
             }))
             .collect();

@@ -30,6 +30,7 @@ use crate::irqchip::{IrqChip, RoutedInterrupts};
 use crate::virtio::{VirtioError, VirtioWiring};
 use virtio_devices::NotifyRegistrar;
 use virtio_devices::block::BlockCounters;
+use virtio_devices::net::NetCounters;
 
 pub use pci::GuestMapper;
 
@@ -96,6 +97,8 @@ pub struct DeviceManager {
     passthrough: Vec<Vec<(String, String)>>,
     /// Each virtio disk's id and I/O counters.
     pub disks: Vec<(String, Arc<BlockCounters>)>,
+    /// Each virtio-net device's id and traffic counters.
+    pub nets: Vec<(String, Arc<NetCounters>)>,
 }
 
 impl DeviceManager {
@@ -114,6 +117,7 @@ impl DeviceManager {
             notify,
         };
         let mut disks = Vec::new();
+        let mut nets = Vec::new();
         let vsmmu_config = &vm.config.vsmmu;
         let passthrough: Vec<_> = vm
             .devices
@@ -217,12 +221,18 @@ impl DeviceManager {
                         Box::new(f)
                     }
                     (
-                        DeviceKind::VirtioBlock | DeviceKind::VirtioConsole | DeviceKind::VirtioRng,
+                        DeviceKind::VirtioBlock
+                        | DeviceKind::VirtioConsole
+                        | DeviceKind::VirtioRng
+                        | DeviceKind::VirtioNet,
                         _,
                     ) => {
                         let built = crate::virtio::build(vm, device, mem, &virtio_wiring)?;
                         if let Some(counters) = built.disk {
                             disks.push((device.id.clone(), counters));
+                        }
+                        if let Some(counters) = built.net {
+                            nets.push((device.id.clone(), counters));
                         }
                         built.function
                     }
@@ -263,6 +273,7 @@ impl DeviceManager {
             host,
             passthrough,
             disks,
+            nets,
         })
     }
 

@@ -10,8 +10,9 @@ use vmm::api::http::ApiServer;
 use vmm::config::{
     API_SOCKET_SYNTAX, ApiSocket, CONSOLE_SYNTAX, CPUS_SYNTAX, ConsoleConfig, CpusConfig,
     DEVICE_SYNTAX, DISK_SYNTAX, DeviceConfig, DiskConfig, MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX,
-    MemoryConfig, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, RNG_SYNTAX, RngConfig, SERIAL_SYNTAX,
-    SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX, VmConfig, VsmmuConfig,
+    MemoryConfig, MemoryZoneConfig, NET_SYNTAX, NUMA_SYNTAX, NetConfig, NumaConfig, RNG_SYNTAX,
+    RngConfig, SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX,
+    VmConfig, VsmmuConfig,
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
@@ -49,6 +50,8 @@ struct Cli {
     test_device: Vec<String>,
     #[arg(long, value_name = "OPTIONS", help = DISK_SYNTAX, action = clap::ArgAction::Append)]
     disk: Vec<String>,
+    #[arg(long, value_name = "OPTIONS", help = NET_SYNTAX, action = clap::ArgAction::Append)]
+    net: Vec<String>,
     #[arg(long, value_name = "OPTIONS", help = CONSOLE_SYNTAX, value_parser = ConsoleConfig::parse)]
     console: Option<ConsoleConfig>,
     #[arg(long, value_name = "OPTIONS", help = RNG_SYNTAX, value_parser = RngConfig::parse)]
@@ -96,6 +99,13 @@ impl Cli {
             .map(|(i, d)| DiskConfig::parse(d, i))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        let net = self
+            .net
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NetConfig::parse(n, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
         let config = VmConfig {
             kernel: self.kernel,
             initramfs: self.initramfs,
@@ -111,6 +121,7 @@ impl Cli {
             serial: self.serial.unwrap_or(SerialConfig::Tty),
             numa: self.numa,
             disks,
+            net,
             console: self.console.unwrap_or_default(),
             rng: self.rng,
         };

@@ -1,6 +1,7 @@
-//! The VM's virtio functions, from `--disk` and `--console` to devices of
-//! the `virtio-devices` crate on the PCI transport: images opened and
-//! locked, the console's sink and input chosen, each function wired to the
+//! The VM's virtio functions, from `--disk`, `--console`, `--rng` and
+//! `--net` to devices of the `virtio-devices` crate on the PCI transport:
+//! images opened and locked, the console's sink and input chosen, taps
+//! opened and configured, each function wired to the
 //! VM's MSI router (irqfds) and ioeventfd registrar (KVM).
 //!
 //! Virtio functions are never behind a vSMMU: they read guest-physical
@@ -15,11 +16,12 @@ use pci::PciDevice;
 use pci::vfio::MsiRouter;
 use virtio_devices::block::{Block, BlockCounters, BlockParams, DiskImage, ImageError};
 use virtio_devices::console::Console;
+use virtio_devices::net::{Net, NetCounters, NetParams, Tap, TapError};
 use virtio_devices::rng::Rng;
 use virtio_devices::transport::TransportWiring;
 use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
 
-use crate::config::{ConsoleConfig, DiskConfig, RngConfig};
+use crate::config::{ConsoleConfig, DiskConfig, NetConfig, RngConfig};
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};
 
 /// Why a virtio function could not be built.
@@ -38,6 +40,14 @@ pub enum VirtioError {
         path: std::path::PathBuf,
         /// Why.
         reason: String,
+    },
+    /// The tap cannot be opened or configured.
+    #[error("--net id={id}: {err}")]
+    Net {
+        /// Device id.
+        id: String,
+        /// What failed.
+        err: TapError,
     },
     /// The transport or a worker could not be set up.
     #[error("virtio device {id}: {reason}")]
@@ -67,16 +77,19 @@ pub struct VirtioWiring {
     pub notify: Arc<dyn NotifyRegistrar>,
 }
 
-/// A built function and, for a disk, its counters.
+/// A built function and, for a disk or a net device, its counters.
 pub struct BuiltFunction {
     /// The PCI function.
     pub function: Box<dyn PciDevice>,
     /// A disk's I/O counters.
     pub disk: Option<Arc<BlockCounters>>,
+    /// A net device's traffic counters.
+    pub net: Option<Arc<NetCounters>>,
 }
 
-/// Build the virtio function of `device` (a [`DeviceKind::VirtioBlock`]
-/// or [`DeviceKind::VirtioConsole`]).
+/// Build the virtio function of `device` (a [`DeviceKind::VirtioBlock`],
+/// [`DeviceKind::VirtioConsole`], [`DeviceKind::VirtioRng`] or
+/// [`DeviceKind::VirtioNet`]).
 pub fn build(
     vm: &VmDescription,
     device: &PlacedDevice,
@@ -87,6 +100,7 @@ pub fn build(
         id: device.id.clone(),
         reason,
     };
+    let mut net_counters = None;
     let (model, disk): (Box<dyn VirtioDevice>, _) = match device.kind {
         DeviceKind::VirtioBlock => {
             let config = vm
@@ -102,6 +116,16 @@ pub fn build(
             (Box::new(block), Some(counters))
         }
         DeviceKind::VirtioRng => (Box::new(rng(vm.config.rng.as_ref(), &device.id)?), None),
+        DeviceKind::VirtioNet => {
+            let config = vm
+                .config
+                .net
+                .get(device.config_index)
+                .ok_or_else(|| err("no such --net".into()))?;
+            let dev = net(config)?;
+            net_counters = Some(dev.counters());
+            (Box::new(dev), None)
+        }
         _ => (Box::new(console(&vm.config.console)?), None),
     };
     let transport = TransportWiring {
@@ -120,6 +144,7 @@ pub fn build(
     Ok(BuiltFunction {
         function: Box::new(function),
         disk,
+        net: net_counters,
     })
 }
 
@@ -148,7 +173,42 @@ fn block(config: &DiskConfig) -> Result<Block, BlockError> {
     Block::new(image, params).map_err(BlockError::Io)
 }
 
-/// The console's output sink and input for `mode`.
+/// Open (or take) the tap of `config`, give its host side the address
+/// asked for, bring it up, and build the device over it.
+fn net(config: &NetConfig) -> Result<Net, VirtioError> {
+    let failed = |err: TapError| VirtioError::Net {
+        id: config.id.clone(),
+        err,
+    };
+    let tap = match config.fds.as_deref() {
+        Some([fd, ..]) => Tap::from_borrowed_fd(*fd),
+        _ => Tap::open(config.tap.as_deref()),
+    }
+    .map_err(failed)?;
+    if let Some(ip) = config.ip {
+        let mask = config.mask.unwrap_or(crate::config::net::DEFAULT_MASK);
+        tap.set_ipv4(ip, mask).map_err(failed)?;
+    }
+    tap.bring_up().map_err(failed)?;
+    let mac = config.mac_addr();
+    log::info!(
+        target: "vmm",
+        "net {}: tap {}, guest mac {mac}{}",
+        config.id, tap.name(),
+        config.ip.map(|ip| format!(", host {ip}")).unwrap_or_default()
+    );
+    let params = NetParams {
+        id: config.id.clone(),
+        mac,
+        queue_size: config.queue_size,
+    };
+    Net::new(tap, params).map_err(|e| VirtioError::Device {
+        id: config.id.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// The virtio-rng over its entropy source.
 fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
     let path = config.map_or_else(
         || std::path::PathBuf::from(crate::config::virtio::DEFAULT_RNG_SOURCE),
@@ -162,6 +222,7 @@ fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
     Rng::new(id.to_string(), source).map_err(failed)
 }
 
+/// The console's output sink and input for `mode`.
 fn console(mode: &ConsoleConfig) -> Result<Console, VirtioError> {
     let failed = |what: &str, e: std::io::Error| VirtioError::Console(format!("{what}: {e}"));
     let (output, input): (Box<dyn Write + Send>, Option<File>) = match mode {

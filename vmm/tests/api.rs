@@ -292,7 +292,7 @@ fn devices_are_added_and_removed_cold_before_boot() {
         (
             "vm.add-net",
             r#"{"tap":"tap0"}"#,
-            "virtio-net is not implemented yet",
+            "NIC hot-plug is not implemented yet",
         ),
         (
             "vm.add-vsock",
@@ -495,7 +495,7 @@ fn ch_remote_drives_the_api_and_prints_json() {
     refused(
         &["add-net", "tap=tap0"],
         500,
-        "virtio-net is not implemented yet",
+        "NIC hot-plug is not implemented yet",
     );
     refused(
         &["add-vsock", "cid=3,socket=/v"],

@@ -195,3 +195,43 @@ fn bad_disk_options_exit_non_zero_with_one_sentence() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
 }
+
+/// `net` at `vm.create`: taken with a MAC chosen by the API thread under
+/// its seccomp filter (which opens nothing), shown by `vm.info`; a second
+/// queue pair, an MTU or `iommu: true` refused naming the value.
+#[test]
+fn nics_are_created_with_a_mac_and_shown_and_bad_ones_refused() {
+    let vmm = Vmm::start("net");
+    let with_net = |net: &str| {
+        format!(
+            r#"{{"payload": {{"kernel": "/nonexistent/Image"}}, "serial": {{"mode": "Null"}},
+                "net": [{net}]}}"#
+        )
+    };
+    for (net, why) in [
+        (
+            r#"{"tap": "t0", "num_queues": 4}"#,
+            "num_queues=4 is not supported: multiqueue",
+        ),
+        (r#"{"tap": "t0", "mtu": 9000}"#, "net[0].mtu=9000"),
+        (r#"{"tap": "t0", "iommu": true}"#, "never behind the vSMMU"),
+        (r#"{"tap": "t0", "mac": "01:00:5e:00:00:01"}"#, "multicast"),
+    ] {
+        let (status, body) = vmm.curl("PUT", "vm.create", Some(&with_net(net)));
+        assert_eq!(status, 400, "{net}: {body}");
+        assert!(body.contains(why), "{net}: {body}");
+    }
+    let net = r#"{"tap": "vmtap7", "ip": "192.168.249.1", "mask": "255.255.255.0", "id": "eth0"}"#;
+    let (status, body) = vmm.curl("PUT", "vm.create", Some(&with_net(net)));
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = vmm.curl("GET", "vm.info", None);
+    assert_eq!(status, 200, "{body}");
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let shown = &info["config"]["net"][0];
+    assert_eq!(shown["tap"], "vmtap7", "{body}");
+    assert_eq!(shown["ip"], "192.168.249.1", "{body}");
+    assert_eq!(shown["num_queues"], 2, "{body}");
+    let mac = shown["mac"].as_str().unwrap();
+    let first = u8::from_str_radix(&mac[..2], 16).unwrap();
+    assert_eq!(first & 3, 2, "{mac}: a random local unicast MAC");
+}

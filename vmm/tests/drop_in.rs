@@ -265,7 +265,7 @@ fn libvirt_chunked_empty_puts_and_refusals_read_as_one_sentence() {
     let (status, answer) = vmm.send("PUT", "vm.add-net", Some(net));
     assert_eq!(status, 500, "{answer}");
     assert!(
-        message(&answer).starts_with("vm.add-net: virtio-net is not implemented yet"),
+        message(&answer).starts_with("vm.add-net: NIC hot-plug is not implemented yet"),
         "{answer}"
     );
     let (status, _) = vmm.send("PUT", "vmm.shutdown", None);

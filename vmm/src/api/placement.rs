@@ -85,6 +85,7 @@ impl From<&VmDescription> for ApiPlacement {
                         DeviceKind::VirtioBlock => "virtio-blk",
                         DeviceKind::VirtioConsole => "virtio-console",
                         DeviceKind::VirtioRng => "virtio-rng",
+                        DeviceKind::VirtioNet => "virtio-net",
                     }
                     .into(),
                     bdf: format!("{:04x}:{}", d.segment, d.bdf),

@@ -114,8 +114,7 @@ const ADD_DISK: Unimplemented = Unimplemented {
 const ADD_NET: Unimplemented = Unimplemented {
     endpoint: "add-net",
     action: "add a NIC",
-    why: "virtio-net is not implemented yet; give the VM a passthrough NIC with vm.add-device \
-          before vm.boot",
+    why: "NIC hot-plug is not implemented yet; give the NIC in vm.create's net before vm.boot",
     needs: Needs::Vm,
     status: 500,
 };
@@ -512,13 +511,13 @@ mod tests {
         let err = route(
             "PUT",
             "/api/v1/vm.create",
-            br#"{"payload":{},"net":[{"tap":"t"}]}"#,
+            br#"{"payload":{},"net":[{"tap":"t","mtu":9000}]}"#,
         )
         .err()
         .unwrap();
         assert!(
             err.to_string()
-                .contains(r#"field net=[{"tap":"t"}] is not supported: virtio-net"#),
+                .contains("field net[0].mtu=9000 is not supported: VIRTIO_NET_F_MTU"),
             "{err}"
         );
         let err = route(

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    ConsoleConfig, CpusConfig, DeviceConfig, DiskConfig, MemoryConfig, MemoryZoneConfig,
+    ConsoleConfig, CpusConfig, DeviceConfig, DiskConfig, MemoryConfig, MemoryZoneConfig, NetConfig,
     NumaConfig, RngConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
 };
 
@@ -173,6 +173,11 @@ pub struct ApiVmConfig {
     /// generated when absent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net devices over taps (cloud-hypervisor's NetConfig fields;
+    /// `id` generated and `mac` chosen at random when absent; null is
+    /// none, as Kata sends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Vec<NetConfig>>,
     /// The virtio-console (default: Off, unlike upstream's Tty: the PL011
     /// of `serial` is this VMM's console).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -291,6 +296,21 @@ impl TryFrom<ApiVmConfig> for VmConfig {
                 d
             })
             .collect();
+        let net = api
+            .net
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut n)| {
+                if n.id.is_empty() {
+                    n.id = format!("_net{i}");
+                }
+                if n.mac.is_none() {
+                    n.mac = Some(virtio_devices::net::MacAddr::random().to_string());
+                }
+                n
+            })
+            .collect();
         Ok(VmConfig {
             kernel: api.payload.kernel,
             initramfs: api.payload.initramfs,
@@ -318,6 +338,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             serial,
             numa: api.numa.unwrap_or_default(),
             disks,
+            net,
             console,
             rng: api.rng,
         })
@@ -481,6 +502,7 @@ impl From<&VmConfig> for ApiVmConfig {
                 .collect(),
             serial: Some(serial),
             disks: config.disks.clone(),
+            net: (!config.net.is_empty()).then(|| config.net.clone()),
             console: Some(console),
             rng: config.rng.clone(),
             vsmmu: Some(config.vsmmu.clone()),
@@ -541,6 +563,29 @@ mod tests {
             shown_config(&ApiVmConfig::from(&config), Some(&given), None),
             given
         );
+    }
+
+    #[test]
+    fn net_takes_cloud_hypervisors_net_config_and_null_is_none() {
+        let json = r#"{"payload": {"kernel": "/k"}, "net": [
+            {"tap": "vmtap0", "ip": "192.168.249.1", "mask": "255.255.255.0",
+             "mac": "52:54:00:12:34:56", "num_queues": 2, "queue_size": 256, "id": "eth0",
+             "iommu": false, "offload_tso": true, "vhost_user": false, "fds": null},
+            {"tap": "vmtap1"}]}"#;
+        let api: ApiVmConfig = serde_json::from_str(json).unwrap();
+        let config = VmConfig::try_from(api).unwrap();
+        assert_eq!(config.net.len(), 2);
+        let eth0 = &config.net[0];
+        assert_eq!(eth0.tap.as_deref(), Some("vmtap0"));
+        assert_eq!(eth0.ip, Some(std::net::Ipv4Addr::new(192, 168, 249, 1)));
+        assert_eq!(eth0.mac.as_deref(), Some("52:54:00:12:34:56"));
+        assert_eq!((eth0.num_queues, eth0.queue_size), (2, 256));
+        let second = &config.net[1];
+        assert_eq!((second.id.as_str(), second.num_queues), ("_net1", 2));
+        assert!(second.mac.is_some(), "a MAC is chosen once, at vm.create");
+        assert!(config.validate(true).is_ok());
+        let api: ApiVmConfig = serde_json::from_str(r#"{"payload": {}, "net": null}"#).unwrap();
+        assert!(VmConfig::try_from(api).unwrap().net.is_empty());
     }
 
     #[test]

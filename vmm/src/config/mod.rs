@@ -2,6 +2,7 @@
 //! serde-serialisable struct, and [`VmConfig::validate`] with one typed error
 //! per rule. Nothing here touches the host.
 
+pub mod net;
 pub mod numa;
 pub mod options;
 pub mod virtio;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use net::{NET_SYNTAX, NetConfig, NetConfigError};
 pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
 pub use virtio::{
@@ -458,6 +460,9 @@ pub struct VmConfig {
     /// virtio-blk disks.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// virtio-net devices (`--net`).
+    #[serde(default)]
+    pub net: Vec<NetConfig>,
     /// The virtio-console.
     #[serde(default)]
     pub console: ConsoleConfig,
@@ -480,6 +485,7 @@ impl Default for VmConfig {
             serial: SerialConfig::Tty,
             numa: Vec::new(),
             disks: Vec::new(),
+            net: Vec::new(),
             console: ConsoleConfig::Off,
             rng: None,
         }
@@ -556,6 +562,9 @@ pub enum ConfigError {
     /// A `--disk` or `--console` rule.
     #[error(transparent)]
     Virtio(#[from] VirtioConfigError),
+    /// A `--net` rule.
+    #[error(transparent)]
+    Net(#[from] NetConfigError),
 }
 
 impl VmConfig {
@@ -621,6 +630,7 @@ impl VmConfig {
             }
         }
         virtio::validate(self, &mut ids)?;
+        net::validate(&self.net, &mut ids)?;
         self.validate_vsmmu()
     }
 

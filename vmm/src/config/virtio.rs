@@ -1,4 +1,4 @@
-//! `--disk` (virtio-blk) and `--console` (virtio-console) in
+//! `--disk` (virtio-blk), `--console` (virtio-console) and `--rng` in
 //! cloud-hypervisor's syntax and JSON field names, and their rules.
 //!
 //! Virtio devices have no `iommu=` option: they are never behind the vSMMU

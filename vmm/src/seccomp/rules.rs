@@ -49,8 +49,16 @@ pub(super) const BLKDISCARD: u32 = ioc(IOC_NONE, 0x12, 119, 0);
 pub(super) const BLKZEROOUT: u32 = ioc(IOC_NONE, 0x12, 127, 0);
 /// seccomp(2)'s operation that installs a filter.
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
-/// `socket(2)`'s domain for Unix sockets, the only one a thread may create.
-const AF_UNIX: u64 = libc::AF_UNIX as u64;
+/// `socket(2)`'s domains a thread may create: Unix sockets (the serial
+/// socket) and, only to configure a tap's host side (SIOCSIFADDR and
+/// SIOCSIFNETMASK go through an AF_INET socket), IPv4 datagram ones.
+pub(super) const SOCKET_DOMAINS: &[u64] = &[libc::AF_UNIX as u64, libc::AF_INET as u64];
+/// The interface ioctls of a tap's host side (`net/tap.rs` of
+/// virtio-devices): flags read and set (IFF_UP), address and netmask.
+pub(super) const SIOCGIFFLAGS: u32 = libc::SIOCGIFFLAGS as u32;
+pub(super) const SIOCSIFFLAGS: u32 = libc::SIOCSIFFLAGS as u32;
+pub(super) const SIOCSIFADDR: u32 = libc::SIOCSIFADDR as u32;
+pub(super) const SIOCSIFNETMASK: u32 = libc::SIOCSIFNETMASK as u32;
 /// `TCGETS`: env_logger asks whether stderr is a terminal on every line it
 /// writes (found by the e2e boot-cmdqv case under `true`, stderr a tty).
 pub(super) const TCGETS: u32 = 0x5401;
@@ -67,8 +75,8 @@ pub(super) enum Args {
     NoExec,
     /// `ioctl` with one of these requests (argument 1).
     Ioctls(Vec<Ioctl>),
-    /// Argument 0 equal to this value.
-    FirstArg(u64),
+    /// Argument 0 equal to one of these values.
+    FirstArg(&'static [u64]),
 }
 
 /// An allowed ioctl request.
@@ -319,9 +327,9 @@ fn vmm(arch: TargetArch) -> List {
             "unlinkat",
         ],
     );
-    list.insert("seccomp", Args::FirstArg(SECCOMP_SET_MODE_FILTER));
-    // The serial socket's listener (serial_socket.rs).
-    list.insert("socket", Args::FirstArg(AF_UNIX));
+    list.insert("seccomp", Args::FirstArg(&[SECCOMP_SET_MODE_FILTER]));
+    // The serial socket's listener (serial_socket.rs); a tap's address.
+    list.insert("socket", Args::FirstArg(SOCKET_DOMAINS));
     add(
         &mut list,
         &[
@@ -349,7 +357,13 @@ fn vmm(arch: TargetArch) -> List {
         &[
             Ioctl::Family(KVMIO),
             Ioctl::Family(VFIO_IOMMUFD),
+            // The TTY family holds the TUN ioctls too (TUNSETIFF,
+            // TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD: type 'T').
             Ioctl::Family(TTY),
+            Ioctl::Exact(SIOCGIFFLAGS),
+            Ioctl::Exact(SIOCSIFFLAGS),
+            Ioctl::Exact(SIOCSIFADDR),
+            Ioctl::Exact(SIOCSIFNETMASK),
             // Its virtio workers' (their filters stack on this one).
             Ioctl::Exact(BLKDISCARD),
             Ioctl::Exact(BLKZEROOUT),
@@ -378,10 +392,14 @@ pub(super) fn to_json(list: &BTreeMap<&'static str, Args>) -> Vec<serde_json::Va
     for (name, args) in list {
         match args {
             Args::Any => rules.push(json!({ "syscall": name })),
-            Args::FirstArg(value) => rules.push(json!({
-                "syscall": name,
-                "args": [dword(0, json!("eq"), *value)],
-            })),
+            Args::FirstArg(values) => {
+                for value in *values {
+                    rules.push(json!({
+                        "syscall": name,
+                        "args": [dword(0, json!("eq"), *value)],
+                    }));
+                }
+            }
             Args::NoExec => rules.push(json!({
                 "syscall": name,
                 "args": [dword(2, json!({ "masked_eq": libc::PROT_EXEC }), 0)],

@@ -85,12 +85,15 @@ fn no_thread_execs_forks_or_connects_only_the_vmm_listens_and_vcpus_open_nothing
             for name in ["mmap", "mprotect"] {
                 assert_eq!(list.get(name), Some(&Args::NoExec), "{kind:?} {name}");
             }
-            // Only the VMM thread listens (the serial socket), and only on a
-            // Unix socket.
+            // Only the VMM thread makes sockets: a Unix one it listens on
+            // (the serial socket), an IPv4 one to configure a tap.
             if kind == ThreadKind::Vmm {
                 assert_eq!(
                     list.get("socket"),
-                    Some(&Args::FirstArg(libc::AF_UNIX as u64)),
+                    Some(&Args::FirstArg(&[
+                        libc::AF_UNIX as u64,
+                        libc::AF_INET as u64
+                    ])),
                     "{kind:?} socket"
                 );
             } else {
@@ -125,6 +128,11 @@ fn ioctl_numbers_are_the_kernels() {
     // asm-generic/ioctls.h, the same on x86_64 and arm64.
     assert_eq!(rules::FIONBIO, 0x5421);
     assert_eq!(rules::TCGETS, 0x5401);
+    // include/uapi/linux/sockios.h.
+    assert_eq!(rules::SIOCGIFFLAGS, 0x8913);
+    assert_eq!(rules::SIOCSIFFLAGS, 0x8914);
+    assert_eq!(rules::SIOCSIFADDR, 0x8916);
+    assert_eq!(rules::SIOCSIFNETMASK, 0x891c);
 }
 
 #[test]
@@ -173,6 +181,8 @@ mod in_child {
         Stacked,
         /// Not a probe: a real virtio-blk function serves a write.
         RealVirtio,
+        /// Not a probe: a virtio-net function over a new tap is built.
+        RealNet,
     }
 
     fn probe_name(probe: Probe) -> &'static str {
@@ -184,6 +194,7 @@ mod in_child {
             Probe::RealEngine => "real-engine",
             Probe::Stacked => "stacked",
             Probe::RealVirtio => "real-virtio",
+            Probe::RealNet => "real-net",
         }
     }
 
@@ -233,6 +244,9 @@ mod in_child {
         }
         if probe == "real-virtio" {
             return real_virtio();
+        }
+        if probe == "real-net" {
+            return real_net();
         }
         if probe == "stacked" {
             return stacked(kind);
@@ -381,6 +395,34 @@ mod in_child {
         eprintln!("child exits");
     }
 
+    /// A virtio-net function built by a thread under the VMM filter: the
+    /// tap created, given an address and brought up, its workers started.
+    fn real_net() {
+        use crate::config::{NetConfig, VmConfig};
+        use crate::description::VmDescription;
+        use vm_memory::GuestAddress;
+        let vmm = std::thread::spawn(move || {
+            apply(ThreadKind::Vmm).unwrap();
+            let config = VmConfig {
+                net: vec![
+                    NetConfig::parse("tap=chsec%d,ip=192.168.252.1,mask=255.255.255.0", 0).unwrap(),
+                ],
+                ..VmConfig::default()
+            };
+            let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+            let vm = VmDescription::new(config, &host, 16).unwrap();
+            let mem = devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)])
+                .unwrap();
+            let wiring = crate::virtio::test_support::wiring();
+            match crate::virtio::build(&vm, &vm.devices[0], &mem, &wiring) {
+                Ok(built) => eprintln!("net built {}", built.net.is_some()),
+                Err(e) => eprintln!("net failed: {e}"),
+            }
+        });
+        vmm.join().unwrap();
+        eprintln!("child exits");
+    }
+
     fn refused(kind: ThreadKind, probe: Probe, syscall: i64) {
         let (status, out) = run_child(kind, "true", probe);
         assert_eq!(
@@ -452,6 +494,15 @@ mod in_child {
         assert!(out.contains("status 0"), "{out}");
         assert!(out.contains("worker 2"), "{out}");
         assert!(out.contains("image true"), "{out}");
+        assert!(out.contains("child exits"), "{out}");
+    }
+
+    #[test]
+    #[ignore = "needs /dev/net/tun and CAP_NET_ADMIN"]
+    fn the_vmm_thread_opens_and_configures_a_tap_under_its_filter() {
+        let (status, out) = run_child(ThreadKind::Vmm, "true", Probe::RealNet);
+        assert!(status.success(), "{out}");
+        assert!(out.contains("net built true"), "{out}");
         assert!(out.contains("child exits"), "{out}");
     }
 

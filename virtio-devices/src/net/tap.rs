@@ -1,0 +1,382 @@
+//! The host side of a virtio-net device: a Linux tap (drivers/net/tun.c)
+//! opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, so that every read
+//! returns, and every write takes, one Ethernet frame preceded by a
+//! virtio-net header of [`super::HEADER_LEN`] bytes (TUNSETVNETHDRSZ).
+//!
+//! TUNSETOFFLOAD is set to 0: the device offers the guest no offload, so
+//! the tap must never hand it a GSO frame or one with a partial checksum;
+//! the host stack segments and checksums before the tap sees a frame.
+//!
+//! The ioctls here are the only `unsafe` of the device. `libc` has the TUN
+//! ioctl numbers and flags, `ifreq` and the SIOC* numbers; nothing is
+//! defined by hand.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_ref};
+
+use super::HEADER_LEN;
+
+/// The clone device every tap is created through.
+const TUN_PATH: &str = "/dev/net/tun";
+
+/// Why a tap could not be opened or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// /dev/net/tun could not be opened.
+    #[error(
+        "cannot open {TUN_PATH}: {0}; the host needs the tun module (modprobe tun) and the \
+         VMM CAP_NET_ADMIN, or pass an open tap with fd="
+    )]
+    OpenTun(io::Error),
+    /// The interface name does not fit IFNAMSIZ.
+    #[error("tap={0}: an interface name is 1 to 15 bytes without '/' or whitespace")]
+    BadName(String),
+    /// An ioctl on the tap failed.
+    #[error("tap {name}: {call}: {err}")]
+    Ioctl {
+        /// The interface (or `fd=N`).
+        name: String,
+        /// Which call.
+        call: &'static str,
+        /// The kernel's answer.
+        err: io::Error,
+    },
+    /// `fd=` is not a tap opened as this device needs.
+    #[error(
+        "fd={fd}: {why}; open it with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (libvirt does so for \
+         <interface type='ethernet'>)"
+    )]
+    NotAVnetTap {
+        /// The descriptor given.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// An open tap, non-blocking, with a [`HEADER_LEN`]-byte virtio-net
+/// header on every frame and no offloads.
+#[derive(Debug)]
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+/// `struct ifreq` with `name` in `ifr_name`.
+fn ifreq(name: &str) -> libc::ifreq {
+    // SAFETY: ifreq is plain old data (arrays, integers and a union of
+    // them); all-zero is a valid value of each field.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req
+}
+
+/// The name in `req.ifr_name` (NUL-terminated by the kernel).
+fn ifr_name(req: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| u8::from_ne_bytes(c.to_ne_bytes()))
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Whether `name` is a valid interface name (what dev_valid_name accepts,
+/// with `%d` allowed: the kernel numbers it).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < libc::IFNAMSIZ
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+}
+
+impl Tap {
+    /// Create (or attach to) the tap `name`, or one the kernel names
+    /// (`tap%d`) when `None`.
+    pub fn open(name: Option<&str>) -> Result<Tap, TapError> {
+        let name = name.unwrap_or("tap%d");
+        if !valid_name(name) {
+            return Err(TapError::BadName(name.to_string()));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(TUN_PATH)
+            .map_err(TapError::OpenTun)?;
+        let mut req = ifreq(name);
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+        // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `req`
+        // is, on the tun fd `file` owns.
+        let ret = unsafe { ioctl_with_mut_ref(&file, libc::TUNSETIFF as _, &mut req) };
+        if ret < 0 {
+            return Err(TapError::Ioctl {
+                name: name.to_string(),
+                call: "TUNSETIFF",
+                err: io::Error::last_os_error(),
+            });
+        }
+        let tap = Tap {
+            file,
+            name: ifr_name(&req),
+        };
+        tap.set_vnet_header()?;
+        Ok(tap)
+    }
+
+    /// Take `fd`, a tap someone else opened (libvirt): checked with
+    /// TUNGETIFF to be an IFF_TAP with IFF_NO_PI and IFF_VNET_HDR, then
+    /// given this device's header size, no offloads, and made
+    /// non-blocking.
+    pub fn from_fd(fd: OwnedFd) -> Result<Tap, TapError> {
+        let raw = fd.as_raw_fd();
+        let file = File::from(fd);
+        let mut req = ifreq("");
+        // SAFETY: TUNGETIFF writes one `struct ifreq` (name and flags) into
+        // `req`; on a descriptor that is no tun fd the kernel answers
+        // EBADFD or ENOTTY and writes nothing.
+        let ret = unsafe { ioctl_with_mut_ref(&file, libc::TUNGETIFF as _, &mut req) };
+        if ret < 0 {
+            return Err(TapError::NotAVnetTap {
+                fd: raw,
+                why: format!("TUNGETIFF: {}", io::Error::last_os_error()),
+            });
+        }
+        // SAFETY: TUNGETIFF filled `ifru_flags`; reading a c_short of the
+        // zeroed union is valid whichever member the kernel wrote.
+        let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags }) & 0xffff;
+        let needed = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if flags & needed != needed {
+            return Err(TapError::NotAVnetTap {
+                fd: raw,
+                why: format!("its flags are {flags:#x}, not all of {needed:#x}"),
+            });
+        }
+        let tap = Tap {
+            file,
+            name: ifr_name(&req),
+        };
+        tap.set_vnet_header()?;
+        // SAFETY: F_GETFL / F_SETFL take and return integers on the fd the
+        // tap owns.
+        let ret = unsafe {
+            let fl = libc::fcntl(tap.file.as_raw_fd(), libc::F_GETFL);
+            if fl < 0 {
+                fl
+            } else {
+                libc::fcntl(tap.file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK)
+            }
+        };
+        if ret < 0 {
+            return Err(tap.failed("fcntl(O_NONBLOCK)"));
+        }
+        Ok(tap)
+    }
+
+    /// [`Tap::from_fd`] on a duplicate of `fd`, which stays open for
+    /// whoever gave it (a VM rebuilt on reset attaches to it again).
+    pub fn from_borrowed_fd(fd: RawFd) -> Result<Tap, TapError> {
+        // SAFETY: F_DUPFD_CLOEXEC reads no memory; on a number that is not
+        // an open descriptor it fails with EBADF.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(TapError::NotAVnetTap {
+                fd,
+                why: format!("not an open descriptor ({})", io::Error::last_os_error()),
+            });
+        }
+        // SAFETY: `dup` is a new descriptor nobody else owns.
+        Tap::from_fd(unsafe { OwnedFd::from_raw_fd(dup) }).map_err(|e| match e {
+            TapError::NotAVnetTap { why, .. } => TapError::NotAVnetTap { fd, why },
+            other => other,
+        })
+    }
+
+    /// The interface's name, as the kernel has it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn failed(&self, call: &'static str) -> TapError {
+        TapError::Ioctl {
+            name: self.name.clone(),
+            call,
+            err: io::Error::last_os_error(),
+        }
+    }
+
+    /// TUNSETVNETHDRSZ to [`HEADER_LEN`] (virtio_net_hdr_v1: VERSION_1
+    /// always carries num_buffers) and TUNSETOFFLOAD to none.
+    fn set_vnet_header(&self) -> Result<(), TapError> {
+        let size = HEADER_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int from the pointer given.
+        let ret = unsafe { ioctl_with_ref(&self.file, libc::TUNSETVNETHDRSZ as _, &size) };
+        if ret < 0 {
+            return Err(self.failed("TUNSETVNETHDRSZ"));
+        }
+        // SAFETY: TUNSETOFFLOAD takes its flags by value, reads no memory.
+        let ret =
+            unsafe { vmm_sys_util::ioctl::ioctl_with_val(&self.file, libc::TUNSETOFFLOAD as _, 0) };
+        if ret < 0 {
+            return Err(self.failed("TUNSETOFFLOAD"));
+        }
+        Ok(())
+    }
+
+    /// An AF_INET datagram socket: the SIOC*IF* calls on an interface go
+    /// through one (SIOCSIFADDR and SIOCSIFNETMASK only through AF_INET).
+    fn inet_socket(&self) -> Result<OwnedFd, TapError> {
+        // SAFETY: socket(2) takes integers and returns a new descriptor,
+        // owned from here on.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(self.failed("socket(AF_INET)"));
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Bring the interface up (IFF_UP) unless it already is: a tap that is
+    /// down answers every write with EIO. A tap someone else set up (fd=)
+    /// is usually up already, so the VMM needs no CAP_NET_ADMIN then.
+    pub fn bring_up(&self) -> Result<(), TapError> {
+        let socket = self.inet_socket()?;
+        let mut req = ifreq(&self.name);
+        // SAFETY: SIOCGIFFLAGS reads the name and writes the flags of one
+        // `struct ifreq`, which `req` is.
+        let ret = unsafe { ioctl_with_mut_ref(&socket, libc::SIOCGIFFLAGS as _, &mut req) };
+        if ret < 0 {
+            return Err(self.failed("SIOCGIFFLAGS"));
+        }
+        // SAFETY: the kernel wrote `ifru_flags` just above.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        if flags & libc::IFF_UP as i16 != 0 {
+            return Ok(());
+        }
+        req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as i16;
+        // SAFETY: SIOCSIFFLAGS reads one `struct ifreq`.
+        let ret = unsafe { ioctl_with_ref(&socket, libc::SIOCSIFFLAGS as _, &req) };
+        if ret < 0 {
+            return Err(self.failed("SIOCSIFFLAGS(IFF_UP)"));
+        }
+        Ok(())
+    }
+
+    /// Give the host side of the tap `addr`/`netmask` (SIOCSIFADDR,
+    /// SIOCSIFNETMASK), as cloud-hypervisor's `ip=` and `mask=`.
+    pub fn set_ipv4(&self, addr: Ipv4Addr, netmask: Ipv4Addr) -> Result<(), TapError> {
+        let socket = self.inet_socket()?;
+        for (call, request, value) in [
+            ("SIOCSIFADDR", libc::SIOCSIFADDR, addr),
+            ("SIOCSIFNETMASK", libc::SIOCSIFNETMASK, netmask),
+        ] {
+            let mut req = ifreq(&self.name);
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(value).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in (16 bytes) fits the union's 16-byte
+            // `sockaddr` member and both are plain old data; the kernel
+            // reads the member as a sockaddr_in for AF_INET.
+            unsafe {
+                std::ptr::write_unaligned(
+                    std::ptr::addr_of_mut!(req.ifr_ifru.ifru_addr).cast::<libc::sockaddr_in>(),
+                    sin,
+                );
+            }
+            // SAFETY: both requests read one `struct ifreq`.
+            let ret = unsafe { ioctl_with_ref(&socket, request as _, &req) };
+            if ret < 0 {
+                return Err(self.failed(call));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl super::FrameIo for Tap {
+    fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut &self.file, buf)
+    }
+
+    fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut &self.file, frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::FrameIo;
+
+    #[test]
+    fn interface_names_follow_the_kernels_rules() {
+        for good in ["vmtap0", "tap%d", "a", "fifteen-chars15"] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "a b", "a:b", "sixteen-chars-16"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+        assert!(matches!(
+            Tap::open(Some("a/b")),
+            Err(TapError::BadName(n)) if n == "a/b"
+        ));
+    }
+
+    #[test]
+    fn a_descriptor_that_is_no_tap_is_refused_naming_it() {
+        let file = File::open("/dev/null").unwrap();
+        let fd = OwnedFd::from(file);
+        let raw = fd.as_raw_fd();
+        let err = Tap::from_fd(fd).unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("fd={raw}: TUNGETIFF")),
+            "{err}"
+        );
+    }
+
+    /// A real tap: created, given an address, up, and readable through
+    /// the frame interface (the host's own IPv6 router solicitations or
+    /// nothing: a non-blocking read answers WouldBlock).
+    #[test]
+    #[ignore = "needs /dev/net/tun and CAP_NET_ADMIN"]
+    fn a_tap_is_created_configured_and_attached_again_by_fd() {
+        let tap = Tap::open(Some("chtest%d")).unwrap();
+        assert!(tap.name().starts_with("chtest"), "{}", tap.name());
+        tap.set_ipv4(
+            Ipv4Addr::new(192, 168, 251, 1),
+            Ipv4Addr::new(255, 255, 255, 0),
+        )
+        .unwrap();
+        tap.bring_up().unwrap();
+        let mut buf = [0u8; 2048];
+        match tap.recv_frame(&mut buf) {
+            Ok(n) => assert!(n >= HEADER_LEN),
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+        }
+        let dup = tap.file.try_clone().unwrap();
+        let again = Tap::from_fd(OwnedFd::from(dup)).unwrap();
+        assert_eq!(again.name(), tap.name());
+    }
+}
