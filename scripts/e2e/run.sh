@@ -26,7 +26,7 @@ case_file() { echo "$E2E_DIR/cases/$1.sh"; }
 all_cases() { for f in "$E2E_DIR"/cases/*.sh; do basename "$f" .sh; done; }
 
 load_case() {
-  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS CASE_NESTED_L0
+  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS CASE_NESTED_L0 CASE_NESTED_SHAPE
   unset -f case_prepare case_l0_args case_l1_script case_l2_script case_assert 2>/dev/null || true
   # shellcheck disable=SC1090
   . "$(case_file "$1")"
@@ -158,6 +158,8 @@ for c in "${CASES[@]}"; do
   if [ "${CASE_QEMU:-l1}" = nested ]; then
     NESTED_L0="${CASE_NESTED_L0:-$NESTED_L0_DEFAULT}"
     L0="${L0S[$NESTED_L0]}"
+    # L1's PCI shape (nested/l0.sh nested_shape): one SMMU (default) or two.
+    nested_shape "${CASE_NESTED_SHAPE:-one-smmu}"
     # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
     if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
   fi

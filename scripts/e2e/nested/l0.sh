@@ -30,6 +30,25 @@ NESTED_DISK_BDF=0000:00:02.0
 NESTED_EDU_BDF=0000:00:03.0
 NESTED_DISK2_BDF=0000:00:04.0
 NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF"
+# L1's PCI shape (a case's CASE_NESTED_SHAPE; run.sh calls nested_shape):
+#   one-smmu  the above: QEMU's machine SMMUv3 (-M virt,iommu=smmuv3) over
+#             pcie.0, DT boot of L1 (the default; every case but two-smmu)
+#   two-smmu  two SMMUv3 instances, like two root complexes of a Grace host:
+#             a user-created arm-smmuv3 over pcie.0 with the first disk at
+#             00:02.0, and a pxb-pcie root (pcie.1, bus NESTED_PXB_BUS) with
+#             its own arm-smmuv3 and the second disk behind a root port
+#             there. QEMU describes a user-created SMMUv3 off pcie.0 only
+#             in ACPI ("SMMUv3 device only supported with pcie.0 for DT"),
+#             so L1 boots through edk2 (QEMU_EFI.fd from the sid chroot) and
+#             ACPI (IORT: one SMMUv3 node per root complex). No edu.
+# The pxb's bus number; its root port is bus NESTED_PXB_BUS, the disk behind
+# it on the next bus (edk2 numbers the buses, ACPI Linux keeps them).
+NESTED_PXB_BUS=0x80
+NESTED_SHAPE=one-smmu
+# The firmware of the two-smmu shape's ACPI boot, inside the sid chroot.
+NESTED_EDK2=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
+# The two-smmu shape's arm-smmuv3 options: stage 1 + stage 2 + nesting.
+NESTED_SMMU_OPTS="stage=nested"
 # The disks' DMA goes through the SMMU only with iommu_platform=on: without
 # VIRTIO_F_ACCESS_PLATFORM QEMU's virtio reads guest physical memory
 # directly, which for a function passed on to L2 is the wrong address space
@@ -43,6 +62,23 @@ NESTED_L1_APPEND="arm_smmu_v3.test_force_canwbs=1 e2e_vfio=$NESTED_VFIO_BDFS"
 NESTED_DISK_LINE="ch-e2e nested lane: virtio-blk-pci disk, known content, 64 B/ln"
 NESTED_DISK_SIZE=$((16 << 20))
 NESTED_DISK_SHA256=52aec3149640e5a85741c000b9ea74e1a9afa9409e5f238ce7d87eefbecde716
+
+# nested_shape SHAPE: L1's PCI shape for the next nested_qemu (see above):
+# sets NESTED_SHAPE, the functions L1 binds to vfio-pci and L1's command line.
+nested_shape() {
+  NESTED_SHAPE="$1"
+  case "$1" in
+    one-smmu)
+      NESTED_DISK2_BDF=0000:00:04.0
+      NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF" ;;
+    two-smmu)
+      [ "$NESTED_L0" = sid ] || die "the two-smmu L1 shape needs the sid L0 (E2E_NESTED_L0=$NESTED_L0)"
+      NESTED_DISK2_BDF="$(printf '0000:%02x:00.0' $((NESTED_PXB_BUS + 1)))"
+      NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_DISK2_BDF" ;;
+    *) die "nested L1 shape '$1': expected one-smmu or two-smmu" ;;
+  esac
+  NESTED_L1_APPEND="arm_smmu_v3.test_force_canwbs=1 e2e_vfio=$NESTED_VFIO_BDFS"
+}
 
 # nested_disk_bytes N: the first N bytes of the known disk, to stdout.
 nested_disk_bytes() {
@@ -113,17 +149,21 @@ nested_qemu() {
   cp "$initrd" "$run/initrd"
   nested_disk "$run/disk.img"
   cp "$run/disk.img" "$run/disk2.img"
-  timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
-    -M "virt,virtualization=on,gic-version=3,iommu=smmuv3${machine_opts[*]}" -cpu max -smp 2 -m 3072 \
-    -nographic -no-reboot -nic none \
-    -kernel "$r/Image" -initrd "$r/initrd" \
-    -append "console=ttyAMA0 panic=-1 rdinit=/init $append" \
-    -drive "if=none,id=disk0,format=raw,file=$r/disk.img" \
-    -device "virtio-blk-pci,drive=disk0,addr=0x${NESTED_DISK_BDF:8:2},$NESTED_VIRTIO_OPTS" \
-    -device "edu,addr=0x${NESTED_EDU_BDF:8:2},dma_mask=0xffffffffffff" \
-    -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
-    -device "virtio-blk-pci,drive=disk1,addr=0x${NESTED_DISK2_BDF:8:2},$NESTED_VIRTIO_OPTS" \
-    </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+  if [ "$NESTED_SHAPE" = two-smmu ]; then
+    nested_qemu_two_smmu
+  else
+    timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
+      -M "virt,virtualization=on,gic-version=3,iommu=smmuv3${machine_opts[*]}" -cpu max -smp 2 -m 3072 \
+      -nographic -no-reboot -nic none \
+      -kernel "$r/Image" -initrd "$r/initrd" \
+      -append "console=ttyAMA0 panic=-1 rdinit=/init $append" \
+      -drive "if=none,id=disk0,format=raw,file=$r/disk.img" \
+      -device "virtio-blk-pci,drive=disk0,addr=0x${NESTED_DISK_BDF:8:2},$NESTED_VIRTIO_OPTS" \
+      -device "edu,addr=0x${NESTED_EDU_BDF:8:2},dma_mask=0xffffffffffff" \
+      -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
+      -device "virtio-blk-pci,drive=disk1,addr=0x${NESTED_DISK2_BDF:8:2},$NESTED_VIRTIO_OPTS" \
+      </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+  fi
   local n
   for n in 1 2; do
     grep -a -o 'E2E-PATTERN [ -~]*' "$run/disk${n#1}.img" | sed "s/^/E2E-L0: disk $n has /" >>"$log" || true
@@ -132,13 +172,42 @@ nested_qemu() {
   return "$rc"
 }
 
+# nested_qemu_two_smmu: the two-smmu shape's L0 (nested_qemu's locals:
+# qemu, r, tmo, log, append, rc). Two arm-smmuv3 with nesting (stage=nested:
+# S1 + S2, what the machine SMMU of one-smmu has), one per root complex,
+# edk2 loads L1's kernel and initrd from fw_cfg and hands it ACPI tables.
+nested_qemu_two_smmu() {
+  timeout -k 10 "$tmo" "${qemu[@]}" \
+    -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 3072 \
+    -nographic -no-reboot -nic none -bios "$NESTED_EDK2" \
+    -kernel "$r/Image" -initrd "$r/initrd" \
+    -append "console=ttyAMA0 panic=-1 rdinit=/init $append" \
+    -device "arm-smmuv3,primary-bus=pcie.0,id=smmu0,$NESTED_SMMU_OPTS" \
+    -drive "if=none,id=disk0,format=raw,file=$r/disk.img" \
+    -device "virtio-blk-pci,drive=disk0,bus=pcie.0,addr=0x${NESTED_DISK_BDF:8:2},$NESTED_VIRTIO_OPTS" \
+    -device "pxb-pcie,id=pcie.1,bus_nr=$((NESTED_PXB_BUS)),bus=pcie.0,addr=0x8" \
+    -device "arm-smmuv3,primary-bus=pcie.1,id=smmu1,$NESTED_SMMU_OPTS" \
+    -device "pcie-root-port,id=rp1,bus=pcie.1,chassis=1,addr=0x0" \
+    -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
+    -device "virtio-blk-pci,drive=disk1,bus=rp1,$NESTED_VIRTIO_OPTS" \
+    </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+}
+
 # nested_assert: what every nested case needs from L1 (run.sh's helpers).
 nested_assert() {
   [ "$NESTED_L0" = cmdqv ] && nested_cmdqv_assert
   expect "E2E-L1: iommu ok" "/dev/iommu missing in L1 (IOMMUFD)"
-  expect "E2E-L1: disk $NESTED_DISK_BDF vda sha256=$NESTED_DISK_SHA256" \
-    "L1 did not read the known disk content through virtio-blk before the vfio-pci bind"
   local bdf
+  if [ "$NESTED_SHAPE" = one-smmu ]; then
+    expect "E2E-L1: disk $NESTED_DISK_BDF vda sha256=$NESTED_DISK_SHA256" \
+      "L1 did not read the known disk content through virtio-blk before the vfio-pci bind"
+  else
+    # (ACPI enumerates the pxb's root bridge first: its disk is vda.)
+    for bdf in $NESTED_DISK_BDF $NESTED_DISK2_BDF; do
+      expect_re "E2E-L1: disk $bdf vd[a-z]+ sha256=$NESTED_DISK_SHA256" \
+        "L1 did not read the known content of the disk $bdf through virtio-blk before the vfio-pci bind"
+    done
+  fi
   for bdf in ${NESTED_VFIO_BDFS//,/ }; do
     expect_re "E2E-L1: vfio $bdf .* driver=vfio-pci cdev=vfio[0-9]+ node=ok" \
       "$bdf is not bound to vfio-pci with a /dev/vfio/devices/vfioN cdev"
