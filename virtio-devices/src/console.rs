@@ -24,7 +24,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
 use crate::worker::{QueueHandler, Workers, serve_chains};
-use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
+use crate::{GuestMemory, VirtioDevice, feature};
 
 /// Size of both queues.
 pub const QUEUE_SIZE: u16 = 256;
@@ -182,17 +182,8 @@ impl VirtioDevice for Console {
         }
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        _features: u64,
-        queues: Vec<ActiveQueue>,
-    ) -> Result<(), String> {
-        self.workers.start_all(&self.id, &mem, queues)
-    }
-
-    fn reset(&mut self) {
-        self.workers.stop();
+    fn workers(&self) -> Option<(&str, &Workers)> {
+        Some((&self.id, &self.workers))
     }
 }
 

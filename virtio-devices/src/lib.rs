@@ -95,15 +95,31 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Read the device-specific configuration at `offset`.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// Start serving `queues` with the features the driver accepted.
+    /// The device's id (it names the device in errors) and its queue
+    /// workers, for the provided [`VirtioDevice::activate`] and
+    /// [`VirtioDevice::reset`]; `None` for a device that overrides both.
+    fn workers(&self) -> Option<(&str, &worker::Workers)> {
+        None
+    }
+    /// Start serving `queues` with the features the driver accepted: by
+    /// default each queue goes to its worker.
     fn activate(
         &mut self,
         mem: GuestMemory,
-        features: u64,
+        _features: u64,
         queues: Vec<ActiveQueue>,
-    ) -> Result<(), String>;
+    ) -> Result<(), String> {
+        match self.workers() {
+            Some((id, workers)) => workers.start_all(id, &mem, queues),
+            None => Err("the device has no queue workers".into()),
+        }
+    }
     /// Stop serving: workers stopped and joined, queues given up.
-    fn reset(&mut self);
+    fn reset(&mut self) {
+        if let Some((_, workers)) = self.workers() {
+            workers.stop();
+        }
+    }
 }
 
 /// Called first thing in every worker thread with the thread kind's name

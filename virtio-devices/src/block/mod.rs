@@ -26,7 +26,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::Queue;
 
 use crate::worker::{QueueHandler, Workers, serve_chains};
-use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
+use crate::{GuestMemory, VirtioDevice, feature};
 pub use image::{DiskImage, ImageError};
 pub use request::BlockCounters;
 use request::RequestContext;
@@ -167,17 +167,8 @@ impl VirtioDevice for Block {
         }
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        _features: u64,
-        queues: Vec<ActiveQueue>,
-    ) -> Result<(), String> {
-        self.workers.start_all(&self.params.id, &mem, queues)
-    }
-
-    fn reset(&mut self) {
-        self.workers.stop();
+    fn workers(&self) -> Option<(&str, &Workers)> {
+        Some((&self.params.id, &self.workers))
     }
 }
 

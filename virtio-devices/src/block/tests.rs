@@ -16,7 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
-use crate::QueueInterrupt;
+use crate::{ActiveQueue, QueueInterrupt};
 
 const RAM: usize = 0x40_0000;
 const HEADER: u64 = 0x10_0000;

@@ -43,7 +43,7 @@ use virtio_bindings::virtio_net::{
 };
 
 use crate::worker::Workers;
-use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
+use crate::{VirtioDevice, feature};
 pub use queues::{Receive, Transmit};
 pub use tap::{Tap, TapError};
 
@@ -244,17 +244,8 @@ impl VirtioDevice for Net {
         data[..n].copy_from_slice(&src[..n]);
     }
 
-    fn activate(
-        &mut self,
-        mem: GuestMemory,
-        _features: u64,
-        queues: Vec<ActiveQueue>,
-    ) -> Result<(), String> {
-        self.workers.start_all(&self.params.id, &mem, queues)
-    }
-
-    fn reset(&mut self) {
-        self.workers.stop();
+    fn workers(&self) -> Option<(&str, &Workers)> {
+        Some((&self.params.id, &self.workers))
     }
 }
 

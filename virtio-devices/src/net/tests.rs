@@ -14,6 +14,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::worker::QueueHandler;
+use crate::{ActiveQueue, GuestMemory};
 
 fn memory() -> GuestMemory {
     GuestMemory::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
