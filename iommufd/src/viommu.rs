@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use devices::backend::{BackendError, Errno};
 use devices::mapping::Mapping;
@@ -33,6 +34,7 @@ use crate::device::IommufdDevice;
 use crate::error::{Error, HostError};
 use crate::fd::{Iommufd, Object, ObjectKind};
 use crate::flavour::{HostInfo, SharedFlavour};
+use crate::ioctl::Ioctl;
 use crate::veventq::Veventq;
 
 /// vEVENTQ depth: events the kernel holds before it reports LOST_EVENTS.
@@ -79,6 +81,9 @@ pub struct Viommu {
     bypass: Option<Object>,
     viommu: Option<Object>,
     parent: Option<Object>,
+    /// This vIOMMU's own ioctls by kind (the fd's counts are the VM's,
+    /// summed over every vIOMMU on it).
+    calls: [AtomicU64; Ioctl::ALL.len()],
 }
 
 impl std::fmt::Debug for Viommu {
@@ -138,6 +143,7 @@ impl Viommu {
             bypass: None,
             viommu: None,
             parent: None,
+            calls: Default::default(),
         };
         v.build(ioas_id, dev_id, &first_name)?;
         log::info!(
@@ -161,6 +167,7 @@ impl Viommu {
             data_type: iommu_hwpt_data_type_IOMMU_HWPT_DATA_NONE,
             ..Default::default()
         };
+        self.counted(Ioctl::HwptAlloc);
         let parent_id = fd.hwpt_alloc(&mut parent).map_err(|e| match e.errno() {
             Some(libc::EOPNOTSUPP) => HostError::NoNesting {
                 device: first_name.to_string(),
@@ -253,8 +260,21 @@ impl Viommu {
             data_uptr: data.as_mut_ptr() as u64,
             ..Default::default()
         };
+        self.counted(Ioctl::HwptAlloc);
         let id = self.fd.hwpt_alloc(&mut arg)?;
         Ok(Object::new(self.fd.clone(), id, ObjectKind::NestedHwpt))
+    }
+
+    /// How many ioctls of `kind` this vIOMMU issued (successful or not):
+    /// `IOMMU_HWPT_ALLOC` (its nest parent and nested HWPTs),
+    /// `IOMMU_HWPT_INVALIDATE`, `IOMMU_HW_QUEUE_ALLOC`. A VM with one
+    /// vIOMMU per host SMMU shares one fd; these are this vIOMMU's alone.
+    pub fn call_count(&self, kind: Ioctl) -> u64 {
+        self.calls[kind as usize].load(Ordering::Relaxed)
+    }
+
+    fn counted(&self, kind: Ioctl) {
+        self.calls[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The vIOMMU's id.
@@ -415,6 +435,7 @@ impl Viommu {
             entry_num: n,
             __reserved: 0,
         };
+        self.counted(Ioctl::HwptInvalidate);
         match self.fd.hwpt_invalidate(&mut arg) {
             Ok(()) if arg.entry_num == n => Ok(()),
             Ok(()) => Err(InvalidateError {
@@ -473,6 +494,7 @@ impl Viommu {
             nesting_parent_iova: gpa,
             length: len,
         };
+        self.counted(Ioctl::HwQueueAlloc);
         match self.fd.hw_queue_alloc(&mut arg) {
             Ok(id) => {
                 self.hw_queues

@@ -236,21 +236,22 @@ impl VsmmuHost {
 
     /// Backend calls by kind, with the emulated backend's names:
     /// `invalidate`, `install_ste`, `hw_queue_alloc`, `vcmdq_exec`...
-    /// (with iommufd: the VM's ioctls; VCMDQ commands run in hardware and
+    /// (with iommufd: this vIOMMU's ioctls; VCMDQ commands run in hardware and
     /// are not counted).
     pub fn call_counts(&self) -> BTreeMap<String, u64> {
         match self {
             VsmmuHost::Emulated(b) => b.call_counts(),
             VsmmuHost::Iommufd(v) => {
+                // This vIOMMU's own calls: the fd (and its counts) is
+                // shared by every vIOMMU of the VM.
                 let viommu = v.lock();
-                let fd = viommu.fd();
                 [
                     ("invalidate", Ioctl::HwptInvalidate),
                     ("install_ste", Ioctl::HwptAlloc),
                     ("hw_queue_alloc", Ioctl::HwQueueAlloc),
                 ]
                 .into_iter()
-                .map(|(name, ioctl)| (name.to_string(), fd.count(ioctl)))
+                .map(|(name, ioctl)| (name.to_string(), viommu.call_count(ioctl)))
                 .collect()
             }
         }
