@@ -52,9 +52,9 @@ impl SharedViommu {
         };
         drop(viommu);
         Some(IommufdCmdqv {
+            page0,
             viommu: self.clone(),
             info,
-            page0,
         })
     }
 }
@@ -89,9 +89,12 @@ impl VsmmuBackend for IommufdVsmmu {
 /// page0 the kernel let us mmap, CMD-QV error vEVENTs.
 #[derive(Debug)]
 pub struct IommufdCmdqv {
+    /// Declared first, so dropped first: this share of page0 must be gone
+    /// when the last vIOMMU handle (below) tears the vIOMMU down, which
+    /// unmaps page0 before it destroys the vIOMMU.
+    page0: Arc<Mapping>,
     viommu: SharedViommu,
     info: CmdqvHostInfo,
-    page0: Arc<Mapping>,
 }
 
 impl CmdqvBackend for IommufdCmdqv {

@@ -15,7 +15,7 @@
 # The refusal runs first, so the second run also shows it left nothing bound
 # or held. After each run both functions are back on vfio-pci.
 CASE_DESC="nested lane, two host SMMUs (pxb-pcie + a second arm-smmuv3, ACPI L1): one vSMMU and vIOMMU per host SMMU without options, vm.info placement, two arm-smmu-v3 in L2, both disks under strict, per-vSMMU invalidations; pci_segment=0 on both refused"
-CASE_DEFAULT=0 # not yet run: its L1 kernel was still building at the deadline (docs/e2e.md two-smmu)
+CASE_DEFAULT=1
 CASE_TIMEOUT=900
 CASE_QEMU=nested
 CASE_NESTED_L0=sid
