@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use devices::backend::BackendError;
 use devices::cmdqv::{CmdqvBackend, CmdqvHostInfo, Page0Mode};
-use devices::mapping::Mapping;
 use devices::smmuv3::cmd::Command;
 use devices::smmuv3::{HostSmmuInfo, InvalidateError, NestedSte, VsmmuBackend};
 
@@ -43,7 +42,8 @@ impl SharedViommu {
     pub fn cmdqv(&self) -> Option<IommufdCmdqv> {
         let viommu = self.lock();
         let hw = viommu.info().cmdqv?;
-        let page0 = viommu.region()?;
+        // No page0 mapping, no CMD-QV model.
+        viommu.region()?;
         let info = CmdqvHostInfo {
             version: hw.version,
             log2vcmdqs: hw.log2vcmdqs,
@@ -52,7 +52,6 @@ impl SharedViommu {
         };
         drop(viommu);
         Some(IommufdCmdqv {
-            page0,
             viommu: self.clone(),
             info,
         })
@@ -89,10 +88,6 @@ impl VsmmuBackend for IommufdVsmmu {
 /// page0 the kernel let us mmap, CMD-QV error vEVENTs.
 #[derive(Debug)]
 pub struct IommufdCmdqv {
-    /// Declared first, so dropped first: this share of page0 must be gone
-    /// when the last vIOMMU handle (below) tears the vIOMMU down, which
-    /// unmaps page0 before it destroys the vIOMMU.
-    page0: Arc<Mapping>,
     viommu: SharedViommu,
     info: CmdqvHostInfo,
 }
@@ -102,8 +97,16 @@ impl CmdqvBackend for IommufdCmdqv {
         self.info
     }
 
+    /// The vIOMMU's page0 mapping, shared only for as long as the caller
+    /// (the page0 memory slot) holds it: this handle keeps no share, so
+    /// the vIOMMU's teardown, whenever it comes, finds page0 held by
+    /// nobody once the slot is gone, unmaps it, and can destroy the vIOMMU.
+    /// Trapped once the vIOMMU unmapped it (torn down).
     fn page0_mode(&self) -> Page0Mode {
-        Page0Mode::Mapped(self.page0.clone())
+        match self.viommu.lock().region() {
+            Some(region) => Page0Mode::Mapped(region),
+            None => Page0Mode::Trapped,
+        }
     }
 
     fn hw_queue_alloc(&mut self, index: u32, gpa: u64, len: u64) -> Result<(), BackendError> {
