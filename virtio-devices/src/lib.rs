@@ -32,6 +32,9 @@ pub mod rng;
 pub mod transport;
 pub mod worker;
 
+#[cfg(test)]
+mod test_chain;
+
 use std::io;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};

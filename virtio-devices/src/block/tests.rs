@@ -7,15 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_blk::*;
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::RawDescriptor;
-use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::tempfile::TempFile;
 
 use super::*;
+use crate::test_chain::chain;
 use crate::{ActiveQueue, QueueInterrupt};
 
 const RAM: usize = 0x40_0000;
@@ -59,21 +57,6 @@ fn handler(file: &TempFile, readonly: bool) -> BlockQueue {
 /// A descriptor: guest address, length, device-writable.
 type Desc = (u64, u32, bool);
 
-/// (address, length, device-writable) -> a chain from descriptor 0.
-fn chain(descs: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
-    descs
-        .iter()
-        .enumerate()
-        .map(|(i, (addr, len, write))| {
-            let mut flags = if *write { VRING_DESC_F_WRITE as u16 } else { 0 };
-            if i + 1 < descs.len() {
-                flags |= VRING_DESC_F_NEXT as u16;
-            }
-            RawDescriptor::from(SplitDescriptor::new(*addr, *len, flags, i as u16 + 1))
-        })
-        .collect()
-}
-
 fn header(mem: &GuestMemory, kind: u32, sector: u64) {
     let mut h = [0u8; 16];
     h[..4].copy_from_slice(&kind.to_le_bytes());
@@ -85,7 +68,7 @@ fn header(mem: &GuestMemory, kind: u32, sector: u64) {
 fn run(handler: &mut BlockQueue, mem: &GuestMemory, descs: &[(u64, u32, bool)]) -> (u8, u32) {
     mem.write_obj(0xaau8, GuestAddress(STATUS)).unwrap();
     let mock = MockSplitQueue::new(mem, 16);
-    mock.add_desc_chains(&chain(descs), 0).unwrap();
+    mock.add_desc_chains(&chain(0, descs), 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
     assert!(handler.process_queue(&mut queue, mem));
     let used = mock.used().ring().ref_at(0).unwrap().load();
@@ -407,11 +390,14 @@ fn each_queue_has_its_own_worker_and_interrupt() {
             GuestAddress(DATA + 0x1000 * i as u64),
         )
         .unwrap();
-        let descs = chain(&[
-            (hdr, 16, false),
-            (DATA + 0x1000 * i as u64, 512, false),
-            (STATUS + i as u64, 1, true),
-        ]);
+        let descs = chain(
+            0,
+            &[
+                (hdr, 16, false),
+                (DATA + 0x1000 * i as u64, 512, false),
+                (STATUS + i as u64, 1, true),
+            ],
+        );
         mock.add_desc_chains(&descs, 0).unwrap();
         let vector = Arc::new(EventFd::new(0).unwrap());
         let kick = EventFd::new(0).unwrap();
@@ -443,7 +429,7 @@ fn each_queue_has_its_own_worker_and_interrupt() {
     assert_eq!(block.counters().write_ops.load(Ordering::Relaxed), 2);
     // After reset no worker serves a queue: a new request stays unused.
     mocks[0]
-        .add_desc_chains(&chain(&[(HEADER, 16, false), (STATUS, 1, true)]), 3)
+        .add_desc_chains(&chain(0, &[(HEADER, 16, false), (STATUS, 1, true)]), 3)
         .unwrap();
     kicks[0].write(1).unwrap();
     std::thread::sleep(Duration::from_millis(50));

@@ -5,14 +5,12 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::Ordering;
 
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MQ;
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::Queue;
-use virtio_queue::desc::RawDescriptor;
-use virtio_queue::desc::split::Descriptor as SplitDescriptor;
 use virtio_queue::mock::MockSplitQueue;
 use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
+use crate::test_chain::chain;
 use crate::worker::QueueHandler;
 use crate::{ActiveQueue, GuestMemory};
 
@@ -26,26 +24,6 @@ fn pair() -> (Arc<UnixDatagram>, UnixDatagram) {
     device.set_nonblocking(true).unwrap();
     host.set_nonblocking(true).unwrap();
     (Arc::new(device), host)
-}
-
-/// (address, length, device-writable) -> a chain at descriptor `first`.
-fn chain(first: u16, descs: &[(u64, u32, bool)]) -> Vec<RawDescriptor> {
-    descs
-        .iter()
-        .enumerate()
-        .map(|(i, (addr, len, write))| {
-            let mut flags = if *write { VRING_DESC_F_WRITE as u16 } else { 0 };
-            if i + 1 < descs.len() {
-                flags |= VRING_DESC_F_NEXT as u16;
-            }
-            RawDescriptor::from(SplitDescriptor::new(
-                *addr,
-                *len,
-                flags,
-                first + i as u16 + 1,
-            ))
-        })
-        .collect()
 }
 
 /// A frame as the tap gives it: a zero header (num_buffers left at
