@@ -12,6 +12,26 @@ export E2E_OUT
 # Kernel source versions the harness builds and boots (override: E2E_KERNELS="6.12").
 E2E_KERNELS="${E2E_KERNELS:-6.12 7.2}"
 
+# The nested lane's L1 kernel. It must be 7.2 (6.12's arm-smmu-v3 has no nest
+# parent and no vIOMMU): guest-kernel.config + nested/l1-kernel.config + the
+# CANWBS test knob (off unless arm_smmu_v3.test_force_canwbs=1 is on the
+# command line).
+NESTED_L1_VERSION=7.2
+NESTED_L1_KERNEL_ARGS=(--config "$E2E_DIR/nested/l1-kernel.config" --patch "$E2E_DIR/nested/canwbs-test-knob.patch")
+
+# build_l2_kernel VERSION: build (or reuse) the L2 guest kernel of VERSION and
+# print its Image. The 7.2 L2 kernel is the L1 build: l1-kernel.config only
+# adds options to guest-kernel.config and the knob is inert without its
+# parameter, so one 7.2 build serves both sides (one kernel build fewer on a
+# cold machine, and L2 gets the L1's NUMA and hugetlbfs too).
+build_l2_kernel() {
+  if [ "$1" = "$NESTED_L1_VERSION" ]; then
+    "$E2E_DIR/build-kernel.sh" "$1" "${NESTED_L1_KERNEL_ARGS[@]}"
+  else
+    "$E2E_DIR/build-kernel.sh" "$1"
+  fi
+}
+
 # Tag of log lines (scripts/iommufd-mock sets "mock").
 E2E_LOG_TAG="${E2E_LOG_TAG:-e2e}"
 log() { printf '[%s %s] %s\n' "$E2E_LOG_TAG" "$(date +%H:%M:%S)" "$*" >&2; }

@@ -62,7 +62,7 @@ track_cpu() (
   if want iommufd; then step "kernel 7.2 (iommufd mock)" "$REPO_ROOT/scripts/iommufd-mock/build-kernel.sh"; fi
   if want e2e; then
     for v in ${E2E_KERNELS:-6.12 7.2}; do
-      step "kernel $v (L2)" "$E2E_DIR/build-kernel.sh" "$v"
+      step "kernel $v (L2)" build_l2_kernel "$v"
     done
     step "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}"
   fi

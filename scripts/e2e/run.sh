@@ -120,7 +120,7 @@ declare -A IMAGES
 for v in $E2E_KERNELS; do
   # E2E_L2_IMAGE: that Image for every kernel version instead of building
   # (debugging a case whose L2 is never booted, e.g. nested-probe).
-  IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")}"
+  IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" build_l2_kernel "$v")}"
 done
 if [ "$NESTED" = 1 ]; then
   # shellcheck source=scripts/e2e/nested/l0.sh
@@ -177,7 +177,7 @@ for c in "${CASES[@]}"; do
   for v in ${CASE_KERNELS:-$E2E_KERNELS}; do
     # shellcheck disable=SC2034 # read by the cases (bench.sh names its tables by it)
     E2E_KERNEL="$v"
-    [ -n "${IMAGES[$v]:-}" ] || IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" "$E2E_DIR/build-kernel.sh" "$v")}"
+    [ -n "${IMAGES[$v]:-}" ] || IMAGES[$v]="${E2E_L2_IMAGE:-$(timed "kernel $v" build_l2_kernel "$v")}"
     image="${IMAGES[$v]}"
     l1="$out/l1-$v.cpio"
     LOG="$out/console-$v.log"

@@ -54,9 +54,41 @@ pub enum DeviceError {
          has no host device to pass through"
     )]
     PassthroughNeedsIommufd(String),
-    /// A PCI function could not be placed.
-    #[error("device {0}: {1}")]
-    Pci(String, String),
+    /// A passthrough function could not be set up (its BARs, MSI-X, host
+    /// handles): the typed cause is kept, and shown with its errno.
+    #[error("device {id}: {}", Sentence(cause))]
+    Function {
+        /// The device's id.
+        id: String,
+        /// What the VFIO function setup reported.
+        cause: pci::vfio::FunctionError,
+    },
+    /// A function could not take its slot on the segment's bus.
+    #[error("device {id}: {cause}")]
+    Slot {
+        /// The device's id.
+        id: String,
+        /// What the host bridge refused.
+        cause: pci::PciError,
+    },
+    /// The segment's BARs do not fit its windows.
+    #[error("segment {segment}: {cause}")]
+    Bars {
+        /// The PCI segment.
+        segment: u16,
+        /// What the allocator refused.
+        cause: pci::PciError,
+    },
+    /// The emulated backend refused a vDEVICE.
+    #[error("vSMMU {index}: vDEVICE for {id}: {cause}")]
+    Vdevice {
+        /// vSMMU index.
+        index: u32,
+        /// The device's id.
+        id: String,
+        /// The backend's refusal, with its errno.
+        cause: devices::backend::BackendError,
+    },
     /// Bus placement failed.
     #[error(transparent)]
     Bus(#[from] BusError),
@@ -201,8 +233,11 @@ impl DeviceManager {
                             mapper: page0.clone(),
                             host_page: vm.host_page_size,
                         };
-                        let f = VfioPciDevice::new(Box::new(vfio), wiring).map_err(|e| {
-                            DeviceError::Pci(device.id.clone(), Sentence(&e).to_string())
+                        let f = VfioPciDevice::new(Box::new(vfio), wiring).map_err(|cause| {
+                            DeviceError::Function {
+                                id: device.id.clone(),
+                                cause,
+                            }
                         })?;
                         log::info!(
                             target: "vmm",
@@ -246,11 +281,16 @@ impl DeviceManager {
                     }
                 };
                 ecam.add_device(device.bdf, function)
-                    .map_err(|e| DeviceError::Pci(device.id.clone(), e.to_string()))?;
+                    .map_err(|cause| DeviceError::Slot {
+                        id: device.id.clone(),
+                        cause,
+                    })?;
             }
             // Firmware's job: every BAR gets a home before the guest looks.
-            ecam.allocate_bars()
-                .map_err(|e| DeviceError::Pci(format!("segment {}", segment.id), e.to_string()))?;
+            ecam.allocate_bars().map_err(|cause| DeviceError::Bars {
+                segment: segment.id,
+                cause,
+            })?;
             let ecam = Arc::new(Mutex::new(ecam));
             bus.register("pci-ecam", segment.ecam, ecam.clone())?;
             bus.register("pci-bars", segment.mmio32, ecam.clone())?;
@@ -459,7 +499,11 @@ fn build_vsmmu(
         let vsid = device.stream_id();
         backend
             .add_endpoint(vsid)
-            .map_err(|e| err(format!("vDEVICE for {}: {e}", device.id)))?;
+            .map_err(|cause| DeviceError::Vdevice {
+                index,
+                id: device.id.clone(),
+                cause,
+            })?;
         smmu.register_stream(vsid);
         events::emit(Event::Vdevice {
             vsmmu: index,

@@ -227,9 +227,9 @@ impl VsmmuHost {
 
     /// Declare the endpoint `vsid` (the emulated backend's vDEVICE; with
     /// iommufd the vIOMMU made it already).
-    pub fn add_endpoint(&self, vsid: u32) -> Result<(), String> {
+    pub fn add_endpoint(&self, vsid: u32) -> Result<(), devices::backend::BackendError> {
         match self {
-            VsmmuHost::Emulated(b) => b.vdevice_alloc(vsid, vsid).map_err(|e| e.to_string()),
+            VsmmuHost::Emulated(b) => b.vdevice_alloc(vsid, vsid),
             VsmmuHost::Iommufd(_) => Ok(()),
         }
     }

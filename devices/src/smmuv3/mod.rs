@@ -516,7 +516,7 @@ impl Smmuv3 {
 
     /// Translate `iova` for `vsid` through the guest's stage-1 tables (the
     /// MSI doorbell of a passthrough function; see [`s1walk`]).
-    pub fn translate_iova(&self, vsid: u32, iova: u64) -> Result<u64, String> {
+    pub fn translate_iova(&self, vsid: u32, iova: u64) -> Result<u64, s1walk::WalkError> {
         let table = ste::StreamTable {
             base: self.state.strtab_base,
             cfg: self.state.strtab_base_cfg,

@@ -16,7 +16,7 @@
 use vm_memory::{Bytes, GuestAddress};
 
 use super::IdRegisters;
-use super::ste::{StreamTable, ste0};
+use super::ste::{LookupError, StreamTable, ste0};
 use crate::GuestMemory;
 
 /// STE Config values (SMMUv3 5.2).
@@ -33,10 +33,63 @@ const CD_V: u64 = 1 << 31;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 const TTB_MASK: u64 = 0x000f_ffff_ffff_fff0;
 
-fn read(mem: &GuestMemory, addr: u64, what: &str) -> Result<u64, String> {
+/// Why the walk found no output address. The vSID is the caller's to name
+/// (it asked for it); each variant says where the walk stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WalkError {
+    /// The stream table holds no STE for the StreamID.
+    #[error("no STE: {0}")]
+    Ste(#[source] LookupError),
+    /// STE.V is 0.
+    #[error("its STE is not valid")]
+    SteInvalid,
+    /// STE.Config is abort: the function's DMA (and MSI writes) fault.
+    #[error("its STE aborts DMA")]
+    Abort,
+    /// An STE.Config this walk does not translate (stage 2 is the host's).
+    #[error("STE config {0:#05b} is not walked")]
+    Config(u64),
+    /// A table the guest pointed at is outside guest RAM.
+    #[error("{what} at {addr:#x} is not in guest RAM")]
+    NotInRam {
+        /// Which table.
+        what: &'static str,
+        /// The guest physical address read.
+        addr: u64,
+    },
+    /// A 2-level CD table's descriptor for SSID 0 is not valid.
+    #[error("L1 CD descriptor 0 is not valid")]
+    L1CdInvalid,
+    /// CD.V is 0 or CD.EPD0 disables TTB0.
+    #[error("CD at {0:#x} is invalid or has TTB0 disabled")]
+    CdInvalid(u64),
+    /// CD.TG0 asks for a 16 or 64 KiB granule.
+    #[error("only the 4 KiB granule is walked (CD.TG0 {0})")]
+    Granule(u64),
+    /// The IOVA is wider than the CD's input size (T0SZ).
+    #[error("IOVA {iova:#x} is beyond the {bits}-bit input range")]
+    OutOfRange {
+        /// The address.
+        iova: u64,
+        /// 64 - T0SZ, clamped to what a 4 KiB granule walks.
+        bits: u64,
+    },
+    /// A translation table entry on the way is invalid.
+    #[error("IOVA {iova:#x} is not mapped (level {level} entry {desc:#x})")]
+    Unmapped {
+        /// The address.
+        iova: u64,
+        /// The level of the invalid entry.
+        level: u64,
+        /// The entry as read.
+        desc: u64,
+    },
+}
+
+fn read(mem: &GuestMemory, addr: u64, what: &'static str) -> Result<u64, WalkError> {
     mem.read_obj::<u64>(GuestAddress(addr))
         .map(u64::from_le)
-        .map_err(|_| format!("{what} at {addr:#x} is not in guest RAM"))
+        .map_err(|_| WalkError::NotInRam { what, addr })
 }
 
 /// Translate `iova` for StreamID `sid` through the guest's tables.
@@ -46,18 +99,16 @@ pub fn translate(
     mem: &GuestMemory,
     sid: u32,
     iova: u64,
-) -> Result<u64, String> {
-    let [w0, _] = table
-        .read_ste(sid, idr, mem)
-        .map_err(|e| format!("STE of vSID {sid:#x}: {e}"))?;
+) -> Result<u64, WalkError> {
+    let [w0, _] = table.read_ste(sid, idr, mem).map_err(WalkError::Ste)?;
     if ste0::V.get(w0) == 0 {
-        return Err(format!("STE of vSID {sid:#x} is not valid"));
+        return Err(WalkError::SteInvalid);
     }
     match ste0::CONFIG.get(w0) {
         CONFIG_BYPASS => return Ok(iova),
-        CONFIG_ABORT => return Err(format!("vSID {sid:#x} aborts its DMA")),
+        CONFIG_ABORT => return Err(WalkError::Abort),
         CONFIG_S1 => {}
-        other => return Err(format!("vSID {sid:#x}: STE config {other:#05b}")),
+        other => return Err(WalkError::Config(other)),
     }
     let ctx = ste0::S1CONTEXTPTR.get(w0) << 6;
     let cd = if ste0::S1CDMAX.get(w0) == 0 || ste0::S1FMT.get(w0) == S1FMT_LINEAR {
@@ -66,33 +117,32 @@ pub fn translate(
         // 2-level: L1 descriptor 0 (SSID 0): V [0], L2Ptr [51:12].
         let l1 = read(mem, ctx, "L1 CD descriptor")?;
         if l1 & 1 == 0 {
-            return Err(format!("vSID {sid:#x}: L1 CD descriptor 0 is not valid"));
+            return Err(WalkError::L1CdInvalid);
         }
         l1 & ADDR_MASK
     };
     let cd0 = read(mem, cd, "CD")?;
     let ttb0 = read(mem, cd + 8, "CD")? & TTB_MASK;
     if cd0 & CD_V == 0 || cd0 & CD_EPD0 != 0 {
-        return Err(format!(
-            "vSID {sid:#x}: CD at {cd:#x} is invalid or has TTB0 disabled"
-        ));
+        return Err(WalkError::CdInvalid(cd));
     }
-    if (cd0 >> CD_TG0_SHIFT) & 3 != 0 {
-        return Err(format!("vSID {sid:#x}: only the 4 KiB granule is walked"));
+    let tg0 = (cd0 >> CD_TG0_SHIFT) & 3;
+    if tg0 != 0 {
+        return Err(WalkError::Granule(tg0));
     }
-    walk_4k(mem, ttb0, cd0 & CD_T0SZ, iova).map_err(|e| format!("vSID {sid:#x}: {e}"))
+    walk_4k(mem, ttb0, cd0 & CD_T0SZ, iova)
 }
 
 /// The 4 KiB-granule walk from `ttb` for an input size of 64 - `t0sz` bits.
-fn walk_4k(mem: &GuestMemory, ttb: u64, t0sz: u64, iova: u64) -> Result<u64, String> {
-    let ia_bits = 64u64.saturating_sub(t0sz).clamp(25, 48);
-    if iova >> ia_bits != 0 {
-        return Err(format!(
-            "IOVA {iova:#x} is beyond the {ia_bits}-bit input range"
-        ));
+fn walk_4k(mem: &GuestMemory, ttb: u64, t0sz: u64, iova: u64) -> Result<u64, WalkError> {
+    let bits = 64u64.saturating_sub(t0sz).clamp(25, 48);
+    if iova >> bits != 0 {
+        return Err(WalkError::OutOfRange { iova, bits });
     }
-    // Levels resolve 9 bits each above the 12-bit page offset.
-    let levels = (ia_bits - 12).div_ceil(9);
+    // Levels resolve 9 bits each above the 12-bit page offset; the last
+    // level (3) either has a page or the loop returns an error, so every
+    // path out of it returns.
+    let levels = (bits - 12).div_ceil(9);
     let mut table = ttb;
     for level in (4 - levels)..4 {
         let shift = 12 + 9 * (3 - level);
@@ -106,14 +156,15 @@ fn walk_4k(mem: &GuestMemory, ttb: u64, t0sz: u64, iova: u64) -> Result<u64, Str
                 let block = (1u64 << shift) - 1;
                 return Ok((desc & ADDR_MASK & !block) | (iova & block));
             }
-            _ => {
-                return Err(format!(
-                    "IOVA {iova:#x} is not mapped (level {level} entry {desc:#x})"
-                ));
-            }
+            _ => return Err(WalkError::Unmapped { iova, level, desc }),
         }
     }
-    Err(format!("IOVA {iova:#x}: walk ended without a leaf"))
+    // Unreachable for levels >= 1 (bits >= 25): level 3 always returns.
+    Err(WalkError::Unmapped {
+        iova,
+        level: 3,
+        desc: 0,
+    })
 }
 
 #[cfg(test)]
@@ -161,20 +212,22 @@ mod tests {
         let t = tables(&mem, CONFIG_S1);
         assert_eq!(translate(t, &idr(), &mem, 8, 0xffff_f040), Ok(0x0809_0040));
         assert_eq!(translate(t, &idr(), &mem, 8, 0x20_1234), Ok(RAM + 0x1234));
-        let err = translate(t, &idr(), &mem, 8, 0xffff_e040).unwrap_err();
-        assert!(err.contains("not mapped (level 3"), "{err}");
-        let err = translate(t, &idr(), &mem, 8, 1 << 48).unwrap_err();
-        assert!(err.contains("beyond the 48-bit"), "{err}");
+        assert!(matches!(
+            translate(t, &idr(), &mem, 8, 0xffff_e040),
+            Err(WalkError::Unmapped { level: 3, .. })
+        ));
+        assert_eq!(
+            translate(t, &idr(), &mem, 8, 1 << 48),
+            Err(WalkError::OutOfRange {
+                iova: 1 << 48,
+                bits: 48
+            })
+        );
         let t = tables(&mem, CONFIG_BYPASS);
         assert_eq!(translate(t, &idr(), &mem, 8, 0x1234), Ok(0x1234));
         let t = tables(&mem, CONFIG_ABORT);
-        assert!(
-            translate(t, &idr(), &mem, 8, 0x1234)
-                .unwrap_err()
-                .contains("aborts")
-        );
-        let err = translate(t, &idr(), &mem, 9, 0).unwrap_err();
-        assert!(err.contains("not valid"), "{err}");
+        assert_eq!(translate(t, &idr(), &mem, 8, 0x1234), Err(WalkError::Abort));
+        assert_eq!(translate(t, &idr(), &mem, 9, 0), Err(WalkError::SteInvalid));
     }
 
     #[test]
@@ -182,16 +235,14 @@ mod tests {
         let mem = mem();
         let t = tables(&mem, CONFIG_S1);
         put(&mem, RAM + 0x1000, 16);
-        assert!(
-            translate(t, &idr(), &mem, 8, 0)
-                .unwrap_err()
-                .contains("invalid")
-        );
+        assert!(matches!(
+            translate(t, &idr(), &mem, 8, 0),
+            Err(WalkError::CdInvalid(_))
+        ));
         put(&mem, RAM + 8 * 64, 1 | (CONFIG_S1 << 1) | 0x1000);
-        assert!(
-            translate(t, &idr(), &mem, 8, 0)
-                .unwrap_err()
-                .contains("not in guest RAM")
-        );
+        assert!(matches!(
+            translate(t, &idr(), &mem, 8, 0),
+            Err(WalkError::NotInRam { what: "CD", .. })
+        ));
     }
 }

@@ -60,14 +60,15 @@ pub enum MsiError {
         source: std::io::Error,
     },
     /// The MSI address is an IOVA the guest's stage 1 does not translate.
-    #[error("vSID {vsid:#x}: MSI address {iova:#x} does not translate: {reason}")]
+    #[error("vSID {vsid:#x}: MSI address {iova:#x} does not translate")]
     Untranslated {
         /// The function's vSID.
         vsid: u32,
         /// The address the guest programmed.
         iova: u64,
-        /// What the stage-1 walk found.
-        reason: String,
+        /// Where the vSMMU's stage-1 walk stopped.
+        #[source]
+        reason: devices::smmuv3::s1walk::WalkError,
     },
     /// This router does not route (a VM without a vGIC ITS, a test).
     #[error("no MSI routing")]

@@ -12,7 +12,7 @@ pub mod interrupts;
 pub mod memhost;
 
 pub use cdev::{CdevDevice, ReleaseError, VfioCdev, VfioCdevError};
-pub use function::{VfioPciDevice, VfioStats, Wiring};
+pub use function::{FunctionError, VfioPciDevice, VfioStats, Wiring};
 pub use host::VfioHostError;
 pub use interrupts::{MsiError, MsiRouter};
 pub use vfio_ioctls::VfioIommufd;

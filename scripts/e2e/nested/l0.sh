@@ -23,9 +23,7 @@ NESTED_DIR="$E2E_DIR/nested"
 #              <console log>.l0-trace.
 #   cmdqv-off  the same binary with the model off: the control run
 NESTED_L0="${E2E_NESTED_L0:-sid}"
-# L1 must be 7.2: 6.12's arm-smmu-v3 has no nest parent and no vIOMMU.
-NESTED_L1_VERSION=7.2
-NESTED_L1_KERNEL_ARGS=(--config "$NESTED_DIR/l1-kernel.config" --patch "$NESTED_DIR/canwbs-test-knob.patch")
+# L1's kernel: NESTED_L1_VERSION and NESTED_L1_KERNEL_ARGS (lib.sh).
 NESTED_DISK_BDF=0000:00:02.0
 NESTED_EDU_BDF=0000:00:03.0
 NESTED_DISK2_BDF=0000:00:04.0

@@ -56,7 +56,7 @@ done
 case "$mode" in poweroff|report) ;; *) usage ;; esac
 case "$console" in hvc0|ttyAMA0) ;; *) usage ;; esac
 
-[ -n "$kernel" ] || kernel="$(timed "kernel $version" "$E2E_DIR/build-kernel.sh" "$version")"
+[ -n "$kernel" ] || kernel="$(timed "kernel $version" build_l2_kernel "$version")"
 [ -n "$image" ] || image="$(timed "rootfs" "$E2E_DIR/rootfs/build-rootfs.sh")"
 [ -s "$kernel" ] || die "no kernel Image $kernel"
 [ -s "$image" ] || die "no image $image"
