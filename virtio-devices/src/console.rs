@@ -38,7 +38,6 @@ pub type ConsoleSink = Arc<Mutex<Box<dyn Write + Send>>>;
 
 /// A virtio-console device.
 pub struct Console {
-    id: String,
     workers: Workers,
 }
 
@@ -56,7 +55,7 @@ impl Console {
             output: Arc::new(Mutex::new(output)),
         };
         workers.spawn(format!("{id}-tx"), transmit)?;
-        Ok(Console { id, workers })
+        Ok(Console { workers })
     }
 }
 
@@ -182,8 +181,8 @@ impl VirtioDevice for Console {
         }
     }
 
-    fn workers(&self) -> Option<(&str, &Workers)> {
-        Some((&self.id, &self.workers))
+    fn workers(&self) -> Option<&Workers> {
+        Some(&self.workers)
     }
 }
 

@@ -27,6 +27,7 @@
 
 pub mod block;
 pub mod console;
+pub mod error;
 pub mod net;
 pub mod rng;
 pub mod transport;
@@ -41,6 +42,8 @@ use std::sync::{Arc, OnceLock};
 
 use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
+
+pub use error::{ActivateError, TransportError};
 
 pub use transport::{NotifyRegistrar, VirtioPciDevice};
 
@@ -98,10 +101,10 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Read the device-specific configuration at `offset`.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// The device's id (it names the device in errors) and its queue
-    /// workers, for the provided [`VirtioDevice::activate`] and
-    /// [`VirtioDevice::reset`]; `None` for a device that overrides both.
-    fn workers(&self) -> Option<(&str, &worker::Workers)> {
+    /// The device's queue workers, for the provided
+    /// [`VirtioDevice::activate`] and [`VirtioDevice::reset`]; `None` for a
+    /// device that overrides both.
+    fn workers(&self) -> Option<&worker::Workers> {
         None
     }
     /// Start serving `queues` with the features the driver accepted: by
@@ -111,15 +114,15 @@ pub trait VirtioDevice: Send {
         mem: GuestMemory,
         _features: u64,
         queues: Vec<ActiveQueue>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ActivateError> {
         match self.workers() {
-            Some((id, workers)) => workers.start_all(id, &mem, queues),
-            None => Err("the device has no queue workers".into()),
+            Some(workers) => workers.start_all(&mem, queues),
+            None => Err(ActivateError::NoWorkers),
         }
     }
     /// Stop serving: workers stopped and joined, queues given up.
     fn reset(&mut self) {
-        if let Some((_, workers)) = self.workers() {
+        if let Some(workers) = self.workers() {
             workers.stop();
         }
     }

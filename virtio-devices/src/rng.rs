@@ -26,7 +26,6 @@ pub const MAX_PER_CHAIN: usize = 64 << 10;
 
 /// A virtio-rng device.
 pub struct Rng {
-    id: String,
     workers: Workers,
 }
 
@@ -35,7 +34,7 @@ impl Rng {
     pub fn new(id: String, source: File) -> io::Result<Self> {
         let mut workers = Workers::new()?;
         workers.spawn(format!("{id}-rq"), Requests { source })?;
-        Ok(Rng { id, workers })
+        Ok(Rng { workers })
     }
 }
 
@@ -101,8 +100,8 @@ impl VirtioDevice for Rng {
         data.fill(0);
     }
 
-    fn workers(&self) -> Option<(&str, &Workers)> {
-        Some((&self.id, &self.workers))
+    fn workers(&self) -> Option<&Workers> {
+        Some(&self.workers)
     }
 }
 

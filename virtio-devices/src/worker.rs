@@ -23,6 +23,7 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::error::ActivateError;
 use crate::{ActiveQueue, GuestMemory};
 
 /// The seccomp thread kind of every virtio worker.
@@ -119,31 +120,34 @@ impl Workers {
     }
 
     /// Serve `queue` (its index picks the worker).
-    pub fn start(&self, mem: GuestMemory, queue: ActiveQueue) -> Result<(), String> {
-        let index = usize::from(queue.index);
+    pub fn start(&self, mem: GuestMemory, queue: ActiveQueue) -> Result<(), ActivateError> {
+        let index = queue.index;
         let (shared, _) = self
             .workers
-            .get(index)
-            .ok_or_else(|| format!("no worker for queue {index}"))?;
+            .get(usize::from(index))
+            .ok_or(ActivateError::NoWorker(index))?;
         shared.lock().queue = Some((mem, queue));
         shared
             .control
             .write(1)
-            .map_err(|e| format!("queue {index} worker: {e}"))
+            .map_err(|source| ActivateError::Host {
+                queue: index,
+                what: "worker wakeup",
+                source,
+            })
     }
 
     /// Serve every queue the driver enabled (DRIVER_OK); on a failure the
-    /// ones already started are taken back and the error names `device`.
+    /// ones already started are taken back.
     pub fn start_all(
         &self,
-        device: &str,
         mem: &GuestMemory,
         queues: Vec<ActiveQueue>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ActivateError> {
         for queue in queues {
             if let Err(e) = self.start(mem.clone(), queue) {
                 self.stop();
-                return Err(format!("{device}: {e}"));
+                return Err(e);
             }
         }
         Ok(())

@@ -666,11 +666,11 @@ mod tests {
     struct NoNotify;
 
     impl NotifyRegistrar for NoNotify {
-        fn register(&self, _: u64, _: &EventFd) -> Result<(), String> {
-            Err("no ioeventfds".into())
+        fn register(&self, _: u64, _: &EventFd) -> std::io::Result<()> {
+            Err(std::io::Error::other("no ioeventfds"))
         }
-        fn unregister(&self, _: u64, _: &EventFd) -> Result<(), String> {
-            Err("no ioeventfds".into())
+        fn unregister(&self, _: u64, _: &EventFd) -> std::io::Result<()> {
+            Err(std::io::Error::other("no ioeventfds"))
         }
     }
 

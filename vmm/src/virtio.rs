@@ -12,6 +12,7 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
+use devices::mapping::Sentence;
 use pci::PciDevice;
 use pci::vfio::MsiRouter;
 use virtio_devices::block::{Block, BlockCounters, BlockParams, DiskImage, ImageError};
@@ -31,15 +32,20 @@ pub enum VirtioError {
     #[error(transparent)]
     Image(#[from] ImageError),
     /// The console's sink or input cannot be opened.
-    #[error("--console: {0}")]
-    Console(String),
+    #[error("--console: {what}: {cause}")]
+    Console {
+        /// What was opened.
+        what: String,
+        /// The host's error.
+        cause: std::io::Error,
+    },
     /// The entropy source cannot be opened.
-    #[error("--rng src={}: {reason}; give a readable entropy source such as /dev/urandom", path.display())]
+    #[error("--rng src={}: {cause}; give a readable entropy source such as /dev/urandom", path.display())]
     Rng {
         /// The source.
         path: std::path::PathBuf,
         /// Why.
-        reason: String,
+        cause: std::io::Error,
     },
     /// The tap cannot be opened or configured.
     #[error("--net id={id}: {err}")]
@@ -49,13 +55,32 @@ pub enum VirtioError {
         /// What failed.
         err: TapError,
     },
-    /// The transport or a worker could not be set up.
-    #[error("virtio device {id}: {reason}")]
-    Device {
+    /// The PCI transport could not be set up.
+    #[error("virtio device {id}: {}", Sentence(cause))]
+    Transport {
         /// Device id.
         id: String,
         /// What failed.
-        reason: String,
+        cause: virtio_devices::TransportError,
+    },
+    /// The device's queue workers could not be started.
+    #[error("virtio device {id}: its queue workers: {cause}")]
+    Workers {
+        /// Device id.
+        id: String,
+        /// The host's error.
+        cause: std::io::Error,
+    },
+    /// The description names a `--disk` / `--net` entry the config lacks
+    /// (the two are built from one another: a bug, not an input error).
+    #[error("virtio device {id}: no such {option} entry {index}")]
+    NoConfig {
+        /// Device id.
+        id: String,
+        /// The option.
+        option: &'static str,
+        /// Its index in the config.
+        index: usize,
     },
 }
 
@@ -96,9 +121,10 @@ pub fn build(
     mem: &devices::GuestMemory,
     wiring: &VirtioWiring,
 ) -> Result<BuiltFunction, VirtioError> {
-    let err = |reason: String| VirtioError::Device {
+    let no_config = |option: &'static str| VirtioError::NoConfig {
         id: device.id.clone(),
-        reason,
+        option,
+        index: device.config_index,
     };
     let mut net_counters = None;
     let (model, disk): (Box<dyn VirtioDevice>, _) = match device.kind {
@@ -107,10 +133,13 @@ pub fn build(
                 .config
                 .disks
                 .get(device.config_index)
-                .ok_or_else(|| err("no such --disk".into()))?;
+                .ok_or_else(|| no_config("--disk"))?;
             let block = block(config).map_err(|e| match e {
                 BlockError::Image(e) => VirtioError::Image(e),
-                BlockError::Io(e) => err(e.to_string()),
+                BlockError::Io(cause) => VirtioError::Workers {
+                    id: device.id.clone(),
+                    cause,
+                },
             })?;
             let counters = block.counters();
             (Box::new(block), Some(counters))
@@ -121,7 +150,7 @@ pub fn build(
                 .config
                 .net
                 .get(device.config_index)
-                .ok_or_else(|| err("no such --net".into()))?;
+                .ok_or_else(|| no_config("--net"))?;
             let dev = net(config)?;
             net_counters = Some(dev.counters());
             (Box::new(dev), None)
@@ -135,7 +164,11 @@ pub fn build(
         notify: wiring.notify.clone(),
         mem: mem.clone(),
     };
-    let function = VirtioPciDevice::new(model, transport).map_err(err)?;
+    let function =
+        VirtioPciDevice::new(model, transport).map_err(|cause| VirtioError::Transport {
+            id: device.id.clone(),
+            cause,
+        })?;
     log::info!(
         target: "vmm",
         "virtio {} at {:04x}:{} (not behind a vSMMU)",
@@ -202,9 +235,9 @@ fn net(config: &NetConfig) -> Result<Net, VirtioError> {
         mac,
         queue_size: config.queue_size,
     };
-    Net::new(tap, params).map_err(|e| VirtioError::Device {
+    Net::new(tap, params).map_err(|cause| VirtioError::Workers {
         id: config.id.clone(),
-        reason: e.to_string(),
+        cause,
     })
 }
 
@@ -214,9 +247,9 @@ fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
         || std::path::PathBuf::from(crate::config::virtio::DEFAULT_RNG_SOURCE),
         |c| c.src.clone(),
     );
-    let failed = |e: std::io::Error| VirtioError::Rng {
+    let failed = |cause: std::io::Error| VirtioError::Rng {
         path: path.clone(),
-        reason: e.to_string(),
+        cause,
     };
     let source = File::open(&path).map_err(failed)?;
     Rng::new(id.to_string(), source).map_err(failed)
@@ -224,7 +257,10 @@ fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
 
 /// The console's output sink and input for `mode`.
 fn console(mode: &ConsoleConfig) -> Result<Console, VirtioError> {
-    let failed = |what: &str, e: std::io::Error| VirtioError::Console(format!("{what}: {e}"));
+    let failed = |what: &str, cause: std::io::Error| VirtioError::Console {
+        what: what.to_string(),
+        cause,
+    };
     let (output, input): (Box<dyn Write + Send>, Option<File>) = match mode {
         ConsoleConfig::Tty => {
             let stdin = std::io::stdin()
@@ -289,11 +325,11 @@ pub(crate) mod test_support {
     pub struct NoIoeventfd;
 
     impl NotifyRegistrar for NoIoeventfd {
-        fn register(&self, _: u64, _: &EventFd) -> Result<(), String> {
-            Err("no KVM".into())
+        fn register(&self, _: u64, _: &EventFd) -> std::io::Result<()> {
+            Err(std::io::Error::other("no KVM"))
         }
-        fn unregister(&self, _: u64, _: &EventFd) -> Result<(), String> {
-            Err("no KVM".into())
+        fn unregister(&self, _: u64, _: &EventFd) -> std::io::Result<()> {
+            Err(std::io::Error::other("no KVM"))
         }
     }
 

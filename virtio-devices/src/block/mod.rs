@@ -167,8 +167,8 @@ impl VirtioDevice for Block {
         }
     }
 
-    fn workers(&self) -> Option<(&str, &Workers)> {
-        Some((&self.params.id, &self.workers))
+    fn workers(&self) -> Option<&Workers> {
+        Some(&self.workers)
     }
 }
 

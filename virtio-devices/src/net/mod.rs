@@ -244,8 +244,8 @@ impl VirtioDevice for Net {
         data[..n].copy_from_slice(&src[..n]);
     }
 
-    fn workers(&self) -> Option<(&str, &Workers)> {
-        Some((&self.params.id, &self.workers))
+    fn workers(&self) -> Option<&Workers> {
+        Some(&self.workers)
     }
 }
 

@@ -27,7 +27,9 @@ use pci::vfio::interrupts::Vectors;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::{ActiveQueue, GuestMemory, QueueInterrupt, VirtioDevice};
+use crate::{
+    ActivateError, ActiveQueue, GuestMemory, QueueInterrupt, TransportError, VirtioDevice,
+};
 use caps::{
     BAR_SIZE, CAPS_END, CAPS_START, COMMON_CFG_LEN, COMMON_CFG_OFFSET, DEVICE_CFG_LEN,
     DEVICE_CFG_OFFSET, ISR_OFFSET, MSI_NO_VECTOR, MSIX_CAP_OFFSET, MSIX_PBA_OFFSET,
@@ -47,9 +49,9 @@ const CAP_POINTER: u16 = 0x34;
 /// Registers and removes the notify eventfds as KVM ioeventfds.
 pub trait NotifyRegistrar: Send + Sync {
     /// Make a guest write at `addr` signal `fd`.
-    fn register(&self, addr: u64, fd: &EventFd) -> Result<(), String>;
+    fn register(&self, addr: u64, fd: &EventFd) -> std::io::Result<()>;
     /// Undo [`NotifyRegistrar::register`].
-    fn unregister(&self, addr: u64, fd: &EventFd) -> Result<(), String>;
+    fn unregister(&self, addr: u64, fd: &EventFd) -> std::io::Result<()>;
 }
 
 /// Where the function sits in the VM.
@@ -84,12 +86,15 @@ pub struct VirtioPciDevice {
 impl VirtioPciDevice {
     /// The function for `device`: vectors allocated (not yet routed), the
     /// queues' eventfds made, nothing registered until BAR0 decodes.
-    pub fn new(device: Box<dyn VirtioDevice>, wiring: TransportWiring) -> Result<Self, String> {
+    pub fn new(
+        device: Box<dyn VirtioDevice>,
+        wiring: TransportWiring,
+    ) -> Result<Self, TransportError> {
         let max_sizes = device.queue_max_sizes();
         let count = u16::try_from(max_sizes.len() + 1)
             .ok()
             .filter(|n| *n <= caps::MAX_VECTORS && u64::from(*n) * 4 <= NOTIFY_LEN)
-            .ok_or_else(|| format!("{}: {} queues is too many", wiring.name, max_sizes.len()))?;
+            .ok_or(TransportError::TooManyQueues(max_sizes.len()))?;
         let device_type = device.device_type();
         let class = match device_type {
             virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK => 0x01_8000,
@@ -113,13 +118,13 @@ impl VirtioPciDevice {
                     prefetchable: false,
                 },
             )
-            .map_err(|e| format!("{}: {e}", wiring.name))?;
+            .map_err(TransportError::Bar)?;
         let kicks = (0..max_sizes.len())
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("{}: eventfd: {e}", wiring.name))?;
+            .map_err(TransportError::EventFd)?;
         let vectors = Vectors::new(&*wiring.router, usize::from(count), wiring.devid)
-            .map_err(|e| format!("{}: {}", wiring.name, devices::mapping::Sentence(&e)))?;
+            .map_err(TransportError::Vectors)?;
         let msix = MsixState::new(MsixCap {
             offset: MSIX_CAP_OFFSET,
             table_size: count,
@@ -198,14 +203,14 @@ impl VirtioPciDevice {
         if let Some(old) = self.notify_base.take() {
             for (i, fd) in self.kicks.iter().enumerate() {
                 if let Err(e) = notify.unregister(at(old, i), fd) {
-                    log::error!(target: "virtio", "{}: queue {i} ioeventfd removal: {e}", self.wiring.name);
+                    log::error!(target: "virtio", "{}: queue {i} ioeventfd removal at {:#x}: {e}", self.wiring.name, at(old, i));
                 }
             }
         }
         if let Some(base) = want {
             for (i, fd) in self.kicks.iter().enumerate() {
                 if let Err(e) = notify.register(at(base, i), fd) {
-                    log::warn!(target: "virtio", "{}: queue {i} ioeventfd: {e}; notifications trap", self.wiring.name);
+                    log::warn!(target: "virtio", "{}: queue {i} ioeventfd at {:#x}: {e}; notifications trap", self.wiring.name, at(base, i));
                 }
             }
             self.notify_base = Some(base);
@@ -213,14 +218,14 @@ impl VirtioPciDevice {
     }
 
     /// The enabled queues, each with its kick eventfd and vector.
-    fn active_queues(&self) -> Result<Vec<ActiveQueue>, String> {
+    fn active_queues(&self) -> Result<Vec<ActiveQueue>, ActivateError> {
         let mut queues = Vec::new();
         for (index, queue, vector) in self.common.queues() {
             if !queue.ready() {
                 continue;
             }
             if !queue.is_valid(&self.wiring.mem) {
-                return Err(format!("queue {index} is not valid (size or addresses)"));
+                return Err(ActivateError::InvalidQueue(index));
             }
             let fd = if vector == MSI_NO_VECTOR {
                 None
@@ -231,7 +236,11 @@ impl VirtioPciDevice {
                     .get(usize::from(vector))
                     .map(|fd| fd.try_clone())
                     .transpose()
-                    .map_err(|e| format!("vector {vector}: {e}"))?;
+                    .map_err(|source| ActivateError::Host {
+                        queue: index,
+                        what: "its MSI-X vector's eventfd",
+                        source,
+                    })?;
                 fd.map(Arc::new)
             };
             let kick = self
@@ -239,10 +248,16 @@ impl VirtioPciDevice {
                 .get(usize::from(index))
                 .map(EventFd::try_clone)
                 .transpose()
-                .map_err(|e| format!("queue {index} eventfd: {e}"))?
-                .ok_or_else(|| format!("queue {index} has no eventfd"))?;
-            let queue =
-                Queue::try_from(queue.state()).map_err(|e| format!("queue {index}: {e:?}"))?;
+                .map_err(|source| ActivateError::Host {
+                    queue: index,
+                    what: "its notification eventfd",
+                    source,
+                })?
+                .ok_or(ActivateError::NoWorker(index))?;
+            let queue = Queue::try_from(queue.state()).map_err(|source| ActivateError::Queue {
+                queue: index,
+                source,
+            })?;
             queues.push(ActiveQueue {
                 index,
                 queue,
@@ -266,7 +281,7 @@ impl VirtioPciDevice {
                 log::info!(target: "virtio", "{}: activated, features {features:#x}", self.wiring.name);
             }
             Err(e) => {
-                log::error!(target: "virtio", "{}: not started: {e}", self.wiring.name);
+                log::error!(target: "virtio", "{}: not started: {}", self.wiring.name, devices::mapping::Sentence(&e));
                 self.common.set_needs_reset();
             }
         }

@@ -53,11 +53,11 @@ impl MsiRouter for Router {
 struct Registrar(Arc<Log>);
 
 impl NotifyRegistrar for Registrar {
-    fn register(&self, addr: u64, _fd: &EventFd) -> Result<(), String> {
+    fn register(&self, addr: u64, _fd: &EventFd) -> std::io::Result<()> {
         self.0.push(format!("ioeventfd {addr:#x}"));
         Ok(())
     }
-    fn unregister(&self, addr: u64, _fd: &EventFd) -> Result<(), String> {
+    fn unregister(&self, addr: u64, _fd: &EventFd) -> std::io::Result<()> {
         self.0.push(format!("unioeventfd {addr:#x}"));
         Ok(())
     }
@@ -84,7 +84,7 @@ impl VirtioDevice for Fake {
         _: GuestMemory,
         features: u64,
         queues: Vec<ActiveQueue>,
-    ) -> Result<(), String> {
+    ) -> Result<(), crate::ActivateError> {
         let q: Vec<_> = queues
             .iter()
             .map(|q| (q.index, q.queue.size(), q.queue.desc_table()))
@@ -303,4 +303,44 @@ fn msix_vectors_are_routed_when_enabled_and_unmasked() {
     assert_eq!(read(&mut dev, entry + 8, 4), 7);
     write(&mut dev, entry + 12, 1, 4);
     assert_eq!(log.take(), ["irqfd 2 false"]);
+}
+
+/// A device with more queues than the MSI-X table or notify area holds.
+struct Wide;
+
+impl VirtioDevice for Wide {
+    fn device_type(&self) -> u32 {
+        virtio_bindings::virtio_ids::VIRTIO_ID_RNG
+    }
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![16; 4096]
+    }
+    fn features(&self) -> u64 {
+        crate::feature(VIRTIO_F_VERSION_1)
+    }
+    fn read_config(&self, _: u64, _: &mut [u8]) {}
+}
+
+#[test]
+fn too_many_queues_is_a_typed_refusal_and_a_device_without_workers_does_not_start() {
+    let log = Arc::new(Log::default());
+    let wiring = TransportWiring {
+        name: "wide".into(),
+        devid: 0x18,
+        router: Arc::new(Router(log.clone(), Mutex::new(0))),
+        notify: Arc::new(Registrar(log.clone())),
+        mem: GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap(),
+    };
+    match VirtioPciDevice::new(Box::new(Wide), wiring) {
+        Err(crate::TransportError::TooManyQueues(4096)) => {}
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(_) => panic!("4096 queues were accepted"),
+    }
+    // Nothing was allocated before the refusal.
+    assert!(log.take().is_empty());
+    let mem = GuestMemory::from_ranges(&[(GuestAddress(0), 0x1000)]).unwrap();
+    assert!(matches!(
+        Wide.activate(mem, 0, Vec::new()),
+        Err(crate::ActivateError::NoWorkers)
+    ));
 }

@@ -406,16 +406,16 @@ impl MsiRouter for KvmVm {
 /// access length, no data match): the vCPU's write signals the queue's
 /// worker and returns to the guest without a trip to userspace.
 impl NotifyRegistrar for KvmVm {
-    fn register(&self, addr: u64, fd: &EventFd) -> Result<(), String> {
+    fn register(&self, addr: u64, fd: &EventFd) -> std::io::Result<()> {
         self.vm
             .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
-            .map_err(|e| format!("KVM_IOEVENTFD at {addr:#x}: {e}"))
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
     }
 
-    fn unregister(&self, addr: u64, fd: &EventFd) -> Result<(), String> {
+    fn unregister(&self, addr: u64, fd: &EventFd) -> std::io::Result<()> {
         self.vm
             .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
-            .map_err(|e| format!("KVM_IOEVENTFD removal at {addr:#x}: {e}"))
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
     }
 }
 
