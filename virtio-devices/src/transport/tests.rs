@@ -101,16 +101,21 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 
 const BASE: u64 = 0x1000_0000;
 
-fn device() -> (VirtioPciDevice, Arc<Log>) {
-    let log = Arc::new(Log::default());
-    let wiring = TransportWiring {
-        name: "fake".into(),
+/// The wiring of a function named `name` whose router and registrar
+/// record into `log`.
+fn wiring(name: &str, log: &Arc<Log>) -> TransportWiring {
+    TransportWiring {
+        name: name.into(),
         devid: 0x18,
         router: Arc::new(Router(log.clone(), Mutex::new(0))),
         notify: Arc::new(Registrar(log.clone())),
         mem: GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap(),
-    };
-    let dev = VirtioPciDevice::new(Box::new(Fake(log.clone())), wiring).unwrap();
+    }
+}
+
+fn device() -> (VirtioPciDevice, Arc<Log>) {
+    let log = Arc::new(Log::default());
+    let dev = VirtioPciDevice::new(Box::new(Fake(log.clone())), wiring("fake", &log)).unwrap();
     (dev, log)
 }
 
@@ -324,14 +329,7 @@ impl VirtioDevice for Wide {
 #[test]
 fn too_many_queues_is_a_typed_refusal_and_a_device_without_workers_does_not_start() {
     let log = Arc::new(Log::default());
-    let wiring = TransportWiring {
-        name: "wide".into(),
-        devid: 0x18,
-        router: Arc::new(Router(log.clone(), Mutex::new(0))),
-        notify: Arc::new(Registrar(log.clone())),
-        mem: GuestMemory::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap(),
-    };
-    match VirtioPciDevice::new(Box::new(Wide), wiring) {
+    match VirtioPciDevice::new(Box::new(Wide), wiring("wide", &log)) {
         Err(crate::TransportError::TooManyQueues(4096)) => {}
         Err(e) => panic!("unexpected error: {e}"),
         Ok(_) => panic!("4096 queues were accepted"),
