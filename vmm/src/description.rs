@@ -382,14 +382,21 @@ impl VmDescription {
                 .ok_or(LayoutError::TooManySegments(segment))?;
             // A GPU goes to devfn 0 of its segment, in the host bridge's
             // place: NVIDIA's driver matches its SRAT Generic Initiator
-            // entries on devfn 0 and ignores a GPU anywhere else. A second
-            // GPU on the segment gets the next slot.
+            // entries on devfn 0 and ignores a GPU anywhere else. So does
+            // any function a Generic Initiator node names (`--numa
+            // device_id=`), whatever its class: its GI entries are then
+            // found by that rule too. A second such function on the
+            // segment gets the next slot.
             let gpu = f.kind == DeviceKind::Passthrough
-                && host
+                && (host
                     .gpu_devices
                     .get(f.config_index)
                     .copied()
-                    .unwrap_or(false);
+                    .unwrap_or(false)
+                    || config
+                        .numa
+                        .iter()
+                        .any(|n| n.device_id.as_deref() == Some(f.id)));
             let bdf = match gpu.then(|| slots.take_device_zero()).flatten() {
                 Some(bdf) => bdf,
                 None => slots.allocate()?,
@@ -475,7 +482,7 @@ fn vsmmu_segments(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DeviceConfig, TestDeviceConfig, VsmmuConfig};
+    use crate::config::{DeviceConfig, NumaConfig, TestDeviceConfig, VsmmuConfig};
     use crate::host_topology::tests::{FakeSysfs, iommufd_config};
 
     /// Describe `config` on a 4 KiB host with the emulated backend's SMMUs.
@@ -667,6 +674,49 @@ mod tests {
         );
         // StreamID 0 is the GPU's (RID 0): the vDEVICE's virt_id follows.
         assert_eq!(vm.devices[1].stream_id(), 0);
+    }
+
+    #[test]
+    fn a_function_with_generic_initiator_nodes_takes_devfn_0_whatever_its_class() {
+        let sysfs = FakeSysfs::new("gi-devfn0");
+        sysfs
+            .function("0000:00:02.0", Some("smmu3.a"))
+            .class("0000:00:02.0", 0x01_00_00)
+            .function("0000:00:05.0", Some("smmu3.a"))
+            .class("0000:00:05.0", 0x05_00_00);
+        let mut config = iommufd_config(&[
+            "path=/sys/bus/pci/devices/0000:00:02.0,iommu=on,id=disk0",
+            "path=/sys/bus/pci/devices/0000:00:05.0,iommu=on,id=shm0",
+        ]);
+        let host = HostTopology::probe(&config, &sysfs.root, 4 << 10).unwrap();
+        let at = |vm: &VmDescription| -> Vec<(String, String)> {
+            vm.devices
+                .iter()
+                .map(|d| (d.id.clone(), d.bdf.to_string()))
+                .collect()
+        };
+        let plain = VmDescription::new(config.clone(), &host, 16).unwrap();
+        assert_eq!(
+            at(&plain),
+            [
+                ("disk0".to_string(), "00:01.0".to_string()),
+                ("shm0".to_string(), "00:02.0".to_string()),
+            ],
+            "a memory-class function without GI nodes keeps the slot order"
+        );
+        config.cpus.boot = 1;
+        config.numa = vec![
+            NumaConfig::parse("guest_numa_id=0,cpus=[0]").unwrap(),
+            NumaConfig::parse("guest_numa_id=1,device_id=shm0").unwrap(),
+        ];
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        assert_eq!(
+            at(&vm),
+            [
+                ("disk0".to_string(), "00:01.0".to_string()),
+                ("shm0".to_string(), "00:00.0".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -552,11 +552,12 @@ fn numa_with_a_generic_initiator_decodes_in_srat_and_slit() {
         lengths.contains(&(256 << 20)) && lengths.contains(&(128 << 20)),
         "{srat}"
     );
-    // Segment 0, bus 0 (byte 2), devfn 0x08 (byte 3): gpu0 is 00:01.0.
+    // Segment 0, bus 0 (byte 2), devfn 0 (byte 3): a Generic Initiator
+    // node names gpu0, so it sits at 00:00.0, where NVIDIA's rule looks.
     assert_eq!(
         count(
             "Device Handle",
-            "00 00 00 08 00 00 00 00 00 00 00 00 00 00 00 00"
+            "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
         ),
         1,
         "{srat}"

@@ -39,10 +39,29 @@ NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF"
 #             in ACPI ("SMMUv3 device only supported with pcie.0 for DT"),
 #             so L1 boots through edk2 (QEMU_EFI.fd from the sid chroot) and
 #             ACPI (IORT: one SMMUv3 node per root complex). No edu.
+#   gpu       the shape of a Grace GPU passthrough (issue 19): one-smmu's
+#             machine SMMUv3 and DT boot, the disk at 00:02.0 and an
+#             ivshmem-plain function at NESTED_IVSHMEM_BDF whose memory BAR
+#             (BAR2, 64-bit prefetchable) is NESTED_IVSHMEM_SIZE, backed by
+#             a sparse file (memory-backend-file,share=on) in the run's
+#             directory; and two NUMA nodes for L1, one vCPU and half of
+#             its RAM on each. After the run L0 prints the 8 bytes at each
+#             of NESTED_IVSHMEM_OFFSETS in that file and how much of it was
+#             ever allocated ("E2E-L0: ivshmem ..."). No edu, no second disk.
 # The pxb's bus number; its root port is bus NESTED_PXB_BUS, the disk behind
 # it on the next bus (edk2 numbers the buses, ACPI Linux keeps them).
 NESTED_PXB_BUS=0x80
 NESTED_SHAPE=one-smmu
+# The gpu shape's ivshmem function and its memory BAR: 128 GiB, what a
+# 97,871 MiB GH200 rounds up to. sid's QEMU puts it in the virt machine's
+# high PCIe window (highmem-mmio, 512 GiB by default since QEMU 10.0;
+# given explicitly so the shape does not depend on that default).
+NESTED_IVSHMEM_BDF=0000:00:05.0
+NESTED_IVSHMEM_SIZE=128G
+NESTED_HIGHMEM_MMIO_SIZE=512G
+# Offsets into the BAR a case writes through and L0 reads back from the
+# file: the first and the last 4 KiB page of the 128 GiB.
+NESTED_IVSHMEM_OFFSETS="0x0 0x1ffffff000"
 # The firmware of the two-smmu shape's ACPI boot, inside the sid chroot.
 NESTED_EDK2=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
 # The two-smmu shape's arm-smmuv3 options: stage 1 + stage 2 + nesting.
@@ -73,7 +92,9 @@ nested_shape() {
       [ "$NESTED_L0" = sid ] || die "the two-smmu L1 shape needs the sid L0 (E2E_NESTED_L0=$NESTED_L0)"
       NESTED_DISK2_BDF="$(printf '0000:%02x:00.0' $((NESTED_PXB_BUS + 1)))"
       NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_DISK2_BDF" ;;
-    *) die "nested L1 shape '$1': expected one-smmu or two-smmu" ;;
+    gpu)
+      NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_IVSHMEM_BDF" ;;
+    *) die "nested L1 shape '$1': expected one-smmu, two-smmu or gpu" ;;
   esac
   NESTED_L1_APPEND="arm_smmu_v3.test_force_canwbs=1 e2e_vfio=$NESTED_VFIO_BDFS"
 }
@@ -149,6 +170,8 @@ nested_qemu() {
   cp "$run/disk.img" "$run/disk2.img"
   if [ "$NESTED_SHAPE" = two-smmu ]; then
     nested_qemu_two_smmu
+  elif [ "$NESTED_SHAPE" = gpu ]; then
+    nested_qemu_gpu
   else
     timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
       -M "virt,virtualization=on,gic-version=3,iommu=smmuv3${machine_opts[*]}" -cpu max -smp 2 -m 3072 \
@@ -166,6 +189,7 @@ nested_qemu() {
   for n in 1 2; do
     grep -a -o 'E2E-PATTERN [ -~]*' "$run/disk${n#1}.img" | sed "s/^/E2E-L0: disk $n has /" >>"$log" || true
   done
+  [ "$NESTED_SHAPE" != gpu ] || nested_ivshmem_report "$run/ivshmem.mem" >>"$log"
   rm -rf "$run"
   return "$rc"
 }
@@ -191,12 +215,47 @@ nested_qemu_two_smmu() {
     </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
 }
 
+# nested_qemu_gpu: the gpu shape's L0 (nested_qemu's locals: qemu, run, r,
+# tmo, log, append, machine_opts, trace_opts, rc). The ivshmem memory is a
+# sparse file of NESTED_IVSHMEM_SIZE: only the pages a guest touches take
+# disk space, and the file is removed with the run's directory.
+nested_qemu_gpu() {
+  truncate -s "$NESTED_IVSHMEM_SIZE" "$run/ivshmem.mem"
+  timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
+    -M "virt,virtualization=on,gic-version=3,iommu=smmuv3,highmem=on,highmem-mmio=on,highmem-mmio-size=$NESTED_HIGHMEM_MMIO_SIZE${machine_opts[*]}" \
+    -cpu max -smp 2 -m 3072 \
+    -object memory-backend-ram,id=l1mem0,size=1536M -numa node,nodeid=0,cpus=0,memdev=l1mem0 \
+    -object memory-backend-ram,id=l1mem1,size=1536M -numa node,nodeid=1,cpus=1,memdev=l1mem1 \
+    -numa dist,src=0,dst=1,val=20 \
+    -nographic -no-reboot -nic none \
+    -kernel "$r/Image" -initrd "$r/initrd" \
+    -append "console=ttyAMA0 panic=-1 rdinit=/init $append" \
+    -drive "if=none,id=disk0,format=raw,file=$r/disk.img" \
+    -device "virtio-blk-pci,drive=disk0,addr=0x${NESTED_DISK_BDF:8:2},$NESTED_VIRTIO_OPTS" \
+    -object "memory-backend-file,id=shm0,share=on,size=$NESTED_IVSHMEM_SIZE,mem-path=$r/ivshmem.mem" \
+    -device "ivshmem-plain,memdev=shm0,addr=0x${NESTED_IVSHMEM_BDF:8:2}" \
+    </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+}
+
+# nested_ivshmem_report FILE: the gpu shape's ivshmem file after the run:
+# its size, the KiB the file system allocated for it, and the 8 bytes
+# (little-endian, as a guest's 64-bit store leaves them) at each offset of
+# NESTED_IVSHMEM_OFFSETS.
+nested_ivshmem_report() {
+  local file="$1" off
+  [ -f "$file" ] || return 0
+  echo "E2E-L0: ivshmem file size=$(stat -c %s "$file") allocated-kb=$(du -k "$file" | cut -f1)"
+  for off in $NESTED_IVSHMEM_OFFSETS; do
+    echo "E2E-L0: ivshmem offset=$off value=0x$(od -A n -t x8 -j $((off)) -N 8 "$file" | tr -d ' ')"
+  done
+}
+
 # nested_assert: what every nested case needs from L1 (run.sh's helpers).
 nested_assert() {
   [ "$NESTED_L0" = cmdqv ] && nested_cmdqv_assert
   expect "E2E-L1: iommu ok" "/dev/iommu missing in L1 (IOMMUFD)"
   local bdf
-  if [ "$NESTED_SHAPE" = one-smmu ]; then
+  if [ "$NESTED_SHAPE" != two-smmu ]; then
     expect "E2E-L1: disk $NESTED_DISK_BDF vda sha256=$NESTED_DISK_SHA256" \
       "L1 did not read the known disk content through virtio-blk before the vfio-pci bind"
   else
