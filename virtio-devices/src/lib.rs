@@ -12,6 +12,9 @@
 //! - [`block`]: virtio-blk over a raw image file or block device.
 //! - [`console`]: virtio-console with one port.
 //! - [`net`]: virtio-net over a Linux tap, one queue pair.
+//! - [`rng`]: virtio-rng over an entropy file.
+//! - [`vsock`]: virtio-vsock over the host kernel's vhost-vsock, with
+//!   cloud-hypervisor's hybrid vsock Unix socket for host clients.
 //! - [`worker`]: every queue is served by its own thread (epoll on the
 //!   queue's eventfd and a kill eventfd), never by a vCPU.
 //!
@@ -31,6 +34,7 @@ pub mod error;
 pub mod net;
 pub mod rng;
 pub mod transport;
+pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]
@@ -66,6 +70,12 @@ impl QueueInterrupt {
     /// the queue no vector (VIRTIO_MSI_NO_VECTOR).
     pub fn new(vector: Option<Arc<EventFd>>, isr: Arc<AtomicU8>) -> Self {
         QueueInterrupt { vector, isr }
+    }
+
+    /// The MSI-X vector's eventfd, for a back-end that signals the guest
+    /// itself (vhost); `None` without a vector.
+    pub fn vector(&self) -> Option<&EventFd> {
+        self.vector.as_deref()
     }
 
     /// Interrupt the guest for this queue.
