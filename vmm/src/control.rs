@@ -232,6 +232,8 @@ impl Vmm {
         }
         config.validate(true)?;
         crate::virtio::check_images(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+        crate::virtio::check_vsock(config.vsock.as_ref())
+            .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
         let description = describe(config)?;
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?

@@ -1,7 +1,8 @@
-//! The VM's virtio functions, from `--disk`, `--console`, `--rng` and
-//! `--net` to devices of the `virtio-devices` crate on the PCI transport:
-//! images opened and locked, the console's sink and input chosen, taps
-//! opened and configured, each function wired to the
+//! The VM's virtio functions, from `--disk`, `--console`, `--rng`,
+//! `--net` and `--vsock` to devices of the `virtio-devices` crate on the
+//! PCI transport: images opened and locked, the console's sink and input
+//! chosen, taps opened and configured, vhost-vsock opened with the guest's
+//! CID and the hybrid vsock socket listening, each function wired to the
 //! VM's MSI router (irqfds) and ioeventfd registrar (KVM).
 //!
 //! Virtio functions are never behind a vSMMU: they read guest-physical
@@ -20,9 +21,10 @@ use virtio_devices::console::Console;
 use virtio_devices::net::{Net, NetCounters, NetParams, Tap, TapError};
 use virtio_devices::rng::Rng;
 use virtio_devices::transport::TransportWiring;
+use virtio_devices::vsock::{Backend, BackendError, Vsock, VsockError};
 use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
 
-use crate::config::{ConsoleConfig, DiskConfig, NetConfig, RngConfig};
+use crate::config::{ConsoleConfig, DiskConfig, NetConfig, RngConfig, VsockConfig};
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};
 
 /// Why a virtio function could not be built.
@@ -54,6 +56,14 @@ pub enum VirtioError {
         id: String,
         /// What failed.
         err: TapError,
+    },
+    /// vhost-vsock or the hybrid socket cannot be set up.
+    #[error("--vsock id={id}: {err}")]
+    Vsock {
+        /// Device id.
+        id: String,
+        /// What failed.
+        err: VsockError,
     },
     /// The PCI transport could not be set up.
     #[error("virtio device {id}: {}", Sentence(cause))]
@@ -94,6 +104,48 @@ pub fn check_images(config: &crate::config::VmConfig) -> Result<(), VirtioError>
     Ok(())
 }
 
+/// What the vsock needs from the host, checked when the VM is defined
+/// (`vm.create`, `vm.add-vsock`, the command line) so that a client learns
+/// it before `vm.boot`: the socket path free and its directory there,
+/// /dev/vhost-vsock present, the CID free (vhost-vsock is opened, given
+/// the CID and closed again). The device build checks all of it again.
+pub fn check_vsock(config: Option<&VsockConfig>) -> Result<(), VirtioError> {
+    let Some(vsock) = config else {
+        return Ok(());
+    };
+    let failed = |err: VsockError| VirtioError::Vsock {
+        id: vsock.id.clone(),
+        err,
+    };
+    let path = vsock.socket.as_path();
+    if path.symlink_metadata().is_ok() {
+        return Err(failed(
+            virtio_devices::vsock::ProxyError::PathExists(path.to_path_buf()).into(),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(failed(
+            virtio_devices::vsock::ProxyError::Bind {
+                path: path.to_path_buf(),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} is not a directory", dir.display()),
+                ),
+            }
+            .into(),
+        ));
+    }
+    // Any RAM will do: the CID check maps nothing.
+    let mem = devices::GuestMemory::from_ranges(&[(vm_memory::GuestAddress(0), 0x1000)])
+        .map_err(|e| failed(BackendError::Call { call: "guest memory", err: e.to_string() }.into()))?;
+    Backend::open(Arc::new(mem), vsock.cid).map_err(|e| failed(e.into()))?;
+    Ok(())
+}
+
 /// What the VM's virtio functions need from it.
 pub struct VirtioWiring {
     /// GSI routes and irqfds (the VM's, as VFIO functions use).
@@ -113,8 +165,8 @@ pub struct BuiltFunction {
 }
 
 /// Build the virtio function of `device` (a [`DeviceKind::VirtioBlock`],
-/// [`DeviceKind::VirtioConsole`], [`DeviceKind::VirtioRng`] or
-/// [`DeviceKind::VirtioNet`]).
+/// [`DeviceKind::VirtioConsole`], [`DeviceKind::VirtioRng`],
+/// [`DeviceKind::VirtioNet`] or [`DeviceKind::VirtioVsock`]).
 pub fn build(
     vm: &VmDescription,
     device: &PlacedDevice,
@@ -153,6 +205,20 @@ pub fn build(
                 .ok_or_else(|| no_config("--net"))?;
             let dev = net(config)?;
             net_counters = Some(dev.counters());
+            (Box::new(dev), None)
+        }
+        DeviceKind::VirtioVsock => {
+            let config = vm
+                .config
+                .vsock
+                .as_ref()
+                .ok_or_else(|| err("no --vsock".into()))?;
+            let dev = Vsock::new(config.id.clone(), config.cid, &config.socket, mem).map_err(
+                |e| VirtioError::Vsock {
+                    id: config.id.clone(),
+                    err: e,
+                },
+            )?;
             (Box::new(dev), None)
         }
         _ => (Box::new(console(&vm.config.console)?), None),
