@@ -21,7 +21,7 @@ use virtio_devices::console::Console;
 use virtio_devices::net::{Net, NetCounters, NetParams, Tap, TapError};
 use virtio_devices::rng::Rng;
 use virtio_devices::transport::TransportWiring;
-use virtio_devices::vsock::{Backend, BackendError, Vsock, VsockError};
+use virtio_devices::vsock::{ProxyError, Vsock, VsockError};
 use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
 
 use crate::config::{ConsoleConfig, DiskConfig, NetConfig, RngConfig, VsockConfig};
@@ -104,11 +104,11 @@ pub fn check_images(config: &crate::config::VmConfig) -> Result<(), VirtioError>
     Ok(())
 }
 
-/// What the vsock needs from the host, checked when the VM is defined
-/// (`vm.create`, `vm.add-vsock`, the command line) so that a client learns
-/// it before `vm.boot`: the socket path free and its directory there,
-/// /dev/vhost-vsock present, the CID free (vhost-vsock is opened, given
-/// the CID and closed again). The device build checks all of it again.
+/// What the vsock needs from the file system, checked when the VM is
+/// defined (`vm.create`, `vm.add-vsock`, the command line) so that a
+/// client learns it before `vm.boot`: the socket path free and its
+/// directory there. vhost-vsock itself (the device node, the CID) is
+/// checked when the device is built at boot, as upstream creates it then.
 pub fn check_vsock(config: Option<&VsockConfig>) -> Result<(), VirtioError> {
     let Some(vsock) = config else {
         return Ok(());
@@ -119,9 +119,7 @@ pub fn check_vsock(config: Option<&VsockConfig>) -> Result<(), VirtioError> {
     };
     let path = vsock.socket.as_path();
     if path.symlink_metadata().is_ok() {
-        return Err(failed(
-            virtio_devices::vsock::ProxyError::PathExists(path.to_path_buf()).into(),
-        ));
+        return Err(failed(ProxyError::PathExists(path.to_path_buf()).into()));
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -129,7 +127,7 @@ pub fn check_vsock(config: Option<&VsockConfig>) -> Result<(), VirtioError> {
     };
     if !dir.is_dir() {
         return Err(failed(
-            virtio_devices::vsock::ProxyError::Bind {
+            ProxyError::Bind {
                 path: path.to_path_buf(),
                 err: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
@@ -139,10 +137,6 @@ pub fn check_vsock(config: Option<&VsockConfig>) -> Result<(), VirtioError> {
             .into(),
         ));
     }
-    // Any RAM will do: the CID check maps nothing.
-    let mem = devices::GuestMemory::from_ranges(&[(vm_memory::GuestAddress(0), 0x1000)])
-        .map_err(|e| failed(BackendError::Call { call: "guest memory", err: e.to_string() }.into()))?;
-    Backend::open(Arc::new(mem), vsock.cid).map_err(|e| failed(e.into()))?;
     Ok(())
 }
 
@@ -213,12 +207,13 @@ pub fn build(
                 .vsock
                 .as_ref()
                 .ok_or_else(|| err("no --vsock".into()))?;
-            let dev = Vsock::new(config.id.clone(), config.cid, &config.socket, mem).map_err(
-                |e| VirtioError::Vsock {
-                    id: config.id.clone(),
-                    err: e,
-                },
-            )?;
+            let dev =
+                Vsock::new(config.id.clone(), config.cid, &config.socket, mem).map_err(|e| {
+                    VirtioError::Vsock {
+                        id: config.id.clone(),
+                        err: e,
+                    }
+                })?;
             (Box::new(dev), None)
         }
         _ => (Box::new(console(&vm.config.console)?), None),
@@ -543,6 +538,36 @@ mod tests {
             ]
         );
         assert!(build(&vm, &vm.devices[1], &memory(), &test_support::wiring()).is_ok());
+    }
+
+    #[test]
+    fn a_vsock_sits_behind_no_vsmmu_and_is_refused_on_a_host_without_vhost_vsock() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let socket = dir.as_path().join("v.sock");
+        let config = VmConfig {
+            vsock: Some(
+                crate::config::VsockConfig::parse(&format!("cid=3,socket={}", socket.display()))
+                    .unwrap(),
+            ),
+            ..VmConfig::default()
+        };
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        let placed: Vec<_> = vm.devices.iter().map(|d| (d.kind, d.vsmmu)).collect();
+        assert_eq!(placed, [(DeviceKind::VirtioVsock, None)]);
+        if std::path::Path::new(virtio_devices::vsock::VHOST_VSOCK_PATH).exists() {
+            return;
+        }
+        let err = build(&vm, &vm.devices[0], &memory(), &test_support::wiring())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--vsock id=_vsock0: /dev/vhost-vsock does not exist; load vhost_vsock (modprobe \
+             vhost_vsock) or build the host kernel with CONFIG_VHOST_VSOCK"
+        );
+        // Nothing was left listening.
+        assert!(!socket.exists());
     }
 
     #[test]

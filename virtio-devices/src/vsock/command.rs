@@ -92,7 +92,10 @@ mod tests {
     fn a_connect_line_names_the_port_and_its_length() {
         assert_eq!(
             parse(b"CONNECT 1024\n"),
-            Command::Connect { port: 1024, len: 13 }
+            Command::Connect {
+                port: 1024,
+                len: 13
+            }
         );
         assert_eq!(
             parse(b"connect  52 \nhello"),
@@ -109,7 +112,14 @@ mod tests {
 
     #[test]
     fn a_partial_line_waits_for_more() {
-        for partial in [&b""[..], b"C", b"CONN", b"CONNECT ", b"CONNECT 10", b"connect 9"] {
+        for partial in [
+            &b""[..],
+            b"C",
+            b"CONN",
+            b"CONNECT ",
+            b"CONNECT 10",
+            b"connect 9",
+        ] {
             assert_eq!(parse(partial), Command::Incomplete, "{partial:?}");
         }
     }

@@ -282,7 +282,12 @@ mod tests {
         // vhost-vsock's usual offer: VERSION_1, ACCESS_PLATFORM,
         // NOTIFY_ON_EMPTY, ANY_LAYOUT, INDIRECT_DESC, EVENT_IDX, LOG_ALL,
         // SEQPACKET.
-        let kernel: u64 = (1 << 32) | (1 << 33) | (1 << 24) | (1 << 27) | (1 << 28) | (1 << 29)
+        let kernel: u64 = (1 << 32)
+            | (1 << 33)
+            | (1 << 24)
+            | (1 << 27)
+            | (1 << 28)
+            | (1 << 29)
             | (1 << 26)
             | (1 << 1);
         let offered = kernel & SUPPORTED;

@@ -112,9 +112,7 @@ impl Proxy {
             kill: EventFd::new(EFD_NONBLOCK).map_err(ProxyError::Thread)?,
             thread: None,
         };
-        listener
-            .set_nonblocking(true)
-            .map_err(ProxyError::Thread)?;
+        listener.set_nonblocking(true).map_err(ProxyError::Thread)?;
         let kill = proxy.kill.try_clone().map_err(ProxyError::Thread)?;
         let thread = std::thread::Builder::new()
             .name(name.clone())

@@ -65,9 +65,7 @@ impl HostVsockStream {
         };
         match check(ret) {
             Ok(()) => Ok(HostVsockStream { socket }),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-                Ok(HostVsockStream { socket })
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(HostVsockStream { socket }),
             Err(e) => Err(e),
         }
     }

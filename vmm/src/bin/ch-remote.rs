@@ -320,7 +320,8 @@ fn request(command: &Command) -> Result<(&'static str, &'static str, Option<Stri
         Command::AddVsock { vsock_config } => {
             let config = vmm::config::VsockConfig::parse(vsock_config)
                 .map_err(|e| Error::Argument(e.to_string()))?;
-            let body = serde_json::to_string(&config).map_err(|e| Error::Argument(e.to_string()))?;
+            let body =
+                serde_json::to_string(&config).map_err(|e| Error::Argument(e.to_string()))?;
             ("PUT", "vm.add-vsock", Some(body))
         }
         Command::Coredump { coredump_config } => (

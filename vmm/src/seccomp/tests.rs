@@ -64,8 +64,7 @@ fn threads_spawned_by_the_filtered_vmm_thread_need_nothing_it_refuses() {
 }
 
 #[test]
-fn no_thread_execs_or_forks_only_the_vsock_proxy_connects_the_vmm_listens_and_vcpus_open_nothing()
-{
+fn no_thread_execs_or_forks_only_the_vsock_proxy_connects_the_vmm_listens_and_vcpus_open_nothing() {
     let forbidden_everywhere = [
         rules::NEVER_ALLOWED,
         "execve",
@@ -474,7 +473,9 @@ mod in_child {
             .unwrap();
         client.write_all(b"CONNECT 1\n").unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(&client).read_line(&mut line).unwrap();
+        std::io::BufReader::new(&client)
+            .read_line(&mut line)
+            .unwrap();
         for task in std::fs::read_dir("/proc/self/task").unwrap() {
             let task = task.unwrap().path();
             let comm = std::fs::read_to_string(task.join("comm")).unwrap();

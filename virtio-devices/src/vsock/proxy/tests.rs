@@ -198,10 +198,10 @@ fn the_socket_path_must_be_free_and_is_removed_with_the_proxy() {
         .err()
         .unwrap();
     assert!(matches!(err, ProxyError::PathExists(ref p) if *p == path));
-    assert!(err.to_string().starts_with(&format!(
-        "socket={}: the path exists",
-        path.display()
-    )));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("socket={}: the path exists", path.display()))
+    );
     drop(proxy);
     assert!(!path.exists());
     let err = Proxy::start(
@@ -224,6 +224,9 @@ fn clients_over_the_limit_are_told_and_closed() {
     let mut extra = client(&proxy);
     let mut all = String::new();
     extra.read_to_string(&mut all).unwrap();
-    assert!(all.starts_with("ERROR 64 clients are connected already"), "{all}");
+    assert!(
+        all.starts_with("ERROR 64 clients are connected already"),
+        "{all}"
+    );
     drop(held);
 }
