@@ -63,9 +63,10 @@ note "E2E-KATA: socket before boot $(socket_state)"
 out=$(remote boot); note "E2E-KATA: boot exit=$? $out"
 note "E2E-KATA: socket after boot $(socket_state)"
 note "$(/bin/vsock-kata line $vs 'HELLO 1024' 2>&1)"
-# Kata's agent dial: retried until the agent listens (the guest boots).
+# Kata's agent dial: retried until the agent listens (the guest boots:
+# about a minute under nested TCG on a loaded machine).
 n=0
-while [ $n -lt 60 ]; do
+while [ $n -lt 120 ]; do
   out=$(/bin/vsock-kata connect $vs 1024 1048576 2>&1)
   rc=$?
   [ $rc = 0 ] && break
@@ -77,8 +78,7 @@ note "$out"
 # The agent stand-in is gone (it served one connection): nobody listens.
 note "E2E-KATA: no-listener $(/bin/vsock-kata connect $vs 5555 16 2>&1 | tr '\n' ' ')"
 note "E2E-KATA: info running $(remote info)"
-n=0
-while [ $n -lt 60 ] && ! grep -q '"event":"shutdown"' $log; do sleep 1; n=$((n + 1)); done
+# Kata stops the sandbox's VM with vmm.shutdown (the guest is still up).
 out=$(remote shutdown-vmm); note "E2E-KATA: shutdown-vmm exit=$? $out"
 n=0
 while [ $n -lt 30 ] && kill -0 $vmm_pid 2>/dev/null; do sleep 1; n=$((n + 1)); done
@@ -98,8 +98,9 @@ case_l2_script() {
 case "$(cat /proc/cmdline)" in *e2e.kata=1*) ;; *) exit 0 ;; esac
 echo "E2E-L2: virtio-vsock driver $(ls /sys/bus/virtio/drivers/vmw_vsock_virtio_transport 2>/dev/null | grep -c virtio)"
 /bin/vsock-kata listen 1024
-# Long enough for L1's no-listener check, then power off.
-sleep 5
+# Up while L1 checks a port nobody listens on and shuts the VMM down
+# (bounded: the guest powers off by itself if nobody does).
+sleep 60
 EOS
 }
 
@@ -110,7 +111,7 @@ kata_fnv() {
 }
 
 case_assert() {
-  step_expect_re kata "E2E-L1: vhost-vsock c" "L1 has no /dev/vhost-vsock (CONFIG_VHOST_VSOCK)"
+  expect_re "E2E-L1: vhost-vsock c" "L1 has no /dev/vhost-vsock (CONFIG_VHOST_VSOCK)"
   step_expect_re kata "E2E-KATA: create exit=0" "vm.create refused Kata's CreateVM body"
   step_expect_re kata 'E2E-KATA: info created .*"vsock":\{[^}]*"cid":3' "vm.info does not show the vsock Kata asked for"
   step_expect_re kata "E2E-KATA: socket before boot absent" "the hybrid socket existed before vm.boot"
@@ -136,5 +137,5 @@ case_assert() {
   step_expect_re kata "E2E-L1: vmm exit=0 step=kata " "cloud-hypervisor did not exit 0"
   step_reject_re kata "panicked|RUST_BACKTRACE" "the VMM panicked"
   in_order kata "the VM did not boot and power off in order" \
-    "@vm:booting boot=1" "@vm:booted boot=1" "E2E-VSOCK: host handshake 'OK" "@vm:shutdown" "@vmm:shutdown"
+    "@vm:booting boot=1" "@vm:booted boot=1" "E2E-VSOCK: host handshake 'OK" "@vm:shutdown reason=api" "@vmm:shutdown"
 }

@@ -28,8 +28,8 @@ const CHUNK: usize = 16 << 10;
 enum Phase {
     /// Reading the `CONNECT <port>` line.
     Command,
-    /// The guest socket is connecting.
-    Connecting,
+    /// The guest socket is connecting to this port.
+    Connecting(u32),
     /// Bytes flow both ways.
     Established,
     /// An error line is being written to the client, then the close.
@@ -169,7 +169,7 @@ impl<S: GuestStream> Connection<S> {
         loop {
             let progress = match self.phase {
                 Phase::Command => self.read_command(ports)?,
-                Phase::Connecting => self.finish_connect()?,
+                Phase::Connecting(port) => self.finish_connect(port)?,
                 Phase::Established => self.pump()?,
                 Phase::Refusing => {
                     self.to_client.drain(&mut self.client)?;
@@ -217,7 +217,7 @@ impl<S: GuestStream> Connection<S> {
                     Ok(stream) => {
                         log::debug!(target: "vsock", "client asks for guest port {port}");
                         self.guest = Some(stream);
-                        self.phase = Phase::Connecting;
+                        self.phase = Phase::Connecting(port);
                     }
                     Err(e) => self.refuse(&format!("guest port {port}: {e}")),
                 }
@@ -227,7 +227,7 @@ impl<S: GuestStream> Connection<S> {
         Ok(true)
     }
 
-    fn finish_connect(&mut self) -> io::Result<bool> {
+    fn finish_connect(&mut self, port: u32) -> io::Result<bool> {
         let Some(guest) = &self.guest else {
             self.phase = Phase::Done;
             return Ok(false);
@@ -242,7 +242,9 @@ impl<S: GuestStream> Connection<S> {
             }
             Err(e) => {
                 self.guest = None;
-                self.refuse(&format!("the guest did not accept the connection: {e}"));
+                self.refuse(&format!(
+                    "guest port {port}: the guest did not accept the connection: {e}"
+                ));
                 Ok(true)
             }
         }
@@ -281,7 +283,7 @@ impl<S: GuestStream> Connection<S> {
                 read: true,
                 write: false,
             },
-            Phase::Connecting | Phase::Done => Interest::default(),
+            Phase::Connecting(_) | Phase::Done => Interest::default(),
             Phase::Refusing => Interest {
                 read: false,
                 write: true,
@@ -296,7 +298,7 @@ impl<S: GuestStream> Connection<S> {
     /// What to wait for on the guest socket.
     pub fn guest_interest(&self) -> Interest {
         match self.phase {
-            Phase::Connecting => Interest {
+            Phase::Connecting(_) => Interest {
                 read: false,
                 write: true,
             },

@@ -340,6 +340,20 @@ mod in_child {
         eprintln!("child exits");
     }
 
+    /// Print `LABEL MODE` for the thread named `comm`: its Seccomp: line
+    /// of /proc (2: a filter is installed).
+    fn print_seccomp_mode(label: &str, comm: &str) {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap();
+            if name.trim() == comm {
+                let status = std::fs::read_to_string(task.join("status")).unwrap();
+                let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+                eprintln!("{label} {}", seccomp.split_whitespace().last().unwrap());
+            }
+        }
+    }
+
     /// The emulated backend's own engine thread, started through the devices
     /// crate's hook: print its seccomp state, run it a while, stop it.
     fn real_engine() {
@@ -355,15 +369,7 @@ mod in_child {
         let irq = std::sync::Arc::new(devices::irq::NoInterrupts);
         let backend = EmulatedCmdqv::new(EmulatedBackend::new(), mem, irq, config).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let task = task.unwrap().path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-            if comm.trim() == "vcmdq-engine" {
-                let status = std::fs::read_to_string(task.join("status")).unwrap();
-                let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
-                eprintln!("engine {}", seccomp.split_whitespace().last().unwrap());
-            }
-        }
+        print_seccomp_mode("engine", "vcmdq-engine");
         drop(backend);
         eprintln!("child exits");
     }
@@ -400,15 +406,7 @@ mod in_child {
                 function
             });
             let function = vcpu.join().unwrap();
-            for task in std::fs::read_dir("/proc/self/task").unwrap() {
-                let task = task.unwrap().path();
-                let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-                if comm.trim() == "_disk0-q0" {
-                    let status = std::fs::read_to_string(task.join("status")).unwrap();
-                    let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
-                    eprintln!("worker {}", seccomp.split_whitespace().last().unwrap());
-                }
-            }
+            print_seccomp_mode("worker", "_disk0-q0");
             drop(function);
         });
         vmm.join().unwrap();
@@ -476,15 +474,7 @@ mod in_child {
         std::io::BufReader::new(&client)
             .read_line(&mut line)
             .unwrap();
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let task = task.unwrap().path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-            if comm.trim() == "_vsock0-proxy" {
-                let status = std::fs::read_to_string(task.join("status")).unwrap();
-                let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
-                eprintln!("proxy {}", seccomp.split_whitespace().last().unwrap());
-            }
-        }
+        print_seccomp_mode("proxy", "_vsock0-proxy");
         eprintln!("answer {}", line.split(' ').next().unwrap_or_default());
         drop(proxy);
         let _ = std::fs::remove_dir_all(&dir);

@@ -230,3 +230,64 @@ fn clients_over_the_limit_are_told_and_closed() {
     );
     drop(held);
 }
+
+/// A guest that resets every connection once it is under way, as a guest
+/// kernel with nobody on the port does.
+struct ResettingGuest;
+
+struct Reset(UnixStream);
+
+impl Read for Reset {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Reset {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl std::os::fd::AsRawFd for Reset {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl GuestStream for Reset {
+    fn connected(&self) -> io::Result<Option<u32>> {
+        Err(io::ErrorKind::ConnectionReset.into())
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl GuestPorts for ResettingGuest {
+    type Stream = Reset;
+
+    fn connect(&self, _port: u32) -> io::Result<Reset> {
+        let (ours, _theirs) = UnixStream::pair()?;
+        Ok(Reset(ours))
+    }
+}
+
+#[test]
+fn a_connection_the_guest_resets_is_refused_naming_the_port() {
+    let dir = tempdir();
+    let proxy = Proxy::start("reset".into(), &dir.join("vsock.sock"), ResettingGuest).unwrap();
+    let mut c = client(&proxy);
+    c.write_all(b"CONNECT 5555\n").unwrap();
+    let mut all = String::new();
+    c.read_to_string(&mut all).unwrap();
+    assert!(
+        all.starts_with("ERROR guest port 5555: the guest did not accept the connection: "),
+        "{all}"
+    );
+}
