@@ -20,9 +20,11 @@
 //!
 //! Deliberately not implemented: the legacy (0.9.5) and transitional
 //! interfaces, INTx (a virtio function here has MSI-X only, which every
-//! Linux virtio-pci driver uses), packed virtqueues, VIRTIO_F_EVENT_IDX,
-//! VIRTIO_F_RING_RESET (per-queue reset), VIRTIO_F_ACCESS_PLATFORM: the
-//! devices sit outside any vIOMMU and read guest-physical addresses.
+//! Linux virtio-pci driver uses), packed virtqueues, VIRTIO_F_EVENT_IDX
+//! in the VMM's own queue workers (virtio-vsock offers it: its rings are
+//! the host kernel's, which implements it), VIRTIO_F_RING_RESET (per-queue
+//! reset), VIRTIO_F_ACCESS_PLATFORM: the devices sit outside any vIOMMU
+//! and read guest-physical addresses.
 //!
 //! What `virtio-bindings` 0.2.7 lacks is defined here by hand: the
 //! virtio_pci capability layout ([`transport::caps`]) and the virtio_console
