@@ -206,7 +206,7 @@ pub fn build(
                 .config
                 .vsock
                 .as_ref()
-                .ok_or_else(|| err("no --vsock".into()))?;
+                .ok_or_else(|| no_config("--vsock"))?;
             let dev =
                 Vsock::new(config.id.clone(), config.cid, &config.socket, mem).map_err(|e| {
                     VirtioError::Vsock {

@@ -32,7 +32,7 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_VSOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 
-use crate::{ActiveQueue, GuestMemory, VirtioDevice, feature};
+use crate::{ActivateError, ActiveQueue, GuestMemory, VirtioDevice, feature};
 pub use backend::{Backend, BackendError, VHOST_VSOCK_PATH};
 pub use proxy::{PROXY_KIND, Proxy, ProxyError, VhostPorts};
 
@@ -135,7 +135,7 @@ fn read_from(config: &[u8], offset: u64, data: &mut [u8]) {
 /// queue apart. Refuses a ring missing or without an MSI-X vector.
 fn split_queues(
     queues: Vec<ActiveQueue>,
-) -> Result<([ActiveQueue; 2], Option<ActiveQueue>), String> {
+) -> Result<([ActiveQueue; 2], Option<ActiveQueue>), ActivateError> {
     let mut rings: [Option<ActiveQueue>; 2] = [None, None];
     let mut event = None;
     for queue in queues {
@@ -144,23 +144,18 @@ fn split_queues(
             i => {
                 let slot = rings
                     .get_mut(usize::from(i))
-                    .ok_or_else(|| format!("queue {i} does not exist"))?;
+                    .ok_or(ActivateError::NoSuchQueue(i))?;
                 if queue.interrupt.vector().is_none() {
-                    return Err(format!(
-                        "queue {i} has no MSI-X vector; vhost-vsock interrupts through one"
-                    ));
+                    return Err(ActivateError::NoVector(i));
                 }
                 *slot = Some(queue);
             }
         }
     }
-    let [rx, tx] = rings;
-    match (rx, tx) {
-        (Some(rx), Some(tx)) => Ok(([rx, tx], event)),
-        (rx, _) => Err(format!(
-            "the driver did not enable the {} queue",
-            if rx.is_none() { "rx (0)" } else { "tx (1)" }
-        )),
+    match rings {
+        [Some(rx), Some(tx)] => Ok(([rx, tx], event)),
+        [None, _] => Err(ActivateError::QueueNotEnabled(0)),
+        [_, None] => Err(ActivateError::QueueNotEnabled(1)),
     }
 }
 
@@ -186,8 +181,8 @@ impl VirtioDevice for Vsock {
         mem: GuestMemory,
         features: u64,
         queues: Vec<ActiveQueue>,
-    ) -> Result<(), String> {
-        let (rings, event) = split_queues(queues).map_err(|e| format!("{}: {e}", self.id))?;
+    ) -> Result<(), ActivateError> {
+        let (rings, event) = split_queues(queues)?;
         let vhost_rings: Vec<backend::Ring<'_>> = rings
             .iter()
             .filter_map(|q| {
@@ -199,8 +194,7 @@ impl VirtioDevice for Vsock {
             })
             .collect();
         self.backend
-            .start(&mem, features & self.offered, &vhost_rings)
-            .map_err(|e| format!("{}: {e}", self.id))?;
+            .start(&mem, features & self.offered, &vhost_rings)?;
         self.event_queue = event;
         self.running = true;
         Ok(())
@@ -263,18 +257,23 @@ mod tests {
 
     #[test]
     fn a_ring_missing_or_without_a_vector_is_refused_naming_it() {
-        let err = split_queues(vec![queue(0, true), queue(2, true)]).err();
+        let err = |queues| split_queues(queues).err().map(|e| e.to_string());
         assert_eq!(
-            err.as_deref(),
-            Some("the driver did not enable the tx (1) queue")
+            err(vec![queue(0, true), queue(2, true)]).as_deref(),
+            Some("the driver did not enable queue 1")
         );
-        let err = split_queues(vec![queue(0, true), queue(1, false)]).err();
         assert_eq!(
-            err.as_deref(),
+            err(vec![queue(1, true)]).as_deref(),
+            Some("the driver did not enable queue 0")
+        );
+        assert_eq!(
+            err(vec![queue(0, true), queue(1, false)]).as_deref(),
             Some("queue 1 has no MSI-X vector; vhost-vsock interrupts through one")
         );
-        let err = split_queues(vec![queue(5, true)]).err();
-        assert_eq!(err.as_deref(), Some("queue 5 does not exist"));
+        assert_eq!(
+            err(vec![queue(5, true)]).as_deref(),
+            Some("queue 5 does not exist")
+        );
     }
 
     #[test]
