@@ -28,6 +28,19 @@ pub enum ActivateError {
         #[source]
         source: virtio_queue::Error,
     },
+    /// The driver did not enable a queue the device cannot run without.
+    #[error("the driver did not enable queue {0}")]
+    QueueNotEnabled(u16),
+    /// A queue index past the device's queues.
+    #[error("queue {0} does not exist")]
+    NoSuchQueue(u16),
+    /// A queue without an MSI-X vector where the back-end interrupts the
+    /// guest through the vector's eventfd itself (vhost).
+    #[error("queue {0} has no MSI-X vector; vhost-vsock interrupts through one")]
+    NoVector(u16),
+    /// vhost-vsock refused the rings, the memory table or the start.
+    #[error(transparent)]
+    Vhost(#[from] crate::vsock::BackendError),
     /// A host call failed: an eventfd clone, a worker's wakeup, a
     /// back-end's ioctl.
     #[error("queue {queue}: {what}")]

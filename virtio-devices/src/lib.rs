@@ -12,14 +12,19 @@
 //! - [`block`]: virtio-blk over a raw image file or block device.
 //! - [`console`]: virtio-console with one port.
 //! - [`net`]: virtio-net over a Linux tap, one queue pair.
+//! - [`rng`]: virtio-rng over an entropy file.
+//! - [`vsock`]: virtio-vsock over the host kernel's vhost-vsock, with
+//!   cloud-hypervisor's hybrid vsock Unix socket for host clients.
 //! - [`worker`]: every queue is served by its own thread (epoll on the
 //!   queue's eventfd and a kill eventfd), never by a vCPU.
 //!
 //! Deliberately not implemented: the legacy (0.9.5) and transitional
 //! interfaces, INTx (a virtio function here has MSI-X only, which every
-//! Linux virtio-pci driver uses), packed virtqueues, VIRTIO_F_EVENT_IDX,
-//! VIRTIO_F_RING_RESET (per-queue reset), VIRTIO_F_ACCESS_PLATFORM: the
-//! devices sit outside any vIOMMU and read guest-physical addresses.
+//! Linux virtio-pci driver uses), packed virtqueues, VIRTIO_F_EVENT_IDX
+//! in the VMM's own queue workers (virtio-vsock offers it: its rings are
+//! the host kernel's, which implements it), VIRTIO_F_RING_RESET (per-queue
+//! reset), VIRTIO_F_ACCESS_PLATFORM: the devices sit outside any vIOMMU
+//! and read guest-physical addresses.
 //!
 //! What `virtio-bindings` 0.2.7 lacks is defined here by hand: the
 //! virtio_pci capability layout ([`transport::caps`]) and the virtio_console
@@ -31,6 +36,7 @@ pub mod error;
 pub mod net;
 pub mod rng;
 pub mod transport;
+pub mod vsock;
 pub mod worker;
 
 #[cfg(test)]
@@ -66,6 +72,12 @@ impl QueueInterrupt {
     /// the queue no vector (VIRTIO_MSI_NO_VECTOR).
     pub fn new(vector: Option<Arc<EventFd>>, isr: Arc<AtomicU8>) -> Self {
         QueueInterrupt { vector, isr }
+    }
+
+    /// The MSI-X vector's eventfd, for a back-end that signals the guest
+    /// itself (vhost); `None` without a vector.
+    pub fn vector(&self) -> Option<&EventFd> {
+        self.vector.as_deref()
     }
 
     /// Interrupt the guest for this queue.

@@ -232,6 +232,8 @@ impl Vmm {
         }
         config.validate(true)?;
         crate::virtio::check_images(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+        crate::virtio::check_vsock(config.vsock.as_ref())
+            .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
         let description = describe(config)?;
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?
@@ -557,6 +559,76 @@ mod tests {
         assert!(err.to_string().contains("gpu1"), "{err}");
         assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
         assert_eq!(status(vmm.handle(ApiRequest::VmInfo).0), 404);
+    }
+
+    #[test]
+    fn a_vsock_is_cold_added_once_removed_by_id_and_its_socket_path_checked() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let socket = dir.as_path().join("clh.sock");
+        let vsock = |json: &str| {
+            serde_json::from_str::<crate::config::VsockConfig>(
+                &json.replace("SOCK", &socket.display().to_string()),
+            )
+            .unwrap()
+        };
+        let mut vmm = Vmm::new(None).unwrap();
+        let err = vmm
+            .handle(ApiRequest::VmAddVsock(vsock(
+                r#"{"cid":3,"socket":"SOCK"}"#,
+            )))
+            .0
+            .unwrap_err();
+        assert_eq!(err.status(), 404);
+        vmm.create(cmdqv_config()).unwrap();
+        let add = |vmm: &mut Vmm, json: &str| vmm.handle(ApiRequest::VmAddVsock(vsock(json))).0;
+        let err = add(&mut vmm, r#"{"cid":2,"socket":"SOCK"}"#).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(
+            err.to_string().contains("--vsock cid=2 is not a guest CID"),
+            "{err}"
+        );
+        assert!(matches!(
+            add(&mut vmm, r#"{"cid":3,"socket":"SOCK"}"#),
+            Ok(None)
+        ));
+        let (info, _) = vmm.handle(ApiRequest::VmInfo);
+        let info: serde_json::Value = serde_json::from_str(&info.unwrap().unwrap()).unwrap();
+        assert_eq!(info["config"]["vsock"]["cid"], 3);
+        assert_eq!(info["config"]["vsock"]["id"], "_vsock0");
+        assert!(
+            info["placement"].to_string().contains("virtio-vsock"),
+            "{}",
+            info["placement"]
+        );
+        let err = add(&mut vmm, r#"{"cid":4,"socket":"SOCK"}"#).unwrap_err();
+        assert_eq!(err.status(), 500);
+        assert_eq!(
+            err.to_string(),
+            "vm.add-vsock: the VM has a vsock already (id _vsock0, cid 3); a VM has at most \
+             one, PUT vm.remove-device with its id first"
+        );
+        assert_eq!(
+            status(vmm.handle(ApiRequest::VmRemoveDevice("_vsock0".into())).0),
+            200
+        );
+        assert!(vmm.description().unwrap().config.vsock.is_none());
+        // A path that exists, a directory that does not.
+        std::fs::write(&socket, b"").unwrap();
+        let err = add(&mut vmm, r#"{"cid":3,"socket":"SOCK"}"#).unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(err.to_string().contains("the path exists"), "{err}");
+        let err = vmm
+            .handle(ApiRequest::VmAddVsock(
+                serde_json::from_str(r#"{"cid":3,"socket":"/nonexistent/dir/v.sock"}"#).unwrap(),
+            ))
+            .0
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("socket=/nonexistent/dir/v.sock: cannot listen there"),
+            "{err}"
+        );
+        assert!(vmm.description().unwrap().config.vsock.is_none());
     }
 
     #[test]

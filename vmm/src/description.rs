@@ -79,6 +79,8 @@ pub enum DeviceKind {
     VirtioRng,
     /// A virtio-net device (`--net`); never behind a vSMMU.
     VirtioNet,
+    /// The virtio-vsock (`--vsock`, at most one); never behind a vSMMU.
+    VirtioVsock,
 }
 
 /// One PCI function of the VM, placed.
@@ -195,6 +197,7 @@ impl Function<'_> {
             DeviceKind::VirtioConsole => "--console".to_string(),
             DeviceKind::VirtioRng => "--rng".to_string(),
             DeviceKind::VirtioNet => format!("--net {}", self.id),
+            DeviceKind::VirtioVsock => format!("--vsock {}", self.id),
         }
     }
 }
@@ -327,6 +330,14 @@ impl VmDescription {
                 id: &n.id,
                 iommu: false,
                 explicit: Some(n.pci_segment),
+                smmu: None,
+            }))
+            .chain(config.vsock.iter().map(|v| Function {
+                kind: DeviceKind::VirtioVsock,
+                config_index: 0,
+                id: &v.id,
+                iommu: false,
+                explicit: Some(v.pci_segment),
                 smmu: None,
             }))
             .collect();

@@ -259,7 +259,8 @@ impl DeviceManager {
                         DeviceKind::VirtioBlock
                         | DeviceKind::VirtioConsole
                         | DeviceKind::VirtioRng
-                        | DeviceKind::VirtioNet,
+                        | DeviceKind::VirtioNet
+                        | DeviceKind::VirtioVsock,
                         _,
                     ) => {
                         let built = crate::virtio::build(vm, device, mem, &virtio_wiring)?;

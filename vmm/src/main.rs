@@ -12,7 +12,7 @@ use vmm::config::{
     DEVICE_SYNTAX, DISK_SYNTAX, DeviceConfig, DiskConfig, MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX,
     MemoryConfig, MemoryZoneConfig, NET_SYNTAX, NUMA_SYNTAX, NetConfig, NumaConfig, RNG_SYNTAX,
     RngConfig, SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX,
-    VmConfig, VsmmuConfig,
+    VSOCK_SYNTAX, VmConfig, VsmmuConfig, VsockConfig,
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
@@ -56,6 +56,8 @@ struct Cli {
     console: Option<ConsoleConfig>,
     #[arg(long, value_name = "OPTIONS", help = RNG_SYNTAX, value_parser = RngConfig::parse)]
     rng: Option<RngConfig>,
+    #[arg(long, value_name = "OPTIONS", help = VSOCK_SYNTAX, value_parser = VsockConfig::parse)]
+    vsock: Option<VsockConfig>,
     #[arg(long, value_name = "OPTIONS", help = VSMMU_SYNTAX, value_parser = VsmmuConfig::parse)]
     vsmmu: Option<VsmmuConfig>,
     #[arg(long, value_name = "OPTIONS", help = SERIAL_SYNTAX, value_parser = SerialConfig::parse)]
@@ -124,6 +126,7 @@ impl Cli {
             net,
             console: self.console.unwrap_or_default(),
             rng: self.rng,
+            vsock: self.vsock,
         };
         Ok((config, self.dump_acpi, self.api_socket))
     }

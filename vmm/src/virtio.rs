@@ -1,7 +1,8 @@
-//! The VM's virtio functions, from `--disk`, `--console`, `--rng` and
-//! `--net` to devices of the `virtio-devices` crate on the PCI transport:
-//! images opened and locked, the console's sink and input chosen, taps
-//! opened and configured, each function wired to the
+//! The VM's virtio functions, from `--disk`, `--console`, `--rng`,
+//! `--net` and `--vsock` to devices of the `virtio-devices` crate on the
+//! PCI transport: images opened and locked, the console's sink and input
+//! chosen, taps opened and configured, vhost-vsock opened with the guest's
+//! CID and the hybrid vsock socket listening, each function wired to the
 //! VM's MSI router (irqfds) and ioeventfd registrar (KVM).
 //!
 //! Virtio functions are never behind a vSMMU: they read guest-physical
@@ -20,9 +21,10 @@ use virtio_devices::console::Console;
 use virtio_devices::net::{Net, NetCounters, NetParams, Tap, TapError};
 use virtio_devices::rng::Rng;
 use virtio_devices::transport::TransportWiring;
+use virtio_devices::vsock::{ProxyError, Vsock, VsockError};
 use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
 
-use crate::config::{ConsoleConfig, DiskConfig, NetConfig, RngConfig};
+use crate::config::{ConsoleConfig, DiskConfig, NetConfig, RngConfig, VsockConfig};
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};
 
 /// Why a virtio function could not be built.
@@ -54,6 +56,14 @@ pub enum VirtioError {
         id: String,
         /// What failed.
         err: TapError,
+    },
+    /// vhost-vsock or the hybrid socket cannot be set up.
+    #[error("--vsock id={id}: {err}")]
+    Vsock {
+        /// Device id.
+        id: String,
+        /// What failed.
+        err: VsockError,
     },
     /// The PCI transport could not be set up.
     #[error("virtio device {id}: {}", Sentence(cause))]
@@ -94,6 +104,42 @@ pub fn check_images(config: &crate::config::VmConfig) -> Result<(), VirtioError>
     Ok(())
 }
 
+/// What the vsock needs from the file system, checked when the VM is
+/// defined (`vm.create`, `vm.add-vsock`, the command line) so that a
+/// client learns it before `vm.boot`: the socket path free and its
+/// directory there. vhost-vsock itself (the device node, the CID) is
+/// checked when the device is built at boot, as upstream creates it then.
+pub fn check_vsock(config: Option<&VsockConfig>) -> Result<(), VirtioError> {
+    let Some(vsock) = config else {
+        return Ok(());
+    };
+    let failed = |err: VsockError| VirtioError::Vsock {
+        id: vsock.id.clone(),
+        err,
+    };
+    let path = vsock.socket.as_path();
+    if path.symlink_metadata().is_ok() {
+        return Err(failed(ProxyError::PathExists(path.to_path_buf()).into()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(failed(
+            ProxyError::Bind {
+                path: path.to_path_buf(),
+                err: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} is not a directory", dir.display()),
+                ),
+            }
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What the VM's virtio functions need from it.
 pub struct VirtioWiring {
     /// GSI routes and irqfds (the VM's, as VFIO functions use).
@@ -113,8 +159,8 @@ pub struct BuiltFunction {
 }
 
 /// Build the virtio function of `device` (a [`DeviceKind::VirtioBlock`],
-/// [`DeviceKind::VirtioConsole`], [`DeviceKind::VirtioRng`] or
-/// [`DeviceKind::VirtioNet`]).
+/// [`DeviceKind::VirtioConsole`], [`DeviceKind::VirtioRng`],
+/// [`DeviceKind::VirtioNet`] or [`DeviceKind::VirtioVsock`]).
 pub fn build(
     vm: &VmDescription,
     device: &PlacedDevice,
@@ -153,6 +199,21 @@ pub fn build(
                 .ok_or_else(|| no_config("--net"))?;
             let dev = net(config)?;
             net_counters = Some(dev.counters());
+            (Box::new(dev), None)
+        }
+        DeviceKind::VirtioVsock => {
+            let config = vm
+                .config
+                .vsock
+                .as_ref()
+                .ok_or_else(|| no_config("--vsock"))?;
+            let dev =
+                Vsock::new(config.id.clone(), config.cid, &config.socket, mem).map_err(|e| {
+                    VirtioError::Vsock {
+                        id: config.id.clone(),
+                        err: e,
+                    }
+                })?;
             (Box::new(dev), None)
         }
         _ => (Box::new(console(&vm.config.console)?), None),
@@ -477,6 +538,36 @@ mod tests {
             ]
         );
         assert!(build(&vm, &vm.devices[1], &memory(), &test_support::wiring()).is_ok());
+    }
+
+    #[test]
+    fn a_vsock_sits_behind_no_vsmmu_and_is_refused_on_a_host_without_vhost_vsock() {
+        let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+        let socket = dir.as_path().join("v.sock");
+        let config = VmConfig {
+            vsock: Some(
+                crate::config::VsockConfig::parse(&format!("cid=3,socket={}", socket.display()))
+                    .unwrap(),
+            ),
+            ..VmConfig::default()
+        };
+        let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+        let vm = VmDescription::new(config, &host, 16).unwrap();
+        let placed: Vec<_> = vm.devices.iter().map(|d| (d.kind, d.vsmmu)).collect();
+        assert_eq!(placed, [(DeviceKind::VirtioVsock, None)]);
+        if std::path::Path::new(virtio_devices::vsock::VHOST_VSOCK_PATH).exists() {
+            return;
+        }
+        let err = build(&vm, &vm.devices[0], &memory(), &test_support::wiring())
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "--vsock id=_vsock0: /dev/vhost-vsock does not exist; load vhost_vsock (modprobe \
+             vhost_vsock) or build the host kernel with CONFIG_VHOST_VSOCK"
+        );
+        // Nothing was left listening.
+        assert!(!socket.exists());
     }
 
     #[test]

@@ -294,16 +294,27 @@ fn devices_are_added_and_removed_cold_before_boot() {
             r#"{"tap":"tap0"}"#,
             "NIC hot-plug is not implemented yet",
         ),
-        (
-            "vm.add-vsock",
-            r#"{"cid":3,"socket":"/v"}"#,
-            "virtio-vsock is not implemented yet",
-        ),
     ] {
         let (status, _, answer) = vmm.curl("PUT", path, Some(body.as_bytes()));
         assert_eq!(status, 500, "{path}: {answer}");
         assert!(message(&answer).contains(needle), "{answer}");
     }
+    // A vsock is cold-added as upstream: the config has it, once.
+    let socket = vmm.dir.join("vsock.sock");
+    let body = format!(r#"{{"cid":3,"socket":"{}"}}"#, socket.display());
+    let (status, _, answer) = vmm.curl("PUT", "vm.add-vsock", Some(body.as_bytes()));
+    assert_eq!(status, 204, "{answer}");
+    let (_, _, info) = vmm.curl("GET", "vm.info", None);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["config"]["vsock"]["cid"], 3, "{info}");
+    let (status, _, answer) = vmm.curl("PUT", "vm.add-vsock", Some(body.as_bytes()));
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        message(&answer).contains("the VM has a vsock already (id _vsock0, cid 3)"),
+        "{answer}"
+    );
+    let (status, _, answer) = vmm.curl("PUT", "vm.remove-device", Some(br#"{"id":"_vsock0"}"#));
+    assert_eq!(status, 204, "{answer}");
     // Saving state needs a running VM: the spec's 405 first.
     let (status, _, body) = vmm.curl(
         "PUT",
@@ -498,9 +509,17 @@ fn ch_remote_drives_the_api_and_prints_json() {
         "NIC hot-plug is not implemented yet",
     );
     refused(
-        &["add-vsock", "cid=3,socket=/v"],
+        &["add-vsock", "cid=2,socket=/v"],
+        400,
+        "--vsock cid=2 is not a guest CID",
+    );
+    let socket = format!("cid=4,socket={}", vmm.dir.join("v.sock").display());
+    let out = vmm.ch_remote(&["add-vsock", &socket]);
+    assert!(out.status.success(), "{out:?}");
+    refused(
+        &["add-vsock", &socket],
         500,
-        "virtio-vsock is not implemented yet",
+        "the VM has a vsock already (id _vsock0, cid 4)",
     );
     refused(&["add-fs", "tag=fs,socket=/f"], 500, "virtio-fs");
     refused(&["add-pmem", "file=/p"], 500, "virtio-pmem");

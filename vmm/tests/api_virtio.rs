@@ -181,6 +181,18 @@ fn bad_disk_options_exit_non_zero_with_one_sentence() {
             vec!["--console", "tty"],
             "--console tty and --serial tty would both read stdin",
         ),
+        (
+            vec!["--vsock", "cid=2,socket=/tmp/v.sock"],
+            "--vsock cid=2 is not a guest CID",
+        ),
+        (
+            vec!["--vsock", "cid=3,socket=/nonexistent/dir/v.sock"],
+            "socket=/nonexistent/dir/v.sock: cannot listen there",
+        ),
+        (
+            vec!["--vsock", "cid=3,socket=/"],
+            "socket=/: the path exists",
+        ),
     ];
     for (args, why) in cases {
         let out = Command::new(BIN)

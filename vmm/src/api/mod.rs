@@ -87,6 +87,9 @@ pub enum ApiRequest {
     VmAddDevice(ApiDeviceConfig),
     /// `PUT vm.remove-device`.
     VmRemoveDevice(String),
+    /// `PUT vm.add-vsock`: added to the configuration before boot (cold
+    /// add, as upstream), refused after.
+    VmAddVsock(crate::config::VsockConfig),
     /// `PUT vm.snapshot`, `vm.send-migration`: the endpoint's name.
     VmSaveState(&'static str),
     /// An endpoint of the spec this VMM does not implement.
@@ -264,6 +267,23 @@ pub enum ApiError {
         /// add-device or remove-device.
         op: &'static str,
     },
+    /// vm.add-vsock when the VM has one.
+    #[error(
+        "vm.add-vsock: the VM has a vsock already (id {id}, cid {cid}); a VM has at most one, \
+         PUT vm.remove-device with its id first"
+    )]
+    VsockPresent {
+        /// The vsock's id.
+        id: String,
+        /// Its CID.
+        cid: u64,
+    },
+    /// vm.add-vsock on a running VM.
+    #[error(
+        "vm.add-vsock: vsock hot-plug is not implemented; shut the VM down (vm.shutdown), add \
+         the vsock, then vm.boot"
+    )]
+    VsockHotplug,
     /// remove-device of an unknown id.
     #[error("vm.remove-device: no device with id {id}; the VM's devices are: {known}")]
     UnknownDevice {
@@ -333,6 +353,8 @@ impl ApiError {
             | ApiError::SaveStateUnsupported(_)
             | ApiError::BootFailed(_)
             | ApiError::PauseFailed(_)
+            | ApiError::VsockPresent { .. }
+            | ApiError::VsockHotplug
             | ApiError::Serial(_) => 500,
             ApiError::NotImplemented(unimplemented) => unimplemented.status,
             ApiError::BootUnsupported | ApiError::Host(_) => 501,

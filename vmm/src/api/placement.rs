@@ -86,6 +86,7 @@ impl From<&VmDescription> for ApiPlacement {
                         DeviceKind::VirtioConsole => "virtio-console",
                         DeviceKind::VirtioRng => "virtio-rng",
                         DeviceKind::VirtioNet => "virtio-net",
+                        DeviceKind::VirtioVsock => "virtio-vsock",
                     }
                     .into(),
                     bdf: format!("{:04x}:{}", d.segment, d.bdf),

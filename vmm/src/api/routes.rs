@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::types::{ApiDeviceConfig, ApiVmConfig, VmRemoveDeviceData};
 use super::{ApiError, ApiRequest, Needs, Unimplemented, upstream_fields};
-use crate::config::VmConfig;
+use crate::config::{VmConfig, VsockConfig};
 
 /// Where every endpoint lives.
 const ROOT: &str = "/api/v1/";
@@ -65,9 +65,7 @@ const ENDPOINTS: &[(&str, Method, Parse)] = &[
     ("vm.add-net", Method::Put, |body| {
         unimplemented(ADD_NET, None, body)
     }),
-    ("vm.add-vsock", Method::Put, |body| {
-        unimplemented(ADD_VSOCK, Some("socket"), body)
-    }),
+    ("vm.add-vsock", Method::Put, vm_add_vsock),
     ("vm.add-fs", Method::Put, |body| {
         unimplemented(ADD_FS, Some("socket"), body)
     }),
@@ -115,13 +113,6 @@ const ADD_NET: Unimplemented = Unimplemented {
     endpoint: "add-net",
     action: "add a NIC",
     why: "NIC hot-plug is not implemented yet; give the NIC in vm.create's net before vm.boot",
-    needs: Needs::Vm,
-    status: 500,
-};
-const ADD_VSOCK: Unimplemented = Unimplemented {
-    endpoint: "add-vsock",
-    action: "add a vsock",
-    why: "virtio-vsock is not implemented yet, so there is no guest socket to add",
     needs: Needs::Vm,
     status: 500,
 };
@@ -380,6 +371,14 @@ fn unimplemented(
     Ok(ApiRequest::Unimplemented(what))
 }
 
+/// `vm.add-vsock`: cloud-hypervisor's VsockConfig (cid and socket
+/// required, unknown fields ignored as upstream).
+fn vm_add_vsock(body: &[u8]) -> Result<ApiRequest, ApiError> {
+    let value: serde_json::Value = json("vm.add-vsock", body)?;
+    let config: VsockConfig = json_fields("vm.add-vsock", &value)?;
+    Ok(ApiRequest::VmAddVsock(config))
+}
+
 fn vm_remove_device(body: &[u8]) -> Result<ApiRequest, ApiError> {
     let data: VmRemoveDeviceData = json("vm.remove-device", body)?;
     Ok(ApiRequest::VmRemoveDevice(data.id))
@@ -557,6 +556,18 @@ mod tests {
                 .contains("field path: invalid type: integer `7`"),
             "{err}"
         );
+        let err = route("PUT", "/api/v1/vm.add-vsock", br#"{"socket":"/s"}"#)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("missing field `cid`"), "{err}");
+        assert!(matches!(
+            route(
+                "PUT",
+                "/api/v1/vm.add-vsock",
+                br#"{"cid":4,"socket":"/s","future":1}"#
+            ),
+            Ok(ApiRequest::VmAddVsock(v)) if v.cid == 4 && v.id == "_vsock0"
+        ));
         let err = route("PUT", "/api/v1/vm.send-migration", b"{}")
             .err()
             .unwrap();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{
     ConsoleConfig, CpusConfig, DeviceConfig, DiskConfig, MemoryConfig, MemoryZoneConfig, NetConfig,
-    NumaConfig, RngConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig,
+    NumaConfig, RngConfig, SerialConfig, TestDeviceConfig, VmConfig, VsmmuConfig, VsockConfig,
 };
 
 /// `GET /api/v1/vmm.ping`.
@@ -186,6 +186,10 @@ pub struct ApiVmConfig {
     /// Kata always sends `{"src": "/dev/urandom"}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<RngConfig>,
+    /// The virtio-vsock over vhost-vsock with its hybrid socket
+    /// (cloud-hypervisor's VsockConfig; Kata's agent channel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
     /// Ours: the vSMMU (`--vsmmu`), e.g.
     /// `{"kind": "cmdqv", "backend": "emulated", "page0": "mapped"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -341,6 +345,7 @@ impl TryFrom<ApiVmConfig> for VmConfig {
             net,
             console,
             rng: api.rng,
+            vsock: api.vsock,
         })
     }
 }
@@ -360,6 +365,10 @@ pub fn shown_config(
     if let Some(fields) = shown.as_object_mut() {
         for list in ["devices", "test_devices", "disks"] {
             fields.entry(list).or_insert_with(|| serde_json::json!([]));
+        }
+        // Nor a vsock removed before boot.
+        if given.is_some_and(|g| g.get("vsock").is_some()) {
+            fields.entry("vsock").or_insert(serde_json::Value::Null);
         }
     }
     if let Some(given) = given {
@@ -505,6 +514,7 @@ impl From<&VmConfig> for ApiVmConfig {
             net: (!config.net.is_empty()).then(|| config.net.clone()),
             console: Some(console),
             rng: config.rng.clone(),
+            vsock: config.vsock.clone(),
             vsmmu: Some(config.vsmmu.clone()),
             test_devices: config
                 .test_devices

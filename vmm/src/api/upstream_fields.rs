@@ -23,8 +23,9 @@
 //! - `net` is implemented (virtio-net over a tap), so it is parsed; its
 //!   vhost-user, MTU, host MAC, rate limiting and `fds` fields are refused
 //!   when set.
-//! - `vsock` is refused: Kata's agent talks over it, and accepting it would
-//!   leave the runtime waiting on a socket nothing serves.
+//! - `vsock` is implemented (virtio-vsock over vhost-vsock with the hybrid
+//!   vsock socket Kata's agent client uses), so it is parsed; only
+//!   `vsock.iommu: true` is refused.
 
 use serde_json::Value;
 
@@ -161,11 +162,6 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
     ("generic-vhost-user", Accepts::Off, VIRTIO),
     ("vdpa", Accepts::Off, VIRTIO),
     (
-        "vsock",
-        Accepts::Off,
-        "virtio-vsock is not implemented yet; leave vsock out",
-    ),
-    (
         "balloon",
         Accepts::Off,
         "virtio-balloon is not implemented; leave balloon out",
@@ -179,6 +175,11 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "rng.iommu",
         Accepts::Off,
         "virtio devices are never behind the vSMMU (the host SMMU cannot translate for them)",
+    ),
+    (
+        "vsock.iommu",
+        Accepts::Off,
+        "virtio devices are never behind the vSMMU (vhost-vsock reads guest-physical addresses)",
     ),
     (
         "iommu",
@@ -398,6 +399,7 @@ mod tests {
                      "topology": {"threads_per_core": 1, "cores_per_die": 8, "dies_per_package": 1, "packages": 1}},
             "memory": {"size": 1073741824, "shared": true, "hotplug_size": 0, "thp": true},
             "rng": {"src": "/dev/urandom", "iommu": false},
+            "vsock": {"cid": 3, "socket": "/run/vc/vm/x/clh.sock", "iommu": false},
             "iommu": false, "watchdog": false, "pvpanic": false, "landlock_enable": false,
             "disks": [], "net": null, "numa": [], "platform": {"num_pci_segments": 1},
             "devices": [{"path": "/sys/bus/pci/devices/0000:01:00.0/", "pci_device_id": null}]
@@ -411,7 +413,7 @@ mod tests {
             "payload": {"kernel": "/k"},
             "cpus": {"boot_vcpus": 2, "kvm_hyperv": true, "topology": {"threads_per_core": 2}},
             "memory": {"size": 1073741824, "thp": false},
-            "vsock": {"cid": 3, "socket": "/tmp/v"},
+            "vsock": {"cid": 3, "socket": "/tmp/v", "iommu": true},
             "rng": {"src": "/dev/hwrng", "iommu": true},
             "devices": [{"path": "/a"}, {"path": "/b", "pci_device_id": 3}],
             "disks": [{"path": "/img"}, {"path": "/img2", "iommu": true, "vhost_user": false}],
@@ -424,8 +426,8 @@ mod tests {
                 "disks[1].iommu",
                 "net[1].iommu",
                 "net[1].mtu",
-                "vsock",
                 "rng.iommu",
+                "vsock.iommu",
                 "console.mode",
                 "cpus.kvm_hyperv",
                 "cpus.topology.threads_per_core",
@@ -435,9 +437,9 @@ mod tests {
         );
         let value: Value = serde_json::from_str(json).unwrap();
         assert_eq!(
-            demands(&value)[3].to_string(),
-            "field vsock={\"cid\":3,\"socket\":\"/tmp/v\"} is not supported: virtio-vsock is not \
-             implemented yet; leave vsock out"
+            demands(&value)[4].to_string(),
+            "field vsock.iommu=true is not supported: virtio devices are never behind the vSMMU \
+             (vhost-vsock reads guest-physical addresses)"
         );
     }
 

@@ -90,7 +90,7 @@ enum Command {
         /// "path=<device_path>,num_queues=<n>,..." (cloud-hypervisor's --vdpa syntax)
         vdpa_config: String,
     },
-    /// Add vsock device (refused: not implemented yet)
+    /// Add a vsock device (before boot)
     #[command(name = "add-vsock")]
     AddVsock {
         /// "cid=<context_id>,socket=<socket_path>,..." (cloud-hypervisor's --vsock syntax)
@@ -317,11 +317,13 @@ fn request(command: &Command) -> Result<(&'static str, &'static str, Option<Stri
             "vm.add-vdpa",
             Some(options_json(vdpa_config, "path")?),
         ),
-        Command::AddVsock { vsock_config } => (
-            "PUT",
-            "vm.add-vsock",
-            Some(options_json(vsock_config, "cid")?),
-        ),
+        Command::AddVsock { vsock_config } => {
+            let config = vmm::config::VsockConfig::parse(vsock_config)
+                .map_err(|e| Error::Argument(e.to_string()))?;
+            let body =
+                serde_json::to_string(&config).map_err(|e| Error::Argument(e.to_string()))?;
+            ("PUT", "vm.add-vsock", Some(body))
+        }
         Command::Coredump { coredump_config } => (
             "PUT",
             "vm.coredump",

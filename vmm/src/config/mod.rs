@@ -6,6 +6,7 @@ pub mod net;
 pub mod numa;
 pub mod options;
 pub mod virtio;
+pub mod vsock;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use virtio::{
     CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, RNG_SYNTAX, RngConfig,
     VirtioConfigError,
 };
+pub use vsock::{VSOCK_SYNTAX, VsockConfig, VsockConfigError};
 
 /// `--cpus` syntax.
 pub const CPUS_SYNTAX: &str = "Number of vCPUs: \"boot=<boot_vcpus>\"";
@@ -469,6 +471,9 @@ pub struct VmConfig {
     /// The virtio-rng (`--rng`); none without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<RngConfig>,
+    /// The virtio-vsock (`--vsock`, at most one); none without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsock: Option<VsockConfig>,
 }
 
 impl Default for VmConfig {
@@ -488,6 +493,7 @@ impl Default for VmConfig {
             net: Vec::new(),
             console: ConsoleConfig::Off,
             rng: None,
+            vsock: None,
         }
     }
 }
@@ -565,6 +571,9 @@ pub enum ConfigError {
     /// A `--net` rule.
     #[error(transparent)]
     Net(#[from] NetConfigError),
+    /// A `--vsock` rule.
+    #[error(transparent)]
+    Vsock(#[from] VsockConfigError),
 }
 
 impl VmConfig {
@@ -631,6 +640,7 @@ impl VmConfig {
         }
         virtio::validate(self, &mut ids)?;
         net::validate(&self.net, &mut ids)?;
+        vsock::validate(self.vsock.as_ref(), &mut ids)?;
         self.validate_vsmmu()
     }
 

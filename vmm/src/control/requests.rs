@@ -104,6 +104,7 @@ impl Vmm {
             },
             ApiRequest::VmAddDevice(device) => self.add_device(&device),
             ApiRequest::VmRemoveDevice(id) => self.remove_device(&id),
+            ApiRequest::VmAddVsock(vsock) => self.add_vsock(vsock),
             ApiRequest::VmSaveState(op) => self.refuse_save_state(op),
             ApiRequest::Unimplemented(what) => Err(self.refuse_unimplemented(what)),
         };
@@ -182,13 +183,40 @@ impl Vmm {
         self.redefine(config)
     }
 
-    /// `vm.remove-device`: before boot the function (or test endpoint)
-    /// leaves the configuration; a running VM is refused.
+    /// `vm.add-vsock`: before boot (or after a shutdown) the vsock joins
+    /// the configuration, as upstream's cold add, once the host can give
+    /// it (socket path, vhost-vsock, CID); a running VM is refused.
+    pub(super) fn add_vsock(&mut self, vsock: crate::config::VsockConfig) -> ApiResponse {
+        let description = match &self.vm {
+            Vm::None => return Err(ApiError::VmNotCreated),
+            Vm::Running { .. } => return Err(ApiError::VsockHotplug),
+            Vm::Defined { description, .. } => description,
+        };
+        if let Some(present) = &description.config.vsock {
+            return Err(ApiError::VsockPresent {
+                id: present.id.clone(),
+                cid: present.cid,
+            });
+        }
+        let mut config = description.config.clone();
+        config.vsock = Some(vsock);
+        config.validate(true)?;
+        crate::virtio::check_vsock(config.vsock.as_ref())
+            .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+        self.redefine(config)
+    }
+
+    /// `vm.remove-device`: before boot the function (or test endpoint, or
+    /// the vsock) leaves the configuration; a running VM is refused.
     pub(super) fn remove_device(&mut self, id: &str) -> ApiResponse {
         let Vm::Defined { description, .. } = &self.vm else {
             return self.refuse_remove(id);
         };
         let mut config = description.config.clone();
+        if config.vsock.as_ref().is_some_and(|v| v.id == id) {
+            config.vsock = None;
+            return self.redefine(config);
+        }
         let before = config.devices.len() + config.test_devices.len();
         config.devices.retain(|d| d.id != id);
         config.test_devices.retain(|d| d.id != id);

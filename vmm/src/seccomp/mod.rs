@@ -7,12 +7,13 @@
 //!
 //! | kind | installed | may |
 //! |------|-----------|-----|
-//! | `vmm` | after start-up, before the event loop | rebuild a VM (open devices and files, mmap, every KVM/VFIO/iommufd ioctl, spawn threads) |
-//! | `vcpu` | first thing in each vCPU thread | KVM_RUN and the MMIO handlers' calls; no open, no thread, no PROT_EXEC |
+//! | `vmm` | after start-up, before the event loop | rebuild a VM (open devices and files, mmap, every KVM/VFIO/iommufd/vhost ioctl, spawn threads) |
+//! | `vcpu` | first thing in each vCPU thread | KVM_RUN and the MMIO handlers' calls (vhost-vsock's on a vsock's DRIVER_OK and reset); no open, no thread, no PROT_EXEC |
 //! | `api` | first thing in the HTTP thread | epoll, accept, read/write its sockets; no open |
 //! | `vcmdq-engine` | first thing in the emulated backend's engine thread | MSI/line injection, eventfd writes |
 //! | `console-in` | first thing in the stdin reader | read stdin |
 //! | `virtio-worker` | first thing in each virtio queue worker | epoll, eventfds, pread/pwrite/fdatasync/fallocate on its image, BLKDISCARD/BLKZEROOUT, console input and output |
+//! | `vsock-proxy` | first thing in a virtio-vsock's proxy thread | epoll, accept on its Unix socket, AF_VSOCK sockets connected to the guest, read/write/shutdown; no open |
 //!
 //! Filters are compiled once, at start ([`init`]), for the host's
 //! architecture; seccompiler resolves the syscall names per architecture,
@@ -79,17 +80,20 @@ pub enum ThreadKind {
     ConsoleIn,
     /// A virtio device's queue worker (`virtio_devices::worker`).
     VirtioWorker,
+    /// A virtio-vsock's hybrid socket proxy (`virtio_devices::vsock`).
+    VsockProxy,
 }
 
 impl ThreadKind {
     /// Every kind.
-    pub const ALL: [ThreadKind; 6] = [
+    pub const ALL: [ThreadKind; 7] = [
         ThreadKind::Vmm,
         ThreadKind::Vcpu,
         ThreadKind::Api,
         ThreadKind::VcmdqEngine,
         ThreadKind::ConsoleIn,
         ThreadKind::VirtioWorker,
+        ThreadKind::VsockProxy,
     ];
 
     /// The kind's name, in messages and in the compiled filter map.
@@ -101,6 +105,7 @@ impl ThreadKind {
             ThreadKind::VcmdqEngine => "vcmdq-engine",
             ThreadKind::ConsoleIn => "console-in",
             ThreadKind::VirtioWorker => virtio_devices::worker::WORKER_KIND,
+            ThreadKind::VsockProxy => virtio_devices::vsock::PROXY_KIND,
         }
     }
 }
@@ -191,6 +196,7 @@ fn devices_thread_start(name: &'static str) -> io::Result<()> {
     let kind = match name {
         "vcmdq-engine" => ThreadKind::VcmdqEngine,
         virtio_devices::worker::WORKER_KIND => ThreadKind::VirtioWorker,
+        virtio_devices::vsock::PROXY_KIND => ThreadKind::VsockProxy,
         other => {
             return Err(io::Error::other(format!(
                 "no seccomp filter for a {other} thread"

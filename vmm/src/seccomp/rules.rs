@@ -47,12 +47,22 @@ pub(super) const KVM_IOEVENTFD: u32 = ioc(IOC_WRITE, KVMIO as u32, 0x79, 64);
 /// virtio-blk DISCARD and WRITE_ZEROES on a block device.
 pub(super) const BLKDISCARD: u32 = ioc(IOC_NONE, 0x12, 119, 0);
 pub(super) const BLKZEROOUT: u32 = ioc(IOC_NONE, 0x12, 127, 0);
+/// The vhost ioctl type (`VHOST_VIRTIO`, 0xAF): every VHOST_* and
+/// VHOST_VSOCK_* request of vhost-vsock.
+pub(super) const VHOST: u8 = 0xAF;
 /// seccomp(2)'s operation that installs a filter.
 const SECCOMP_SET_MODE_FILTER: u64 = 1;
-/// `socket(2)`'s domains a thread may create: Unix sockets (the serial
-/// socket) and, only to configure a tap's host side (SIOCSIFADDR and
-/// SIOCSIFNETMASK go through an AF_INET socket), IPv4 datagram ones.
-pub(super) const SOCKET_DOMAINS: &[u64] = &[libc::AF_UNIX as u64, libc::AF_INET as u64];
+/// `socket(2)`'s domains the VMM thread may create: Unix sockets (the
+/// serial socket, the hybrid vsock socket), IPv4 datagram ones only to
+/// configure a tap's host side (SIOCSIFADDR and SIOCSIFNETMASK go through
+/// an AF_INET socket), and AF_VSOCK for its vsock proxy thread.
+pub(super) const SOCKET_DOMAINS: &[u64] = &[
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_VSOCK as u64,
+];
+/// The vsock proxy's only domain.
+pub(super) const VSOCK_DOMAIN: &[u64] = &[libc::AF_VSOCK as u64];
 /// The interface ioctls of a tap's host side (`net/tap.rs` of
 /// virtio-devices): flags read and set (IFF_UP), address and netmask.
 pub(super) const SIOCGIFFLAGS: u32 = libc::SIOCGIFFLAGS as u32;
@@ -168,6 +178,9 @@ fn vcpu() -> List {
             Ioctl::Exact(KVM_SIGNAL_MSI),
             Ioctl::Exact(KVM_IOEVENTFD),
             Ioctl::Family(VFIO_IOMMUFD),
+            // A virtio-vsock's DRIVER_OK and reset: vhost-vsock's rings,
+            // memory table, features and SET_RUNNING.
+            Ioctl::Family(VHOST),
             Ioctl::Exact(TCGETS),
         ],
     );
@@ -262,6 +275,39 @@ fn virtio_worker(arch: TargetArch) -> List {
     list
 }
 
+/// A vsock proxy (`virtio_devices::vsock::proxy`): one epoll loop over
+/// its Unix listener, its clients and their AF_VSOCK sockets to the
+/// guest; it accepts, reads, writes, half-closes, and makes AF_VSOCK
+/// sockets only, connected to the guest's CID (non-blocking connect,
+/// SO_ERROR, the ports of both ends). It opens no file.
+fn vsock_proxy(arch: TargetArch) -> List {
+    let mut list = base();
+    add(
+        &mut list,
+        &[
+            "accept4",
+            "connect",
+            "epoll_create1",
+            "epoll_ctl",
+            "epoll_pwait",
+            "fcntl",
+            "getpeername",
+            "getsockname",
+            "getsockopt",
+            "read",
+            "recvfrom",
+            "sendto",
+            "shutdown",
+        ],
+    );
+    list.insert("socket", Args::FirstArg(VSOCK_DOMAIN));
+    if arch == TargetArch::x86_64 {
+        add(&mut list, &["epoll_wait"]);
+    }
+    ioctls(&mut list, &[Ioctl::Exact(FIONBIO), Ioctl::Exact(TCGETS)]);
+    list
+}
+
 /// The VMM thread, filtered once start-up is done. What it still does
 /// after that, and so must keep: serve the event loop and the API; build a
 /// whole VM again on `vm.boot` (API), `vm.reboot` or a guest reset: open
@@ -276,7 +322,10 @@ fn virtio_worker(arch: TargetArch) -> List {
 /// seccomp(SECCOMP_SET_MODE_FILTER), nothing else of seccomp(). It listens
 /// on a serial Unix socket defined by `vm.create` (`serial.mode: Socket`,
 /// libvirt's `<serial type='unix'>`): socket(AF_UNIX only), bind, listen,
-/// accept4. Nothing is connected, no process started, nothing made
+/// accept4. It builds a virtio-vsock (vhost-vsock's ioctls, the hybrid
+/// socket's listener) and starts its proxy thread, whose first syscalls
+/// run under this filter: so this list also has `connect` and AF_VSOCK,
+/// which only that thread uses. No process started, nothing made
 /// executable.
 fn vmm(arch: TargetArch) -> List {
     let mut list = base();
@@ -285,6 +334,7 @@ fn vmm(arch: TargetArch) -> List {
         ThreadKind::VcmdqEngine,
         ThreadKind::ConsoleIn,
         ThreadKind::VirtioWorker,
+        ThreadKind::VsockProxy,
     ] {
         for (name, args) in allowed(kind, arch) {
             if name != "ioctl" {
@@ -367,6 +417,9 @@ fn vmm(arch: TargetArch) -> List {
             // Its virtio workers' (their filters stack on this one).
             Ioctl::Exact(BLKDISCARD),
             Ioctl::Exact(BLKZEROOUT),
+            // A virtio-vsock built (VHOST_SET_OWNER, the guest CID) and
+            // released.
+            Ioctl::Family(VHOST),
         ],
     );
     list
@@ -381,6 +434,7 @@ pub(super) fn allowed(kind: ThreadKind, arch: TargetArch) -> BTreeMap<&'static s
         ThreadKind::VcmdqEngine => vcmdq_engine(),
         ThreadKind::ConsoleIn => console_in(),
         ThreadKind::VirtioWorker => virtio_worker(arch),
+        ThreadKind::VsockProxy => vsock_proxy(arch),
     }
 }
 

@@ -29,6 +29,9 @@ fn covers(list: &std::collections::BTreeMap<&str, Args>, name: &str, args: &Args
     match (list.get(name), args) {
         (Some(Args::Any), _) => true,
         (Some(Args::NoExec), Args::NoExec) => true,
+        (Some(Args::FirstArg(allowed)), Args::FirstArg(wanted)) => {
+            wanted.iter().all(|w| allowed.contains(w))
+        }
         (Some(Args::Ioctls(allowed)), Args::Ioctls(wanted)) => wanted.iter().all(|w| {
             allowed.iter().any(|a| match (*a, *w) {
                 (Ioctl::Family(f), Ioctl::Exact(nr)) => (nr >> 8) & 0xff == u32::from(f),
@@ -48,6 +51,7 @@ fn threads_spawned_by_the_filtered_vmm_thread_need_nothing_it_refuses() {
             ThreadKind::VcmdqEngine,
             ThreadKind::ConsoleIn,
             ThreadKind::VirtioWorker,
+            ThreadKind::VsockProxy,
         ] {
             for (name, args) in rules::allowed(kind, arch) {
                 assert!(
@@ -60,7 +64,7 @@ fn threads_spawned_by_the_filtered_vmm_thread_need_nothing_it_refuses() {
 }
 
 #[test]
-fn no_thread_execs_forks_or_connects_only_the_vmm_listens_and_vcpus_open_nothing() {
+fn no_thread_execs_or_forks_only_the_vsock_proxy_connects_the_vmm_listens_and_vcpus_open_nothing() {
     let forbidden_everywhere = [
         rules::NEVER_ALLOWED,
         "execve",
@@ -68,7 +72,6 @@ fn no_thread_execs_forks_or_connects_only_the_vmm_listens_and_vcpus_open_nothing
         "fork",
         "vfork",
         "ptrace",
-        "connect",
         "mount",
         "kexec_load",
         "init_module",
@@ -85,20 +88,34 @@ fn no_thread_execs_forks_or_connects_only_the_vmm_listens_and_vcpus_open_nothing
             for name in ["mmap", "mprotect"] {
                 assert_eq!(list.get(name), Some(&Args::NoExec), "{kind:?} {name}");
             }
-            // Only the VMM thread makes sockets: a Unix one it listens on
-            // (the serial socket), an IPv4 one to configure a tap.
-            if kind == ThreadKind::Vmm {
-                assert_eq!(
+            // Only the VMM thread makes sockets it listens on (the serial
+            // and hybrid vsock sockets), an IPv4 one to configure a tap,
+            // and (for the proxy it starts) AF_VSOCK; the vsock proxy
+            // makes AF_VSOCK sockets and connects them, nothing else.
+            match kind {
+                ThreadKind::Vmm => assert_eq!(
                     list.get("socket"),
                     Some(&Args::FirstArg(&[
                         libc::AF_UNIX as u64,
-                        libc::AF_INET as u64
+                        libc::AF_INET as u64,
+                        libc::AF_VSOCK as u64
                     ])),
                     "{kind:?} socket"
-                );
-            } else {
-                for name in ["socket", "bind", "listen"] {
-                    assert!(!list.contains_key(name), "{kind:?} allows {name}");
+                ),
+                ThreadKind::VsockProxy => {
+                    assert_eq!(
+                        list.get("socket"),
+                        Some(&Args::FirstArg(&[libc::AF_VSOCK as u64])),
+                        "{kind:?} socket"
+                    );
+                    for name in ["bind", "listen"] {
+                        assert!(!list.contains_key(name), "{kind:?} allows {name}");
+                    }
+                }
+                _ => {
+                    for name in ["socket", "bind", "listen", "connect"] {
+                        assert!(!list.contains_key(name), "{kind:?} allows {name}");
+                    }
                 }
             }
             if kind != ThreadKind::Vmm {
@@ -183,6 +200,8 @@ mod in_child {
         RealVirtio,
         /// Not a probe: a virtio-net function over a new tap is built.
         RealNet,
+        /// Not a probe: a vsock proxy serves a client under its filter.
+        RealVsockProxy,
     }
 
     fn probe_name(probe: Probe) -> &'static str {
@@ -195,6 +214,7 @@ mod in_child {
             Probe::Stacked => "stacked",
             Probe::RealVirtio => "real-virtio",
             Probe::RealNet => "real-net",
+            Probe::RealVsockProxy => "real-vsock-proxy",
         }
     }
 
@@ -247,6 +267,9 @@ mod in_child {
         }
         if probe == "real-net" {
             return real_net();
+        }
+        if probe == "real-vsock-proxy" {
+            return real_vsock_proxy();
         }
         if probe == "stacked" {
             return stacked(kind);
@@ -317,6 +340,20 @@ mod in_child {
         eprintln!("child exits");
     }
 
+    /// Print `LABEL MODE` for the thread named `comm`: its Seccomp: line
+    /// of /proc (2: a filter is installed).
+    fn print_seccomp_mode(label: &str, comm: &str) {
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap();
+            if name.trim() == comm {
+                let status = std::fs::read_to_string(task.join("status")).unwrap();
+                let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
+                eprintln!("{label} {}", seccomp.split_whitespace().last().unwrap());
+            }
+        }
+    }
+
     /// The emulated backend's own engine thread, started through the devices
     /// crate's hook: print its seccomp state, run it a while, stop it.
     fn real_engine() {
@@ -332,15 +369,7 @@ mod in_child {
         let irq = std::sync::Arc::new(devices::irq::NoInterrupts);
         let backend = EmulatedCmdqv::new(EmulatedBackend::new(), mem, irq, config).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
-        for task in std::fs::read_dir("/proc/self/task").unwrap() {
-            let task = task.unwrap().path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-            if comm.trim() == "vcmdq-engine" {
-                let status = std::fs::read_to_string(task.join("status")).unwrap();
-                let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
-                eprintln!("engine {}", seccomp.split_whitespace().last().unwrap());
-            }
-        }
+        print_seccomp_mode("engine", "vcmdq-engine");
         drop(backend);
         eprintln!("child exits");
     }
@@ -377,15 +406,7 @@ mod in_child {
                 function
             });
             let function = vcpu.join().unwrap();
-            for task in std::fs::read_dir("/proc/self/task").unwrap() {
-                let task = task.unwrap().path();
-                let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-                if comm.trim() == "_disk0-q0" {
-                    let status = std::fs::read_to_string(task.join("status")).unwrap();
-                    let seccomp = status.lines().find(|l| l.starts_with("Seccomp:")).unwrap();
-                    eprintln!("worker {}", seccomp.split_whitespace().last().unwrap());
-                }
-            }
+            print_seccomp_mode("worker", "_disk0-q0");
             drop(function);
         });
         vmm.join().unwrap();
@@ -420,6 +441,43 @@ mod in_child {
             }
         });
         vmm.join().unwrap();
+        eprintln!("child exits");
+    }
+
+    /// A vsock proxy started by a thread under the VMM filter (its thread
+    /// installs the proxy's filter on top) serves a client: accepts it,
+    /// reads its CONNECT line, makes and connects an AF_VSOCK socket to
+    /// the guest CID (nothing there on a test host: refused) and writes
+    /// the answer line; print the thread's seccomp state and the answer.
+    fn real_vsock_proxy() {
+        use std::io::{BufRead, Write};
+        use virtio_devices::vsock::{Proxy, VhostPorts};
+        let dir = std::env::temp_dir().join(format!("ch-seccomp-vsock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vsock.sock");
+        let at = path.clone();
+        // Started under the VMM filter; the client below is this
+        // (unfiltered) thread.
+        let proxy = std::thread::spawn(move || {
+            apply(ThreadKind::Vmm).unwrap();
+            Proxy::start("_vsock0-proxy".into(), &at, VhostPorts { cid: 3 }).unwrap()
+        })
+        .join()
+        .unwrap();
+        let mut client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        client.write_all(b"CONNECT 1\n").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(&client)
+            .read_line(&mut line)
+            .unwrap();
+        print_seccomp_mode("proxy", "_vsock0-proxy");
+        eprintln!("answer {}", line.split(' ').next().unwrap_or_default());
+        drop(proxy);
+        let _ = std::fs::remove_dir_all(&dir);
         eprintln!("child exits");
     }
 
@@ -507,12 +565,23 @@ mod in_child {
     }
 
     #[test]
+    fn a_vsock_proxy_serves_a_client_under_its_filter_stacked_on_the_vmms() {
+        let (status, out) = run_child(ThreadKind::VsockProxy, "true", Probe::RealVsockProxy);
+        assert!(status.success(), "{out}");
+        assert!(out.contains("proxy 2"), "{out}");
+        // No guest here: the connect to CID 3 fails, so the error line.
+        assert!(out.contains("answer ERROR"), "{out}");
+        assert!(out.contains("child exits"), "{out}");
+    }
+
+    #[test]
     fn threads_spawned_under_the_vmm_filter_install_theirs_and_work_under_true() {
         for kind in [
             ThreadKind::Vcpu,
             ThreadKind::VcmdqEngine,
             ThreadKind::ConsoleIn,
             ThreadKind::VirtioWorker,
+            ThreadKind::VsockProxy,
         ] {
             let (status, out) = run_child(kind, "true", Probe::Stacked);
             assert!(status.success(), "{kind:?}: {out}");
