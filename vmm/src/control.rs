@@ -183,6 +183,10 @@ pub struct Vmm {
     /// The serial console's pty or socket (modes Pty and Socket), for the
     /// VM's definition.
     serial: Option<Arc<SerialBackend>>,
+    /// The taps `vm.add-net` brought (SCM_RIGHTS), held open for the VM's
+    /// definition: its `net[].fds` name them, and each boot attaches to a
+    /// duplicate.
+    net_fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Vmm {
@@ -222,6 +226,7 @@ impl Vmm {
             host_fds: Vec::new(),
             given_config: None,
             serial: None,
+            net_fds: Vec::new(),
         })
     }
 
@@ -237,6 +242,7 @@ impl Vmm {
             .map_err(ApiError::Serial)?
             .map(Arc::new);
         self.given_config = None;
+        self.net_fds.clear();
         self.vm = Vm::Defined {
             description: Box::new(description),
             shut_down: false,
@@ -506,6 +512,71 @@ mod tests {
             assert_eq!(status(vmm.handle(request).0), 404);
         }
         assert_eq!(status(vmm.handle(ApiRequest::VmmPing).0), 200);
+    }
+
+    #[test]
+    fn add_net_joins_a_created_vm_and_holds_its_taps_until_delete() {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let net = |json: &str| Box::new(serde_json::from_str(json).unwrap());
+        let mut vmm = Vmm::new(None).unwrap();
+        let (response, _) = vmm.handle(ApiRequest::VmAddNet(net("{}"), Vec::new()));
+        assert_eq!(status(response), 404);
+        vmm.create(cmdqv_config()).unwrap();
+        // A descriptor that is not a tap: refused naming the NIC, closed.
+        let (read_end, mut write_end) = std::io::pipe().unwrap();
+        let (response, _) = vmm.handle(ApiRequest::VmAddNet(
+            net(r#"{"id": "net_0", "num_queues": 2}"#),
+            vec![OwnedFd::from(read_end)],
+        ));
+        let err = response.unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(
+            err.to_string()
+                .contains("vm.add-net id=net_0: a descriptor sent with the request: "),
+            "{err}"
+        );
+        // Its read end is gone: writing finds no reader.
+        let broken = std::io::Write::write(&mut write_end, b"x").unwrap_err();
+        assert_eq!(broken.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(vmm.description().unwrap().config.net.is_empty());
+        // Without descriptors (the VMM opens a tap at boot): generated id
+        // and MAC, the next NIC after it.
+        for json in ["{}", r#"{"id": "net_1", "tap": "vmtap1"}"#] {
+            let (response, _) = vmm.handle(ApiRequest::VmAddNet(net(json), Vec::new()));
+            assert!(matches!(response, Ok(None)), "{response:?}");
+        }
+        let config = &vmm.description().unwrap().config;
+        let ids: Vec<&str> = config.net.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["_net0", "net_1"]);
+        assert!(config.net[0].mac.is_some());
+        // The same tap twice breaks the configuration's rules: nothing changes.
+        let (response, _) = vmm.handle(ApiRequest::VmAddNet(
+            net(r#"{"id": "net_2", "tap": "vmtap1"}"#),
+            Vec::new(),
+        ));
+        assert_eq!(status(response), 400);
+        assert_eq!(vmm.description().unwrap().config.net.len(), 2);
+        // A tap's descriptor (needs CAP_NET_ADMIN): held until vm.delete.
+        // The tap is not persistent: it exists while a descriptor of it is
+        // open, and the test drops its own first.
+        if let Ok(tap) = virtio_devices::net::Tap::open(Some("chnet%d")) {
+            let sysfs = std::path::Path::new("/sys/class/net").join(tap.name());
+            // SAFETY: the tap's descriptor stays open while `tap` lives,
+            // which outlasts this borrow (cloned at once).
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(tap.as_raw_fd()) };
+            let fd = borrowed.try_clone_to_owned().unwrap();
+            let raw = fd.as_raw_fd();
+            let (response, _) = vmm.handle(ApiRequest::VmAddNet(
+                net(r#"{"id": "net_3", "num_queues": 2}"#),
+                vec![fd],
+            ));
+            assert!(matches!(response, Ok(None)), "{response:?}");
+            assert_eq!(vmm.description().unwrap().config.net[2].fds, Some(vec![raw]));
+            drop(tap);
+            assert!(sysfs.exists(), "the VMM let go of the tap before vm.delete");
+            assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
+            assert!(!sysfs.exists(), "vm.delete did not close the tap");
+        }
     }
 
     #[test]

@@ -25,10 +25,15 @@
 //!
 //! Every connection carries one request and is closed after the answer
 //! (`Connection: close`), as cloud-hypervisor's clients expect.
+//!
+//! Descriptors sent with a request (SCM_RIGHTS: libvirt passes the taps of
+//! `vm.add-net` so) are taken, at most [`MAX_REQUEST_FDS`], and handed to
+//! the VMM with `vm.add-net`; any other request's are closed. More than
+//! that many in one message is a 400 (the kernel's excess is closed).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -37,14 +42,17 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 pub use super::message::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
 use super::message::{Parsed, parse, response, response_with};
-use super::{ApiEnd, ApiError, ApiResponse, routes};
+use super::{ApiEnd, ApiError, ApiRequest, ApiResponse, routes};
 use crate::config::ApiSocket;
 
 /// Connections open at once, at most.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Descriptors one request may carry (a NIC's taps: one per queue pair).
+pub const MAX_REQUEST_FDS: usize = 8;
 /// Time a client has to send its request, and to take its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -170,6 +178,33 @@ struct Connection {
     deadline: Instant,
     /// 100 Continue already sent.
     continued: bool,
+    /// Descriptors that came with the request (SCM_RIGHTS).
+    fds: Vec<OwnedFd>,
+}
+
+/// Read what `stream` has into `buf`, taking the descriptors that come
+/// with it into `fds` (at most [`MAX_REQUEST_FDS`] in all: ENOBUFS beyond).
+fn receive(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut raw = [-1; MAX_REQUEST_FDS];
+    let room = MAX_REQUEST_FDS.saturating_sub(fds.len()).max(1);
+    let mut iov = [libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }];
+    // SAFETY: the one iovec points at `buf`, writable for its whole
+    // length and not otherwise borrowed during the call; `raw` has room
+    // for `room` descriptors.
+    let (read, count) = unsafe { stream.recv_with_fds(&mut iov, &mut raw[..room]) }
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    for fd in &raw[..count] {
+        // SAFETY: recvmsg installed `fd` in this process for us alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(*fd) };
+        if fds.len() == MAX_REQUEST_FDS {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
+        fds.push(fd);
+    }
+    Ok(read)
 }
 
 struct Server {
@@ -304,6 +339,7 @@ impl Server {
                     phase: Phase::Reading,
                     deadline: Instant::now() + REQUEST_TIMEOUT,
                     continued: false,
+                    fds: Vec::new(),
                 },
             );
         }
@@ -337,7 +373,7 @@ impl Server {
                 break;
             }
             let want = room.min(chunk.len());
-            match conn.stream.read(&mut chunk[..want]) {
+            match receive(&conn.stream, &mut chunk[..want], &mut conn.fds) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -345,6 +381,11 @@ impl Server {
                 Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    conn.fds.clear();
+                    self.answer(token, Err(ApiError::TooManyFds(MAX_REQUEST_FDS)), None);
+                    return;
+                }
                 Err(_) => {
                     self.close(token);
                     return;
@@ -380,7 +421,14 @@ impl Server {
         if let Some(conn) = self.connections.get_mut(&token) {
             conn.target = target.to_string();
         }
+        let fds = self
+            .connections
+            .get_mut(&token)
+            .map(|c| std::mem::take(&mut c.fds))
+            .unwrap_or_default();
         let request = match routes::route(method, target, body) {
+            // The taps of a NIC; any other request's descriptors close here.
+            Ok(ApiRequest::VmAddNet(net, _)) => ApiRequest::VmAddNet(net, fds),
             Ok(request) => request,
             Err(err) => {
                 let allow = matches!(err, ApiError::WrongMethod { .. })
@@ -530,6 +578,8 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     fn exchange(stream: &mut UnixStream, request: &[u8]) -> String {

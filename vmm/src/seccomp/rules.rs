@@ -175,7 +175,8 @@ fn vcpu() -> List {
 }
 
 /// The HTTP API: one epoll loop over its listener, connections and two
-/// eventfds; it accepts, reads, writes and closes, and opens nothing.
+/// eventfds; it accepts, reads (recvmsg: a request may carry descriptors,
+/// `vm.add-net`'s taps), writes and closes, and opens nothing.
 fn api(arch: TargetArch) -> List {
     let mut list = base();
     add(
@@ -188,6 +189,7 @@ fn api(arch: TargetArch) -> List {
             "getsockopt",
             "read",
             "recvfrom",
+            "recvmsg",
             "sendto",
             "setsockopt",
             "shutdown",
