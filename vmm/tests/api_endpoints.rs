@@ -76,8 +76,7 @@ impl Vmm {
             body.len()
         );
         stream.write_all(request.as_bytes()).unwrap();
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
+        let answer = common::read_answer(&mut stream);
         let status = answer
             .get(9..12)
             .and_then(|s| s.parse().ok())

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_cloud-hypervisor");
 
 /// A VMM started as libvirt starts it: on a socket the parent bound.
@@ -98,8 +100,7 @@ impl Vmm {
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         stream.write_all(request).unwrap();
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
+        let answer = common::read_answer(&mut stream);
         // A 100 Continue comes first when the client asked for it.
         let last = answer.rfind("HTTP/1.1 ").unwrap_or(0);
         let answer = &answer[last..];

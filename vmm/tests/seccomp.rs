@@ -53,8 +53,7 @@ impl Vmm {
             body.len()
         )
         .unwrap();
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
+        let answer = common::read_answer(&mut stream);
         answer
             .split_whitespace()
             .nth(1)

@@ -52,6 +52,7 @@
 #define STEP "E2E-LIBVIRT: "
 
 static const char *socket_path;
+static pid_t vmm_pid;
 static int event_fd = -1;
 static char event_buf[65536];
 static size_t event_fill;
@@ -61,6 +62,11 @@ static void fail(const char *what)
 {
 	printf(STEP "FAILED %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
 	fflush(stdout);
+	// virCHProcessStop: the VMM does not outlive a failed start.
+	if (vmm_pid > 0) {
+		kill(vmm_pid, SIGTERM);
+		waitpid(vmm_pid, NULL, 0);
+	}
 	exit(1);
 }
 
@@ -152,10 +158,21 @@ static int request(const char *method, const char *endpoint, const char *json, i
 		n += snprintf(out + n, sizeof(out) - n, "\r\n");
 	if (write(fd, out, n) != n)
 		fail("write the request");
+	// As libcurl: the head, then the body its Content-Length gives (the
+	// server may keep the connection open for another request).
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		ssize_t r;
+		char *end;
 
+		in[got] = 0;
+		if ((end = strstr(in, "\r\n\r\n"))) {
+			const char *cl = strcasestr(in, "\r\nContent-Length:");
+			size_t want = (end - in) + 4 + (cl && cl < end ? strtoul(cl + 17, NULL, 10) : 0);
+
+			if (got >= want)
+				break;
+		}
 		if (poll(&p, 1, 30000) <= 0)
 			fail("no answer within 30 s");
 		r = read(fd, in + got, sizeof(in) - 1 - got);
@@ -171,6 +188,7 @@ static int request(const char *method, const char *endpoint, const char *json, i
 	snprintf(body, body_len, "%s", start ? start + 4 : "");
 	printf(STEP "%s %s -> %d %s\n", method, endpoint, status, body);
 	fflush(stdout);
+	errno = 0;
 	return status;
 }
 
@@ -263,6 +281,7 @@ static pid_t start_vmm(const char *vmm, const char *statedir, const char *name, 
 		_exit(127);
 	}
 	close(fd);
+	vmm_pid = pid;
 	// libvirt: the reader end, blocking, after the VMM has started.
 	while ((event_fd = open(fifo, O_RDONLY)) < 0)
 		if (errno != EINTR)
@@ -383,8 +402,10 @@ int main(int argc, char **argv)
 	printf(STEP "vcpu threads %d\n", vcpus);
 	if (request("GET", "vm.info", NULL, 1, body, sizeof(body)) != 200)
 		fail("vm.info");
-	if (!json_string(body, "serial", "file", serial, sizeof(serial)))
+	if (!json_string(body, "serial", "file", serial, sizeof(serial))) {
+		errno = 0;
 		fail("no config.serial.file in vm.info");
+	}
 	printf(STEP "serial pty %s\n", serial);
 	if (strstr(json, "\"console\":{\"mode\":\"Pty\"}")) {
 		if (json_string(body, "console", "file", console, sizeof(console))) {
