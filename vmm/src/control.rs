@@ -63,6 +63,7 @@ mod no_kvm {
             _: &VmDescription,
             _: EventFd,
             _: Option<std::sync::Arc<crate::serial_backend::SerialBackend>>,
+            _: Option<std::sync::Arc<crate::pty::Pty>>,
         ) -> Result<Self, ApiError> {
             Err(ApiError::BootUnsupported)
         }
@@ -183,6 +184,9 @@ pub struct Vmm {
     /// The serial console's pty or socket (modes Pty and Socket), for the
     /// VM's definition.
     serial: Option<Arc<SerialBackend>>,
+    /// The virtio-console's pty (console mode Pty), for the VM's
+    /// definition: `vm.info` names it in `config.console.file`.
+    console_pty: Option<Arc<crate::pty::Pty>>,
     /// The taps `vm.add-net` brought (SCM_RIGHTS), held open for the VM's
     /// definition: its `net[].fds` name them, and each boot attaches to a
     /// duplicate.
@@ -226,6 +230,7 @@ impl Vmm {
             host_fds: Vec::new(),
             given_config: None,
             serial: None,
+            console_pty: None,
             net_fds: Vec::new(),
         })
     }
@@ -241,6 +246,13 @@ impl Vmm {
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?
             .map(Arc::new);
+        self.console_pty = match description.config.console {
+            crate::config::virtio::ConsoleConfig::Pty => Some(Arc::new(
+                crate::pty::Pty::open()
+                    .map_err(|e| ApiError::InvalidConfig(format!("console: cannot open a pty: {e}")))?,
+            )),
+            _ => None,
+        };
         self.given_config = None;
         self.net_fds.clear();
         self.vm = Vm::Defined {
@@ -309,11 +321,12 @@ impl Vmm {
         crate::host_backend::preflight(&description.config)
             .map_err(|e| ApiError::Host(e.to_string()))?;
         let serial = self.serial.clone();
+        let console_pty = self.console_pty.clone();
         #[cfg(target_arch = "aarch64")]
-        let vm = RunningVm::start(description, stopped, serial)
+        let vm = RunningVm::start(description, stopped, serial, console_pty)
             .map_err(|e| ApiError::BootFailed(e.to_string()));
         #[cfg(not(target_arch = "aarch64"))]
-        let vm = RunningVm::start(description, stopped, serial);
+        let vm = RunningVm::start(description, stopped, serial, console_pty);
         let vm = vm?;
         events::emit(Named::VmBooted { boot });
         // The host's vEVENTQs (or the emulated backend's eventfd) wake the

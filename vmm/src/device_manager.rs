@@ -143,10 +143,12 @@ impl DeviceManager {
         page0: Arc<dyn GuestMapper>,
         notify: Arc<dyn NotifyRegistrar>,
         console: Box<dyn std::io::Write + Send>,
+        console_pty: Option<Arc<crate::pty::Pty>>,
     ) -> Result<Self, DeviceError> {
         let virtio_wiring = VirtioWiring {
             router: router.clone(),
             notify,
+            console_pty,
         };
         let mut disks = Vec::new();
         let mut nets = Vec::new();
@@ -758,6 +760,7 @@ mod tests {
             mapper.clone(),
             Arc::new(NoNotify),
             Box::new(std::io::sink()),
+            None,
         )
         .unwrap();
         let VsmmuHost::Emulated(backend) = &dm.vsmmus[0].backend else {
@@ -820,6 +823,7 @@ mod tests {
             Arc::new(RecordingMapper::default()),
             Arc::new(NoNotify),
             Box::new(std::io::sink()),
+            None,
         )
     }
 

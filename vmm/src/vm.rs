@@ -84,6 +84,7 @@ impl RunningVm {
         vm: &VmDescription,
         stopped: EventFd,
         serial: Option<Arc<SerialBackend>>,
+        console_pty: Option<Arc<crate::pty::Pty>>,
     ) -> Result<Self, VmError> {
         let layout = &vm.layout;
         let config = &vm.config;
@@ -113,6 +114,7 @@ impl RunningVm {
             kvm.clone(),
             kvm.clone(),
             console,
+            console_pty,
         )?;
         let state = Arc::new(RunState::new(stopped));
         match (&config.serial, serial) {

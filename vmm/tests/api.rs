@@ -6,7 +6,7 @@
 //!
 //! Every loop is bounded in count and time; sockets live in a temp dir.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -9,7 +9,7 @@
 //! Measured on a host that cannot run a VM (no aarch64 KVM): `vm.boot`
 //! answers 501 there, so the comparison runs on non-aarch64 builds only.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Child;

@@ -387,8 +387,9 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
     let events = EventFifo::open(&fifo);
 
     // A domain with <vcpu>2</vcpu>, 1 GiB, kernel + initrd + cmdline and
-    // <serial type='pty'/>: virCHMonitorBuildVMJson's fields, in its order.
-    let domain = r#"{"serial":{"mode":"Pty"},"cpus":{"boot_vcpus":2,"max_vcpus":2},"memory":{"size":1073741824},"payload":{"kernel":"/var/lib/libvirt/boot/Image","cmdline":"console=ttyAMA0 root=/dev/vda","initramfs":"/var/lib/libvirt/boot/initrd.img"}}"#;
+    // <serial type='pty'/> (libvirt adds a <console type='pty'> targeting
+    // that serial): virCHMonitorBuildVMJson's fields, in its order.
+    let domain = r#"{"console":{"mode":"Pty"},"serial":{"mode":"Pty"},"cpus":{"boot_vcpus":2,"max_vcpus":2},"memory":{"size":1073741824},"payload":{"kernel":"/var/lib/libvirt/boot/Image","cmdline":"console=ttyAMA0 root=/dev/vda","initramfs":"/var/lib/libvirt/boot/initrd.img"}}"#;
     let (status, answer) = vmm.send("PUT", "vm.create", Some(domain));
     assert_eq!(status, 204, "{answer}");
 
@@ -437,8 +438,13 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
     let (status, info) = vmm.send("GET", "vm.info", None);
     assert_eq!(status, 200, "{info}");
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    // virCHProcessUpdateConsole: config.console.file, then config.serial.file.
     let pty = info["config"]["serial"]["file"].as_str().unwrap_or_default();
     assert!(pty.starts_with("/dev/pts/"), "{info}");
+    let console = info["config"]["console"]["file"].as_str().unwrap_or_default();
+    assert!(console.starts_with("/dev/pts/"), "{info}");
+    assert_ne!(console, pty, "{info}");
+    assert!(Path::new(console).exists(), "{console}");
     assert_boot_refused(
         &vmm,
         b"PUT /api/v1/vm.boot HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\nContent-Length: 0\r\n\r\n",

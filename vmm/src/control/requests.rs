@@ -56,6 +56,7 @@ impl Vmm {
                         self.vm = Vm::None;
                         self.given_config = None;
                         self.serial = None;
+                        self.console_pty = None;
                         self.net_fds.clear();
                         events::emit(Named::VmDeleted);
                         Ok(None)
@@ -154,6 +155,7 @@ impl Vmm {
                 &ApiVmConfig::from(&description.config),
                 self.given_config.as_ref(),
                 self.serial.as_deref().and_then(SerialBackend::pty_path),
+                self.console_pty.as_deref().map(crate::pty::Pty::path),
             ),
             state,
             memory_actual_size: description.config.memory.total(),
