@@ -350,11 +350,11 @@ fn is_event(line: &str, source: &str, event: &str) -> bool {
     value["source"] == source && value["event"] == event
 }
 
-/// `chProcessAddNetworkDevices`: its own request on a connection of its
-/// own, the tap descriptors in the same sendmsg (SCM_RIGHTS), and one
-/// recv of the answer after at most 500 ms of poll (PKT_TIMEOUT_MS).
-fn libvirt_add_net(vmm: &Vmm, json: &str, fds: &[RawFd]) -> (u16, String) {
-    let stream = UnixStream::connect(&vmm.socket).unwrap();
+/// `chProcessAddNetworkDevices`: its own request on `stream` (one
+/// connection for all the domain's NICs), the tap descriptors in the same
+/// sendmsg (SCM_RIGHTS), and one recv of the answer after at most 500 ms
+/// of poll (PKT_TIMEOUT_MS).
+fn libvirt_add_net(stream: &UnixStream, json: &str, fds: &[RawFd]) -> (u16, String) {
     let request = format!(
         "PUT /api/v1/vm.add-net HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{json}",
@@ -367,7 +367,7 @@ fn libvirt_add_net(vmm: &Vmm, json: &str, fds: &[RawFd]) -> (u16, String) {
         .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut answer = vec![0u8; 1024];
-    let n = (&stream)
+    let n = (&*stream)
         .read(&mut answer)
         .expect("libvirt waits 500 ms for vm.add-net's answer");
     let answer = String::from_utf8_lossy(&answer[..n]).to_string();
@@ -396,20 +396,31 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
     // <interface type='ethernet'> (virCHMonitorBuildNetJson: id, mac,
     // num_queues = 2 x the queue pairs) with the tap libvirt opened.
     let net = r#"{"id":"net_0","mac":"52:54:00:4c:56:01","num_queues":2}"#;
-    match virtio_devices::net::Tap::open(Some("chlv%d")) {
-        Ok(tap) => {
-            let (status, answer) = libvirt_add_net(&vmm, net, &[tap.as_raw_fd()]);
+    let taps = (
+        virtio_devices::net::Tap::open(Some("chlv%d")),
+        virtio_devices::net::Tap::open(Some("chlv%d")),
+    );
+    match taps {
+        (Ok(tap0), Ok(tap1)) => {
+            // Two NICs, one connection, as libvirt's loop sends them.
+            let stream = UnixStream::connect(&vmm.socket).unwrap();
+            let (status, answer) = libvirt_add_net(&stream, net, &[tap0.as_raw_fd()]);
             assert_eq!(status, 204, "{answer}");
-            // libvirt closes its copy once sent; the VMM holds its own.
-            drop(tap);
-            // A second NIC whose descriptor is not a tap: refused, naming it.
-            let (read_end, _write_end) = std::io::pipe().unwrap();
             let second = r#"{"id":"net_1","mac":"52:54:00:4c:56:02","num_queues":2}"#;
-            let (status, answer) = libvirt_add_net(&vmm, second, &[read_end.as_raw_fd()]);
+            let (status, answer) = libvirt_add_net(&stream, second, &[tap1.as_raw_fd()]);
+            assert_eq!(status, 204, "{answer}");
+            drop(stream);
+            // libvirt closes its copies once sent; the VMM holds its own.
+            drop((tap0, tap1));
+            // A NIC whose descriptor is not a tap: refused, naming it.
+            let (read_end, _write_end) = std::io::pipe().unwrap();
+            let bad = r#"{"id":"net_9","mac":"52:54:00:4c:56:09","num_queues":2}"#;
+            let stream = UnixStream::connect(&vmm.socket).unwrap();
+            let (status, answer) = libvirt_add_net(&stream, bad, &[read_end.as_raw_fd()]);
             assert_eq!(status, 400, "{answer}");
             assert!(
                 message(&answer).starts_with(
-                    "the VM configuration is invalid: vm.add-net id=net_1: a descriptor sent \
+                    "the VM configuration is invalid: vm.add-net id=net_9: a descriptor sent \
                      with the request: "
                 ),
                 "{answer}"
@@ -417,18 +428,20 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
             let (_, info) = vmm.send("GET", "vm.info", None);
             let info: serde_json::Value = serde_json::from_str(&info).unwrap();
             let nets = info["config"]["net"].as_array().unwrap();
-            assert_eq!(nets.len(), 1, "{info}");
+            assert_eq!(nets.len(), 2, "{info}");
             assert_eq!(nets[0]["id"], "net_0");
             assert_eq!(nets[0]["mac"], "52:54:00:4c:56:01");
             assert_eq!(nets[0]["num_queues"], 2);
             assert_eq!(nets[0]["fds"].as_array().map(Vec::len), Some(1), "{info}");
+            assert_eq!(nets[1]["id"], "net_1");
         }
         // Without CAP_NET_ADMIN no tap can be made: the refusal of a
         // descriptor that is not one is still checked.
-        Err(err) => {
+        (Err(err), _) | (_, Err(err)) => {
             eprintln!("no tap here ({err}): vm.add-net with a tap not replayed");
             let (read_end, _write_end) = std::io::pipe().unwrap();
-            let (status, answer) = libvirt_add_net(&vmm, net, &[read_end.as_raw_fd()]);
+            let stream = UnixStream::connect(&vmm.socket).unwrap();
+            let (status, answer) = libvirt_add_net(&stream, net, &[read_end.as_raw_fd()]);
             assert_eq!(status, 400, "{answer}");
         }
     }
