@@ -184,6 +184,9 @@ pub struct Vmm {
     /// The serial console's pty or socket (modes Pty and Socket), for the
     /// VM's definition.
     serial: Option<Arc<SerialBackend>>,
+    /// `--vsmmu` given with `--api-socket` alone: the vSMMU of a VM whose
+    /// `vm.create` body names none (see [`apply_vsmmu_default`]).
+    vsmmu_default: Option<crate::config::VsmmuConfig>,
     /// The virtio-console's pty (console mode Pty), for the VM's
     /// definition: `vm.info` names it in `config.console.file`.
     console_pty: Option<Arc<crate::pty::Pty>>,
@@ -230,9 +233,16 @@ impl Vmm {
             host_fds: Vec::new(),
             given_config: None,
             serial: None,
+            vsmmu_default: None,
             console_pty: None,
             net_fds: Vec::new(),
         })
+    }
+
+    /// The vSMMU for `vm.create` bodies that name none (`--vsmmu` beside
+    /// `--api-socket` alone); `off` sets none.
+    pub fn set_vsmmu_default(&mut self, vsmmu: crate::config::VsmmuConfig) {
+        self.vsmmu_default = (vsmmu.kind != VsmmuKind::Off).then_some(vsmmu);
     }
 
     /// Define the VM (`vm.create`, or the command line).
@@ -479,6 +489,32 @@ impl Vmm {
     }
 }
 
+/// `--vsmmu` beside `--api-socket` alone, applied to a `vm.create` body
+/// (`given`) that names no `vsmmu`: the VM gets that vSMMU, and each of its
+/// passthrough functions whose body names no `iommu` sits behind it. This
+/// is how a client that cannot ask for a vSMMU (libvirt: its ch driver
+/// refuses `<iommu>` and sends a `<hostdev>` as its path alone) gets one. A
+/// body that names `vsmmu` is taken as it is.
+pub fn apply_vsmmu_default(
+    config: &mut VmConfig,
+    given: &serde_json::Value,
+    default: &crate::config::VsmmuConfig,
+) {
+    if given.get("vsmmu").is_some() {
+        return;
+    }
+    config.vsmmu = default.clone();
+    let given_devices = given.get("devices").and_then(serde_json::Value::as_array);
+    for (index, device) in config.devices.iter_mut().enumerate() {
+        let named = given_devices
+            .and_then(|d| d.get(index))
+            .is_some_and(|d| d.get("iommu").is_some_and(|v| !v.is_null()));
+        if !named {
+            device.iommu = true;
+        }
+    }
+}
+
 /// Lay `config` out on this host, whose shape is read once here: the page
 /// size and, for a vSMMU on backend=iommufd, each function's host SMMU from
 /// sysfs (after /dev/iommu is found to open, so a host without iommufd is
@@ -525,6 +561,34 @@ mod tests {
             assert_eq!(status(vmm.handle(request).0), 404);
         }
         assert_eq!(status(vmm.handle(ApiRequest::VmmPing).0), 200);
+    }
+
+    #[test]
+    fn the_vsmmu_default_covers_bodies_that_name_no_vsmmu_and_their_unnamed_iommus() {
+        let default = VsmmuConfig::parse("smmuv3").unwrap();
+        let apply = |json: &str| {
+            let given: serde_json::Value = serde_json::from_str(json).unwrap();
+            let api: ApiVmConfig = serde_json::from_value(given.clone()).unwrap();
+            let mut config = VmConfig::try_from(api).unwrap();
+            apply_vsmmu_default(&mut config, &given, &default);
+            config
+        };
+        // libvirt's <hostdev>s: a path each.
+        let config = apply(
+            r#"{"payload": {"kernel": "/k"}, "devices": [
+                {"path": "/sys/bus/pci/devices/0000:00:02.0/"},
+                {"path": "/sys/bus/pci/devices/0000:00:04.0/", "iommu": false}]}"#,
+        );
+        assert_eq!(config.vsmmu, default);
+        assert!(config.devices[0].iommu, "no iommu named: behind the vSMMU");
+        assert!(!config.devices[1].iommu, "iommu: false is kept");
+        // A body that names its vSMMU (or none) is taken as it is.
+        let config = apply(
+            r#"{"payload": {"kernel": "/k"}, "vsmmu": {"kind": "off"},
+                "devices": [{"path": "/sys/bus/pci/devices/0000:00:02.0/"}]}"#,
+        );
+        assert_eq!(config.vsmmu.kind, VsmmuKind::Off);
+        assert!(!config.devices[0].iommu);
     }
 
     #[test]

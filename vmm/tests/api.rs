@@ -771,7 +771,7 @@ fn vm_options_without_kernel_are_refused_with_api_socket() {
     let out = Command::new(BIN)
         .arg("--api-socket")
         .arg(dir.join("api.sock"))
-        .args(["--vsmmu", "cmdqv,backend=emulated"])
+        .args(["--vsmmu", "cmdqv,backend=emulated", "--cpus", "boot=2"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

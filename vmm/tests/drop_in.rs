@@ -58,6 +58,11 @@ impl Vmm {
     /// libvirt's command line: `--api-socket fd=N`, and with `fifo`
     /// `--event-monitor path=<fifo>`.
     fn start_as_libvirt(name: &str, fifo: Option<&Path>) -> Vmm {
+        Vmm::start_as_libvirt_with(name, fifo, &[])
+    }
+
+    /// The same, through an `<emulator>` wrapper that adds `extra`.
+    fn start_as_libvirt_with(name: &str, fifo: Option<&Path>, extra: &[&str]) -> Vmm {
         let dir = std::env::temp_dir().join(format!("ch-dropin-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -68,6 +73,7 @@ impl Vmm {
         // SAFETY: F_SETFD on a descriptor this test owns; no pointers.
         assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
         let mut command = Command::new(BIN);
+        command.args(extra);
         command.arg("--api-socket").arg(format!("fd={fd}"));
         if let Some(fifo) = fifo {
             command
@@ -485,6 +491,35 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
     // Never booted: no VM shut down.
     assert!(!all.iter().any(|e| is_event(e, "vm", "shutdown")), "{all:?}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn libvirt_domains_get_the_vsmmu_its_emulator_wrapper_gives() {
+    // <emulator> a wrapper: exec cloud-hypervisor --vsmmu ... "$@".
+    let mut vmm = Vmm::start_as_libvirt_with(
+        "vsmmu-default",
+        None,
+        &["--vsmmu", "smmuv3,backend=emulated"],
+    );
+    let domain = r#"{"serial":{"mode":"Pty"},"cpus":{"boot_vcpus":1,"max_vcpus":1},"memory":{"size":536870912},"payload":{"kernel":"/var/lib/libvirt/boot/Image"}}"#;
+    let (status, answer) = vmm.send("PUT", "vm.create", Some(domain));
+    assert_eq!(status, 204, "{answer}");
+    let (_, info) = vmm.send("GET", "vm.info", None);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["config"]["vsmmu"]["kind"], "smmuv3", "{info}");
+    assert_eq!(info["config"]["vsmmu"]["backend"], "emulated", "{info}");
+    let (status, _) = vmm.send("PUT", "vm.delete", None);
+    assert_eq!(status, 204);
+    // A body that names its own vSMMU keeps it.
+    let off = r#"{"vsmmu":{"kind":"off"},"payload":{"kernel":"/k"}}"#;
+    let (status, answer) = vmm.send("PUT", "vm.create", Some(off));
+    assert_eq!(status, 204, "{answer}");
+    let (_, info) = vmm.send("GET", "vm.info", None);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["config"]["vsmmu"]["kind"], "off", "{info}");
+    let (status, _) = vmm.send("PUT", "vmm.shutdown", None);
+    assert_eq!(status, 204);
+    assert_eq!(vmm.wait_exit(), Some(0));
 }
 
 /// `CreateVM`'s body, as Kata's generated client serialises it: the

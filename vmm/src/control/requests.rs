@@ -43,10 +43,15 @@ impl Vmm {
                 log::info!(target: "vmm", "VMM shut down through the API");
                 return (Ok(None), Next::Exit);
             }
-            ApiRequest::VmCreate(config, given) => self.create(*config).map(|()| {
-                self.given_config = Some(*given);
-                None
-            }),
+            ApiRequest::VmCreate(mut config, given) => {
+                if let Some(default) = &self.vsmmu_default {
+                    apply_vsmmu_default(&mut config, &given, default);
+                }
+                self.create(*config).map(|()| {
+                    self.given_config = Some(*given);
+                    None
+                })
+            }
             ApiRequest::VmBoot => self.boot().map(|()| None),
             ApiRequest::VmDelete => {
                 self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
