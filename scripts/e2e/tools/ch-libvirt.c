@@ -31,7 +31,7 @@
 //     still there after 10 s, as virProcessAbort).
 //
 // Output: "E2E-LIBVIRT: ..." per step, "E2E-PTY: <line>" per console line,
-// "E2E-EVENT step=libvirt <json>" per event (the harness's event format).
+// "E2E-EVENT step=NAME <json>" per event (the harness's event format).
 // Exit 0 when every step got what libvirt needs; 1 otherwise.
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -52,6 +52,7 @@
 #define STEP "E2E-LIBVIRT: "
 
 static const char *socket_path;
+static const char *domain_name;
 static pid_t vmm_pid;
 static int event_fd = -1;
 static char event_buf[65536];
@@ -97,7 +98,7 @@ static void take_events(void)
 		event_buf[event_fill] = 0;
 		while ((nl = strchr(line, '\n'))) {
 			*nl = 0;
-			printf("E2E-EVENT step=libvirt %s\n", line);
+			printf("E2E-EVENT step=%s %s\n", domain_name, line);
 			if (strstr(line, "\"source\":\"vm\",\"event\":\"shutdown\""))
 				seen_vm_shutdown = 1;
 			if (strstr(line, "\"source\":\"vmm\",\"event\":\"shutdown\""))
@@ -381,6 +382,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	domain_name = argv[3];
 	version(argv[1]);
 	f = fopen(argv[4], "r");
 	if (!f)
