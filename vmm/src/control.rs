@@ -257,10 +257,11 @@ impl Vmm {
             .map_err(ApiError::Serial)?
             .map(Arc::new);
         self.console_pty = match description.config.console {
-            crate::config::virtio::ConsoleConfig::Pty => Some(Arc::new(
-                crate::pty::Pty::open()
-                    .map_err(|e| ApiError::InvalidConfig(format!("console: cannot open a pty: {e}")))?,
-            )),
+            crate::config::virtio::ConsoleConfig::Pty => {
+                Some(Arc::new(crate::pty::Pty::open().map_err(|e| {
+                    ApiError::InvalidConfig(format!("console: cannot open a pty: {e}"))
+                })?))
+            }
             _ => None,
         };
         self.given_config = None;
@@ -648,7 +649,10 @@ mod tests {
                 vec![fd],
             ));
             assert!(matches!(response, Ok(None)), "{response:?}");
-            assert_eq!(vmm.description().unwrap().config.net[2].fds, Some(vec![raw]));
+            assert_eq!(
+                vmm.description().unwrap().config.net[2].fds,
+                Some(vec![raw])
+            );
             drop(tap);
             assert!(sysfs.exists(), "the VMM let go of the tap before vm.delete");
             assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);

@@ -458,9 +458,13 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
     assert_eq!(status, 200, "{info}");
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     // virCHProcessUpdateConsole: config.console.file, then config.serial.file.
-    let pty = info["config"]["serial"]["file"].as_str().unwrap_or_default();
+    let pty = info["config"]["serial"]["file"]
+        .as_str()
+        .unwrap_or_default();
     assert!(pty.starts_with("/dev/pts/"), "{info}");
-    let console = info["config"]["console"]["file"].as_str().unwrap_or_default();
+    let console = info["config"]["console"]["file"]
+        .as_str()
+        .unwrap_or_default();
     assert!(console.starts_with("/dev/pts/"), "{info}");
     assert_ne!(console, pty, "{info}");
     assert!(Path::new(console).exists(), "{console}");
@@ -489,7 +493,10 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
         "{all:?}"
     );
     // Never booted: no VM shut down.
-    assert!(!all.iter().any(|e| is_event(e, "vm", "shutdown")), "{all:?}");
+    assert!(
+        !all.iter().any(|e| is_event(e, "vm", "shutdown")),
+        "{all:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -392,9 +392,15 @@ mod tests {
             _ => panic!("not a request"),
         };
         assert!(!close(b"GET /api/v1/vm.info HTTP/1.1\r\nHost: x\r\n\r\n"));
-        assert!(close(b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: Close\r\n\r\n"));
-        assert!(close(b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: te, close\r\n\r\n"));
-        assert!(!close(b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(close(
+            b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(close(
+            b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: te, close\r\n\r\n"
+        ));
+        assert!(!close(
+            b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"
+        ));
         assert!(close(b"GET /api/v1/vm.info HTTP/1.0\r\n\r\n"));
     }
 }
