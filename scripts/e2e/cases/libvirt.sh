@@ -39,6 +39,9 @@ case_prepare() {
 
 case_l1_script() {
   cat <<'EOS'
+# Pseudo-terminals, as on any host libvirt runs on (L1's init mounts no devpts).
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
 disk=$(echo "$E2E_VFIO" | cut -d, -f1)
 state=/run/libvirt/ch
 mkdir -p $state
