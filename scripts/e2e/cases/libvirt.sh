@@ -120,5 +120,6 @@ case_assert() {
   libvirt_expect libvirt-vsmmu
   # Through the wrapper: the same body, the function behind the vSMMU.
   step_expect_event libvirt-vsmmu "vsmmu:viommu-ready id=vsmmu0 kind=smmuv3 backend=iommufd vdevices=1" "the wrapper's --vsmmu did not give the domain a vSMMU over its hostdev"
-  step_expect_event libvirt-vsmmu "vsmmu:ste-installed" "the L2 SMMU driver's STE did not become a nested HWPT"
+  step_expect_event libvirt-vsmmu "vfio:device-bound iommu=vsmmu0" "the hostdev was not bound behind vsmmu0"
+  step_expect_event libvirt-vsmmu "vsmmu:ste-installed config=translate" "the L2 SMMU driver's translating STE did not become a nested HWPT"
 }
