@@ -63,6 +63,7 @@ mod no_kvm {
             _: &VmDescription,
             _: EventFd,
             _: Option<std::sync::Arc<crate::serial_backend::SerialBackend>>,
+            _: Option<std::sync::Arc<crate::pty::Pty>>,
         ) -> Result<Self, ApiError> {
             Err(ApiError::BootUnsupported)
         }
@@ -183,6 +184,16 @@ pub struct Vmm {
     /// The serial console's pty or socket (modes Pty and Socket), for the
     /// VM's definition.
     serial: Option<Arc<SerialBackend>>,
+    /// `--vsmmu` given with `--api-socket` alone: the vSMMU of a VM whose
+    /// `vm.create` body names none (see [`apply_vsmmu_default`]).
+    vsmmu_default: Option<crate::config::VsmmuConfig>,
+    /// The virtio-console's pty (console mode Pty), for the VM's
+    /// definition: `vm.info` names it in `config.console.file`.
+    console_pty: Option<Arc<crate::pty::Pty>>,
+    /// The taps `vm.add-net` brought (SCM_RIGHTS), held open for the VM's
+    /// definition: its `net[].fds` name them, and each boot attaches to a
+    /// duplicate.
+    net_fds: Vec<std::os::fd::OwnedFd>,
 }
 
 impl Vmm {
@@ -222,7 +233,16 @@ impl Vmm {
             host_fds: Vec::new(),
             given_config: None,
             serial: None,
+            vsmmu_default: None,
+            console_pty: None,
+            net_fds: Vec::new(),
         })
+    }
+
+    /// The vSMMU for `vm.create` bodies that name none (`--vsmmu` beside
+    /// `--api-socket` alone); `off` sets none.
+    pub fn set_vsmmu_default(&mut self, vsmmu: crate::config::VsmmuConfig) {
+        self.vsmmu_default = (vsmmu.kind != VsmmuKind::Off).then_some(vsmmu);
     }
 
     /// Define the VM (`vm.create`, or the command line).
@@ -238,7 +258,16 @@ impl Vmm {
         self.serial = SerialBackend::open(&description.config.serial)
             .map_err(ApiError::Serial)?
             .map(Arc::new);
+        self.console_pty = match description.config.console {
+            crate::config::virtio::ConsoleConfig::Pty => {
+                Some(Arc::new(crate::pty::Pty::open().map_err(|e| {
+                    ApiError::InvalidConfig(format!("console: cannot open a pty: {e}"))
+                })?))
+            }
+            _ => None,
+        };
         self.given_config = None;
+        self.net_fds.clear();
         self.vm = Vm::Defined {
             description: Box::new(description),
             shut_down: false,
@@ -305,11 +334,12 @@ impl Vmm {
         crate::host_backend::preflight(&description.config)
             .map_err(|e| ApiError::Host(e.to_string()))?;
         let serial = self.serial.clone();
+        let console_pty = self.console_pty.clone();
         #[cfg(target_arch = "aarch64")]
-        let vm = RunningVm::start(description, stopped, serial)
+        let vm = RunningVm::start(description, stopped, serial, console_pty)
             .map_err(|e| ApiError::BootFailed(e.to_string()));
         #[cfg(not(target_arch = "aarch64"))]
-        let vm = RunningVm::start(description, stopped, serial);
+        let vm = RunningVm::start(description, stopped, serial, console_pty);
         let vm = vm?;
         events::emit(Named::VmBooted { boot });
         // The host's vEVENTQs (or the emulated backend's eventfd) wake the
@@ -462,6 +492,32 @@ impl Vmm {
     }
 }
 
+/// `--vsmmu` beside `--api-socket` alone, applied to a `vm.create` body
+/// (`given`) that names no `vsmmu`: the VM gets that vSMMU, and each of its
+/// passthrough functions whose body names no `iommu` sits behind it. This
+/// is how a client that cannot ask for a vSMMU (libvirt: its ch driver
+/// refuses `<iommu>` and sends a `<hostdev>` as its path alone) gets one. A
+/// body that names `vsmmu` is taken as it is.
+pub fn apply_vsmmu_default(
+    config: &mut VmConfig,
+    given: &serde_json::Value,
+    default: &crate::config::VsmmuConfig,
+) {
+    if given.get("vsmmu").is_some() {
+        return;
+    }
+    config.vsmmu = default.clone();
+    let given_devices = given.get("devices").and_then(serde_json::Value::as_array);
+    for (index, device) in config.devices.iter_mut().enumerate() {
+        let named = given_devices
+            .and_then(|d| d.get(index))
+            .is_some_and(|d| d.get("iommu").is_some_and(|v| !v.is_null()));
+        if !named {
+            device.iommu = true;
+        }
+    }
+}
+
 /// Lay `config` out on this host, whose shape is read once here: the page
 /// size and, for a vSMMU on backend=iommufd, each function's host SMMU from
 /// sysfs (after /dev/iommu is found to open, so a host without iommufd is
@@ -508,6 +564,102 @@ mod tests {
             assert_eq!(status(vmm.handle(request).0), 404);
         }
         assert_eq!(status(vmm.handle(ApiRequest::VmmPing).0), 200);
+    }
+
+    #[test]
+    fn the_vsmmu_default_covers_bodies_that_name_no_vsmmu_and_their_unnamed_iommus() {
+        let default = VsmmuConfig::parse("smmuv3").unwrap();
+        let apply = |json: &str| {
+            let given: serde_json::Value = serde_json::from_str(json).unwrap();
+            let api: ApiVmConfig = serde_json::from_value(given.clone()).unwrap();
+            let mut config = VmConfig::try_from(api).unwrap();
+            apply_vsmmu_default(&mut config, &given, &default);
+            config
+        };
+        // libvirt's <hostdev>s: a path each.
+        let config = apply(
+            r#"{"payload": {"kernel": "/k"}, "devices": [
+                {"path": "/sys/bus/pci/devices/0000:00:02.0/"},
+                {"path": "/sys/bus/pci/devices/0000:00:04.0/", "iommu": false}]}"#,
+        );
+        assert_eq!(config.vsmmu, default);
+        assert!(config.devices[0].iommu, "no iommu named: behind the vSMMU");
+        assert!(!config.devices[1].iommu, "iommu: false is kept");
+        // A body that names its vSMMU (or none) is taken as it is.
+        let config = apply(
+            r#"{"payload": {"kernel": "/k"}, "vsmmu": {"kind": "off"},
+                "devices": [{"path": "/sys/bus/pci/devices/0000:00:02.0/"}]}"#,
+        );
+        assert_eq!(config.vsmmu.kind, VsmmuKind::Off);
+        assert!(!config.devices[0].iommu);
+    }
+
+    #[test]
+    fn add_net_joins_a_created_vm_and_holds_its_taps_until_delete() {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        let net = |json: &str| Box::new(serde_json::from_str(json).unwrap());
+        let mut vmm = Vmm::new(None).unwrap();
+        let (response, _) = vmm.handle(ApiRequest::VmAddNet(net("{}"), Vec::new()));
+        assert_eq!(status(response), 404);
+        vmm.create(cmdqv_config()).unwrap();
+        // A descriptor that is not a tap: refused naming the NIC, closed.
+        let (read_end, mut write_end) = std::io::pipe().unwrap();
+        let (response, _) = vmm.handle(ApiRequest::VmAddNet(
+            net(r#"{"id": "net_0", "num_queues": 2}"#),
+            vec![OwnedFd::from(read_end)],
+        ));
+        let err = response.unwrap_err();
+        assert_eq!(err.status(), 400);
+        assert!(
+            err.to_string()
+                .contains("vm.add-net id=net_0: a descriptor sent with the request: "),
+            "{err}"
+        );
+        // Its read end is gone: writing finds no reader.
+        let broken = std::io::Write::write(&mut write_end, b"x").unwrap_err();
+        assert_eq!(broken.kind(), std::io::ErrorKind::BrokenPipe);
+        assert!(vmm.description().unwrap().config.net.is_empty());
+        // Without descriptors (the VMM opens a tap at boot): generated id
+        // and MAC, the next NIC after it.
+        for json in ["{}", r#"{"id": "net_1", "tap": "vmtap1"}"#] {
+            let (response, _) = vmm.handle(ApiRequest::VmAddNet(net(json), Vec::new()));
+            assert!(matches!(response, Ok(None)), "{response:?}");
+        }
+        let config = &vmm.description().unwrap().config;
+        let ids: Vec<&str> = config.net.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["_net0", "net_1"]);
+        assert!(config.net[0].mac.is_some());
+        // The same tap twice breaks the configuration's rules: nothing changes.
+        let (response, _) = vmm.handle(ApiRequest::VmAddNet(
+            net(r#"{"id": "net_2", "tap": "vmtap1"}"#),
+            Vec::new(),
+        ));
+        assert_eq!(status(response), 400);
+        assert_eq!(vmm.description().unwrap().config.net.len(), 2);
+        // A tap's descriptor (needs CAP_NET_ADMIN): held until vm.delete.
+        // The tap is not persistent: it exists while a descriptor of it is
+        // open, and the test drops its own first.
+        if let Ok(tap) = virtio_devices::net::Tap::open(Some("chnet%d")) {
+            let sysfs = std::path::Path::new("/sys/class/net").join(tap.name());
+            // SAFETY: the tap's descriptor stays open while `tap` lives,
+            // which outlasts this borrow (cloned at once).
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(tap.as_raw_fd()) };
+            let fd = borrowed.try_clone_to_owned().unwrap();
+            let raw = fd.as_raw_fd();
+            let (response, _) = vmm.handle(ApiRequest::VmAddNet(
+                net(r#"{"id": "net_3", "num_queues": 2}"#),
+                vec![fd],
+            ));
+            assert!(matches!(response, Ok(None)), "{response:?}");
+            assert_eq!(
+                vmm.description().unwrap().config.net[2].fds,
+                Some(vec![raw])
+            );
+            drop(tap);
+            assert!(sysfs.exists(), "the VMM let go of the tap before vm.delete");
+            assert_eq!(status(vmm.handle(ApiRequest::VmDelete).0), 200);
+            assert!(!sysfs.exists(), "vm.delete did not close the tap");
+        }
     }
 
     #[test]

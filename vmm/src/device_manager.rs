@@ -109,6 +109,15 @@ pub struct VsmmuDevices {
     pub backend: VsmmuHost,
 }
 
+/// Where the VM's consoles go: the PL011's output, and the virtio-console's
+/// pty when its mode is Pty (opened with the VM's definition).
+pub struct Consoles {
+    /// The PL011's output.
+    pub uart: Box<dyn std::io::Write + Send>,
+    /// The virtio-console's pty.
+    pub virtio_pty: Option<Arc<crate::pty::Pty>>,
+}
+
 /// Every device of a VM.
 pub struct DeviceManager {
     /// The MMIO bus the vCPUs dispatch to.
@@ -142,11 +151,16 @@ impl DeviceManager {
         router: Arc<dyn MsiRouter>,
         page0: Arc<dyn GuestMapper>,
         notify: Arc<dyn NotifyRegistrar>,
-        console: Box<dyn std::io::Write + Send>,
+        consoles: Consoles,
     ) -> Result<Self, DeviceError> {
+        let Consoles {
+            uart: console,
+            virtio_pty,
+        } = consoles;
         let virtio_wiring = VirtioWiring {
             router: router.clone(),
             notify,
+            console_pty: virtio_pty,
         };
         let mut disks = Vec::new();
         let mut nets = Vec::new();
@@ -758,7 +772,10 @@ mod tests {
             Arc::new(NoRouter),
             mapper.clone(),
             Arc::new(NoNotify),
-            Box::new(std::io::sink()),
+            Consoles {
+                uart: Box::new(std::io::sink()),
+                virtio_pty: None,
+            },
         )
         .unwrap();
         let VsmmuHost::Emulated(backend) = &dm.vsmmus[0].backend else {
@@ -820,7 +837,10 @@ mod tests {
             Arc::new(NoRouter),
             Arc::new(RecordingMapper::default()),
             Arc::new(NoNotify),
-            Box::new(std::io::sink()),
+            Consoles {
+                uart: Box::new(std::io::sink()),
+                virtio_pty: None,
+            },
         )
     }
 

@@ -19,6 +19,7 @@ pub mod host_topology;
 pub mod irqchip;
 pub mod logging;
 pub mod memory;
+pub mod named_thread;
 pub mod pty;
 pub mod seccomp;
 pub mod serial_backend;

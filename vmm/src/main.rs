@@ -148,13 +148,20 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         return Ok(());
     }
-    // With --api-socket alone the VM comes from vm.create; VM options
-    // without --kernel would be dropped, so they are refused.
+    // With --api-socket alone the VM comes from vm.create. --vsmmu may come
+    // with it: the vSMMU of a VM whose vm.create body names none (a libvirt
+    // domain cannot); other VM options without --kernel would be dropped,
+    // so they are refused.
     let define_now = config.kernel.is_some() || api_socket.is_none();
-    if !define_now && config != VmConfig::default() {
+    let api_defaults = VmConfig {
+        vsmmu: config.vsmmu.clone(),
+        ..VmConfig::default()
+    };
+    if !define_now && config != api_defaults {
         return Err(
-            "VM options without --kernel define no VM; give --kernel, or start with \
-                    --api-socket alone and PUT /api/v1/vm.create"
+            "VM options without --kernel define no VM (only --vsmmu may come with \
+             --api-socket alone, as the default for vm.create); give --kernel, or start with \
+             --api-socket and PUT /api/v1/vm.create"
                 .into(),
         );
     }
@@ -184,6 +191,9 @@ fn run_vmm(
         None => (None, None),
     };
     let mut vmm = Vmm::new(vmm_end).map_err(|e| e.to_string())?;
+    if !define_now {
+        vmm.set_vsmmu_default(config.vsmmu.clone());
+    }
     let server = match (&api_socket, api_end) {
         (Some(socket), Some(end)) => {
             Some(ApiServer::start(socket, end).map_err(|e| e.to_string())?)

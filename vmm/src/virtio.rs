@@ -146,6 +146,9 @@ pub struct VirtioWiring {
     pub router: Arc<dyn MsiRouter>,
     /// KVM ioeventfds.
     pub notify: Arc<dyn NotifyRegistrar>,
+    /// The console's pty (mode Pty), opened when the VM was defined and
+    /// kept across its boots, so that `vm.info` can name it.
+    pub console_pty: Option<Arc<crate::pty::Pty>>,
 }
 
 /// A built function and, for a disk or a net device, its counters.
@@ -216,7 +219,10 @@ pub fn build(
                 })?;
             (Box::new(dev), None)
         }
-        _ => (Box::new(console(&vm.config.console)?), None),
+        _ => (
+            Box::new(console(&vm.config.console, wiring.console_pty.as_deref())?),
+            None,
+        ),
     };
     let transport = TransportWiring {
         name: device.id.clone(),
@@ -316,8 +322,9 @@ fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
     Rng::new(id.to_string(), source).map_err(failed)
 }
 
-/// The console's output sink and input for `mode`.
-fn console(mode: &ConsoleConfig) -> Result<Console, VirtioError> {
+/// The console's output sink and input for `mode`; mode Pty uses `pty`
+/// (the VM's), or a pty of its own when there is none.
+fn console(mode: &ConsoleConfig, pty: Option<&crate::pty::Pty>) -> Result<Console, VirtioError> {
     let failed = |what: &str, cause: std::io::Error| VirtioError::Console {
         what: what.to_string(),
         cause,
@@ -339,7 +346,14 @@ fn console(mode: &ConsoleConfig) -> Result<Console, VirtioError> {
             (Box::new(file), None)
         }
         ConsoleConfig::Pty => {
-            let pty = crate::pty::Pty::open().map_err(|e| failed("pty", e))?;
+            let own;
+            let pty = match pty {
+                Some(pty) => pty,
+                None => {
+                    own = crate::pty::Pty::open().map_err(|e| failed("pty", e))?;
+                    &own
+                }
+            };
             log::info!(target: "vmm", "virtio-console pty: {}", pty.path().display());
             let writer = pty.writer().map_err(|e| failed("pty", e))?;
             let input = pty.input().map_err(|e| failed("pty", e))?;
@@ -399,6 +413,7 @@ pub(crate) mod test_support {
         VirtioWiring {
             router: Arc::new(NullRouter),
             notify: Arc::new(NoIoeventfd),
+            console_pty: None,
         }
     }
 

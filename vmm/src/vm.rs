@@ -18,7 +18,7 @@ use crate::bus::MmioBus;
 use crate::config::SerialConfig;
 use crate::counters::{self, VmCounters};
 use crate::description::VmDescription;
-use crate::device_manager::{DeviceError, DeviceManager};
+use crate::device_manager::{Consoles, DeviceError, DeviceManager};
 use crate::exit::{VmExit, VmFailure};
 use crate::kvm::vcpu::{self, RunState};
 use crate::kvm::{KvmError, KvmVm};
@@ -84,6 +84,7 @@ impl RunningVm {
         vm: &VmDescription,
         stopped: EventFd,
         serial: Option<Arc<SerialBackend>>,
+        console_pty: Option<Arc<crate::pty::Pty>>,
     ) -> Result<Self, VmError> {
         let layout = &vm.layout;
         let config = &vm.config;
@@ -112,7 +113,10 @@ impl RunningVm {
             kvm.clone(),
             kvm.clone(),
             kvm.clone(),
-            console,
+            Consoles {
+                uart: console,
+                virtio_pty: console_pty,
+            },
         )?;
         let state = Arc::new(RunState::new(stopped));
         match (&config.serial, serial) {
@@ -162,15 +166,16 @@ impl RunningVm {
         };
         for (index, vcpu) in vcpus.into_iter().enumerate() {
             let (bus, state) = (running.bus.clone(), running.state.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || match seccomp::apply(ThreadKind::Vcpu) {
+            // Named before vm.boot answers: libvirt reads `vcpuN` right after.
+            let spawned = crate::named_thread::spawn(format!("vcpu{index}"), move || {
+                match seccomp::apply(ThreadKind::Vcpu) {
                     Ok(()) => vcpu::run(vcpu, index as u32, bus, state),
                     Err(err) => state.request_stop(VmExit::Failed(VmFailure::Seccomp {
                         vcpu: index as u32,
                         reason: err.to_string(),
                     })),
-                });
+                }
+            });
             match spawned {
                 Ok(handle) => running.threads.push(handle),
                 Err(e) => {

@@ -6,7 +6,7 @@
 //!
 //! Every loop is bounded in count and time; sockets live in a temp dir.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -97,9 +97,7 @@ impl Vmm {
         if half_close {
             let _ = stream.shutdown(std::net::Shutdown::Write);
         }
-        let mut answer = Vec::new();
-        let _ = stream.take(1 << 20).read_to_end(&mut answer);
-        String::from_utf8_lossy(&answer).into_owned()
+        common::read_answer(&mut stream)
     }
 
     /// The VMM still runs and answers.
@@ -282,17 +280,23 @@ fn devices_are_added_and_removed_cold_before_boot() {
     let (_, _, body) = vmm.curl("GET", "vm.info", None);
     assert!(!body.contains("gpu1") && !body.contains("dma0"), "{body}");
 
-    // Virtio devices are refused with the spec's code, before and after boot.
+    // A NIC joins the configuration before boot (its tap opens at boot).
+    let (status, _, body) = vmm.curl("PUT", "vm.add-net", Some(br#"{"tap":"tap0","id":"eth0"}"#));
+    assert_eq!(status, 204, "{body}");
+    let (_, _, body) = vmm.curl("GET", "vm.info", None);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["config"]["net"][0]["tap"], "tap0", "{body}");
+    assert_eq!(info["config"]["net"][0]["id"], "eth0", "{body}");
+    let (status, _, body) = vmm.curl("PUT", "vm.add-net", Some(br#"{"tap":"tap0"}"#));
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("tap=tap0 is given twice"), "{body}");
+
+    // Other virtio devices are refused with the spec's code, before and after boot.
     for (path, body, needle) in [
         (
             "vm.add-disk",
             r#"{"path":"/d.img"}"#,
             "disk hot-plug is not implemented yet",
-        ),
-        (
-            "vm.add-net",
-            r#"{"tap":"tap0"}"#,
-            "NIC hot-plug is not implemented yet",
         ),
     ] {
         let (status, _, answer) = vmm.curl("PUT", path, Some(body.as_bytes()));
@@ -503,11 +507,10 @@ fn ch_remote_drives_the_api_and_prints_json() {
         500,
         "disk hot-plug is not implemented yet",
     );
-    refused(
-        &["add-net", "tap=tap0"],
-        500,
-        "NIC hot-plug is not implemented yet",
-    );
+    // add-net joins the configuration before boot: 204, nothing printed.
+    let out = vmm.ch_remote(&["add-net", "tap=tap0"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
     refused(
         &["add-vsock", "cid=2,socket=/v"],
         400,
@@ -747,9 +750,7 @@ fn raw_request(socket: &Path, bytes: &[u8]) -> String {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     stream.write_all(bytes).unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
+    common::read_answer(&mut stream)
 }
 
 #[test]
@@ -789,7 +790,7 @@ fn vm_options_without_kernel_are_refused_with_api_socket() {
     let out = Command::new(BIN)
         .arg("--api-socket")
         .arg(dir.join("api.sock"))
-        .args(["--vsmmu", "cmdqv,backend=emulated"])
+        .args(["--vsmmu", "cmdqv,backend=emulated", "--cpus", "boot=2"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

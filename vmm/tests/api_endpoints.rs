@@ -9,7 +9,7 @@
 //! Measured on a host that cannot run a VM (no aarch64 KVM): `vm.boot`
 //! answers 501 there, so the comparison runs on non-aarch64 builds only.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Child;
@@ -76,8 +76,7 @@ impl Vmm {
             body.len()
         );
         stream.write_all(request.as_bytes()).unwrap();
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
+        let answer = common::read_answer(&mut stream);
         let status = answer
             .get(9..12)
             .and_then(|s| s.parse().ok())

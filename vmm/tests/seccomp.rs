@@ -4,7 +4,7 @@
 //! vm.delete, vmm.shutdown) and SIGTERM run under `true` without a refused
 //! syscall, and `false` installs nothing.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -53,8 +53,7 @@ impl Vmm {
             body.len()
         )
         .unwrap();
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
+        let answer = common::read_answer(&mut stream);
         answer
             .split_whitespace()
             .nth(1)

@@ -23,12 +23,24 @@
 //! - one request with the VMM at a time: another one meanwhile gets 429;
 //! - at most [`MAX_CONNECTIONS`] open connections (429 beyond).
 //!
-//! Every connection carries one request and is closed after the answer
-//! (`Connection: close`), as cloud-hypervisor's clients expect.
+//! Connections persist, as HTTP/1.1's and upstream's do: after its answer a
+//! connection takes the client's next request (libvirt sends one
+//! `vm.add-net` per NIC on one connection, reading each answer; libcurl
+//! and Go's net/http reuse a connection), unless the request said
+//! `Connection: close` (or was HTTP/1.0), was malformed or came late: then
+//! the answer says `Connection: close` and the connection ends. One idle
+//! for [`REQUEST_TIMEOUT`] after an answer is closed without one. A
+//! request sent before the previous answer is not read until that answer
+//! is written.
+//!
+//! Descriptors sent with a request (SCM_RIGHTS: libvirt passes the taps of
+//! `vm.add-net` so) are taken, at most [`MAX_REQUEST_FDS`], and handed to
+//! the VMM with `vm.add-net`; any other request's are closed. More than
+//! that many in one message is a 400 (the kernel's excess is closed).
 
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -37,14 +49,17 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 pub use super::message::{MAX_BODY_BYTES, MAX_HEADER_BYTES};
 use super::message::{Parsed, parse, response, response_with};
-use super::{ApiEnd, ApiError, ApiResponse, routes};
+use super::{ApiEnd, ApiError, ApiRequest, ApiResponse, routes};
 use crate::config::ApiSocket;
 
 /// Connections open at once, at most.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Descriptors one request may carry (a NIC's taps: one per queue pair).
+pub const MAX_REQUEST_FDS: usize = 8;
 /// Time a client has to send its request, and to take its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -170,6 +185,38 @@ struct Connection {
     deadline: Instant,
     /// 100 Continue already sent.
     continued: bool,
+    /// Descriptors that came with the request (SCM_RIGHTS).
+    fds: Vec<OwnedFd>,
+    /// The request parsed whole and did not ask to close: after its answer
+    /// the connection carries the next one.
+    keep: bool,
+    /// Requests answered on this connection.
+    answered: u32,
+}
+
+/// Read what `stream` has into `buf`, taking the descriptors that come
+/// with it into `fds` (at most [`MAX_REQUEST_FDS`] in all: ENOBUFS beyond).
+fn receive(stream: &UnixStream, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    let mut raw = [-1; MAX_REQUEST_FDS];
+    let room = MAX_REQUEST_FDS.saturating_sub(fds.len()).max(1);
+    let mut iov = [libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }];
+    // SAFETY: the one iovec points at `buf`, writable for its whole
+    // length and not otherwise borrowed during the call; `raw` has room
+    // for `room` descriptors.
+    let (read, count) = unsafe { stream.recv_with_fds(&mut iov, &mut raw[..room]) }
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    for fd in &raw[..count] {
+        // SAFETY: recvmsg installed `fd` in this process for us alone.
+        let fd = unsafe { OwnedFd::from_raw_fd(*fd) };
+        if fds.len() == MAX_REQUEST_FDS {
+            return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+        }
+        fds.push(fd);
+    }
+    Ok(read)
 }
 
 struct Server {
@@ -304,6 +351,9 @@ impl Server {
                     phase: Phase::Reading,
                     deadline: Instant::now() + REQUEST_TIMEOUT,
                     continued: false,
+                    fds: Vec::new(),
+                    keep: false,
+                    answered: 0,
                 },
             );
         }
@@ -337,7 +387,7 @@ impl Server {
                 break;
             }
             let want = room.min(chunk.len());
-            match conn.stream.read(&mut chunk[..want]) {
+            match receive(&conn.stream, &mut chunk[..want], &mut conn.fds) {
                 Ok(0) => {
                     eof = true;
                     break;
@@ -345,6 +395,11 @@ impl Server {
                 Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    conn.fds.clear();
+                    self.answer(token, Err(ApiError::TooManyFds(MAX_REQUEST_FDS)), None);
+                    return;
+                }
                 Err(_) => {
                     self.close(token);
                     return;
@@ -369,7 +424,11 @@ impl Server {
                 method,
                 target,
                 body,
-            }) => self.dispatch(token, &method, &target, &body),
+                close,
+            }) => {
+                conn.keep = !close;
+                self.dispatch(token, &method, &target, &body);
+            }
             Err(err) => self.answer(token, Err(err), None),
         }
     }
@@ -380,7 +439,14 @@ impl Server {
         if let Some(conn) = self.connections.get_mut(&token) {
             conn.target = target.to_string();
         }
+        let fds = self
+            .connections
+            .get_mut(&token)
+            .map(|c| std::mem::take(&mut c.fds))
+            .unwrap_or_default();
         let request = match routes::route(method, target, body) {
+            // The taps of a NIC; any other request's descriptors close here.
+            Ok(ApiRequest::VmAddNet(net, _)) => ApiRequest::VmAddNet(net, fds),
             Ok(request) => request,
             Err(err) => {
                 let allow = matches!(err, ApiError::WrongMethod { .. })
@@ -443,7 +509,7 @@ impl Server {
         }
         let was_awaiting = matches!(conn.phase, Phase::AwaitingVmm);
         conn.phase = Phase::Writing {
-            out: response_with(&reply, status, allow),
+            out: response_with(&reply, status, allow, conn.keep),
             sent: 0,
         };
         conn.deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -470,10 +536,29 @@ impl Server {
                 Ok(n) => *sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => break,
+                Err(_) => {
+                    self.close(token);
+                    return;
+                }
             }
         }
-        self.close(token);
+        if !conn.keep {
+            self.close(token);
+            return;
+        }
+        // Ready for the client's next request on this connection.
+        conn.buf.clear();
+        conn.target.clear();
+        conn.continued = false;
+        conn.keep = false;
+        conn.answered += 1;
+        conn.phase = Phase::Reading;
+        conn.deadline = Instant::now() + REQUEST_TIMEOUT;
+        let _ = self.epoll.ctl(
+            ControlOperation::Modify,
+            conn.stream.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, token),
+        );
     }
 
     fn close(&mut self, token: u64) {
@@ -490,11 +575,15 @@ impl Server {
     /// Answer requests that did not arrive in time; drop answers nobody takes.
     fn expire(&mut self) {
         let now = Instant::now();
+        // A connection idle after an answer is closed without a 408.
         let late: Vec<(u64, bool)> = self
             .connections
             .iter()
             .filter(|(_, c)| !matches!(c.phase, Phase::AwaitingVmm) && c.deadline <= now)
-            .map(|(t, c)| (*t, matches!(c.phase, Phase::Reading)))
+            .map(|(t, c)| {
+                let idle = c.answered > 0 && c.buf.is_empty();
+                (*t, matches!(c.phase, Phase::Reading) && !idle)
+            })
             .collect();
         for (token, reading) in late {
             if reading {
@@ -530,6 +619,8 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     fn exchange(stream: &mut UnixStream, request: &[u8]) -> String {
@@ -551,13 +642,16 @@ mod tests {
         let server = ApiServer::start(&ApiSocket::Path(path.clone()), api).unwrap();
         let mut first = UnixStream::connect(&path).unwrap();
         first
-            .write_all(b"GET /api/v1/vm.info HTTP/1.1\r\n\r\n")
+            .write_all(b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: close\r\n\r\n")
             .unwrap();
         // The VMM thread has the first request and has not answered yet.
         let request = vmm.requests.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(matches!(request, super::super::ApiRequest::VmInfo));
         let mut second = UnixStream::connect(&path).unwrap();
-        let answer = exchange(&mut second, b"GET /api/v1/vmm.ping HTTP/1.1\r\n\r\n");
+        let answer = exchange(
+            &mut second,
+            b"GET /api/v1/vmm.ping HTTP/1.1\r\nConnection: close\r\n\r\n",
+        );
         assert!(answer.starts_with("HTTP/1.1 429 "), "{answer}");
         assert!(
             answer.contains("another API request is in flight"),
@@ -568,6 +662,73 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         server.stop();
         assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_connection_carries_requests_in_turn_until_it_asks_to_close() {
+        let dir = std::env::temp_dir().join(format!("ch-http-keep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("api.sock");
+        let (api, vmm) = super::super::channel().unwrap();
+        let server = ApiServer::start(&ApiSocket::Path(path.clone()), api).unwrap();
+        let vmm_thread = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let request = vmm.requests.recv_timeout(Duration::from_secs(10)).unwrap();
+                assert!(matches!(request, super::super::ApiRequest::VmmPing));
+                vmm.reply(Ok(Some("{}".into())));
+            }
+        });
+        let mut stream = UnixStream::connect(&path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = |request: &[u8], len: usize| -> String {
+            stream.write_all(request).unwrap();
+            let mut buf = vec![0u8; len];
+            stream.read_exact(&mut buf).unwrap();
+            String::from_utf8(buf).unwrap()
+        };
+        // Two requests on one connection (libvirt's vm.add-net per NIC):
+        // both answered, the connection left open.
+        let ping = b"GET /api/v1/vmm.ping HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        let kept = "HTTP/1.1 200 OK\r\nServer: Cloud Hypervisor API\r\nContent-Type: \
+                    application/json\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(answer(ping, kept.len()), kept);
+        assert_eq!(answer(ping, kept.len()), kept);
+        // The third asks to close: answered, then end-of-file.
+        let closing = "HTTP/1.1 200 OK\r\nServer: Cloud Hypervisor API\r\nConnection: \
+                       close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+        assert_eq!(
+            answer(
+                b"GET /api/v1/vmm.ping HTTP/1.1\r\nConnection: close\r\n\r\n",
+                closing.len()
+            ),
+            closing
+        );
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+        vmm_thread.join().unwrap();
+        // A connection idle after its answer is closed without a 408.
+        server.stop();
+        let (api, vmm) = super::super::channel().unwrap();
+        let server = ApiServer::start(&ApiSocket::Path(path.clone()), api).unwrap();
+        let mut idle = UnixStream::connect(&path).unwrap();
+        idle.set_read_timeout(Some(REQUEST_TIMEOUT * 3)).unwrap();
+        idle.write_all(ping).unwrap();
+        let request = vmm.requests.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(matches!(request, super::super::ApiRequest::VmmPing));
+        vmm.reply(Ok(None));
+        let started = Instant::now();
+        let mut all = String::new();
+        idle.read_to_string(&mut all).unwrap();
+        assert_eq!(
+            all,
+            "HTTP/1.1 204 No Content\r\nServer: Cloud Hypervisor API\r\n\r\n"
+        );
+        assert!(started.elapsed() >= REQUEST_TIMEOUT - Duration::from_millis(500));
+        server.stop();
         let _ = std::fs::remove_dir_all(dir);
     }
 

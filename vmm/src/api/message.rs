@@ -16,11 +16,13 @@ const MAX_HEADERS: usize = 32;
 pub(super) enum Parsed {
     /// More bytes are needed.
     Incomplete { expect_continue: bool },
-    /// Method, target and body.
+    /// Method, target and body; `close` when the client asked for the
+    /// connection to end after the answer (`Connection: close`, HTTP/1.0).
     Request {
         method: String,
         target: String,
         body: Vec<u8>,
+        close: bool,
     },
 }
 
@@ -49,7 +51,14 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed, ApiError> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut expect_continue = false;
+    let mut close = request.version == Some(0);
     for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("connection") {
+            close |= header
+                .value
+                .split(|b| *b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+        }
         if header.name.eq_ignore_ascii_case("transfer-encoding") {
             if !header.value.eq_ignore_ascii_case(b"chunked") || chunked {
                 let value: String = String::from_utf8_lossy(header.value)
@@ -93,6 +102,7 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed, ApiError> {
                 method,
                 target,
                 body,
+                close,
             },
             None => Parsed::Incomplete { expect_continue },
         });
@@ -112,6 +122,7 @@ pub(super) fn parse(buf: &[u8]) -> Result<Parsed, ApiError> {
         method,
         target,
         body: body[..length as usize].to_vec(),
+        close,
     })
 }
 
@@ -216,16 +227,18 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// The bytes of the answer to `reply`.
+/// The bytes of the answer to `reply`, the connection closed after it.
 pub(super) fn response(reply: &ApiResponse, allow: Option<&str>) -> Vec<u8> {
-    response_with(reply, None, allow)
+    response_with(reply, None, allow, false)
 }
 
 /// The bytes of the answer to `reply`; a refusal with `status` when given.
+/// `Connection: close` unless the connection stays open (`keep_open`).
 pub(super) fn response_with(
     reply: &ApiResponse,
     status: Option<u16>,
     allow: Option<&str>,
+    keep_open: bool,
 ) -> Vec<u8> {
     let (status, body) = match reply {
         Ok(Some(json)) => (200, Some(json.clone())),
@@ -233,9 +246,12 @@ pub(super) fn response_with(
         Err(err) => (status.unwrap_or_else(|| err.status()), Some(err.body())),
     };
     let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nServer: Cloud Hypervisor API\r\nConnection: close\r\n",
+        "HTTP/1.1 {status} {}\r\nServer: Cloud Hypervisor API\r\n",
         reason(status)
     );
+    if !keep_open {
+        head.push_str("Connection: close\r\n");
+    }
     if let Some(allow) = allow {
         head.push_str(&format!("Allow: {allow}\r\n"));
     }
@@ -263,6 +279,7 @@ mod tests {
                 method,
                 target,
                 body,
+                ..
             }) => (method, target, body),
             Ok(Parsed::Incomplete { .. }) => panic!("incomplete"),
             Err(e) => panic!("{e}"),
@@ -363,5 +380,27 @@ mod tests {
         assert!(refused.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
         let allow = String::from_utf8(response(&Err(ApiError::VmNotCreated), Some("PUT"))).unwrap();
         assert!(allow.contains("Allow: PUT\r\n"));
+        assert!(allow.contains("Connection: close\r\n"));
+        let kept = String::from_utf8(response_with(&Ok(None), None, None, true)).unwrap();
+        assert!(!kept.contains("Connection:"), "{kept}");
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_ask_for_the_end() {
+        let close = |buf: &[u8]| match parse(buf) {
+            Ok(Parsed::Request { close, .. }) => close,
+            _ => panic!("not a request"),
+        };
+        assert!(!close(b"GET /api/v1/vm.info HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(close(
+            b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: Close\r\n\r\n"
+        ));
+        assert!(close(
+            b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: te, close\r\n\r\n"
+        ));
+        assert!(!close(
+            b"GET /api/v1/vm.info HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"
+        ));
+        assert!(close(b"GET /api/v1/vm.info HTTP/1.0\r\n\r\n"));
     }
 }

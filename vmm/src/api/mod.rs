@@ -46,10 +46,12 @@ pub const CH_VERSION_STRING: &str = "v53.0.0";
 pub const BUILD_VERSION: &str = concat!("v53.0.0-vsmmu-vmm-", env!("CARGO_PKG_VERSION"));
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::mpsc::{self, Receiver, Sender};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::config::net::NetConfig;
 use crate::config::{ConfigError, VmConfig};
 use crate::description::DescriptionError;
 use types::ApiDeviceConfig;
@@ -85,6 +87,10 @@ pub enum ApiRequest {
     /// `PUT vm.add-device`: added to the configuration before boot (cold
     /// add), refused after.
     VmAddDevice(ApiDeviceConfig),
+    /// `PUT vm.add-net`: a NIC added to the configuration before boot
+    /// (cold add), refused after; with the tap descriptors that came with
+    /// the request (SCM_RIGHTS, libvirt's way), one per queue pair.
+    VmAddNet(Box<NetConfig>, Vec<OwnedFd>),
     /// `PUT vm.remove-device`.
     VmRemoveDevice(String),
     /// `PUT vm.add-vsock`: added to the configuration before boot (cold
@@ -187,6 +193,18 @@ pub enum ApiError {
     /// Another request is with the VMM.
     #[error("another API request is in flight; retry once it has been answered")]
     Busy,
+    /// More descriptors in one request than any request takes.
+    #[error(
+        "the request carried more than {0} file descriptors; send a NIC's taps (one per queue \
+         pair) with its vm.add-net, nothing else"
+    )]
+    TooManyFds(usize),
+    /// vm.add-net of a running VM.
+    #[error(
+        "vm.add-net: NIC hot-plug is not implemented yet; add the NIC before vm.boot (vm.add-net \
+         or vm.create's net) and boot the VM again"
+    )]
+    NetHotplugUnsupported,
     /// Too many open connections.
     #[error("the API has {0} connections open already; retry after one closes")]
     TooManyConnections(usize),
@@ -341,6 +359,7 @@ impl ApiError {
             | ApiError::TruncatedRequest(_)
             | ApiError::MalformedChunk(_)
             | ApiError::BadBody { .. }
+            | ApiError::TooManyFds(_)
             | ApiError::InvalidConfig(_) => 400,
             ApiError::RequestTimeout(_) => 408,
             ApiError::LengthRequired(_) => 411,
@@ -355,6 +374,7 @@ impl ApiError {
             | ApiError::PauseFailed(_)
             | ApiError::VsockPresent { .. }
             | ApiError::VsockHotplug
+            | ApiError::NetHotplugUnsupported
             | ApiError::Serial(_) => 500,
             ApiError::NotImplemented(unimplemented) => unimplemented.status,
             ApiError::BootUnsupported | ApiError::Host(_) => 501,

@@ -358,6 +358,7 @@ pub fn shown_config(
     typed: &ApiVmConfig,
     given: Option<&serde_json::Value>,
     pty: Option<&std::path::Path>,
+    console_pty: Option<&std::path::Path>,
 ) -> serde_json::Value {
     let mut shown = serde_json::to_value(typed).unwrap_or_default();
     // The lists this VMM owns are shown even when empty, so that a device
@@ -380,10 +381,13 @@ pub fn shown_config(
             cpus.insert("max_vcpus".into(), boot);
         }
     }
-    if let (Some(path), Some(serial)) =
-        (pty, shown.get_mut("serial").and_then(|s| s.as_object_mut()))
-    {
-        serial.insert("file".into(), path.display().to_string().into());
+    // Where upstream reports a pty, and libvirt reads it.
+    for (path, field) in [(pty, "serial"), (console_pty, "console")] {
+        if let (Some(path), Some(object)) =
+            (path, shown.get_mut(field).and_then(|s| s.as_object_mut()))
+        {
+            object.insert("file".into(), path.display().to_string().into());
+        }
     }
     shown
 }
@@ -570,7 +574,7 @@ mod tests {
         // vm.info shows it back in the same shape.
         let given: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(
-            shown_config(&ApiVmConfig::from(&config), Some(&given), None),
+            shown_config(&ApiVmConfig::from(&config), Some(&given), None, None),
             given
         );
     }
@@ -612,6 +616,7 @@ mod tests {
             &ApiVmConfig::from(&config),
             Some(&given),
             Some(std::path::Path::new("/dev/pts/7")),
+            None,
         );
         assert_eq!(shown["cpus"]["max_vcpus"], 8);
         assert_eq!(shown["cpus"]["topology"]["packages"], 1);

@@ -22,7 +22,8 @@
 //!   only `rng.iommu: true` is refused.
 //! - `net` is implemented (virtio-net over a tap), so it is parsed; its
 //!   vhost-user, MTU, host MAC, rate limiting and `fds` fields are refused
-//!   when set.
+//!   when set (`vm.add-net` takes taps as descriptors sent with the
+//!   request, not as numbers).
 //! - `vsock` is implemented (virtio-vsock over vhost-vsock with the hybrid
 //!   vsock socket Kata's agent client uses), so it is parsed; only
 //!   `vsock.iommu: true` is refused.
@@ -132,8 +133,8 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
     (
         "net[].fds",
         Accepts::Off,
-        "tap descriptors over the API (SCM_RIGHTS) are not taken yet; give tap= and let the \
-         VMM open it, or start the VMM with --net fd=",
+        "descriptor numbers in JSON would name this VMM's own files; send the taps themselves \
+         with vm.add-net (SCM_RIGHTS), or give tap= and let the VMM open it",
     ),
     (
         "net[].host_mac",

@@ -430,8 +430,11 @@ fn call(
     stream
         .set_read_timeout(Some(RESPONSE_TIMEOUT))
         .map_err(Error::Socket)?;
-    let mut head =
-        format!("{method} /api/v1/{endpoint} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n");
+    // One request per connection: the server closes after the answer.
+    let mut head = format!(
+        "{method} /api/v1/{endpoint} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\
+         Connection: close\r\n"
+    );
     if let Some(body) = body {
         head.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

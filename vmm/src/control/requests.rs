@@ -2,7 +2,12 @@
 //! needs (no VM, a created one, a running one), and the refusals with their
 //! reasons (see the parent module's doc).
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use virtio_devices::net::Tap;
+
 use super::*;
+use crate::config::net::NetConfig;
 
 impl Vmm {
     pub(super) fn serve_api(&mut self) -> Next {
@@ -38,10 +43,15 @@ impl Vmm {
                 log::info!(target: "vmm", "VMM shut down through the API");
                 return (Ok(None), Next::Exit);
             }
-            ApiRequest::VmCreate(config, given) => self.create(*config).map(|()| {
-                self.given_config = Some(*given);
-                None
-            }),
+            ApiRequest::VmCreate(mut config, given) => {
+                if let Some(default) = &self.vsmmu_default {
+                    apply_vsmmu_default(&mut config, &given, default);
+                }
+                self.create(*config).map(|()| {
+                    self.given_config = Some(*given);
+                    None
+                })
+            }
             ApiRequest::VmBoot => self.boot().map(|()| None),
             ApiRequest::VmDelete => {
                 self.stop_vm(VmExit::Shutdown, ShutdownReason::Api);
@@ -51,6 +61,8 @@ impl Vmm {
                         self.vm = Vm::None;
                         self.given_config = None;
                         self.serial = None;
+                        self.console_pty = None;
+                        self.net_fds.clear();
                         events::emit(Named::VmDeleted);
                         Ok(None)
                     }
@@ -103,6 +115,7 @@ impl Vmm {
                 other => Err(not_running(other, "press the power button")),
             },
             ApiRequest::VmAddDevice(device) => self.add_device(&device),
+            ApiRequest::VmAddNet(net, fds) => self.add_net(*net, fds),
             ApiRequest::VmRemoveDevice(id) => self.remove_device(&id),
             ApiRequest::VmAddVsock(vsock) => self.add_vsock(vsock),
             ApiRequest::VmSaveState(op) => self.refuse_save_state(op),
@@ -148,6 +161,7 @@ impl Vmm {
                 &ApiVmConfig::from(&description.config),
                 self.given_config.as_ref(),
                 self.serial.as_deref().and_then(SerialBackend::pty_path),
+                self.console_pty.as_deref().map(crate::pty::Pty::path),
             ),
             state,
             memory_actual_size: description.config.memory.total(),
@@ -204,6 +218,42 @@ impl Vmm {
         crate::virtio::check_vsock(config.vsock.as_ref())
             .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
         self.redefine(config)
+    }
+
+    /// `vm.add-net`: before boot (or after a shutdown) the NIC joins the
+    /// VM's configuration, as upstream's cold add, with the taps that came
+    /// with the request (checked to be vnet-header taps now, so a wrong one
+    /// is refused here rather than at boot); a running VM is refused. A
+    /// refused request's taps are closed.
+    pub(super) fn add_net(&mut self, mut net: NetConfig, fds: Vec<OwnedFd>) -> ApiResponse {
+        let Vm::Defined { description, .. } = &self.vm else {
+            return Err(match self.vm {
+                Vm::None => ApiError::VmNotCreated,
+                _ => ApiError::NetHotplugUnsupported,
+            });
+        };
+        let mut config = description.config.clone();
+        if net.id.is_empty() {
+            net.id = format!("_net{}", config.net.len());
+        }
+        if net.mac.is_none() {
+            net.mac = Some(virtio_devices::net::MacAddr::random().to_string());
+        }
+        if !fds.is_empty() {
+            for fd in &fds {
+                Tap::from_borrowed_fd(fd.as_raw_fd()).map_err(|e| {
+                    ApiError::InvalidConfig(format!(
+                        "vm.add-net id={}: a descriptor sent with the request: {e}",
+                        net.id
+                    ))
+                })?;
+            }
+            net.fds = Some(fds.iter().map(AsRawFd::as_raw_fd).collect());
+        }
+        config.net.push(net);
+        self.redefine(config)?;
+        self.net_fds.extend(fds);
+        Ok(None)
     }
 
     /// `vm.remove-device`: before boot the function (or test endpoint, or

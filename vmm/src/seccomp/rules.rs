@@ -188,7 +188,8 @@ fn vcpu() -> List {
 }
 
 /// The HTTP API: one epoll loop over its listener, connections and two
-/// eventfds; it accepts, reads, writes and closes, and opens nothing.
+/// eventfds; it accepts, reads (recvmsg: a request may carry descriptors,
+/// `vm.add-net`'s taps), writes and closes, and opens nothing.
 fn api(arch: TargetArch) -> List {
     let mut list = base();
     add(
@@ -201,6 +202,7 @@ fn api(arch: TargetArch) -> List {
             "getsockopt",
             "read",
             "recvfrom",
+            "recvmsg",
             "sendto",
             "setsockopt",
             "shutdown",

@@ -46,3 +46,47 @@ pub fn spawn_with_api(dir: &Path, args: &[&str]) -> (Child, PathBuf) {
     }
     (child, socket)
 }
+
+/// Read one answer from `stream` (after any `100 Continue`): its head and
+/// the body its Content-Length gives, or whatever comes before the server
+/// closes. The API keeps a connection open after an answer unless the
+/// request said `Connection: close`, so reading to end-of-file would wait
+/// for its idle timeout.
+pub fn read_answer(stream: &mut impl std::io::Read) -> String {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = answer_end(&answer) {
+            answer.truncate(end);
+            break;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+        if answer.len() > 1 << 20 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Where the last answer in `bytes` ends, once it is complete.
+fn answer_end(bytes: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    loop {
+        let rest = &bytes[start..];
+        let head_len = rest.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&rest[..head_len]).to_ascii_lowercase();
+        if head.starts_with("http/1.1 100 ") {
+            start += head_len;
+            continue;
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        return (rest.len() >= head_len + length).then_some(start + head_len + length);
+    }
+}
