@@ -32,6 +32,16 @@ build_l2_kernel() {
   fi
 }
 
+# unsplit_events FILE: FILE with every event line that the L1 reader wrote
+# into the middle of a console line (the guest's serial output reaches the
+# log a few bytes per write, the reader's whole event lines between them)
+# moved out: the event stays a line of its own, and the console line's two
+# halves are joined again (a marker "E2" + event + "E-API: ..." became
+# unreadable to grep). Prints the repaired text.
+unsplit_events() {
+  awk '{ i = index($0, "E2E-EVENT step="); if (i > 0) { pre = pre substr($0, 1, i - 1); print substr($0, i); next } if (pre != "") { $0 = pre $0; pre = "" } print } END { if (pre != "") print pre }' "$1"
+}
+
 # Tag of log lines (scripts/iommufd-mock sets "mock").
 E2E_LOG_TAG="${E2E_LOG_TAG:-e2e}"
 log() { printf '[%s %s] %s\n' "$E2E_LOG_TAG" "$(date +%H:%M:%S)" "$*" >&2; }

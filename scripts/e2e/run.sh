@@ -219,6 +219,9 @@ for c in "${CASES[@]}"; do
         </dev/null 2>&1 | tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
     fi
     wall=$((SECONDS - t0))
+    # Event lines the L1 reader wrote into the middle of a console line go
+    # back to lines of their own (lib.sh unsplit_events).
+    unsplit_events "$LOG" >"$LOG.tmp" && mv "$LOG.tmp" "$LOG"
     FAILURES=()
     [ "$qrc" = 124 ] && fail "QEMU timed out after $tmo s (the guest never powered off)"
     [ "$qrc" = 124 ] || [ "$qrc" = 0 ] || fail "qemu-system-aarch64 exited $qrc"

@@ -34,7 +34,7 @@ t0=$(cut -d' ' -f1 /proc/uptime)
   </dev/null >> $log 2>&1 &
 vmm_pid=$!
 n=0
-while [ $n -lt 200 ] && ! grep -q "E2E-API: benchmark started" $log; do
+while [ $n -lt 200 ] && ! unsplit $log | grep -q "E2E-API: benchmark started"; do
   kill -0 $vmm_pid 2>/dev/null || break
   sleep 1; n=$((n + 1))
 done
@@ -59,7 +59,7 @@ out=$(remote snapshot file:///tmp/snap); note "E2E-API: snapshot exit=$? $out"
 note "E2E-API: reboot"
 out=$(remote reboot); note "E2E-API: reboot exit=$? $out"
 n=0
-while [ $n -lt 200 ] && [ "$(grep -c "E2E-API: benchmark started" $log)" -lt 2 ]; do
+while [ $n -lt 200 ] && [ "$(unsplit $log | grep -c "E2E-API: benchmark started")" -lt 2 ]; do
   sleep 1; n=$((n + 1))
 done
 sleep 3
@@ -101,7 +101,7 @@ out=$(remote create /tmp/vm.json); note "E2E-API: create exit=$? $out"
 note "E2E-API: info created $(remote info)"
 out=$(remote boot); note "E2E-API: boot exit=$? $out"
 n=0
-while [ $n -lt 200 ] && ! grep -q "E2E-API: benchmark started" $log; do
+while [ $n -lt 200 ] && ! unsplit $log | grep -q "E2E-API: benchmark started"; do
   kill -0 $vmm_pid 2>/dev/null || break
   sleep 1; n=$((n + 1))
 done

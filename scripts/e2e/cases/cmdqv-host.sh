@@ -97,7 +97,7 @@ vmm_pa() {
     pid=$(pidof cloud-hypervisor | cut -d' ' -f1)
     for at in begin end; do
       case " $seen " in *" at-$at "*) continue ;; esac
-      grep -q "E2E-L2: read-$at" "$log" || continue
+      unsplit "$log" | grep -q "E2E-L2: read-$at" || continue
       seen="$seen at-$at"
       echo "E2E-L1: counters step=$step at=$at $(/bin/ch-remote --api-socket "$sock" counters 2>&1 | tr -d '\n ')" >>/tmp/vmm-pa-$step.rings
     done

@@ -33,6 +33,13 @@ events_start() {
   EVENTS_ARG="path=$ev_fifo"
 }
 
+# unsplit FILE: FILE with event lines written into the middle of a console
+# line moved out and the line's halves joined (scripts/e2e/lib.sh
+# unsplit_events; the host repairs the whole console log the same way).
+unsplit() {
+  awk '{ i = index($0, "E2E-EVENT step="); if (i > 0) { pre = pre substr($0, 1, i - 1); print substr($0, i); next } if (pre != "") { $0 = pre $0; pre = "" } print } END { if (pre != "") print pre }' "$1"
+}
+
 # events_stop: after the VMM exited, let the reader finish. A VMM that never
 # opened the FIFO (--version, --dump-acpi, a refused option) left the
 # reader blocked in open(): opening the FIFO read-write releases it, and it
