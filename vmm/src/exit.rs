@@ -50,6 +50,16 @@ pub enum VmFailure {
         /// The filter error.
         reason: String,
     },
+    /// The vCPU thread could not be pinned to its host CPUs.
+    #[error("vCPU {vcpu}: cannot pin to host CPUs {cpus}: {}", std::io::Error::from_raw_os_error(*errno))]
+    Pin {
+        /// The vCPU.
+        vcpu: u32,
+        /// The host CPUs, as a list.
+        cpus: String,
+        /// errno of sched_setaffinity.
+        errno: i32,
+    },
     /// The vCPU thread could not be created.
     #[error("cannot start vCPU {vcpu}: {}", std::io::Error::from_raw_os_error(*errno))]
     VcpuStart {

@@ -3,6 +3,7 @@
 //! aarch64 KVM hosts) the VM itself.
 
 pub mod acpi;
+pub mod affinity;
 pub mod api;
 pub mod boot;
 pub mod bus;

@@ -52,6 +52,9 @@ pub enum VmError {
     /// A thread could not be started.
     #[error("cannot start the {0} thread: {1}")]
     Thread(&'static str, std::io::Error),
+    /// `--cpus affinity=` names host CPUs this process may not use.
+    #[error(transparent)]
+    Affinity(#[from] crate::affinity::AffinityError),
     /// Some vCPU did not leave the guest in time for a pause.
     #[error("not every one of the {0} vCPUs parked within 2 s; the VM keeps running")]
     Pause(usize),
@@ -88,6 +91,9 @@ impl RunningVm {
     ) -> Result<Self, VmError> {
         let layout = &vm.layout;
         let config = &vm.config;
+        // A pinning to CPUs this process may not use is refused before
+        // anything of the VM exists.
+        crate::affinity::check(&config.cpus.affinity)?;
         let mut kvm = KvmVm::new(layout)?;
         kvm.require_cacheable_pfnmap(&vm.cacheable_devices)?;
         let bindings = memory::zone_bindings(&config.memory.zones);
@@ -166,8 +172,27 @@ impl RunningVm {
         };
         for (index, vcpu) in vcpus.into_iter().enumerate() {
             let (bus, state) = (running.bus.clone(), running.state.clone());
+            let pin = config
+                .cpus
+                .affinity
+                .iter()
+                .find(|a| a.vcpu as usize == index)
+                .map(|a| a.host_cpus.clone());
             // Named before vm.boot answers: libvirt reads `vcpuN` right after.
             let spawned = crate::named_thread::spawn(format!("vcpu{index}"), move || {
+                if let Some(cpus) = pin {
+                    // Before its own filter, under the VMM thread's (which
+                    // allows sched_setaffinity).
+                    if let Err(e) = crate::affinity::pin_current(&cpus) {
+                        state.request_stop(VmExit::Failed(VmFailure::Pin {
+                            vcpu: index as u32,
+                            cpus: crate::config::numa::cpu_list(&cpus),
+                            errno: e.raw_os_error().unwrap_or(0),
+                        }));
+                        return;
+                    }
+                    log::info!(target: "vcpu", "vCPU {index} pinned to host CPUs {}", crate::config::numa::cpu_list(&cpus));
+                }
                 match seccomp::apply(ThreadKind::Vcpu) {
                     Ok(()) => vcpu::run(vcpu, index as u32, bus, state),
                     Err(err) => state.request_stop(VmExit::Failed(VmFailure::Seccomp {

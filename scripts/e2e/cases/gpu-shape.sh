@@ -45,6 +45,11 @@ echo "E2E-L1: ivshmem $shm $(cat /sys/bus/pci/devices/$shm/vendor):$(cat /sys/bu
 cat >/tmp/hook.sh <<'EOM'
 pid=$(pidof cloud-hypervisor | cut -d' ' -f1)
 grep 'bind:' "/proc/$pid/numa_maps" | sed "s/^/E2E-L1: numa_maps step=$1 /"
+# Each vCPU thread's allowed host CPUs (--cpus affinity=).
+for t in /proc/$pid/task/*; do
+  c=$(cat "$t/comm")
+  case "$c" in vcpu*) echo "E2E-L1: affinity step=$1 $c $(grep Cpus_allowed_list "$t/status" | tr -d '\t ')" ;; esac
+done
 echo "E2E-L1: info step=$1 $(/bin/ch-remote --api-socket "/tmp/ch-$1.sock" info 2>&1 | tr -d '\n')"
 EOM
 MEASURE_HOOK="sh /tmp/hook.sh"
@@ -52,7 +57,7 @@ gi=""
 for n in 2 3 4 5 6 7 8 9; do gi="$gi --numa guest_numa_id=$n,device_id=gpu0"; done
 # shellcheck disable=SC2086
 vmm_measured gpu /bin/cloud-hypervisor -v --kernel /l2/Image --initramfs /l2/initrd \
-  --cpus boot=2 --memory size=0 --serial tty --cmdline "console=ttyAMA0 earlycon panic=-1" \
+  --cpus "boot=2,affinity=[0@[0],1@[1]]" --memory size=0 --serial tty --cmdline "console=ttyAMA0 earlycon panic=-1" \
   --memory-zone id=mem0,size=256M,host_numa_node=0 --memory-zone id=mem1,size=256M,host_numa_node=1 \
   --vsmmu smmuv3 --device "path=/sys/bus/pci/devices/$shm,iommu=on,id=gpu0" \
   --device "path=/sys/bus/pci/devices/$disk,iommu=on,id=disk0" \
@@ -185,6 +190,10 @@ case_assert() {
   for f in $NESTED_DISK_BDF $NESTED_IVSHMEM_BDF; do
     expect_re "E2E-L1: after gpu $f vfio-dev=vfio[0-9]+ driver=vfio-pci" "$f is not back on vfio-pci after the run"
   done
+
+  # L1: each vCPU thread pinned to the host CPU of its node.
+  step_expect_re gpu "^E2E-L1: affinity step=gpu vcpu0 Cpus_allowed_list:0$" "vCPU 0's thread is not pinned to host CPU 0 (--cpus affinity=[0@[0],...])"
+  step_expect_re gpu "^E2E-L1: affinity step=gpu vcpu1 Cpus_allowed_list:1$" "vCPU 1's thread is not pinned to host CPU 1"
 
   # L1: each zone's pages on its host node (numa_maps of the VMM).
   local maps node pages other

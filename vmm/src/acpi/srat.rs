@@ -161,7 +161,10 @@ mod tests {
 
     fn gpu_vm() -> VmDescription {
         let config = VmConfig {
-            cpus: crate::config::CpusConfig { boot: 4 },
+            cpus: crate::config::CpusConfig {
+                boot: 4,
+                affinity: Vec::new(),
+            },
             memory: crate::config::MemoryConfig {
                 size: 0,
                 zones: vec![

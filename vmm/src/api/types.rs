@@ -66,6 +66,9 @@ pub struct ApiCpusConfig {
     /// shown back; the guest sees `boot_vcpus` (vm.resize is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_vcpus: Option<u32>,
+    /// vCPU pinning, upstream's `[{"vcpu": 0, "host_cpus": [0, 1]}]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Vec<crate::config::CpuAffinity>>,
 }
 
 /// `memory`.
@@ -270,7 +273,10 @@ impl TryFrom<ApiVmConfig> for VmConfig {
                         fix: "max_vcpus is below boot_vcpus; give at least boot_vcpus or leave it out",
                     });
                 }
-                CpusConfig { boot: c.boot_vcpus }
+                CpusConfig {
+                    boot: c.boot_vcpus,
+                    affinity: c.affinity.unwrap_or_default(),
+                }
             }
         };
         let memory = api
@@ -490,6 +496,7 @@ impl From<&VmConfig> for ApiVmConfig {
             cpus: Some(ApiCpusConfig {
                 boot_vcpus: config.cpus.boot,
                 max_vcpus: None,
+                affinity: (!config.cpus.affinity.is_empty()).then(|| config.cpus.affinity.clone()),
             }),
             memory: Some(ApiMemoryConfig {
                 size: config.memory.size,

@@ -234,11 +234,6 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         "Hyper-V enlightenments are x86 only",
     ),
     (
-        "cpus.affinity",
-        Accepts::Off,
-        "vCPU pinning is not implemented; pin the vcpuN threads from outside",
-    ),
-    (
         "cpus.features",
         Accepts::Off,
         "CPU feature selection (AMX) is x86 only",

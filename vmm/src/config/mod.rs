@@ -82,22 +82,99 @@ impl ApiSocket {
 pub struct CpusConfig {
     /// vCPUs at boot.
     pub boot: u32,
+    /// vCPU threads pinned to host CPUs (`affinity=`; the rest float).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affinity: Vec<CpuAffinity>,
+}
+
+/// One `affinity=` entry (cloud-hypervisor's `vcpu@[host cpus]`, the API's
+/// `{"vcpu": N, "host_cpus": [...]}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuAffinity {
+    /// The vCPU index.
+    pub vcpu: u32,
+    /// The host CPUs its thread may run on, ascending, each once.
+    pub host_cpus: Vec<u32>,
 }
 
 impl Default for CpusConfig {
     fn default() -> Self {
-        CpusConfig { boot: 1 }
+        CpusConfig {
+            boot: 1,
+            affinity: Vec::new(),
+        }
     }
 }
 
+const AFFINITY_SYNTAX: &str = "expected a list such as [0@[0-1],1@[2]] (vCPU@[host CPUs])";
+
 impl CpusConfig {
-    /// Parse `boot=N`.
+    /// Parse `boot=N[,affinity=[V@[CPUS],...]]`.
     pub fn parse(input: &str) -> Result<Self, OptionError> {
-        let opts = Options::parse("cpus", input, &["boot"], false)?;
+        let opts = Options::parse("cpus", input, &["boot", "affinity"], false)?;
         let boot = opts
             .number::<u32>("boot")?
             .ok_or_else(|| opts.invalid("boot", "", "give the number of vCPUs, e.g. boot=2"))?;
-        Ok(CpusConfig { boot })
+        let mut affinity = Vec::new();
+        if let Some(raw) = opts.get("affinity") {
+            let inner = raw
+                .strip_prefix('[')
+                .and_then(|r| r.strip_suffix(']'))
+                .ok_or_else(|| opts.invalid("affinity", raw, AFFINITY_SYNTAX))?;
+            for item in options::split_top_level(inner) {
+                let entry = item
+                    .split_once('@')
+                    .and_then(|(vcpu, cpus)| {
+                        Some(CpuAffinity {
+                            vcpu: u32::try_from(options::parse_u64(vcpu)?).ok()?,
+                            host_cpus: numa::parse_cpus(cpus)?,
+                        })
+                    })
+                    .ok_or_else(|| opts.invalid("affinity", raw, AFFINITY_SYNTAX))?;
+                affinity.push(entry);
+            }
+        }
+        Ok(CpusConfig { boot, affinity })
+    }
+
+    /// Each pinned vCPU exists and is pinned once, to CPUs a host can have.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = BTreeSet::new();
+        for entry in &self.affinity {
+            if entry.vcpu >= self.boot {
+                return Err(ConfigError::Affinity(format!(
+                    "vCPU {} is pinned but the VM has {} (boot={}); pin vCPUs 0-{}",
+                    entry.vcpu,
+                    self.boot,
+                    self.boot,
+                    self.boot.saturating_sub(1)
+                )));
+            }
+            if !seen.insert(entry.vcpu) {
+                return Err(ConfigError::Affinity(format!(
+                    "vCPU {} is pinned twice; give each vCPU one entry",
+                    entry.vcpu
+                )));
+            }
+            if entry.host_cpus.is_empty() {
+                return Err(ConfigError::Affinity(format!(
+                    "vCPU {} is pinned to no host CPU; list at least one",
+                    entry.vcpu
+                )));
+            }
+            if let Some(cpu) = entry
+                .host_cpus
+                .iter()
+                .find(|c| **c > crate::affinity::MAX_HOST_CPU)
+            {
+                return Err(ConfigError::Affinity(format!(
+                    "vCPU {} is pinned to host CPU {cpu}, beyond the {} a CPU set holds",
+                    entry.vcpu,
+                    crate::affinity::MAX_HOST_CPU + 1
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -502,6 +579,9 @@ impl Default for VmConfig {
 /// and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    /// A `--cpus affinity=` entry breaks a rule (named in the text).
+    #[error("--cpus affinity: {0}")]
+    Affinity(String),
     /// Two devices share an id.
     #[error("two --device options use id={0}; give each device its own id=")]
     DuplicateDeviceId(String),
@@ -583,6 +663,7 @@ impl VmConfig {
         if needs_kernel && self.kernel.is_none() {
             return Err(ConfigError::MissingKernel);
         }
+        self.cpus.validate()?;
         let device_ids: Vec<&str> = self.devices.iter().map(|d| d.id.as_str()).collect();
         numa::validate(
             &self.memory.zones,

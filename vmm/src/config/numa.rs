@@ -145,7 +145,7 @@ impl NumaConfig {
 }
 
 /// `[0-3,6]`: vCPU indices, each once, ascending in the result.
-fn parse_cpus(raw: &str) -> Option<Vec<u32>> {
+pub(crate) fn parse_cpus(raw: &str) -> Option<Vec<u32>> {
     let mut cpus = BTreeSet::new();
     for item in list_items(raw) {
         let (first, last) = match item.split_once('-') {
@@ -160,6 +160,25 @@ fn parse_cpus(raw: &str) -> Option<Vec<u32>> {
         }
     }
     (!cpus.is_empty()).then(|| cpus.into_iter().collect())
+}
+
+/// CPU numbers as a list with ranges, ascending: `0-3,6`.
+pub fn cpu_list(cpus: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 /// `[1@20,2@30]`.

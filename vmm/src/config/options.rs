@@ -177,7 +177,7 @@ impl Options {
 /// The comma-separated parts of `input`, except commas inside `[...]`
 /// (cloud-hypervisor's lists: `cpus=[0-3,6],distances=[1@20]`). Empty
 /// input has no parts.
-fn split_top_level(input: &str) -> Vec<&str> {
+pub fn split_top_level(input: &str) -> Vec<&str> {
     let mut parts = Vec::new();
     if input.is_empty() {
         return parts;

@@ -325,3 +325,51 @@ fn config_serialises_with_serde() {
     let back: VmConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, config);
 }
+
+#[test]
+fn cpus_affinity_parses_upstream_syntax_and_each_rule_names_the_vcpu() {
+    let cpus = CpusConfig::parse("boot=3,affinity=[0@[0-1],2@[4,6-7]]").unwrap();
+    assert_eq!(cpus.boot, 3);
+    assert_eq!(
+        cpus.affinity,
+        vec![
+            CpuAffinity {
+                vcpu: 0,
+                host_cpus: vec![0, 1]
+            },
+            CpuAffinity {
+                vcpu: 2,
+                host_cpus: vec![4, 6, 7]
+            },
+        ]
+    );
+    assert!(cpus.validate().is_ok());
+    for bad in [
+        "boot=2,affinity=0@[0]",
+        "boot=2,affinity=[0@0-1x]",
+        "boot=2,affinity=[x@[0]]",
+    ] {
+        let err = CpusConfig::parse(bad).unwrap_err().to_string();
+        assert!(err.contains("vCPU@[host CPUs]"), "{bad}: {err}");
+    }
+    let rule = |input: &str| {
+        CpusConfig::parse(input)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        rule("boot=2,affinity=[2@[0]]"),
+        "--cpus affinity: vCPU 2 is pinned but the VM has 2 (boot=2); pin vCPUs 0-1"
+    );
+    assert!(rule("boot=2,affinity=[1@[0],1@[1]]").contains("vCPU 1 is pinned twice"));
+    assert!(rule("boot=1,affinity=[0@[5000]]").contains("host CPU 5000, beyond the 1024"));
+    // The whole config runs the same rules (the API's path).
+    let mut config = cmdqv_emulated();
+    config.cpus = CpusConfig::parse("boot=1,affinity=[1@[0]]").unwrap();
+    assert!(matches!(
+        config.validate(false),
+        Err(ConfigError::Affinity(_))
+    ));
+}

@@ -373,6 +373,9 @@ fn vmm(arch: TargetArch) -> List {
             "rseq",
             "rt_sigaction",
             "sched_getaffinity",
+            // A pinned vCPU thread pins itself before its own filter
+            // (affinity.rs).
+            "sched_setaffinity",
             "set_robust_list",
             "statx",
             "tgkill",
