@@ -291,11 +291,33 @@ fn devices_are_added_and_removed_cold_before_boot() {
     assert_eq!(status, 400, "{body}");
     assert!(message(&body).contains("tap=tap0 is given twice"), "{body}");
 
-    // A disk is refused with the spec's code, before and after boot.
+    // A disk is cold-added as upstream once its image opens; a missing
+    // image and a vhost-user disk are refused by name.
+    let image = vmm.dir.join("added.img");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let body = format!(r#"{{"path":"{}","readonly":true}}"#, image.display());
+    let (status, _, answer) = vmm.curl("PUT", "vm.add-disk", Some(body.as_bytes()));
+    assert_eq!(status, 204, "vm.add-disk: {answer}");
+    let (_, _, info) = vmm.curl("GET", "vm.info", None);
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let disks = info["config"]["disks"].as_array().unwrap();
+    let added = disks.last().unwrap();
+    assert_eq!(added["path"], image.display().to_string(), "{info}");
+    assert_eq!(added["readonly"], true, "{info}");
     let (status, _, answer) = vmm.curl("PUT", "vm.add-disk", Some(br#"{"path":"/d.img"}"#));
-    assert_eq!(status, 500, "vm.add-disk: {answer}");
+    assert_eq!(status, 400, "vm.add-disk: {answer}");
     assert!(
-        message(&answer).contains("disk hot-plug is not implemented yet"),
+        message(&answer).contains("--disk path=/d.img: cannot open the image"),
+        "{answer}"
+    );
+    let (status, _, answer) = vmm.curl(
+        "PUT",
+        "vm.add-disk",
+        Some(br#"{"path":"/d.img","vhost_user":true}"#),
+    );
+    assert_eq!(status, 400, "vm.add-disk: {answer}");
+    assert!(
+        message(&answer).contains("field vhost_user=true is not supported"),
         "{answer}"
     );
     // A vsock is cold-added as upstream: the config has it, once.
@@ -499,8 +521,8 @@ fn ch_remote_drives_the_api_and_prints_json() {
     refused(&["power-button"], 405, "cannot press the power button");
     refused(
         &["add-disk", "path=/d.img"],
-        500,
-        "disk hot-plug is not implemented yet",
+        400,
+        "--disk path=/d.img: cannot open the image",
     );
     // add-net joins the configuration before boot: 204, nothing printed.
     let out = vmm.ch_remote(&["add-net", "tap=tap0"]);

@@ -93,6 +93,9 @@ pub enum ApiRequest {
     VmAddNet(Box<NetConfig>, Vec<OwnedFd>),
     /// `PUT vm.remove-device`.
     VmRemoveDevice(String),
+    /// `PUT vm.add-disk`: a virtio-blk disk added to the configuration
+    /// before boot (cold add, as upstream), refused after.
+    VmAddDisk(Box<crate::config::virtio::DiskConfig>),
     /// `PUT vm.add-vsock`: added to the configuration before boot (cold
     /// add, as upstream), refused after.
     VmAddVsock(crate::config::VsockConfig),
@@ -296,6 +299,12 @@ pub enum ApiError {
         /// Its CID.
         cid: u64,
     },
+    /// vm.add-disk on a running VM.
+    #[error(
+        "vm.add-disk: disk hot-plug is not implemented; shut the VM down (vm.shutdown), add \
+         the disk, then vm.boot"
+    )]
+    DiskHotplug,
     /// vm.add-vsock on a running VM.
     #[error(
         "vm.add-vsock: vsock hot-plug is not implemented; shut the VM down (vm.shutdown), add \
@@ -374,6 +383,7 @@ impl ApiError {
             | ApiError::PauseFailed(_)
             | ApiError::VsockPresent { .. }
             | ApiError::VsockHotplug
+            | ApiError::DiskHotplug
             | ApiError::NetHotplugUnsupported
             | ApiError::Serial(_) => 500,
             ApiError::NotImplemented(unimplemented) => unimplemented.status,

@@ -60,9 +60,7 @@ const ENDPOINTS: &[(&str, Method, Parse)] = &[
     ("vm.receive-migration", Method::Put, |body| {
         unimplemented(RECEIVE_MIGRATION, Some("receiver_url"), body)
     }),
-    ("vm.add-disk", Method::Put, |body| {
-        unimplemented(ADD_DISK, Some("path"), body)
-    }),
+    ("vm.add-disk", Method::Put, vm_add_disk),
     ("vm.add-net", Method::Put, vm_add_net),
     ("vm.add-vsock", Method::Put, vm_add_vsock),
     ("vm.add-fs", Method::Put, |body| {
@@ -100,14 +98,6 @@ const ENDPOINTS: &[(&str, Method, Parse)] = &[
     }),
 ];
 
-const ADD_DISK: Unimplemented = Unimplemented {
-    endpoint: "add-disk",
-    action: "add a disk",
-    why: "disk hot-plug is not implemented yet; give the disk in vm.create's disks before \
-          vm.boot",
-    needs: Needs::Vm,
-    status: 500,
-};
 const ADD_FS: Unimplemented = Unimplemented {
     endpoint: "add-fs",
     action: "add a virtio-fs share",
@@ -392,6 +382,21 @@ fn unimplemented(
 
 /// `vm.add-vsock`: cloud-hypervisor's VsockConfig (cid and socket
 /// required, unknown fields ignored as upstream).
+/// `vm.add-disk`: upstream's DiskConfig, with the `disks[]` rules of
+/// vm.create (vhost-user, rate limits, `iommu: true` refused by name).
+fn vm_add_disk(body: &[u8]) -> Result<ApiRequest, ApiError> {
+    let value: serde_json::Value = json("vm.add-disk", body)?;
+    let demands = upstream_fields::demands(&serde_json::json!({ "disks": [value.clone()] }));
+    if let Some(demand) = demands.first() {
+        return Err(ApiError::BadBody {
+            endpoint: "vm.add-disk",
+            reason: demand.to_string().replacen("disks[0].", "", 1),
+        });
+    }
+    let config: crate::config::virtio::DiskConfig = json_fields("vm.add-disk", &value)?;
+    Ok(ApiRequest::VmAddDisk(Box::new(config)))
+}
+
 fn vm_add_vsock(body: &[u8]) -> Result<ApiRequest, ApiError> {
     let value: serde_json::Value = json("vm.add-vsock", body)?;
     let config: VsockConfig = json_fields("vm.add-vsock", &value)?;

@@ -118,6 +118,7 @@ impl Vmm {
             ApiRequest::VmAddNet(net, fds) => self.add_net(*net, fds),
             ApiRequest::VmRemoveDevice(id) => self.remove_device(&id),
             ApiRequest::VmAddVsock(vsock) => self.add_vsock(vsock),
+            ApiRequest::VmAddDisk(disk) => self.add_disk(*disk),
             ApiRequest::VmSaveState(op) => self.refuse_save_state(op),
             ApiRequest::Unimplemented(what) => Err(self.refuse_unimplemented(what)),
         };
@@ -217,6 +218,25 @@ impl Vmm {
         config.validate(true)?;
         crate::virtio::check_vsock(config.vsock.as_ref())
             .map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
+        self.redefine(config)
+    }
+
+    /// `vm.add-disk`: before boot (or after a shutdown) the disk joins the
+    /// configuration, as upstream's cold add, once its image opens and
+    /// locks; a running VM is refused.
+    pub(super) fn add_disk(&mut self, mut disk: crate::config::virtio::DiskConfig) -> ApiResponse {
+        let description = match &self.vm {
+            Vm::None => return Err(ApiError::VmNotCreated),
+            Vm::Running { .. } => return Err(ApiError::DiskHotplug),
+            Vm::Defined { description, .. } => description,
+        };
+        let mut config = description.config.clone();
+        if disk.id.is_empty() {
+            disk.id = format!("_disk{}", config.disks.len());
+        }
+        config.disks.push(disk);
+        config.validate(true)?;
+        crate::virtio::check_images(&config).map_err(|e| ApiError::InvalidConfig(e.to_string()))?;
         self.redefine(config)
     }
 
