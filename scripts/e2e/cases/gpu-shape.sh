@@ -16,7 +16,7 @@
 # matching rule (segment + bus + devfn 0) to its SRAT, and dumps SRAT and
 # SLIT as hex for iasl on the host.
 CASE_DESC="nested lane, Grace GPU shape: a 128 GiB ivshmem BAR behind the nested SMMU at devfn 0 of the L2 (write/read-back checked in L0's file), two memory zones on L1's two host nodes (numa_maps), two vCPU nodes + 8 Generic Initiator nodes, NVIDIA's SRAT rule finds the function, SRAT/SLIT decode with iasl"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=900
 CASE_QEMU=nested
 CASE_NESTED_L0=sid

@@ -27,7 +27,7 @@
 # <emulator> wrapper that adds --vsmmu smmuv3 (the VMM's default vSMMU for
 # bodies that name none: the function behind it, as the issue asks).
 CASE_DESC="nested lane: libvirt's ch driver sequence (fd= socket, event-monitor FIFO, its vm.create body with a pty serial/console and a <hostdev>, vm.info ptys, vcpuN threads, shutdown events) boots L2 with the disk passed through, iommu off and behind an <emulator> wrapper's --vsmmu smmuv3"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=900
 CASE_QEMU=nested
 CASE_KERNELS=7.2

@@ -31,7 +31,7 @@
 # during the VCMDQ read). Every count and time is recorded, not asserted:
 # target/e2e/peer-cmdqv/table-7.2.txt.
 CASE_DESC="nested lane, CMD-QV L0: QEMU 11.1 arm-smmuv3,accel=on,cmdqv=on and accel=on beside ours --vsmmu cmdqv and smmuv3 on the same VFIO disk: checksum, read time, exits and invalidate ioctls per workload, VINTF1 commands in L0, boot-to-init, RSS"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=2400
 CASE_QEMU=nested
 CASE_NESTED_L0=cmdqv
