@@ -68,15 +68,9 @@ note "E2E-API: shutdown"
 out=$(remote shutdown); note "E2E-API: shutdown exit=$? $out"
 note "E2E-API: info after-shutdown $(remote info)"
 out=$(remote shutdown-vmm); note "E2E-API: shutdown-vmm exit=$? $out"
-n=0
-while [ $n -lt 30 ] && kill -0 $vmm_pid 2>/dev/null; do sleep 1; n=$((n + 1)); done
-kill -TERM $vmm_pid 2>/dev/null
-wait $vmm_pid
-rc=$?
-events_stop
+vmm_reap $vmm_pid
 cat $log
-t1=$(cut -d' ' -f1 /proc/uptime)
-echo "E2E-L1: vmm exit=$rc step=api seconds=$(awk "BEGIN{print $t1-$t0}")"
+vmm_exit_line api
 
 # The same VM defined through the API alone: --api-socket, vm.create, vm.boot.
 log=/tmp/vmm-create.log
@@ -109,15 +103,9 @@ sleep 2
 note "E2E-API: info booted $(remote info)"
 note "E2E-API: counters booted $(remote counters)"
 out=$(remote shutdown-vmm); note "E2E-API: shutdown-vmm exit=$? $out"
-n=0
-while [ $n -lt 30 ] && kill -0 $vmm_pid 2>/dev/null; do sleep 1; n=$((n + 1)); done
-kill -TERM $vmm_pid 2>/dev/null
-wait $vmm_pid
-rc=$?
-events_stop
+vmm_reap $vmm_pid
 cat $log
-t1=$(cut -d' ' -f1 /proc/uptime)
-echo "E2E-L1: vmm exit=$rc step=api-create seconds=$(awk "BEGIN{print $t1-$t0}")"
+vmm_exit_line api-create
 EOS
 }
 

@@ -80,16 +80,10 @@ note "E2E-KATA: no-listener $(/bin/vsock-kata connect $vs 5555 16 2>&1 | tr '\n'
 note "E2E-KATA: info running $(remote info)"
 # Kata stops the sandbox's VM with vmm.shutdown (the guest is still up).
 out=$(remote shutdown-vmm); note "E2E-KATA: shutdown-vmm exit=$? $out"
-n=0
-while [ $n -lt 30 ] && kill -0 $vmm_pid 2>/dev/null; do sleep 1; n=$((n + 1)); done
-kill -TERM $vmm_pid 2>/dev/null
-wait $vmm_pid
-rc=$?
-events_stop
+vmm_reap $vmm_pid
 note "E2E-KATA: socket after exit $(socket_state)"
 cat $log
-t1=$(cut -d' ' -f1 /proc/uptime)
-echo "E2E-L1: vmm exit=$rc step=kata seconds=$(awk "BEGIN{print $t1-$t0}")"
+vmm_exit_line kata
 EOS
 }
 

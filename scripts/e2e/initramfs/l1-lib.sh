@@ -51,6 +51,24 @@ events_stop() {
   rm -f "$ev_fifo"
 }
 
+# vmm_reap PID: after an API-driven VMM was told to exit, wait up to 30 s
+# for PID, SIGTERM it if it is still there, reap it (its status in rc) and
+# let the event reader finish.
+vmm_reap() {
+  n=0
+  while [ $n -lt 30 ] && kill -0 "$1" 2>/dev/null; do sleep 1; n=$((n + 1)); done
+  kill -TERM "$1" 2>/dev/null
+  wait "$1"
+  rc=$?
+  events_stop
+}
+
+# vmm_exit_line STEP: "E2E-L1: vmm exit=$rc step=STEP seconds=S", S since $t0.
+vmm_exit_line() {
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  echo "E2E-L1: vmm exit=$rc step=$1 seconds=$(awk "BEGIN{print $t1-$t0}")"
+}
+
 # vmm STEP ARGS...: run cloud-hypervisor ARGS --event-monitor ... under a
 # timeout and print
 #   E2E-L1: vmm start step=STEP args=ARGS
