@@ -18,6 +18,20 @@ E2E_KERNELS="${E2E_KERNELS:-6.12 7.2}"
 # command line).
 NESTED_L1_VERSION=7.2
 NESTED_L1_KERNEL_ARGS=(--config "$E2E_DIR/nested/l1-kernel.config" --patch "$E2E_DIR/nested/canwbs-test-knob.patch")
+# The 64 KiB-page L1 (a case's CASE_NESTED_L1=64k): the same plus
+# nested/l1-64k.config.
+NESTED_L1_64K_KERNEL_ARGS=(--config "$E2E_DIR/nested/l1-kernel.config" --config "$E2E_DIR/nested/l1-64k.config"
+  --patch "$E2E_DIR/nested/canwbs-test-knob.patch")
+
+# build_l1_kernel PAGES: build (or reuse) the nested L1 kernel with PAGES
+# (4k or 64k) and print its Image.
+build_l1_kernel() {
+  case "$1" in
+    4k) "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}" ;;
+    64k) "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_64K_KERNEL_ARGS[@]}" ;;
+    *) die "nested L1 '$1': expected 4k or 64k" ;;
+  esac
+}
 
 # build_l2_kernel VERSION: build (or reuse) the L2 guest kernel of VERSION and
 # print its Image. The 7.2 L2 kernel is the L1 build: l1-kernel.config only

@@ -64,7 +64,8 @@ track_cpu() (
     for v in ${E2E_KERNELS:-6.12 7.2}; do
       step "kernel $v (L2)" build_l2_kernel "$v"
     done
-    step "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}"
+    step "kernel $NESTED_L1_VERSION (nested L1)" build_l1_kernel 4k
+    step "kernel $NESTED_L1_VERSION (nested L1, 64 KiB pages)" build_l1_kernel 64k
   fi
   exit "$FAILED"
 )

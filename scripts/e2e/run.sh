@@ -26,7 +26,7 @@ case_file() { echo "$E2E_DIR/cases/$1.sh"; }
 all_cases() { for f in "$E2E_DIR"/cases/*.sh; do basename "$f" .sh; done; }
 
 load_case() {
-  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS CASE_NESTED_L0 CASE_NESTED_SHAPE
+  unset CASE_DESC CASE_DEFAULT CASE_TIMEOUT CASE_QEMU CASE_L2_APPEND CASE_KERNELS CASE_NESTED_L0 CASE_NESTED_SHAPE CASE_NESTED_L1
   unset -f case_prepare case_l0_args case_l1_script case_l2_script case_assert 2>/dev/null || true
   # shellcheck disable=SC1090
   . "$(case_file "$1")"
@@ -141,8 +141,16 @@ if [ "$NESTED" = 1 ]; then
     NESTED_L0="${CASE_NESTED_L0:-$NESTED_L0_DEFAULT}"
     [ -n "${L0S[$NESTED_L0]:-}" ] || L0S[$NESTED_L0]="$(timed "nested L0 ($NESTED_L0)" nested_l0_setup)"
   done
-  # E2E_NESTED_L1_IMAGE: boot that L1 kernel instead (debugging the lane).
-  NESTED_L1_IMAGE="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1)" "$E2E_DIR/build-kernel.sh" "$NESTED_L1_VERSION" "${NESTED_L1_KERNEL_ARGS[@]}")}"
+  # L1's kernel: 4 KiB pages, or 64 KiB for a case with CASE_NESTED_L1=64k;
+  # each one needed is built once. E2E_NESTED_L1_IMAGE: boot that L1 kernel
+  # instead, for every case (debugging the lane).
+  declare -A L1S
+  for c in "${CASES[@]}"; do
+    load_case "$c"
+    [ "${CASE_QEMU:-l1}" = nested ] || continue
+    p="${CASE_NESTED_L1:-4k}"
+    [ -n "${L1S[$p]:-}" ] || L1S[$p]="${E2E_NESTED_L1_IMAGE:-$(timed "kernel $NESTED_L1_VERSION (nested L1, $p pages)" build_l1_kernel "$p")}"
+  done
 fi
 # E2E_VMM_BIN: an already built static aarch64 cloud-hypervisor (e.g. another
 # worktree's, same sources) instead of building this tree's.
@@ -160,6 +168,7 @@ for c in "${CASES[@]}"; do
     L0="${L0S[$NESTED_L0]}"
     # L1's PCI shape (nested/l0.sh nested_shape): one SMMU (default) or two.
     nested_shape "${CASE_NESTED_SHAPE:-one-smmu}"
+    NESTED_L1_IMAGE="${L1S[${CASE_NESTED_L1:-4k}]}"
     # shellcheck disable=SC2034 # read by cases/peer-host.sh (its firmware is in the sid chroot)
     if [ "$NESTED_L0" = sid ]; then L0_CHROOT="$L0"; else L0_CHROOT=""; fi
   fi

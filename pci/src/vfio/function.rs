@@ -181,11 +181,29 @@ impl VfioPciDevice {
         let msi = caps
             .msi
             .map(|c| MsiState::new(c, read(c.offset, 2) as u16, read(c.offset + 2, 2) as u16));
+        // Each BAR with the pieces mapped into the guest (the rest traps),
+        // e.g. "BAR0 0x20000 mapped [0x0+0x10000]" on a 64 KiB-page host.
+        let layout: Vec<String> = bars
+            .iter()
+            .map(|b| {
+                let pieces: Vec<String> = maps
+                    .iter()
+                    .filter(|m| m.index == b.index)
+                    .map(|m| format!("{:#x}+{:#x}", m.offset, m.mapping.len()))
+                    .collect();
+                format!(
+                    "BAR{} {:#x} mapped [{}]",
+                    b.index,
+                    b.bar.size,
+                    pieces.join(" ")
+                )
+            })
+            .collect();
         log::info!(
             target: "vfio",
-            "{}: {:04x}:{:04x}, BARs {:?}, MSI-X {}, MSI {}",
-            wiring.name, ids & 0xffff, ids >> 16,
-            bars.iter().map(|b| (b.index, b.bar.size, b.mapped.len())).collect::<Vec<_>>(),
+            "{}: {:04x}:{:04x}, host page {:#x}, {}, MSI-X {}, MSI {}",
+            wiring.name, ids & 0xffff, ids >> 16, wiring.host_page,
+            layout.join(", "),
             msix.as_ref().map_or(0, |m| m.vectors()),
             msi.as_ref().map_or(0, |m| 1usize << m.cap.mmc),
         );

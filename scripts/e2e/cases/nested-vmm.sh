@@ -24,7 +24,7 @@ CASE_KERNELS=7.2
 case_l1_script() {
   cat <<'EOS'
 VMM_TIMEOUT=300
-IFS=, read -r disk edu disk2 <<EOF2
+IFS=, read -r disk edu disk2 nvme <<EOF2
 $E2E_VFIO
 EOF2
 disk=/sys/bus/pci/devices/$disk
@@ -179,7 +179,15 @@ case_assert() {
     fail "no vm:counters event for vsmmu0 in step smmuv3"
   fi
   # MSI-X through irqfds: far more interrupts than trapped BAR accesses.
-  # (4096 requests of 4 KiB in this step.)
+  # (4096 requests of 4 KiB in this step.) Not on a 64 KiB-page L1
+  # (nested-64k, NV_IRQS_OVER_TRAPS=0): there the disk's 16 KiB notify BAR is
+  # smaller than a host page and traps, one exit per request; nested-64k
+  # checks the same on an NVMe whose doorbells are mapped.
+  [ "${NV_IRQS_OVER_TRAPS:-1}" = 1 ] && nv_irqs_over_traps
+  nv_edu_and_teardown_assert
+}
+
+nv_irqs_over_traps() {
   local irq_range traps
   irq_range="$(section direct | grep -oE 'E2E-L2: read vda .* irqs=[0-9]+\.\.[0-9]+' | grep -oE '[0-9]+\.\.[0-9]+$')"
   traps="$(section direct | grep -oE 'bar_traps=[0-9]+' | tail -1 | cut -d= -f2)"
@@ -191,6 +199,11 @@ case_assert() {
   else
     fail "no interrupt counts or BAR trap counter in step direct"
   fi
+}
+
+nv_edu_and_teardown_assert() {
+  local sum
+  sum="$(nested_disk_sha $((15 << 20)))"
   # edu: usable (BAR mapped), DMA through a bypass STE, a fault with the vSID
   # in an empty DMA domain, nothing through the abort STE.
   step_expect_re edu "E2E-L2: edu id=0x010000ED liveness=0xEDCBA987" "edu's registers are not reachable through its BAR"

@@ -133,6 +133,8 @@ vmm_until() {
 # the console at that point; the L2 waits a little after each mark. A case
 # snapshots counters around a workload with it (peer-cmdqv: vm.counters
 # through ch-remote, the line count of QEMU's trace file).
+# MEASURE_MARK (optional): the fixed string that stamps the sample instead
+# of "E2E-L2: booted" (peer-virtio: the Debian root's multi-user report).
 vmm_measured() {
   step="$1"; bin="$2"; shift 2
   [ "$bin" = /bin/cloud-hypervisor ] && set -- --seccomp "$VMM_SECCOMP" "$@"
@@ -146,12 +148,12 @@ vmm_measured() {
   t0=$(cut -d' ' -f1 /proc/uptime)
   timeout "$VMM_TIMEOUT" "$bin" "$@" </dev/null >"$fifo" 2>&1 &
   pid=$!
-  awk -v step="$step" -v pid="$pid" -v t0="$t0" -v hook="${MEASURE_HOOK:-}" '
+  awk -v step="$step" -v pid="$pid" -v t0="$t0" -v hook="${MEASURE_HOOK:-}" -v mark="${MEASURE_MARK:-E2E-L2: booted}" '
     { print; fflush() }
     hook != "" && match($0, /E2E-L2: mark [a-z0-9-]+/) {
       system(hook " " step " " substr($0, RSTART + 13, RLENGTH - 13))
     }
-    !stamped && /E2E-L2: booted/ {
+    !stamped && index($0, mark) {
       stamped = 1
       getline up < "/proc/uptime"; close("/proc/uptime"); split(up, u, " ")
       status = "/proc/" pid "/status"

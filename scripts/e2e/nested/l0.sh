@@ -48,10 +48,21 @@ NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF"
 #             its RAM on each. After the run L0 prints the 8 bytes at each
 #             of NESTED_IVSHMEM_OFFSETS in that file and how much of it was
 #             ever allocated ("E2E-L0: ivshmem ..."). No edu, no second disk.
+#   nvme      one-smmu plus QEMU's nvme at NESTED_NVME_BDF over a third
+#             copy of the known disk (L0 reports its E2E-PATTERN lines as
+#             disk 3). Its BAR0 holds the registers, the doorbells and the
+#             MSI-X table and PBA; max_ioqpairs=NESTED_NVME_IOQPAIRS puts
+#             the table past the first 64 KiB (at 0x11008 of a 128 KiB BAR0),
+#             so a 64 KiB-page host maps BAR0's first 64 KiB page (registers
+#             and the doorbells Linux uses) and traps the second (table,
+#             PBA): a function whose MSI-X table shares a BAR with mappable
+#             space (the nested-64k case).
 # The pxb's bus number; its root port is bus NESTED_PXB_BUS, the disk behind
 # it on the next bus (edk2 numbers the buses, ACPI Linux keeps them).
 NESTED_PXB_BUS=0x80
 NESTED_SHAPE=one-smmu
+NESTED_NVME_BDF=0000:00:05.0
+NESTED_NVME_IOQPAIRS=8192
 # The gpu shape's ivshmem function and its memory BAR: 128 GiB, what a
 # 97,871 MiB GH200 rounds up to. sid's QEMU puts it in the virt machine's
 # high PCIe window (highmem-mmio, 512 GiB by default since QEMU 10.0;
@@ -94,7 +105,10 @@ nested_shape() {
       NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_DISK2_BDF" ;;
     gpu)
       NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_IVSHMEM_BDF" ;;
-    *) die "nested L1 shape '$1': expected one-smmu, two-smmu or gpu" ;;
+    nvme)
+      NESTED_DISK2_BDF=0000:00:04.0
+      NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF,$NESTED_NVME_BDF" ;;
+    *) die "nested L1 shape '$1': expected one-smmu, two-smmu, gpu or nvme" ;;
   esac
   NESTED_L1_APPEND="arm_smmu_v3.test_force_canwbs=1 e2e_vfio=$NESTED_VFIO_BDFS"
 }
@@ -173,6 +187,12 @@ nested_qemu() {
   elif [ "$NESTED_SHAPE" = gpu ]; then
     nested_qemu_gpu
   else
+    local -a nvme=()
+    if [ "$NESTED_SHAPE" = nvme ]; then
+      cp "$run/disk.img" "$run/disk3.img"
+      nvme=(-drive "if=none,id=disk2,format=raw,file=$r/disk3.img"
+        -device "nvme,drive=disk2,serial=e2e-nvme,addr=0x${NESTED_NVME_BDF:8:2},max_ioqpairs=$NESTED_NVME_IOQPAIRS")
+    fi
     timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
       -M "virt,virtualization=on,gic-version=3,iommu=smmuv3${machine_opts[*]}" -cpu max -smp 2 -m 3072 \
       -nographic -no-reboot -nic none \
@@ -183,10 +203,11 @@ nested_qemu() {
       -device "edu,addr=0x${NESTED_EDU_BDF:8:2},dma_mask=0xffffffffffff" \
       -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
       -device "virtio-blk-pci,drive=disk1,addr=0x${NESTED_DISK2_BDF:8:2},$NESTED_VIRTIO_OPTS" \
-      </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+      "${nvme[@]}" </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
   fi
   local n
-  for n in 1 2; do
+  for n in 1 2 3; do
+    [ -f "$run/disk${n#1}.img" ] || continue
     grep -a -o 'E2E-PATTERN [ -~]*' "$run/disk${n#1}.img" | sed "s/^/E2E-L0: disk $n has /" >>"$log" || true
   done
   [ "$NESTED_SHAPE" != gpu ] || nested_ivshmem_report "$run/ivshmem.mem" >>"$log"

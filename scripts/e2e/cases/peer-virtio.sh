@@ -1,0 +1,196 @@
+# shellcheck shell=bash disable=SC2034 # sourced by scripts/e2e/run.sh
+# peer-virtio: QEMU 11.1 beside ours as the L1 VMM of the same Debian root
+# (the disk case's image) over virtio-blk and virtio-net, same L2 kernel,
+# one run each:
+#   qemu   sid's qemu-system-aarch64 (peer/build-qemu.sh), KVM, DT boot,
+#          virtio-blk-pci / virtio-net-pci over a tap, console ttyAMA0
+#   ours   --disk ... --net tap=... --serial tty --console off
+# Each VM gets the same three disks (root, the script disk read-only, a
+# 256 MiB raw data disk in L1's RAM, so L0's own disk stays out of the
+# numbers) and one NIC on the tap vmtap0 (192.168.249.1 in L1). The script
+# disk's script (run by the image's e2e-report.service once multi-user is
+# reached) measures, in L2:
+#   fio on /dev/vdc, O_DIRECT, libaio: sequential write and read (1 MiB,
+#   depth 16) and 4 KiB random read (depth 32), 10 s at most each
+#   iperf3 to L1's server (the image's own iperf3, run in L1 by chroot into
+#   a read-only copy of the image): L2 -> L1 and L1 -> L2, 5 s each
+# and the VMM's boot-to-multi-user time and RSS come from l1-lib.sh's
+# vmm_measured, stamped at the report's is-system-running line. The table
+# goes to target/e2e/peer-virtio/table-<kernel>.txt; the case asserts its
+# structure (both VMMs booted the root to running, every figure present and
+# non-zero), never a comparison: docs/perf/peer-virtio.md records the numbers.
+CASE_DESC="QEMU 11.1 beside ours on the Debian root over virtio-blk + virtio-net: boot to multi-user, fio sequential MB/s and 4 KiB random IOPS, iperf3 both ways, RSS (table)"
+CASE_DEFAULT=0
+CASE_TIMEOUT=1500
+CASE_KERNELS=7.2
+PV_STEPS="qemu ours"
+
+case_prepare() {
+  local out="$1" img="${E2E_ROOTFS_IMG:-}" payload
+  [ -n "$img" ] || img="$(timed "rootfs image" "$E2E_DIR/rootfs/build-rootfs.sh")" || return 1
+  [ -s "$img" ] || { log "peer-virtio: no image $img"; return 1; }
+  PV_ROOTFS_IMG="$img"
+  payload="$(timed "peer: qemu-system-aarch64 payload (arm64)" "$E2E_DIR/peer/build-qemu.sh")" || return 1
+  L1_EXTRA+=("$payload:/")
+  pv_l2_script >"$out/pv-script.img"
+  truncate -s 1M "$out/pv-script.img"
+}
+
+# The root as a fresh qcow2 overlay on the cached image (both VMs boot it,
+# one after the other), the script disk, and the image again, read-only, for
+# L1's iperf3 server.
+case_l0_args() {
+  local out="$1" v="$2"
+  rm -f "$out/pv-root-$v.qcow2"
+  qemu-img create -q -f qcow2 -b "$PV_ROOTFS_IMG" -F raw "$out/pv-root-$v.qcow2" >&2 || return 1
+  printf '%s\n' \
+    -drive "if=none,id=pv-root,file=$out/pv-root-$v.qcow2,format=qcow2" \
+    -device virtio-blk-pci,drive=pv-root,serial=e2e-rootfs \
+    -drive "if=none,id=pv-script,file=$out/pv-script.img,format=raw,readonly=on" \
+    -device virtio-blk-pci,drive=pv-script,serial=e2e-script \
+    -drive "if=none,id=pv-tools,file=$PV_ROOTFS_IMG,format=raw,readonly=on" \
+    -device virtio-blk-pci,drive=pv-tools,serial=e2e-tools
+}
+
+# In L2 (Debian): the NIC, then each measurement as one line
+#   E2E-PV: fio job=NAME mibps=X iops=Y
+#   E2E-PV: iperf3 dir=l2-l1|l1-l2 mbps=X
+pv_l2_script() {
+  cat <<'EOS'
+ip link set eth0 up
+ip addr add 192.168.249.2/24 dev eth0
+# L1 refusing a connection to a closed port is the link being up (the
+# image has no ping; iperf3's own port is left to the measurements).
+n=$(python3 -c 'import socket, time
+for n in range(60):
+    try:
+        socket.create_connection(("192.168.249.1", 9), timeout=1).close()
+        break
+    except ConnectionRefusedError:
+        break
+    except OSError:
+        time.sleep(0.5)
+print(n)')
+echo "E2E-PV: net up after=${n} $(ip -4 -o addr show eth0 | awk '{print $4}')"
+fio_job() {
+  name="$1"
+  shift
+  fio --name="$name" --filename=/dev/vdc --direct=1 --ioengine=libaio --runtime=10 \
+    --output-format=json "$@" 2>/dev/null |
+    python3 -c 'import json, sys
+j = json.load(sys.stdin)["jobs"][0]
+d = j["write"] if j["write"]["io_bytes"] > 0 else j["read"]
+print("E2E-PV: fio job=%s mibps=%.1f iops=%.0f" % (sys.argv[1], d["bw"] / 1024.0, d["iops"]))' "$name" ||
+    echo "E2E-PV: fio job=$name failed"
+}
+fio_job seqwrite --rw=write --bs=1M --iodepth=16 --size=256M
+fio_job seqread --rw=read --bs=1M --iodepth=16 --size=256M
+fio_job randread --rw=randread --bs=4k --iodepth=32 --size=256M --time_based
+iperf_run() {
+  dir="$1"
+  shift
+  iperf3 -c 192.168.249.1 -t 5 -J "$@" 2>/dev/null |
+    python3 -c 'import json, sys
+j = json.load(sys.stdin)
+print("E2E-PV: iperf3 dir=%s mbps=%.1f" % (sys.argv[1], j["end"]["sum_received"]["bits_per_second"] / 1e6))' "$dir" ||
+    echo "E2E-PV: iperf3 dir=$dir failed"
+}
+iperf_run l2-l1
+iperf_run l1-l2 -R
+EOS
+}
+
+case_l1_script() {
+  cat <<'EOS'
+VMM_TIMEOUT=600
+by_serial() {
+  for b in /sys/block/vd*; do
+    [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && echo "/dev/${b##*/}"
+  done
+}
+root=$(by_serial e2e-rootfs)
+script=$(by_serial e2e-script)
+tools=$(by_serial e2e-tools)
+echo "E2E-L1: disks root=${root:-none} script=${script:-none} tools=${tools:-none}"
+{ [ -b "$root" ] && [ -b "$script" ] && [ -b "$tools" ]; } || exit 1
+# L1's iperf3 server: the image's own, chrooted into its read-only copy.
+mkdir -p /mnt/pv
+# iperf3 keeps its buffers in a file under $TMPDIR: a tmpfs there.
+mount -t ext4 -o ro,noload "$tools" /mnt/pv && mount --bind /dev /mnt/pv/dev &&
+  mount -t proc proc /mnt/pv/proc && mount -t tmpfs tmpfs /mnt/pv/tmp &&
+  TMPDIR=/tmp chroot /mnt/pv iperf3 -s -D
+sleep 1
+echo "E2E-L1: iperf3 server $(pidof iperf3 >/dev/null && echo running || echo missing)"
+data=/tmp/pv-data.img
+cmdline="root=/dev/vda rw rootwait console=ttyAMA0 efi=noruntime panic=-1 e2e.rootfs.script=/dev/vdb e2e.rootfs=poweroff"
+fresh_data() { rm -f "$data"; truncate -s 256M "$data"; sync; echo 3 >/proc/sys/vm/drop_caches; }
+# QEMU's tap comes up without an address: L1 gives it one once it exists.
+tap_address() {
+  i=0
+  while [ ! -e /sys/class/net/vmtap0 ] && [ "$i" -lt 600 ]; do sleep 0.5; i=$((i + 1)); done
+  ip addr add 192.168.249.1/24 dev vmtap0 && ip link set vmtap0 up
+}
+export MEASURE_MARK="E2E-ROOTFS: is-system-running="
+qemu=/usr/bin/qemu-system-aarch64
+echo "E2E-L1: peer $($qemu --version | head -1)"
+
+fresh_data
+tap_address &
+vmm_measured qemu $qemu -M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 1G \
+  -nographic -no-reboot -kernel /l2/Image -append "$cmdline" \
+  -drive "if=none,id=d0,file=$root,format=raw" -device virtio-blk-pci,drive=d0 \
+  -drive "if=none,id=d1,file=$script,format=raw,readonly=on" -device virtio-blk-pci,drive=d1 \
+  -drive "if=none,id=d2,file=$data,format=raw" -device virtio-blk-pci,drive=d2 \
+  -netdev tap,id=n0,ifname=vmtap0,script=no,downscript=no \
+  -device virtio-net-pci,netdev=n0,mac=52:54:00:e2:e0:02
+wait
+sleep 1
+
+fresh_data
+vmm_measured ours /bin/cloud-hypervisor --kernel /l2/Image --cpus boot=2 --memory size=1G \
+  --serial tty --console off --cmdline "$cmdline" \
+  --disk path="$root" --disk path="$script",readonly=on --disk path="$data" \
+  --net tap=vmtap0,ip=192.168.249.1,mask=255.255.255.0,mac=52:54:00:e2:e0:02,id=net0
+EOS
+}
+
+# One row per VMM.
+pv_table() {
+  local step vmm boot rss anon file
+  printf '%-5s %-11s %-11s %-14s %-13s %-13s %-14s %-14s %s\n' \
+    VMM "boot-mu s" "in-L2 s" "seqwrite MiB/s" "seqread MiB/s" "randread IOPS" "L2->L1 Mbit/s" "L1->L2 Mbit/s" "RSS MiB (anon+file)"
+  for step in $PV_STEPS; do
+    vmm=$step
+    [ "$step" = qemu ] && vmm=QEMU
+    read -r boot rss anon file < <(section "$step" |
+      sed -n 's/.*E2E-L1: measured step=[^ ]* boot-to-init=\([0-9.]*\) vmrss-kb=\([0-9]*\) rssanon-kb=\([0-9]*\) rssfile-kb=\([0-9]*\).*/\1 \2 \3 \4/p' | head -1)
+    pv_val() { section "$step" | sed -n "s/^.*E2E-PV: $1.*$2=\([0-9.]*\).*/\1/p" | head -1; }
+    printf '%-5s %-11s %-11s %-14s %-13s %-13s %-14s %-14s %s\n' "$vmm" "${boot:--}" \
+      "$(section "$step" | sed -n 's/^.*E2E-ROOTFS: uptime=\([0-9.]*\).*/\1/p' | head -1)" \
+      "$(pv_val 'fio job=seqwrite' mibps)" "$(pv_val 'fio job=seqread' mibps)" "$(pv_val 'fio job=randread' iops)" \
+      "$(pv_val 'iperf3 dir=l2-l1' mbps)" "$(pv_val 'iperf3 dir=l1-l2' mbps)" \
+      "$(awk -v r="${rss:-0}" -v a="${anon:-0}" -v fl="${file:-0}" 'BEGIN { printf "%.0f (%.0f+%.0f)", r / 1024, a / 1024, fl / 1024 }')"
+  done
+}
+
+case_assert() {
+  local step table f
+  expect_re "E2E-L1: disks root=/dev/vd[a-z]+ script=/dev/vd[a-z]+ tools=/dev/vd[a-z]+" "L0's three extra virtio-blk disks are not block devices in L1"
+  expect "E2E-L1: iperf3 server running" "the image's iperf3 server does not run in L1 (chroot into the read-only copy)"
+  expect_re "E2E-L1: peer QEMU emulator version [0-9]" "the QEMU payload does not run in L1 (missing library? see the log)"
+  for step in $PV_STEPS; do
+    step_expect_re "$step" "E2E-L1: vmm exit=0 step=$step " "the VMM did not power off cleanly"
+    step_expect_re "$step" "E2E-ROOTFS: is-system-running=running" "the Debian root did not reach multi-user with no failed unit"
+    step_expect_re "$step" "E2E-L1: measured step=$step boot-to-init=[0-9.]+ vmrss-kb=[1-9][0-9]*" "no boot-to-multi-user / RSS sample"
+    step_expect_re "$step" "E2E-PV: net up after=[0-9]+ 192.168.249.2/24" "the guest's NIC is not up"
+    step_expect_re "$step" "E2E-ROOTFS: script exit=0" "the measuring script did not finish"
+    for f in "fio job=seqwrite mibps=[0-9.]*[1-9]" "fio job=seqread mibps=[0-9.]*[1-9]" "fio job=randread mibps=[0-9.]+ iops=[1-9]" \
+      "iperf3 dir=l2-l1 mbps=[0-9.]*[1-9]" "iperf3 dir=l1-l2 mbps=[0-9.]*[1-9]"; do
+      step_expect_re "$step" "E2E-PV: $f" "a measurement is missing or zero"
+    done
+  done
+  table="$(pv_table)"
+  mkdir -p "$E2E_OUT/peer-virtio"
+  echo "$table" | tee "$E2E_OUT/peer-virtio/table-${E2E_KERNEL:-k}.txt"
+  reject "Kernel panic" "a kernel panicked"
+}
