@@ -122,7 +122,7 @@ mount -t ext4 -o ro,noload "$tools" /mnt/pv && mount --bind /dev /mnt/pv/dev &&
 sleep 1
 echo "E2E-L1: iperf3 server $(pidof iperf3 >/dev/null && echo running || echo missing)"
 data=/tmp/pv-data.img
-cmdline="root=/dev/vda rw rootwait console=ttyAMA0 efi=noruntime panic=-1 e2e.rootfs.script=/dev/vdb e2e.rootfs=poweroff"
+cmdline="root=/dev/vda rw rootwait console=ttyAMA0 efi=noruntime panic=-1 net.ifnames=0 e2e.rootfs.script=/dev/vdb e2e.rootfs=poweroff"
 fresh_data() { rm -f "$data"; truncate -s 256M "$data"; sync; echo 3 >/proc/sys/vm/drop_caches; }
 # QEMU's tap comes up without an address: L1 gives it one once it exists.
 tap_address() {
@@ -142,7 +142,7 @@ vmm_measured qemu $qemu -M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 1G 
   -drive "if=none,id=d1,file=$script,format=raw,readonly=on" -device virtio-blk-pci,drive=d1 \
   -drive "if=none,id=d2,file=$data,format=raw" -device virtio-blk-pci,drive=d2 \
   -netdev tap,id=n0,ifname=vmtap0,script=no,downscript=no \
-  -device virtio-net-pci,netdev=n0,mac=52:54:00:e2:e0:02
+  -device virtio-net-pci,netdev=n0,mac=52:54:00:e2:e0:02,romfile=
 wait
 sleep 1
 
