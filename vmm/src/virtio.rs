@@ -273,36 +273,50 @@ fn block(config: &DiskConfig) -> Result<Block, BlockError> {
     Block::new(image, params).map_err(BlockError::Io)
 }
 
-/// Open (or take) the tap of `config`, give its host side the address
-/// asked for, bring it up, and build the device over it.
+/// Open (or take) the tap queues of `config` (one per queue pair), give
+/// its host side the address asked for, bring it up, find the offloads it
+/// takes, and build the device over it.
 fn net(config: &NetConfig) -> Result<Net, VirtioError> {
     let failed = |err: TapError| VirtioError::Net {
         id: config.id.clone(),
         err,
     };
-    let tap = match config.fds.as_deref() {
-        Some([fd, ..]) => Tap::from_borrowed_fd(*fd),
-        _ => Tap::open(config.tap.as_deref()),
-    }
-    .map_err(failed)?;
+    let taps = match config.fds.as_deref() {
+        Some(fds) => {
+            let taps = fds
+                .iter()
+                .map(|fd| Tap::from_borrowed_fd(*fd))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            Tap::check_queues(&taps, fds).map_err(failed)?;
+            taps
+        }
+        None => Tap::open_queues(config.tap.as_deref(), config.pairs()).map_err(failed)?,
+    };
+    let Some(tap) = taps.first() else {
+        return Err(failed(TapError::BadName(String::new())));
+    };
     if let Some(ip) = config.ip {
         let mask = config.mask.unwrap_or(crate::config::net::DEFAULT_MASK);
         tap.set_ipv4(ip, mask).map_err(failed)?;
     }
     tap.bring_up().map_err(failed)?;
+    let host_offloads = tap.probe_offloads().map_err(failed)?;
     let mac = config.mac_addr();
     log::info!(
         target: "vmm",
-        "net {}: tap {}, guest mac {mac}{}",
-        config.id, tap.name(),
+        "net {}: tap {} ({} queue pair{}, offloads {host_offloads:#x}), guest mac {mac}{}",
+        config.id, tap.name(), taps.len(), if taps.len() == 1 { "" } else { "s" },
         config.ip.map(|ip| format!(", host {ip}")).unwrap_or_default()
     );
     let params = NetParams {
         id: config.id.clone(),
         mac,
         queue_size: config.queue_size,
+        offloads: config.offloads(),
+        host_offloads,
     };
-    Net::new(tap, params).map_err(|cause| VirtioError::Workers {
+    Net::new(taps, params).map_err(|cause| VirtioError::Workers {
         id: config.id.clone(),
         cause,
     })

@@ -150,6 +150,9 @@ fn ioctl_numbers_are_the_kernels() {
     assert_eq!(rules::SIOCSIFFLAGS, 0x8914);
     assert_eq!(rules::SIOCSIFADDR, 0x8916);
     assert_eq!(rules::SIOCSIFNETMASK, 0x891c);
+    // include/uapi/linux/if_tun.h: _IOW('T', 208 and 217, int).
+    assert_eq!(rules::TUNSETOFFLOAD, 0x4004_54d0);
+    assert_eq!(rules::TUNSETQUEUE, 0x4004_54d9);
 }
 
 #[test]
