@@ -72,6 +72,12 @@ impl PairLink {
         let _ = self.wake.read();
     }
 
+    /// What [`Pairs::enable`] does to one pair's link, for the tests.
+    #[cfg(test)]
+    pub(crate) fn set_for_test(&self, enabled: bool) {
+        self.set(enabled);
+    }
+
     fn set(&self, enabled: bool) {
         self.enabled.store(enabled, Ordering::SeqCst);
         if let Err(e) = self.wake.write(1) {

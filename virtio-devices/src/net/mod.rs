@@ -342,3 +342,5 @@ impl VirtioDevice for Net {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mq;

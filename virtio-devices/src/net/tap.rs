@@ -127,8 +127,8 @@ fn ifreq(name: &str) -> libc::ifreq {
 /// TUNGETIFF into `req`: its return value.
 fn tun_get_iff(file: &File, req: &mut libc::ifreq) -> i32 {
     // SAFETY: TUNGETIFF writes one `struct ifreq` (name and flags) into
-    // `req`; on a descriptor that is no tun fd (or a detached queue) the
-    // kernel answers ENOTTY or EBADFD and writes nothing.
+    // `req`; on a descriptor that is no tun fd the kernel answers ENOTTY
+    // or EBADFD and writes nothing.
     unsafe { ioctl_with_mut_ref(file, libc::TUNGETIFF as _, req) }
 }
 
@@ -226,24 +226,14 @@ impl Tap {
     /// Take `fd`, a tap someone else opened (libvirt): checked with
     /// TUNGETIFF to be an IFF_TAP with IFF_NO_PI and IFF_VNET_HDR, then
     /// given this device's header size, no offloads, and made
-    /// non-blocking. A queue of a multi-queue tap left detached (by a VM
-    /// this VMM ran on it before) is attached again first.
+    /// non-blocking. A queue of a multi-queue tap left detached (TUNGETIFF
+    /// adds IFF_DETACH_QUEUE: a VM this VMM ran on it before had that
+    /// pair disabled) is attached again, as the device expects its queues.
     pub fn from_fd(fd: OwnedFd) -> Result<Tap, TapError> {
         let raw = fd.as_raw_fd();
         let file = File::from(fd);
         let mut req = ifreq("");
-        let mut ret = tun_get_iff(&file, &mut req);
-        if ret < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EBADFD) {
-            let mut attach = ifreq("");
-            attach.ifr_ifru.ifru_flags = libc::IFF_ATTACH_QUEUE as i16;
-            // SAFETY: TUNSETQUEUE reads one `struct ifreq`; on a tun fd that
-            // is not a detached queue it answers EINVAL and changes nothing.
-            let attached = unsafe { ioctl_with_ref(&file, libc::TUNSETQUEUE as _, &attach) };
-            if attached == 0 {
-                ret = tun_get_iff(&file, &mut req);
-            }
-        }
-        if ret < 0 {
+        if tun_get_iff(&file, &mut req) < 0 {
             return Err(TapError::NotAVnetTap {
                 fd: raw,
                 why: format!("TUNGETIFF: {}", io::Error::last_os_error()),
@@ -264,6 +254,10 @@ impl Tap {
             name: ifr_name(&req),
             multi_queue: flags & libc::IFF_MULTI_QUEUE != 0,
         };
+        if flags & libc::IFF_DETACH_QUEUE != 0 {
+            tap.set_attached(true)
+                .map_err(|_| tap.failed("TUNSETQUEUE(IFF_ATTACH_QUEUE)"))?;
+        }
         tap.set_vnet_header()?;
         // SAFETY: F_GETFL / F_SETFL take and return integers on the fd the
         // tap owns.
@@ -563,5 +557,78 @@ mod tests {
         let dup = tap.file.try_clone().unwrap();
         let again = Tap::from_fd(OwnedFd::from(dup)).unwrap();
         assert_eq!(again.name(), tap.name());
+    }
+
+    /// ETHTOOL_GTSO (0x1e) or ETHTOOL_GTXCSUM (0x16) of the interface:
+    /// whether the kernel may hand it TSO frames / partial checksums,
+    /// which is what TUNSETOFFLOAD sets on a tap.
+    fn ethtool_get(tap: &Tap, cmd: u32) -> u32 {
+        let socket = tap.inet_socket().unwrap();
+        let mut value = [cmd, 0u32];
+        let mut req = ifreq(tap.name());
+        req.ifr_ifru.ifru_data = value.as_mut_ptr().cast();
+        // SAFETY: SIOCETHTOOL reads the name and `ifru_data`, then reads
+        // and writes one `struct ethtool_value` (two u32) there: `value`,
+        // which lives across the call.
+        let ret = unsafe { ioctl_with_ref(&socket, libc::SIOCETHTOOL as _, &req) };
+        assert_eq!(ret, 0, "SIOCETHTOOL: {}", io::Error::last_os_error());
+        value[1]
+    }
+
+    const ETHTOOL_GTXCSUM: u32 = 0x16;
+    const ETHTOOL_GTSO: u32 = 0x1e;
+
+    /// A multi-queue tap: its queues share a name, the kernel flags it
+    /// multi_queue, offloads set on it show in ethtool's view, a detached
+    /// queue takes no write and is attached again when taken by fd.
+    #[test]
+    #[ignore = "needs /dev/net/tun and CAP_NET_ADMIN"]
+    fn a_multi_queue_tap_takes_offloads_and_detaches_and_attaches_its_queues() {
+        let taps = Tap::open_queues(Some("chmq%d"), 3).unwrap();
+        let name = taps[0].name().to_string();
+        assert!(taps.iter().all(|t| t.name() == name && t.multi_queue()));
+        let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).unwrap();
+        let flags = i32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(flags & libc::IFF_MULTI_QUEUE, libc::IFF_MULTI_QUEUE, "{flags:#x}");
+        let raw: Vec<RawFd> = taps.iter().map(AsRawFd::as_raw_fd).collect();
+        Tap::check_queues(&taps, &raw).unwrap();
+
+        let all = taps[0].probe_offloads().unwrap();
+        assert_eq!(all & OFFLOAD_SETS[2], libc::TUN_F_CSUM, "{all:#x}");
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTSO), 0, "probing leaves none");
+        taps[1]
+            .set_offloads(libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6)
+            .unwrap();
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTSO), 1);
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTXCSUM), 1);
+        taps[1].set_offloads(0).unwrap();
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTSO), 0);
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTXCSUM), 0);
+
+        let detached = |tap: &Tap| {
+            let mut req = ifreq("");
+            assert_eq!(tun_get_iff(&tap.file, &mut req), 0);
+            // SAFETY: TUNGETIFF wrote `ifru_flags`.
+            i32::from(unsafe { req.ifr_ifru.ifru_flags }) & libc::IFF_DETACH_QUEUE != 0
+        };
+        assert!(!detached(&taps[2]));
+        taps[2].set_attached(false).unwrap();
+        assert!(detached(&taps[2]));
+        assert!(taps[2].set_attached(false).is_err(), "already detached");
+        // Taken by fd (a VM rebuilt over libvirt's taps): attached again.
+        let again = Tap::from_borrowed_fd(taps[2].as_raw_fd()).unwrap();
+        assert_eq!(again.name(), name);
+        assert!(again.multi_queue());
+        assert!(!detached(&taps[2]));
+
+        // A single-queue tap is no queue of a multi-queue one.
+        let single = Tap::open(Some("chsq%d")).unwrap();
+        let mixed = [Tap::from_borrowed_fd(taps[0].as_raw_fd()).unwrap(), single];
+        let err = Tap::check_queues(&mixed, &[7, 8]).unwrap_err().to_string();
+        assert!(err.starts_with("fd=8: tap chsq"), "{err}");
+        // An existing single-queue tap asked for several queues.
+        let err = Tap::open_queues(Some(mixed[1].name()), 2).unwrap_err();
+        assert!(matches!(err, TapError::MultiQueueMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("multi_queue"), "{err}");
     }
 }
