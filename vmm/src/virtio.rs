@@ -488,6 +488,63 @@ pub(crate) mod test_support {
         }
         mem.read_obj(at(status)).unwrap()
     }
+
+    /// Drive `f` (a virtio-net function with two queue pairs) like
+    /// Linux's driver on its control queue (queue 4): features VERSION_1,
+    /// MQ, CTRL_VQ and GUEST_CSUM accepted, DRIVER_OK (the tap's offloads
+    /// set), VQ_PAIRS_SET 2 (pair 1 attached by the control queue's
+    /// worker), reset (offloads cleared), DRIVER_OK again (pair 1
+    /// detached). The status byte VQ_PAIRS_SET got.
+    pub fn net_pairs_set(f: &mut dyn PciDevice, mem: &devices::GuestMemory) -> u8 {
+        let base = mem.iter().next().map(|r| r.start_addr().0).unwrap_or(0);
+        let at = |o: u64| GuestAddress(base + o);
+        let (desc, avail, used, command, status) = (0x1000, 0x2000, 0x3000, 0x4000, 0x5000);
+        let start = |f: &mut dyn PciDevice| {
+            // ACKNOWLEDGE | DRIVER; features: GUEST_CSUM (1), CTRL_VQ (17),
+            // MQ (22); VERSION_1 (32); FEATURES_OK; the control queue.
+            write(f, 0x14, 3, 1);
+            write(f, 0x08, 0, 4);
+            write(f, 0x0c, (1 << 1) | (1 << 17) | (1 << 22), 4);
+            write(f, 0x08, 1, 4);
+            write(f, 0x0c, 1, 4);
+            write(f, 0x14, 0xb, 1);
+            write(f, 0x16, 4, 2);
+            write(f, 0x18, 8, 2);
+            write(f, 0x20, base + desc, 8);
+            write(f, 0x28, base + avail, 8);
+            write(f, 0x30, base + used, 8);
+            write(f, 0x1c, 1, 2);
+            write(f, 0x14, 0xf, 1);
+        };
+        start(f);
+        mem.write_slice(&[4, 0, 2, 0], at(command)).unwrap();
+        mem.write_obj(0xffu8, at(status)).unwrap();
+        for (i, (addr, len, flags, next)) in [(command, 4u32, 1u16, 1u16), (status, 1, 2, 0)]
+            .iter()
+            .enumerate()
+        {
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&(base + addr).to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            d[14..].copy_from_slice(&next.to_le_bytes());
+            mem.write_slice(&d, at(desc + 16 * i as u64)).unwrap();
+        }
+        mem.write_obj(0u16, at(avail + 4)).unwrap();
+        mem.write_obj(1u16, at(avail + 2)).unwrap();
+        // Queue 4's notify address: queue_notify_off 4, multiplier 4.
+        write(f, 0x3000 + 16, 4, 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mem.read_obj::<u16>(at(used + 2)).unwrap() != 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let answer = mem.read_obj(at(status)).unwrap();
+        write(f, 0x14, 0, 1);
+        mem.write_slice(&[0u8; 16], at(avail)).unwrap();
+        mem.write_slice(&[0u8; 16], at(used)).unwrap();
+        start(f);
+        answer
+    }
 }
 
 #[cfg(test)]

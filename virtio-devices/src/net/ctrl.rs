@@ -27,8 +27,8 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_ERR, VIRTIO_NET_F_MQ,
     VIRTIO_NET_OK,
 };
-use virtio_queue::desc::split::Descriptor;
 use virtio_queue::Queue;
+use virtio_queue::desc::split::Descriptor;
 use vm_memory::Bytes;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 

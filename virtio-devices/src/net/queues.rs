@@ -17,8 +17,8 @@ use vm_memory::{Address, Bytes};
 
 use super::ctrl::PairLink;
 use super::{FrameIo, HEADER_LEN, MAX_FRAME, NetCounters};
-use crate::{GuestMemory, feature};
 use crate::worker::{QueueHandler, serve_chains};
+use crate::{GuestMemory, feature};
 
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS: usize = 10;

@@ -315,7 +315,10 @@ impl Tap {
             if tap.name != first.name {
                 return Err(TapError::NotOneMultiQueueTap {
                     fd: *fd,
-                    why: format!("it is tap {}, the first fd= is tap {}", tap.name, first.name),
+                    why: format!(
+                        "it is tap {}, the first fd= is tap {}",
+                        tap.name, first.name
+                    ),
                 });
             }
         }
@@ -589,13 +592,21 @@ mod tests {
         assert!(taps.iter().all(|t| t.name() == name && t.multi_queue()));
         let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).unwrap();
         let flags = i32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
-        assert_eq!(flags & libc::IFF_MULTI_QUEUE, libc::IFF_MULTI_QUEUE, "{flags:#x}");
+        assert_eq!(
+            flags & libc::IFF_MULTI_QUEUE,
+            libc::IFF_MULTI_QUEUE,
+            "{flags:#x}"
+        );
         let raw: Vec<RawFd> = taps.iter().map(AsRawFd::as_raw_fd).collect();
         Tap::check_queues(&taps, &raw).unwrap();
 
         let all = taps[0].probe_offloads().unwrap();
         assert_eq!(all & OFFLOAD_SETS[2], libc::TUN_F_CSUM, "{all:#x}");
-        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTSO), 0, "probing leaves none");
+        assert_eq!(
+            ethtool_get(&taps[0], ETHTOOL_GTSO),
+            0,
+            "probing leaves none"
+        );
         taps[1]
             .set_offloads(libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6)
             .unwrap();

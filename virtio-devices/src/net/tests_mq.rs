@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,8 +16,8 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_OK,
 };
-use virtio_queue::{Queue, QueueT};
 use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -60,7 +60,10 @@ impl FrameIo for Recorder {
 
     fn set_attached(&self, attached: bool) -> io::Result<()> {
         let what = if attached { "attach" } else { "detach" };
-        self.log.lock().unwrap().push(format!("{what} {}", self.queue));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{what} {}", self.queue));
         Ok(())
     }
 }
@@ -91,10 +94,20 @@ fn four_pairs_offer_mq_and_ctrl_vq_with_max_virtqueue_pairs_4_and_nine_queues() 
     let dev = Net::new(ios, params("52:54:00:00:00:04", Offloads::ALL)).unwrap();
     let f = dev.features();
     assert_eq!(f & feature(VIRTIO_NET_F_MQ), feature(VIRTIO_NET_F_MQ));
-    assert_eq!(f & feature(VIRTIO_NET_F_CTRL_VQ), feature(VIRTIO_NET_F_CTRL_VQ));
-    assert_eq!(f & feature(VIRTIO_NET_F_MRG_RXBUF), feature(VIRTIO_NET_F_MRG_RXBUF));
+    assert_eq!(
+        f & feature(VIRTIO_NET_F_CTRL_VQ),
+        feature(VIRTIO_NET_F_CTRL_VQ)
+    );
+    assert_eq!(
+        f & feature(VIRTIO_NET_F_MRG_RXBUF),
+        feature(VIRTIO_NET_F_MRG_RXBUF)
+    );
     assert_eq!(f & 0x7f83, 0x7f83, "every offload the tap takes");
-    assert_eq!(dev.queue_max_sizes(), vec![256; 9], "4 pairs and the control queue");
+    assert_eq!(
+        dev.queue_max_sizes(),
+        vec![256; 9],
+        "4 pairs and the control queue"
+    );
     let mut config = [0xaau8; 12];
     dev.read_config(0, &mut config);
     assert_eq!(config, [0x52, 0x54, 0, 0, 0, 4, 1, 0, 4, 0, 0, 0]);
@@ -114,7 +127,12 @@ fn four_pairs_offer_mq_and_ctrl_vq_with_max_virtqueue_pairs_4_and_nine_queues() 
 
 /// A control command at 0x10_0000 (header, then data), its status byte at
 /// 0x20_0000 (pre-set to 0xee), as Linux's virtnet_send_command lays it out.
-fn command(mem: &GuestMemory, class: u32, cmd: u32, data: &[u8]) -> Vec<virtio_queue::desc::RawDescriptor> {
+fn command(
+    mem: &GuestMemory,
+    class: u32,
+    cmd: u32,
+    data: &[u8],
+) -> Vec<virtio_queue::desc::RawDescriptor> {
     mem.write_slice(&[class as u8, cmd as u8], GuestAddress(0x10_0000))
         .unwrap();
     mem.write_slice(data, GuestAddress(0x11_0000)).unwrap();
@@ -142,7 +160,14 @@ fn control(
     (used(&mock, 0).1, status)
 }
 
-fn control_of(pairs: usize, features: u64) -> (Control<Recorder>, Arc<Pairs<Recorder>>, Arc<Mutex<Vec<String>>>) {
+/// A control queue over `pairs` recorded host queues, pair 0 enabled.
+type ControlSetup = (
+    Control<Recorder>,
+    Arc<Pairs<Recorder>>,
+    Arc<Mutex<Vec<String>>>,
+);
+
+fn control_of(pairs: usize, features: u64) -> ControlSetup {
     let (ios, log) = recorders(pairs);
     let pairs = Arc::new(Pairs::new(ios.into_iter().map(Arc::new).collect()).unwrap());
     pairs.enable(1).unwrap();
@@ -158,7 +183,14 @@ const ERR: u8 = VIRTIO_NET_ERR as u8;
 fn vq_pairs_set_enables_that_many_pairs_and_refuses_0_and_more_than_max() {
     let mem = memory();
     let (mut ctl, pairs, log) = control_of(4, feature(VIRTIO_NET_F_MQ));
-    let set = |n: u16| command(&mem, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &n.to_le_bytes());
+    let set = |n: u16| {
+        command(
+            &mem,
+            VIRTIO_NET_CTRL_MQ,
+            VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+            &n.to_le_bytes(),
+        )
+    };
     assert_eq!(control(&mut ctl, &mem, &set(3)), (1, OK));
     assert_eq!(pairs.enabled(), 3);
     assert_eq!(take(&log), ["attach 1", "attach 2"]);
@@ -173,7 +205,8 @@ fn vq_pairs_set_enables_that_many_pairs_and_refuses_0_and_more_than_max() {
     assert_eq!(pairs.enabled(), 1, "a refused count changes nothing");
     assert!(take(&log).is_empty());
     // The same command in one descriptor (header and data together).
-    mem.write_slice(&[4, 0, 2, 0], GuestAddress(0x10_0000)).unwrap();
+    mem.write_slice(&[4, 0, 2, 0], GuestAddress(0x10_0000))
+        .unwrap();
     let one = chain(0, &[(0x10_0000, 4, false), (0x20_0000, 1, true)]);
     assert_eq!(control(&mut ctl, &mem, &one), (1, OK));
     assert_eq!(pairs.enabled(), 2);
@@ -183,19 +216,36 @@ fn vq_pairs_set_enables_that_many_pairs_and_refuses_0_and_more_than_max() {
 fn vq_pairs_set_without_mq_negotiated_and_unsupported_classes_answer_err() {
     let mem = memory();
     let (mut no_mq, pairs, _) = control_of(2, feature(VIRTIO_NET_F_CTRL_VQ));
-    let set2 = command(&mem, VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, &[2, 0]);
+    let set2 = command(
+        &mem,
+        VIRTIO_NET_CTRL_MQ,
+        VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+        &[2, 0],
+    );
     assert_eq!(control(&mut no_mq, &mem, &set2), (1, ERR));
     assert_eq!(pairs.enabled(), 1);
     let (mut ctl, pairs, _) = control_of(2, feature(VIRTIO_NET_F_MQ));
     for (class, cmd, data) in [
         (VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_PROMISC, &[1u8][..]),
-        (VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_TABLE_SET, &[0, 0, 0, 0, 0, 0, 0, 0][..]),
+        (
+            VIRTIO_NET_CTRL_MAC,
+            VIRTIO_NET_CTRL_MAC_TABLE_SET,
+            &[0, 0, 0, 0, 0, 0, 0, 0][..],
+        ),
         (VIRTIO_NET_CTRL_VLAN, 0, &[1, 0][..]),
-        (VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_RSS_CONFIG, &[0; 16][..]),
+        (
+            VIRTIO_NET_CTRL_MQ,
+            VIRTIO_NET_CTRL_MQ_RSS_CONFIG,
+            &[0; 16][..],
+        ),
         (200, 7, &[][..]),
     ] {
         let descs = command(&mem, class, cmd, data);
-        assert_eq!(control(&mut ctl, &mem, &descs), (1, ERR), "class {class} cmd {cmd}");
+        assert_eq!(
+            control(&mut ctl, &mem, &descs),
+            (1, ERR),
+            "class {class} cmd {cmd}"
+        );
     }
     assert_eq!(pairs.enabled(), 1);
 }
@@ -204,38 +254,73 @@ fn vq_pairs_set_without_mq_negotiated_and_unsupported_classes_answer_err() {
 fn malformed_control_chains_are_answered_err_or_returned_and_never_panic() {
     let mem = memory();
     let (mut ctl, pairs, _) = control_of(4, feature(VIRTIO_NET_F_MQ));
-    mem.write_slice(&[4, 0, 2, 0, 9, 9], GuestAddress(0x10_0000)).unwrap();
+    mem.write_slice(&[4, 0, 2, 0, 9, 9], GuestAddress(0x10_0000))
+        .unwrap();
     for (what, descs, answer) in [
         // One byte of header.
-        ("short header", chain(0, &[(0x10_0000, 1, false), (0x20_0000, 1, true)]), (1, ERR)),
+        (
+            "short header",
+            chain(0, &[(0x10_0000, 1, false), (0x20_0000, 1, true)]),
+            (1, ERR),
+        ),
         // No command at all.
         ("no command", chain(0, &[(0x20_0000, 1, true)]), (1, ERR)),
         // VQ_PAIRS_SET with 3 and 1 bytes of data.
-        ("long data", chain(0, &[(0x10_0000, 5, false), (0x20_0000, 1, true)]), (1, ERR)),
-        ("short data", chain(0, &[(0x10_0000, 3, false), (0x20_0000, 1, true)]), (1, ERR)),
+        (
+            "long data",
+            chain(0, &[(0x10_0000, 5, false), (0x20_0000, 1, true)]),
+            (1, ERR),
+        ),
+        (
+            "short data",
+            chain(0, &[(0x10_0000, 3, false), (0x20_0000, 1, true)]),
+            (1, ERR),
+        ),
         // Readable after writable.
         (
             "order",
-            chain(0, &[(0x10_0000, 2, false), (0x20_0000, 1, true), (0x11_0000, 2, false)]),
+            chain(
+                0,
+                &[
+                    (0x10_0000, 2, false),
+                    (0x20_0000, 1, true),
+                    (0x11_0000, 2, false),
+                ],
+            ),
             (1, ERR),
         ),
         // The command outside RAM.
-        ("bad address", chain(0, &[(0x4000_0000, 4, false), (0x20_0000, 1, true)]), (1, ERR)),
+        (
+            "bad address",
+            chain(0, &[(0x4000_0000, 4, false), (0x20_0000, 1, true)]),
+            (1, ERR),
+        ),
         // No status byte: nothing to answer into.
         ("no status", chain(0, &[(0x10_0000, 4, false)]), (0, 0xee)),
-        ("empty status", chain(0, &[(0x10_0000, 4, false), (0x20_0000, 0, true)]), (0, 0xee)),
+        (
+            "empty status",
+            chain(0, &[(0x10_0000, 4, false), (0x20_0000, 0, true)]),
+            (0, 0xee),
+        ),
     ] {
         mem.write_obj(0xeeu8, GuestAddress(0x20_0000)).unwrap();
         assert_eq!(control(&mut ctl, &mem, &descs), answer, "{what}");
     }
     // A status byte outside RAM: returned with nothing written.
     let mock = MockSplitQueue::new(&mem, 16);
-    mock.add_desc_chains(&chain(0, &[(0x10_0000, 4, false), (0x4000_0000, 1, true)]), 0)
-        .unwrap();
+    mock.add_desc_chains(
+        &chain(0, &[(0x10_0000, 4, false), (0x4000_0000, 1, true)]),
+        0,
+    )
+    .unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
     assert!(ctl.process_queue(&mut queue, &mem));
     assert_eq!(used(&mock, 0), (0, 0));
-    assert_eq!(pairs.enabled(), 2, "only the outside-RAM-status command took effect");
+    assert_eq!(
+        pairs.enabled(),
+        2,
+        "only the outside-RAM-status command took effect"
+    );
 }
 
 /// A frame as the tap gives it: header (num_buffers left 0xffff) and
@@ -254,7 +339,11 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
     let (device, host) = UnixDatagram::pair().unwrap();
     device.set_nonblocking(true).unwrap();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = receive(Arc::new(device), counters.clone(), feature(VIRTIO_NET_F_MRG_RXBUF));
+    let mut rx = receive(
+        Arc::new(device),
+        counters.clone(),
+        feature(VIRTIO_NET_F_MRG_RXBUF),
+    );
     let mock = MockSplitQueue::new(&mem, 16);
     // Two 1000-byte buffers: too few for a 2500-byte frame.
     let mut descs = chain(0, &[(0x10_0000, 1000, true)]);
@@ -263,11 +352,15 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
     let mut queue: Queue = mock.create_queue().unwrap();
     let frame = host_frame(2500 - HEADER_LEN);
     host.send(&frame).unwrap();
-    assert!(!rx.input_ready(&mut queue, &mem).unwrap(), "waits for more buffers");
+    assert!(
+        !rx.input_ready(&mut queue, &mem).unwrap(),
+        "waits for more buffers"
+    );
     assert_eq!(mock.used().idx().load(), 0);
     assert!(!rx.wants_input());
     // The guest posts a third; the frame goes out over all three.
-    mock.add_desc_chains(&chain(2, &[(0x12_0000, 1000, true)]), 2).unwrap();
+    mock.add_desc_chains(&chain(2, &[(0x12_0000, 1000, true)]), 2)
+        .unwrap();
     assert!(rx.process_queue(&mut queue, &mem));
     assert_eq!(mock.used().idx().load(), 3);
     assert_eq!(used(&mock, 0), (0, 1000));
@@ -276,19 +369,25 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
     let mut got = vec![0u8; 2500];
     for (i, at) in [0x10_0000u64, 0x11_0000, 0x12_0000].iter().enumerate() {
         let end = (1000 * (i + 1)).min(2500);
-        mem.read_slice(&mut got[1000 * i..end], GuestAddress(*at)).unwrap();
+        mem.read_slice(&mut got[1000 * i..end], GuestAddress(*at))
+            .unwrap();
     }
     assert_eq!(&got[10..12], &[3, 0], "num_buffers");
     assert_eq!(&got[12..], &frame[12..]);
     assert_eq!(counters.rx_frames.load(Ordering::Relaxed), 1);
-    assert_eq!(counters.rx_bytes.load(Ordering::Relaxed), 2500 - HEADER_LEN as u64);
+    assert_eq!(
+        counters.rx_bytes.load(Ordering::Relaxed),
+        2500 - HEADER_LEN as u64
+    );
     // A small frame takes one buffer, num_buffers 1.
-    mock.add_desc_chains(&chain(3, &[(0x13_0000, 1000, true)]), 3).unwrap();
+    mock.add_desc_chains(&chain(3, &[(0x13_0000, 1000, true)]), 3)
+        .unwrap();
     host.send(&host_frame(60)).unwrap();
     assert!(rx.input_ready(&mut queue, &mem).unwrap());
     assert_eq!(used(&mock, 3), (3, (HEADER_LEN + 60) as u32));
     let mut num = [0u8; 2];
-    mem.read_slice(&mut num, GuestAddress(0x13_0000 + 10)).unwrap();
+    mem.read_slice(&mut num, GuestAddress(0x13_0000 + 10))
+        .unwrap();
     assert_eq!(num, [1, 0]);
 }
 
@@ -298,7 +397,11 @@ fn with_mrg_rxbuf_a_frame_larger_than_a_full_ring_is_dropped_and_a_bad_buffer_re
     let (device, host) = UnixDatagram::pair().unwrap();
     device.set_nonblocking(true).unwrap();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = receive(Arc::new(device), counters.clone(), feature(VIRTIO_NET_F_MRG_RXBUF));
+    let mut rx = receive(
+        Arc::new(device),
+        counters.clone(),
+        feature(VIRTIO_NET_F_MRG_RXBUF),
+    );
     // A 16-entry ring full of 50-byte buffers never holds 1000 bytes.
     let mock = MockSplitQueue::new(&mem, 16);
     let mut descs = Vec::new();
@@ -348,7 +451,10 @@ fn a_disabled_pair_does_not_read_the_host_and_drops_a_waiting_frame() {
     let mock = MockSplitQueue::new(&mem, 16);
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(40)).unwrap();
-    assert!(!rx.input_ready(&mut queue, &mem).unwrap(), "no buffer: it waits");
+    assert!(
+        !rx.input_ready(&mut queue, &mem).unwrap(),
+        "no buffer: it waits"
+    );
     // The control queue disables the pair.
     let pairs_link = link.clone();
     pairs_link.set_for_test(false);
@@ -356,8 +462,12 @@ fn a_disabled_pair_does_not_read_the_host_and_drops_a_waiting_frame() {
     assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 1);
     assert!(!rx.wants_input(), "the host queue is not polled");
     host.send(&host_frame(41)).unwrap();
-    mock.add_desc_chains(&chain(0, &[(0x10_0000, 2048, true)]), 0).unwrap();
-    assert!(!rx.input_ready(&mut queue, &mem).unwrap(), "not read while disabled");
+    mock.add_desc_chains(&chain(0, &[(0x10_0000, 2048, true)]), 0)
+        .unwrap();
+    assert!(
+        !rx.input_ready(&mut queue, &mem).unwrap(),
+        "not read while disabled"
+    );
     // Enabled again: the host is read.
     pairs_link.set_for_test(true);
     assert!(rx.wants_input());
@@ -377,7 +487,12 @@ struct Running {
     kicks: Vec<EventFd>,
 }
 
-fn activate(dev: &mut Net, features: u64, indices: &[u16], mem: &GuestMemory) -> Result<Running, crate::ActivateError> {
+fn activate(
+    dev: &mut Net,
+    features: u64,
+    indices: &[u16],
+    mem: &GuestMemory,
+) -> Result<Running, crate::ActivateError> {
     let isr = Arc::new(AtomicU8::new(0));
     let mut queues = Vec::new();
     let mut kicks = Vec::new();
@@ -408,7 +523,10 @@ fn post_command(run: &Running, index: u16, kick: usize, bytes: &[u8]) -> u8 {
     mem.write_slice(bytes, GuestAddress(0x30_0000)).unwrap();
     mem.write_obj(0xeeu8, GuestAddress(0x31_0000)).unwrap();
     mock.add_desc_chains(
-        &chain(0, &[(0x30_0000, bytes.len() as u32, false), (0x31_0000, 1, true)]),
+        &chain(
+            0,
+            &[(0x30_0000, bytes.len() as u32, false), (0x31_0000, 1, true)],
+        ),
         0,
     )
     .unwrap();
@@ -465,7 +583,11 @@ fn the_control_queue_is_the_last_with_mq_and_queue_2_without_and_serves_vq_pairs
     let ctrl_only = feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_CTRL_VQ);
     let run = activate(&mut dev, ctrl_only, &[0, 1, 2], &mem).unwrap();
     take(&log);
-    assert_eq!(post_command(&run, 2, 2, &[4, 0, 2, 0]), ERR, "no MQ negotiated");
+    assert_eq!(
+        post_command(&run, 2, 2, &[4, 0, 2, 0]),
+        ERR,
+        "no MQ negotiated"
+    );
     assert!(take(&log).is_empty());
     dev.reset();
     // Without CTRL_VQ there is no queue 2.
@@ -478,7 +600,12 @@ fn the_control_queue_is_the_last_with_mq_and_queue_2_without_and_serves_vq_pairs
 /// The host's UDP broadcasts to port 9 from `flows` source ports, as the
 /// receive queues of pairs 0 and 1 got them: (frames on each, whether
 /// every one carried VIRTIO_NET_HDR_F_NEEDS_CSUM).
-fn udp_flows(run: &Running, flows: usize, rx: &[&MockSplitQueue<'_, GuestMemory>; 2], seen: &mut [usize; 2]) -> ([usize; 2], bool) {
+fn udp_flows(
+    run: &Running,
+    flows: usize,
+    rx: &[&MockSplitQueue<'_, GuestMemory>; 2],
+    seen: &mut [usize; 2],
+) -> ([usize; 2], bool) {
     let sockets: Vec<std::net::UdpSocket> = (0..flows)
         .map(|_| {
             let s = std::net::UdpSocket::bind("10.253.2.1:0").unwrap();

@@ -425,7 +425,9 @@ mod tests {
              queue pair); give that many descriptors or num_queues=4"
         );
         assert_eq!(
-            check(&["id=n,fd=[3],num_queues=6"]).unwrap_err().to_string(),
+            check(&["id=n,fd=[3],num_queues=6"])
+                .unwrap_err()
+                .to_string(),
             "--net id=n: fd= gives 1 descriptors but num_queues=6 takes 3 (one tap queue per \
              queue pair); give that many descriptors or num_queues=2"
         );
