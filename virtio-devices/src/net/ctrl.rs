@@ -50,7 +50,7 @@ pub struct PairLink {
 
 impl PairLink {
     /// A pair link, enabled or not; its wake eventfd made.
-    pub(crate) fn new(enabled: bool) -> io::Result<Self> {
+    pub fn new(enabled: bool) -> io::Result<Self> {
         Ok(PairLink {
             enabled: AtomicBool::new(enabled),
             wake: EventFd::new(EFD_NONBLOCK)?,

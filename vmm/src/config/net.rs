@@ -22,7 +22,7 @@ pub const NET_SYNTAX: &str = "virtio-net over a tap: \"tap=<if name>,ip=<host IP
      with IFF_VNET_HDR instead, one per queue pair; num_queues counts queues, two per pair, \
      2 to 32; defaults num_queues=2, queue_size=256, offloads on, a random mac)";
 
-/// cloud-hypervisor's default: one queue pair.
+/// cloud-hypervisor's default: one queue pair (two queues).
 pub const DEFAULT_NUM_QUEUES: u16 = 2;
 /// cloud-hypervisor's default queue size for net.
 pub const DEFAULT_QUEUE_SIZE: u16 = virtio_devices::net::DEFAULT_QUEUE_SIZE;
