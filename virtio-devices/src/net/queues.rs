@@ -9,7 +9,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use virtio_bindings::virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_NONE,
+};
 
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
@@ -46,6 +50,10 @@ enum ChainError {
     BadAddress(u64),
     #[error("a {frame}-byte frame does not fit the {room} bytes of every posted buffer")]
     NeverFits { frame: usize, room: u64 },
+    #[error(
+        "a frame with header flags {flags:#x}, gso_type {gso_type:#x} the driver did not accept"
+    )]
+    NotNegotiated { flags: u8, gso_type: u8 },
 }
 
 /// The transmit queue: each chain (header, then the frame, in readable
@@ -198,6 +206,25 @@ impl<T: FrameIo> Receive<T> {
         self.features.load(Ordering::Relaxed) & feature(VIRTIO_NET_F_MRG_RXBUF) != 0
     }
 
+    /// A frame needing a receive offload the driver did not accept: the
+    /// tap is set from the accepted ones, so only a frame read before a
+    /// reset (and kept for the next driver) can be one.
+    fn refused_offload(&self) -> Option<ChainError> {
+        let features = self.features.load(Ordering::Relaxed);
+        let (flags, gso_type) = (self.frame[0], self.frame[1]);
+        let csum = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8 != 0
+            && features & feature(VIRTIO_NET_F_GUEST_CSUM) == 0;
+        let gso = [
+            VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_GUEST_UFO,
+        ]
+        .iter()
+        .all(|bit| features & feature(*bit) == 0);
+        let segmented = gso_type != VIRTIO_NET_HDR_GSO_NONE as u8 && gso;
+        (csum || segmented).then_some(ChainError::NotNegotiated { flags, gso_type })
+    }
+
     /// Without MRG_RXBUF: the pending frame into one chain, all of it.
     fn fill_one(&mut self, chain: &RxChain, mem: &GuestMemory) -> Result<u32, ChainError> {
         let len = self.pending;
@@ -217,6 +244,10 @@ impl<T: FrameIo> Receive<T> {
     /// when chains were used (delivered or dropped into).
     fn deliver(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
         if self.pending == 0 {
+            return false;
+        }
+        if let Some(e) = self.refused_offload() {
+            self.dropped(&e);
             return false;
         }
         if self.merged() {

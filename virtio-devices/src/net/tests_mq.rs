@@ -693,3 +693,43 @@ fn host_flows_reach_only_enabled_pairs_of_a_real_multi_queue_tap() {
     assert!(got[1] > 0, "no flow reached pair 1: {got:?}");
     dev.reset();
 }
+
+#[test]
+fn a_gso_or_partial_checksum_frame_the_driver_did_not_accept_is_dropped() {
+    let mem = memory();
+    let (device, host) = UnixDatagram::pair().unwrap();
+    device.set_nonblocking(true).unwrap();
+    let counters = Arc::new(NetCounters::default());
+    let mut rx = receive(Arc::new(device), counters.clone(), 0);
+    let mock = MockSplitQueue::new(&mem, 16);
+    mock.add_desc_chains(&chain(0, &[(0x10_0000, 4096, true)]), 0)
+        .unwrap();
+    let mut queue: Queue = mock.create_queue().unwrap();
+    // NEEDS_CSUM, then a TCPv4 GSO frame, then a plain one.
+    let mut csum = host_frame(100);
+    csum[0] = 1;
+    let mut tso = host_frame(3000);
+    tso[1] = 1;
+    host.send(&csum).unwrap();
+    host.send(&tso).unwrap();
+    host.send(&host_frame(100)).unwrap();
+    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 2);
+    assert_eq!(mock.used().idx().load(), 1);
+    assert_eq!(used(&mock, 0), (0, (HEADER_LEN + 100) as u32));
+    // Accepted, the same frames go through.
+    let (device, host) = UnixDatagram::pair().unwrap();
+    device.set_nonblocking(true).unwrap();
+    let accepted = feature(VIRTIO_NET_F_GUEST_CSUM) | feature(VIRTIO_NET_F_GUEST_TSO4);
+    let mut rx = receive(Arc::new(device), counters.clone(), accepted);
+    mock.add_desc_chains(&chain(1, &[(0x20_0000, 4096, true)]), 1)
+        .unwrap();
+    mock.add_desc_chains(&chain(2, &[(0x30_0000, 4096, true)]), 2)
+        .unwrap();
+    host.send(&csum).unwrap();
+    host.send(&tso).unwrap();
+    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert_eq!(used(&mock, 1), (1, csum.len() as u32));
+    assert_eq!(used(&mock, 2), (2, tso.len() as u32));
+    assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 2);
+}
