@@ -294,7 +294,7 @@ fn net(config: &NetConfig) -> Result<Net, VirtioError> {
         None => Tap::open_queues(config.tap.as_deref(), config.pairs()).map_err(failed)?,
     };
     let Some(tap) = taps.first() else {
-        return Err(failed(TapError::BadName(String::new())));
+        return Err(failed(TapError::NoQueues));
     };
     if let Some(ip) = config.ip {
         let mask = config.mask.unwrap_or(crate::config::net::DEFAULT_MASK);

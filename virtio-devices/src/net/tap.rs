@@ -81,6 +81,9 @@ pub enum TapError {
         /// What is wrong with it.
         why: String,
     },
+    /// No tap queue at all.
+    #[error("no tap descriptor given; fd= takes one per queue pair")]
+    NoQueues,
     /// `fd=` is not a tap opened as this device needs.
     #[error(
         "fd={fd}: {why}; open it with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (libvirt does so for \
@@ -299,7 +302,7 @@ impl Tap {
     /// are several.
     pub fn check_queues(taps: &[Tap], fds: &[RawFd]) -> Result<(), TapError> {
         let Some(first) = taps.first() else {
-            return Ok(());
+            return Err(TapError::NoQueues);
         };
         for (tap, fd) in taps.iter().zip(fds) {
             if taps.len() > 1 && !tap.multi_queue {
