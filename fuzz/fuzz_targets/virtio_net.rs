@@ -1,12 +1,14 @@
-//! virtio-net's two queues over guest-built descriptor chains, a datagram
+//! virtio-net's queues over guest-built descriptor chains, a datagram
 //! socketpair standing in for the tap: the input is a header (how many
-//! frames the host sends, and their length) plus guest RAM holding the
-//! transmit queue (descriptor table, available ring) at 0x0 and the
-//! receive queue at 0x400, and the buffers. Every available transmit chain
-//! is sent, then the host's frames are delivered into the receive chains.
-//! Besides "never panics": every frame the host sees has a whole header
-//! and fits a frame; every host frame is delivered, dropped or still
-//! waiting, and the byte counters match the frames delivered and sent.
+//! frames the host sends, bit 7: MRG_RXBUF accepted; and their length)
+//! plus guest RAM holding the transmit queue (descriptor table, available
+//! ring) at 0x0, the receive queue at 0x400 and the control queue at
+//! 0x800, and the buffers. Every available transmit chain is sent, the
+//! host's frames are delivered into the receive chains, every control
+//! chain is answered. Besides "never panics": every frame the host sees
+//! has a whole header and fits a frame; every host frame is delivered,
+//! dropped or still waiting, and the byte counters match the frames
+//! delivered and sent; the one pair stays enabled whatever the commands.
 #![no_main]
 
 use std::os::unix::net::UnixDatagram;
@@ -14,7 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use libfuzzer_sys::fuzz_target;
-use virtio_devices::net::{HEADER_LEN, MAX_FRAME, NetCounters, Receive, Transmit};
+use std::sync::atomic::AtomicU64;
+
+use virtio_devices::net::{
+    Control, HEADER_LEN, MAX_FRAME, NetCounters, PairLink, Pairs, Receive, Transmit,
+};
 use virtio_devices::worker::QueueHandler;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -23,6 +29,10 @@ const RAM: usize = 0x1_0000;
 const QUEUE_SIZE: u16 = 16;
 const TX_BASE: u64 = 0x0;
 const RX_BASE: u64 = 0x400;
+const CTRL_BASE: u64 = 0x800;
+/// VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MQ.
+const MRG_RXBUF: u64 = 1 << 15;
+const MQ: u64 = 1 << 22;
 /// Host frames per input at most.
 const MAX_HOST_FRAMES: u8 = 8;
 
@@ -46,7 +56,8 @@ fuzz_target!(|data: &[u8]| {
     let [frames, len_lo, len_hi, ram @ ..] = data else {
         return;
     };
-    let frames = frames % (MAX_HOST_FRAMES + 1);
+    let features = if frames & 0x80 != 0 { MRG_RXBUF | MQ } else { MQ };
+    let frames = (frames & 0x7f) % (MAX_HOST_FRAMES + 1);
     let frame_len = usize::from(u16::from_le_bytes([*len_lo, *len_hi]));
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM)]).unwrap();
     let len = ram.len().min(RAM);
@@ -57,7 +68,15 @@ fuzz_target!(|data: &[u8]| {
     let device = Arc::new(device);
     let counters = Arc::new(NetCounters::default());
     let mut tx = Transmit::new(device.clone(), counters.clone());
-    let mut rx = Receive::new(device, counters.clone());
+    let features = Arc::new(AtomicU64::new(features));
+    let link = Arc::new(PairLink::new(true).unwrap());
+    let mut rx = Receive::new(device.clone(), counters.clone(), link, features.clone());
+    let pairs = Arc::new(Pairs::new(vec![device]).unwrap());
+    pairs.enable(1).unwrap();
+    let mut control = Control::new(pairs.clone(), features);
+    let mut ctrlq = queue(CTRL_BASE);
+    control.process_queue(&mut ctrlq, &mem);
+    assert_eq!(pairs.enabled(), 1, "one pair, whatever the commands");
 
     let mut txq = queue(TX_BASE);
     tx.process_queue(&mut txq, &mem);

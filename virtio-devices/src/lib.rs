@@ -11,7 +11,8 @@
 //!   which the VMM registers as a KVM ioeventfd on the notify area.
 //! - [`block`]: virtio-blk over a raw image file or block device.
 //! - [`console`]: virtio-console with one port.
-//! - [`net`]: virtio-net over a Linux tap, one queue pair.
+//! - [`net`]: virtio-net over a Linux tap: up to 16 queue pairs with a
+//!   control queue (MQ), MRG_RXBUF, checksum and segmentation offloads.
 //! - [`rng`]: virtio-rng over an entropy file.
 //! - [`vsock`]: virtio-vsock over the host kernel's vhost-vsock, with
 //!   cloud-hypervisor's hybrid vsock Unix socket for host clients.

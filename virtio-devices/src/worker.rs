@@ -33,6 +33,7 @@ const KILL: u64 = 0;
 const CONTROL: u64 = 1;
 const KICK: u64 = 2;
 const INPUT: u64 = 3;
+const WAKE: u64 = 4;
 
 /// What a device does with its queue.
 pub trait QueueHandler: Send + 'static {
@@ -55,6 +56,19 @@ pub trait QueueHandler: Send + 'static {
     /// when buffers were used. `Err` ends input (end of file or error).
     fn input_ready(&mut self, _queue: &mut Queue, _mem: &GuestMemory) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// An eventfd another thread signals when what [`Self::wants_input`]
+    /// answers may have changed (a virtio-net pair enabled or disabled by
+    /// the control queue), if any.
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// The wake eventfd fired: read it (it is level-triggered) and act on
+    /// the change; true when buffers were used.
+    fn woken(&mut self, _queue: &mut Queue, _mem: &GuestMemory) -> bool {
+        false
     }
 }
 
@@ -121,10 +135,22 @@ impl Workers {
 
     /// Serve `queue` (its index picks the worker).
     pub fn start(&self, mem: GuestMemory, queue: ActiveQueue) -> Result<(), ActivateError> {
+        self.start_on(usize::from(queue.index), mem, queue)
+    }
+
+    /// Serve `queue` on the worker spawned `worker`-th (a device whose
+    /// queue numbering depends on the features, as virtio-net's control
+    /// queue, picks it).
+    pub fn start_on(
+        &self,
+        worker: usize,
+        mem: GuestMemory,
+        queue: ActiveQueue,
+    ) -> Result<(), ActivateError> {
         let index = queue.index;
         let (shared, _) = self
             .workers
-            .get(usize::from(index))
+            .get(worker)
             .ok_or(ActivateError::NoWorker(index))?;
         shared.lock().queue = Some((mem, queue));
         shared
@@ -272,6 +298,14 @@ fn serve(
     )?;
     let mut input = handler.input_fd();
     let mut input_registered = false;
+    let wake = handler.wake_fd();
+    if let Some(fd) = wake {
+        epoll.ctl(
+            ControlOperation::Add,
+            fd,
+            EpollEvent::new(EventSet::IN, WAKE),
+        )?;
+    }
     // Buffers made available before the queue was handed over.
     if handler.process_queue(&mut queue, &mem) {
         interrupt.signal();
@@ -295,6 +329,7 @@ fn serve(
                     let _ = kick.read();
                     used |= handler.process_queue(&mut queue, &mem);
                 }
+                WAKE => used |= handler.woken(&mut queue, &mem),
                 _ => match handler.input_ready(&mut queue, &mem) {
                     Ok(u) => used |= u,
                     Err(e) => {
@@ -319,6 +354,13 @@ fn serve(
         kick.as_raw_fd(),
         EpollEvent::new(EventSet::IN, KICK),
     );
+    if let Some(fd) = wake {
+        let _ = epoll.ctl(
+            ControlOperation::Delete,
+            fd,
+            EpollEvent::new(EventSet::IN, WAKE),
+        );
+    }
     if let Some(fd) = input.filter(|_| input_registered) {
         let _ = epoll.ctl(
             ControlOperation::Delete,

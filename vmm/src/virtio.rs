@@ -273,36 +273,50 @@ fn block(config: &DiskConfig) -> Result<Block, BlockError> {
     Block::new(image, params).map_err(BlockError::Io)
 }
 
-/// Open (or take) the tap of `config`, give its host side the address
-/// asked for, bring it up, and build the device over it.
+/// Open (or take) the tap queues of `config` (one per queue pair), give
+/// its host side the address asked for, bring it up, find the offloads it
+/// takes, and build the device over it.
 fn net(config: &NetConfig) -> Result<Net, VirtioError> {
     let failed = |err: TapError| VirtioError::Net {
         id: config.id.clone(),
         err,
     };
-    let tap = match config.fds.as_deref() {
-        Some([fd, ..]) => Tap::from_borrowed_fd(*fd),
-        _ => Tap::open(config.tap.as_deref()),
-    }
-    .map_err(failed)?;
+    let taps = match config.fds.as_deref() {
+        Some(fds) => {
+            let taps = fds
+                .iter()
+                .map(|fd| Tap::from_borrowed_fd(*fd))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            Tap::check_queues(&taps, fds).map_err(failed)?;
+            taps
+        }
+        None => Tap::open_queues(config.tap.as_deref(), config.pairs()).map_err(failed)?,
+    };
+    let Some(tap) = taps.first() else {
+        return Err(failed(TapError::NoQueues));
+    };
     if let Some(ip) = config.ip {
         let mask = config.mask.unwrap_or(crate::config::net::DEFAULT_MASK);
         tap.set_ipv4(ip, mask).map_err(failed)?;
     }
     tap.bring_up().map_err(failed)?;
+    let host_offloads = tap.probe_offloads().map_err(failed)?;
     let mac = config.mac_addr();
     log::info!(
         target: "vmm",
-        "net {}: tap {}, guest mac {mac}{}",
-        config.id, tap.name(),
+        "net {}: tap {} ({} queue pair{}, offloads {host_offloads:#x}), guest mac {mac}{}",
+        config.id, tap.name(), taps.len(), if taps.len() == 1 { "" } else { "s" },
         config.ip.map(|ip| format!(", host {ip}")).unwrap_or_default()
     );
     let params = NetParams {
         id: config.id.clone(),
         mac,
         queue_size: config.queue_size,
+        offloads: config.offloads(),
+        host_offloads,
     };
-    Net::new(tap, params).map_err(|cause| VirtioError::Workers {
+    Net::new(taps, params).map_err(|cause| VirtioError::Workers {
         id: config.id.clone(),
         cause,
     })
@@ -473,6 +487,63 @@ pub(crate) mod test_support {
             std::thread::sleep(Duration::from_millis(5));
         }
         mem.read_obj(at(status)).unwrap()
+    }
+
+    /// Drive `f` (a virtio-net function with two queue pairs) like
+    /// Linux's driver on its control queue (queue 4): features VERSION_1,
+    /// MQ, CTRL_VQ and GUEST_CSUM accepted, DRIVER_OK (the tap's offloads
+    /// set), VQ_PAIRS_SET 2 (pair 1 attached by the control queue's
+    /// worker), reset (offloads cleared), DRIVER_OK again (pair 1
+    /// detached). The status byte VQ_PAIRS_SET got.
+    pub fn net_pairs_set(f: &mut dyn PciDevice, mem: &devices::GuestMemory) -> u8 {
+        let base = mem.iter().next().map(|r| r.start_addr().0).unwrap_or(0);
+        let at = |o: u64| GuestAddress(base + o);
+        let (desc, avail, used, command, status) = (0x1000, 0x2000, 0x3000, 0x4000, 0x5000);
+        let start = |f: &mut dyn PciDevice| {
+            // ACKNOWLEDGE | DRIVER; features: GUEST_CSUM (1), CTRL_VQ (17),
+            // MQ (22); VERSION_1 (32); FEATURES_OK; the control queue.
+            write(f, 0x14, 3, 1);
+            write(f, 0x08, 0, 4);
+            write(f, 0x0c, (1 << 1) | (1 << 17) | (1 << 22), 4);
+            write(f, 0x08, 1, 4);
+            write(f, 0x0c, 1, 4);
+            write(f, 0x14, 0xb, 1);
+            write(f, 0x16, 4, 2);
+            write(f, 0x18, 8, 2);
+            write(f, 0x20, base + desc, 8);
+            write(f, 0x28, base + avail, 8);
+            write(f, 0x30, base + used, 8);
+            write(f, 0x1c, 1, 2);
+            write(f, 0x14, 0xf, 1);
+        };
+        start(f);
+        mem.write_slice(&[4, 0, 2, 0], at(command)).unwrap();
+        mem.write_obj(0xffu8, at(status)).unwrap();
+        for (i, (addr, len, flags, next)) in [(command, 4u32, 1u16, 1u16), (status, 1, 2, 0)]
+            .iter()
+            .enumerate()
+        {
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&(base + addr).to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            d[14..].copy_from_slice(&next.to_le_bytes());
+            mem.write_slice(&d, at(desc + 16 * i as u64)).unwrap();
+        }
+        mem.write_obj(0u16, at(avail + 4)).unwrap();
+        mem.write_obj(1u16, at(avail + 2)).unwrap();
+        // Queue 4's notify address: queue_notify_off 4, multiplier 4.
+        write(f, 0x3000 + 16, 4, 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while mem.read_obj::<u16>(at(used + 2)).unwrap() != 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let answer = mem.read_obj(at(status)).unwrap();
+        write(f, 0x14, 0, 1);
+        mem.write_slice(&[0u8; 16], at(avail)).unwrap();
+        mem.write_slice(&[0u8; 16], at(used)).unwrap();
+        start(f);
+        answer
     }
 }
 

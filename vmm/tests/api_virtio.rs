@@ -209,8 +209,9 @@ fn bad_disk_options_exit_non_zero_with_one_sentence() {
 }
 
 /// `net` at `vm.create`: taken with a MAC chosen by the API thread under
-/// its seccomp filter (which opens nothing), shown by `vm.info`; a second
-/// queue pair, an MTU or `iommu: true` refused naming the value.
+/// its seccomp filter (which opens nothing), shown by `vm.info` with its
+/// queue pairs and offloads; an odd queue count, TSO without checksum
+/// offload, an MTU or `iommu: true` refused naming the value.
 #[test]
 fn nics_are_created_with_a_mac_and_shown_and_bad_ones_refused() {
     let vmm = Vmm::start("net");
@@ -222,8 +223,12 @@ fn nics_are_created_with_a_mac_and_shown_and_bad_ones_refused() {
     };
     for (net, why) in [
         (
-            r#"{"tap": "t0", "num_queues": 4}"#,
-            "num_queues=4 is not supported: multiqueue",
+            r#"{"tap": "t0", "num_queues": 3}"#,
+            "num_queues=3 is not valid: it counts queues, two per queue pair",
+        ),
+        (
+            r#"{"tap": "t0", "offload_csum": false}"#,
+            "offload_tso and offload_ufo need offload_csum=on",
         ),
         (r#"{"tap": "t0", "mtu": 9000}"#, "net[0].mtu=9000"),
         (r#"{"tap": "t0", "iommu": true}"#, "never behind the vSMMU"),
@@ -233,7 +238,8 @@ fn nics_are_created_with_a_mac_and_shown_and_bad_ones_refused() {
         assert_eq!(status, 400, "{net}: {body}");
         assert!(body.contains(why), "{net}: {body}");
     }
-    let net = r#"{"tap": "vmtap7", "ip": "192.168.249.1", "mask": "255.255.255.0", "id": "eth0"}"#;
+    let net = r#"{"tap": "vmtap7", "ip": "192.168.249.1", "mask": "255.255.255.0", "id": "eth0",
+                  "num_queues": 8, "offload_ufo": false}"#;
     let (status, body) = vmm.curl("PUT", "vm.create", Some(&with_net(net)));
     assert_eq!(status, 204, "{body}");
     let (status, body) = vmm.curl("GET", "vm.info", None);
@@ -242,7 +248,9 @@ fn nics_are_created_with_a_mac_and_shown_and_bad_ones_refused() {
     let shown = &info["config"]["net"][0];
     assert_eq!(shown["tap"], "vmtap7", "{body}");
     assert_eq!(shown["ip"], "192.168.249.1", "{body}");
-    assert_eq!(shown["num_queues"], 2, "{body}");
+    assert_eq!(shown["num_queues"], 8, "{body}");
+    assert_eq!(shown["offload_tso"], true, "{body}");
+    assert_eq!(shown["offload_ufo"], false, "{body}");
     let mac = shown["mac"].as_str().unwrap();
     let first = u8::from_str_radix(&mac[..2], 16).unwrap();
     assert_eq!(first & 3, 2, "{mac}: a random local unicast MAC");

@@ -415,6 +415,22 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
             let second = r#"{"id":"net_1","mac":"52:54:00:4c:56:02","num_queues":2}"#;
             let (status, answer) = libvirt_add_net(&stream, second, &[tap1.as_raw_fd()]);
             assert_eq!(status, 204, "{answer}");
+            // <driver queues='2'/>: num_queues 4 and one queue of a
+            // multi-queue tap per pair.
+            let mq = r#"{"id":"net_mq","mac":"52:54:00:4c:56:04","num_queues":4}"#;
+            let queues = virtio_devices::net::Tap::open_queues(Some("chlvq%d"), 2).unwrap();
+            let fds: Vec<_> = queues.iter().map(|t| t.as_raw_fd()).collect();
+            let (status, answer) = libvirt_add_net(&stream, mq, &fds);
+            assert_eq!(status, 204, "{answer}");
+            // Two taps that are not queues of one multi-queue tap: refused.
+            let two = r#"{"id":"net_8","mac":"52:54:00:4c:56:08","num_queues":4}"#;
+            let (status, answer) =
+                libvirt_add_net(&stream, two, &[tap0.as_raw_fd(), tap1.as_raw_fd()]);
+            assert_eq!(status, 400, "{answer}");
+            assert!(
+                message(&answer).contains("without IFF_MULTI_QUEUE"),
+                "{answer}"
+            );
             drop(stream);
             // libvirt closes its copies once sent; the VMM holds its own.
             drop((tap0, tap1));
@@ -434,7 +450,8 @@ fn libvirt_starts_on_its_fifo_adds_its_tap_nic_and_reads_vmm_shutdown() {
             let (_, info) = vmm.send("GET", "vm.info", None);
             let info: serde_json::Value = serde_json::from_str(&info).unwrap();
             let nets = info["config"]["net"].as_array().unwrap();
-            assert_eq!(nets.len(), 2, "{info}");
+            assert_eq!(nets.len(), 3, "{info}");
+            assert_eq!(nets[2]["fds"].as_array().map(Vec::len), Some(2), "{info}");
             assert_eq!(nets[0]["id"], "net_0");
             assert_eq!(nets[0]["mac"], "52:54:00:4c:56:01");
             assert_eq!(nets[0]["num_queues"], 2);

@@ -1,19 +1,28 @@
-//! The two queues of a virtio-net device (virtio 1.2 section 5.1.6):
-//! [`Transmit`] writes each guest chain to the host as one frame,
-//! [`Receive`] copies each host frame into one guest chain.
+//! The data queues of a virtio-net device (virtio 1.2 section 5.1.6), one
+//! of each per queue pair: [`Transmit`] writes each guest chain to the
+//! host as one frame, [`Receive`] copies each host frame into one guest
+//! chain or, with VIRTIO_NET_F_MRG_RXBUF, into as many as it takes
+//! (`num_buffers` in the first chain's header says how many).
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_GUEST_UFO, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VIRTIO_NET_HDR_GSO_NONE,
+};
+
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes};
 
+use super::ctrl::PairLink;
 use super::{FrameIo, HEADER_LEN, MAX_FRAME, NetCounters};
-use crate::GuestMemory;
 use crate::worker::{QueueHandler, serve_chains};
+use crate::{GuestMemory, feature};
 
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS: usize = 10;
@@ -39,6 +48,12 @@ enum ChainError {
     TooLarge(u64),
     #[error("guest address {0:#x} is not RAM")]
     BadAddress(u64),
+    #[error("a {frame}-byte frame does not fit the {room} bytes of every posted buffer")]
+    NeverFits { frame: usize, room: u64 },
+    #[error(
+        "a frame with header flags {flags:#x}, gso_type {gso_type:#x} the driver did not accept"
+    )]
+    NotNegotiated { flags: u8, gso_type: u8 },
 }
 
 /// The transmit queue: each chain (header, then the frame, in readable
@@ -117,85 +132,246 @@ impl<T: FrameIo> QueueHandler for Transmit<T> {
     }
 }
 
-/// The receive queue: each host frame into the next guest chain.
+/// The receive queue: each host frame into the next guest chain (or
+/// chains, with MRG_RXBUF).
 pub struct Receive<T> {
     io: Arc<T>,
     counters: Arc<NetCounters>,
+    link: Arc<PairLink>,
+    /// The features the driver accepted.
+    features: Arc<AtomicU64>,
     /// The frame read last (header and frame as the host gave them).
     frame: Vec<u8>,
     /// Bytes of `frame` not yet delivered (0: none waiting).
     pending: usize,
 }
 
+/// A popped receive chain: its head and writable descriptors.
+struct RxChain {
+    head: u16,
+    descriptors: Vec<Descriptor>,
+    room: u64,
+}
+
+impl RxChain {
+    fn new(chain: impl Iterator<Item = Descriptor>, head: u16) -> Result<Self, (u16, ChainError)> {
+        let descriptors: Vec<Descriptor> = chain.collect();
+        if descriptors.iter().any(|d| !d.is_write_only()) {
+            return Err((head, ChainError::ReadOnly));
+        }
+        let room = descriptors.iter().map(|d| u64::from(d.len())).sum();
+        Ok(RxChain {
+            head,
+            descriptors,
+            room,
+        })
+    }
+
+    /// Copy `bytes` into the chain's descriptors, in order.
+    fn write(&self, bytes: &[u8], mem: &GuestMemory) -> Result<(), ChainError> {
+        let mut done = 0;
+        for d in &self.descriptors {
+            if done == bytes.len() {
+                break;
+            }
+            let n = (d.len() as usize).min(bytes.len() - done);
+            mem.write_slice(&bytes[done..done + n], d.addr())
+                .map_err(|_| ChainError::BadAddress(d.addr().raw_value()))?;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
 impl<T: FrameIo> Receive<T> {
-    /// The receive side over `io`.
-    pub fn new(io: Arc<T>, counters: Arc<NetCounters>) -> Self {
+    /// The receive side of pair `link` over `io`; `features` holds what the
+    /// driver accepted (set before the queue is served).
+    pub fn new(
+        io: Arc<T>,
+        counters: Arc<NetCounters>,
+        link: Arc<PairLink>,
+        features: Arc<AtomicU64>,
+    ) -> Self {
         Receive {
             io,
             counters,
+            link,
+            features,
             frame: vec![0; HEADER_LEN + MAX_FRAME],
             pending: 0,
         }
     }
 
-    /// Copy the pending frame into `chain`; its length is the used length.
-    fn fill(
-        &mut self,
-        chain: impl Iterator<Item = Descriptor>,
-        mem: &GuestMemory,
-    ) -> Result<u32, ChainError> {
-        let descriptors: Vec<Descriptor> = chain.collect();
-        if descriptors.iter().any(|d| !d.is_write_only()) {
-            return Err(ChainError::ReadOnly);
-        }
-        let room: u64 = descriptors.iter().map(|d| u64::from(d.len())).sum();
+    fn merged(&self) -> bool {
+        self.features.load(Ordering::Relaxed) & feature(VIRTIO_NET_F_MRG_RXBUF) != 0
+    }
+
+    /// A frame needing a receive offload the driver did not accept: the
+    /// tap is set from the accepted ones, so only a frame read before a
+    /// reset (and kept for the next driver) can be one.
+    fn refused_offload(&self) -> Option<ChainError> {
+        let features = self.features.load(Ordering::Relaxed);
+        let (flags, gso_type) = (self.frame[0], self.frame[1]);
+        let csum = flags & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8 != 0
+            && features & feature(VIRTIO_NET_F_GUEST_CSUM) == 0;
+        let gso = [
+            VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_GUEST_UFO,
+        ]
+        .iter()
+        .all(|bit| features & feature(*bit) == 0);
+        let segmented = gso_type != VIRTIO_NET_HDR_GSO_NONE as u8 && gso;
+        (csum || segmented).then_some(ChainError::NotNegotiated { flags, gso_type })
+    }
+
+    /// Without MRG_RXBUF: the pending frame into one chain, all of it.
+    fn fill_one(&mut self, chain: &RxChain, mem: &GuestMemory) -> Result<u32, ChainError> {
         let len = self.pending;
-        if room < len as u64 {
-            return Err(ChainError::TooSmall { frame: len, room });
+        if chain.room < len as u64 {
+            return Err(ChainError::TooSmall {
+                frame: len,
+                room: chain.room,
+            });
         }
-        // Without MRG_RXBUF every frame takes exactly one chain; the tap
-        // leaves these two bytes alone.
+        // One chain per frame; the tap leaves these two bytes alone.
         self.frame[NUM_BUFFERS..HEADER_LEN].copy_from_slice(&1u16.to_le_bytes());
-        let mut done = 0;
-        for d in descriptors {
-            if done == len {
-                break;
-            }
-            let n = (d.len() as usize).min(len - done);
-            mem.write_slice(&self.frame[done..done + n], d.addr())
-                .map_err(|_| ChainError::BadAddress(d.addr().raw_value()))?;
-            done += n;
-        }
+        chain.write(&self.frame[..len], mem)?;
         Ok(len as u32)
     }
 
-    /// Deliver the pending frame if the guest has a chain for it; true
-    /// when a chain was used (delivered or dropped into).
+    /// Deliver the pending frame if the guest has buffers for it; true
+    /// when chains were used (delivered or dropped into).
     fn deliver(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
         if self.pending == 0 {
             return false;
+        }
+        if let Some(e) = self.refused_offload() {
+            self.dropped(&e);
+            return false;
+        }
+        if self.merged() {
+            return self.deliver_merged(queue, mem);
         }
         let Some(chain) = queue.pop_descriptor_chain(mem) else {
             return false;
         };
         let head = chain.head_index();
-        let used = match self.fill(chain, mem) {
+        let used = match RxChain::new(chain, head)
+            .map_err(|(_, e)| e)
+            .and_then(|c| self.fill_one(&c, mem))
+        {
             Ok(len) => {
-                bump(&self.counters.rx_frames, 1);
-                bump(&self.counters.rx_bytes, self.pending - HEADER_LEN);
+                self.delivered();
                 len
             }
             Err(e) => {
-                bump(&self.counters.rx_dropped, 1);
-                devices::guest_log!(warn, target: "virtio-net", "receive: {e}; frame dropped");
+                self.dropped(&e);
                 0
             }
         };
-        self.pending = 0;
         if let Err(e) = queue.add_used(mem, head, used) {
             log::error!(target: "virtio-net", "used ring: {e}");
         }
         true
+    }
+
+    /// With MRG_RXBUF: take chains until the frame fits, then spread it
+    /// over them, `num_buffers` saying how many. Too few chains posted:
+    /// they are left for later (next_avail rewound) and the frame waits;
+    /// a frame that would not fit even every chain the ring can hold is
+    /// dropped.
+    fn deliver_merged(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+        let start = queue.next_avail();
+        let mut chains: Vec<RxChain> = Vec::new();
+        let mut room: u64 = 0;
+        while room < self.pending as u64 {
+            if chains.len() >= usize::from(queue.size()) {
+                queue.set_next_avail(start);
+                self.dropped(&ChainError::NeverFits {
+                    frame: self.pending,
+                    room,
+                });
+                return false;
+            }
+            let Some(chain) = queue.pop_descriptor_chain(mem) else {
+                queue.set_next_avail(start);
+                return false;
+            };
+            let head = chain.head_index();
+            match RxChain::new(chain, head) {
+                Ok(c) => {
+                    room += c.room;
+                    chains.push(c);
+                }
+                Err((head, e)) => {
+                    // A bad buffer is returned unused; the frame goes on.
+                    devices::guest_log!(warn, target: "virtio-net", "receive: {e}; buffer returned unused");
+                    if let Err(e) = queue.add_used(mem, head, 0) {
+                        log::error!(target: "virtio-net", "used ring: {e}");
+                    }
+                    // The chains taken so far stay taken: rewinding past a
+                    // used entry would serve that chain twice.
+                    return self.spread(queue, mem, chains) | true;
+                }
+            }
+        }
+        self.spread(queue, mem, chains)
+    }
+
+    /// Write the pending frame over `chains` (enough of them, or fewer
+    /// when a bad buffer cut the gathering short: the frame is dropped and
+    /// each chain returned with nothing written).
+    fn spread(&mut self, queue: &mut Queue, mem: &GuestMemory, chains: Vec<RxChain>) -> bool {
+        if chains.is_empty() {
+            return false;
+        }
+        let room: u64 = chains.iter().map(|c| c.room).sum();
+        let count = u16::try_from(chains.len()).unwrap_or(u16::MAX);
+        let mut result = if room < self.pending as u64 {
+            Err(ChainError::TooSmall {
+                frame: self.pending,
+                room,
+            })
+        } else {
+            Ok(())
+        };
+        self.frame[NUM_BUFFERS..HEADER_LEN].copy_from_slice(&count.to_le_bytes());
+        let mut lens = Vec::with_capacity(chains.len());
+        let mut done = 0;
+        for chain in &chains {
+            let n = (chain.room.min((self.pending - done) as u64)) as usize;
+            if result.is_ok() {
+                result = chain.write(&self.frame[done..done + n], mem);
+            }
+            lens.push(n as u32);
+            done += n;
+        }
+        match &result {
+            Ok(()) => self.delivered(),
+            Err(e) => {
+                self.dropped(e);
+                lens.fill(0);
+            }
+        }
+        for (chain, len) in chains.iter().zip(lens) {
+            if let Err(e) = queue.add_used(mem, chain.head, len) {
+                log::error!(target: "virtio-net", "used ring: {e}");
+            }
+        }
+        true
+    }
+
+    fn delivered(&mut self) {
+        bump(&self.counters.rx_frames, 1);
+        bump(&self.counters.rx_bytes, self.pending - HEADER_LEN);
+        self.pending = 0;
+    }
+
+    fn dropped(&mut self, e: &ChainError) {
+        bump(&self.counters.rx_dropped, 1);
+        devices::guest_log!(warn, target: "virtio-net", "receive: {e}; frame dropped");
+        self.pending = 0;
     }
 }
 
@@ -209,21 +385,25 @@ impl<T: FrameIo> QueueHandler for Receive<T> {
         Some(self.io.as_raw_fd())
     }
 
-    /// The host is read only while no frame waits for a guest buffer.
+    /// The host is read only while the pair is enabled and no frame waits
+    /// for a guest buffer.
     fn wants_input(&self) -> bool {
-        self.pending == 0
+        self.pending == 0 && self.link.enabled()
     }
 
     fn input_ready(&mut self, queue: &mut Queue, mem: &GuestMemory) -> io::Result<bool> {
         let mut used = false;
         for _ in 0..RX_BATCH {
-            if self.pending != 0 {
+            // A pair being disabled: its host queue is about to be (or
+            // was) detached, and polls as an error; it is not read.
+            if self.pending != 0 || !self.link.enabled() {
                 break;
             }
             let n = match self.io.recv_frame(&mut self.frame) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) if !self.link.enabled() => break,
                 Err(e) => return Err(e),
             };
             if n < HEADER_LEN {
@@ -235,5 +415,23 @@ impl<T: FrameIo> QueueHandler for Receive<T> {
             used |= self.deliver(queue, mem);
         }
         Ok(used)
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        Some(self.link.wake_fd())
+    }
+
+    /// The control queue enabled or disabled the pair: a frame read
+    /// before it was disabled is not delivered after.
+    fn woken(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+        self.link.drain();
+        if !self.link.enabled() {
+            if self.pending != 0 {
+                bump(&self.counters.rx_dropped, 1);
+                self.pending = 0;
+            }
+            return false;
+        }
+        self.deliver(queue, mem)
     }
 }

@@ -1,11 +1,20 @@
 //! The host side of a virtio-net device: a Linux tap (drivers/net/tun.c)
-//! opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, so that every read
-//! returns, and every write takes, one Ethernet frame preceded by a
-//! virtio-net header of [`super::HEADER_LEN`] bytes (TUNSETVNETHDRSZ).
+//! opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (and IFF_MULTI_QUEUE when
+//! the device has more than one queue pair: one tap file per pair), so
+//! that every read returns, and every write takes, one Ethernet frame
+//! preceded by a virtio-net header of [`super::HEADER_LEN`] bytes
+//! (TUNSETVNETHDRSZ).
 //!
-//! TUNSETOFFLOAD is set to 0: the device offers the guest no offload, so
-//! the tap must never hand it a GSO frame or one with a partial checksum;
-//! the host stack segments and checksums before the tap sees a frame.
+//! Offloads: a tap takes GSO frames and partial checksums from its writer
+//! whatever its TUNSETOFFLOAD says (the header describes them), so the
+//! guest's transmit offloads need nothing here. TUNSETOFFLOAD says which
+//! ones the tap may hand its reader, the guest's receive offloads: it is 0
+//! from opening until the driver accepts features (DRIVER_OK), then the
+//! flags of [`super::offloads::tap_flags`]. [`Tap::probe_offloads`] finds
+//! which flags this kernel takes, so only those are offered.
+//!
+//! Queue pairs the driver has not enabled are detached (TUNSETQUEUE with
+//! IFF_DETACH_QUEUE): the kernel steers no frame to them.
 //!
 //! The ioctls here are the only `unsafe` of the device. `libc` has the TUN
 //! ioctl numbers and flags, `ifreq` and the SIOC* numbers; nothing is
@@ -46,6 +55,35 @@ pub enum TapError {
         /// The kernel's answer.
         err: io::Error,
     },
+    /// An existing tap= whose multi-queue flag differs from what the
+    /// queue count needs (TUNSETIFF answers EINVAL).
+    #[error(
+        "tap {name}: TUNSETIFF{with}: {err}; an existing tap must match num_queues: made with \
+         `multi_queue` for more than one queue pair, without it for one (ip tuntap add {name} \
+         mode tap vnet_hdr [multi_queue]), or use another name"
+    )]
+    MultiQueueMismatch {
+        /// The interface.
+        name: String,
+        /// " with IFF_MULTI_QUEUE" or "".
+        with: &'static str,
+        /// The kernel's answer.
+        err: io::Error,
+    },
+    /// Several `fd=` that are not queues of one multi-queue tap.
+    #[error(
+        "fd={fd}: {why}; every fd= of one device must be a queue of the same tap opened with \
+         IFF_MULTI_QUEUE (libvirt does so for <driver queues='N'/>)"
+    )]
+    NotOneMultiQueueTap {
+        /// The descriptor given.
+        fd: RawFd,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No tap queue at all.
+    #[error("no tap descriptor given; fd= takes one per queue pair")]
+    NoQueues,
     /// `fd=` is not a tap opened as this device needs.
     #[error(
         "fd={fd}: {why}; open it with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR (libvirt does so for \
@@ -59,13 +97,24 @@ pub enum TapError {
     },
 }
 
-/// An open tap, non-blocking, with a [`HEADER_LEN`]-byte virtio-net
-/// header on every frame and no offloads.
+/// An open tap (one queue of it), non-blocking, with a [`HEADER_LEN`]-byte
+/// virtio-net header on every frame and no offloads until the driver
+/// accepts some.
 #[derive(Debug)]
 pub struct Tap {
     file: File,
     name: String,
+    multi_queue: bool,
 }
+
+/// Every offload flag this device may set (what the guest's receive
+/// offloads map to), most first: [`Tap::probe_offloads`] tries them in
+/// this order.
+const OFFLOAD_SETS: [libc::c_uint; 3] = [
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN | libc::TUN_F_UFO,
+    libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN,
+    libc::TUN_F_CSUM,
+];
 
 /// `struct ifreq` with `name` in `ifr_name`.
 fn ifreq(name: &str) -> libc::ifreq {
@@ -76,6 +125,14 @@ fn ifreq(name: &str) -> libc::ifreq {
         *dst = src as libc::c_char;
     }
     req
+}
+
+/// TUNGETIFF into `req`: its return value.
+fn tun_get_iff(file: &File, req: &mut libc::ifreq) -> i32 {
+    // SAFETY: TUNGETIFF writes one `struct ifreq` (name and flags) into
+    // `req`; on a descriptor that is no tun fd the kernel answers ENOTTY
+    // or EBADFD and writes nothing.
+    unsafe { ioctl_with_mut_ref(file, libc::TUNGETIFF as _, req) }
 }
 
 /// The name in `req.ifr_name` (NUL-terminated by the kernel).
@@ -103,9 +160,26 @@ pub fn valid_name(name: &str) -> bool {
 
 impl Tap {
     /// Create (or attach to) the tap `name`, or one the kernel names
-    /// (`tap%d`) when `None`.
+    /// (`tap%d`) when `None`: one queue, no IFF_MULTI_QUEUE.
     pub fn open(name: Option<&str>) -> Result<Tap, TapError> {
-        let name = name.unwrap_or("tap%d");
+        Tap::open_one(name.unwrap_or("tap%d"), false)
+    }
+
+    /// `pairs` queues of the tap `name` (or one the kernel names): with
+    /// more than one, each is opened with IFF_MULTI_QUEUE on the name the
+    /// first one got.
+    pub fn open_queues(name: Option<&str>, pairs: usize) -> Result<Vec<Tap>, TapError> {
+        let multi_queue = pairs > 1;
+        let first = Tap::open_one(name.unwrap_or("tap%d"), multi_queue)?;
+        let name = first.name.clone();
+        let mut taps = vec![first];
+        for _ in 1..pairs {
+            taps.push(Tap::open_one(&name, multi_queue)?);
+        }
+        Ok(taps)
+    }
+
+    fn open_one(name: &str, multi_queue: bool) -> Result<Tap, TapError> {
         if !valid_name(name) {
             return Err(TapError::BadName(name.to_string()));
         }
@@ -116,20 +190,37 @@ impl Tap {
             .open(TUN_PATH)
             .map_err(TapError::OpenTun)?;
         let mut req = ifreq(name);
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if multi_queue {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        req.ifr_ifru.ifru_flags = flags as i16;
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`, which `req`
         // is, on the tun fd `file` owns.
         let ret = unsafe { ioctl_with_mut_ref(&file, libc::TUNSETIFF as _, &mut req) };
         if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) && !name.contains('%') {
+                return Err(TapError::MultiQueueMismatch {
+                    name: name.to_string(),
+                    with: if multi_queue {
+                        " with IFF_MULTI_QUEUE"
+                    } else {
+                        ""
+                    },
+                    err,
+                });
+            }
             return Err(TapError::Ioctl {
                 name: name.to_string(),
                 call: "TUNSETIFF",
-                err: io::Error::last_os_error(),
+                err,
             });
         }
         let tap = Tap {
             file,
             name: ifr_name(&req),
+            multi_queue,
         };
         tap.set_vnet_header()?;
         Ok(tap)
@@ -138,16 +229,14 @@ impl Tap {
     /// Take `fd`, a tap someone else opened (libvirt): checked with
     /// TUNGETIFF to be an IFF_TAP with IFF_NO_PI and IFF_VNET_HDR, then
     /// given this device's header size, no offloads, and made
-    /// non-blocking.
+    /// non-blocking. A queue of a multi-queue tap left detached (TUNGETIFF
+    /// adds IFF_DETACH_QUEUE: a VM this VMM ran on it before had that
+    /// pair disabled) is attached again, as the device expects its queues.
     pub fn from_fd(fd: OwnedFd) -> Result<Tap, TapError> {
         let raw = fd.as_raw_fd();
         let file = File::from(fd);
         let mut req = ifreq("");
-        // SAFETY: TUNGETIFF writes one `struct ifreq` (name and flags) into
-        // `req`; on a descriptor that is no tun fd the kernel answers
-        // EBADFD or ENOTTY and writes nothing.
-        let ret = unsafe { ioctl_with_mut_ref(&file, libc::TUNGETIFF as _, &mut req) };
-        if ret < 0 {
+        if tun_get_iff(&file, &mut req) < 0 {
             return Err(TapError::NotAVnetTap {
                 fd: raw,
                 why: format!("TUNGETIFF: {}", io::Error::last_os_error()),
@@ -166,7 +255,12 @@ impl Tap {
         let tap = Tap {
             file,
             name: ifr_name(&req),
+            multi_queue: flags & libc::IFF_MULTI_QUEUE != 0,
         };
+        if flags & libc::IFF_DETACH_QUEUE != 0 {
+            tap.set_attached(true)
+                .map_err(|_| tap.failed("TUNSETQUEUE(IFF_ATTACH_QUEUE)"))?;
+        }
         tap.set_vnet_header()?;
         // SAFETY: F_GETFL / F_SETFL take and return integers on the fd the
         // tap owns.
@@ -203,9 +297,97 @@ impl Tap {
         })
     }
 
+    /// Check that `taps`, given as `fds`, are the queues of one tap: all
+    /// of the same interface, each opened with IFF_MULTI_QUEUE when there
+    /// are several.
+    pub fn check_queues(taps: &[Tap], fds: &[RawFd]) -> Result<(), TapError> {
+        let Some(first) = taps.first() else {
+            return Err(TapError::NoQueues);
+        };
+        for (tap, fd) in taps.iter().zip(fds) {
+            if taps.len() > 1 && !tap.multi_queue {
+                return Err(TapError::NotOneMultiQueueTap {
+                    fd: *fd,
+                    why: format!(
+                        "tap {} was opened without IFF_MULTI_QUEUE, and {} queue pairs need it",
+                        tap.name,
+                        taps.len()
+                    ),
+                });
+            }
+            if tap.name != first.name {
+                return Err(TapError::NotOneMultiQueueTap {
+                    fd: *fd,
+                    why: format!(
+                        "it is tap {}, the first fd= is tap {}",
+                        tap.name, first.name
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The interface's name, as the kernel has it.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether this queue was opened with IFF_MULTI_QUEUE.
+    pub fn multi_queue(&self) -> bool {
+        self.multi_queue
+    }
+
+    /// The TUN_F_* offloads this kernel's tap takes, of those the device
+    /// may ask for ([`OFFLOAD_SETS`], tried most first: a kernel answers
+    /// EINVAL to a flag it does not know); the tap is left at none.
+    pub fn probe_offloads(&self) -> Result<u32, TapError> {
+        let mut supported = 0;
+        for flags in OFFLOAD_SETS {
+            if self.set_offloads(flags).is_ok() {
+                supported = flags;
+                break;
+            }
+        }
+        self.set_offloads(0)
+            .map_err(|_| self.failed("TUNSETOFFLOAD"))?;
+        Ok(supported)
+    }
+
+    /// TUNSETOFFLOAD: which GSO and partial-checksum frames the tap may
+    /// hand the device (the offloads of the whole interface, whichever
+    /// queue sets them).
+    pub fn set_offloads(&self, flags: u32) -> io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes its flags by value, reads no memory.
+        let ret = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_val(
+                &self.file,
+                libc::TUNSETOFFLOAD as _,
+                libc::c_ulong::from(flags),
+            )
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// TUNSETQUEUE: attach this queue to its tap (the kernel steers frames
+    /// to it and takes its writes) or detach it.
+    pub fn set_attached(&self, attached: bool) -> io::Result<()> {
+        let mut req = ifreq("");
+        let flag = if attached {
+            libc::IFF_ATTACH_QUEUE
+        } else {
+            libc::IFF_DETACH_QUEUE
+        };
+        req.ifr_ifru.ifru_flags = flag as i16;
+        // SAFETY: TUNSETQUEUE reads one `struct ifreq`, which `req` is.
+        let ret = unsafe { ioctl_with_ref(&self.file, libc::TUNSETQUEUE as _, &req) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     fn failed(&self, call: &'static str) -> TapError {
@@ -225,13 +407,8 @@ impl Tap {
         if ret < 0 {
             return Err(self.failed("TUNSETVNETHDRSZ"));
         }
-        // SAFETY: TUNSETOFFLOAD takes its flags by value, reads no memory.
-        let ret =
-            unsafe { vmm_sys_util::ioctl::ioctl_with_val(&self.file, libc::TUNSETOFFLOAD as _, 0) };
-        if ret < 0 {
-            return Err(self.failed("TUNSETOFFLOAD"));
-        }
-        Ok(())
+        self.set_offloads(0)
+            .map_err(|_| self.failed("TUNSETOFFLOAD"))
     }
 
     /// An AF_INET datagram socket: the SIOC*IF* calls on an interface go
@@ -323,6 +500,14 @@ impl super::FrameIo for Tap {
     fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
         io::Write::write(&mut &self.file, frame)
     }
+
+    fn set_offloads(&self, flags: u32) -> io::Result<()> {
+        Tap::set_offloads(self, flags)
+    }
+
+    fn set_attached(&self, attached: bool) -> io::Result<()> {
+        Tap::set_attached(self, attached)
+    }
 }
 
 #[cfg(test)]
@@ -378,5 +563,86 @@ mod tests {
         let dup = tap.file.try_clone().unwrap();
         let again = Tap::from_fd(OwnedFd::from(dup)).unwrap();
         assert_eq!(again.name(), tap.name());
+    }
+
+    /// ETHTOOL_GTSO (0x1e) or ETHTOOL_GTXCSUM (0x16) of the interface:
+    /// whether the kernel may hand it TSO frames / partial checksums,
+    /// which is what TUNSETOFFLOAD sets on a tap.
+    fn ethtool_get(tap: &Tap, cmd: u32) -> u32 {
+        let socket = tap.inet_socket().unwrap();
+        let mut value = [cmd, 0u32];
+        let mut req = ifreq(tap.name());
+        req.ifr_ifru.ifru_data = value.as_mut_ptr().cast();
+        // SAFETY: SIOCETHTOOL reads the name and `ifru_data`, then reads
+        // and writes one `struct ethtool_value` (two u32) there: `value`,
+        // which lives across the call.
+        let ret = unsafe { ioctl_with_ref(&socket, libc::SIOCETHTOOL as _, &req) };
+        assert_eq!(ret, 0, "SIOCETHTOOL: {}", io::Error::last_os_error());
+        value[1]
+    }
+
+    const ETHTOOL_GTXCSUM: u32 = 0x16;
+    const ETHTOOL_GTSO: u32 = 0x1e;
+
+    /// A multi-queue tap: its queues share a name, the kernel flags it
+    /// multi_queue, offloads set on it show in ethtool's view, a detached
+    /// queue takes no write and is attached again when taken by fd.
+    #[test]
+    #[ignore = "needs /dev/net/tun and CAP_NET_ADMIN"]
+    fn a_multi_queue_tap_takes_offloads_and_detaches_and_attaches_its_queues() {
+        let taps = Tap::open_queues(Some("chmq%d"), 3).unwrap();
+        let name = taps[0].name().to_string();
+        assert!(taps.iter().all(|t| t.name() == name && t.multi_queue()));
+        let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).unwrap();
+        let flags = i32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+        assert_eq!(
+            flags & libc::IFF_MULTI_QUEUE,
+            libc::IFF_MULTI_QUEUE,
+            "{flags:#x}"
+        );
+        let raw: Vec<RawFd> = taps.iter().map(AsRawFd::as_raw_fd).collect();
+        Tap::check_queues(&taps, &raw).unwrap();
+
+        let all = taps[0].probe_offloads().unwrap();
+        assert_eq!(all & OFFLOAD_SETS[2], libc::TUN_F_CSUM, "{all:#x}");
+        assert_eq!(
+            ethtool_get(&taps[0], ETHTOOL_GTSO),
+            0,
+            "probing leaves none"
+        );
+        taps[1]
+            .set_offloads(libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6)
+            .unwrap();
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTSO), 1);
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTXCSUM), 1);
+        taps[1].set_offloads(0).unwrap();
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTSO), 0);
+        assert_eq!(ethtool_get(&taps[0], ETHTOOL_GTXCSUM), 0);
+
+        let detached = |tap: &Tap| {
+            let mut req = ifreq("");
+            assert_eq!(tun_get_iff(&tap.file, &mut req), 0);
+            // SAFETY: TUNGETIFF wrote `ifru_flags`.
+            i32::from(unsafe { req.ifr_ifru.ifru_flags }) & libc::IFF_DETACH_QUEUE != 0
+        };
+        assert!(!detached(&taps[2]));
+        taps[2].set_attached(false).unwrap();
+        assert!(detached(&taps[2]));
+        assert!(taps[2].set_attached(false).is_err(), "already detached");
+        // Taken by fd (a VM rebuilt over libvirt's taps): attached again.
+        let again = Tap::from_borrowed_fd(taps[2].as_raw_fd()).unwrap();
+        assert_eq!(again.name(), name);
+        assert!(again.multi_queue());
+        assert!(!detached(&taps[2]));
+
+        // A single-queue tap is no queue of a multi-queue one.
+        let single = Tap::open(Some("chsq%d")).unwrap();
+        let mixed = [Tap::from_borrowed_fd(taps[0].as_raw_fd()).unwrap(), single];
+        let err = Tap::check_queues(&mixed, &[7, 8]).unwrap_err().to_string();
+        assert!(err.starts_with("fd=8: tap chsq"), "{err}");
+        // An existing single-queue tap asked for several queues.
+        let err = Tap::open_queues(Some(mixed[1].name()), 2).unwrap_err();
+        assert!(matches!(err, TapError::MultiQueueMismatch { .. }), "{err}");
+        assert!(err.to_string().contains("multi_queue"), "{err}");
     }
 }

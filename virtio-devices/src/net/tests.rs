@@ -2,7 +2,7 @@
 //! socketpair standing in for the tap (one frame per datagram, as a tap).
 
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use virtio_bindings::virtio_net::VIRTIO_NET_F_MQ;
 use virtio_queue::Queue;
@@ -36,28 +36,53 @@ fn host_frame(len: usize, seed: u8) -> Vec<u8> {
     f
 }
 
-fn used(mock: &MockSplitQueue<'_, GuestMemory>, n: usize) -> (u32, u32) {
+pub(super) fn used(mock: &MockSplitQueue<'_, GuestMemory>, n: usize) -> (u32, u32) {
     let e = mock.used().ring().ref_at(n).unwrap().load();
     (e.id(), e.len())
 }
 
-fn net(mac: &str) -> Net {
-    let (device, _host) = UnixDatagram::pair().unwrap();
-    let params = NetParams {
+/// A receive side on an enabled pair; `features` as the driver accepted.
+pub(super) fn receive<T: FrameIo>(
+    io: Arc<T>,
+    counters: Arc<NetCounters>,
+    features: u64,
+) -> Receive<T> {
+    let link = Arc::new(PairLink::new(true).unwrap());
+    Receive::new(io, counters, link, Arc::new(AtomicU64::new(features)))
+}
+
+/// Every TUN_F_* flag this device asks for.
+pub(super) const ALL_TUN: u32 = offloads::TUN_F_CSUM
+    | offloads::TUN_F_TSO4
+    | offloads::TUN_F_TSO6
+    | offloads::TUN_F_TSO_ECN
+    | offloads::TUN_F_UFO;
+
+pub(super) fn params(mac: &str, offloads: Offloads) -> NetParams {
+    NetParams {
         id: "net0".into(),
         mac: MacAddr::parse(mac).unwrap(),
         queue_size: 256,
-    };
-    Net::new(device, params).unwrap()
+        offloads,
+        host_offloads: ALL_TUN,
+    }
+}
+
+fn net(mac: &str) -> Net {
+    let (device, _host) = UnixDatagram::pair().unwrap();
+    Net::new(vec![device], params(mac, Offloads::NONE)).unwrap()
 }
 
 #[test]
-fn features_are_version_1_mac_and_status_and_the_config_holds_mac_and_link_up() {
+fn one_pair_offers_version_1_mac_status_and_mrg_rxbuf_and_the_config_holds_mac_and_link_up() {
     let dev = net("52:54:00:ab:cd:ef");
     let f = dev.features();
     assert_eq!(
         f,
-        feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_NET_F_MAC) | feature(VIRTIO_NET_F_STATUS)
+        feature(VIRTIO_F_VERSION_1)
+            | feature(VIRTIO_NET_F_MAC)
+            | feature(VIRTIO_NET_F_STATUS)
+            | feature(VIRTIO_NET_F_MRG_RXBUF)
     );
     assert_eq!(f & feature(VIRTIO_NET_F_MQ), 0, "one queue pair, no MQ");
     assert_eq!(dev.device_type(), 1);
@@ -179,7 +204,7 @@ fn a_host_frame_fills_a_receive_chain_across_descriptors_with_num_buffers_1() {
     let mem = memory();
     let (device, host) = pair();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = Receive::new(device, counters.clone());
+    let mut rx = receive(device, counters.clone(), 0);
     let mock = MockSplitQueue::new(&mem, 16);
     mock.add_desc_chains(
         &chain(0, &[(0x10_0000, 10, true), (0x20_0000, 2048, true)]),
@@ -209,7 +234,7 @@ fn a_frame_larger_than_the_chain_is_dropped_and_counted_and_the_next_one_deliver
     let mem = memory();
     let (device, host) = pair();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = Receive::new(device, counters.clone());
+    let mut rx = receive(device, counters.clone(), 0);
     let mock = MockSplitQueue::new(&mem, 16);
     let mut descs = chain(0, &[(0x10_0000, 64, true)]);
     descs.extend(chain(1, &[(0x20_0000, 1600, true)]));
@@ -234,7 +259,7 @@ fn a_read_only_receive_buffer_is_never_written_and_the_frame_dropped() {
     let mem = memory();
     let (device, host) = pair();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = Receive::new(device, counters.clone());
+    let mut rx = receive(device, counters.clone(), 0);
     let mock = MockSplitQueue::new(&mem, 16);
     mem.write_slice(&[0x5a; 64], GuestAddress(0x20_0000))
         .unwrap();
@@ -258,7 +283,7 @@ fn with_no_receive_buffer_a_frame_waits_the_host_is_not_read_and_a_kick_delivers
     let mem = memory();
     let (device, host) = pair();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = Receive::new(device, counters.clone());
+    let mut rx = receive(device, counters.clone(), 0);
     let mock = MockSplitQueue::new(&mem, 16);
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(30, 4)).unwrap();
@@ -290,7 +315,7 @@ fn a_runt_from_the_host_is_dropped_without_using_a_chain() {
     let mem = memory();
     let (device, host) = pair();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = Receive::new(device, counters.clone());
+    let mut rx = receive(device, counters.clone(), 0);
     let mock = MockSplitQueue::new(&mem, 16);
     mock.add_desc_chains(&chain(0, &[(0x10_0000, 2048, true)]), 0)
         .unwrap();
@@ -335,8 +360,10 @@ fn frames_cross_a_real_tap_through_the_queue_workers() {
         id: "net-real".into(),
         mac,
         queue_size: 16,
+        offloads: Offloads::NONE,
+        host_offloads: 0,
     };
-    let mut dev = Net::new(tap, params).unwrap();
+    let mut dev = Net::new(vec![tap], params).unwrap();
     let rx_mock = MockSplitQueue::create(&mem, GuestAddress(0), 16);
     let tx_mock = MockSplitQueue::create(&mem, GuestAddress(0x8000), 16);
     let mut rx_chains = Vec::new();

@@ -59,7 +59,7 @@ use crate::config::ApiSocket;
 /// Connections open at once, at most.
 pub const MAX_CONNECTIONS: usize = 32;
 /// Descriptors one request may carry (a NIC's taps: one per queue pair).
-pub const MAX_REQUEST_FDS: usize = 8;
+pub const MAX_REQUEST_FDS: usize = virtio_devices::net::MAX_QUEUE_PAIRS;
 /// Time a client has to send its request, and to take its answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 

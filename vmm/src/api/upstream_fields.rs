@@ -95,8 +95,6 @@ fn is_off(value: &Value) -> bool {
 const VHOST_NET: &str = "vhost-user NICs are not implemented; give tap (the VMM serves the \
                          NIC itself)";
 
-const OFFLOAD: &str = "offload_tso, offload_ufo and offload_csum take true or false";
-
 const VIRTIO: &str = "virtio and vhost-user devices are not implemented yet; give the VM \
                       passthrough functions (devices) or leave it out";
 
@@ -153,11 +151,6 @@ const FIELDS: &[(&str, Accepts, &str)] = &[
         Accepts::Off,
         "net rate limiting is not implemented; leave it out",
     ),
-    // Upstream's default is true: offloads allowed. None is offered here,
-    // so the guest simply does not use them; false asks for no more.
-    ("net[].offload_tso", Accepts::OffOrTrue, OFFLOAD),
-    ("net[].offload_ufo", Accepts::OffOrTrue, OFFLOAD),
-    ("net[].offload_csum", Accepts::OffOrTrue, OFFLOAD),
     ("fs", Accepts::Off, VIRTIO),
     ("pmem", Accepts::Off, VIRTIO),
     ("generic-vhost-user", Accepts::Off, VIRTIO),

@@ -7,20 +7,22 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
-use virtio_devices::net::{MacAddr, tap};
+use serde::{Deserialize, Deserializer, Serialize};
+use virtio_devices::net::{MAX_QUEUE_PAIRS, MacAddr, Offloads, tap};
 
 use super::options::{OptionError, Options, list_items};
 use super::virtio::MAX_QUEUE_SIZE;
 
 /// `--net` syntax.
 pub const NET_SYNTAX: &str = "virtio-net over a tap: \"tap=<if name>,ip=<host IPv4>,\
-     mask=<netmask>,mac=<guest MAC>,fd=<open tap fd>,num_queues=2,queue_size=<size>,\
+     mask=<netmask>,mac=<guest MAC>,fd=<open tap fd>|[fd,fd,...],num_queues=<queues>,\
+     queue_size=<size>,offload_tso=on|off,offload_ufo=on|off,offload_csum=on|off,\
      id=<device_id>,pci_segment=<segment_id>,iommu=off\" (tap= is created or attached, the \
-     kernel names one when absent; ip=/mask= configure its host side; fd= takes a tap opened \
-     with IFF_VNET_HDR instead; one queue pair; defaults queue_size=256, a random mac)";
+     kernel names one when absent; ip=/mask= configure its host side; fd= takes taps opened \
+     with IFF_VNET_HDR instead, one per queue pair; num_queues counts queues, two per pair, \
+     2 to 32; defaults num_queues=2, queue_size=256, offloads on, a random mac)";
 
-/// cloud-hypervisor's default: one queue pair.
+/// cloud-hypervisor's default: one queue pair (two queues).
 pub const DEFAULT_NUM_QUEUES: u16 = 2;
 /// cloud-hypervisor's default queue size for net.
 pub const DEFAULT_QUEUE_SIZE: u16 = virtio_devices::net::DEFAULT_QUEUE_SIZE;
@@ -33,6 +35,15 @@ fn default_num_queues() -> u16 {
 
 fn default_queue_size() -> u16 {
     DEFAULT_QUEUE_SIZE
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An offload field: absent or `null` is upstream's default, on.
+fn null_is_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
 }
 
 /// `--net` (the API's `net[]`).
@@ -50,7 +61,7 @@ pub struct NetConfig {
     /// The guest's MAC; a random one is filled in when absent.
     #[serde(default)]
     pub mac: Option<String>,
-    /// Queues: 2 (one receive, one transmit).
+    /// Queues: two per queue pair (one receive, one transmit).
     #[serde(default = "default_num_queues")]
     pub num_queues: u16,
     /// Size of each queue.
@@ -59,9 +70,18 @@ pub struct NetConfig {
     /// Identifier; `_net<N>` when not given.
     #[serde(default)]
     pub id: String,
-    /// Already open tap descriptors (one: one queue pair), libvirt's way.
+    /// Already open tap descriptors (one per queue pair), libvirt's way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fds: Option<Vec<i32>>,
+    /// TCP segmentation offload both ways (if the tap takes it).
+    #[serde(default = "yes", deserialize_with = "null_is_true")]
+    pub offload_tso: bool,
+    /// UDP fragmentation offload both ways (if the tap takes it).
+    #[serde(default = "yes", deserialize_with = "null_is_true")]
+    pub offload_ufo: bool,
+    /// Checksum offload both ways (if the tap takes it).
+    #[serde(default = "yes", deserialize_with = "null_is_true")]
+    pub offload_csum: bool,
     /// Behind the vSMMU: refused (virtio devices never are).
     #[serde(default)]
     pub iommu: bool,
@@ -84,6 +104,9 @@ impl NetConfig {
                 "fd",
                 "num_queues",
                 "queue_size",
+                "offload_tso",
+                "offload_ufo",
+                "offload_csum",
                 "id",
                 "iommu",
                 "pci_segment",
@@ -131,6 +154,9 @@ impl NetConfig {
                 .get("id")
                 .map_or_else(|| format!("_net{index}"), str::to_string),
             fds,
+            offload_tso: opts.toggle("offload_tso", true)?,
+            offload_ufo: opts.toggle("offload_ufo", true)?,
+            offload_csum: opts.toggle("offload_csum", true)?,
             iommu: opts.toggle("iommu", false)?,
             pci_segment: opts.number("pci_segment")?.unwrap_or(0),
         })
@@ -143,15 +169,30 @@ impl NetConfig {
             .and_then(|m| MacAddr::parse(m).ok())
             .unwrap_or_else(MacAddr::random)
     }
+
+    /// Queue pairs (checked by [`validate`]).
+    pub fn pairs(&self) -> usize {
+        usize::from(self.num_queues / 2).max(1)
+    }
+
+    /// The offloads allowed.
+    pub fn offloads(&self) -> Offloads {
+        Offloads {
+            csum: self.offload_csum,
+            tso: self.offload_tso,
+            ufo: self.offload_ufo,
+        }
+    }
 }
 
 /// A `--net` option that breaks a rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NetConfigError {
-    /// Anything but one queue pair.
+    /// Not an even count of 2 to twice [`MAX_QUEUE_PAIRS`].
     #[error(
-        "--net id={id}: num_queues={count} is not supported: multiqueue (VIRTIO_NET_F_MQ) is \
-         not implemented, give num_queues=2 (one receive and one transmit queue)"
+        "--net id={id}: num_queues={count} is not valid: it counts queues, two per queue pair \
+         (receive and transmit); give an even number from 2 to {max}",
+        max = 2 * MAX_QUEUE_PAIRS
     )]
     NumQueues {
         /// The device.
@@ -182,17 +223,30 @@ pub enum NetConfigError {
     /// Both tap= and fd=.
     #[error("--net id={0}: give tap= or fd=, not both (fd= is a tap already open)")]
     TapAndFd(String),
-    /// fd= with other than one descriptor.
+    /// fd= with other than one descriptor per queue pair.
     #[error(
-        "--net id={id}: fd= gives {count} descriptors; one queue pair takes exactly one \
-         (multiqueue is not implemented)"
+        "--net id={id}: fd= gives {count} descriptors but num_queues={num_queues} takes \
+         {pairs} (one tap queue per queue pair); give that many descriptors or \
+         num_queues={}",
+        2 * count
     )]
     FdCount {
         /// The device.
         id: String,
         /// How many were given.
         count: usize,
+        /// num_queues given.
+        num_queues: u16,
+        /// The pairs it makes.
+        pairs: usize,
     },
+    /// TSO or UFO without checksum offload.
+    #[error(
+        "--net id={0}: offload_tso and offload_ufo need offload_csum=on (segmentation \
+         offloads depend on checksum offload); set offload_csum=on, or also \
+         offload_tso=off,offload_ufo=off"
+    )]
+    OffloadWithoutCsum(String),
     /// mask= without ip=.
     #[error("--net id={0}: mask= needs ip= (the host side's address)")]
     MaskWithoutIp(String),
@@ -235,7 +289,8 @@ pub fn validate<'a>(
         if !ids.insert(net.id.as_str()) {
             return Err(NetConfigError::DuplicateId(id()));
         }
-        if net.num_queues != DEFAULT_NUM_QUEUES {
+        let count = usize::from(net.num_queues);
+        if count < 2 || count % 2 != 0 || count > 2 * MAX_QUEUE_PAIRS {
             return Err(NetConfigError::NumQueues {
                 id: id(),
                 count: net.num_queues,
@@ -263,12 +318,17 @@ pub fn validate<'a>(
             if net.tap.is_some() {
                 return Err(NetConfigError::TapAndFd(id()));
             }
-            if fds.len() != 1 {
+            if fds.len() != net.pairs() {
                 return Err(NetConfigError::FdCount {
                     id: id(),
                     count: fds.len(),
+                    num_queues: net.num_queues,
+                    pairs: net.pairs(),
                 });
             }
+        }
+        if (net.offload_tso || net.offload_ufo) && !net.offload_csum {
+            return Err(NetConfigError::OffloadWithoutCsum(id()));
         }
         if net.mask.is_some() && net.ip.is_none() {
             return Err(NetConfigError::MaskWithoutIp(id()));
@@ -337,20 +397,63 @@ mod tests {
     }
 
     #[test]
-    fn only_one_queue_pair_is_accepted_in_one_sentence() {
-        assert!(check(&["num_queues=2"]).is_ok());
-        for count in [1u16, 4, 0] {
+    fn num_queues_is_an_even_count_of_up_to_16_pairs_refused_in_one_sentence() {
+        for good in [2u16, 4, 8, 32] {
+            assert!(check(&[&format!("num_queues={good}")]).is_ok(), "{good}");
+        }
+        assert_eq!(NetConfig::parse("num_queues=8", 0).unwrap().pairs(), 4);
+        for count in [0u16, 1, 3, 31, 34, 1000] {
             let err = check(&[&format!("id=n,num_queues={count}")]).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!(
-                    "--net id=n: num_queues={count} is not supported: multiqueue \
-                     (VIRTIO_NET_F_MQ) is not implemented, give num_queues=2 (one receive and \
-                     one transmit queue)"
+                    "--net id=n: num_queues={count} is not valid: it counts queues, two per \
+                     queue pair (receive and transmit); give an even number from 2 to 32"
                 )
             );
         }
-        assert!(check(&["fd=[3,4]"]).is_err(), "two fds are two pairs");
+    }
+
+    #[test]
+    fn fd_gives_one_descriptor_per_queue_pair_and_a_mismatch_names_both_numbers() {
+        assert!(check(&["fd=3"]).is_ok());
+        assert!(check(&["fd=[3,4],num_queues=4"]).is_ok());
+        assert!(check(&["fd=[3,4,5,6],num_queues=8"]).is_ok());
+        assert_eq!(
+            check(&["id=n,fd=[3,4]"]).unwrap_err().to_string(),
+            "--net id=n: fd= gives 2 descriptors but num_queues=2 takes 1 (one tap queue per \
+             queue pair); give that many descriptors or num_queues=4"
+        );
+        assert_eq!(
+            check(&["id=n,fd=[3],num_queues=6"])
+                .unwrap_err()
+                .to_string(),
+            "--net id=n: fd= gives 1 descriptors but num_queues=6 takes 3 (one tap queue per \
+             queue pair); give that many descriptors or num_queues=2"
+        );
+    }
+
+    #[test]
+    fn offloads_default_on_and_segmentation_needs_checksum() {
+        let n = NetConfig::parse("", 0).unwrap();
+        assert_eq!(n.offloads(), Offloads::ALL);
+        let n = NetConfig::parse("offload_tso=off,offload_ufo=off,offload_csum=off", 0).unwrap();
+        assert_eq!(n.offloads(), Offloads::NONE);
+        assert!(check(&["offload_tso=off,offload_ufo=off,offload_csum=off"]).is_ok());
+        assert!(check(&["offload_tso=off"]).is_ok());
+        assert_eq!(
+            check(&["id=n,offload_csum=off"]).unwrap_err().to_string(),
+            "--net id=n: offload_tso and offload_ufo need offload_csum=on (segmentation \
+             offloads depend on checksum offload); set offload_csum=on, or also \
+             offload_tso=off,offload_ufo=off"
+        );
+        assert!(NetConfig::parse("offload_tso=yes", 0).is_err());
+        let json: NetConfig =
+            serde_json::from_str(r#"{"offload_tso": false, "offload_ufo": null}"#).unwrap();
+        assert_eq!(
+            (json.offload_tso, json.offload_ufo, json.offload_csum),
+            (false, true, true)
+        );
     }
 
     #[test]

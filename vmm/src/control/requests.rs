@@ -260,15 +260,20 @@ impl Vmm {
             net.mac = Some(virtio_devices::net::MacAddr::random().to_string());
         }
         if !fds.is_empty() {
-            for fd in &fds {
-                Tap::from_borrowed_fd(fd.as_raw_fd()).map_err(|e| {
-                    ApiError::InvalidConfig(format!(
-                        "vm.add-net id={}: a descriptor sent with the request: {e}",
-                        net.id
-                    ))
-                })?;
-            }
-            net.fds = Some(fds.iter().map(AsRawFd::as_raw_fd).collect());
+            let refused = |e: virtio_devices::net::TapError| {
+                ApiError::InvalidConfig(format!(
+                    "vm.add-net id={}: a descriptor sent with the request: {e}",
+                    net.id
+                ))
+            };
+            let raw: Vec<_> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+            let taps = raw
+                .iter()
+                .map(|fd| Tap::from_borrowed_fd(*fd))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(refused)?;
+            Tap::check_queues(&taps, &raw).map_err(refused)?;
+            net.fds = Some(raw);
         }
         config.net.push(net);
         self.redefine(config)?;

@@ -72,6 +72,13 @@ pub(super) const SIOCSIFNETMASK: u32 = libc::SIOCSIFNETMASK as u32;
 /// `TCGETS`: env_logger asks whether stderr is a terminal on every line it
 /// writes (found by the e2e boot-cmdqv case under `true`, stderr a tty).
 pub(super) const TCGETS: u32 = 0x5401;
+/// A virtio-net's DRIVER_OK and reset (vCPU): the tap's offloads from the
+/// features the driver accepted.
+pub(super) const TUNSETOFFLOAD: u32 = libc::TUNSETOFFLOAD as u32;
+/// A virtio-net's queue pairs enabled or disabled: its tap queues attached
+/// or detached, by the control queue's worker (VQ_PAIRS_SET) and on
+/// DRIVER_OK (vCPU: pair 0 alone).
+pub(super) const TUNSETQUEUE: u32 = libc::TUNSETQUEUE as u32;
 /// `FIONBIO`: std's `set_nonblocking` on a socket.
 pub(super) const FIONBIO: u32 = 0x5421;
 
@@ -181,6 +188,9 @@ fn vcpu() -> List {
             // A virtio-vsock's DRIVER_OK and reset: vhost-vsock's rings,
             // memory table, features and SET_RUNNING.
             Ioctl::Family(VHOST),
+            // A virtio-net's DRIVER_OK and reset.
+            Ioctl::Exact(TUNSETOFFLOAD),
+            Ioctl::Exact(TUNSETQUEUE),
             Ioctl::Exact(TCGETS),
         ],
     );
@@ -243,7 +253,9 @@ fn console_in() -> List {
 /// fd), reads them, signals its MSI-X vector's eventfd (write); a disk's
 /// worker reads and writes its image at offsets, flushes it, punches or
 /// zeroes ranges (fallocate on a file, BLKDISCARD / BLKZEROOUT on a block
-/// device); a console's writes its sink and reads its input. It opens
+/// device); a console's writes its sink and reads its input; a NIC's
+/// reads and writes its tap queue, and its control queue's attaches and
+/// detaches tap queues (TUNSETQUEUE). It opens
 /// nothing: the VMM thread opened the image, sink and input. `fcntl`:
 /// std's debug builds check a descriptor with F_GETFD before closing it
 /// (found by the seccomp test that runs a real worker).
@@ -271,6 +283,7 @@ fn virtio_worker(arch: TargetArch) -> List {
         &[
             Ioctl::Exact(BLKDISCARD),
             Ioctl::Exact(BLKZEROOUT),
+            Ioctl::Exact(TUNSETQUEUE),
             Ioctl::Exact(TCGETS),
         ],
     );
@@ -413,7 +426,8 @@ fn vmm(arch: TargetArch) -> List {
             Ioctl::Family(KVMIO),
             Ioctl::Family(VFIO_IOMMUFD),
             // The TTY family holds the TUN ioctls too (TUNSETIFF,
-            // TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD: type 'T').
+            // TUNGETIFF, TUNSETVNETHDRSZ, TUNSETOFFLOAD, TUNSETQUEUE:
+            // type 'T').
             Ioctl::Family(TTY),
             Ioctl::Exact(SIOCGIFFLAGS),
             Ioctl::Exact(SIOCSIFFLAGS),

@@ -150,6 +150,9 @@ fn ioctl_numbers_are_the_kernels() {
     assert_eq!(rules::SIOCSIFFLAGS, 0x8914);
     assert_eq!(rules::SIOCSIFADDR, 0x8916);
     assert_eq!(rules::SIOCSIFNETMASK, 0x891c);
+    // include/uapi/linux/if_tun.h: _IOW('T', 208 and 217, int).
+    assert_eq!(rules::TUNSETOFFLOAD, 0x4004_54d0);
+    assert_eq!(rules::TUNSETQUEUE, 0x4004_54d9);
 }
 
 #[test]
@@ -416,8 +419,12 @@ mod in_child {
         eprintln!("child exits");
     }
 
-    /// A virtio-net function built by a thread under the VMM filter: the
-    /// tap created, given an address and brought up, its workers started.
+    /// A virtio-net function with two queue pairs built by a thread under
+    /// the VMM filter: the tap's two queues created, given an address,
+    /// brought up, probed for offloads, pair 1 detached, its workers
+    /// started; then driven from a thread under the vCPU filter (DRIVER_OK
+    /// with offloads, VQ_PAIRS_SET on the control queue served by its
+    /// worker under its own filter, reset, DRIVER_OK again).
     fn real_net() {
         use crate::config::{NetConfig, VmConfig};
         use crate::description::VmDescription;
@@ -426,7 +433,11 @@ mod in_child {
             apply(ThreadKind::Vmm).unwrap();
             let config = VmConfig {
                 net: vec![
-                    NetConfig::parse("tap=chsec%d,ip=192.168.252.1,mask=255.255.255.0", 0).unwrap(),
+                    NetConfig::parse(
+                        "tap=chsec%d,ip=192.168.252.1,mask=255.255.255.0,num_queues=4",
+                        0,
+                    )
+                    .unwrap(),
                 ],
                 ..VmConfig::default()
             };
@@ -436,7 +447,20 @@ mod in_child {
                 .unwrap();
             let wiring = crate::virtio::test_support::wiring();
             match crate::virtio::build(&vm, &vm.devices[0], &mem, &wiring) {
-                Ok(built) => eprintln!("net built {}", built.net.is_some()),
+                Ok(built) => {
+                    eprintln!("net built {}", built.net.is_some());
+                    let mut function = built.function;
+                    let vcpu = std::thread::spawn(move || {
+                        apply(ThreadKind::Vcpu).unwrap();
+                        let status =
+                            crate::virtio::test_support::net_pairs_set(&mut *function, &mem);
+                        eprintln!("pairs status {status}");
+                        function
+                    });
+                    let function = vcpu.join().unwrap();
+                    print_seccomp_mode("worker", "_net0-ctl");
+                    drop(function);
+                }
                 Err(e) => eprintln!("net failed: {e}"),
             }
         });
@@ -561,6 +585,11 @@ mod in_child {
         let (status, out) = run_child(ThreadKind::Vmm, "true", Probe::RealNet);
         assert!(status.success(), "{out}");
         assert!(out.contains("net built true"), "{out}");
+        assert!(out.contains("pairs status 0"), "VIRTIO_NET_OK: {out}");
+        assert!(
+            out.contains("worker 2"),
+            "the control queue worker is filtered: {out}"
+        );
         assert!(out.contains("child exits"), "{out}");
     }
 
