@@ -116,7 +116,7 @@ fn bad_disks_are_refused_at_create_with_a_400_naming_the_value() {
         assert!(body.contains(why), "{disk}: {body}");
     }
     // Another VM holds the image: refused, and nothing of ours stays open.
-    let held = DiskImage::open(std::path::Path::new(&img.to_string()), false, false).unwrap();
+    let held = DiskImage::open(std::path::Path::new(&img.to_string()), false, false, None).unwrap();
     let disk = format!(r#"{{"path": "{img}"}}"#);
     let (status, body) = vmm.curl("PUT", "vm.create", Some(&vm(&disk, off)));
     assert_eq!(status, 400, "{body}");

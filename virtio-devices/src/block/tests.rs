@@ -42,7 +42,7 @@ fn image_bytes(file: &TempFile, offset: u64, len: usize) -> Vec<u8> {
 }
 
 fn handler(file: &TempFile, readonly: bool) -> BlockQueue {
-    let image = DiskImage::open(file.as_path(), readonly, false).unwrap();
+    let image = DiskImage::open(file.as_path(), readonly, false, None).unwrap();
     let mut serial = [0u8; 20];
     serial[..7].copy_from_slice(b"disk-01");
     BlockQueue {
@@ -289,33 +289,33 @@ fn a_chain_without_a_writable_status_byte_is_returned_untouched() {
 #[test]
 fn a_second_writer_is_refused_naming_the_image_and_readers_share() {
     let file = image_file();
-    let first = DiskImage::open(file.as_path(), false, false).unwrap();
-    let err = DiskImage::open(file.as_path(), false, false).unwrap_err();
+    let first = DiskImage::open(file.as_path(), false, false, None).unwrap();
+    let err = DiskImage::open(file.as_path(), false, false, None).unwrap_err();
     assert!(matches!(err, ImageError::Locked(_)), "{err}");
     assert!(
         err.to_string()
             .contains(&file.as_path().display().to_string()),
         "{err}"
     );
-    assert!(DiskImage::open(file.as_path(), true, false).is_err());
+    assert!(DiskImage::open(file.as_path(), true, false, None).is_err());
     drop(first);
-    let r1 = DiskImage::open(file.as_path(), true, false).unwrap();
-    let _r2 = DiskImage::open(file.as_path(), true, false).unwrap();
-    assert!(DiskImage::open(file.as_path(), false, false).is_err());
+    let r1 = DiskImage::open(file.as_path(), true, false, None).unwrap();
+    let _r2 = DiskImage::open(file.as_path(), true, false, None).unwrap();
+    assert!(DiskImage::open(file.as_path(), false, false, None).is_err());
     assert_eq!(r1.sectors(), SECTORS);
 }
 
 #[test]
 fn a_missing_or_empty_image_is_refused_in_one_sentence() {
     let err =
-        DiskImage::open(std::path::Path::new("/nonexistent/disk.img"), false, false).unwrap_err();
+        DiskImage::open(std::path::Path::new("/nonexistent/disk.img"), false, false, None).unwrap_err();
     assert!(
         err.to_string()
             .starts_with("--disk path=/nonexistent/disk.img: cannot open"),
         "{err}"
     );
     let empty = TempFile::new().unwrap();
-    let err = DiskImage::open(empty.as_path(), false, false).unwrap_err();
+    let err = DiskImage::open(empty.as_path(), false, false, None).unwrap_err();
     assert!(matches!(err, ImageError::TooSmall { size: 0, .. }), "{err}");
 }
 
@@ -333,7 +333,7 @@ fn params(readonly: bool, num_queues: u16) -> BlockParams {
 fn features_and_config_follow_the_parameters() {
     let file = image_file();
     let rw = Block::new(
-        DiskImage::open(file.as_path(), false, false).unwrap(),
+        DiskImage::open(file.as_path(), false, false, None).unwrap(),
         params(false, 2),
     )
     .unwrap();
@@ -352,7 +352,7 @@ fn features_and_config_follow_the_parameters() {
     assert_eq!(past, [0; 4]);
     drop(rw);
     let ro = Block::new(
-        DiskImage::open(file.as_path(), true, false).unwrap(),
+        DiskImage::open(file.as_path(), true, false, None).unwrap(),
         params(true, 1),
     )
     .unwrap();
@@ -367,7 +367,7 @@ fn features_and_config_follow_the_parameters() {
 fn each_queue_has_its_own_worker_and_interrupt() {
     let (file, mem) = (image_file(), memory());
     let mut block = Block::new(
-        DiskImage::open(file.as_path(), false, false).unwrap(),
+        DiskImage::open(file.as_path(), false, false, None).unwrap(),
         params(false, 2),
     )
     .unwrap();
