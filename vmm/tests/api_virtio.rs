@@ -103,7 +103,7 @@ fn bad_disks_are_refused_at_create_with_a_400_naming_the_value() {
         ),
         (
             format!(r#"{{"path": "{img}", "image_type": "Qcow2"}}"#),
-            "image_type",
+            "image_type=qcow2 but the file does not start with the qcow2 magic",
         ),
         (
             format!(r#"{{"path": "{img}", "iommu": true}}"#),
@@ -174,8 +174,8 @@ fn bad_disk_options_exit_non_zero_with_one_sentence() {
             "num_queues=0 must be between 1 and 64",
         ),
         (
-            vec!["--disk", "path=/x,image_type=qcow2"],
-            "only raw images are supported for now",
+            vec!["--disk", "path=/x,image_type=vhdx"],
+            "image_type=vhdx is not valid: it must be raw or qcow2",
         ),
         (
             vec!["--console", "tty"],

@@ -155,20 +155,13 @@ impl DiskImage {
         // The end of a block device is its size too.
         let file_len = file.seek(SeekFrom::End(0)).unwrap_or(0);
         let (backend, size) = match format {
-            ImageFormat::Raw => (
-                Backend::Raw {
-                    file,
-                    block_device,
-                },
-                file_len,
-            ),
+            ImageFormat::Raw => (Backend::Raw { file, block_device }, file_len),
             ImageFormat::Qcow2 => {
-                let qcow2 = Qcow2::open(file, file_len, !readonly).map_err(|source| {
-                    ImageError::Qcow2 {
+                let qcow2 =
+                    Qcow2::open(file, file_len, !readonly).map_err(|source| ImageError::Qcow2 {
                         path: path.to_path_buf(),
                         source,
-                    }
-                })?;
+                    })?;
                 let size = qcow2.size();
                 (Backend::Qcow2(qcow2), size)
             }

@@ -159,7 +159,11 @@ fn check_region(
     }
     match offset.checked_add(len) {
         Some(end) if end <= file_len => Ok(()),
-        _ => Err(field(name, offset, "the table runs past the end of the file")),
+        _ => Err(field(
+            name,
+            offset,
+            "the table runs past the end of the file",
+        )),
     }
 }
 
@@ -229,7 +233,9 @@ impl Header {
         }
         let incompat = be64(b, 72);
         if incompat & !INCOMPAT_KNOWN != 0 {
-            return Err(HeaderError::IncompatibleFeatures(incompat & !INCOMPAT_KNOWN));
+            return Err(HeaderError::IncompatibleFeatures(
+                incompat & !INCOMPAT_KNOWN,
+            ));
         }
         if incompat & INCOMPAT_DATA_FILE != 0 {
             return Err(HeaderError::ExternalDataFile);
@@ -281,7 +287,11 @@ impl Header {
         }
         let l1_bytes = self.l1_size * 8;
         if l1_bytes > MAX_L1_BYTES {
-            return Err(field("l1_size", self.l1_size, "above QEMU's 32 MiB L1 limit"));
+            return Err(field(
+                "l1_size",
+                self.l1_size,
+                "above QEMU's 32 MiB L1 limit",
+            ));
         }
         if self.l1_size > 0 {
             check_region(
@@ -304,7 +314,11 @@ impl Header {
                 )
             })?;
         if rt_bytes == 0 {
-            return Err(field("refcount_table_clusters", 0, "the image has no refcount table"));
+            return Err(field(
+                "refcount_table_clusters",
+                0,
+                "the image has no refcount table",
+            ));
         }
         check_region(
             "refcount_table_offset",

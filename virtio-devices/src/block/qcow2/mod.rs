@@ -39,8 +39,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, MutexGuard};
 
-pub use header::{HeaderError, has_magic};
 use header::{AUTOCLEAR_OFFSET, Header};
+pub use header::{HeaderError, has_magic};
 use host::{barrier, read_host, write_entry};
 use refcount::Refcounts;
 use table::{COPIED, L2Cache, Mapping, corrupt, l2_offset, mapping, to_bytes};
@@ -160,7 +160,9 @@ impl Qcow2 {
             let part = &mut buf[start..start + n];
             let found = self.meta().lookup(&self.file, at, self.cluster_bits)?;
             match found.mapping {
-                Mapping::Data(host) => read_host(&self.file, part, host + at % self.cluster_size())?,
+                Mapping::Data(host) => {
+                    read_host(&self.file, part, host + at % self.cluster_size())?
+                }
                 Mapping::Unallocated | Mapping::Zero { .. } => part.fill(0),
             }
         }
@@ -176,7 +178,8 @@ impl Qcow2 {
             if let Mapping::Data(host) = found.mapping {
                 // In place: no metadata changes, so the lock can go.
                 drop(meta);
-                self.file.write_all_at(part, host + at % self.cluster_size())?;
+                self.file
+                    .write_all_at(part, host + at % self.cluster_size())?;
             } else {
                 meta.allocate(&self.file, found, at, part, self.cluster_bits)?;
             }
@@ -209,7 +212,9 @@ impl Metadata {
             .iter()
             .any(|&(start, len)| host < start.saturating_add(len) && start < host + cluster_size);
         if overlaps {
-            return Err(corrupt(format!("{what} at {host:#x} overlaps the header or a table")));
+            return Err(corrupt(format!(
+                "{what} at {host:#x} overlaps the header or a table"
+            )));
         }
         Ok(())
     }

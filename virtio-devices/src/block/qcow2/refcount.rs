@@ -80,7 +80,9 @@ impl Refcounts {
         self.next_free = cluster
             .checked_add(self.cluster_size())
             .filter(|end| *end <= MAX_HOST_END)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::StorageFull, "qcow2 host offsets exhausted"))?;
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::StorageFull, "qcow2 host offsets exhausted")
+            })?;
         Ok(cluster)
     }
 
@@ -143,7 +145,10 @@ impl Refcounts {
     fn write_refcount(&self, file: &File, block: u64, within: u64, value: u64) -> io::Result<()> {
         let bits = 1u64 << self.order;
         if bits < 64 && value >> bits != 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "refcount overflow"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "refcount overflow",
+            ));
         }
         if bits >= 8 {
             let bytes = (bits / 8) as usize;

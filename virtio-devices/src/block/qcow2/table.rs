@@ -24,7 +24,10 @@ const L2_CACHE_BYTES: usize = 1 << 20;
 
 /// An `InvalidData` error: the image's metadata breaks a rule.
 pub fn corrupt(what: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("corrupt qcow2 metadata: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt qcow2 metadata: {what}"),
+    )
 }
 
 /// Where a guest cluster's bytes are.
@@ -47,11 +50,15 @@ pub enum Mapping {
 /// Decode an L1 entry into its L2 table offset (0: no table).
 pub fn l2_offset(entry: u64, cluster_size: u64) -> io::Result<u64> {
     if entry & L1_RESERVED != 0 {
-        return Err(corrupt(format!("L1 entry {entry:#x} has reserved bits set")));
+        return Err(corrupt(format!(
+            "L1 entry {entry:#x} has reserved bits set"
+        )));
     }
     let offset = entry & OFFSET_MASK;
     if offset % cluster_size != 0 {
-        return Err(corrupt(format!("L2 table offset {offset:#x} is not cluster aligned")));
+        return Err(corrupt(format!(
+            "L2 table offset {offset:#x} is not cluster aligned"
+        )));
     }
     Ok(offset)
 }
@@ -66,15 +73,21 @@ pub fn mapping(entry: u64, cluster_size: u64, version: u32) -> io::Result<Mappin
         ));
     }
     if entry & L2_RESERVED != 0 {
-        return Err(corrupt(format!("L2 entry {entry:#x} has reserved bits set")));
+        return Err(corrupt(format!(
+            "L2 entry {entry:#x} has reserved bits set"
+        )));
     }
     let host = entry & OFFSET_MASK;
     if host % cluster_size != 0 {
-        return Err(corrupt(format!("data cluster offset {host:#x} is not cluster aligned")));
+        return Err(corrupt(format!(
+            "data cluster offset {host:#x} is not cluster aligned"
+        )));
     }
     if entry & ZERO != 0 {
         if version < 3 {
-            return Err(corrupt(format!("L2 entry {entry:#x}: zero flag on a version 2 image")));
+            return Err(corrupt(format!(
+                "L2 entry {entry:#x}: zero flag on a version 2 image"
+            )));
         }
         return Ok(Mapping::Zero {
             host,
@@ -141,10 +154,16 @@ mod tests {
     fn l2_entries_decode_to_their_mapping_and_bad_ones_are_errors() {
         let cs = 1 << 16;
         assert_eq!(mapping(0, cs, 2).unwrap(), Mapping::Unallocated);
-        assert_eq!(mapping(COPIED | 0x5_0000, cs, 2).unwrap(), Mapping::Data(0x5_0000));
+        assert_eq!(
+            mapping(COPIED | 0x5_0000, cs, 2).unwrap(),
+            Mapping::Data(0x5_0000)
+        );
         assert_eq!(
             mapping(ZERO, cs, 3).unwrap(),
-            Mapping::Zero { host: 0, copied: false }
+            Mapping::Zero {
+                host: 0,
+                copied: false
+            }
         );
         assert!(mapping(ZERO, cs, 2).is_err(), "zero flag on version 2");
         assert!(mapping(0x5_0200, cs, 3).is_err(), "not cluster aligned");

@@ -15,10 +15,11 @@ use crate::block::image::{DiskImage, ImageError, ImageFormat};
 const MIB: u64 = 1 << 20;
 
 fn tool(name: &str, args: &[&str]) -> Output {
-    let out = Command::new(name).args(args).output().unwrap_or_else(|e| {
-        panic!("{name} is needed by the qcow2 tests (scripts/install-deps.sh installs qemu-utils): {e}")
-    });
-    out
+    Command::new(name).args(args).output().unwrap_or_else(|e| {
+        panic!(
+            "{name} is needed by the qcow2 tests (scripts/install-deps.sh installs qemu-utils): {e}"
+        )
+    })
 }
 
 fn ok(name: &str, args: &[&str]) -> String {
@@ -36,7 +37,19 @@ fn ok(name: &str, args: &[&str]) -> String {
 fn create(dir: &TempDir, name: &str, options: &str, size: u64) -> PathBuf {
     let path = dir.as_path().join(name);
     let p = path.to_str().unwrap();
-    ok("qemu-img", &["create", "-q", "-f", "qcow2", "-o", options, p, &size.to_string()]);
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            options,
+            p,
+            &size.to_string(),
+        ],
+    );
     path
 }
 
@@ -55,14 +68,22 @@ fn converted(dir: &TempDir, path: &Path) -> Vec<u8> {
     let raw = dir.as_path().join("converted.raw");
     ok(
         "qemu-img",
-        &["convert", "-O", "raw", path.to_str().unwrap(), raw.to_str().unwrap()],
+        &[
+            "convert",
+            "-O",
+            "raw",
+            path.to_str().unwrap(),
+            raw.to_str().unwrap(),
+        ],
     );
     std::fs::read(raw).unwrap()
 }
 
 /// A pattern that differs per write and per byte.
 fn pattern(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| seed.wrapping_mul(31).wrapping_add(i as u8 ^ (i >> 9) as u8)).collect()
+    (0..len)
+        .map(|i| seed.wrapping_mul(31).wrapping_add(i as u8 ^ (i >> 9) as u8))
+        .collect()
 }
 
 /// Write a pattern at each (offset, len), in `image` and in `expected`.
@@ -98,18 +119,27 @@ fn round_trip(options: &str, cs: u64, size: u64) {
     let path = create(&dir, "disk.qcow2", options, size);
     let mut expected = vec![0u8; size as usize];
     let image = open(&path, false).unwrap();
-    assert_eq!(image.sectors(), size / 512, "{options}: capacity is the virtual size");
+    assert_eq!(
+        image.sectors(),
+        size / 512,
+        "{options}: capacity is the virtual size"
+    );
     write_all(&image, &mut expected, &scattered(cs, size));
     let mut back = vec![0xeeu8; size as usize];
     for chunk in (0..size).step_by(MIB as usize) {
         let n = MIB.min(size - chunk) as usize;
-        image.read_at(&mut back[chunk as usize..chunk as usize + n], chunk).unwrap();
+        image
+            .read_at(&mut back[chunk as usize..chunk as usize + n], chunk)
+            .unwrap();
     }
     assert!(back == expected, "{options}: read back differs");
     image.flush().unwrap();
     drop(image);
     check_clean(&path);
-    assert!(converted(&dir, &path) == expected, "{options}: qemu-img reads other bytes");
+    assert!(
+        converted(&dir, &path) == expected,
+        "{options}: qemu-img reads other bytes"
+    );
 }
 
 #[test]
@@ -133,7 +163,9 @@ fn new_refcount_blocks_are_added_when_the_file_outgrows_one_block() {
         let path = create(&dir, "small.qcow2", &options, size);
         let mut expected = vec![0u8; size as usize];
         let image = open(&path, false).unwrap();
-        let writes: Vec<(u64, usize)> = (0..200u64).map(|i| ((i * 20_011 % 8000) * 512, 512)).collect();
+        let writes: Vec<(u64, usize)> = (0..200u64)
+            .map(|i| ((i * 20_011 % 8000) * 512, 512))
+            .collect();
         write_all(&image, &mut expected, &writes);
         drop(image);
         check_clean(&path);
@@ -174,7 +206,11 @@ fn data_written_by_qemu_io_reads_back_through_ours_and_zero_clusters_read_as_zer
         let guest = converted(&dir, &path);
         let at = (5 * MIB) as usize;
         assert!(guest[at + 1024..at + 1536].iter().all(|b| *b == 0x77));
-        assert!(guest[MIB as usize..MIB as usize + 65536].iter().all(|b| *b == 0xab));
+        assert!(
+            guest[MIB as usize..MIB as usize + 65536]
+                .iter()
+                .all(|b| *b == 0xab)
+        );
     }
 }
 
@@ -186,7 +222,14 @@ fn a_compressed_cluster_fails_its_request_and_nothing_else() {
     let path = dir.as_path().join("c.qcow2");
     ok(
         "qemu-img",
-        &["convert", "-c", "-O", "qcow2", raw.to_str().unwrap(), path.to_str().unwrap()],
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            raw.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ],
     );
     let image = open(&path, true).unwrap();
     let mut buf = [0u8; 512];
@@ -200,7 +243,10 @@ fn without_image_type_the_magic_decides_and_raw_stays_raw() {
     let dir = TempDir::new().unwrap();
     let path = create(&dir, "d.qcow2", "compat=1.1", 3 * MIB);
     let image = DiskImage::open(&path, true, false, None).unwrap();
-    assert_eq!((image.format(), image.sectors()), (ImageFormat::Qcow2, 6144));
+    assert_eq!(
+        (image.format(), image.sectors()),
+        (ImageFormat::Qcow2, 6144)
+    );
     assert!(!image.supports_discard());
     let raw = dir.as_path().join("r.raw");
     std::fs::write(&raw, vec![0u8; 4096]).unwrap();
@@ -208,7 +254,10 @@ fn without_image_type_the_magic_decides_and_raw_stays_raw() {
     assert_eq!((image.format(), image.sectors()), (ImageFormat::Raw, 8));
     // Asked for qcow2, a raw file is refused in one sentence.
     let err = open(&raw, true).unwrap_err().to_string();
-    assert!(err.contains("r.raw") && err.contains("found 0x00000000"), "{err}");
+    assert!(
+        err.contains("r.raw") && err.contains("found 0x00000000"),
+        "{err}"
+    );
 }
 
 #[test]
