@@ -17,7 +17,7 @@ pub const CLUSTER_BITS: std::ops::RangeInclusive<u32> = 9..=21;
 /// Largest L1 table QEMU writes (QCOW_MAX_L1_SIZE): bounds our copy.
 const MAX_L1_BYTES: u64 = 32 << 20;
 /// Largest refcount table QEMU writes (QCOW_MAX_REFTABLE_SIZE).
-const MAX_REFTABLE_BYTES: u64 = 8 << 20;
+pub const MAX_REFTABLE_BYTES: u64 = 8 << 20;
 /// Largest virtual size accepted: 2^61 bytes
 /// keeps every byte offset and sector count in a u64).
 const MAX_VIRTUAL_SIZE: u64 = 1 << 61;

@@ -23,11 +23,11 @@
 //! corrupt bit, internal snapshots (shared clusters would need
 //! copy-on-write). A compressed cluster fails the request that meets it.
 //!
+//! A full refcount table moves to a larger copy (up to QEMU's 8 MiB).
+//!
 //! Not implemented: DISCARD and WRITE_ZEROES (the device does not offer
-//! them on a qcow2 disk), freeing clusters, growing the refcount table
-//! (a write that needs it fails; qemu-img's 64 KiB default covers 16 TiB
-//! of host file per table cluster), backing files, compression,
-//! O_DIRECT, lazy refcounts (never used for our own writes).
+//! them on a qcow2 disk), freeing data clusters, backing files,
+//! compression, O_DIRECT, lazy refcounts (never used for our own writes).
 
 pub mod header;
 mod host;
@@ -64,9 +64,10 @@ struct Metadata {
     l2_cache: L2Cache,
     refcounts: Refcounts,
     /// Host ranges a data cluster or L2 table may never overlap (header
-    /// cluster, L1 table, refcount table): a crafted entry pointing there
-    /// fails instead of overwriting metadata.
-    reserved: [(u64, u64); 3],
+    /// cluster, L1 table; the refcount table's is asked of `refcounts`):
+    /// a crafted entry pointing there fails instead of overwriting
+    /// metadata.
+    reserved: [(u64, u64); 2],
 }
 
 impl Qcow2 {
@@ -106,10 +107,6 @@ impl Qcow2 {
             reserved: [
                 (0, cluster_size),
                 (header.l1_table_offset, header.l1_size * 8),
-                (
-                    header.refcount_table_offset,
-                    header.refcount_table_clusters * cluster_size,
-                ),
             ],
         };
         Ok(Qcow2 {
@@ -210,6 +207,7 @@ impl Metadata {
         let overlaps = self
             .reserved
             .iter()
+            .chain(std::iter::once(&self.refcounts.table_range()))
             .any(|&(start, len)| host < start.saturating_add(len) && start < host + cluster_size);
         if overlaps {
             return Err(corrupt(format!(

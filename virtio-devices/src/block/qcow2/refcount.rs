@@ -1,19 +1,24 @@
 //! Refcounts (qcow2.txt, "Host cluster management") and cluster
 //! allocation. New clusters are appended at the end of the file (the
-//! image never frees clusters: no discard, no snapshots when writable),
-//! and a cluster's refcount is made durable before anything points at it.
+//! image frees only an outgrown refcount table: no discard, no snapshots
+//! when writable), and a cluster's refcount is made durable before
+//! anything points at it. A full refcount table moves to a larger copy.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
+use super::header::MAX_REFTABLE_BYTES;
 use super::host::{barrier, read_host, write_entry};
-use super::table::corrupt;
+use super::table::{corrupt, to_bytes};
 
 /// Refcount table entry bits that must be zero.
 const REFTABLE_RESERVED: u64 = 0x1ff;
 /// Host offsets are bits 9..=55 of a table entry: no cluster ends past 2^56.
 const MAX_HOST_END: u64 = 1 << 56;
+/// Header offset of refcount_table_offset (u64), followed by
+/// refcount_table_clusters (u32): one 12-byte write moves the table.
+const REFTABLE_HEADER_FIELDS: u64 = 48;
 /// Refcount blocks one allocation may add before giving up: each new
 /// block covers itself unless it lands on a block boundary, so two suffice.
 const MAX_NEW_BLOCKS: u32 = 4;
@@ -93,19 +98,10 @@ impl Refcounts {
         let index = cluster >> self.cluster_bits;
         let block_index = index / self.per_block();
         let within = index % self.per_block();
-        let entry = usize::try_from(block_index)
-            .ok()
-            .and_then(|i| self.table.get(i).copied())
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::StorageFull,
-                    format!(
-                        "the refcount table is full (it covers {} host bytes); \
-                         rewrite the image with qemu-img convert -O qcow2",
-                        self.table.len() as u64 * self.per_block() * self.cluster_size()
-                    ),
-                )
-            })?;
+        if block_index >= self.table.len() as u64 {
+            self.grow_table(file, block_index)?;
+        }
+        let entry = self.table[block_index as usize];
         if entry & REFTABLE_RESERVED != 0 || entry % self.cluster_size() != 0 {
             return Err(corrupt(format!("refcount table entry {entry:#x}")));
         }
@@ -118,6 +114,57 @@ impl Refcounts {
             entry
         };
         self.write_refcount(file, block, within, value)
+    }
+
+    /// Move the refcount table to a larger copy at the end of the file
+    /// that has a slot for `block_index`: the copy (with refcounts for its
+    /// own clusters) is durable before the header points at it, and the
+    /// old table's clusters are freed only after.
+    fn grow_table(&mut self, file: &File, block_index: u64) -> io::Result<()> {
+        let cs = self.cluster_size();
+        let entries = (block_index + 1).max(self.table.len() as u64 * 2);
+        let clusters = (entries * 8).div_ceil(cs);
+        if clusters * cs > MAX_REFTABLE_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "the refcount table would pass QEMU's 8 MiB limit; \
+                 rewrite the image with qemu-img convert -O qcow2",
+            ));
+        }
+        let (old_offset, old_clusters) = (self.table_offset, self.table_clusters());
+        let new_offset = self.next_free;
+        for _ in 0..clusters {
+            self.take_cluster()?;
+        }
+        self.table.resize((clusters * cs / 8) as usize, 0);
+        self.table_offset = new_offset;
+        // Refcounts of the new table's clusters; a refcount block this
+        // adds writes its slot into the new table, not yet live.
+        for i in 0..clusters {
+            self.set(file, new_offset + i * cs, 1, 0)?;
+        }
+        file.write_all_at(&to_bytes(&self.table), new_offset)?;
+        // Rule: the new table is durable before the header points at it.
+        barrier(file)?;
+        let mut fields = [0u8; 12];
+        fields[..8].copy_from_slice(&new_offset.to_be_bytes());
+        fields[8..].copy_from_slice(&(clusters as u32).to_be_bytes());
+        file.write_all_at(&fields, REFTABLE_HEADER_FIELDS)?;
+        barrier(file)?;
+        for i in 0..old_clusters {
+            self.set(file, old_offset + i * cs, 0, 0)?;
+        }
+        log::info!(target: "virtio-blk", "qcow2: refcount table moved to {new_offset:#x} ({clusters} clusters)");
+        Ok(())
+    }
+
+    /// The refcount table's host range (offset, bytes).
+    pub fn table_range(&self) -> (u64, u64) {
+        (self.table_offset, self.table.len() as u64 * 8)
+    }
+
+    fn table_clusters(&self) -> u64 {
+        (self.table.len() as u64 * 8) / self.cluster_size()
     }
 
     /// Append a zeroed refcount block for `block_index`, counting itself

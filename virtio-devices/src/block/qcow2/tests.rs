@@ -173,6 +173,48 @@ fn new_refcount_blocks_are_added_when_the_file_outgrows_one_block() {
     }
 }
 
+/// A big-endian header field.
+fn header_u64(path: &Path, at: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 8];
+    std::fs::File::open(path)
+        .unwrap()
+        .read_exact_at(&mut b, at)
+        .unwrap();
+    u64::from_be_bytes(b)
+}
+
+#[test]
+fn a_full_refcount_table_moves_to_a_larger_copy() {
+    // 512-byte clusters, 64-bit refcounts: one table cluster (64 blocks
+    // of 64 clusters) counts 2 MiB of file; 2.5 MiB of data outgrows it.
+    // On tmpfs: each new cluster costs fdatasyncs.
+    let dir = TempDir::new_in(Path::new("/dev/shm")).unwrap();
+    let size = 4 * MIB;
+    let path = create(
+        &dir,
+        "grow.qcow2",
+        "compat=1.1,cluster_size=512,refcount_bits=64",
+        size,
+    );
+    let old_table = header_u64(&path, 48);
+    let mut expected = vec![0u8; size as usize];
+    let image = open(&path, false).unwrap();
+    write_all(
+        &image,
+        &mut expected,
+        &[(0, (2 * MIB + MIB / 2) as usize), (size - 512, 512)],
+    );
+    let mut back = vec![0u8; size as usize];
+    image.read_at(&mut back, 0).unwrap();
+    assert!(back == expected);
+    drop(image);
+    assert_ne!(header_u64(&path, 48), old_table, "the table moved");
+    assert!(header_u64(&path, 56) >> 32 > 1, "to more than one cluster");
+    check_clean(&path);
+    assert!(converted(&dir, &path) == expected);
+}
+
 #[test]
 fn data_written_by_qemu_io_reads_back_through_ours_and_zero_clusters_read_as_zeroes() {
     for compat in ["0.10", "1.1"] {
