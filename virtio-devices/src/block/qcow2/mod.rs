@@ -201,9 +201,16 @@ struct Lookup {
 }
 
 impl Metadata {
-    /// Check a host cluster named by an entry: not on the header, L1 or
+    /// Check a host cluster named by an entry: inside the file (so a
+    /// crafted entry can neither make a sparse file of 2^56 bytes nor
+    /// alias a cluster we allocate later), not on the header, L1 or
     /// refcount table.
     fn check_host(&self, what: &str, host: u64, cluster_size: u64) -> io::Result<()> {
+        if host + cluster_size > self.refcounts.end() {
+            return Err(corrupt(format!(
+                "{what} at {host:#x} is past the end of the file"
+            )));
+        }
         let overlaps = self
             .reserved
             .iter()

@@ -102,7 +102,10 @@ impl Refcounts {
             self.grow_table(file, block_index)?;
         }
         let entry = self.table[block_index as usize];
-        if entry & REFTABLE_RESERVED != 0 || entry % self.cluster_size() != 0 {
+        if entry & REFTABLE_RESERVED != 0
+            || entry % self.cluster_size() != 0
+            || entry + self.cluster_size() > self.next_free
+        {
             return Err(corrupt(format!("refcount table entry {entry:#x}")));
         }
         let block = if entry == 0 {
@@ -156,6 +159,11 @@ impl Refcounts {
         }
         log::info!(target: "virtio-blk", "qcow2: refcount table moved to {new_offset:#x} ({clusters} clusters)");
         Ok(())
+    }
+
+    /// The cluster-rounded end of the file: no cluster lies past it.
+    pub fn end(&self) -> u64 {
+        self.next_free
     }
 
     /// The refcount table's host range (offset, bytes).

@@ -167,6 +167,18 @@ fn bad_table_entries_fail_the_request_and_never_overwrite_metadata() {
     let image = open(&path, true).unwrap();
     let err = image.read_at(&mut [0; 512], 0).unwrap_err();
     assert!(err.to_string().contains("reserved bits"), "{err}");
+    drop(image);
+    // An L2 table past the end of the file: refused, nothing written there.
+    file.write_all_at(&(1u64 << 40 | 1 << 63).to_be_bytes(), l1)
+        .unwrap();
+    let len = file.metadata().unwrap().len();
+    let image = open(&path, false).unwrap();
+    let err = image.write_at(&[9; 512], 0).unwrap_err();
+    assert!(
+        err.to_string().contains("past the end of the file"),
+        "{err}"
+    );
+    assert_eq!(file.metadata().unwrap().len(), len);
     // The second L1 entry's region is unaffected: reads as zeroes.
     let mut buf = [1u8; 512];
     image.read_at(&mut buf, 1024 * MIB - 512).unwrap();
