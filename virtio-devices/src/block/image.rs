@@ -108,10 +108,15 @@ pub struct DiskImage {
 }
 
 /// The format of the image at `path` when none is asked for: qcow2 when
-/// it starts with the qcow2 magic. Read through a descriptor of its own,
-/// so the check works under O_DIRECT too.
+/// it starts with the qcow2 magic. Read through a descriptor of its own
+/// (non-blocking, so a FIFO given by mistake does not hang the VMM), so
+/// the check works under O_DIRECT too.
 fn detect(path: &Path) -> ImageFormat {
-    match File::open(path) {
+    let sniff = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    match sniff {
         Ok(file) if has_magic(&file) => ImageFormat::Qcow2,
         _ => ImageFormat::Raw,
     }
