@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
 
 use libfuzzer_sys::fuzz_target;
-use virtio_devices::block::DiskImage;
 use virtio_devices::block::request::{BlockCounters, RequestContext, execute};
+use virtio_devices::block::DiskImage;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::tempfile::TempFile;
@@ -34,9 +34,7 @@ fn images() -> &'static (TempFile, TempFile) {
     IMAGES.get_or_init(|| {
         let make = || {
             let f = TempFile::new().unwrap();
-            f.as_file()
-                .write_all(&vec![0x5a; (SECTORS * 512) as usize])
-                .unwrap();
+            f.as_file().write_all(&vec![0x5a; (SECTORS * 512) as usize]).unwrap();
             f
         };
         (make(), make())

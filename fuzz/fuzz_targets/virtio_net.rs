@@ -65,10 +65,7 @@ fuzz_target!(|data: &[u8]| {
     let mut seen_bytes = 0u64;
     let mut buf = vec![0u8; HEADER_LEN + MAX_FRAME + 1];
     while let Ok(n) = host.recv(&mut buf) {
-        assert!(
-            n >= HEADER_LEN && n <= HEADER_LEN + MAX_FRAME,
-            "{n}-byte frame sent"
-        );
+        assert!(n >= HEADER_LEN && n <= HEADER_LEN + MAX_FRAME, "{n}-byte frame sent");
         seen += 1;
         seen_bytes += (n - HEADER_LEN) as u64;
     }
@@ -88,15 +85,9 @@ fuzz_target!(|data: &[u8]| {
     rx.process_queue(&mut rxq, &mem);
     let delivered = load(&counters.rx_frames);
     let dropped = load(&counters.rx_dropped);
-    assert!(
-        delivered + dropped <= sent,
-        "{delivered} + {dropped} > {sent}"
-    );
+    assert!(delivered + dropped <= sent, "{delivered} + {dropped} > {sent}");
     if frame_len >= HEADER_LEN {
-        assert_eq!(
-            load(&counters.rx_bytes),
-            delivered * (frame_len - HEADER_LEN) as u64
-        );
+        assert_eq!(load(&counters.rx_bytes), delivered * (frame_len - HEADER_LEN) as u64);
     } else {
         assert_eq!(delivered, 0, "a runt was delivered");
     }
