@@ -1,10 +1,12 @@
 //! qcow2 images (QEMU's docs/interop/qcow2.txt), versions 2 and 3, read
 //! and write, as the backend of a virtio-blk disk.
 //!
-//! Our own implementation, not a crate: qcow2-rs needs tokio (an async
-//! runtime in every queue worker), and the synchronous crates are
-//! read-only or unmaintained. The worker threads do synchronous
-//! pread/pwrite, so a small synchronous qcow2 fits the device as it is.
+//! Our own implementation, not a crate (crates.io as of this writing):
+//! qcow2-rs 0.1.6 depends on tokio and tokio-uring (an async runtime in
+//! every queue worker); qcow2 0.1.2 (2016) and qcow2-core are read-only
+//! readers, and qcow 1.2 reads images and their metadata. The worker
+//! threads do synchronous pread/pwrite, so a small synchronous qcow2 that
+//! writes too fits the device as it is.
 //!
 //! Implemented: the header with every field validated at open
 //! ([`header`]); L1 in memory, L2 tables through a small LRU cache
