@@ -24,6 +24,8 @@ esac
 installed=0
 missing=()
 command -v iasl >/dev/null || missing+=(acpica-tools)
+# The qcow2 tests check our images with QEMU's own qemu-img and qemu-io.
+[ "$want_cross" = 0 ] || command -v qemu-img >/dev/null || missing+=(qemu-utils)
 # The control API's tests talk to the VMM with a client nobody here wrote.
 [ "$want_cross" = 0 ] || command -v curl >/dev/null || missing+=(curl)
 if [ "$want_cross" = 1 ]; then

@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
     mem.write_slice(&ram[..len], GuestAddress(0)).unwrap();
     let (rw, ro) = images();
     let file = if readonly { ro } else { rw };
-    let image = DiskImage::open(file.as_path(), readonly, false).unwrap();
+    let image = DiskImage::open(file.as_path(), readonly, false, None).unwrap();
     let serial = *b"fuzz-serial\0\0\0\0\0\0\0\0\0";
     let counters = BlockCounters::default();
     let mut buffer = Vec::new();

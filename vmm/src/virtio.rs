@@ -16,7 +16,9 @@ use std::sync::Arc;
 use devices::mapping::Sentence;
 use pci::PciDevice;
 use pci::vfio::MsiRouter;
-use virtio_devices::block::{Block, BlockCounters, BlockParams, DiskImage, ImageError};
+use virtio_devices::block::{
+    Block, BlockCounters, BlockParams, DiskImage, ImageError, ImageFormat,
+};
 use virtio_devices::console::Console;
 use virtio_devices::net::{Net, NetCounters, NetParams, Tap, TapError};
 use virtio_devices::rng::Rng;
@@ -24,7 +26,7 @@ use virtio_devices::transport::TransportWiring;
 use virtio_devices::vsock::{ProxyError, Vsock, VsockError};
 use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
 
-use crate::config::{ConsoleConfig, DiskConfig, NetConfig, RngConfig, VsockConfig};
+use crate::config::{ConsoleConfig, DiskConfig, ImageType, NetConfig, RngConfig, VsockConfig};
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};
 
 /// Why a virtio function could not be built.
@@ -99,7 +101,7 @@ pub enum VirtioError {
 /// image before anything else of the VM exists.
 pub fn check_images(config: &crate::config::VmConfig) -> Result<(), VirtioError> {
     for disk in &config.disks {
-        DiskImage::open(&disk.path, disk.readonly, disk.direct)?;
+        open_image(disk)?;
     }
     Ok(())
 }
@@ -248,18 +250,26 @@ pub fn build(
     })
 }
 
+/// Open `disk`'s image in the format it names (detected when none).
+fn open_image(disk: &DiskConfig) -> Result<DiskImage, ImageError> {
+    let format = disk.image_type.map(|t| match t {
+        ImageType::Raw => ImageFormat::Raw,
+        ImageType::Qcow2 => ImageFormat::Qcow2,
+    });
+    DiskImage::open(&disk.path, disk.readonly, disk.direct, format)
+}
+
 enum BlockError {
     Image(ImageError),
     Io(std::io::Error),
 }
 
 fn block(config: &DiskConfig) -> Result<Block, BlockError> {
-    let image =
-        DiskImage::open(&config.path, config.readonly, config.direct).map_err(BlockError::Image)?;
+    let image = open_image(config).map_err(BlockError::Image)?;
     log::info!(
         target: "vmm",
-        "disk {}: {} ({} sectors{}{})",
-        config.id, config.path.display(), image.sectors(),
+        "disk {}: {} ({:?}, {} sectors{}{})",
+        config.id, config.path.display(), image.format(), image.sectors(),
         if config.readonly { ", read-only" } else { "" },
         if config.direct { ", O_DIRECT" } else { "" }
     );

@@ -103,7 +103,7 @@ fn bad_disks_are_refused_at_create_with_a_400_naming_the_value() {
         ),
         (
             format!(r#"{{"path": "{img}", "image_type": "Qcow2"}}"#),
-            "image_type",
+            "image_type=qcow2 but the file does not start with the qcow2 magic",
         ),
         (
             format!(r#"{{"path": "{img}", "iommu": true}}"#),
@@ -116,7 +116,7 @@ fn bad_disks_are_refused_at_create_with_a_400_naming_the_value() {
         assert!(body.contains(why), "{disk}: {body}");
     }
     // Another VM holds the image: refused, and nothing of ours stays open.
-    let held = DiskImage::open(std::path::Path::new(&img.to_string()), false, false).unwrap();
+    let held = DiskImage::open(std::path::Path::new(&img.to_string()), false, false, None).unwrap();
     let disk = format!(r#"{{"path": "{img}"}}"#);
     let (status, body) = vmm.curl("PUT", "vm.create", Some(&vm(&disk, off)));
     assert_eq!(status, 400, "{body}");
@@ -143,9 +143,18 @@ fn bad_disks_are_refused_at_create_with_a_400_naming_the_value() {
 fn disks_and_console_are_created_and_shown_by_vm_info() {
     let vmm = Vmm::start("good");
     let img = vmm.image("root.img");
+    let qcow2 = vmm.dir.join("data.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&qcow2)
+        .arg("1M")
+        .status()
+        .expect("qemu-img (scripts/install-deps.sh installs qemu-utils)");
+    assert!(made.success());
     let disk = format!(
-        r#"{{"path": "{}", "readonly": true, "id": "root"}}"#,
-        img.display()
+        r#"{{"path": "{}", "readonly": true, "id": "root"}}, {{"path": "{}", "id": "data", "image_type": "Qcow2"}}"#,
+        img.display(),
+        qcow2.display()
     );
     let console = r#"{"mode": "File", "file": "/tmp/hvc0.log"}"#;
     let (status, body) = vmm.curl("PUT", "vm.create", Some(&vm(&disk, console)));
@@ -158,6 +167,17 @@ fn disks_and_console_are_created_and_shown_by_vm_info() {
     assert_eq!(shown["readonly"], true, "{body}");
     assert_eq!(shown["num_queues"], 1, "{body}");
     assert_eq!(shown["queue_size"], 128, "{body}");
+    assert_eq!(
+        shown["image_type"],
+        serde_json::Value::Null,
+        "detected: {body}"
+    );
+    let data = &info["config"]["disks"][1];
+    assert_eq!(
+        (&data["id"], &data["image_type"]),
+        (&"data".into(), &"Qcow2".into()),
+        "{body}"
+    );
     assert_eq!(info["config"]["console"]["mode"], "File", "{body}");
     assert_eq!(info["config"]["console"]["file"], "/tmp/hvc0.log", "{body}");
 }
@@ -174,8 +194,8 @@ fn bad_disk_options_exit_non_zero_with_one_sentence() {
             "num_queues=0 must be between 1 and 64",
         ),
         (
-            vec!["--disk", "path=/x,image_type=qcow2"],
-            "only raw images are supported for now",
+            vec!["--disk", "path=/x,image_type=vhdx"],
+            "image_type=vhdx is not valid: it must be raw or qcow2",
         ),
         (
             vec!["--console", "tty"],

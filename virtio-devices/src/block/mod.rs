@@ -1,18 +1,21 @@
-//! virtio-blk (virtio 1.2 section 5.2) over a raw image.
+//! virtio-blk (virtio 1.2 section 5.2) over a raw or qcow2 image.
 //!
 //! Implemented: requests IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES
 //! ([`request`]); features VIRTIO_BLK_F_FLUSH, SEG_MAX, MQ (one worker
 //! thread per queue), RO (read-only disk: every write-type request is
-//! answered VIRTIO_BLK_S_IOERR), DISCARD and WRITE_ZEROES (writable disks);
-//! raw files and block devices with an OFD lock ([`image`]), O_DIRECT with
-//! `direct=on`.
+//! answered VIRTIO_BLK_S_IOERR), DISCARD and WRITE_ZEROES (writable raw
+//! disks; not offered for qcow2, whose requests of these types are
+//! answered VIRTIO_BLK_S_UNSUPP); raw files and block devices, and qcow2
+//! images ([`qcow2`]), with an OFD lock ([`image`]), O_DIRECT with
+//! `direct=on` (raw only).
 //!
-//! Deliberately not implemented (yet): qcow2 and other image formats,
+//! Deliberately not implemented (yet): other image formats,
 //! io_uring / AIO (I/O is synchronous in the queue's worker), CONFIG_WCE,
 //! TOPOLOGY, BLK_SIZE (512-byte sectors are the default), EVENT_IDX,
 //! INDIRECT_DESC, rate limiting, zoned devices, secure erase.
 
 pub mod image;
+pub mod qcow2;
 pub mod request;
 
 use std::sync::Arc;
@@ -27,7 +30,7 @@ use virtio_queue::Queue;
 
 use crate::worker::{QueueHandler, Workers, serve_chains};
 use crate::{GuestMemory, VirtioDevice, feature};
-pub use image::{DiskImage, ImageError};
+pub use image::{DiskImage, ImageError, ImageFormat};
 pub use request::BlockCounters;
 use request::RequestContext;
 
@@ -152,7 +155,7 @@ impl VirtioDevice for Block {
         }
         if self.params.readonly {
             f |= feature(VIRTIO_BLK_F_RO);
-        } else {
+        } else if self.image.supports_discard() {
             f |= feature(VIRTIO_BLK_F_DISCARD) | feature(VIRTIO_BLK_F_WRITE_ZEROES);
         }
         f

@@ -259,6 +259,11 @@ fn serve(
             Ok(n as u64)
         }
         VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES => {
+            // Not offered for qcow2: a driver that sends them anyway
+            // learns the type is unsupported.
+            if !ctx.image.supports_discard() {
+                return Err(Failure::Unsupported(kind));
+            }
             if ctx.readonly {
                 return Err(Failure::ReadOnly);
             }

@@ -42,7 +42,7 @@ fn image_bytes(file: &TempFile, offset: u64, len: usize) -> Vec<u8> {
 }
 
 fn handler(file: &TempFile, readonly: bool) -> BlockQueue {
-    let image = DiskImage::open(file.as_path(), readonly, false).unwrap();
+    let image = DiskImage::open(file.as_path(), readonly, false, None).unwrap();
     let mut serial = [0u8; 20];
     serial[..7].copy_from_slice(b"disk-01");
     BlockQueue {
@@ -289,33 +289,38 @@ fn a_chain_without_a_writable_status_byte_is_returned_untouched() {
 #[test]
 fn a_second_writer_is_refused_naming_the_image_and_readers_share() {
     let file = image_file();
-    let first = DiskImage::open(file.as_path(), false, false).unwrap();
-    let err = DiskImage::open(file.as_path(), false, false).unwrap_err();
+    let first = DiskImage::open(file.as_path(), false, false, None).unwrap();
+    let err = DiskImage::open(file.as_path(), false, false, None).unwrap_err();
     assert!(matches!(err, ImageError::Locked(_)), "{err}");
     assert!(
         err.to_string()
             .contains(&file.as_path().display().to_string()),
         "{err}"
     );
-    assert!(DiskImage::open(file.as_path(), true, false).is_err());
+    assert!(DiskImage::open(file.as_path(), true, false, None).is_err());
     drop(first);
-    let r1 = DiskImage::open(file.as_path(), true, false).unwrap();
-    let _r2 = DiskImage::open(file.as_path(), true, false).unwrap();
-    assert!(DiskImage::open(file.as_path(), false, false).is_err());
+    let r1 = DiskImage::open(file.as_path(), true, false, None).unwrap();
+    let _r2 = DiskImage::open(file.as_path(), true, false, None).unwrap();
+    assert!(DiskImage::open(file.as_path(), false, false, None).is_err());
     assert_eq!(r1.sectors(), SECTORS);
 }
 
 #[test]
 fn a_missing_or_empty_image_is_refused_in_one_sentence() {
-    let err =
-        DiskImage::open(std::path::Path::new("/nonexistent/disk.img"), false, false).unwrap_err();
+    let err = DiskImage::open(
+        std::path::Path::new("/nonexistent/disk.img"),
+        false,
+        false,
+        None,
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .starts_with("--disk path=/nonexistent/disk.img: cannot open"),
         "{err}"
     );
     let empty = TempFile::new().unwrap();
-    let err = DiskImage::open(empty.as_path(), false, false).unwrap_err();
+    let err = DiskImage::open(empty.as_path(), false, false, None).unwrap_err();
     assert!(matches!(err, ImageError::TooSmall { size: 0, .. }), "{err}");
 }
 
@@ -333,7 +338,7 @@ fn params(readonly: bool, num_queues: u16) -> BlockParams {
 fn features_and_config_follow_the_parameters() {
     let file = image_file();
     let rw = Block::new(
-        DiskImage::open(file.as_path(), false, false).unwrap(),
+        DiskImage::open(file.as_path(), false, false, None).unwrap(),
         params(false, 2),
     )
     .unwrap();
@@ -352,7 +357,7 @@ fn features_and_config_follow_the_parameters() {
     assert_eq!(past, [0; 4]);
     drop(rw);
     let ro = Block::new(
-        DiskImage::open(file.as_path(), true, false).unwrap(),
+        DiskImage::open(file.as_path(), true, false, None).unwrap(),
         params(true, 1),
     )
     .unwrap();
@@ -367,7 +372,7 @@ fn features_and_config_follow_the_parameters() {
 fn each_queue_has_its_own_worker_and_interrupt() {
     let (file, mem) = (image_file(), memory());
     let mut block = Block::new(
-        DiskImage::open(file.as_path(), false, false).unwrap(),
+        DiskImage::open(file.as_path(), false, false, None).unwrap(),
         params(false, 2),
     )
     .unwrap();
@@ -434,4 +439,78 @@ fn each_queue_has_its_own_worker_and_interrupt() {
     kicks[0].write(1).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(mocks[0].used().idx().load(), 1);
+}
+
+/// A 1 MiB qcow2 image made by qemu-img (a test dependency: see
+/// block/qcow2/tests.rs).
+fn qcow2_image(dir: &vmm_sys_util::tempdir::TempDir) -> std::path::PathBuf {
+    let path = dir.as_path().join("disk.qcow2");
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096"])
+        .arg(&path)
+        .arg("1M")
+        .status()
+        .expect("qemu-img (scripts/install-deps.sh installs qemu-utils)");
+    assert!(status.success());
+    path
+}
+
+#[test]
+fn a_qcow2_disk_serves_out_and_in_through_the_queue_and_refuses_discard() {
+    let dir = vmm_sys_util::tempdir::TempDir::new().unwrap();
+    let path = qcow2_image(&dir);
+    let mem = memory();
+    let block = Block::new(
+        DiskImage::open(&path, false, false, None).unwrap(),
+        params(false, 1),
+    )
+    .unwrap();
+    let mut capacity = [0u8; 8];
+    block.read_config(0, &mut capacity);
+    assert_eq!(u64::from_le_bytes(capacity), 2048, "the virtual size");
+    let f = block.features();
+    assert_eq!(
+        f & (feature(VIRTIO_BLK_F_DISCARD) | feature(VIRTIO_BLK_F_WRITE_ZEROES)),
+        0
+    );
+    let mut h = BlockQueue {
+        image: block.image.clone(),
+        readonly: false,
+        serial: [0; 20],
+        counters: Arc::new(BlockCounters::default()),
+        buffer: Vec::new(),
+    };
+    // 12 KiB from sector 7: three clusters, none allocated yet.
+    let data: Vec<u8> = (0..12288u32).map(|i| (i * 7 % 253) as u8).collect();
+    mem.write_slice(&data, GuestAddress(DATA)).unwrap();
+    header(&mem, VIRTIO_BLK_T_OUT, 7);
+    assert_eq!(run(&mut h, &mem, &standard(Some((12288, false)))), (OK, 1));
+    header(&mem, VIRTIO_BLK_T_FLUSH, 0);
+    assert_eq!(run(&mut h, &mem, &standard(None)), (OK, 1));
+    mem.write_slice(&[0u8; 12288], GuestAddress(DATA)).unwrap();
+    header(&mem, VIRTIO_BLK_T_IN, 7);
+    assert_eq!(
+        run(&mut h, &mem, &standard(Some((12288, true)))),
+        (OK, 12289)
+    );
+    let mut back = vec![0u8; 12288];
+    mem.read_slice(&mut back, GuestAddress(DATA)).unwrap();
+    assert_eq!(back, data);
+    // DISCARD is not offered: a driver sending it anyway gets UNSUPP.
+    mem.write_slice(&[0u8; 16], GuestAddress(DATA)).unwrap();
+    header(&mem, VIRTIO_BLK_T_DISCARD, 0);
+    let unsupp = VIRTIO_BLK_S_UNSUPP as u8;
+    assert_eq!(run(&mut h, &mem, &standard(Some((16, false)))).0, unsupp);
+    drop((h, block));
+    // QEMU reads the guest's bytes where the guest put them.
+    let raw = dir.as_path().join("disk.raw");
+    let status = std::process::Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .args([&path, &raw])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let guest = std::fs::read(raw).unwrap();
+    assert_eq!(&guest[7 * 512..7 * 512 + 12288], &data[..]);
+    assert!(guest[..7 * 512].iter().all(|b| *b == 0));
 }

@@ -17,7 +17,7 @@ pub use net::{NET_SYNTAX, NetConfig, NetConfigError};
 pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
 pub use virtio::{
-    CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, RNG_SYNTAX, RngConfig,
+    CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, ImageType, RNG_SYNTAX, RngConfig,
     VirtioConfigError,
 };
 pub use vsock::{VSOCK_SYNTAX, VsockConfig, VsockConfigError};

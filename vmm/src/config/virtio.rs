@@ -15,8 +15,10 @@ use super::{SerialConfig, VmConfig};
 /// `--disk` syntax.
 pub const DISK_SYNTAX: &str = "virtio-blk disk: \"path=<raw image or block device>,\
      readonly=on|off,direct=on|off,num_queues=<n>,queue_size=<size>,id=<device_id>,\
-     serial=<serial>,pci_segment=<segment_id>,image_type=raw\" (raw images only for now; the \
-     image is locked: a second VM using it is refused; defaults num_queues=1, queue_size=128)";
+     serial=<serial>,pci_segment=<segment_id>,image_type=raw|qcow2\" (without image_type, a \
+     file starting with the qcow2 magic is qcow2 and anything else raw; give image_type=raw for \
+     an image a guest may have written; the image is locked: a second VM using it is refused; \
+     defaults num_queues=1, queue_size=128)";
 /// `--console` syntax.
 pub const CONSOLE_SYNTAX: &str = "virtio-console (/dev/hvc0 in the guest): \
      \"off|null|pty|tty|file=<path>\" (default off: the PL011 of --serial is the console; tty \
@@ -70,12 +72,13 @@ fn default_queue_size() -> u16 {
     DEFAULT_QUEUE_SIZE
 }
 
-/// Disk image formats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Disk image formats (cloud-hypervisor's names in the API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ImageType {
     /// A raw image or block device.
-    #[default]
     Raw,
+    /// QEMU's qcow2 (versions 2 and 3).
+    Qcow2,
 }
 
 /// `--disk` (the API's `disks[]`).
@@ -104,9 +107,9 @@ pub struct DiskConfig {
     /// PCI segment.
     #[serde(default)]
     pub pci_segment: u16,
-    /// Image format.
+    /// Image format; `None` (null): detected from the qcow2 magic.
     #[serde(default)]
-    pub image_type: ImageType,
+    pub image_type: Option<ImageType>,
 }
 
 impl DiskConfig {
@@ -129,12 +132,14 @@ impl DiskConfig {
             false,
         )?;
         let image_type = match opts.get("image_type") {
-            None | Some("raw") => ImageType::Raw,
+            None => None,
+            Some("raw") => Some(ImageType::Raw),
+            Some("qcow2") => Some(ImageType::Qcow2),
             Some(other) => {
                 return Err(opts.invalid(
                     "image_type",
                     other,
-                    "only raw images are supported for now (qemu-img convert -O raw makes one)",
+                    "it must be raw or qcow2 (qemu-img convert -O raw makes a raw copy)",
                 ));
             }
         };
@@ -310,14 +315,17 @@ mod tests {
     }
 
     #[test]
-    fn qcow2_and_unknown_image_types_are_refused_in_one_sentence() {
-        let err = DiskConfig::parse("path=/img,image_type=qcow2", 0).unwrap_err();
+    fn image_type_is_raw_qcow2_or_detected_and_others_are_refused_in_one_sentence() {
+        let parse = |s: &str| DiskConfig::parse(s, 0).unwrap().image_type;
+        assert_eq!(parse("path=/img,image_type=qcow2"), Some(ImageType::Qcow2));
+        assert_eq!(parse("path=/img,image_type=raw"), Some(ImageType::Raw));
+        assert_eq!(parse("path=/img"), None);
+        let err = DiskConfig::parse("path=/img,image_type=vhdx", 0).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--disk: image_type=qcow2 is not valid: only raw images are supported for now \
-             (qemu-img convert -O raw makes one)"
+            "--disk: image_type=vhdx is not valid: it must be raw or qcow2 \
+             (qemu-img convert -O raw makes a raw copy)"
         );
-        assert!(DiskConfig::parse("path=/img,image_type=vhdx", 0).is_err());
         assert!(
             DiskConfig::parse("readonly=on", 0).is_err(),
             "path is required"
