@@ -24,10 +24,19 @@
 #   after-kill  the guest boots again (ext4 replays its journal), reaches
 #               multi-user with no failed unit, powers off; then e2fsck -fn
 #               in L1 is clean.
+#   qcow2       the same root as a qcow2 image (build-rootfs.sh's copy, given
+#               by L0 as a raw disk holding the file's bytes, serial
+#               e2e-rootq-<MiB>; L1 copies it to a file, since a qcow2 image
+#               grows and a block device cannot): --disk path=<file> with no
+#               image_type (detected by its magic) boots to multi-user, the
+#               guest writes and syncs a marker, powers off; L1 writes the
+#               file back onto the disk, and on the host qemu-img check finds
+#               no errors, and the marker is in the converted raw image,
+#               whose ext4 e2fsck -fn finds clean.
 # e2fsck and debugfs in L1 are the image's own arm64 binaries
 # (build-rootfs.sh's .tools tree). The VMM syntax is cloud-hypervisor's
 # (--disk path=,readonly=on; --console tty|file=|off).
-CASE_DESC="Debian bookworm root on virtio-blk (--disk) with --console tty: multi-user with no failed unit, a synced write lands, readonly=on refuses writes, SIGKILL during writes leaves ext4 clean"
+CASE_DESC="Debian bookworm root on virtio-blk (--disk) with --console tty: multi-user with no failed unit, a synced write lands, readonly=on refuses writes, SIGKILL during writes leaves ext4 clean; the same root as qcow2 (qemu-img check clean)"
 CASE_DEFAULT=1
 CASE_TIMEOUT=2400
 
@@ -51,7 +60,15 @@ case_l0_args() {
   rm -f "$out/rootfs-$v.qcow2"
   qemu-img create -q -f qcow2 -b "$DISK_ROOTFS_IMG" -F raw "$out/rootfs-$v.qcow2" >&2 || return 1
   cp "$out/script.img" "$out/script-$v.img"
+  # The qcow2 copy's bytes on a raw disk with room to grow (256 MiB).
+  local q="${DISK_ROOTFS_IMG%.img}.qcow2" mib
+  [ -s "$q" ] || { log "disk: no qcow2 copy $q"; return 1; }
+  mib=$((($(stat -c %s "$q") + 1048575) / 1048576))
+  cp --sparse=always "$q" "$out/rootq-$v.img"
+  truncate -s $((mib + 256))M "$out/rootq-$v.img"
   printf '%s\n' \
+    -drive "if=none,id=e2e-rootq,file=$out/rootq-$v.img,format=raw" \
+    -device "virtio-blk-pci,drive=e2e-rootq,serial=e2e-rootq-$mib" \
     -drive "if=none,id=e2e-rootfs,file=$out/rootfs-$v.qcow2,format=qcow2" \
     -device virtio-blk-pci,drive=e2e-rootfs,serial=e2e-rootfs \
     -drive "if=none,id=e2e-script,file=$out/script-$v.img,format=raw" \
@@ -62,7 +79,7 @@ case_l0_args() {
 # report (e2e.rootfs.script=/dev/vdb), the step named by e2e.step=.
 disk_l2_script() {
   cat <<'EOS'
-step=$(sed -n 's/.*e2e\.step=\([a-z-]*\).*/\1/p' /proc/cmdline)
+step=$(sed -n 's/.*e2e\.step=\([a-z0-9-]*\).*/\1/p' /proc/cmdline)
 echo "E2E-L2: step=$step root=$(findmnt -no SOURCE /) vdb-ro=$(cat /sys/block/vdb/ro)"
 ro_write() {
   err=$(dd if=/dev/zero of=/dev/vdb bs=4096 count=1 oflag=direct conv=notrunc 2>&1)
@@ -87,6 +104,12 @@ case "$step" in
     while [ "$n" -lt 60 ] && [ "$(stat -c %s /root/fio.dat 2>/dev/null || echo 0)" -lt 1048576 ]; do sleep 1; n=$((n + 1)); done
     echo "E2E-L2: writer running fio.dat=$(stat -c %s /root/fio.dat 2>/dev/null) fio=$(systemctl is-active e2e-fio) churn=$(systemctl is-active e2e-churn)"
     ;;
+  qcow2)
+    marker="e2e-qcow2-marker boot_id=$(cat /proc/sys/kernel/random/boot_id)"
+    echo "$marker" >/root/e2e-qcow2-marker
+    sync
+    echo "E2E-L2: qcow2 marker=$marker"
+    ;;
   check)
     echo "E2E-L2: after-kill fio.dat=$(stat -c %s /root/fio.dat 2>/dev/null) marker=$(cat /root/e2e-marker 2>/dev/null)"
     dmesg | grep -i 'EXT4-fs' | sed 's/^/E2E-L2-DMESG: /'
@@ -106,7 +129,13 @@ by_serial() {
 }
 root=$(by_serial e2e-rootfs)
 script=$(by_serial e2e-script)
-echo "E2E-L1: disks root=${root:-none} script=${script:-none} all=$(echo /sys/block/* | sed "s,/sys/block/,,g")"
+rootq= qmib=
+for b in /sys/block/vd*; do
+  case "$(cat "$b/serial" 2>/dev/null)" in
+    e2e-rootq-*) rootq="/dev/${b##*/}"; qmib=$(sed 's/^e2e-rootq-//' "$b/serial") ;;
+  esac
+done
+echo "E2E-L1: disks root=${root:-none} script=${script:-none} qcow2=${rootq:-none} all=$(echo /sys/block/* | sed "s,/sys/block/,,g")"
 { [ -b "$root" ] && [ -b "$script" ]; } || exit 1
 script_sum=$(sha256sum "$script" | cut -d' ' -f1)
 fresh() { sync; echo 3 >/proc/sys/vm/drop_caches; }
@@ -121,9 +150,10 @@ echo "E2E-L1: rootfs label=$(/usr/sbin/debugfs -R stats "$root" 2>/dev/null | se
 fsck_l1 initial
 
 cmdline="root=/dev/vda rw rootwait console=ttyAMA0 console=hvc0 efi=noruntime panic=-1 e2e.rootfs.script=/dev/vdb"
+# vm_args STEP [ROOT]
 vm_args() {
   echo "--kernel /l2/Image --cpus boot=2 --memory size=1G --serial file=/tmp/serial-$1.log --console tty" \
-    "--vsmmu cmdqv,backend=emulated --test-device id=dma0 --disk path=$root --disk path=$script,readonly=on"
+    "--vsmmu cmdqv,backend=emulated --test-device id=dma0 --disk path=${2:-$root} --disk path=$script,readonly=on"
 }
 # The PL011's output (kernel messages), after the run, marked as such: the
 # lines that start with E2E-ROOTFS came through hvc0, our stdout.
@@ -173,6 +203,20 @@ serial_dump kill
 vmm after-kill $(vm_args after-kill) --cmdline "$cmdline e2e.rootfs=poweroff e2e.step=check"
 serial_dump after-kill
 fsck_l1 after-kill
+
+# The qcow2 root: copied off its disk into a file (it grows), booted, put back.
+dd if="$rootq" of=/tmp/root.qcow2 bs=1M count="$qmib" 2>/dev/null
+echo "E2E-L1: qcow2 file bytes=$(wc -c </tmp/root.qcow2) magic=$(head -c 3 /tmp/root.qcow2)"
+# shellcheck disable=SC2046
+vmm qcow2 $(vm_args qcow2 /tmp/root.qcow2) --cmdline "$cmdline e2e.rootfs=poweroff e2e.step=qcow2"
+serial_dump qcow2
+qbytes=$(wc -c </tmp/root.qcow2)
+if [ "$qbytes" -le "$(($(cat "/sys/block/${rootq#/dev/}/size") * 512))" ]; then
+  dd if=/tmp/root.qcow2 of="$rootq" bs=1M conv=notrunc,fsync 2>/dev/null
+  echo "E2E-L1: qcow2 written back bytes=$qbytes"
+else
+  echo "E2E-L1: qcow2 grew past its disk bytes=$qbytes"
+fi
 EOS
 }
 
@@ -215,5 +259,32 @@ case_assert() {
   expect "E2E-L1: vmm exit=0 step=after-kill " "the second boot after the SIGKILL did not power off cleanly"
   disk_running after-kill
   expect "E2E-L1: fsck step=after-kill rc=0" "e2fsck -fn in L1 is not clean after SIGKILL during writes and a second boot"
+  disk_qcow2_assert
   reject "Kernel panic" "a kernel panicked"
+}
+
+# The qcow2 step: booted from the detected qcow2 file, the guest's marker in
+# the image L1 wrote back, which qemu-img finds consistent and whose ext4 is
+# clean.
+disk_qcow2_assert() {
+  local img="$out/rootq-$E2E_KERNEL.img" marker got check
+  expect_re "E2E-L1: qcow2 file bytes=[0-9]+ magic=QFI" "L1 did not get the qcow2 copy off its disk"
+  expect "E2E-L1: vmm exit=0 step=qcow2 " "our VMM did not boot the qcow2 root and power off cleanly"
+  disk_running qcow2
+  step_expect_re qcow2 "E2E-L2: step=qcow2 root=/dev/vda " "the qcow2 guest's root is not /dev/vda"
+  expect_re "E2E-L1: qcow2 written back bytes=[0-9]+" "the qcow2 file did not fit back on its disk"
+  marker="$(section qcow2 | sed -n 's/^E2E-L2: qcow2 marker=//p' | awk 'NR == 1')"
+  [ -n "$marker" ] || { fail "the qcow2 guest did not write its marker"; return; }
+  check="$(qemu-img check -f qcow2 "$img" 2>&1)" || true
+  echo "$check" | sed 's/^/  disk qcow2: qemu-img check: /'
+  echo "$check" | grep -q "No errors were found" || fail "qemu-img check found errors in the qcow2 image our VMM wrote"
+  rm -f "$img.raw"
+  if qemu-img convert -f qcow2 -O raw "$img" "$img.raw"; then
+    got="$(/sbin/debugfs -R 'cat /root/e2e-qcow2-marker' "$img.raw" 2>/dev/null)"
+    [ "$got" = "$marker" ] || fail "the marker written in the qcow2 guest is not in the image (wrote '$marker', found '${got:-nothing}')"
+    /sbin/e2fsck -fn "$img.raw" >"$img.fsck" 2>&1 || fail "e2fsck -fn of the qcow2 image's ext4 is not clean (see $img.fsck)"
+  else
+    fail "qemu-img convert could not read the qcow2 image our VMM wrote"
+  fi
+  rm -f "$img.raw"
 }

@@ -79,7 +79,7 @@ case_assert() {
   # The NVMe: BAR0's first 64 KiB page mapped, the table's page trapped.
   step_expect_re nvme "0000:00:05.0: 1b36:0010, host page 0x10000, BAR0 0x20000 mapped \[0x0\+0x10000\]" \
     "the NVMe's BAR0 is not cut at the 64 KiB page that holds its MSI-X table"
-  step_expect_event nvme "vfio:device-bound guest_bdf=0000:00:01.0 iommu=on" "the NVMe was not bound behind the vSMMU"
+  step_expect_event nvme "vfio:device-bound guest_bdf=0000:00:01.0 iommu=vsmmu0" "the NVMe was not bound behind the vSMMU"
   step_expect_re nvme "E2E-L2: read nvme0n1 pci=0000:00:01.0 blocks=4096 sha256=$NESTED_DISK_SHA256 " "the L2 nvme driver did not read the whole disk's known content"
   step_expect_re nvme "E2E-L2: wrote nvme0n1: E2E-PATTERN step=nvme pci=0000:00:01.0" "the NVMe write did not read back"
   expect "E2E-L0: disk 3 has E2E-PATTERN step=nvme pci=0000:00:01.0" "L0 did not find the NVMe write in its image"
