@@ -51,6 +51,7 @@ fn handler(file: &TempFile, readonly: bool) -> BlockQueue {
         serial,
         counters: Arc::new(BlockCounters::default()),
         buffer: Vec::new(),
+        uring: None,
     }
 }
 
@@ -326,6 +327,7 @@ fn params(readonly: bool, num_queues: u16) -> BlockParams {
         num_queues,
         queue_size: 16,
         serial: "s".into(),
+        io_uring: true,
     }
 }
 
@@ -435,3 +437,5 @@ fn each_queue_has_its_own_worker_and_interrupt() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(mocks[0].used().idx().load(), 1);
 }
+
+mod uring;
