@@ -126,12 +126,7 @@ impl UringQueue {
                 vm_memory::GuestMemoryError::InvalidGuestAddress(a) => a.0,
                 _ => 0,
             });
-            return Some(request::finish(
-                mem,
-                ctx.image,
-                parsed.status,
-                Err(failure),
-            ));
+            return Some(request::finish(mem, ctx.image, parsed.status, Err(failure)));
         }
         self.waiting.push(Some(Waiting {
             head,

@@ -35,9 +35,9 @@ use virtio_queue::Queue;
 
 use crate::worker::{QueueHandler, Workers, serve_chains};
 use crate::{GuestMemory, VirtioDevice, feature};
+use batch::UringQueue;
 pub use image::{DiskImage, ImageError};
 pub use request::BlockCounters;
-use batch::UringQueue;
 use request::RequestContext;
 pub use uring::Unavailable as IoUringUnavailable;
 

@@ -281,7 +281,11 @@ fn malformed_and_out_of_range_chains_get_the_sync_paths_status() {
     let reqs = [
         req(VIRTIO_BLK_T_IN, 0, &[(DATA, 100, W)]),
         req(VIRTIO_BLK_T_IN, 0, &[(RAM as u64 - 256, 512, W)]),
-        req(VIRTIO_BLK_T_IN, 0, &[(DATA, 512, W), (DATA + 0x1000, 512, R)]),
+        req(
+            VIRTIO_BLK_T_IN,
+            0,
+            &[(DATA, 512, W), (DATA + 0x1000, 512, R)],
+        ),
         req(VIRTIO_BLK_T_OUT, 0, &[(DATA, 512, W)]),
         req(VIRTIO_BLK_T_OUT, SECTORS - 1, &[(DATA + 0x8000, 1024, R)]),
         req(VIRTIO_BLK_T_OUT, u64::MAX, &[(DATA + 0x8000, 512, R)]),
