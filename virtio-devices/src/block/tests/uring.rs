@@ -247,36 +247,6 @@ fn memory_pattern(buf: &mut [u8], from: u32) {
 }
 
 #[test]
-fn the_ring_submits_a_flush_only_after_every_earlier_write_completed() {
-    let file = image_file();
-    let mem = memory();
-    let mut r = ring(file.as_file(), 4);
-    // More writes than the ring holds at once, then the flush, then a read.
-    for i in 0..6u64 {
-        let data = [Segment {
-            addr: GuestAddress(DATA),
-            len: 512,
-        }];
-        r.add_transfer(&mem, OpKind::Write, i * 512, &data, i)
-            .unwrap();
-    }
-    r.add_flush(&mem, 100);
-    let read = [Segment {
-        addr: GuestAddress(DATA + 0x1000),
-        len: 512,
-    }];
-    r.add_transfer(&mem, OpKind::Read, 0, &read, 200).unwrap();
-    let mut done = Vec::new();
-    r.run(&mut done).unwrap();
-    let order: Vec<u64> = done.iter().map(|(tag, _)| *tag).collect();
-    let at = |tag: u64| order.iter().position(|t| *t == tag).unwrap();
-    // Every write completed before the flush; the later read may pass it.
-    assert!((0..6).all(|w| at(w) < at(100)), "{order:?}");
-    assert_eq!(order.len(), 8);
-    assert!(done.iter().all(|(_, r)| r.is_ok()));
-}
-
-#[test]
 fn malformed_and_out_of_range_chains_get_the_sync_paths_status() {
     let reqs = [
         req(VIRTIO_BLK_T_IN, 0, &[(DATA, 100, W)]),
