@@ -130,6 +130,18 @@ pub struct Ring {
     mem: Option<GuestMemory>,
 }
 
+/// Why io_uring_setup failed, in the words of the fallback's log line.
+fn setup_refused(e: io::Error) -> Unavailable {
+    match e.raw_os_error() {
+        Some(libc::ENOSYS) => Unavailable::NoSyscall,
+        Some(libc::EPERM) => Unavailable::NotPermitted,
+        _ => Unavailable::Setup {
+            what: "io_uring_setup",
+            source: e,
+        },
+    }
+}
+
 /// Read a sysctl under /proc/sys (None where it does not exist).
 fn sysctl(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
@@ -151,11 +163,7 @@ impl Ring {
         let ring = IoUring::builder()
             .setup_r_disabled()
             .build(entries)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOSYS) => Unavailable::NoSyscall,
-                Some(libc::EPERM) => Unavailable::NotPermitted,
-                _ => setup("io_uring_setup", e),
-            })?;
+            .map_err(setup_refused)?;
         let submitter = ring.submitter();
         let mut probe = Probe::new();
         submitter
@@ -514,6 +522,21 @@ mod tests {
         let at = |tag: u64| order.iter().position(|t| *t == tag).unwrap();
         assert!((0..3).all(|w| at(w) < at(100)), "{order:?}");
         assert!(done.iter().all(|(_, result)| result.is_ok()));
+    }
+
+    #[test]
+    fn a_refused_setup_names_its_reason() {
+        let reason = |errno| setup_refused(io::Error::from_raw_os_error(errno)).to_string();
+        assert_eq!(
+            reason(libc::ENOSYS),
+            "the kernel has no io_uring (io_uring_setup: ENOSYS)"
+        );
+        assert!(reason(libc::EPERM).starts_with("io_uring_setup is not permitted (EPERM"));
+        assert!(reason(libc::EINVAL).starts_with("io_uring_setup: Invalid argument"));
+        assert_eq!(
+            Unavailable::Disabled("2".into()).to_string(),
+            "kernel.io_uring_disabled=2"
+        );
     }
 
     #[test]
