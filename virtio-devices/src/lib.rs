@@ -9,7 +9,8 @@
 //!   required: FEATURES_OK is refused without it), the device status state
 //!   machine, reset. Queue notifications arrive on one eventfd per queue,
 //!   which the VMM registers as a KVM ioeventfd on the notify area.
-//! - [`block`]: virtio-blk over a raw image file or block device.
+//! - [`block`]: virtio-blk over a raw image file or block device, through
+//!   one io_uring per queue where the host has it, else synchronously.
 //! - [`console`]: virtio-console with one port.
 //! - [`net`]: virtio-net over a Linux tap: up to 16 queue pairs with a
 //!   control queue (MQ), MRG_RXBUF, checksum and segmentation offloads.

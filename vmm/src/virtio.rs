@@ -279,8 +279,11 @@ fn block(config: &DiskConfig) -> Result<Block, BlockError> {
         num_queues: config.num_queues,
         queue_size: config.queue_size,
         serial: config.serial.clone().unwrap_or_else(|| config.id.clone()),
+        io_uring: !config.disable_io_uring,
     };
-    Block::new(image, params).map_err(BlockError::Io)
+    let block = Block::new(image, params).map_err(BlockError::Io)?;
+    log::info!(target: "vmm", "disk {}: {}", config.id, block.io_engine());
+    Ok(block)
 }
 
 /// Open (or take) the tap queues of `config` (one per queue pair), give

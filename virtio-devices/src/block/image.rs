@@ -10,8 +10,9 @@
 //! This is the crate's ioctl module: its `unsafe` blocks (fcntl, fallocate,
 //! ioctl) are here and nowhere else.
 //!
-//! Not implemented: formats other than raw and qcow2, io_uring or AIO (I/O
-//! is synchronous in the queue's worker thread).
+//! Not implemented: formats other than raw and qcow2. io_uring
+//! (`super::uring`) reads and writes the file of [`DiskImage::raw_file`]
+//! itself (raw images only; qcow2 stays synchronous).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
@@ -208,6 +209,17 @@ impl DiskImage {
     /// The image's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open image when its bytes are the disk's bytes at the same
+    /// offsets (a raw image), for I/O that bypasses [`DiskImage::read_at`]
+    /// and [`DiskImage::write_at`] (io_uring); `None` for a format whose
+    /// offsets need translating.
+    pub fn raw_file(&self) -> Option<&File> {
+        match &self.backend {
+            Backend::Raw { file, .. } => Some(file),
+            Backend::Qcow2(_) => None,
+        }
     }
 
     /// Fill `buf` from byte `offset`.

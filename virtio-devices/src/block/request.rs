@@ -46,13 +46,18 @@ pub struct BlockCounters {
     pub read_ops: AtomicU64,
     /// Write requests completed.
     pub write_ops: AtomicU64,
+    /// IN, OUT and FLUSH requests completed through io_uring (not in
+    /// `vm.counters`, which has cloud-hypervisor's four figures only).
+    pub uring_ops: AtomicU64,
 }
 
 /// One guest buffer.
 #[derive(Clone, Copy, Debug)]
-struct Segment {
-    addr: GuestAddress,
-    len: u64,
+pub(super) struct Segment {
+    /// Its guest-physical address.
+    pub addr: GuestAddress,
+    /// Its length in bytes.
+    pub len: u64,
 }
 
 /// What the device needs to serve requests.
@@ -71,7 +76,7 @@ pub struct RequestContext<'a> {
 
 /// Why a request failed (status IOERR or UNSUPP), for the log line.
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(super) enum Failure {
     #[error("malformed chain: {0}")]
     Malformed(&'static str),
     #[error("sectors {sector}+{count} past the end ({capacity} sectors)")]
@@ -137,7 +142,8 @@ impl<'s> Cursor<'s> {
     }
 }
 
-fn total(segments: &[Segment]) -> u64 {
+/// Bytes in `segments` together.
+pub(super) fn total(segments: &[Segment]) -> u64 {
     segments.iter().map(|s| s.len).sum()
 }
 
@@ -150,6 +156,48 @@ fn bounce(buffer: &mut Vec<u8>, len: usize) -> &mut [u8] {
     &mut buffer[start..start + len]
 }
 
+/// A request checked against the chain's shape, the disk's size and its
+/// read-only flag, before any I/O: what the device is to do.
+#[derive(Debug)]
+pub(super) enum Plan {
+    /// IN: fill `data` (device-writable) from byte `offset`.
+    Read {
+        /// Byte offset in the image.
+        offset: u64,
+        /// The guest buffers, whole sectors together.
+        data: Vec<Segment>,
+    },
+    /// OUT: write `data` (device-readable) at byte `offset`.
+    Write {
+        /// Byte offset in the image.
+        offset: u64,
+        /// The guest buffers, whole sectors together.
+        data: Vec<Segment>,
+    },
+    /// FLUSH: make earlier writes durable.
+    Flush,
+    /// GET_ID: the serial into `data`.
+    GetId {
+        /// The guest buffers.
+        data: Vec<Segment>,
+    },
+    /// DISCARD or WRITE_ZEROES over the 16-byte ranges in `data`.
+    Ranges {
+        /// VIRTIO_BLK_T_DISCARD or VIRTIO_BLK_T_WRITE_ZEROES.
+        kind: u32,
+        /// The guest buffers holding the ranges.
+        data: Vec<Segment>,
+    },
+}
+
+/// A chain with somewhere to put its status byte.
+pub(super) struct Parsed {
+    /// The status byte: the last byte of the last descriptor.
+    pub status: GuestAddress,
+    /// What to do, or why the request fails.
+    pub plan: Result<Plan, Failure>,
+}
+
 /// Serve the request in `chain`; returns the bytes written into the
 /// chain's writable descriptors (the used length).
 pub fn execute(
@@ -158,25 +206,52 @@ pub fn execute(
     ctx: &mut RequestContext<'_>,
 ) -> u32 {
     let descriptors: Vec<Descriptor> = chain.collect();
+    let Some(parsed) = parse(&descriptors, mem, ctx.image, ctx.readonly) else {
+        return 0;
+    };
+    let result = parsed.plan.and_then(|plan| run(plan, mem, ctx));
+    finish(mem, ctx.image, parsed.status, result)
+}
+
+/// Check the chain (section 5.2.6) and plan the request; `None` when the
+/// chain has no writable last byte to put a status in (it is returned
+/// with nothing written, and a log line).
+pub(super) fn parse(
+    descriptors: &[Descriptor],
+    mem: &GuestMemory,
+    image: &DiskImage,
+    readonly: bool,
+) -> Option<Parsed> {
     let Some(last) = descriptors
         .last()
         .filter(|d| d.is_write_only() && d.len() > 0)
     else {
-        log::warn!(target: "virtio-blk", "{}: request without a writable status byte dropped", ctx.image.path().display());
-        return 0;
+        log::warn!(target: "virtio-blk", "{}: request without a writable status byte dropped", image.path().display());
+        return None;
     };
-    let status_addr = match last.addr().checked_add(u64::from(last.len()) - 1) {
-        Some(a) => a,
-        None => return 0,
-    };
-    let (status, written) = match serve(&descriptors, mem, ctx) {
+    let status = last.addr().checked_add(u64::from(last.len()) - 1)?;
+    Some(Parsed {
+        status,
+        plan: plan(descriptors, mem, image, readonly),
+    })
+}
+
+/// Write the status byte for `result` and return the used length (0 when
+/// the status byte is not RAM: the request is dropped).
+pub(super) fn finish(
+    mem: &GuestMemory,
+    image: &DiskImage,
+    status_addr: GuestAddress,
+    result: Result<u64, Failure>,
+) -> u32 {
+    let (status, written) = match result {
         Ok(written) => (VIRTIO_BLK_S_OK, written),
         Err(Failure::Unsupported(t)) => {
             log::debug!(target: "virtio-blk", "request type {t} unsupported");
             (VIRTIO_BLK_S_UNSUPP, 0)
         }
         Err(e) => {
-            log::warn!(target: "virtio-blk", "{}: {e}", ctx.image.path().display());
+            log::warn!(target: "virtio-blk", "{}: {e}", image.path().display());
             (VIRTIO_BLK_S_IOERR, 0)
         }
     };
@@ -187,13 +262,31 @@ pub fn execute(
     u32::try_from(written + 1).unwrap_or(u32::MAX)
 }
 
+/// The bytes from `skip` on of `segments`.
+fn after(segments: &[Segment], mut skip: u64) -> Vec<Segment> {
+    let mut rest = Vec::new();
+    for seg in segments {
+        if skip >= seg.len {
+            skip -= seg.len;
+            continue;
+        }
+        rest.push(Segment {
+            addr: GuestAddress(seg.addr.0.wrapping_add(skip)),
+            len: seg.len - skip,
+        });
+        skip = 0;
+    }
+    rest
+}
+
 /// Split the chain into readable and writable data (the status byte off
-/// the end) and run the request; Ok is the bytes written to the guest.
-fn serve(
+/// the end), read the header and check the request.
+fn plan(
     descriptors: &[Descriptor],
     mem: &GuestMemory,
-    ctx: &mut RequestContext<'_>,
-) -> Result<u64, Failure> {
+    image: &DiskImage,
+    readonly: bool,
+) -> Result<Plan, Failure> {
     let mut readable = Vec::new();
     let mut writable = Vec::new();
     for (i, d) in descriptors.iter().enumerate() {
@@ -220,59 +313,104 @@ fn serve(
     if total(&readable) < HEADER_LEN as u64 {
         return Err(Failure::Malformed("header shorter than 16 readable bytes"));
     }
-    let mut reader = Cursor::new(&readable);
     let mut header = [0u8; HEADER_LEN];
-    reader.copy(mem, &mut header, false)?;
+    Cursor::new(&readable).copy(mem, &mut header, false)?;
     let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     let mut sector_bytes = [0u8; 8];
     sector_bytes.copy_from_slice(&header[8..16]);
     let sector = u64::from_le_bytes(sector_bytes);
-    let readable_data = total(&readable) - HEADER_LEN as u64;
-    let writable_data = total(&writable);
+    let readable_data = after(&readable, HEADER_LEN as u64);
+    let writes_to_guest = total(&writable) != 0;
     match kind {
         VIRTIO_BLK_T_IN => {
-            if readable_data != 0 {
+            if !readable_data.is_empty() {
                 return Err(Failure::Malformed("IN with readable data"));
             }
-            let mut writer = Cursor::new(&writable);
-            transfer(ctx, mem, &mut writer, sector, writable_data, true)?;
-            Ok(writable_data)
+            let offset = check_transfer(image, sector, total(&writable))?;
+            Ok(Plan::Read {
+                offset,
+                data: writable,
+            })
         }
         VIRTIO_BLK_T_OUT => {
-            if writable_data != 0 {
+            if writes_to_guest {
                 return Err(Failure::Malformed("OUT with writable data"));
             }
-            if ctx.readonly {
+            if readonly {
                 return Err(Failure::ReadOnly);
             }
-            transfer(ctx, mem, &mut reader, sector, readable_data, false)?;
-            Ok(0)
+            let offset = check_transfer(image, sector, total(&readable_data))?;
+            Ok(Plan::Write {
+                offset,
+                data: readable_data,
+            })
         }
-        VIRTIO_BLK_T_FLUSH => {
-            ctx.image.flush()?;
-            Ok(0)
-        }
-        VIRTIO_BLK_T_GET_ID => {
-            let n = writable_data.min(u64::from(VIRTIO_BLK_ID_BYTES)) as usize;
-            let mut id = *ctx.serial;
-            Cursor::new(&writable).copy(mem, &mut id[..n], true)?;
-            Ok(n as u64)
-        }
+        VIRTIO_BLK_T_FLUSH => Ok(Plan::Flush),
+        VIRTIO_BLK_T_GET_ID => Ok(Plan::GetId { data: writable }),
         VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES => {
             // Not offered for qcow2: a driver that sends them anyway
             // learns the type is unsupported.
-            if !ctx.image.supports_discard() {
+            if !image.supports_discard() {
                 return Err(Failure::Unsupported(kind));
             }
-            if ctx.readonly {
+            if readonly {
                 return Err(Failure::ReadOnly);
             }
-            if writable_data != 0 || readable_data % RANGE_LEN as u64 != 0 {
+            if writes_to_guest || total(&readable_data) % RANGE_LEN as u64 != 0 {
                 return Err(Failure::Malformed(
                     "discard/write-zeroes ranges not 16-byte segments",
                 ));
             }
-            for _ in 0..readable_data / RANGE_LEN as u64 {
+            Ok(Plan::Ranges {
+                kind,
+                data: readable_data,
+            })
+        }
+        other => Err(Failure::Unsupported(other)),
+    }
+}
+
+/// A transfer of `len` bytes at `sector`: whole sectors inside the disk;
+/// Ok is its byte offset.
+fn check_transfer(image: &DiskImage, sector: u64, len: u64) -> Result<u64, Failure> {
+    if len % SECTOR_SIZE != 0 {
+        return Err(Failure::Malformed("data length is not whole sectors"));
+    }
+    check_range(image, sector, len / SECTOR_SIZE)?;
+    Ok(sector * SECTOR_SIZE)
+}
+
+/// Run a planned request synchronously; Ok is the bytes written to the
+/// guest.
+pub(super) fn run(
+    plan: Plan,
+    mem: &GuestMemory,
+    ctx: &mut RequestContext<'_>,
+) -> Result<u64, Failure> {
+    match plan {
+        Plan::Read { offset, data } => {
+            let len = total(&data);
+            transfer(ctx, mem, &mut Cursor::new(&data), offset, len, true)?;
+            Ok(len)
+        }
+        Plan::Write { offset, data } => {
+            let len = total(&data);
+            transfer(ctx, mem, &mut Cursor::new(&data), offset, len, false)?;
+            Ok(0)
+        }
+        Plan::Flush => {
+            ctx.image.flush()?;
+            Ok(0)
+        }
+        Plan::GetId { data } => {
+            let n = total(&data).min(u64::from(VIRTIO_BLK_ID_BYTES)) as usize;
+            let mut id = *ctx.serial;
+            Cursor::new(&data).copy(mem, &mut id[..n], true)?;
+            Ok(n as u64)
+        }
+        Plan::Ranges { kind, data } => {
+            let mut reader = Cursor::new(&data);
+            for _ in 0..total(&data) / RANGE_LEN as u64 {
                 let mut range = [0u8; RANGE_LEN];
                 reader.copy(mem, &mut range, false)?;
                 let mut start = [0u8; 8];
@@ -291,7 +429,6 @@ fn serve(
             }
             Ok(0)
         }
-        other => Err(Failure::Unsupported(other)),
     }
 }
 
@@ -307,21 +444,16 @@ fn check_range(image: &DiskImage, sector: u64, count: u64) -> Result<(), Failure
     }
 }
 
-/// Move `len` bytes between the image at `sector` and the guest buffers
-/// under `cursor`, a bounce buffer at a time.
+/// Move `len` bytes between the image at byte `start` and the guest
+/// buffers under `cursor`, a bounce buffer at a time.
 fn transfer(
     ctx: &mut RequestContext<'_>,
     mem: &GuestMemory,
     cursor: &mut Cursor<'_>,
-    sector: u64,
+    start: u64,
     len: u64,
     to_guest: bool,
 ) -> Result<(), Failure> {
-    if len % SECTOR_SIZE != 0 {
-        return Err(Failure::Malformed("data length is not whole sectors"));
-    }
-    check_range(ctx.image, sector, len / SECTOR_SIZE)?;
-    let start = sector * SECTOR_SIZE;
     let mut done = 0u64;
     while done < len {
         let n = (len - done).min(CHUNK as u64) as usize;
@@ -335,12 +467,17 @@ fn transfer(
         }
         done += n as u64;
     }
+    count(ctx.counters, to_guest, len);
+    Ok(())
+}
+
+/// Count one completed IN (`to_guest`) or OUT request of `len` bytes.
+pub(super) fn count(counters: &BlockCounters, to_guest: bool, len: u64) {
     let (bytes, ops) = if to_guest {
-        (&ctx.counters.read_bytes, &ctx.counters.read_ops)
+        (&counters.read_bytes, &counters.read_ops)
     } else {
-        (&ctx.counters.write_bytes, &ctx.counters.write_ops)
+        (&counters.write_bytes, &counters.write_ops)
     };
     bytes.fetch_add(len, Ordering::Relaxed);
     ops.fetch_add(1, Ordering::Relaxed);
-    Ok(())
 }

@@ -558,7 +558,7 @@ mod tests {
             "test_devices": [{"id": "dma0", "iommu": true, "pci_segment": 0}],
             "disks": [{"path": "/img", "readonly": true, "direct": false, "num_queues": 2,
                        "queue_size": 256, "id": "root", "serial": "S1", "pci_segment": 0,
-                       "image_type": "Raw"}],
+                       "image_type": "Raw", "disable_io_uring": false}],
             "console": {"mode": "File", "file": "/tmp/hvc0"}
         }"#;
         let api: ApiVmConfig = serde_json::from_str(json).unwrap();

@@ -15,10 +15,11 @@ use super::{SerialConfig, VmConfig};
 /// `--disk` syntax.
 pub const DISK_SYNTAX: &str = "virtio-blk disk: \"path=<raw image or block device>,\
      readonly=on|off,direct=on|off,num_queues=<n>,queue_size=<size>,id=<device_id>,\
-     serial=<serial>,pci_segment=<segment_id>,image_type=raw|qcow2\" (without image_type, a \
-     file starting with the qcow2 magic is qcow2 and anything else raw; give image_type=raw for \
-     an image a guest may have written; the image is locked: a second VM using it is refused; \
-     defaults num_queues=1, queue_size=128)";
+     serial=<serial>,pci_segment=<segment_id>,image_type=raw|qcow2,_disable_io_uring=on|off\" \
+     (without image_type, a file starting with the qcow2 magic is qcow2 and anything else raw; \
+     give image_type=raw for an image a guest may have written; the image is locked: a second VM \
+     using it is refused; a raw image's I/O goes through io_uring where the host has it, unless \
+     _disable_io_uring=on; defaults num_queues=1, queue_size=128)";
 /// `--console` syntax.
 pub const CONSOLE_SYNTAX: &str = "virtio-console (/dev/hvc0 in the guest): \
      \"off|null|pty|tty|file=<path>\" (default off: the PL011 of --serial is the console; tty \
@@ -110,6 +111,10 @@ pub struct DiskConfig {
     /// Image format; `None` (null): detected from the qcow2 magic.
     #[serde(default)]
     pub image_type: Option<ImageType>,
+    /// Serve the disk with synchronous I/O even where the host has
+    /// io_uring (cloud-hypervisor's testing-only `_disable_io_uring`).
+    #[serde(default)]
+    pub disable_io_uring: bool,
 }
 
 impl DiskConfig {
@@ -128,6 +133,7 @@ impl DiskConfig {
                 "serial",
                 "pci_segment",
                 "image_type",
+                "_disable_io_uring",
             ],
             false,
         )?;
@@ -155,6 +161,7 @@ impl DiskConfig {
             serial: opts.get("serial").map(str::to_string),
             pci_segment: opts.number("pci_segment")?.unwrap_or(0),
             image_type,
+            disable_io_uring: opts.toggle("_disable_io_uring", false)?,
         })
     }
 }
@@ -312,6 +319,10 @@ mod tests {
         assert!(d.readonly && d.direct);
         assert_eq!((d.num_queues, d.queue_size, d.pci_segment), (4, 256, 1));
         assert_eq!((d.id.as_str(), d.serial.as_deref()), ("data", Some("S1")));
+        assert!(!d.disable_io_uring);
+        let d = DiskConfig::parse("path=/img,_disable_io_uring=on", 0).unwrap();
+        assert!(d.disable_io_uring);
+        assert!(DiskConfig::parse("path=/img,_disable_io_uring=yes", 0).is_err());
     }
 
     #[test]

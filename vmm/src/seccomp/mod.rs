@@ -7,12 +7,12 @@
 //!
 //! | kind | installed | may |
 //! |------|-----------|-----|
-//! | `vmm` | after start-up, before the event loop | rebuild a VM (open devices and files, mmap, every KVM/VFIO/iommufd/vhost ioctl, spawn threads) |
+//! | `vmm` | after start-up, before the event loop | rebuild a VM (open devices and files, mmap, every KVM/VFIO/iommufd/vhost ioctl, spawn threads, make the disks' io_uring rings) |
 //! | `vcpu` | first thing in each vCPU thread | KVM_RUN and the MMIO handlers' calls (vhost-vsock's on a vsock's DRIVER_OK and reset); no open, no thread, no PROT_EXEC |
 //! | `api` | first thing in the HTTP thread | epoll, accept, read/write its sockets; no open |
 //! | `vcmdq-engine` | first thing in the emulated backend's engine thread | MSI/line injection, eventfd writes |
 //! | `console-in` | first thing in the stdin reader | read stdin |
-//! | `virtio-worker` | first thing in each virtio queue worker | epoll, eventfds, pread/pwrite/fdatasync/fallocate on its image, BLKDISCARD/BLKZEROOUT, console input and output |
+//! | `virtio-worker` | first thing in each virtio queue worker | epoll, eventfds, pread/pwrite/fdatasync/fallocate on its image, io_uring_enter on its disk queue's ring (made by the VMM thread), BLKDISCARD/BLKZEROOUT, console input and output |
 //! | `vsock-proxy` | first thing in a virtio-vsock's proxy thread | epoll, accept on its Unix socket, AF_VSOCK sockets connected to the guest, read/write/shutdown; no open |
 //!
 //! Filters are compiled once, at start ([`init`]), for the host's

@@ -64,6 +64,25 @@ fn threads_spawned_by_the_filtered_vmm_thread_need_nothing_it_refuses() {
 }
 
 #[test]
+fn only_the_vmm_thread_makes_io_uring_rings_and_only_it_and_virtio_workers_enter_them() {
+    for arch in [TargetArch::x86_64, TargetArch::aarch64] {
+        for kind in ThreadKind::ALL {
+            let list = rules::allowed(kind, arch);
+            let makes = kind == ThreadKind::Vmm;
+            for name in ["io_uring_setup", "io_uring_register"] {
+                assert_eq!(list.contains_key(name), makes, "{arch:?} {kind:?} {name}");
+            }
+            let enters = matches!(kind, ThreadKind::Vmm | ThreadKind::VirtioWorker);
+            assert_eq!(
+                list.contains_key("io_uring_enter"),
+                enters,
+                "{arch:?} {kind:?} io_uring_enter"
+            );
+        }
+    }
+}
+
+#[test]
 fn no_thread_execs_or_forks_only_the_vsock_proxy_connects_the_vmm_listens_and_vcpus_open_nothing() {
     let forbidden_everywhere = [
         rules::NEVER_ALLOWED,
@@ -199,8 +218,11 @@ mod in_child {
         RealEngine,
         /// Not a probe: the thread starts under the VMM thread's filter.
         Stacked,
-        /// Not a probe: a real virtio-blk function serves a write.
+        /// Not a probe: a real virtio-blk function serves a write
+        /// through its io_uring.
         RealVirtio,
+        /// Not a probe: the same with `_disable_io_uring=on` (pwrite64).
+        RealVirtioSync,
         /// Not a probe: a virtio-net function over a new tap is built.
         RealNet,
         /// Not a probe: a vsock proxy serves a client under its filter.
@@ -216,6 +238,7 @@ mod in_child {
             Probe::RealEngine => "real-engine",
             Probe::Stacked => "stacked",
             Probe::RealVirtio => "real-virtio",
+            Probe::RealVirtioSync => "real-virtio-sync",
             Probe::RealNet => "real-net",
             Probe::RealVsockProxy => "real-vsock-proxy",
         }
@@ -266,7 +289,10 @@ mod in_child {
             return real_engine();
         }
         if probe == "real-virtio" {
-            return real_virtio();
+            return real_virtio("");
+        }
+        if probe == "real-virtio-sync" {
+            return real_virtio(",_disable_io_uring=on");
         }
         if probe == "real-net" {
             return real_net();
@@ -380,9 +406,10 @@ mod in_child {
     /// A virtio-blk function built by a thread under the VMM filter (its
     /// workers start there), driven from a thread under the vCPU filter
     /// (DRIVER_OK, the trapped notify), its worker writing and flushing
-    /// the image under its own: print the worker's seccomp state and the
-    /// status the device answered.
-    fn real_virtio() {
+    /// the image under its own: print the worker's seccomp state, the
+    /// status the device answered and the requests served through io_uring.
+    /// `options` follow the disk's path.
+    fn real_virtio(options: &'static str) {
         use crate::config::{DiskConfig, VmConfig};
         use crate::description::VmDescription;
         use vm_memory::GuestAddress;
@@ -392,7 +419,7 @@ mod in_child {
         let vmm = std::thread::spawn(move || {
             apply(ThreadKind::Vmm).unwrap();
             let config = VmConfig {
-                disks: vec![DiskConfig::parse(&format!("path={path}"), 0).unwrap()],
+                disks: vec![DiskConfig::parse(&format!("path={path}{options}"), 0).unwrap()],
                 ..VmConfig::default()
             };
             let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
@@ -401,6 +428,7 @@ mod in_child {
                 .unwrap();
             let wiring = crate::virtio::test_support::wiring();
             let built = crate::virtio::build(&vm, &vm.devices[0], &mem, &wiring).unwrap();
+            let counters = built.disk.unwrap();
             let mut function = built.function;
             let vcpu = std::thread::spawn(move || {
                 apply(ThreadKind::Vcpu).unwrap();
@@ -411,6 +439,10 @@ mod in_child {
             let function = vcpu.join().unwrap();
             print_seccomp_mode("worker", "_disk0-q0");
             drop(function);
+            let uring_ops = counters
+                .uring_ops
+                .load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!("uring ops {uring_ops}");
         });
         vmm.join().unwrap();
         let mut back = [0u8; 512];
@@ -569,14 +601,19 @@ mod in_child {
         assert!(status.success() && out.contains("engine 0"), "{out}");
     }
 
+    /// Needs io_uring on the host: without it the disk falls back to
+    /// pwrite64 and the test fails on `uring ops 1`, saying so.
     #[test]
     fn a_virtio_worker_serves_a_disk_write_under_its_filter_stacked_on_the_vmms() {
-        let (status, out) = run_child(ThreadKind::VirtioWorker, "true", Probe::RealVirtio);
-        assert!(status.success(), "{out}");
-        assert!(out.contains("status 0"), "{out}");
-        assert!(out.contains("worker 2"), "{out}");
-        assert!(out.contains("image true"), "{out}");
-        assert!(out.contains("child exits"), "{out}");
+        for (probe, uring_ops) in [(Probe::RealVirtio, 1), (Probe::RealVirtioSync, 0)] {
+            let (status, out) = run_child(ThreadKind::VirtioWorker, "true", probe);
+            assert!(status.success(), "{out}");
+            assert!(out.contains("status 0"), "{out}");
+            assert!(out.contains("worker 2"), "{out}");
+            assert!(out.contains("image true"), "{out}");
+            assert!(out.contains(&format!("uring ops {uring_ops}")), "{out}");
+            assert!(out.contains("child exits"), "{out}");
+        }
     }
 
     #[test]
