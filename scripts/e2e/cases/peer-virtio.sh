@@ -4,7 +4,10 @@
 # one run each:
 #   qemu   sid's qemu-system-aarch64 (peer/build-qemu.sh), KVM, DT boot,
 #          virtio-blk-pci / virtio-net-pci over a tap, console ttyAMA0
-#   ours   --disk ... --net tap=... --serial tty --console off
+#   ours   --disk ... --net tap=... --serial tty --console off (its raw
+#          disks on io_uring, the default)
+#   ours-sync  the same with _disable_io_uring=on on every disk: synchronous
+#          pread/pwrite in each queue's worker
 # Each VM gets the same three disks (root, the script disk read-only, a
 # 256 MiB raw data disk in L1's RAM, so L0's own disk stays out of the
 # numbers) and one NIC on the tap vmtap0 (192.168.249.1 in L1). The script
@@ -23,7 +26,7 @@ CASE_DESC="QEMU 11.1 beside ours on the Debian root over virtio-blk + virtio-net
 CASE_DEFAULT=0
 CASE_TIMEOUT=1500
 CASE_KERNELS=7.2
-PV_STEPS="qemu ours"
+PV_STEPS="qemu ours ours-sync"
 
 case_prepare() {
   local out="$1" img="${E2E_ROOTFS_IMG:-}" payload
@@ -146,18 +149,23 @@ vmm_measured qemu $qemu -M virt,gic-version=3 -accel kvm -cpu host -smp 2 -m 1G 
 wait
 sleep 1
 
-fresh_data
-vmm_measured ours /bin/cloud-hypervisor --kernel /l2/Image --cpus boot=2 --memory size=1G \
-  --serial tty --console off --cmdline "$cmdline" \
-  --disk path="$root" --disk path="$script",readonly=on --disk path="$data" \
-  --net tap=vmtap0,ip=192.168.249.1,mask=255.255.255.0,mac=52:54:00:e2:e0:02,id=net0
+# ours ENGINE_OPTION: ours, with "" (io_uring) or ",_disable_io_uring=on".
+ours() {
+  fresh_data
+  vmm_measured "$1" /bin/cloud-hypervisor -v --kernel /l2/Image --cpus boot=2 --memory size=1G \
+    --serial tty --console off --cmdline "$cmdline" \
+    --disk path="$root$2" --disk path="$script,readonly=on$2" --disk path="$data$2" \
+    --net tap=vmtap0,ip=192.168.249.1,mask=255.255.255.0,mac=52:54:00:e2:e0:02,id=net0
+}
+ours ours ""
+ours ours-sync ",_disable_io_uring=on"
 EOS
 }
 
 # One row per VMM.
 pv_table() {
   local step vmm boot rss anon file
-  printf '%-5s %-11s %-11s %-14s %-13s %-13s %-14s %-14s %s\n' \
+  printf '%-9s %-11s %-11s %-14s %-13s %-13s %-14s %-14s %s\n' \
     VMM "boot-mu s" "in-L2 s" "seqwrite MiB/s" "seqread MiB/s" "randread IOPS" "L2->L1 Mbit/s" "L1->L2 Mbit/s" "RSS MiB (anon+file)"
   for step in $PV_STEPS; do
     vmm=$step
@@ -165,7 +173,7 @@ pv_table() {
     read -r boot rss anon file < <(section "$step" |
       sed -n 's/.*E2E-L1: measured step=[^ ]* boot-to-init=\([0-9.]*\) vmrss-kb=\([0-9]*\) rssanon-kb=\([0-9]*\) rssfile-kb=\([0-9]*\).*/\1 \2 \3 \4/p' | head -1)
     pv_val() { section "$step" | sed -n "s/^.*E2E-PV: $1.*$2=\([0-9.]*\).*/\1/p" | head -1; }
-    printf '%-5s %-11s %-11s %-14s %-13s %-13s %-14s %-14s %s\n' "$vmm" "${boot:--}" \
+    printf '%-9s %-11s %-11s %-14s %-13s %-13s %-14s %-14s %s\n' "$vmm" "${boot:--}" \
       "$(section "$step" | sed -n 's/^.*E2E-ROOTFS: uptime=\([0-9.]*\).*/\1/p' | head -1)" \
       "$(pv_val 'fio job=seqwrite' mibps)" "$(pv_val 'fio job=seqread' mibps)" "$(pv_val 'fio job=randread' iops)" \
       "$(pv_val 'iperf3 dir=l2-l1' mbps)" "$(pv_val 'iperf3 dir=l1-l2' mbps)" \
@@ -189,6 +197,13 @@ case_assert() {
       step_expect_re "$step" "E2E-PV: $f" "a measurement is missing or zero"
     done
   done
+  # Which engine each of ours ran its data disk on: the requests its
+  # io_uring served (vm.counters at stop).
+  local n
+  n="$(ev_prop ours "vm:counters id=_disk2" io_uring_ops)"
+  [[ "$n" =~ ^[0-9]+$ ]] && ((n > 1000)) || fail "ours: the data disk's fio did not run on io_uring (io_uring_ops=${n:-none})"
+  n="$(ev_prop ours-sync "vm:counters id=_disk2" io_uring_ops)"
+  [ "$n" = 0 ] || fail "ours-sync: the data disk did not run synchronously (io_uring_ops=${n:-none})"
   table="$(pv_table)"
   mkdir -p "$E2E_OUT/peer-virtio"
   echo "$table" | tee "$E2E_OUT/peer-virtio/table-${E2E_KERNEL:-k}.txt"

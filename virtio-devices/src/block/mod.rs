@@ -17,7 +17,8 @@
 //!
 //! Deliberately not implemented (yet): other image formats, AIO, CONFIG_WCE,
 //! TOPOLOGY, BLK_SIZE (512-byte sectors are the default), EVENT_IDX,
-//! INDIRECT_DESC, rate limiting, zoned devices, secure erase.
+//! rate limiting, zoned devices, secure erase. (VIRTIO_RING_F_INDIRECT_DESC
+//! is offered: virtio-queue follows indirect tables.)
 
 mod batch;
 pub mod image;
@@ -33,6 +34,7 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 use virtio_queue::Queue;
 
 use crate::worker::{QueueHandler, Workers, serve_chains};
@@ -220,7 +222,13 @@ impl VirtioDevice for Block {
     }
 
     fn features(&self) -> u64 {
+        // INDIRECT_DESC: a request takes one ring slot whatever its
+        // segments (virtio-queue's chain iterator follows the table), so a
+        // 128-entry queue holds up to 128 requests instead of one 126-segment
+        // request (measured: 1 MiB sequential reads ran at a third of QEMU's
+        // without it).
         let mut f = feature(VIRTIO_F_VERSION_1)
+            | feature(VIRTIO_RING_F_INDIRECT_DESC)
             | feature(VIRTIO_BLK_F_FLUSH)
             | feature(VIRTIO_BLK_F_SEG_MAX);
         if self.params.num_queues > 1 {

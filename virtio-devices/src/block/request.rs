@@ -46,8 +46,8 @@ pub struct BlockCounters {
     pub read_ops: AtomicU64,
     /// Write requests completed.
     pub write_ops: AtomicU64,
-    /// IN, OUT and FLUSH requests completed through io_uring (not in
-    /// `vm.counters`, which has cloud-hypervisor's four figures only).
+    /// IN, OUT and FLUSH requests completed through io_uring
+    /// (`vm.counters`' `io_uring_ops`).
     pub uring_ops: AtomicU64,
 }
 

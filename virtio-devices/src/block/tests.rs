@@ -522,3 +522,50 @@ fn a_qcow2_disk_serves_out_and_in_through_the_queue_and_refuses_discard() {
 }
 
 mod uring;
+
+/// A request laid out the way Linux lays one out once INDIRECT_DESC is
+/// negotiated: one ring descriptor pointing at a table of header, data and
+/// status descriptors.
+#[test]
+fn an_indirect_table_is_served_like_a_direct_chain() {
+    use virtio_bindings::virtio_ring::VRING_DESC_F_INDIRECT;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    const TABLE: u64 = 0x38_0000;
+    let (file, mem) = (image_file(), memory());
+    let mut h = handler(&file, false);
+    header(&mem, VIRTIO_BLK_T_IN, 3);
+    mem.write_obj(0xaau8, GuestAddress(STATUS)).unwrap();
+    // The table's descriptors link by index within the table (from 0).
+    for (i, d) in chain(0, &standard(Some((2048, true)))).iter().enumerate() {
+        mem.write_obj(*d, GuestAddress(TABLE + 16 * i as u64))
+            .unwrap();
+    }
+    let ring = RawDescriptor::from(SplitDescriptor::new(
+        TABLE,
+        3 * 16,
+        VRING_DESC_F_INDIRECT as u16,
+        0,
+    ));
+    let mock = MockSplitQueue::new(&mem, 16);
+    mock.add_desc_chains(&[ring], 0).unwrap();
+    let mut queue: Queue = mock.create_queue().unwrap();
+    assert!(h.process_queue(&mut queue, &mem));
+    let used = mock.used().ring().ref_at(0).unwrap().load();
+    assert_eq!((used.id(), used.len()), (0, 2049));
+    assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), OK);
+    let mut got = vec![0u8; 2048];
+    mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
+    assert_eq!(got, image_bytes(&file, 3 * 512, 2048));
+    drop(h);
+    let block = Block::new(
+        DiskImage::open(file.as_path(), false, false, None).unwrap(),
+        params(false, 1),
+    )
+    .unwrap();
+    assert_ne!(
+        block.features() & feature(virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC),
+        0,
+        "INDIRECT_DESC is offered"
+    );
+}
