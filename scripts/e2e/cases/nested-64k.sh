@@ -23,7 +23,7 @@
 # shellcheck source=scripts/e2e/cases/nested-vmm.sh
 . "$E2E_DIR/cases/nested-vmm.sh"
 CASE_DESC="nested lane, 64 KiB-page L1: nested-vmm's steps (disk checksums, writes in L0, MSI-X, edu DMA/fault/abort, reboot, SIGTERM) plus an NVMe whose MSI-X table shares BAR0 with its mapped doorbells"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=1200
 CASE_QEMU=nested
 CASE_KERNELS=7.2

@@ -23,7 +23,7 @@
 # structure (both VMMs booted the root to running, every figure present and
 # non-zero), never a comparison: docs/perf/peer-virtio.md records the numbers.
 CASE_DESC="QEMU 11.1 beside ours on the Debian root over virtio-blk + virtio-net: boot to multi-user, fio sequential MB/s and 4 KiB random IOPS, iperf3 both ways, RSS (table)"
-CASE_DEFAULT=0
+CASE_DEFAULT=1
 CASE_TIMEOUT=1500
 CASE_KERNELS=7.2
 PV_STEPS="qemu ours ours-sync"
