@@ -448,6 +448,46 @@ pub(crate) mod test_support {
         f.bar_write(0, offset, &value.to_le_bytes()[..len]);
     }
 
+    /// A driver's start: ACKNOWLEDGE | DRIVER, the feature words `low`
+    /// and `high` (select 0 then 1), FEATURES_OK, queue `queue` (8
+    /// entries) at `desc`/`avail`/`used` enabled, DRIVER_OK.
+    fn start(f: &mut dyn PciDevice, low: u64, high: u64, queue: u64, rings: [u64; 3]) {
+        write(f, 0x14, 3, 1);
+        write(f, 0x08, 0, 4);
+        write(f, 0x0c, low, 4);
+        write(f, 0x08, 1, 4);
+        write(f, 0x0c, high, 4);
+        write(f, 0x14, 0xb, 1);
+        write(f, 0x16, queue, 2);
+        write(f, 0x18, 8, 2);
+        write(f, 0x20, rings[0], 8);
+        write(f, 0x28, rings[1], 8);
+        write(f, 0x30, rings[2], 8);
+        write(f, 0x1c, 1, 2);
+        write(f, 0x14, 0xf, 1);
+    }
+
+    /// One chain of `(addr, len, flags, next)` descriptors at `desc`, made
+    /// available as avail entry 0; the addresses are offsets from `base`.
+    fn post(
+        mem: &devices::GuestMemory,
+        base: u64,
+        (desc, avail): (u64, u64),
+        chain: &[(u64, u32, u16, u16)],
+    ) {
+        for (i, (addr, len, flags, next)) in chain.iter().enumerate() {
+            let mut d = [0u8; 16];
+            d[..8].copy_from_slice(&(base + addr).to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[12..14].copy_from_slice(&flags.to_le_bytes());
+            d[14..].copy_from_slice(&next.to_le_bytes());
+            mem.write_slice(&d, GuestAddress(base + desc + 16 * i as u64))
+                .unwrap();
+        }
+        mem.write_obj(0u16, GuestAddress(base + avail + 4)).unwrap();
+        mem.write_obj(1u16, GuestAddress(base + avail + 2)).unwrap();
+    }
+
     /// Drive `f` (a virtio-blk function) like a driver: write `byte` over
     /// sector `sector`; the status byte the device answered.
     pub fn write_sector(
@@ -460,18 +500,8 @@ pub(crate) mod test_support {
         let at = |o: u64| GuestAddress(base + o);
         let (desc, avail, used, header, data, status) =
             (0x1000, 0x2000, 0x3000, 0x4000, 0x5000, 0x6000);
-        // Status: ACKNOWLEDGE | DRIVER, VERSION_1, FEATURES_OK.
-        write(f, 0x14, 3, 1);
-        write(f, 0x08, 1, 4);
-        write(f, 0x0c, 1, 4);
-        write(f, 0x14, 0xb, 1);
-        write(f, 0x16, 0, 2);
-        write(f, 0x18, 8, 2);
-        write(f, 0x20, base + desc, 8);
-        write(f, 0x28, base + avail, 8);
-        write(f, 0x30, base + used, 8);
-        write(f, 0x1c, 1, 2);
-        write(f, 0x14, 0xf, 1);
+        // VERSION_1 only, queue 0.
+        start(f, 0, 1, 0, [base + desc, base + avail, base + used]);
         let mut h = [0u8; 16];
         h[..4].copy_from_slice(&1u32.to_le_bytes());
         h[8..].copy_from_slice(&sector.to_le_bytes());
@@ -484,16 +514,7 @@ pub(crate) mod test_support {
             (data, 512, 1, 2),
             (status, 1, 2, 0),
         ];
-        for (i, (addr, len, flags, next)) in chain.iter().enumerate() {
-            let mut d = [0u8; 16];
-            d[..8].copy_from_slice(&(base + addr).to_le_bytes());
-            d[8..12].copy_from_slice(&len.to_le_bytes());
-            d[12..14].copy_from_slice(&flags.to_le_bytes());
-            d[14..].copy_from_slice(&next.to_le_bytes());
-            mem.write_slice(&d, at(desc + 16 * i as u64)).unwrap();
-        }
-        mem.write_obj(0u16, at(avail + 4)).unwrap();
-        mem.write_obj(1u16, at(avail + 2)).unwrap();
+        post(mem, base, (desc, avail), &chain);
         write(f, 0x3000, 0, 2);
         let deadline = Instant::now() + Duration::from_secs(5);
         while mem.read_obj::<u16>(at(used + 2)).unwrap() != 1 && Instant::now() < deadline {
@@ -512,39 +533,19 @@ pub(crate) mod test_support {
         let base = mem.iter().next().map(|r| r.start_addr().0).unwrap_or(0);
         let at = |o: u64| GuestAddress(base + o);
         let (desc, avail, used, command, status) = (0x1000, 0x2000, 0x3000, 0x4000, 0x5000);
-        let start = |f: &mut dyn PciDevice| {
-            // ACKNOWLEDGE | DRIVER; features: GUEST_CSUM (1), CTRL_VQ (17),
-            // MQ (22); VERSION_1 (32); FEATURES_OK; the control queue.
-            write(f, 0x14, 3, 1);
-            write(f, 0x08, 0, 4);
-            write(f, 0x0c, (1 << 1) | (1 << 17) | (1 << 22), 4);
-            write(f, 0x08, 1, 4);
-            write(f, 0x0c, 1, 4);
-            write(f, 0x14, 0xb, 1);
-            write(f, 0x16, 4, 2);
-            write(f, 0x18, 8, 2);
-            write(f, 0x20, base + desc, 8);
-            write(f, 0x28, base + avail, 8);
-            write(f, 0x30, base + used, 8);
-            write(f, 0x1c, 1, 2);
-            write(f, 0x14, 0xf, 1);
-        };
-        start(f);
+        // Features GUEST_CSUM (1), CTRL_VQ (17), MQ (22); VERSION_1 (32);
+        // the control queue.
+        let rings = [base + desc, base + avail, base + used];
+        let low = (1 << 1) | (1 << 17) | (1 << 22);
+        start(f, low, 1, 4, rings);
         mem.write_slice(&[4, 0, 2, 0], at(command)).unwrap();
         mem.write_obj(0xffu8, at(status)).unwrap();
-        for (i, (addr, len, flags, next)) in [(command, 4u32, 1u16, 1u16), (status, 1, 2, 0)]
-            .iter()
-            .enumerate()
-        {
-            let mut d = [0u8; 16];
-            d[..8].copy_from_slice(&(base + addr).to_le_bytes());
-            d[8..12].copy_from_slice(&len.to_le_bytes());
-            d[12..14].copy_from_slice(&flags.to_le_bytes());
-            d[14..].copy_from_slice(&next.to_le_bytes());
-            mem.write_slice(&d, at(desc + 16 * i as u64)).unwrap();
-        }
-        mem.write_obj(0u16, at(avail + 4)).unwrap();
-        mem.write_obj(1u16, at(avail + 2)).unwrap();
+        post(
+            mem,
+            base,
+            (desc, avail),
+            &[(command, 4, 1, 1), (status, 1, 2, 0)],
+        );
         // Queue 4's notify address: queue_notify_off 4, multiplier 4.
         write(f, 0x3000 + 16, 4, 2);
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -555,7 +556,7 @@ pub(crate) mod test_support {
         write(f, 0x14, 0, 1);
         mem.write_slice(&[0u8; 16], at(avail)).unwrap();
         mem.write_slice(&[0u8; 16], at(used)).unwrap();
-        start(f);
+        start(f, low, 1, 4, rings);
         answer
     }
 }

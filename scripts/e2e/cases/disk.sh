@@ -122,11 +122,6 @@ EOS
 case_l1_script() {
   cat <<'EOS'
 VMM_TIMEOUT=900
-by_serial() {
-  for b in /sys/block/vd*; do
-    [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && echo "/dev/${b##*/}"
-  done
-}
 root=$(by_serial e2e-rootfs)
 script=$(by_serial e2e-script)
 rootq= qmib=

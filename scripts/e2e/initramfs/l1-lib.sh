@@ -170,3 +170,11 @@ vmm_measured() {
   echo "E2E-L1: vmm exit=$rc step=$step seconds=$(awk "BEGIN{print $t1-$t0}")"
   return $rc
 }
+
+# by_serial SERIAL: the /dev/vdX whose virtio-blk serial is SERIAL (L0's
+# extra disks, as the disk and peer-virtio cases give them).
+by_serial() {
+  for b in /sys/block/vd*; do
+    [ "$(cat "$b/serial" 2>/dev/null)" = "$1" ] && echo "/dev/${b##*/}"
+  done
+}
