@@ -202,7 +202,7 @@ for c in "${CASES[@]}"; do
         -nographic -no-reboot -nic none \
         -kernel "$image" -initrd "$out/l2.cpio" \
         -append "console=ttyAMA0 panic=-1 ${CASE_L2_APPEND:-}" \
-        </dev/null 2>&1 | tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
+        </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
     elif [ "${CASE_QEMU:-l1}" = nested ]; then
       # L0 = sid's QEMU in its chroot; L1 = the nested 7.2 kernel; IMAGE is
       # the L2 guest kernel our VMM boots inside L1.
@@ -225,7 +225,7 @@ for c in "${CASES[@]}"; do
         -nographic -no-reboot -nic none "${L0_EXTRA[@]}" \
         -kernel "$image" -initrd "$l1" \
         -append "console=ttyAMA0 panic=-1 rdinit=/init ${E2E_L1_APPEND:-}" \
-        </dev/null 2>&1 | tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
+        </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$LOG" || qrc=${PIPESTATUS[0]}
     fi
     wall=$((SECONDS - t0))
     # Event lines the L1 reader wrote into the middle of a console line go

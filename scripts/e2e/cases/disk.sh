@@ -38,7 +38,7 @@
 # (--disk path=,readonly=on; --console tty|file=|off).
 CASE_DESC="Debian bookworm root on virtio-blk (--disk) with --console tty: multi-user with no failed unit, a synced write lands, readonly=on refuses writes, SIGKILL during writes leaves ext4 clean; the same root as qcow2 (qemu-img check clean)"
 CASE_DEFAULT=1
-CASE_TIMEOUT=2400
+CASE_TIMEOUT=1500
 
 # The raw image, its L1 tools and the script disk, built once per run.
 # E2E_ROOTFS_IMG: a built image (its .tools beside it) instead of

@@ -203,7 +203,7 @@ nested_qemu() {
       -device "edu,addr=0x${NESTED_EDU_BDF:8:2},dma_mask=0xffffffffffff" \
       -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
       -device "virtio-blk-pci,drive=disk1,addr=0x${NESTED_DISK2_BDF:8:2},$NESTED_VIRTIO_OPTS" \
-      "${nvme[@]}" </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+      "${nvme[@]}" </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
   fi
   local n
   for n in 1 2 3; do
@@ -233,7 +233,7 @@ nested_qemu_two_smmu() {
     -device "pcie-root-port,id=rp1,bus=pcie.1,chassis=1,addr=0x0" \
     -drive "if=none,id=disk1,format=raw,file=$r/disk2.img" \
     -device "virtio-blk-pci,drive=disk1,bus=rp1,$NESTED_VIRTIO_OPTS" \
-    </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+    </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
 }
 
 # nested_qemu_gpu: the gpu shape's L0 (nested_qemu's locals: qemu, run, r,
@@ -255,7 +255,7 @@ nested_qemu_gpu() {
     -device "virtio-blk-pci,drive=disk0,addr=0x${NESTED_DISK_BDF:8:2},$NESTED_VIRTIO_OPTS" \
     -object "memory-backend-file,id=shm0,share=on,size=$NESTED_IVSHMEM_SIZE,mem-path=$r/ivshmem.mem" \
     -device "ivshmem-plain,memdev=shm0,addr=0x${NESTED_IVSHMEM_BDF:8:2}" \
-    </dev/null 2>&1 | tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
+    </dev/null 2>&1 | stdbuf -oL tr -d '\r' >"$log" || rc=${PIPESTATUS[0]}
 }
 
 # nested_ivshmem_report FILE: the gpu shape's ivshmem file after the run:
