@@ -86,15 +86,5 @@ case_assert() {
   step_expect_re nvme "E2E-L2-IRQ: .*ITS-PCI-MSIX.*nvme0q" "the NVMe's interrupts are not MSI-X through the ITS"
   expect "E2E-L1: vmm exit=0 step=nvme " "the NVMe run did not exit 0"
   expect_re "E2E-L1: after nvme 0000:00:05.0 vfio-dev=vfio[0-9]+ driver=vfio-pci" "the NVMe is not back on vfio-pci"
-  local irq_range traps n
-  irq_range="$(section nvme | grep -oE 'E2E-L2: read nvme0n1 .* irqs=[0-9]+\.\.[0-9]+' | grep -oE '[0-9]+\.\.[0-9]+$')"
-  traps="$(section nvme | grep -oE 'bar_traps=[0-9]+' | tail -1 | cut -d= -f2)"
-  echo "  nested-64k nvme: interrupts during the read ${irq_range:-?}, trapped BAR accesses in the whole run ${traps:-?}"
-  if [[ "$irq_range" =~ ^([0-9]+)\.\.([0-9]+)$ ]] && [ -n "$traps" ]; then
-    n=$((BASH_REMATCH[2] - BASH_REMATCH[1]))
-    ((n >= 100)) || fail "only $n NVMe interrupts during a 16 MiB read in 4 KiB requests"
-    ((n > traps)) || fail "$n NVMe interrupts but $traps trapped BAR accesses: the doorbells are not mapped"
-  else
-    fail "no NVMe interrupt counts or BAR trap counter in step nvme"
-  fi
+  nv_irqs_over_traps nvme nvme0n1 NVMe
 }

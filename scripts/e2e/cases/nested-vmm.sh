@@ -183,21 +183,25 @@ case_assert() {
   # (nested-64k, NV_IRQS_OVER_TRAPS=0): there the disk's 16 KiB notify BAR is
   # smaller than a host page and traps, one exit per request; nested-64k
   # checks the same on an NVMe whose doorbells are mapped.
-  [ "${NV_IRQS_OVER_TRAPS:-1}" = 1 ] && nv_irqs_over_traps
+  [ "${NV_IRQS_OVER_TRAPS:-1}" = 1 ] && nv_irqs_over_traps direct vda disk
   nv_edu_and_teardown_assert
 }
 
+# nv_irqs_over_traps STEP DISK WHAT: in STEP, the interrupts the L2 counted
+# while reading DISK (its "E2E-L2: read DISK ... irqs=A..B" line) are many
+# (>= 100 for 4,096 requests) and outnumber every trapped BAR access of the
+# run (the VMM's bar_traps): WHAT's interrupts and doorbells are exit-free.
 nv_irqs_over_traps() {
-  local irq_range traps
-  irq_range="$(section direct | grep -oE 'E2E-L2: read vda .* irqs=[0-9]+\.\.[0-9]+' | grep -oE '[0-9]+\.\.[0-9]+$')"
-  traps="$(section direct | grep -oE 'bar_traps=[0-9]+' | tail -1 | cut -d= -f2)"
-  echo "  nested-vmm direct: interrupts during the read ${irq_range:-?}, trapped BAR accesses in the whole run ${traps:-?}"
+  local step="$1" disk="$2" what="$3" irq_range traps
+  irq_range="$(section "$step" | grep -oE "E2E-L2: read $disk .* irqs=[0-9]+\.\.[0-9]+" | grep -oE '[0-9]+\.\.[0-9]+$')"
+  traps="$(section "$step" | grep -oE 'bar_traps=[0-9]+' | tail -1 | cut -d= -f2)"
+  echo "  $step ($what): interrupts during the read ${irq_range:-?}, trapped BAR accesses in the whole run ${traps:-?}"
   if [[ "$irq_range" =~ ^([0-9]+)\.\.([0-9]+)$ ]] && [ -n "$traps" ]; then
     local n=$((BASH_REMATCH[2] - BASH_REMATCH[1]))
-    ((n >= 100)) || fail "only $n disk interrupts during a 16 MiB read in 4 KiB requests"
-    ((n > traps)) || fail "$n interrupts but $traps trapped BAR accesses: interrupts are not exit-free"
+    ((n >= 100)) || fail "only $n $what interrupts during a 16 MiB read in 4 KiB requests"
+    ((n > traps)) || fail "$n $what interrupts but $traps trapped BAR accesses: interrupts and doorbells are not exit-free"
   else
-    fail "no interrupt counts or BAR trap counter in step direct"
+    fail "no $what interrupt counts or BAR trap counter in step $step"
   fi
 }
 
