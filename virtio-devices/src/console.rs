@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
@@ -167,7 +168,7 @@ impl VirtioDevice for Console {
     }
 
     fn features(&self) -> u64 {
-        feature(VIRTIO_F_VERSION_1)
+        feature(VIRTIO_F_VERSION_1) | feature(VIRTIO_RING_F_EVENT_IDX)
     }
 
     /// `struct virtio_console_config`: cols, rows (0: unknown), one port.

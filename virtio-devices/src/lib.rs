@@ -18,13 +18,13 @@
 //! - [`vsock`]: virtio-vsock over the host kernel's vhost-vsock, with
 //!   cloud-hypervisor's hybrid vsock Unix socket for host clients.
 //! - [`worker`]: every queue is served by its own thread (epoll on the
-//!   queue's eventfd and a kill eventfd), never by a vCPU.
+//!   queue's eventfd and a kill eventfd), never by a vCPU; with
+//!   VIRTIO_RING_F_EVENT_IDX (offered by virtio-blk, -net and -console)
+//!   it publishes avail_event and honours used_event.
 //!
 //! Deliberately not implemented: the legacy (0.9.5) and transitional
 //! interfaces, INTx (a virtio function here has MSI-X only, which every
-//! Linux virtio-pci driver uses), packed virtqueues, VIRTIO_F_EVENT_IDX
-//! in the VMM's own queue workers (virtio-vsock offers it: its rings are
-//! the host kernel's, which implements it), VIRTIO_F_RING_RESET (per-queue
+//! Linux virtio-pci driver uses), packed virtqueues, VIRTIO_F_RING_RESET (per-queue
 //! reset), VIRTIO_F_ACCESS_PLATFORM: the devices sit outside any vIOMMU
 //! and read guest-physical addresses.
 //!

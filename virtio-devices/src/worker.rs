@@ -307,8 +307,8 @@ fn serve(
         )?;
     }
     // Buffers made available before the queue was handed over.
-    if handler.process_queue(&mut queue, &mem) {
-        interrupt.signal();
+    if serve_kick(handler, &mut queue, &mem) {
+        notify(&mut queue, &mem, &interrupt);
     }
     let mut events = [EpollEvent::default(); 4];
     let result = loop {
@@ -327,7 +327,7 @@ fn serve(
                 CONTROL => stop = Some(false),
                 KICK => {
                     let _ = kick.read();
-                    used |= handler.process_queue(&mut queue, &mem);
+                    used |= serve_kick(handler, &mut queue, &mem);
                 }
                 WAKE => used |= handler.woken(&mut queue, &mem),
                 _ => match handler.input_ready(&mut queue, &mem) {
@@ -341,8 +341,14 @@ fn serve(
                 },
             }
         }
+        // Whatever woke the worker: publish how far it read, and serve
+        // again what the driver made available since, if the handler takes
+        // it (a receive queue whose frame waited for buffers).
+        if stop.is_none() {
+            used |= rearm(handler, &mut queue, &mem);
+        }
         if used {
-            interrupt.signal();
+            notify(&mut queue, &mem, &interrupt);
         }
         if let Some(killed) = stop {
             break Ok(killed);
@@ -371,6 +377,60 @@ fn serve(
     result
 }
 
+/// Serve a kicked queue with the driver's notifications off (the
+/// VRING_USED_F_NO_NOTIFY flag; with VIRTIO_RING_F_EVENT_IDX the driver
+/// only notifies once it passes the published avail_event, which stays
+/// behind while serving), then turn them back on and serve again what
+/// arrived meanwhile: a driver that added a buffer after the handler's
+/// last look but before the re-enable did not notify. True when buffers
+/// were used.
+fn serve_kick(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    if let Err(e) = queue.disable_notification(mem) {
+        log::debug!(target: "virtio", "notification flag: {e}");
+    }
+    handler.process_queue(queue, mem) | rearm(handler, queue, mem)
+}
+
+/// Re-enable the driver's notifications (with EVENT_IDX: avail_event set to
+/// where the device stopped reading), and while the driver had made more
+/// available and the handler takes some of it, serve it. Without this a
+/// worker that waits with avail_event behind the driver's index is never
+/// notified again. True when buffers were used.
+fn rearm(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    let mut used = false;
+    loop {
+        match queue.enable_notification(mem) {
+            Ok(true) => {}
+            Ok(false) => return used,
+            Err(e) => {
+                log::debug!(target: "virtio", "notification re-enable: {e}");
+                return used;
+            }
+        }
+        let before = queue.next_avail();
+        if let Err(e) = queue.disable_notification(mem) {
+            log::debug!(target: "virtio", "notification flag: {e}");
+        }
+        used |= handler.process_queue(queue, mem);
+        if queue.next_avail() == before {
+            // Buffers the handler leaves for now (a receive queue with no
+            // frame to deliver): notifications on, as they were left.
+            if let Err(e) = queue.enable_notification(mem) {
+                log::debug!(target: "virtio", "notification re-enable: {e}");
+            }
+            return used;
+        }
+    }
+}
+
+/// Interrupt the guest for used buffers unless, with EVENT_IDX, the
+/// driver's used_event says it does not want this one yet.
+fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &crate::QueueInterrupt) {
+    if queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal();
+    }
+}
+
 /// Serve every chain the driver made available on `queue`: `serve` handles
 /// one and returns the bytes it wrote into it, and the chain goes back on
 /// the used ring with that length (a used-ring failure is logged under the
@@ -393,3 +453,6 @@ pub(crate) fn serve_chains(
     }
     used
 }
+
+#[cfg(test)]
+mod tests;

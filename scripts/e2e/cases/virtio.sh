@@ -133,12 +133,13 @@ case_assert() {
   # IFF_MULTI_QUEUE), two rx/tx queues in the guest, both enabled by the
   # guest's VQ_PAIRS_SET; the offloads the driver accepted (feature bits,
   # character N = bit N: 0 CSUM, 1 GUEST_CSUM, 7 GUEST_TSO4, 8 GUEST_TSO6,
-  # 11 HOST_TSO4, 12 HOST_TSO6, 15 MRG_RXBUF, 17 CTRL_VQ, 22 MQ, 32 VERSION_1).
+  # 11 HOST_TSO4, 12 HOST_TSO6, 15 MRG_RXBUF, 17 CTRL_VQ, 22 MQ,
+  # 29 RING_EVENT_IDX, 32 VERSION_1).
   expect "E2E-L1: vmtap0 tun_flags=0x5102" "vmtap0 is not a multi-queue tap with a virtio-net header"
   expect_re "E2E-L2: eth0 features=[01]+ queues=rx-0 rx-1 tx-0 tx-1$" "the guest does not see two queue pairs"
   local feat bit
   feat="$(sed -n 's/^E2E-L2: eth0 features=\([01]*\) .*/\1/p' "$LOG" | head -1)"
-  for bit in 0 1 7 8 11 12 15 17 22 32; do
+  for bit in 0 1 7 8 11 12 15 17 22 29 32; do
     [ "${feat:$bit:1}" = 1 ] || fail "the guest's virtio_net did not negotiate feature bit $bit (features=$feat)"
   done
   # Both pairs enabled by the guest: both of the tap's queues attached.

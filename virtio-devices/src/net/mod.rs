@@ -28,7 +28,7 @@
 //! Deliberately not implemented: the control queue's RX mode, MAC table,
 //! VLAN filter, announce, guest offloads and coalescing classes (their
 //! features are not offered; the tap passes every frame), RSS and hash
-//! reports, USO, MTU, SPEED_DUPLEX, EVENT_IDX, rate limiting, vhost-net
+//! reports, USO, MTU, SPEED_DUPLEX, rate limiting, vhost-net
 //! and vhost-user.
 
 mod ctrl;
@@ -49,6 +49,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
     VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP, virtio_net_hdr_v1,
 };
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
 use crate::error::ActivateError;
 use crate::worker::Workers;
@@ -196,6 +197,7 @@ impl Net {
             | feature(VIRTIO_NET_F_MAC)
             | feature(VIRTIO_NET_F_STATUS)
             | feature(VIRTIO_NET_F_MRG_RXBUF)
+            | feature(VIRTIO_RING_F_EVENT_IDX)
             | params.offloads.features(params.host_offloads);
         if pairs > 1 {
             offered |= feature(VIRTIO_NET_F_MQ) | feature(VIRTIO_NET_F_CTRL_VQ);

@@ -74,7 +74,7 @@ fn net(mac: &str) -> Net {
 }
 
 #[test]
-fn one_pair_offers_version_1_mac_status_and_mrg_rxbuf_and_the_config_holds_mac_and_link_up() {
+fn one_pair_offers_version_1_mac_status_mrg_rxbuf_event_idx_and_holds_mac_and_link_up() {
     let dev = net("52:54:00:ab:cd:ef");
     let f = dev.features();
     assert_eq!(
@@ -83,6 +83,7 @@ fn one_pair_offers_version_1_mac_status_and_mrg_rxbuf_and_the_config_holds_mac_a
             | feature(VIRTIO_NET_F_MAC)
             | feature(VIRTIO_NET_F_STATUS)
             | feature(VIRTIO_NET_F_MRG_RXBUF)
+            | feature(virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX)
     );
     assert_eq!(f & feature(VIRTIO_NET_F_MQ), 0, "one queue pair, no MQ");
     assert_eq!(dev.device_type(), 1);

@@ -24,6 +24,7 @@ use pci::config::{BAR0, Bar, BarKind, COMMAND, ConfigSpace, DeviceIds};
 use pci::vfio::MsiRouter;
 use pci::vfio::caps::{MsixCap, MsixState};
 use pci::vfio::interrupts::Vectors;
+use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -217,8 +218,10 @@ impl VirtioPciDevice {
         }
     }
 
-    /// The enabled queues, each with its kick eventfd and vector.
-    fn active_queues(&self) -> Result<Vec<ActiveQueue>, ActivateError> {
+    /// The enabled queues, each with its kick eventfd and vector, using
+    /// event indices when the driver accepted VIRTIO_RING_F_EVENT_IDX.
+    fn active_queues(&self, features: u64) -> Result<Vec<ActiveQueue>, ActivateError> {
+        let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues = Vec::new();
         for (index, queue, vector) in self.common.queues() {
             if !queue.ready() {
@@ -254,10 +257,12 @@ impl VirtioPciDevice {
                     source,
                 })?
                 .ok_or(ActivateError::NoWorker(index))?;
-            let queue = Queue::try_from(queue.state()).map_err(|source| ActivateError::Queue {
-                queue: index,
-                source,
-            })?;
+            let mut queue =
+                Queue::try_from(queue.state()).map_err(|source| ActivateError::Queue {
+                    queue: index,
+                    source,
+                })?;
+            queue.set_event_idx(event_idx);
             queues.push(ActiveQueue {
                 index,
                 queue,
@@ -271,7 +276,7 @@ impl VirtioPciDevice {
     /// DRIVER_OK: hand the enabled queues to the device.
     fn activate(&mut self) {
         let features = self.common.driver_features();
-        let started = self.active_queues().and_then(|queues| {
+        let started = self.active_queues(features).and_then(|queues| {
             self.device
                 .activate(self.wiring.mem.clone(), features, queues)
         });
