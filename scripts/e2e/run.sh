@@ -56,7 +56,9 @@ expect() { has "$1" || fail "$2 [missing marker: '$1']"; }
 expect_re() { grep -qE -- "$1" "$LOG" || fail "$2 [missing pattern: /$1/]"; }
 reject() { if has "$1"; then fail "$2 [found: '$(grep -m1 -F -- "$1" "$LOG")']"; fi; }
 # The console lines of one VMM run: between "vmm start step=STEP" and its exit line.
-section() { sed 's/\x1b\[[0-9;]*m//g' "$LOG" | awk -v s="$1" '$0 ~ "E2E-L1: vmm start step="s" " {f=1} f {print} $0 ~ "E2E-L1: vmm exit=[0-9]+ step="s" " {f=0}'; }
+# (The Debian root's getty shares hvc0 with the report: its "e2e-rootfs
+# login: " prompt, which ends in no newline, may start a report's line.)
+section() { sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^e2e-rootfs login: //' "$LOG" | awk -v s="$1" '$0 ~ "E2E-L1: vmm start step="s" " {f=1} f {print} $0 ~ "E2E-L1: vmm exit=[0-9]+ step="s" " {f=0}'; }
 # Every item of "$@" appears in section $STEP, each after the previous one: a
 # fixed string, or with a leading @ an event spec (see ev_needles).
 in_order() {

@@ -414,8 +414,13 @@ fn rearm(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) 
         used |= handler.process_queue(queue, mem);
         if queue.next_avail() == before {
             // Buffers the handler leaves for now (a receive queue with no
-            // frame to deliver): notifications on, as they were left.
-            if let Err(e) = queue.enable_notification(mem) {
+            // frame to deliver, or too few buffers for it). Without
+            // EVENT_IDX: notifications back on. With it, avail_event stays
+            // as published last, above or by the handler, which may have
+            // asked for more than next_avail (virtio-net's merged receive).
+            if !queue.event_idx_enabled()
+                && let Err(e) = queue.enable_notification(mem)
+            {
                 log::debug!(target: "virtio", "notification re-enable: {e}");
             }
             return used;

@@ -246,13 +246,12 @@ EOS
 }
 
 # STEP reached multi-user with no failed unit: its hvc0 line (at the start
-# of a line, or after the getty's prompt: the PL011's copies are prefixed) says running; otherwise the
-# failure names the state and the failed units.
+# of a line: the PL011's copies are prefixed; section drops a getty prompt
+# before it) says running; otherwise the failure names the state and the
+# failed units.
 disk_running() {
   local step="$1" state units
-  # (The image's getty on hvc0 may have printed its "e2e-rootfs login: "
-  # prompt, with no newline, just before the report.)
-  state="$(section "$step" | sed -n 's/^\(e2e-rootfs login: \)\{0,1\}E2E-ROOTFS: is-system-running=\([a-z-]*\).*/\2/p' | awk 'NR == 1')"
+  state="$(section "$step" | sed -n 's/^E2E-ROOTFS: is-system-running=\([a-z-]*\).*/\1/p' | awk 'NR == 1')"
   [ "$state" = running ] && return 0
   units="$(section "$step" | grep -o 'E2E-ROOTFS: failed unit=[^ ]*' | cut -d= -f2 | sort -u | xargs || true)"
   fail "step $step: the Debian root is not up with no failed unit on hvc0: is-system-running=${state:-no line} failed: ${units:-none}"

@@ -282,6 +282,23 @@ impl<T: FrameIo> Receive<T> {
     /// a frame that would not fit even every chain the ring can hold is
     /// dropped.
     fn deliver_merged(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+        // Each retry follows buffers the driver added while the gathering
+        // fell short; a driver that keeps adding fills the ring, and the
+        // frame then fits or is dropped, so few rounds are ever taken. The
+        // bound only keeps a driver that rewrites its index from holding
+        // the worker.
+        for _ in 0..=usize::from(queue.size()) {
+            if let Some(used) = self.try_merged(queue, mem) {
+                return used;
+            }
+        }
+        false
+    }
+
+    /// One gathering for [`Self::deliver_merged`]: `Some(used)`, or `None`
+    /// when too few chains were posted but the driver added some since the
+    /// worker asked to be notified (try again).
+    fn try_merged(&mut self, queue: &mut Queue, mem: &GuestMemory) -> Option<bool> {
         let start = queue.next_avail();
         let mut chains: Vec<RxChain> = Vec::new();
         let mut room: u64 = 0;
@@ -292,11 +309,15 @@ impl<T: FrameIo> Receive<T> {
                     frame: self.pending,
                     room,
                 });
-                return false;
+                return Some(false);
             }
             let Some(chain) = queue.pop_descriptor_chain(mem) else {
                 queue.set_next_avail(start);
-                return false;
+                return if notify_on_more(queue, mem, start) {
+                    None
+                } else {
+                    Some(false)
+                };
             };
             let head = chain.head_index();
             match RxChain::new(chain, head) {
@@ -312,11 +333,11 @@ impl<T: FrameIo> Receive<T> {
                     }
                     // The chains taken so far stay taken: rewinding past a
                     // used entry would serve that chain twice.
-                    return self.spread(queue, mem, chains) | true;
+                    return Some(self.spread(queue, mem, chains) | true);
                 }
             }
         }
-        self.spread(queue, mem, chains)
+        Some(self.spread(queue, mem, chains))
     }
 
     /// Write the pending frame over `chains` (enough of them, or fewer
@@ -373,6 +394,24 @@ impl<T: FrameIo> Receive<T> {
         devices::guest_log!(warn, target: "virtio-net", "receive: {e}; frame dropped");
         self.pending = 0;
     }
+}
+
+/// Too few buffers for the waiting frame, `next_avail` rewound to `start`
+/// past chains the driver did post: ask it to notify once it adds more.
+/// With EVENT_IDX that means avail_event = the driver's current index
+/// (virtio-queue's `enable_notification` publishes `next_avail`, an index
+/// the driver has already passed: it would never notify, and the frame
+/// would wait for ever); without it, clear VRING_USED_F_NO_NOTIFY. True
+/// when the driver added buffers before the request was visible: gather
+/// again.
+fn notify_on_more(queue: &mut Queue, mem: &GuestMemory, start: u16) -> bool {
+    let Ok(idx) = queue.avail_idx(mem, Ordering::Acquire) else {
+        return false;
+    };
+    queue.set_next_avail(idx.0);
+    let more = queue.enable_notification(mem).unwrap_or(false);
+    queue.set_next_avail(start);
+    more
 }
 
 impl<T: FrameIo> QueueHandler for Receive<T> {

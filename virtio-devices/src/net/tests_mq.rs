@@ -392,6 +392,38 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
 }
 
 #[test]
+fn with_event_idx_a_merged_frame_short_of_buffers_asks_to_be_notified_past_the_drivers_index() {
+    let mem = memory();
+    let (device, host) = UnixDatagram::pair().unwrap();
+    device.set_nonblocking(true).unwrap();
+    let counters = Arc::new(NetCounters::default());
+    let mut rx = receive(
+        Arc::new(device),
+        counters.clone(),
+        feature(VIRTIO_NET_F_MRG_RXBUF),
+    );
+    let mock = MockSplitQueue::new(&mem, 16);
+    let mut descs = chain(0, &[(0x10_0000, 1000, true)]);
+    descs.extend(chain(1, &[(0x11_0000, 1000, true)]));
+    mock.add_desc_chains(&descs, 0).unwrap();
+    let mut queue: Queue = mock.create_queue().unwrap();
+    queue.set_event_idx(true);
+    // virtq_used.avail_event, after the used ring's 16 elements.
+    let avail_event = GuestAddress(mock.used_addr().0 + 4 + 8 * 16);
+    host.send(&host_frame(2500 - HEADER_LEN)).unwrap();
+    assert!(!rx.input_ready(&mut queue, &mem).unwrap(), "waits");
+    assert_eq!(queue.next_avail(), 0, "the two chains stay posted");
+    // The driver (at index 2) notifies when it passes avail_event: 2, not
+    // the 0 where the device's reading stopped, which it already passed.
+    assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 2);
+    mock.add_desc_chains(&chain(2, &[(0x12_0000, 1000, true)]), 2)
+        .unwrap();
+    assert!(rx.process_queue(&mut queue, &mem));
+    assert_eq!(mock.used().idx().load(), 3);
+    assert_eq!(counters.rx_frames.load(Ordering::Relaxed), 1);
+}
+
+#[test]
 fn with_mrg_rxbuf_a_frame_larger_than_a_full_ring_is_dropped_and_a_bad_buffer_returned() {
     let mem = memory();
     let (device, host) = UnixDatagram::pair().unwrap();
