@@ -174,8 +174,8 @@ mod tests {
         assert_eq!(config.console, ConsoleConfig::Off);
         // Unnamed devices get the names the command line gives them.
         let config = create(
-            r#"{"payload": {}, "devices": [{"path": "/dev/vfio/devices/vfio0"}],
-                "test_devices": [{}, {"iommu": false}], "disks": [{"path": "/d"}]}"#,
+            r#"{"payload": {}, "devices": [{"path": "/dev/vfio/devices/vfio0", "id": null}],
+                "test_devices": [{}, {"iommu": false, "id": null}], "disks": [{"path": "/d"}]}"#,
         );
         assert_eq!(config.devices[0].id, "_dev0");
         assert!(!config.devices[0].iommu);

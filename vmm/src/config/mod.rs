@@ -192,7 +192,11 @@ pub struct DeviceConfig {
     #[serde(default)]
     pub iommu: bool,
     /// Identifier; `_dev<N>` when not given (empty until named).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
     /// PCI segment (domain) the device sits on; `None`: chosen by its host
     /// SMMU (see `crate::description`).
@@ -239,7 +243,11 @@ pub struct TestDeviceConfig {
     #[serde(default = "yes")]
     pub iommu: bool,
     /// Identifier; `_test<N>` when not given (empty until named).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
     /// PCI segment; `None`: chosen by its host SMMU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
