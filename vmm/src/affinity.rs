@@ -7,10 +7,7 @@
 
 use std::io;
 
-use crate::config::CpuAffinity;
-
-/// Host CPU numbers a `cpu_set_t` holds.
-pub const MAX_HOST_CPU: u32 = libc::CPU_SETSIZE as u32 - 1;
+use crate::config::{CpuAffinity, MAX_HOST_CPU};
 
 /// Why a pinning cannot be applied.
 #[derive(Debug, thiserror::Error)]

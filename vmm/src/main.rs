@@ -10,9 +10,9 @@ use vmm::api::http::ApiServer;
 use vmm::config::{
     API_SOCKET_SYNTAX, ApiSocket, CONSOLE_SYNTAX, CPUS_SYNTAX, ConsoleConfig, CpusConfig,
     DEVICE_SYNTAX, DISK_SYNTAX, DeviceConfig, DiskConfig, MEMORY_SYNTAX, MEMORY_ZONE_SYNTAX,
-    MemoryConfig, MemoryZoneConfig, NET_SYNTAX, NUMA_SYNTAX, NetConfig, NumaConfig, RNG_SYNTAX,
-    RngConfig, SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig, VSMMU_SYNTAX,
-    VSOCK_SYNTAX, VmConfig, VsmmuConfig, VsockConfig,
+    MemoryConfig, MemoryZoneConfig, NET_SYNTAX, NUMA_SYNTAX, NetConfig, NumaConfig, PayloadConfig,
+    RNG_SYNTAX, RngConfig, SERIAL_SYNTAX, SerialConfig, TEST_DEVICE_SYNTAX, TestDeviceConfig,
+    VSMMU_SYNTAX, VSOCK_SYNTAX, VmConfig, VsmmuConfig, VsockConfig,
 };
 use vmm::control::{CMDQV_SID_SLOTS, Vmm};
 use vmm::description::VmDescription;
@@ -109,9 +109,11 @@ impl Cli {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
         let config = VmConfig {
-            kernel: self.kernel,
-            initramfs: self.initramfs,
-            cmdline: self.cmdline,
+            payload: PayloadConfig {
+                kernel: self.kernel,
+                initramfs: self.initramfs,
+                cmdline: self.cmdline,
+            },
             cpus: self.cpus.unwrap_or_default(),
             memory: MemoryConfig {
                 zones: self.memory_zone,
@@ -152,7 +154,7 @@ fn run(cli: Cli) -> Result<(), String> {
     // with it: the vSMMU of a VM whose vm.create body names none (a libvirt
     // domain cannot); other VM options without --kernel would be dropped,
     // so they are refused.
-    let define_now = config.kernel.is_some() || api_socket.is_none();
+    let define_now = config.payload.kernel.is_some() || api_socket.is_none();
     let api_defaults = VmConfig {
         vsmmu: config.vsmmu.clone(),
         ..VmConfig::default()

@@ -140,16 +140,18 @@ impl RunningVm {
             .collect();
         let tables = AcpiTables::build_with_ats(vm, &ats);
         let kernel_path = config
+            .payload
             .kernel
             .as_deref()
             .ok_or(BootError::Firmware("no --kernel given".into()))?;
         let kernel = boot::load_kernel(&mem, layout, kernel_path)?;
         let initrd = config
+            .payload
             .initramfs
             .as_deref()
             .map(|path| boot::load_initramfs(&mem, layout, kernel, path))
             .transpose()?;
-        let fdt = boot::write_firmware(&mem, layout, &tables, &config.cmdline, initrd)?;
+        let fdt = boot::write_firmware(&mem, layout, &tables, &config.payload.cmdline, initrd)?;
 
         for (index, vcpu) in vcpus.iter().enumerate() {
             vcpu::init(kvm.vm_fd(), vcpu, index as u32, kernel.entry, fdt)?;

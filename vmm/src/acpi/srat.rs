@@ -163,7 +163,7 @@ mod tests {
         let config = VmConfig {
             cpus: crate::config::CpusConfig {
                 boot: 4,
-                affinity: Vec::new(),
+                ..Default::default()
             },
             memory: crate::config::MemoryConfig {
                 size: 0,

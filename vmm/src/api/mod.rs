@@ -52,9 +52,8 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::config::net::NetConfig;
-use crate::config::{ConfigError, VmConfig};
+use crate::config::{ConfigError, DeviceConfig, VmConfig};
 use crate::description::DescriptionError;
-use types::ApiDeviceConfig;
 
 /// What the API asks of the VMM thread.
 #[derive(Debug)]
@@ -86,7 +85,7 @@ pub enum ApiRequest {
     VmPowerButton,
     /// `PUT vm.add-device`: added to the configuration before boot (cold
     /// add), refused after.
-    VmAddDevice(ApiDeviceConfig),
+    VmAddDevice(DeviceConfig),
     /// `PUT vm.add-net`: a NIC added to the configuration before boot
     /// (cold add), refused after; with the tap descriptors that came with
     /// the request (SCM_RIGHTS, libvirt's way), one per queue pair.

@@ -5,10 +5,10 @@
 
 use serde::Deserialize;
 
-use super::types::{ApiDeviceConfig, ApiVmConfig, VmRemoveDeviceData};
+use super::types::VmRemoveDeviceData;
 use super::{ApiError, ApiRequest, Needs, Unimplemented, upstream_fields};
 use crate::config::net::NetConfig;
-use crate::config::{VmConfig, VsockConfig};
+use crate::config::{DeviceConfig, VmConfig, VsockConfig};
 
 /// Where every endpoint lives.
 const ROOT: &str = "/api/v1/";
@@ -281,12 +281,15 @@ fn json<'a, T: Deserialize<'a>>(endpoint: &'static str, body: &'a [u8]) -> Resul
     Ok(value)
 }
 
-/// `field <path>: <reason>`, or the reason alone for the body as a whole.
+/// `field <path>: <reason>`, or the reason alone for the body as a whole
+/// or when it names its field already (a console object whose fields do
+/// not fit its mode: `field serial.file=... is not supported: ...`).
 fn field_error(err: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    if err.path().iter().next().is_none() {
-        err.inner().to_string()
+    let reason = err.inner().to_string();
+    if err.path().iter().next().is_none() || reason.starts_with("field ") {
+        reason
     } else {
-        format!("field {}: {}", err.path(), err.inner())
+        format!("field {}: {reason}", err.path())
     }
 }
 
@@ -312,11 +315,8 @@ fn vm_create(body: &[u8]) -> Result<ApiRequest, ApiError> {
             reason: list.join("; "),
         });
     }
-    let api: ApiVmConfig = json_fields("vm.create", &given)?;
-    let config = VmConfig::try_from(api).map_err(|e| ApiError::BadBody {
-        endpoint: "vm.create",
-        reason: e.to_string(),
-    })?;
+    let mut config: VmConfig = json_fields("vm.create", &given)?;
+    config.name_unnamed();
     Ok(ApiRequest::VmCreate(Box::new(config), Box::new(given)))
 }
 
@@ -348,7 +348,7 @@ fn vm_add_net(body: &[u8]) -> Result<ApiRequest, ApiError> {
 }
 
 fn vm_add_device(body: &[u8]) -> Result<ApiRequest, ApiError> {
-    let device: ApiDeviceConfig = json("vm.add-device", body)?;
+    let device: DeviceConfig = json("vm.add-device", body)?;
     Ok(ApiRequest::VmAddDevice(device))
 }
 

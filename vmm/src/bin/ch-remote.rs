@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vmm::api::types::{ApiDeviceConfig, VmRemoveDeviceData};
+use vmm::api::types::VmRemoveDeviceData;
 use vmm::config::{DEVICE_SYNTAX, DeviceConfig};
 
 /// An answer larger than this is refused (the VMM's are a few KiB).
@@ -359,16 +359,14 @@ fn request(command: &Command) -> Result<(&'static str, &'static str, Option<Stri
             Some(options_json(restore_config, "source_url")?),
         ),
         Command::AddDevice { device_config } => {
-            let device = DeviceConfig::parse(device_config, 0)
+            let mut device = DeviceConfig::parse(device_config, 0)
                 .map_err(|e| Error::Argument(e.to_string()))?;
-            let body = ApiDeviceConfig {
-                path: device.path,
-                iommu: device.iommu,
-                id: Some(device.id).filter(|id| !id.starts_with('_')),
-                pci_segment: device.pci_segment,
-                host_smmu: device.host_smmu,
-            };
-            let body = serde_json::to_string(&body).map_err(|e| Error::Argument(e.to_string()))?;
+            // A generated id is the VMM's to choose (the next free one).
+            if device.id.starts_with('_') {
+                device.id.clear();
+            }
+            let body =
+                serde_json::to_string(&device).map_err(|e| Error::Argument(e.to_string()))?;
             ("PUT", "vm.add-device", Some(body))
         }
         Command::Boot => ("PUT", "vm.boot", None),

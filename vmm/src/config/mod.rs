@@ -1,21 +1,35 @@
-//! The VM configuration: every command-line option parsed into a typed,
-//! serde-serialisable struct, and [`VmConfig::validate`] with one typed error
-//! per rule. Nothing here touches the host.
+//! The VM configuration, one model for both ways in: every command-line
+//! option parses into these types, and they (de)serialise as the API's
+//! VmConfig with cloud-hypervisor's field names and nesting (`payload`,
+//! `cpus.boot_vcpus`, `serial.mode`, ...; v53.0's openapi), plus our own
+//! `vsmmu` and `test_devices`. `vm.create` deserialises its body straight
+//! into [`VmConfig`], [`VmConfig::name_unnamed`] fills what the body may
+//! leave out, and [`VmConfig::validate`] runs the same rules, one typed
+//! error each, as for the command line; `vm.info` serialises it back.
+//! Unknown fields are accepted as upstream accepts them (the API checks the
+//! upstream fields this VMM lacks first, api/upstream_fields.rs); our own
+//! `vsmmu` and `test_devices` refuse unknown fields. Nothing here touches
+//! the host.
 
+pub mod cpus;
 pub mod net;
 pub mod numa;
 pub mod options;
+pub mod serial;
 pub mod virtio;
 pub mod vsock;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use cpus::{CpuAffinity, CpusConfig, MAX_HOST_CPU};
 
 pub use net::{NET_SYNTAX, NetConfig, NetConfigError};
 pub use numa::{MEMORY_ZONE_SYNTAX, MemoryZoneConfig, NUMA_SYNTAX, NumaConfig, NumaError};
 use options::{OptionError, Options};
+pub use serial::SerialConfig;
 pub use virtio::{
     CONSOLE_SYNTAX, ConsoleConfig, DISK_SYNTAX, DiskConfig, ImageType, RNG_SYNTAX, RngConfig,
     VirtioConfigError,
@@ -77,121 +91,53 @@ impl ApiSocket {
     }
 }
 
-/// `--cpus`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CpusConfig {
-    /// vCPUs at boot.
-    pub boot: u32,
-    /// vCPU threads pinned to host CPUs (`affinity=`; the rest float).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub affinity: Vec<CpuAffinity>,
-}
-
-/// One `affinity=` entry (cloud-hypervisor's `vcpu@[host cpus]`, the API's
-/// `{"vcpu": N, "host_cpus": [...]}`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CpuAffinity {
-    /// The vCPU index.
-    pub vcpu: u32,
-    /// The host CPUs its thread may run on, ascending, each once.
-    pub host_cpus: Vec<u32>,
-}
-
-impl Default for CpusConfig {
-    fn default() -> Self {
-        CpusConfig {
-            boot: 1,
-            affinity: Vec::new(),
-        }
-    }
-}
-
-const AFFINITY_SYNTAX: &str = "expected a list such as [0@[0-1],1@[2]] (vCPU@[host CPUs])";
-
-impl CpusConfig {
-    /// Parse `boot=N[,affinity=[V@[CPUS],...]]`.
-    pub fn parse(input: &str) -> Result<Self, OptionError> {
-        let opts = Options::parse("cpus", input, &["boot", "affinity"], false)?;
-        let boot = opts
-            .number::<u32>("boot")?
-            .ok_or_else(|| opts.invalid("boot", "", "give the number of vCPUs, e.g. boot=2"))?;
-        let mut affinity = Vec::new();
-        if let Some(raw) = opts.get("affinity") {
-            let inner = raw
-                .strip_prefix('[')
-                .and_then(|r| r.strip_suffix(']'))
-                .ok_or_else(|| opts.invalid("affinity", raw, AFFINITY_SYNTAX))?;
-            for item in options::split_top_level(inner) {
-                let entry = item
-                    .split_once('@')
-                    .and_then(|(vcpu, cpus)| {
-                        Some(CpuAffinity {
-                            vcpu: u32::try_from(options::parse_u64(vcpu)?).ok()?,
-                            host_cpus: numa::parse_cpus(cpus)?,
-                        })
-                    })
-                    .ok_or_else(|| opts.invalid("affinity", raw, AFFINITY_SYNTAX))?;
-                affinity.push(entry);
-            }
-        }
-        Ok(CpusConfig { boot, affinity })
-    }
-
-    /// Each pinned vCPU exists and is pinned once, to CPUs a host can have.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut seen = BTreeSet::new();
-        for entry in &self.affinity {
-            if entry.vcpu >= self.boot {
-                return Err(ConfigError::Affinity(format!(
-                    "vCPU {} is pinned but the VM has {} (boot={}); pin vCPUs 0-{}",
-                    entry.vcpu,
-                    self.boot,
-                    self.boot,
-                    self.boot.saturating_sub(1)
-                )));
-            }
-            if !seen.insert(entry.vcpu) {
-                return Err(ConfigError::Affinity(format!(
-                    "vCPU {} is pinned twice; give each vCPU one entry",
-                    entry.vcpu
-                )));
-            }
-            if entry.host_cpus.is_empty() {
-                return Err(ConfigError::Affinity(format!(
-                    "vCPU {} is pinned to no host CPU; list at least one",
-                    entry.vcpu
-                )));
-            }
-            if let Some(cpu) = entry
-                .host_cpus
-                .iter()
-                .find(|c| **c > crate::affinity::MAX_HOST_CPU)
-            {
-                return Err(ConfigError::Affinity(format!(
-                    "vCPU {} is pinned to host CPU {cpu}, beyond the {} a CPU set holds",
-                    entry.vcpu,
-                    crate::affinity::MAX_HOST_CPU + 1
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
 /// `--memory`, with its `--memory-zone`s.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryConfig {
     /// Guest RAM in bytes (0 when zones give it).
     pub size: u64,
     /// Back RAM with huge pages.
+    #[serde(default)]
     pub hugepages: bool,
     /// RAM shareable with another process (a memfd mapped shared), as
     /// vhost-user back-ends need (Kata asks for it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub shared: bool,
     /// Memory zones, in guest address order (`--memory-zone`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub zones: Vec<MemoryZoneConfig>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// A field that JSON may give as null, meaning its default (upstream's
+/// optional fields; Kata and libvirt send null for "none").
+fn null_is_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// `payload`: what to boot (`--kernel`, `--initramfs`, `--cmdline`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadConfig {
+    /// Kernel Image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// Kernel command line.
+    #[serde(default, deserialize_with = "null_is_default")]
+    pub cmdline: String,
+    /// Initramfs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initramfs: Option<PathBuf>,
 }
 
 impl Default for MemoryConfig {
@@ -237,14 +183,20 @@ impl MemoryConfig {
     }
 }
 
-/// `--device`.
+/// `--device` (the API's `devices[]` and the body of `vm.add-device`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceConfig {
     /// sysfs directory of the PCI function, or its VFIO cdev.
     pub path: PathBuf,
     /// Behind the vSMMU of its segment.
+    #[serde(default)]
     pub iommu: bool,
-    /// Identifier; `_dev<N>` when not given.
+    /// Identifier; `_dev<N>` when not given (empty until named).
+    #[serde(
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
     /// PCI segment (domain) the device sits on; `None`: chosen by its host
     /// SMMU (see `crate::description`).
@@ -282,12 +234,20 @@ impl DeviceConfig {
     }
 }
 
-/// `--test-device`: an emulated PCI endpoint with no host device behind it.
+/// `--test-device`: an emulated PCI endpoint with no host device behind it
+/// (the API's `test_devices[]`, ours: unknown fields are refused).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TestDeviceConfig {
-    /// Behind the vSMMU of its segment.
+    /// Behind the vSMMU of its segment (default: on).
+    #[serde(default = "yes")]
     pub iommu: bool,
-    /// Identifier; `_test<N>` when not given.
+    /// Identifier; `_test<N>` when not given (empty until named).
+    #[serde(
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub id: String,
     /// PCI segment; `None`: chosen by its host SMMU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -317,6 +277,10 @@ impl TestDeviceConfig {
             host_smmu: opts.get("host_smmu").map(str::to_string),
         })
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Which vSMMU the VM gets.
@@ -469,110 +433,60 @@ impl VsmmuConfig {
     }
 }
 
-/// `--serial`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SerialConfig {
-    /// The VMM's stdout/stdin.
-    Tty,
-    /// Output appended to a file.
-    File(PathBuf),
-    /// No console.
-    Off,
-    /// Output discarded (upstream's Null: the device is there, silent).
-    Null,
-    /// A pseudo-terminal the VMM opens (see `crate::pty`).
-    Pty,
-    /// A Unix socket the VMM listens on (see `crate::serial_socket`).
-    Socket(PathBuf),
-}
-
-impl SerialConfig {
-    /// Parse `tty|off|null|pty|file=<path>|socket=<path>`.
-    pub fn parse(input: &str) -> Result<Self, OptionError> {
-        match input {
-            "tty" => Ok(SerialConfig::Tty),
-            "off" => Ok(SerialConfig::Off),
-            "null" => Ok(SerialConfig::Null),
-            "pty" => Ok(SerialConfig::Pty),
-            _ => {
-                let opts = Options::parse("serial", input, &["file", "socket"], false)?;
-                match (opts.get("file"), opts.get("socket")) {
-                    (Some(file), None) => Ok(SerialConfig::File(PathBuf::from(file))),
-                    (None, Some(socket)) => Ok(SerialConfig::Socket(PathBuf::from(socket))),
-                    _ => Err(opts.invalid(
-                        "serial",
-                        input,
-                        "use tty, off, null, pty, file=<path> or socket=<path>",
-                    )),
-                }
-            }
-        }
-    }
-}
-
-/// The whole VM.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The whole VM: the command line's options, and the API's VmConfig.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmConfig {
-    /// Kernel Image to boot.
-    pub kernel: Option<PathBuf>,
-    /// Initramfs.
-    pub initramfs: Option<PathBuf>,
-    /// Kernel command line.
-    pub cmdline: String,
-    /// vCPUs.
+    /// What to boot (required in the API, as upstream).
+    pub payload: PayloadConfig,
+    /// vCPUs (default: 1).
+    #[serde(default, deserialize_with = "null_is_default")]
     pub cpus: CpusConfig,
-    /// RAM.
+    /// RAM (default: 512 MiB).
+    #[serde(default, deserialize_with = "null_is_default")]
     pub memory: MemoryConfig,
     /// Passthrough devices.
+    #[serde(default)]
     pub devices: Vec<DeviceConfig>,
-    /// Emulated test endpoints.
+    /// Ours: emulated test endpoints (`--test-device`).
     #[serde(default)]
     pub test_devices: Vec<TestDeviceConfig>,
-    /// The vSMMU.
+    /// Ours: the vSMMU (`--vsmmu`), e.g.
+    /// `{"kind": "cmdqv", "backend": "emulated", "page0": "mapped"}`.
+    #[serde(default, deserialize_with = "null_is_default")]
     pub vsmmu: VsmmuConfig,
-    /// Console.
+    /// The PL011 console (default: Tty).
+    #[serde(default, deserialize_with = "null_is_default")]
     pub serial: SerialConfig,
     /// Guest NUMA nodes (`--numa`); none: one node.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub numa: Vec<NumaConfig>,
-    /// virtio-blk disks.
+    /// virtio-blk disks (cloud-hypervisor's DiskConfig).
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
-    /// virtio-net devices (`--net`).
-    #[serde(default)]
+    /// virtio-net devices over taps (`--net`; cloud-hypervisor's
+    /// NetConfig; null is none, as Kata sends it).
+    #[serde(
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub net: Vec<NetConfig>,
-    /// The virtio-console.
-    #[serde(default)]
+    /// The virtio-console (default: Off, unlike upstream's Tty: the PL011
+    /// of `serial` is this VMM's console).
+    #[serde(default, deserialize_with = "null_is_default")]
     pub console: ConsoleConfig,
-    /// The virtio-rng (`--rng`); none without it.
+    /// The virtio-rng (`--rng`): absent or null, none (upstream gives
+    /// every VM one; Kata always sends `{"src": "/dev/urandom"}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rng: Option<RngConfig>,
-    /// The virtio-vsock (`--vsock`, at most one); none without it.
+    /// The virtio-vsock over vhost-vsock (`--vsock`, at most one); none
+    /// without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsock: Option<VsockConfig>,
-}
-
-impl Default for VmConfig {
-    fn default() -> Self {
-        VmConfig {
-            kernel: None,
-            initramfs: None,
-            cmdline: String::new(),
-            cpus: CpusConfig::default(),
-            memory: MemoryConfig::default(),
-            devices: Vec::new(),
-            test_devices: Vec::new(),
-            vsmmu: VsmmuConfig::default(),
-            serial: SerialConfig::Tty,
-            numa: Vec::new(),
-            disks: Vec::new(),
-            net: Vec::new(),
-            console: ConsoleConfig::Off,
-            rng: None,
-            vsock: None,
-        }
-    }
 }
 
 /// A VM configuration that breaks a rule. Each error names the bad value
@@ -582,6 +496,12 @@ pub enum ConfigError {
     /// A `--cpus affinity=` entry breaks a rule (named in the text).
     #[error("--cpus affinity: {0}")]
     Affinity(String),
+    /// The API's `cpus.max_vcpus` below `boot_vcpus`.
+    #[error(
+        "field cpus.max_vcpus={0} is not supported: max_vcpus is below boot_vcpus; give at \
+         least boot_vcpus or leave it out"
+    )]
+    MaxVcpusBelowBoot(u32),
     /// Two devices share an id.
     #[error("two --device options use id={0}; give each device its own id=")]
     DuplicateDeviceId(String),
@@ -657,10 +577,37 @@ pub enum ConfigError {
 }
 
 impl VmConfig {
+    /// Name what came unnamed, by position (`_dev<N>`, `_test<N>`,
+    /// `_disk<N>`, `_net<N>`), and give each NIC without a MAC a random one,
+    /// chosen once here so every boot shows the guest the same. The command
+    /// line's parsers name as they go; an API body may leave them out.
+    pub fn name_unnamed(&mut self) {
+        fn name(id: &mut String, prefix: &str, index: usize) {
+            if id.is_empty() {
+                *id = format!("_{prefix}{index}");
+            }
+        }
+        for (index, device) in self.devices.iter_mut().enumerate() {
+            name(&mut device.id, "dev", index);
+        }
+        for (index, device) in self.test_devices.iter_mut().enumerate() {
+            name(&mut device.id, "test", index);
+        }
+        for (index, disk) in self.disks.iter_mut().enumerate() {
+            name(&mut disk.id, "disk", index);
+        }
+        for (index, net) in self.net.iter_mut().enumerate() {
+            name(&mut net.id, "net", index);
+            if net.mac.is_none() {
+                net.mac = Some(virtio_devices::net::MacAddr::random().to_string());
+            }
+        }
+    }
+
     /// Check every rule that needs no host access. `needs_kernel` is false
     /// for `--dump-acpi`, which describes the VM without booting it.
     pub fn validate(&self, needs_kernel: bool) -> Result<(), ConfigError> {
-        if needs_kernel && self.kernel.is_none() {
+        if needs_kernel && self.payload.kernel.is_none() {
             return Err(ConfigError::MissingKernel);
         }
         self.cpus.validate()?;

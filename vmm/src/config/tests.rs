@@ -373,3 +373,39 @@ fn cpus_affinity_parses_upstream_syntax_and_each_rule_names_the_vcpu() {
         Err(ConfigError::Affinity(_))
     ));
 }
+
+#[test]
+fn the_command_line_and_the_api_body_give_the_same_config() {
+    let cli = VmConfig {
+        payload: PayloadConfig {
+            kernel: Some("/k".into()),
+            cmdline: "console=ttyAMA0".into(),
+            initramfs: Some("/i".into()),
+        },
+        cpus: CpusConfig::parse("boot=2,affinity=[1@[0-1]]").unwrap(),
+        memory: MemoryConfig::parse("size=1G,hugepages=on").unwrap(),
+        devices: vec![device("path=/dev/vfio/devices/vfio0,iommu=on", 0)],
+        test_devices: vec![TestDeviceConfig::parse("pci_segment=1", 0).unwrap()],
+        vsmmu: VsmmuConfig::parse("cmdqv,backend=emulated,page0=trapped").unwrap(),
+        serial: SerialConfig::parse("socket=/run/s").unwrap(),
+        disks: vec![DiskConfig::parse("path=/img,readonly=on", 0).unwrap()],
+        console: ConsoleConfig::parse("pty").unwrap(),
+        ..VmConfig::default()
+    };
+    let body = r#"{"payload": {"kernel": "/k", "cmdline": "console=ttyAMA0", "initramfs": "/i"},
+        "cpus": {"boot_vcpus": 2, "affinity": [{"vcpu": 1, "host_cpus": [0, 1]}]},
+        "memory": {"size": 1073741824, "hugepages": true},
+        "devices": [{"path": "/dev/vfio/devices/vfio0", "iommu": true}],
+        "test_devices": [{"pci_segment": 1}],
+        "vsmmu": {"kind": "cmdqv", "backend": "emulated", "page0": "trapped"},
+        "serial": {"mode": "Socket", "socket": "/run/s"},
+        "disks": [{"path": "/img", "readonly": true}],
+        "console": {"mode": "Pty"}}"#;
+    let mut api: VmConfig = serde_json::from_str(body).unwrap();
+    api.name_unnamed();
+    assert_eq!(api, cli);
+    // And one set of rules judges both.
+    assert_eq!(api.validate(true), Ok(()));
+    api.cpus.boot = 1;
+    assert!(matches!(api.validate(true), Err(ConfigError::Affinity(_))));
+}

@@ -166,9 +166,13 @@ impl DiskConfig {
     }
 }
 
-/// `--console`: where the virtio-console's port goes.
+/// `--console`: where the virtio-console's port goes (in the API's
+/// VmConfig: `console`, the JSON shape of [`super::SerialConfig`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(
+    try_from = "super::serial::ConsoleJson",
+    into = "super::serial::ConsoleJson"
+)]
 pub enum ConsoleConfig {
     /// No virtio-console device.
     #[default]

@@ -114,7 +114,7 @@ impl Vmm {
                 Vm::Running { .. } => Err(ApiError::NoPowerButton),
                 other => Err(not_running(other, "press the power button")),
             },
-            ApiRequest::VmAddDevice(device) => self.add_device(&device),
+            ApiRequest::VmAddDevice(device) => self.add_device(device),
             ApiRequest::VmAddNet(net, fds) => self.add_net(*net, fds),
             ApiRequest::VmRemoveDevice(id) => self.remove_device(&id),
             ApiRequest::VmAddVsock(vsock) => self.add_vsock(vsock),
@@ -159,7 +159,7 @@ impl Vmm {
         };
         json(&VmInfoResponse {
             config: shown_config(
-                &ApiVmConfig::from(&description.config),
+                &description.config,
                 self.given_config.as_ref(),
                 self.serial.as_deref().and_then(SerialBackend::pty_path),
                 self.console_pty.as_deref().map(crate::pty::Pty::path),
@@ -187,13 +187,14 @@ impl Vmm {
     /// `vm.add-device`: before boot (or after a shutdown) the function
     /// joins the VM's configuration, as upstream's cold add; a running VM
     /// is refused.
-    pub(super) fn add_device(&mut self, device: &ApiDeviceConfig) -> ApiResponse {
+    pub(super) fn add_device(&mut self, mut device: DeviceConfig) -> ApiResponse {
         let Vm::Defined { description, .. } = &self.vm else {
-            let device = device.to_config(0);
             return self.refuse_add(&device);
         };
         let mut config = description.config.clone();
-        let device = device.to_config(config.devices.len());
+        if device.id.is_empty() {
+            device.id = format!("_dev{}", config.devices.len());
+        }
         config.devices.push(device);
         self.redefine(config)
     }
@@ -433,4 +434,30 @@ fn json<T: serde::Serialize>(value: &T) -> ApiResponse {
     serde_json::to_string(value)
         .map(Some)
         .map_err(|e| ApiError::BootFailed(e.to_string()))
+}
+
+/// `--vsmmu` beside `--api-socket` alone, applied to a `vm.create` body
+/// (`given`) that names no `vsmmu`: the VM gets that vSMMU, and each of its
+/// passthrough functions whose body names no `iommu` sits behind it. This
+/// is how a client that cannot ask for a vSMMU (libvirt: its ch driver
+/// refuses `<iommu>` and sends a `<hostdev>` as its path alone) gets one. A
+/// body that names `vsmmu` is taken as it is.
+pub(super) fn apply_vsmmu_default(
+    config: &mut VmConfig,
+    given: &serde_json::Value,
+    default: &crate::config::VsmmuConfig,
+) {
+    if given.get("vsmmu").is_some() {
+        return;
+    }
+    config.vsmmu = default.clone();
+    let given_devices = given.get("devices").and_then(serde_json::Value::as_array);
+    for (index, device) in config.devices.iter_mut().enumerate() {
+        let named = given_devices
+            .and_then(|d| d.get(index))
+            .is_some_and(|d| d.get("iommu").is_some_and(|v| !v.is_null()));
+        if !named {
+            device.iommu = true;
+        }
+    }
 }
