@@ -13,6 +13,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
 use crate::config::{VmConfig, VsmmuConfig};
+use crate::description::DeviceKind;
 use crate::irqchip::tests::RecordingChip;
 
 /// No MSI routing (no test here has a passthrough function).
@@ -239,4 +240,73 @@ fn every_device_window_is_on_the_bus() {
     dm.bus.read(vm.vsmmus[0].layout.smmu.base, &mut idr0);
     let idr0 = u32::from_le_bytes(idr0);
     assert_eq!(idr0 & 0b11, 0b10, "S1P=1, S2P=0: {idr0:#x}");
+}
+
+/// Vendor and device ID of the function at `rid` on segment 0, read
+/// through its ECAM window.
+fn ids_at(dm: &DeviceManager, vm: &VmDescription, rid: u16) -> (u16, u16) {
+    let mut id = [0u8; 4];
+    let ecam = vm.layout.pci_segments[0].ecam.base;
+    dm.bus.read(ecam + (u64::from(rid) << 12), &mut id);
+    let id = u32::from_le_bytes(id);
+    (id as u16, (id >> 16) as u16)
+}
+
+#[test]
+fn each_device_kind_gets_its_own_function_at_its_placed_address() {
+    let image = vmm_sys_util::tempfile::TempFile::new().unwrap();
+    image.as_file().set_len(8 * 512).unwrap();
+    let config = VmConfig {
+        vsmmu: VsmmuConfig::parse("smmuv3,backend=emulated").unwrap(),
+        memory: crate::config::MemoryConfig {
+            size: 64 << 20,
+            ..Default::default()
+        },
+        test_devices: vec![crate::config::TestDeviceConfig::parse("id=dma0", 0).unwrap()],
+        disks: vec![
+            crate::config::DiskConfig::parse(&format!("path={}", image.as_path().display()), 0)
+                .unwrap(),
+        ],
+        console: crate::config::ConsoleConfig::Null,
+        rng: Some(crate::config::RngConfig {
+            src: "/dev/urandom".into(),
+        }),
+        ..VmConfig::default()
+    };
+    let host = crate::host_topology::HostTopology::emulated(&config, 4 << 10);
+    let vm = VmDescription::new(config, &host, 16).unwrap();
+    let mem = crate::memory::create(&vm.layout, crate::memory::Backing::default(), &[]).unwrap();
+    // Virtio functions need GSIs for their vectors.
+    let dm = DeviceManager::new(
+        &vm,
+        &mem,
+        Arc::new(RecordingChip::default()),
+        Arc::new(crate::virtio::test_support::NullRouter),
+        Arc::new(RecordingMapper::default()),
+        Arc::new(NoNotify),
+        Consoles {
+            uart: Box::new(std::io::sink()),
+            virtio_pty: None,
+        },
+    )
+    .unwrap();
+    let found: Vec<(DeviceKind, u16, (u16, u16))> = vm
+        .devices
+        .iter()
+        .map(|d| (d.kind, d.bdf.rid(), ids_at(&dm, &vm, d.bdf.rid())))
+        .collect();
+    // Red Hat's PCI test device, then virtio 1.x blk (2), console (3),
+    // rng (4): 0x1040 + the virtio device ID.
+    assert_eq!(
+        found,
+        [
+            (DeviceKind::TestEndpoint, 0x08, (0x1b36, 0x0005)),
+            (DeviceKind::VirtioBlock, 0x10, (0x1af4, 0x1042)),
+            (DeviceKind::VirtioConsole, 0x18, (0x1af4, 0x1043)),
+            (DeviceKind::VirtioRng, 0x20, (0x1af4, 0x1044)),
+        ]
+    );
+    let disks: Vec<&str> = dm.disks.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(disks, ["_disk0"]);
+    assert!(dm.nets.is_empty());
 }
