@@ -5,7 +5,7 @@
 //! console moves no passthrough or test function; they are never behind a
 //! vSMMU.
 
-use super::{CONSOLE_ID, DeviceKind, RNG_ID};
+use super::placed::{CONSOLE_ID, DeviceKind, RNG_ID};
 use crate::config::{ConsoleConfig, VmConfig};
 use crate::host_topology::HostTopology;
 

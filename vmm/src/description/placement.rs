@@ -24,7 +24,7 @@ use arch::layout::{Layout, LayoutError};
 use pci::SlotAllocator;
 
 use super::functions::Function;
-use super::{DescriptionError, DeviceKind, PlacedDevice, VsmmuDescription};
+use super::placed::{DescriptionError, DeviceKind, PlacedDevice, VsmmuDescription};
 use crate::config::{VmConfig, VsmmuKind};
 use crate::host_topology::HostTopology;
 

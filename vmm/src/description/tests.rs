@@ -1,6 +1,8 @@
 //! Placement: segments, vSMMUs, slots and StreamIDs from configs and
 //! fake host topologies.
 
+use arch::layout::LayoutError;
+
 use super::*;
 use crate::config::{DeviceConfig, NumaConfig, TestDeviceConfig, VsmmuConfig};
 use crate::host_topology::tests::{FakeSysfs, iommufd_config};

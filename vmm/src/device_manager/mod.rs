@@ -2,12 +2,13 @@
 //! bus, one builder per device kind, in this order: the host side of the
 //! passthrough functions ([`passthrough`]); the PL011 console; per vSMMU
 //! the SMMUv3 model and (with `cmdqv`) its CMD-QV, both over one host
-//! backend ([`vsmmu`], [`cmdqv`]); one PCIe ECAM host bridge per segment
-//! with its functions ([`segments`]); the vSMMU windows. Owns the teardown
-//! order: page0 leaves the guest and HW queues are freed (descending)
-//! before any vIOMMU object goes.
+//! backend ([`vsmmu`]; the CMD-QV's page0 slot in [`page0`]); one PCIe
+//! ECAM host bridge per segment with its functions ([`segments`]); the
+//! vSMMU windows. Owns the teardown order: page0 leaves the guest and HW
+//! queues are freed (descending) before any vIOMMU object goes.
 
-mod cmdqv;
+mod error;
+mod page0;
 mod passthrough;
 mod segments;
 mod vsmmu;
@@ -15,11 +16,8 @@ mod vsmmu;
 use std::sync::{Arc, Mutex};
 
 use arch::layout::{Range, UART_BASE, UART_GSIV, UART_SIZE};
-use devices::cmdqv::Cmdqv;
 use devices::irq::IrqLine;
 use devices::legacy::Pl011;
-use devices::mapping::Sentence;
-use devices::smmuv3::Smmuv3;
 use devices::{GuestMemory, lock_unpoisoned};
 use pci::PciSegment;
 use pci::vfio::MsiRouter;
@@ -27,92 +25,19 @@ use virtio_devices::NotifyRegistrar;
 use virtio_devices::block::BlockCounters;
 use virtio_devices::net::NetCounters;
 
-use crate::bus::{BusError, MmioBus};
-use crate::description::{VmDescription, VsmmuDescription};
+use crate::bus::MmioBus;
+use crate::description::VmDescription;
 use crate::events::{self, Event};
-use crate::host_backend::{HostIommu, VsmmuHost};
+use crate::host_backend::HostIommu;
 use crate::irqchip::{IrqChip, RoutedInterrupts};
-use crate::virtio::{VirtioError, VirtioWiring};
+use crate::virtio::VirtioWiring;
 use passthrough::PassthroughWiring;
 use segments::Functions;
 use vsmmu::VsmmuWiring;
 
+pub use error::DeviceError;
 pub use pci::GuestMapper;
-
-/// Why the devices could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
-    /// A model refused its configuration.
-    #[error("vSMMU {index}: {reason}")]
-    Vsmmu {
-        /// vSMMU index.
-        index: u32,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The host cannot back the vSMMU (one sentence naming the fix).
-    #[error(transparent)]
-    Host(#[from] iommufd::HostError),
-    /// Passthrough devices need the iommufd backend.
-    #[error(
-        "--device {0}: passthrough needs backend=iommufd (VFIO); with backend=emulated the VM \
-         has no host device to pass through"
-    )]
-    PassthroughNeedsIommufd(String),
-    /// A passthrough function could not be set up (its BARs, MSI-X, host
-    /// handles): the typed cause is kept, and shown with its errno.
-    #[error("device {id}: {}", Sentence(cause))]
-    Function {
-        /// The device's id.
-        id: String,
-        /// What the VFIO function setup reported.
-        cause: pci::vfio::FunctionError,
-    },
-    /// A function could not take its slot on the segment's bus.
-    #[error("device {id}: {cause}")]
-    Slot {
-        /// The device's id.
-        id: String,
-        /// What the host bridge refused.
-        cause: pci::PciError,
-    },
-    /// The segment's BARs do not fit its windows.
-    #[error("segment {segment}: {cause}")]
-    Bars {
-        /// The PCI segment.
-        segment: u16,
-        /// What the allocator refused.
-        cause: pci::PciError,
-    },
-    /// The emulated backend refused a vDEVICE.
-    #[error("vSMMU {index}: vDEVICE for {id}: {cause}")]
-    Vdevice {
-        /// vSMMU index.
-        index: u32,
-        /// The device's id.
-        id: String,
-        /// The backend's refusal, with its errno.
-        cause: devices::backend::BackendError,
-    },
-    /// Bus placement failed.
-    #[error(transparent)]
-    Bus(#[from] BusError),
-    /// A virtio function could not be built (image missing or locked...).
-    #[error(transparent)]
-    Virtio(#[from] VirtioError),
-}
-
-/// The devices of one vSMMU.
-pub struct VsmmuDevices {
-    /// Where it sits.
-    pub description: VsmmuDescription,
-    /// The SMMUv3 model.
-    pub smmu: Arc<Mutex<Smmuv3>>,
-    /// Its CMD-QV, with `--vsmmu cmdqv`.
-    pub cmdqv: Option<Arc<Mutex<Cmdqv>>>,
-    /// The host backend both share.
-    pub backend: VsmmuHost,
-}
+pub use vsmmu::VsmmuDevices;
 
 /// Where the VM's consoles go: the PL011's output, and the virtio-console's
 /// pty when its mode is Pty (opened with the VM's definition).

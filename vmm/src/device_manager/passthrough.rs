@@ -13,7 +13,8 @@ use pci::vfio::caps::MsiMessage;
 use pci::vfio::{MsiError, MsiRouter, VfioPciDevice, Wiring};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{DeviceError, VsmmuDevices};
+use super::error::DeviceError;
+use super::vsmmu::VsmmuDevices;
 use crate::config::{BackendKind, VsmmuKind};
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};
 use crate::events::{self, Event};

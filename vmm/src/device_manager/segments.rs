@@ -12,7 +12,7 @@ use pci::{PciDevice, PciSegment};
 use virtio_devices::block::BlockCounters;
 use virtio_devices::net::NetCounters;
 
-use super::DeviceError;
+use super::error::DeviceError;
 use super::passthrough::{self, PassthroughWiring};
 use crate::bus::MmioBus;
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};

@@ -14,6 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::*;
 use crate::config::{VmConfig, VsmmuConfig};
 use crate::description::DeviceKind;
+use crate::host_backend::VsmmuHost;
 use crate::irqchip::tests::RecordingChip;
 
 /// No MSI routing (no test here has a passthrough function).

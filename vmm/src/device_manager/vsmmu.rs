@@ -1,23 +1,38 @@
 //! One vSMMU instance: its host backend (a vIOMMU over iommufd, or the
-//! emulated one), the SMMUv3 model, its CMD-QV with `--vsmmu cmdqv`
-//! ([`super::cmdqv`]), and the endpoints behind it declared; then its
-//! windows on the bus.
+//! emulated one), the SMMUv3 model, its CMD-QV with `--vsmmu cmdqv` (whose
+//! page0 goes in and out of the guest through a [`Page0Slot`]), and the
+//! endpoints behind it declared; then its windows on the bus.
 
 use std::sync::{Arc, Mutex};
 
 use devices::GuestMemory;
+use devices::cmdqv::{Cmdqv, CmdqvConfig};
 use devices::emulated::EmulatedBackend;
 use devices::irq::IrqLine;
 use devices::smmuv3::{HostChoice, Smmuv3, VsmmuConfig as SmmuModelConfig};
 use pci::GuestMapper;
 
-use super::{DeviceError, VsmmuDevices};
+use super::error::DeviceError;
+use super::page0::Page0Slot;
 use crate::bus::MmioBus;
-use crate::config::AtsMode;
+use crate::config::{AtsMode, Page0Mode};
 use crate::description::{DeviceKind, PlacedDevice, VmDescription, VsmmuDescription};
+use crate::events::cmdqv::EventingCmdqv;
 use crate::events::{self, Event, GuestErrorDevice, vsmmu::EventingVsmmu};
 use crate::host_backend::{HostIommu, VsmmuHost};
 use crate::irqchip::{IrqChip, RoutedInterrupts};
+
+/// The devices of one vSMMU.
+pub struct VsmmuDevices {
+    /// Where it sits.
+    pub description: VsmmuDescription,
+    /// The SMMUv3 model.
+    pub smmu: Arc<Mutex<Smmuv3>>,
+    /// Its CMD-QV, with `--vsmmu cmdqv`.
+    pub cmdqv: Option<Arc<Mutex<Cmdqv>>>,
+    /// The host backend both share.
+    pub backend: VsmmuHost,
+}
 
 /// What every vSMMU of the VM is built against.
 pub(super) struct VsmmuWiring<'a> {
@@ -47,7 +62,7 @@ pub(super) fn build(
     let backend = backend(vm, description, &behind, wiring.host)?;
     let mut smmu = smmu(vm, description, wiring, &backend)?;
     let cmdqv = if description.cmdqv {
-        let model = super::cmdqv::build(vm, description, wiring, &backend, &smmu, behind.len())?;
+        let model = cmdqv(vm, description, wiring, &backend, &smmu, behind.len())?;
         Some(Arc::new(Mutex::new(model)))
     } else {
         None
@@ -140,6 +155,49 @@ fn smmu(
         .map_err(|e| err(e.to_string()))?;
     smmu.set_guest_error_listener(events::guest_error_listener(GuestErrorDevice::Vsmmu(index)));
     Ok(smmu)
+}
+
+/// The CMD-QV model of the vSMMU `description`, beside its SMMUv3 `smmu`
+/// (whose CMDQ size it takes) over the same `backend`; `endpoints` is
+/// how many functions sit behind it (checked against its StreamID slots).
+fn cmdqv(
+    vm: &VmDescription,
+    description: &VsmmuDescription,
+    wiring: &VsmmuWiring<'_>,
+    backend: &VsmmuHost,
+    smmu: &Smmuv3,
+    endpoints: usize,
+) -> Result<Cmdqv, DeviceError> {
+    let index = description.index;
+    let err = |reason: String| DeviceError::Vsmmu { index, reason };
+    let l = &description.layout;
+    let mapped = vm.config.vsmmu.page0_mode() == Page0Mode::Mapped;
+    // One sink for the CMD-QV's error interrupt and its VCMDQs' CMD_SYNC
+    // MSIs, which carry the vSMMU's ITS DeviceID like the SMMU's own.
+    let irq = Arc::new(RoutedInterrupts::new(
+        wiring.chip.clone(),
+        vec![(IrqLine::Cmdqv, l.cmdqv_gsiv)],
+        l.its_device_id,
+    ));
+    let host = Box::new(EventingCmdqv::new(
+        backend
+            .cmdqv(wiring.mem, irq.clone(), mapped)
+            .map_err(err)?,
+        index,
+    ));
+    let config = CmdqvConfig {
+        cmdqs: smmu.id_registers().cmdq_log2size() as u8,
+        ..CmdqvConfig::default()
+    };
+    let mut model =
+        Cmdqv::new(host, wiring.mem.clone(), irq, config).map_err(|e| err(e.to_string()))?;
+    model
+        .check_device_count(endpoints)
+        .map_err(|e| err(e.to_string()))?;
+    let mut slot = Page0Slot::new(wiring.page0.clone(), index, l.cmdqv);
+    model.set_page0_listener(Box::new(move |event| slot.apply(event)));
+    model.set_guest_error_listener(events::guest_error_listener(GuestErrorDevice::Cmdqv(index)));
+    Ok(model)
 }
 
 /// Declare each endpoint behind vSMMU `index` to its backend and model,
