@@ -65,7 +65,7 @@ pub struct DeviceManager {
     pub host: Option<HostIommu>,
     /// (id, host path) of each segment's passthrough functions, beside
     /// `segments`, for their `device-released` events.
-    passthrough: Vec<Vec<(String, String)>>,
+    passthrough: Vec<segments::Bound>,
     /// Each virtio disk's id and I/O counters.
     pub disks: Vec<(String, Arc<BlockCounters>)>,
     /// Each virtio-net device's id and traffic counters.
@@ -121,13 +121,7 @@ impl DeviceManager {
             disks: Vec::new(),
             nets: Vec::new(),
         };
-        let mut segments = Vec::with_capacity(vm.layout.pci_segments.len());
-        let mut passthrough = Vec::with_capacity(vm.layout.pci_segments.len());
-        for segment in &vm.layout.pci_segments {
-            let (ecam, bound) = functions.segment(segment, &mut bus)?;
-            segments.push(ecam);
-            passthrough.push(bound);
-        }
+        let (segments, passthrough) = functions.segments(&mut bus)?;
         let Functions { disks, nets, .. } = functions;
         vsmmu::add_windows(&mut bus, &vsmmus)?;
         Ok(DeviceManager {

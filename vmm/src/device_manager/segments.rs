@@ -18,9 +18,11 @@ use crate::bus::MmioBus;
 use crate::description::{DeviceKind, PlacedDevice, VmDescription};
 use crate::virtio::{self, VirtioWiring};
 
-/// A segment with its functions, and the (id, host path) of its
-/// passthrough functions.
-pub(super) type BuiltSegment = (Arc<Mutex<PciSegment>>, Vec<(String, String)>);
+/// The (id, host path) of a segment's passthrough functions.
+pub(super) type Bound = Vec<(String, String)>;
+
+/// Host bridges, and beside each its [`Bound`] functions.
+pub(super) type BuiltSegments = (Vec<Arc<Mutex<PciSegment>>>, Vec<Bound>);
 
 /// Builds the VM's PCI functions, segment by segment, and keeps the
 /// counters of the virtio disks and net devices it made.
@@ -41,14 +43,27 @@ pub(super) struct Functions<'a> {
 }
 
 impl Functions<'_> {
+    /// Every segment of the VM, in order, with its functions on `bus`.
+    pub fn segments(&mut self, bus: &mut MmioBus) -> Result<BuiltSegments, DeviceError> {
+        let count = self.vm.layout.pci_segments.len();
+        let (mut segments, mut passthrough) =
+            (Vec::with_capacity(count), Vec::with_capacity(count));
+        for segment in &self.vm.layout.pci_segments {
+            let (ecam, bound) = self.segment(segment, bus)?;
+            segments.push(ecam);
+            passthrough.push(bound);
+        }
+        Ok((segments, passthrough))
+    }
+
     /// The host bridge of `segment` with every function placed there, its
     /// BARs allocated (firmware's job, done before the guest looks), and
     /// its ECAM and BAR windows on `bus`.
-    pub fn segment(
+    fn segment(
         &mut self,
         segment: &PciSegmentLayout,
         bus: &mut MmioBus,
-    ) -> Result<BuiltSegment, DeviceError> {
+    ) -> Result<(Arc<Mutex<PciSegment>>, Bound), DeviceError> {
         let mut ecam = PciSegment::new(*segment);
         let mut bound = Vec::new();
         for device in self.vm.devices.iter().filter(|d| d.segment == segment.id) {
@@ -76,7 +91,7 @@ impl Functions<'_> {
         &mut self,
         segment: &PciSegmentLayout,
         device: &PlacedDevice,
-        bound: &mut Vec<(String, String)>,
+        bound: &mut Bound,
     ) -> Result<Box<dyn PciDevice>, DeviceError> {
         let (vm, mem, wiring) = (self.vm, self.mem, &self.virtio);
         Ok(match (device.kind, &self.passthrough) {
