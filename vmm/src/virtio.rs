@@ -27,7 +27,7 @@ use virtio_devices::vsock::{ProxyError, Vsock, VsockError};
 use virtio_devices::{NotifyRegistrar, VirtioDevice, VirtioPciDevice};
 
 use crate::config::{ConsoleConfig, DiskConfig, ImageType, NetConfig, RngConfig, VsockConfig};
-use crate::description::{DeviceKind, PlacedDevice, VmDescription};
+use crate::description::{PlacedDevice, VmDescription};
 
 /// Why a virtio function could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -153,79 +153,115 @@ pub struct VirtioWiring {
     pub console_pty: Option<Arc<crate::pty::Pty>>,
 }
 
-/// A built function and, for a disk or a net device, its counters.
-pub struct BuiltFunction {
-    /// The PCI function.
-    pub function: Box<dyn PciDevice>,
-    /// A disk's I/O counters.
-    pub disk: Option<Arc<BlockCounters>>,
-    /// A net device's traffic counters.
-    pub net: Option<Arc<NetCounters>>,
-}
-
-/// Build the virtio function of `device` (a [`DeviceKind::VirtioBlock`],
-/// [`DeviceKind::VirtioConsole`], [`DeviceKind::VirtioRng`],
-/// [`DeviceKind::VirtioNet`] or [`DeviceKind::VirtioVsock`]).
-pub fn build(
+/// The virtio-blk function of `device` (a `--disk`), with its I/O
+/// counters.
+pub fn block(
     vm: &VmDescription,
     device: &PlacedDevice,
     mem: &devices::GuestMemory,
     wiring: &VirtioWiring,
-) -> Result<BuiltFunction, VirtioError> {
-    let no_config = |option: &'static str| VirtioError::NoConfig {
+) -> Result<(Box<dyn PciDevice>, Arc<BlockCounters>), VirtioError> {
+    let config = vm
+        .config
+        .disks
+        .get(device.config_index)
+        .ok_or_else(|| no_config(device, "--disk"))?;
+    let block = block_model(config).map_err(|e| match e {
+        BlockError::Image(e) => VirtioError::Image(e),
+        BlockError::Io(cause) => VirtioError::Workers {
+            id: device.id.clone(),
+            cause,
+        },
+    })?;
+    let counters = block.counters();
+    Ok((
+        on_transport(device, mem, wiring, Box::new(block))?,
+        counters,
+    ))
+}
+
+/// The virtio-console function (`--console`).
+pub fn console(
+    vm: &VmDescription,
+    device: &PlacedDevice,
+    mem: &devices::GuestMemory,
+    wiring: &VirtioWiring,
+) -> Result<Box<dyn PciDevice>, VirtioError> {
+    let model = console_model(&vm.config.console, wiring.console_pty.as_deref())?;
+    on_transport(device, mem, wiring, Box::new(model))
+}
+
+/// The virtio-rng function (`--rng`).
+pub fn rng(
+    vm: &VmDescription,
+    device: &PlacedDevice,
+    mem: &devices::GuestMemory,
+    wiring: &VirtioWiring,
+) -> Result<Box<dyn PciDevice>, VirtioError> {
+    let model = rng_model(vm.config.rng.as_ref(), &device.id)?;
+    on_transport(device, mem, wiring, Box::new(model))
+}
+
+/// The virtio-net function of `device` (a `--net`), with its traffic
+/// counters.
+pub fn net(
+    vm: &VmDescription,
+    device: &PlacedDevice,
+    mem: &devices::GuestMemory,
+    wiring: &VirtioWiring,
+) -> Result<(Box<dyn PciDevice>, Arc<NetCounters>), VirtioError> {
+    let config = vm
+        .config
+        .net
+        .get(device.config_index)
+        .ok_or_else(|| no_config(device, "--net"))?;
+    let model = net_model(config)?;
+    let counters = model.counters();
+    Ok((
+        on_transport(device, mem, wiring, Box::new(model))?,
+        counters,
+    ))
+}
+
+/// The virtio-vsock function (`--vsock`): vhost-vsock opened with the
+/// guest's CID, the hybrid socket listening.
+pub fn vsock(
+    vm: &VmDescription,
+    device: &PlacedDevice,
+    mem: &devices::GuestMemory,
+    wiring: &VirtioWiring,
+) -> Result<Box<dyn PciDevice>, VirtioError> {
+    let config = vm
+        .config
+        .vsock
+        .as_ref()
+        .ok_or_else(|| no_config(device, "--vsock"))?;
+    let model = Vsock::new(config.id.clone(), config.cid, &config.socket, mem).map_err(|e| {
+        VirtioError::Vsock {
+            id: config.id.clone(),
+            err: e,
+        }
+    })?;
+    on_transport(device, mem, wiring, Box::new(model))
+}
+
+/// The description names a config entry of `option` that is not there.
+fn no_config(device: &PlacedDevice, option: &'static str) -> VirtioError {
+    VirtioError::NoConfig {
         id: device.id.clone(),
         option,
         index: device.config_index,
-    };
-    let mut net_counters = None;
-    let (model, disk): (Box<dyn VirtioDevice>, _) = match device.kind {
-        DeviceKind::VirtioBlock => {
-            let config = vm
-                .config
-                .disks
-                .get(device.config_index)
-                .ok_or_else(|| no_config("--disk"))?;
-            let block = block(config).map_err(|e| match e {
-                BlockError::Image(e) => VirtioError::Image(e),
-                BlockError::Io(cause) => VirtioError::Workers {
-                    id: device.id.clone(),
-                    cause,
-                },
-            })?;
-            let counters = block.counters();
-            (Box::new(block), Some(counters))
-        }
-        DeviceKind::VirtioRng => (Box::new(rng(vm.config.rng.as_ref(), &device.id)?), None),
-        DeviceKind::VirtioNet => {
-            let config = vm
-                .config
-                .net
-                .get(device.config_index)
-                .ok_or_else(|| no_config("--net"))?;
-            let dev = net(config)?;
-            net_counters = Some(dev.counters());
-            (Box::new(dev), None)
-        }
-        DeviceKind::VirtioVsock => {
-            let config = vm
-                .config
-                .vsock
-                .as_ref()
-                .ok_or_else(|| no_config("--vsock"))?;
-            let dev =
-                Vsock::new(config.id.clone(), config.cid, &config.socket, mem).map_err(|e| {
-                    VirtioError::Vsock {
-                        id: config.id.clone(),
-                        err: e,
-                    }
-                })?;
-            (Box::new(dev), None)
-        }
-        _ => (
-            Box::new(console(&vm.config.console, wiring.console_pty.as_deref())?),
-            None,
-        ),
-    };
+    }
+}
+
+/// `model` as a PCI function at `device`'s place, wired to the VM's MSI
+/// routes and ioeventfds.
+fn on_transport(
+    device: &PlacedDevice,
+    mem: &devices::GuestMemory,
+    wiring: &VirtioWiring,
+    model: Box<dyn VirtioDevice>,
+) -> Result<Box<dyn PciDevice>, VirtioError> {
     let transport = TransportWiring {
         name: device.id.clone(),
         devid: arch::layout::pci_its_device_id(device.segment, device.bdf.rid()),
@@ -243,11 +279,7 @@ pub fn build(
         "virtio {} at {:04x}:{} (not behind a vSMMU)",
         device.id, device.segment, device.bdf
     );
-    Ok(BuiltFunction {
-        function: Box::new(function),
-        disk,
-        net: net_counters,
-    })
+    Ok(Box::new(function))
 }
 
 /// Open `disk`'s image in the format it names (detected when none).
@@ -264,7 +296,7 @@ enum BlockError {
     Io(std::io::Error),
 }
 
-fn block(config: &DiskConfig) -> Result<Block, BlockError> {
+fn block_model(config: &DiskConfig) -> Result<Block, BlockError> {
     let image = open_image(config).map_err(BlockError::Image)?;
     log::info!(
         target: "vmm",
@@ -289,7 +321,7 @@ fn block(config: &DiskConfig) -> Result<Block, BlockError> {
 /// Open (or take) the tap queues of `config` (one per queue pair), give
 /// its host side the address asked for, bring it up, find the offloads it
 /// takes, and build the device over it.
-fn net(config: &NetConfig) -> Result<Net, VirtioError> {
+fn net_model(config: &NetConfig) -> Result<Net, VirtioError> {
     let failed = |err: TapError| VirtioError::Net {
         id: config.id.clone(),
         err,
@@ -336,7 +368,7 @@ fn net(config: &NetConfig) -> Result<Net, VirtioError> {
 }
 
 /// The virtio-rng over its entropy source.
-fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
+fn rng_model(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
     let path = config.map_or_else(
         || std::path::PathBuf::from(crate::config::virtio::DEFAULT_RNG_SOURCE),
         |c| c.src.clone(),
@@ -351,7 +383,10 @@ fn rng(config: Option<&RngConfig>, id: &str) -> Result<Rng, VirtioError> {
 
 /// The console's output sink and input for `mode`; mode Pty uses `pty`
 /// (the VM's), or a pty of its own when there is none.
-fn console(mode: &ConsoleConfig, pty: Option<&crate::pty::Pty>) -> Result<Console, VirtioError> {
+fn console_model(
+    mode: &ConsoleConfig,
+    pty: Option<&crate::pty::Pty>,
+) -> Result<Console, VirtioError> {
     let failed = |what: &str, cause: std::io::Error| VirtioError::Console {
         what: what.to_string(),
         cause,
@@ -570,6 +605,7 @@ mod tests {
 
     use super::*;
     use crate::config::{DiskConfig, VmConfig};
+    use crate::description::DeviceKind;
 
     fn vm(disks: &[String], console: ConsoleConfig) -> VmDescription {
         let config = VmConfig {
@@ -603,13 +639,13 @@ mod tests {
             ConsoleConfig::Off,
         );
         let mem = memory();
-        let mut built = build(&vm, &vm.devices[0], &mem, &test_support::wiring()).unwrap();
-        let status = test_support::write_sector(&mut *built.function, &mem, 2, 0x77);
+        let (mut function, counters) =
+            block(&vm, &vm.devices[0], &mem, &test_support::wiring()).unwrap();
+        let status = test_support::write_sector(&mut *function, &mem, 2, 0x77);
         assert_eq!(status, 0);
         let mut back = [0u8; 512];
         img.as_file().read_exact_at(&mut back, 1024).unwrap();
         assert_eq!(back, [0x77; 512]);
-        let counters = built.disk.unwrap();
         assert_eq!(
             counters
                 .write_bytes
@@ -637,7 +673,7 @@ mod tests {
                 (DeviceKind::VirtioConsole, "_console", 0x10, None),
             ]
         );
-        assert!(build(&vm, &vm.devices[1], &memory(), &test_support::wiring()).is_ok());
+        assert!(console(&vm, &vm.devices[1], &memory(), &test_support::wiring()).is_ok());
     }
 
     #[test]
@@ -658,7 +694,7 @@ mod tests {
         if std::path::Path::new(virtio_devices::vsock::VHOST_VSOCK_PATH).exists() {
             return;
         }
-        let err = build(&vm, &vm.devices[0], &memory(), &test_support::wiring())
+        let err = vsock(&vm, &vm.devices[0], &memory(), &test_support::wiring())
             .err()
             .unwrap();
         assert_eq!(
@@ -673,7 +709,7 @@ mod tests {
     #[test]
     fn a_missing_or_locked_image_is_one_sentence_and_leaves_nothing_open() {
         let vm1 = vm(&["path=/nonexistent/disk.img".into()], ConsoleConfig::Off);
-        let err = build(&vm1, &vm1.devices[0], &memory(), &test_support::wiring())
+        let err = block(&vm1, &vm1.devices[0], &memory(), &test_support::wiring())
             .err()
             .unwrap();
         assert!(
@@ -686,13 +722,13 @@ mod tests {
             &[format!("path={}", img.as_path().display())],
             ConsoleConfig::Off,
         );
-        let first = build(&vm2, &vm2.devices[0], &memory(), &test_support::wiring()).unwrap();
-        let err = build(&vm2, &vm2.devices[0], &memory(), &test_support::wiring())
+        let first = block(&vm2, &vm2.devices[0], &memory(), &test_support::wiring()).unwrap();
+        let err = block(&vm2, &vm2.devices[0], &memory(), &test_support::wiring())
             .err()
             .unwrap();
         assert!(err.to_string().contains("in use by another VM"), "{err}");
         drop(first);
         // The first VM's lock went with it.
-        assert!(build(&vm2, &vm2.devices[0], &memory(), &test_support::wiring()).is_ok());
+        assert!(block(&vm2, &vm2.devices[0], &memory(), &test_support::wiring()).is_ok());
     }
 }

@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 
 use super::command::{self, Command};
-use super::proxy::{GuestPorts, GuestStream};
+use super::guest::{GuestPorts, GuestStream};
 
 /// Bytes buffered per direction at most.
 pub const BUFFER: usize = 64 << 10;

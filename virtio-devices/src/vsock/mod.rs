@@ -22,6 +22,7 @@
 pub mod backend;
 pub mod command;
 mod conn;
+pub mod guest;
 pub mod proxy;
 pub mod sys;
 

@@ -27,6 +27,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::command;
 use super::conn::{Connection, Interest};
+use super::guest::{GuestPorts, GuestStream};
 
 /// The seccomp thread kind of a vsock proxy.
 pub const PROXY_KIND: &str = "vsock-proxy";
@@ -35,23 +36,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 const LISTENER: u64 = u64::MAX;
 const KILL: u64 = u64::MAX - 1;
-
-/// A connection to a port of the guest, connecting or connected.
-pub trait GuestStream: io::Read + io::Write + AsRawFd + Send + 'static {
-    /// Ok(None) while connecting; Ok(Some(host port)) once connected (the
-    /// port of this end, for the `OK` line); the error if it failed.
-    fn connected(&self) -> io::Result<Option<u32>>;
-    /// No more bytes to the guest (SHUT_WR).
-    fn shutdown_write(&self) -> io::Result<()>;
-}
-
-/// How the proxy reaches the guest's ports.
-pub trait GuestPorts: Send + 'static {
-    /// The stream it makes.
-    type Stream: GuestStream;
-    /// Start a non-blocking connect to `port` of the guest.
-    fn connect(&self, port: u32) -> io::Result<Self::Stream>;
-}
 
 /// The guest's ports through the host kernel's vsock (vhost-vsock).
 pub struct VhostPorts {

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::mem::size_of;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::proxy::GuestStream;
+use super::guest::GuestStream;
 
 /// A non-blocking AF_VSOCK stream to a port of the guest.
 #[derive(Debug)]

@@ -427,9 +427,8 @@ mod in_child {
             let mem = devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)])
                 .unwrap();
             let wiring = crate::virtio::test_support::wiring();
-            let built = crate::virtio::build(&vm, &vm.devices[0], &mem, &wiring).unwrap();
-            let counters = built.disk.unwrap();
-            let mut function = built.function;
+            let (mut function, counters) =
+                crate::virtio::block(&vm, &vm.devices[0], &mem, &wiring).unwrap();
             let vcpu = std::thread::spawn(move || {
                 apply(ThreadKind::Vcpu).unwrap();
                 let status = crate::virtio::test_support::write_sector(&mut *function, &mem, 1, 9);
@@ -478,10 +477,9 @@ mod in_child {
             let mem = devices::GuestMemory::from_ranges(&[(GuestAddress(0x4000_0000), 0x10_0000)])
                 .unwrap();
             let wiring = crate::virtio::test_support::wiring();
-            match crate::virtio::build(&vm, &vm.devices[0], &mem, &wiring) {
-                Ok(built) => {
-                    eprintln!("net built {}", built.net.is_some());
-                    let mut function = built.function;
+            match crate::virtio::net(&vm, &vm.devices[0], &mem, &wiring) {
+                Ok((mut function, _counters)) => {
+                    eprintln!("net built true");
                     let vcpu = std::thread::spawn(move || {
                         apply(ThreadKind::Vcpu).unwrap();
                         let status =
