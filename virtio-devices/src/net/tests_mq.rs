@@ -333,22 +333,33 @@ fn host_frame(len: usize) -> Vec<u8> {
     f
 }
 
-#[test]
-fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
-    let mem = memory();
+/// A receive side with MRG_RXBUF accepted, and the host end of its socket.
+fn merged_receive() -> (Receive<UnixDatagram>, UnixDatagram, Arc<NetCounters>) {
     let (device, host) = UnixDatagram::pair().unwrap();
     device.set_nonblocking(true).unwrap();
     let counters = Arc::new(NetCounters::default());
-    let mut rx = receive(
+    let rx = receive(
         Arc::new(device),
         counters.clone(),
         feature(VIRTIO_NET_F_MRG_RXBUF),
     );
-    let mock = MockSplitQueue::new(&mem, 16);
-    // Two 1000-byte buffers: too few for a 2500-byte frame.
+    (rx, host, counters)
+}
+
+/// Two 1000-byte receive buffers, descriptors 0 and 1.
+fn post_two_short_buffers(mock: &MockSplitQueue<'_, GuestMemory>) {
     let mut descs = chain(0, &[(0x10_0000, 1000, true)]);
     descs.extend(chain(1, &[(0x11_0000, 1000, true)]));
     mock.add_desc_chains(&descs, 0).unwrap();
+}
+
+#[test]
+fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
+    let mem = memory();
+    let (mut rx, host, counters) = merged_receive();
+    let mock = MockSplitQueue::new(&mem, 16);
+    // Two 1000-byte buffers: too few for a 2500-byte frame.
+    post_two_short_buffers(&mock);
     let mut queue: Queue = mock.create_queue().unwrap();
     let frame = host_frame(2500 - HEADER_LEN);
     host.send(&frame).unwrap();
@@ -394,18 +405,9 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
 #[test]
 fn with_event_idx_a_merged_frame_short_of_buffers_asks_to_be_notified_past_the_drivers_index() {
     let mem = memory();
-    let (device, host) = UnixDatagram::pair().unwrap();
-    device.set_nonblocking(true).unwrap();
-    let counters = Arc::new(NetCounters::default());
-    let mut rx = receive(
-        Arc::new(device),
-        counters.clone(),
-        feature(VIRTIO_NET_F_MRG_RXBUF),
-    );
+    let (mut rx, host, counters) = merged_receive();
     let mock = MockSplitQueue::new(&mem, 16);
-    let mut descs = chain(0, &[(0x10_0000, 1000, true)]);
-    descs.extend(chain(1, &[(0x11_0000, 1000, true)]));
-    mock.add_desc_chains(&descs, 0).unwrap();
+    post_two_short_buffers(&mock);
     let mut queue: Queue = mock.create_queue().unwrap();
     queue.set_event_idx(true);
     // virtq_used.avail_event, after the used ring's 16 elements.
