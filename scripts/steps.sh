@@ -72,7 +72,12 @@ progress_apt() {
 # every line from the first one matching ERE REST on.
 steps_filter() {
   # Through the environment: awk -v would treat the backslashes as escapes.
-  STEPS_SHOW="$1" STEPS_REST="$2" awk '
+  # mawk (Debian's awk) reads a pipe a block at a time: without -W
+  # interactive a heartbeat line reached the terminal only once 4 KiB of
+  # output had followed it (a kernel build's progress showed minutes late).
+  local line=()
+  if awk -W version 2>/dev/null | grep -q '^mawk'; then line=(-W interactive); fi
+  STEPS_SHOW="$1" STEPS_REST="$2" awk "${line[@]}" '
     BEGIN { show = ENVIRON["STEPS_SHOW"]; rest = ENVIRON["STEPS_REST"] }
     on { print; fflush(); next }
     rest != "" && $0 ~ rest { on = 1; print; fflush(); next }
