@@ -327,7 +327,7 @@ fn serve(
                 CONTROL => stop = Some(false),
                 KICK => {
                     let _ = kick.read();
-                    used |= serve_kick(handler, &mut queue, &mem);
+                    used |= serve_quietly(handler, &mut queue, &mem);
                 }
                 WAKE => used |= handler.woken(&mut queue, &mem),
                 _ => match handler.input_ready(&mut queue, &mem) {
@@ -385,10 +385,17 @@ fn serve(
 /// last look but before the re-enable did not notify. True when buffers
 /// were used.
 fn serve_kick(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    serve_quietly(handler, queue, mem) | rearm(handler, queue, mem)
+}
+
+/// The first half of [`serve_kick`]: serve with the driver's notifications
+/// off. The event loop calls this for a kick and [`rearm`] once at the end
+/// of its round, whatever woke it.
+fn serve_quietly(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) -> bool {
     if let Err(e) = queue.disable_notification(mem) {
         log::debug!(target: "virtio", "notification flag: {e}");
     }
-    handler.process_queue(queue, mem) | rearm(handler, queue, mem)
+    handler.process_queue(queue, mem)
 }
 
 /// Re-enable the driver's notifications (with EVENT_IDX: avail_event set to
@@ -408,10 +415,7 @@ fn rearm(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) 
             }
         }
         let before = queue.next_avail();
-        if let Err(e) = queue.disable_notification(mem) {
-            log::debug!(target: "virtio", "notification flag: {e}");
-        }
-        used |= handler.process_queue(queue, mem);
+        used |= serve_quietly(handler, queue, mem);
         if queue.next_avail() == before {
             // Buffers the handler leaves for now (a receive queue with no
             // frame to deliver, or too few buffers for it). Without

@@ -29,7 +29,7 @@ use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::{
-    ActivateError, ActiveQueue, GuestMemory, QueueInterrupt, TransportError, VirtioDevice,
+    ActivateError, ActiveQueue, GuestMemory, QueueInterrupt, TransportError, VirtioDevice, feature,
 };
 use caps::{
     BAR_SIZE, CAPS_END, CAPS_START, COMMON_CFG_LEN, COMMON_CFG_OFFSET, DEVICE_CFG_LEN,
@@ -221,7 +221,7 @@ impl VirtioPciDevice {
     /// The enabled queues, each with its kick eventfd and vector, using
     /// event indices when the driver accepted VIRTIO_RING_F_EVENT_IDX.
     fn active_queues(&self, features: u64) -> Result<Vec<ActiveQueue>, ActivateError> {
-        let event_idx = features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        let event_idx = features & feature(VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues = Vec::new();
         for (index, queue, vector) in self.common.queues() {
             if !queue.ready() {
