@@ -24,7 +24,8 @@
 # left at base.
 #
 # The binary needs no firmware or ROM for the lane's DT -kernel boot with
-# -nic none, so it is cached alone in
+# -nic none (the two-smmu shape's ACPI boot takes edk2 from the sid chroot by
+# path: nested/l0.sh), so it is cached alone in
 #   $E2E_CACHE/qemu-cmdqv/qemu-<key>/qemu-system-aarch64
 # key = sha256 of the source version, the patch and this script. It links
 # this machine's glib, libfdt (and their dependencies). Checkouts with

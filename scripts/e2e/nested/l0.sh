@@ -38,7 +38,9 @@ NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF"
 #             there. QEMU describes a user-created SMMUv3 off pcie.0 only
 #             in ACPI ("SMMUv3 device only supported with pcie.0 for DT"),
 #             so L1 boots through edk2 (QEMU_EFI.fd from the sid chroot) and
-#             ACPI (IORT: one SMMUv3 node per root complex). No edu.
+#             ACPI (IORT: one SMMUv3 node per root complex). No edu. On the
+#             CMD-QV L0 each arm-smmuv3 gets its own CMD-QV model (DSDT
+#             NVDA200C, _UID = that SMMUv3's IORT identifier).
 #   gpu       the shape of a Grace GPU passthrough (issue 19): one-smmu's
 #             machine SMMUv3 and DT boot, the disk at 00:02.0 and an
 #             ivshmem-plain function at NESTED_IVSHMEM_BDF whose memory BAR
@@ -100,7 +102,6 @@ nested_shape() {
       NESTED_DISK2_BDF=0000:00:04.0
       NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_EDU_BDF,$NESTED_DISK2_BDF" ;;
     two-smmu)
-      [ "$NESTED_L0" = sid ] || die "the two-smmu L1 shape needs the sid L0 (E2E_NESTED_L0=$NESTED_L0)"
       NESTED_DISK2_BDF="$(printf '0000:%02x:00.0' $((NESTED_PXB_BUS + 1)))"
       NESTED_VFIO_BDFS="$NESTED_DISK_BDF,$NESTED_DISK2_BDF" ;;
     gpu)
@@ -216,13 +217,18 @@ nested_qemu() {
 }
 
 # nested_qemu_two_smmu: the two-smmu shape's L0 (nested_qemu's locals:
-# qemu, r, tmo, log, append, rc). Two arm-smmuv3 with nesting (stage=nested:
-# S1 + S2, what the machine SMMU of one-smmu has), one per root complex,
+# qemu, r, tmo, log, append, machine_opts, trace_opts, rc). Two arm-smmuv3
+# with nesting (stage=nested: S1 + S2, what the machine SMMU of one-smmu
+# has), one per root complex, each with a CMD-QV model on the CMD-QV L0;
 # edk2 loads L1's kernel and initrd from fw_cfg and hands it ACPI tables.
+# (The CMD-QV QEMU runs on this machine: it takes the firmware from the sid
+# chroot by its path here.)
 nested_qemu_two_smmu() {
-  timeout -k 10 "$tmo" "${qemu[@]}" \
-    -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 3072 \
-    -nographic -no-reboot -nic none -bios "$NESTED_EDK2" \
+  local fw="$NESTED_EDK2"
+  [ "$NESTED_L0" = sid ] || fw="$("$NESTED_DIR/setup-l0.sh")$NESTED_EDK2"
+  timeout -k 10 "$tmo" "${qemu[@]}" "${trace_opts[@]}" \
+    -M "virt,virtualization=on,gic-version=3${machine_opts[*]}" -cpu max -smp 2 -m 3072 \
+    -nographic -no-reboot -nic none -bios "$fw" \
     -kernel "$r/Image" -initrd "$r/initrd" \
     -append "console=ttyAMA0 panic=-1 rdinit=/init $append" \
     -device "arm-smmuv3,primary-bus=pcie.0,id=smmu0,$NESTED_SMMU_OPTS" \
