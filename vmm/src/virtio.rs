@@ -531,6 +531,27 @@ pub(crate) mod test_support {
         sector: u64,
         byte: u8,
     ) -> u8 {
+        sector_request(f, mem, sector, Some(byte)).0
+    }
+
+    /// The same with a read of sector `sector`: the status byte and the
+    /// 512 bytes the device put in the guest's buffer.
+    pub fn read_sector(
+        f: &mut dyn PciDevice,
+        mem: &devices::GuestMemory,
+        sector: u64,
+    ) -> (u8, [u8; 512]) {
+        sector_request(f, mem, sector, None)
+    }
+
+    /// One request on queue 0 of a freshly started `f`: OUT of 512 bytes of
+    /// `out`'s byte, or IN when `None`; the status and the data buffer.
+    fn sector_request(
+        f: &mut dyn PciDevice,
+        mem: &devices::GuestMemory,
+        sector: u64,
+        out: Option<u8>,
+    ) -> (u8, [u8; 512]) {
         let base = mem.iter().next().map(|r| r.start_addr().0).unwrap_or(0);
         let at = |o: u64| GuestAddress(base + o);
         let (desc, avail, used, header, data, status) =
@@ -538,15 +559,18 @@ pub(crate) mod test_support {
         // VERSION_1 only, queue 0.
         start(f, 0, 1, 0, [base + desc, base + avail, base + used]);
         let mut h = [0u8; 16];
-        h[..4].copy_from_slice(&1u32.to_le_bytes());
+        // VIRTIO_BLK_T_OUT (1) or VIRTIO_BLK_T_IN (0).
+        h[..4].copy_from_slice(&u32::from(out.is_some()).to_le_bytes());
         h[8..].copy_from_slice(&sector.to_le_bytes());
         mem.write_slice(&h, at(header)).unwrap();
-        mem.write_slice(&[byte; 512], at(data)).unwrap();
+        mem.write_slice(&[out.unwrap_or(0); 512], at(data)).unwrap();
         mem.write_obj(0xffu8, at(status)).unwrap();
-        // (addr, len, flags NEXT=1 WRITE=2, next)
+        // (addr, len, flags NEXT=1 WRITE=2, next): the device writes the
+        // data buffer of an IN.
+        let data_flags = if out.is_some() { 1 } else { 3 };
         let chain = [
             (header, 16u32, 1u16, 1u16),
-            (data, 512, 1, 2),
+            (data, 512, data_flags, 2),
             (status, 1, 2, 0),
         ];
         post(mem, base, (desc, avail), &chain);
@@ -555,7 +579,9 @@ pub(crate) mod test_support {
         while mem.read_obj::<u16>(at(used + 2)).unwrap() != 1 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
-        mem.read_obj(at(status)).unwrap()
+        let mut back = [0u8; 512];
+        mem.read_slice(&mut back, at(data)).unwrap();
+        (mem.read_obj(at(status)).unwrap(), back)
     }
 
     /// Drive `f` (a virtio-net function with two queue pairs) like

@@ -5,7 +5,9 @@
 //! OUT go to the ring as READV / WRITEV straight on the guest's buffers and
 //! FLUSH as a data sync that waits for every earlier operation, while
 //! GET_ID, DISCARD and WRITE_ZEROES (and failed checks) are answered at
-//! once, synchronously. Then the ring runs until every operation completed,
+//! once, synchronously, and so is OUT on a buffered image file whose writes
+//! io_uring would only hand to one of its threads (`inline_writes`). Then
+//! the ring runs until every operation completed,
 //! each status byte is written and its chain used; the worker interrupts
 //! the guest once for the batch.
 //!
@@ -35,14 +37,19 @@ struct Waiting {
 /// A queue's io_uring path.
 pub(super) struct UringQueue {
     ring: Ring,
+    /// OUT is written by the worker itself, not through the ring: the
+    /// image is a buffered file whose writes io_uring would hand to io-wq
+    /// ([`super::uring::punts_buffered_writes`]).
+    inline_writes: bool,
     waiting: Vec<Option<Waiting>>,
     completions: Vec<Completion>,
 }
 
 impl UringQueue {
-    pub(super) fn new(ring: Ring) -> Self {
+    pub(super) fn new(ring: Ring, inline_writes: bool) -> Self {
         UringQueue {
             ring,
+            inline_writes,
             waiting: Vec::new(),
             completions: Vec::new(),
         }
@@ -101,7 +108,8 @@ impl UringQueue {
     ) -> Option<u32> {
         let tag = self.waiting.len() as u64;
         let plan = match parsed.plan {
-            Ok(plan @ (Plan::Read { .. } | Plan::Write { .. } | Plan::Flush)) => plan,
+            Ok(plan @ (Plan::Read { .. } | Plan::Flush)) => plan,
+            Ok(plan @ Plan::Write { .. }) if !self.inline_writes => plan,
             other => {
                 let result = other.and_then(|plan| request::run(plan, mem, ctx));
                 return Some(request::finish(mem, ctx.image, parsed.status, result));

@@ -96,7 +96,11 @@ pub enum ImageFormat {
 /// How the image is read and written.
 #[derive(Debug)]
 enum Backend {
-    Raw { file: File, block_device: bool },
+    Raw {
+        file: File,
+        block_device: bool,
+        direct: bool,
+    },
     Qcow2(Qcow2),
 }
 
@@ -161,7 +165,14 @@ impl DiskImage {
         // The end of a block device is its size too.
         let file_len = file.seek(SeekFrom::End(0)).unwrap_or(0);
         let (backend, size) = match format {
-            ImageFormat::Raw => (Backend::Raw { file, block_device }, file_len),
+            ImageFormat::Raw => (
+                Backend::Raw {
+                    file,
+                    block_device,
+                    direct,
+                },
+                file_len,
+            ),
             ImageFormat::Qcow2 => {
                 let qcow2 =
                     Qcow2::open(file, file_len, !readonly).map_err(|source| ImageError::Qcow2 {
@@ -222,6 +233,21 @@ impl DiskImage {
         }
     }
 
+    /// The raw image when it is a regular file written through the page
+    /// cache (no O_DIRECT, not a block device): the one kind of image whose
+    /// writes io_uring may hand to its worker threads
+    /// ([`super::uring::punts_buffered_writes`]).
+    pub fn buffered_file(&self) -> Option<&File> {
+        match &self.backend {
+            Backend::Raw {
+                file,
+                block_device: false,
+                direct: false,
+            } => Some(file),
+            _ => None,
+        }
+    }
+
     /// Fill `buf` from byte `offset`.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         match &self.backend {
@@ -250,7 +276,9 @@ impl DiskImage {
     /// write-zeroes exist for raw images only.
     fn raw(&self) -> io::Result<(&File, bool)> {
         match &self.backend {
-            Backend::Raw { file, block_device } => Ok((file, *block_device)),
+            Backend::Raw {
+                file, block_device, ..
+            } => Ok((file, *block_device)),
             Backend::Qcow2(_) => Err(io::Error::from(io::ErrorKind::Unsupported)),
         }
     }

@@ -13,7 +13,10 @@
 //! through its own io_uring ([`uring`], [`batch`]) when the host has one
 //! and `_disable_io_uring` is off, the whole batch of available chains at
 //! a time; otherwise (qcow2 images included), and for every other request,
-//! synchronously (pread/pwrite/fdatasync) in the worker ([`request`]).
+//! synchronously (pread/pwrite/fdatasync) in the worker ([`request`]). OUT
+//! on a buffered image file is written by the worker too when io_uring
+//! would hand each such write to its io-wq threads (every file system but
+//! xfs and btrfs: [`uring::punts_buffered_writes`]).
 //!
 //! Deliberately not implemented (yet): other image formats, AIO, CONFIG_WCE,
 //! TOPOLOGY, BLK_SIZE (512-byte sectors are the default),
@@ -133,6 +136,15 @@ impl Block {
             Some(_) => IoEngine::IoUring,
             None => IoEngine::Sync,
         };
+        // A buffered image on a file system whose writes io_uring would
+        // pass to io-wq one at a time: OUT goes through the worker itself.
+        let inline_writes = rings.is_some()
+            && image
+                .buffered_file()
+                .is_some_and(uring::punts_buffered_writes);
+        if inline_writes {
+            log::info!(target: "virtio-blk", "disk {}: writes to {} go through the queue workers (io_uring would pass each buffered write on that file system to its io-wq threads); reads and flushes through io_uring", params.id, image.path().display());
+        }
         let mut workers = Workers::new()?;
         for index in 0..params.num_queues {
             let handler = BlockQueue {
@@ -141,7 +153,10 @@ impl Block {
                 serial,
                 counters: counters.clone(),
                 buffer: Vec::new(),
-                uring: rings.as_mut().and_then(Iterator::next).map(UringQueue::new),
+                uring: rings
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .map(|ring| UringQueue::new(ring, inline_writes)),
             };
             workers.spawn(format!("{}-q{index}", params.id), handler)?;
         }

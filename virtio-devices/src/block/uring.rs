@@ -149,6 +149,38 @@ fn sysctl(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// `statfs.f_type` of the file systems whose buffered writes io_uring
+/// issues inline (FOP_BUFFER_WASYNC in Linux 7.2): XFS_SUPER_MAGIC and
+/// BTRFS_SUPER_MAGIC.
+const ASYNC_BUFFERED_WRITE_FS: [libc::__fsword_t; 2] = [0x5846_5342, 0x9123_683e];
+
+/// Whether io_uring hands a buffered write to a regular file on a file
+/// system of type `f_type` to an io-wq thread: io_uring/rw.c io_write()
+/// answers itself -EAGAIN (then punts) for any buffered write to a regular
+/// file whose file system lacks FOP_BUFFER_WASYNC (ext4 and tmpfs among
+/// them), and io-wq runs the buffered writes to one inode one at a time
+/// (hashed work). Such a write costs a thread switch each way and gains
+/// nothing over the queue's worker writing it itself.
+pub(super) fn punts_writes_on(f_type: libc::__fsword_t) -> bool {
+    !ASYNC_BUFFERED_WRITE_FS.contains(&f_type)
+}
+
+/// [`punts_writes_on`] for the file system holding `file` (a buffered
+/// regular file: [`super::image::DiskImage::buffered_file`]); false when
+/// fstatfs fails, so the ring keeps every write.
+pub fn punts_buffered_writes(file: &File) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs writes one `struct statfs` into `st`, which is that
+    // large and lives across the call; `file` keeps the descriptor open.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so it filled `st` (zeroed before anyway).
+    let st = unsafe { st.assume_init() };
+    punts_writes_on(st.f_type)
+}
+
 impl Ring {
     /// A ring of `entries` submission entries over `image` (a duplicate
     /// of the image's fd), restricted to READV, WRITEV and FSYNC.
@@ -522,6 +554,21 @@ mod tests {
         let at = |tag: u64| order.iter().position(|t| *t == tag).unwrap();
         assert!((0..3).all(|w| at(w) < at(100)), "{order:?}");
         assert!(done.iter().all(|(_, result)| result.is_ok()));
+    }
+
+    #[test]
+    fn buffered_writes_stay_in_the_ring_only_on_xfs_and_btrfs() {
+        const EXT4: libc::__fsword_t = 0xef53;
+        const TMPFS: libc::__fsword_t = 0x0102_1994;
+        assert!(!punts_writes_on(0x5846_5342), "xfs");
+        assert!(!punts_writes_on(0x9123_683e), "btrfs");
+        assert!(punts_writes_on(EXT4));
+        assert!(punts_writes_on(TMPFS));
+        // The host's own answer for a file on tmpfs (/dev/shm), when it
+        // has one.
+        if let Ok(file) = TempFile::new_in(std::path::Path::new("/dev/shm")) {
+            assert!(punts_buffered_writes(file.as_file()));
+        }
     }
 
     #[test]

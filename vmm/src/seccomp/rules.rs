@@ -374,6 +374,9 @@ fn vmm(arch: TargetArch) -> List {
             "fallocate",
             "fdatasync",
             "fstat",
+            // A disk's image file system: whether io_uring would punt its
+            // buffered writes (virtio_devices::block).
+            "fstatfs",
             "fsync",
             "ftruncate",
             "getcwd",

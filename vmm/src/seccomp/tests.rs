@@ -218,10 +218,12 @@ mod in_child {
         RealEngine,
         /// Not a probe: the thread starts under the VMM thread's filter.
         Stacked,
-        /// Not a probe: a real virtio-blk function serves a write
-        /// through its io_uring.
+        /// Not a probe: a real virtio-blk function serves a read through
+        /// its io_uring.
         RealVirtio,
-        /// Not a probe: the same with `_disable_io_uring=on` (pwrite64).
+        /// Not a probe: it serves a write with `_disable_io_uring=on`
+        /// (pwrite64; what a buffered image's writes use with io_uring
+        /// too, on file systems where io_uring would punt them).
         RealVirtioSync,
         /// Not a probe: a virtio-net function over a new tap is built.
         RealNet,
@@ -289,10 +291,10 @@ mod in_child {
             return real_engine();
         }
         if probe == "real-virtio" {
-            return real_virtio("");
+            return real_virtio("", false);
         }
         if probe == "real-virtio-sync" {
-            return real_virtio(",_disable_io_uring=on");
+            return real_virtio(",_disable_io_uring=on", true);
         }
         if probe == "real-net" {
             return real_net();
@@ -405,16 +407,21 @@ mod in_child {
 
     /// A virtio-blk function built by a thread under the VMM filter (its
     /// workers start there), driven from a thread under the vCPU filter
-    /// (DRIVER_OK, the trapped notify), its worker writing and flushing
-    /// the image under its own: print the worker's seccomp state, the
-    /// status the device answered and the requests served through io_uring.
-    /// `options` follow the disk's path.
-    fn real_virtio(options: &'static str) {
+    /// (DRIVER_OK, the trapped notify), its worker writing 9s over sector
+    /// 1 (`write`) or reading them back (the image holds them already)
+    /// under its own: print the worker's seccomp state, the status the
+    /// device answered, the requests served through io_uring and whether
+    /// sector 1 holds 9s (in the image after a write, in the guest's
+    /// buffer after a read). `options` follow the disk's path.
+    fn real_virtio(options: &'static str, write: bool) {
         use crate::config::{DiskConfig, VmConfig};
         use crate::description::VmDescription;
         use vm_memory::GuestAddress;
         let image = vmm_sys_util::tempfile::TempFile::new().unwrap();
         image.as_file().set_len(4096).unwrap();
+        if !write {
+            std::os::unix::fs::FileExt::write_all_at(image.as_file(), &[9; 512], 512).unwrap();
+        }
         let path = image.as_path().display().to_string();
         let vmm = std::thread::spawn(move || {
             apply(ThreadKind::Vmm).unwrap();
@@ -431,8 +438,16 @@ mod in_child {
                 crate::virtio::block(&vm, &vm.devices[0], &mem, &wiring).unwrap();
             let vcpu = std::thread::spawn(move || {
                 apply(ThreadKind::Vcpu).unwrap();
-                let status = crate::virtio::test_support::write_sector(&mut *function, &mem, 1, 9);
-                eprintln!("status {status}");
+                if write {
+                    let status =
+                        crate::virtio::test_support::write_sector(&mut *function, &mem, 1, 9);
+                    eprintln!("status {status}");
+                } else {
+                    let (status, data) =
+                        crate::virtio::test_support::read_sector(&mut *function, &mem, 1);
+                    eprintln!("status {status}");
+                    eprintln!("read {}", data.iter().all(|b| *b == 9));
+                }
                 function
             });
             let function = vcpu.join().unwrap();
@@ -600,15 +615,19 @@ mod in_child {
     }
 
     /// Needs io_uring on the host: without it the disk falls back to
-    /// pwrite64 and the test fails on `uring ops 1`, saying so.
+    /// preadv and the test fails on `uring ops 1`, saying so.
     #[test]
-    fn a_virtio_worker_serves_a_disk_write_under_its_filter_stacked_on_the_vmms() {
-        for (probe, uring_ops) in [(Probe::RealVirtio, 1), (Probe::RealVirtioSync, 0)] {
+    fn a_virtio_worker_serves_disk_io_under_its_filter_stacked_on_the_vmms() {
+        // (The read's 9s in the guest's buffer; the write's in the image.)
+        for (probe, uring_ops, nines) in [
+            (Probe::RealVirtio, 1, "read true"),
+            (Probe::RealVirtioSync, 0, "image true"),
+        ] {
             let (status, out) = run_child(ThreadKind::VirtioWorker, "true", probe);
             assert!(status.success(), "{out}");
             assert!(out.contains("status 0"), "{out}");
             assert!(out.contains("worker 2"), "{out}");
-            assert!(out.contains("image true"), "{out}");
+            assert!(out.contains(nines), "{out}");
             assert!(out.contains(&format!("uring ops {uring_ops}")), "{out}");
             assert!(out.contains("child exits"), "{out}");
         }
