@@ -41,20 +41,6 @@ pub trait QueueHandler: Send + 'static {
     /// (the guest is interrupted).
     fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool;
 
-    /// [`Self::process_queue`] for a handler that uses buffers over time
-    /// (a disk's io_uring, completing requests while others are in
-    /// flight): it may interrupt the guest through `interrupt` ([`notify`])
-    /// for what it used so far, before it returns, so the driver refills
-    /// the queue meanwhile. The worker calls this one.
-    fn process_queue_notifying(
-        &mut self,
-        queue: &mut Queue,
-        mem: &GuestMemory,
-        _interrupt: &crate::QueueInterrupt,
-    ) -> bool {
-        self.process_queue(queue, mem)
-    }
-
     /// A host fd this queue also waits on (console input), if any.
     fn input_fd(&self) -> Option<RawFd> {
         None
@@ -321,7 +307,7 @@ fn serve(
         )?;
     }
     // Buffers made available before the queue was handed over.
-    if serve_kick(handler, &mut queue, &mem, &interrupt) {
+    if serve_kick(handler, &mut queue, &mem) {
         notify(&mut queue, &mem, &interrupt);
     }
     let mut events = [EpollEvent::default(); 4];
@@ -341,7 +327,7 @@ fn serve(
                 CONTROL => stop = Some(false),
                 KICK => {
                     let _ = kick.read();
-                    used |= serve_quietly(handler, &mut queue, &mem, &interrupt);
+                    used |= serve_quietly(handler, &mut queue, &mem);
                 }
                 WAKE => used |= handler.woken(&mut queue, &mem),
                 _ => match handler.input_ready(&mut queue, &mem) {
@@ -359,7 +345,7 @@ fn serve(
         // again what the driver made available since, if the handler takes
         // it (a receive queue whose frame waited for buffers).
         if stop.is_none() {
-            used |= rearm(handler, &mut queue, &mem, &interrupt);
+            used |= rearm(handler, &mut queue, &mem);
         }
         if used {
             notify(&mut queue, &mem, &interrupt);
@@ -398,28 +384,18 @@ fn serve(
 /// arrived meanwhile: a driver that added a buffer after the handler's
 /// last look but before the re-enable did not notify. True when buffers
 /// were used.
-fn serve_kick(
-    handler: &mut impl QueueHandler,
-    queue: &mut Queue,
-    mem: &GuestMemory,
-    interrupt: &crate::QueueInterrupt,
-) -> bool {
-    serve_quietly(handler, queue, mem, interrupt) | rearm(handler, queue, mem, interrupt)
+fn serve_kick(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    serve_quietly(handler, queue, mem) | rearm(handler, queue, mem)
 }
 
 /// The first half of [`serve_kick`]: serve with the driver's notifications
 /// off. The event loop calls this for a kick and [`rearm`] once at the end
 /// of its round, whatever woke it.
-fn serve_quietly(
-    handler: &mut impl QueueHandler,
-    queue: &mut Queue,
-    mem: &GuestMemory,
-    interrupt: &crate::QueueInterrupt,
-) -> bool {
+fn serve_quietly(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) -> bool {
     if let Err(e) = queue.disable_notification(mem) {
         log::debug!(target: "virtio", "notification flag: {e}");
     }
-    handler.process_queue_notifying(queue, mem, interrupt)
+    handler.process_queue(queue, mem)
 }
 
 /// Re-enable the driver's notifications (with EVENT_IDX: avail_event set to
@@ -427,12 +403,7 @@ fn serve_quietly(
 /// available and the handler takes some of it, serve it. Without this a
 /// worker that waits with avail_event behind the driver's index is never
 /// notified again. True when buffers were used.
-fn rearm(
-    handler: &mut impl QueueHandler,
-    queue: &mut Queue,
-    mem: &GuestMemory,
-    interrupt: &crate::QueueInterrupt,
-) -> bool {
+fn rearm(handler: &mut impl QueueHandler, queue: &mut Queue, mem: &GuestMemory) -> bool {
     let mut used = false;
     loop {
         match queue.enable_notification(mem) {
@@ -444,7 +415,7 @@ fn rearm(
             }
         }
         let before = queue.next_avail();
-        used |= serve_quietly(handler, queue, mem, interrupt);
+        used |= serve_quietly(handler, queue, mem);
         if queue.next_avail() == before {
             // Buffers the handler leaves for now (a receive queue with no
             // frame to deliver, or too few buffers for it). Without
@@ -463,7 +434,7 @@ fn rearm(
 
 /// Interrupt the guest for used buffers unless, with EVENT_IDX, the
 /// driver's used_event says it does not want this one yet.
-pub(crate) fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &crate::QueueInterrupt) {
+fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &crate::QueueInterrupt) {
     if queue.needs_notification(mem).unwrap_or(true) {
         interrupt.signal();
     }

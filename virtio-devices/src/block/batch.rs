@@ -1,16 +1,15 @@
-//! A disk queue served through its io_uring ([`super::uring::Ring`]):
-//! every chain the driver made available is popped and checked exactly as
-//! on the synchronous path ([`request::parse`], so a malformed chain gets
-//! the same status), IN and OUT go to the ring as READV / WRITEV straight
-//! on the guest's buffers and FLUSH as a data sync that waits for every
-//! earlier operation, while GET_ID, DISCARD and WRITE_ZEROES (and failed
-//! checks) are answered at once, synchronously, and so is OUT on a
-//! buffered image file whose writes io_uring would only hand to one of its
-//! threads (`inline_writes`). Then, while anything is in the ring: wait for
-//! completions, write each one's status byte and use its chain, interrupt
-//! the guest (as its notification rules allow) and take the chains the
-//! driver added meanwhile, so the driver refills the queue while the rest
-//! of its requests are in flight, as a disk's own queue would let it.
+//! A disk queue served through its io_uring ([`super::uring::Ring`]), one
+//! batch per notification: every chain the driver made available is
+//! popped and checked exactly as on the synchronous path
+//! ([`request::parse`], so a malformed chain gets the same status), IN and
+//! OUT go to the ring as READV / WRITEV straight on the guest's buffers and
+//! FLUSH as a data sync that waits for every earlier operation, while
+//! GET_ID, DISCARD and WRITE_ZEROES (and failed checks) are answered at
+//! once, synchronously, and so is OUT on a buffered image file whose writes
+//! io_uring would only hand to one of its threads (`inline_writes`). Then
+//! the ring runs until every operation completed,
+//! each status byte is written and its chain used; the worker interrupts
+//! the guest once for the batch.
 //!
 //! An operation the kernel answered EINVAL (O_DIRECT with a guest buffer
 //! not aligned as the host disk needs: the synchronous path goes through
@@ -25,8 +24,7 @@ use vm_memory::GuestAddress;
 
 use super::request::{self, Failure, Parsed, Plan, RequestContext};
 use super::uring::{Completion, OpKind, Ring};
-use crate::worker::notify;
-use crate::{GuestMemory, QueueInterrupt};
+use crate::GuestMemory;
 
 /// A request whose operation is in the ring.
 struct Waiting {
@@ -43,19 +41,9 @@ pub(super) struct UringQueue {
     /// image is a buffered file whose writes io_uring would hand to io-wq
     /// ([`super::uring::punts_buffered_writes`]).
     inline_writes: bool,
-    /// The requests in the ring, by tag (a slot index); `free` holds the
-    /// empty slots.
     waiting: Vec<Option<Waiting>>,
-    free: Vec<usize>,
-    in_ring: usize,
     completions: Vec<Completion>,
 }
-
-/// Chains one [`UringQueue::process`] call takes off the queue at most, in
-/// queue sizes: past it the call finishes what it started and returns, so
-/// a driver that keeps the queue full cannot keep the worker from its
-/// control events (a reset, a stop).
-const ROUNDS_PER_CALL: usize = 4;
 
 impl UringQueue {
     pub(super) fn new(ring: Ring, inline_writes: bool) -> Self {
@@ -63,8 +51,6 @@ impl UringQueue {
             ring,
             inline_writes,
             waiting: Vec::new(),
-            free: Vec::new(),
-            in_ring: 0,
             completions: Vec::new(),
         }
     }
@@ -74,68 +60,41 @@ impl UringQueue {
         self.ring.usable()
     }
 
-    /// Request slots made so far (each reused once its request completed).
-    #[cfg(test)]
-    pub(super) fn slots(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// Serve what the driver makes available until nothing is in the ring:
-    /// each completion is answered (status, used ring) as the kernel posts
-    /// it, the guest interrupted through `interrupt` (as its notification
-    /// rules allow) for what completed, and chains the driver added
-    /// meanwhile join the ring, so the driver refills the queue while the
-    /// rest is in flight. True when any chain was used.
+    /// Serve every available chain as one batch; true when any was used.
     pub(super) fn process(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemory,
         ctx: &mut RequestContext<'_>,
-        interrupt: Option<&QueueInterrupt>,
     ) -> bool {
         let mut used = false;
-        let mut budget = usize::from(queue.size()) * ROUNDS_PER_CALL;
-        loop {
-            while budget > 0 {
-                let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                    break;
-                };
-                budget -= 1;
-                used = true;
-                let head = chain.head_index();
-                let descriptors: Vec<Descriptor> = chain.collect();
-                let answered = match request::parse(&descriptors, mem, ctx.image, ctx.readonly) {
-                    None => Some(0),
-                    Some(parsed) => self.start(head, parsed, mem, ctx),
-                };
-                if let Some(written) = answered {
-                    add_used(queue, mem, head, written);
-                }
-            }
-            if self.in_ring == 0 {
-                return used;
-            }
-            if let Err(e) = self.ring.step(&mut self.completions) {
-                log::error!(target: "virtio-blk", "{}: io_uring: {e}; the queue runs synchronously from now on", ctx.image.path().display());
-            }
-            for (tag, result) in std::mem::take(&mut self.completions) {
-                let slot = tag as usize;
-                let Some(waiting) = self.waiting.get_mut(slot).and_then(Option::take) else {
-                    continue;
-                };
-                self.free.push(slot);
-                self.in_ring -= 1;
-                let written = complete(waiting.status, waiting.plan, result, mem, ctx);
-                add_used(queue, mem, waiting.head, written);
-            }
-            if let Some(interrupt) = interrupt {
-                notify(queue, mem, interrupt);
-            }
-            if !self.ring.usable() {
-                // Every request the ring held came back failed above.
-                return used;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            used = true;
+            let head = chain.head_index();
+            let descriptors: Vec<Descriptor> = chain.collect();
+            let answered = match request::parse(&descriptors, mem, ctx.image, ctx.readonly) {
+                None => Some(0),
+                Some(parsed) => self.start(head, parsed, mem, ctx),
+            };
+            if let Some(written) = answered {
+                add_used(queue, mem, head, written);
             }
         }
+        if self.waiting.is_empty() {
+            return used;
+        }
+        if let Err(e) = self.ring.run(&mut self.completions) {
+            log::error!(target: "virtio-blk", "{}: io_uring: {e}; the queue runs synchronously from now on", ctx.image.path().display());
+        }
+        for (tag, result) in std::mem::take(&mut self.completions) {
+            let Some(waiting) = self.waiting.get_mut(tag as usize).and_then(Option::take) else {
+                continue;
+            };
+            let written = complete(waiting.status, waiting.plan, result, mem, ctx);
+            add_used(queue, mem, waiting.head, written);
+        }
+        self.waiting.clear();
+        used
     }
 
     /// Put the request in the ring, or answer it now: Some(used length)
@@ -147,8 +106,7 @@ impl UringQueue {
         mem: &GuestMemory,
         ctx: &mut RequestContext<'_>,
     ) -> Option<u32> {
-        let slot = self.free.last().copied().unwrap_or(self.waiting.len());
-        let tag = slot as u64;
+        let tag = self.waiting.len() as u64;
         let plan = match parsed.plan {
             Ok(plan @ (Plan::Read { .. } | Plan::Flush)) => plan,
             Ok(plan @ Plan::Write { .. }) if !self.inline_writes => plan,
@@ -178,17 +136,11 @@ impl UringQueue {
             });
             return Some(request::finish(mem, ctx.image, parsed.status, Err(failure)));
         }
-        let waiting = Some(Waiting {
+        self.waiting.push(Some(Waiting {
             head,
             status: parsed.status,
             plan,
-        });
-        if self.free.pop().is_some() {
-            self.waiting[slot] = waiting;
-        } else {
-            self.waiting.push(waiting);
-        }
-        self.in_ring += 1;
+        }));
         None
     }
 }

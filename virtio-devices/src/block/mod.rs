@@ -42,7 +42,7 @@ use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRE
 use virtio_queue::Queue;
 
 use crate::worker::{QueueHandler, Workers, serve_chains};
-use crate::{GuestMemory, QueueInterrupt, VirtioDevice, feature};
+use crate::{GuestMemory, VirtioDevice, feature};
 use batch::UringQueue;
 pub use image::{DiskImage, ImageError, ImageFormat};
 pub use request::BlockCounters;
@@ -210,15 +210,8 @@ struct BlockQueue {
     uring: Option<UringQueue>,
 }
 
-impl BlockQueue {
-    /// Serve the queue on its ring (interrupting the guest through
-    /// `interrupt` as requests complete), or synchronously.
-    fn serve(
-        &mut self,
-        queue: &mut Queue,
-        mem: &GuestMemory,
-        interrupt: Option<&QueueInterrupt>,
-    ) -> bool {
+impl QueueHandler for BlockQueue {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
         let mut ctx = RequestContext {
             image: &self.image,
             readonly: self.readonly,
@@ -227,26 +220,11 @@ impl BlockQueue {
             buffer: &mut self.buffer,
         };
         if let Some(uring) = self.uring.as_mut().filter(|u| u.usable()) {
-            return uring.process(queue, mem, &mut ctx, interrupt);
+            return uring.process(queue, mem, &mut ctx);
         }
         serve_chains(queue, mem, "virtio-blk", |chain| {
             request::execute(chain, mem, &mut ctx)
         })
-    }
-}
-
-impl QueueHandler for BlockQueue {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
-        self.serve(queue, mem, None)
-    }
-
-    fn process_queue_notifying(
-        &mut self,
-        queue: &mut Queue,
-        mem: &GuestMemory,
-        interrupt: &QueueInterrupt,
-    ) -> bool {
-        self.serve(queue, mem, Some(interrupt))
     }
 }
 

@@ -15,9 +15,7 @@
 //!   long as any operation is queued or in flight;
 //! - the image: the ring owns a duplicate of its file descriptor.
 //!
-//! [`Ring::step`] returns when at least one operation has completed (the
-//! caller may queue more in between); the guest memory clone is dropped
-//! once none is queued or in flight. Should
+//! [`Ring::run`] returns only when every operation has completed. Should
 //! io_uring_enter itself fail with operations in flight, the kernel may
 //! still write guest memory later: the ring and its memory clone are then
 //! leaked, never unmapped, and the ring is gone ([`Ring::usable`] false).
@@ -316,25 +314,11 @@ impl Ring {
     }
 
     /// Submit everything queued and wait until all of it completed,
-    /// appending each operation's completion to `out`. On Err as
-    /// [`Ring::step`]. (The queue's worker steps; the tests run.)
-    #[cfg(test)]
+    /// appending each operation's completion to `out`. On Err the ring is
+    /// gone and every operation not completed is in `out` as failed.
     pub fn run(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
-        while !self.idle() {
-            self.step(out)?;
-        }
-        Ok(())
-    }
-
-    /// Submit what is queued (as far as the ring has room) and wait until
-    /// at least one operation completed, appending every completion the
-    /// kernel posted to `out`; nothing when idle. The caller may queue
-    /// more between steps. On Err the ring is gone and every operation not
-    /// completed is in `out` as failed.
-    pub fn step(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
         let mut busy = 0;
-        let before = out.len();
-        while !self.idle() && out.len() == before {
+        while !self.backlog.is_empty() || self.in_flight > 0 {
             self.fill();
             let Some(ring) = self.ring.as_mut() else {
                 return Err(self.abandon(out, io::Error::other("no ring")));
@@ -350,19 +334,10 @@ impl Ring {
                 }
                 Err(e) => return Err(self.abandon(out, e)),
             }
-            // (A short transfer's rest goes back in the backlog: no
-            // completion yet, so round again.)
             self.reap(out);
         }
-        if self.idle() {
-            self.mem = None;
-        }
+        self.mem = None;
         Ok(())
-    }
-
-    /// Nothing queued and nothing in flight.
-    pub fn idle(&self) -> bool {
-        self.backlog.is_empty() && self.in_flight == 0
     }
 
     /// Move operations from the backlog into the submission queue while
@@ -415,7 +390,7 @@ impl Ring {
         // operation's completion is reaped (`reap` is the only place that
         // takes it out); each iovec points into guest memory made by
         // `add_transfer` from `self.mem`, which stays Some (its regions
-        // mapped) until `step` saw every operation complete, or is leaked by
+        // mapped) until `run` saw every operation complete, or is leaked by
         // `abandon`. The fd is `self.image`, owned by the ring.
         unsafe { ring.submission().push(&entry).is_ok() }
     }
