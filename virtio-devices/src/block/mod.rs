@@ -13,7 +13,9 @@
 //! through its own io_uring ([`uring`], [`batch`]) when the host has one
 //! and `_disable_io_uring` is off, the whole batch of available chains at
 //! a time; otherwise (qcow2 images included), and for every other request,
-//! synchronously (pread/pwrite/fdatasync) in the worker ([`request`]). OUT
+//! synchronously (pread/pwrite/fdatasync) in the worker ([`request`]), as
+//! is every request of an image on a file system without RWF_NOWAIT (tmpfs:
+//! io_uring would pass each to its io-wq threads). OUT
 //! on a buffered image file is written by the worker too when io_uring
 //! would hand each such write to its io-wq threads (every file system but
 //! xfs and btrfs: [`uring::punts_buffered_writes`]).
@@ -94,12 +96,17 @@ const RING_ENTRIES: u16 = 256;
 
 /// One ring per queue for a raw image, made here on the VMM thread so the
 /// workers only need io_uring_enter; `None` (logged once, with the reason)
-/// when the host has no usable io_uring.
+/// when the host has no usable io_uring, or when io_uring could serve this
+/// image only through its io-wq threads ([`uring::issues_without_workers`]).
 fn rings(image: &DiskImage, params: &BlockParams) -> Option<Vec<uring::Ring>> {
     if !params.io_uring {
         return None;
     }
     let file = image.raw_file()?;
+    if !uring::issues_without_workers(file) {
+        log::info!(target: "virtio-blk", "disk {}: {} is on a file system where io_uring would pass every request to its worker threads (no RWF_NOWAIT, e.g. tmpfs); using synchronous I/O", params.id, image.path().display());
+        return None;
+    }
     let entries = u32::from(params.queue_size.clamp(2, RING_ENTRIES));
     let made: Result<Vec<_>, _> = (0..params.num_queues)
         .map(|_| uring::Ring::new(entries, file))

@@ -149,6 +149,27 @@ fn sysctl(path: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Whether io_uring can issue I/O on `file` itself, without its io-wq
+/// threads: the file is open with FMODE_NOWAIT (ext4, xfs, btrfs, f2fs,
+/// block devices; not tmpfs in Linux 7.2). Without it io_uring/rw.c
+/// answers itself -EAGAIN for every read and write and punts each to an
+/// io-wq thread: the ring is then only a thread pool that costs a thread
+/// switch each way per request. Probed with a one-byte
+/// preadv2(RWF_NOWAIT) at offset 0, which the kernel refuses with
+/// EOPNOTSUPP on a file without FMODE_NOWAIT (kiocb_set_rw_flags) and
+/// otherwise answers with data, EAGAIN, or (O_DIRECT) EINVAL.
+pub fn issues_without_workers(file: &File) -> bool {
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec, pointing at `byte` (one byte, alive across the
+    // call); `file` keeps the descriptor open.
+    let rc = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, 0, libc::RWF_NOWAIT) };
+    rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EOPNOTSUPP)
+}
+
 /// `statfs.f_type` of the file systems whose buffered writes io_uring
 /// issues inline (FOP_BUFFER_WASYNC in Linux 7.2): XFS_SUPER_MAGIC and
 /// BTRFS_SUPER_MAGIC.
@@ -554,6 +575,20 @@ mod tests {
         let at = |tag: u64| order.iter().position(|t| *t == tag).unwrap();
         assert!((0..3).all(|w| at(w) < at(100)), "{order:?}");
         assert!(done.iter().all(|(_, result)| result.is_ok()));
+    }
+
+    #[test]
+    fn a_tmpfs_file_needs_io_wq_and_a_pipe_end_does_not() {
+        // tmpfs has no FMODE_NOWAIT (Linux 7.2); a pipe has (and answers
+        // EAGAIN or ESPIPE, not EOPNOTSUPP).
+        if let Ok(file) = TempFile::new_in(std::path::Path::new("/dev/shm")) {
+            file.as_file().set_len(4096).unwrap();
+            assert!(!issues_without_workers(file.as_file()));
+        }
+        let (read, _write) = std::io::pipe().unwrap();
+        assert!(issues_without_workers(&File::from(
+            std::os::fd::OwnedFd::from(read)
+        )));
     }
 
     #[test]
