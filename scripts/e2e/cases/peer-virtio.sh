@@ -123,7 +123,7 @@ sleep 1
 echo "E2E-L1: iperf3 server $(pidof iperf3 >/dev/null && echo running || echo missing)"
 data=/tmp/pv-data.img
 cmdline="root=/dev/vda rw rootwait console=ttyAMA0 efi=noruntime panic=-1 net.ifnames=0 e2e.rootfs.script=/dev/vdb e2e.rootfs=poweroff"
-fresh_data() { rm -f "$data"; truncate -s 256M "$data"; sync; echo 3 >/proc/sys/vm/drop_caches; }
+fresh_data() { rm -f "$data"; sync; echo 3 >/proc/sys/vm/drop_caches; prefault; truncate -s 256M "$data"; }
 # QEMU's tap comes up without an address: L1 gives it one once it exists.
 tap_address() {
   i=0
@@ -134,15 +134,22 @@ export MEASURE_MARK="E2E-ROOTFS: is-system-running="
 qemu=/usr/bin/qemu-system-aarch64
 echo "E2E-L1: peer $($qemu --version | head -1)"
 
-# Every page of L1's RAM touched once before the first VMM: L0 (TCG) backs
-# an L1 page on its first touch, at a cost the first VMM to reach fresh
-# pages would otherwise carry alone (measured: QEMU, the first, wrote its
-# 256 MiB at 100-190 MiB/s without this, 435-461 with it).
-free_mb=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
-t0=$(cut -d' ' -f1 /proc/uptime)
-dd if=/dev/zero of=/tmp/pv-prefault bs=1M count=$((free_mb - 256)) 2>/dev/null
-rm -f /tmp/pv-prefault
-echo "E2E-L1: prefaulted $((free_mb - 256)) MiB in $(awk -v t0="$t0" '{print $1 - t0}' /proc/uptime) s"
+# Every free page of L1's RAM written once before each VMM (prefault).
+# L0 (TCG) backs an L1 page on its first touch, which the first VMM paid
+# alone (QEMU's sequential write: 100-190 MiB/s without, 411-461 with). And
+# with one prefault before the first VMM only, a VMM after another wrote
+# at 32-108 MiB/s in 9 runs of 10, its data disk's worker burning 2.6x the
+# CPU for the same writes with no reclaim in L1; the prefault after a VM
+# takes 12 s, the one after that 4 s. Pages the previous VM ran code from
+# (TCG watches those for writes) are the suspect. The case measures the
+# VMMs, not that: with a prefault before each, no run was slow (2 of 2).
+prefault() {
+  free_mb=$(awk '/MemAvailable/ {print int($2 / 1024)}' /proc/meminfo)
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  dd if=/dev/zero of=/tmp/pv-prefault bs=1M count=$((free_mb - 256)) 2>/dev/null
+  rm -f /tmp/pv-prefault
+  echo "E2E-L1: prefaulted $((free_mb - 256)) MiB in $(awk -v t0="$t0" '{print $1 - t0}' /proc/uptime) s"
+}
 
 fresh_data
 tap_address &
