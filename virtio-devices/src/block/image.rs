@@ -233,6 +233,20 @@ impl DiskImage {
         }
     }
 
+    /// The raw image when it is opened without O_DIRECT (a file or a block
+    /// device): its requests may move straight between it and guest memory
+    /// ([`super::vectored`]); O_DIRECT needs the bounce buffer's alignment.
+    pub fn vectored_file(&self) -> Option<&File> {
+        match &self.backend {
+            Backend::Raw {
+                file,
+                direct: false,
+                ..
+            } => Some(file),
+            _ => None,
+        }
+    }
+
     /// The raw image when it is a regular file written through the page
     /// cache (no O_DIRECT, not a block device): the one kind of image whose
     /// writes io_uring may hand to its worker threads

@@ -31,6 +31,7 @@ pub mod image;
 pub mod qcow2;
 pub mod request;
 mod uring;
+mod vectored;
 
 use std::sync::Arc;
 

@@ -21,7 +21,7 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
 };
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes, GuestAddress};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryError};
 
 use super::image::{DiskImage, SECTOR_SIZE};
 use crate::GuestMemory;
@@ -390,12 +390,12 @@ pub(super) fn run(
     match plan {
         Plan::Read { offset, data } => {
             let len = total(&data);
-            transfer(ctx, mem, &mut Cursor::new(&data), offset, len, true)?;
+            move_data(ctx, mem, &data, offset, len, true)?;
             Ok(len)
         }
         Plan::Write { offset, data } => {
             let len = total(&data);
-            transfer(ctx, mem, &mut Cursor::new(&data), offset, len, false)?;
+            move_data(ctx, mem, &data, offset, len, false)?;
             Ok(0)
         }
         Plan::Flush => {
@@ -446,6 +446,31 @@ fn check_range(image: &DiskImage, sector: u64, count: u64) -> Result<(), Failure
 
 /// Move `len` bytes between the image at byte `start` and the guest
 /// buffers under `cursor`, a bounce buffer at a time.
+/// Move a request's `len` bytes between image byte `start` and the guest's
+/// buffers `data`: straight (preadv / pwritev) for a raw image without
+/// O_DIRECT, else through the bounce buffer ([`transfer`]).
+fn move_data(
+    ctx: &mut RequestContext<'_>,
+    mem: &GuestMemory,
+    data: &[Segment],
+    start: u64,
+    len: u64,
+    to_guest: bool,
+) -> Result<(), Failure> {
+    let Some(file) = ctx.image.vectored_file() else {
+        return transfer(ctx, mem, &mut Cursor::new(data), start, len, to_guest);
+    };
+    super::vectored::transfer(file, mem, data, start, to_guest).map_err(|e| match e {
+        super::vectored::VectoredError::Guest(GuestMemoryError::InvalidGuestAddress(a)) => {
+            Failure::BadAddress(a.0)
+        }
+        super::vectored::VectoredError::Guest(_) => Failure::BadAddress(0),
+        super::vectored::VectoredError::Io(e) => Failure::Io(e),
+    })?;
+    count(ctx.counters, to_guest, len);
+    Ok(())
+}
+
 fn transfer(
     ctx: &mut RequestContext<'_>,
     mem: &GuestMemory,

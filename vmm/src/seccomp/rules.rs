@@ -276,7 +276,11 @@ fn virtio_worker(arch: TargetArch) -> List {
             "fdatasync",
             "io_uring_enter",
             "pread64",
+            // A raw image without O_DIRECT: straight to and from the
+            // guest's buffers (virtio_devices::block::vectored).
+            "preadv",
             "pwrite64",
+            "pwritev",
             "read",
         ],
     );
