@@ -43,7 +43,7 @@ use io_uring::{IoUring, opcode, register::Probe, register::Restriction, types};
 
 use super::request::Segment;
 use crate::GuestMemory;
-use vm_memory::{GuestMemoryBackend, GuestMemoryError};
+use vm_memory::GuestMemoryError;
 
 /// iovecs one READV / WRITEV takes at most (UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
@@ -273,18 +273,7 @@ impl Ring {
         data: &[Segment],
         tag: u64,
     ) -> Result<(), GuestMemoryError> {
-        let mut iovecs = Vec::with_capacity(data.len());
-        for seg in data {
-            let len = usize::try_from(seg.len)
-                .map_err(|_| GuestMemoryError::InvalidGuestAddress(seg.addr))?;
-            for slice in mem.get_slices(seg.addr, len) {
-                let slice = slice?;
-                iovecs.push(libc::iovec {
-                    iov_base: slice.ptr_guard_mut().as_ptr().cast(),
-                    iov_len: slice.len(),
-                });
-            }
-        }
+        let iovecs = super::vectored::iovecs(mem, data)?;
         self.queue(
             mem,
             Op {
@@ -455,7 +444,7 @@ impl Ring {
         if op.kind == OpKind::Flush {
             return Some(Ok(0));
         }
-        let mut moved = result as usize;
+        let moved = result as usize;
         if moved == 0 && op.next < op.iovecs.len() {
             let kind = if op.kind == OpKind::Read {
                 io::ErrorKind::UnexpectedEof
@@ -466,19 +455,7 @@ impl Ring {
         }
         op.done += moved as u64;
         op.offset += moved as u64;
-        while moved > 0 {
-            let Some(iov) = op.iovecs.get_mut(op.next) else {
-                break;
-            };
-            if moved < iov.iov_len {
-                iov.iov_base = iov.iov_base.wrapping_byte_add(moved);
-                iov.iov_len -= moved;
-                moved = 0;
-            } else {
-                moved -= iov.iov_len;
-                op.next += 1;
-            }
-        }
+        super::vectored::advance(&mut op.iovecs, &mut op.next, moved);
         if op.next >= op.iovecs.len() {
             return Some(Ok(op.done));
         }

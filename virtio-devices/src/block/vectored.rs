@@ -20,9 +20,12 @@ use crate::GuestMemory;
 /// iovecs one preadv / pwritev takes at most (UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
-/// The guest's buffers of `data` as iovecs; Err names the first address
-/// that is not guest RAM.
-fn iovecs(mem: &GuestMemory, data: &[Segment]) -> Result<Vec<libc::iovec>, GuestMemoryError> {
+/// The guest's buffers of `data` as iovecs (here and for the ring's
+/// READV / WRITEV); Err names the first address that is not guest RAM.
+pub(super) fn iovecs(
+    mem: &GuestMemory,
+    data: &[Segment],
+) -> Result<Vec<libc::iovec>, GuestMemoryError> {
     let mut out = Vec::with_capacity(data.len());
     for seg in data {
         let len = usize::try_from(seg.len)
@@ -81,21 +84,28 @@ pub(super) fn transfer(
             };
             return Err(VectoredError::Io(io::Error::from(kind)));
         }
-        let mut left = moved as usize;
-        offset += left as u64;
-        while left > 0 && next < iov.len() {
-            let cur = &mut iov[next];
-            if left < cur.iov_len {
-                cur.iov_base = cur.iov_base.wrapping_byte_add(left);
-                cur.iov_len -= left;
-                left = 0;
-            } else {
-                left -= cur.iov_len;
-                next += 1;
-            }
-        }
+        offset += moved as u64;
+        advance(&mut iov, &mut next, moved as usize);
     }
     Ok(())
+}
+
+/// Account `moved` bytes to `iov` from entry `*next` on: whole entries
+/// done move `*next` past them, a partly done one starts where it stopped
+/// (here and for the ring's short transfers).
+pub(super) fn advance(iov: &mut [libc::iovec], next: &mut usize, mut moved: usize) {
+    while moved > 0 {
+        let Some(cur) = iov.get_mut(*next) else {
+            return;
+        };
+        if moved < cur.iov_len {
+            cur.iov_base = cur.iov_base.wrapping_byte_add(moved);
+            cur.iov_len -= moved;
+            return;
+        }
+        moved -= cur.iov_len;
+        *next += 1;
+    }
 }
 
 /// Why a vectored transfer failed.
