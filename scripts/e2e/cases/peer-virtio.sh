@@ -9,7 +9,7 @@
 #          disk, a file in L1's tmpfs, synchronous: on tmpfs io_uring would
 #          pass every request to its io-wq threads)
 #   ours-sync  the same with _disable_io_uring=on on every disk: synchronous
-#          pread/pwrite in each queue's worker
+#          preadv/pwritev in each queue's worker
 # Each VM gets the same three disks (root, the script disk read-only, a
 # 256 MiB raw data disk in L1's RAM, so L0's own disk stays out of the
 # numbers) and one NIC on the tap vmtap0 (192.168.249.1 in L1). The script

@@ -13,7 +13,9 @@
 //! through its own io_uring ([`uring`], [`batch`]) when the host has one
 //! and `_disable_io_uring` is off, the whole batch of available chains at
 //! a time; otherwise (qcow2 images included), and for every other request,
-//! synchronously (pread/pwrite/fdatasync) in the worker ([`request`]), as
+//! synchronously in the worker ([`request`]: preadv/pwritev straight on
+//! the guest's buffers, [`vectored`], or pread/pwrite through a bounce
+//! buffer for qcow2 and O_DIRECT; fdatasync), as
 //! is every request of an image on a file system without RWF_NOWAIT (tmpfs:
 //! io_uring would pass each to its io-wq threads). OUT
 //! on a buffered image file is written by the worker too when io_uring

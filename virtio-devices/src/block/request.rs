@@ -444,8 +444,6 @@ fn check_range(image: &DiskImage, sector: u64, count: u64) -> Result<(), Failure
     }
 }
 
-/// Move `len` bytes between the image at byte `start` and the guest
-/// buffers under `cursor`, a bounce buffer at a time.
 /// Move a request's `len` bytes between image byte `start` and the guest's
 /// buffers `data`: straight (preadv / pwritev) for a raw image without
 /// O_DIRECT, else through the bounce buffer ([`transfer`]).
@@ -471,6 +469,8 @@ fn move_data(
     Ok(())
 }
 
+/// Move `len` bytes between the image at byte `start` and the guest
+/// buffers under `cursor`, a bounce buffer at a time.
 fn transfer(
     ctx: &mut RequestContext<'_>,
     mem: &GuestMemory,
