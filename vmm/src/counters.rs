@@ -72,6 +72,10 @@ pub struct DiskCounters {
     /// cloud-hypervisor's four.
     #[serde(default)]
     pub io_uring_ops: u64,
+    /// Of the IN and OUT requests, those a helper thread of the
+    /// synchronous path served beside the queue's worker; ours.
+    #[serde(default)]
+    pub helper_ops: u64,
 }
 
 /// One virtio-net device, with cloud-hypervisor's counter names plus
@@ -220,6 +224,7 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
                 read_ops: load(&disk.read_ops),
                 write_ops: load(&disk.write_ops),
                 io_uring_ops: load(&disk.uring_ops),
+                helper_ops: load(&disk.helper_ops),
             }),
         );
     }
@@ -305,12 +310,13 @@ mod tests {
             read_ops: 2,
             write_ops: 1,
             io_uring_ops: 3,
+            helper_ops: 1,
         };
         counters.insert("root".into(), DeviceCounters::Disk(disk.clone()));
         let json = serde_json::to_value(&counters).unwrap();
         assert_eq!(
             json["root"],
-            serde_json::json!({"read_bytes": 4096, "write_bytes": 512, "read_ops": 2, "write_ops": 1, "io_uring_ops": 3})
+            serde_json::json!({"read_bytes": 4096, "write_bytes": 512, "read_ops": 2, "write_ops": 1, "io_uring_ops": 3, "helper_ops": 1})
         );
         // cloud-hypervisor's four alone still read as a disk.
         let upstream =
@@ -319,6 +325,7 @@ mod tests {
             serde_json::from_value::<DeviceCounters>(upstream).unwrap(),
             DeviceCounters::Disk(DiskCounters {
                 io_uring_ops: 0,
+                helper_ops: 0,
                 ..
             })
         ));

@@ -312,6 +312,7 @@ fn block_model(config: &DiskConfig) -> Result<Block, BlockError> {
         queue_size: config.queue_size,
         serial: config.serial.clone().unwrap_or_else(|| config.id.clone()),
         io_uring: !config.disable_io_uring,
+        helper_threads: None,
     };
     let block = Block::new(image, params).map_err(BlockError::Io)?;
     log::info!(target: "vmm", "disk {}: {}", config.id, block.io_engine());

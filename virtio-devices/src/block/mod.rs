@@ -17,7 +17,10 @@
 //! the guest's buffers, [`vectored`], or pread/pwrite through a bounce
 //! buffer for qcow2 and O_DIRECT; fdatasync), as
 //! is every request of an image on a file system without RWF_NOWAIT (tmpfs:
-//! io_uring would pass each to its io-wq threads). OUT
+//! io_uring would pass each to its io-wq threads). On that synchronous path
+//! a raw image's queue has helper threads (one fewer than the host's CPUs,
+//! at most three) that take a batch's IN and OUT of 64 KiB or more beside
+//! the worker ([`helpers`]). OUT
 //! on a buffered image file is written by the worker too when io_uring
 //! would hand each such write to its io-wq threads (every file system but
 //! xfs and btrfs: [`uring::punts_buffered_writes`]).
@@ -29,6 +32,7 @@
 //! VIRTIO_RING_F_EVENT_IDX, served by the worker.)
 
 mod batch;
+mod helpers;
 pub mod image;
 pub mod qcow2;
 pub mod request;
@@ -49,6 +53,7 @@ use virtio_queue::Queue;
 use crate::worker::{QueueHandler, Workers, serve_chains};
 use crate::{GuestMemory, VirtioDevice, feature};
 use batch::UringQueue;
+use helpers::Helpers;
 pub use image::{DiskImage, ImageError, ImageFormat};
 pub use request::BlockCounters;
 use request::RequestContext;
@@ -73,6 +78,10 @@ pub struct BlockParams {
     /// Serve IN/OUT/FLUSH through io_uring when the host has it
     /// (cloud-hypervisor's `_disable_io_uring=on` turns it off).
     pub io_uring: bool,
+    /// Helper threads per queue on the synchronous path of a raw image
+    /// ([`helpers`]); `None`: one fewer than the CPUs this process may
+    /// run on, at most three.
+    pub helper_threads: Option<usize>,
 }
 
 /// How a disk's queues do their I/O.
@@ -129,6 +138,7 @@ pub struct Block {
     image: Arc<DiskImage>,
     counters: Arc<BlockCounters>,
     engine: IoEngine,
+    helper_threads: usize,
     workers: Workers,
 }
 
@@ -155,8 +165,34 @@ impl Block {
         if inline_writes {
             log::info!(target: "virtio-blk", "disk {}: writes to {} go through the queue workers (io_uring would pass each buffered write on that file system to its io-wq threads); reads and flushes through io_uring", params.id, image.path().display());
         }
+        // The synchronous path of a raw image shares a batch's large
+        // requests with helper threads ([`helpers`]); qcow2 keeps one
+        // thread per queue (its metadata is not shared between threads).
+        let helper_count = if rings.is_none() && image.raw_file().is_some() {
+            params.helper_threads.unwrap_or_else(|| {
+                helpers::count_for(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            })
+        } else {
+            0
+        };
+        if helper_count > 0 {
+            log::info!(target: "virtio-blk", "disk {}: {} helper thread(s) per queue share requests of {} KiB or more with its worker", params.id, helper_count, helpers::HANDOFF_MIN >> 10);
+        }
         let mut workers = Workers::new()?;
         for index in 0..params.num_queues {
+            let name = format!("{}-q{index}", params.id);
+            let helpers = match helper_count {
+                0 => None,
+                n => Some(Helpers::spawn(
+                    &name,
+                    n,
+                    image.clone(),
+                    params.readonly,
+                    serial,
+                    counters.clone(),
+                    helpers::HANDOFF_MIN,
+                )?),
+            };
             let handler = BlockQueue {
                 image: image.clone(),
                 readonly: params.readonly,
@@ -167,14 +203,16 @@ impl Block {
                     .as_mut()
                     .and_then(Iterator::next)
                     .map(|ring| UringQueue::new(ring, inline_writes)),
+                helpers,
             };
-            workers.spawn(format!("{}-q{index}", params.id), handler)?;
+            workers.spawn(name, handler)?;
         }
         Ok(Block {
             params,
             image,
             counters,
             engine,
+            helper_threads: helper_count,
             workers,
         })
     }
@@ -182,6 +220,11 @@ impl Block {
     /// How the queues do their I/O (decided when the disk was built).
     pub fn io_engine(&self) -> IoEngine {
         self.engine
+    }
+
+    /// Helper threads beside each queue's worker (0: the workers alone).
+    pub fn helper_threads(&self) -> usize {
+        self.helper_threads
     }
 
     /// The disk's I/O counters.
@@ -218,6 +261,8 @@ struct BlockQueue {
     buffer: Vec<u8>,
     /// The io_uring path; `None` for synchronous I/O.
     uring: Option<UringQueue>,
+    /// Threads sharing the synchronous path's large requests, if any.
+    helpers: Option<Helpers>,
 }
 
 impl QueueHandler for BlockQueue {
@@ -231,6 +276,9 @@ impl QueueHandler for BlockQueue {
         };
         if let Some(uring) = self.uring.as_mut().filter(|u| u.usable()) {
             return uring.process(queue, mem, &mut ctx);
+        }
+        if let Some(helpers) = self.helpers.as_mut() {
+            return helpers::process(helpers, queue, mem, &mut ctx);
         }
         serve_chains(queue, mem, "virtio-blk", |chain| {
             request::execute(chain, mem, &mut ctx)

@@ -49,6 +49,9 @@ pub struct BlockCounters {
     /// IN, OUT and FLUSH requests completed through io_uring
     /// (`vm.counters`' `io_uring_ops`).
     pub uring_ops: AtomicU64,
+    /// IN and OUT requests a helper thread of the synchronous path served
+    /// (`vm.counters`' `helper_ops`; [`super::helpers`]).
+    pub helper_ops: AtomicU64,
 }
 
 /// One guest buffer.
@@ -188,6 +191,16 @@ pub(super) enum Plan {
         /// The guest buffers holding the ranges.
         data: Vec<Segment>,
     },
+}
+
+impl Plan {
+    /// Bytes an IN or OUT moves; 0 for the other requests.
+    pub(super) fn bytes(&self) -> u64 {
+        match self {
+            Plan::Read { data, .. } | Plan::Write { data, .. } => total(data),
+            _ => 0,
+        }
+    }
 }
 
 /// A chain with somewhere to put its status byte.

@@ -52,6 +52,7 @@ fn handler(file: &TempFile, readonly: bool) -> BlockQueue {
         counters: Arc::new(BlockCounters::default()),
         buffer: Vec::new(),
         uring: None,
+        helpers: None,
     }
 }
 
@@ -371,6 +372,7 @@ fn params(readonly: bool, num_queues: u16) -> BlockParams {
         queue_size: 16,
         serial: "s".into(),
         io_uring: true,
+        helper_threads: None,
     }
 }
 
@@ -511,6 +513,8 @@ fn a_qcow2_disk_serves_out_and_in_through_the_queue_and_refuses_discard() {
     // io_uring asked for (params), but a qcow2 image's offsets need
     // translating: its queues stay synchronous.
     assert_eq!(block.io_engine(), super::IoEngine::Sync);
+    // And one thread per queue: no helpers share a qcow2 image.
+    assert_eq!(block.helper_threads(), 0);
     let f = block.features();
     assert_eq!(
         f & (feature(VIRTIO_BLK_F_DISCARD) | feature(VIRTIO_BLK_F_WRITE_ZEROES)),
@@ -523,6 +527,7 @@ fn a_qcow2_disk_serves_out_and_in_through_the_queue_and_refuses_discard() {
         counters: Arc::new(BlockCounters::default()),
         buffer: Vec::new(),
         uring: None,
+        helpers: None,
     };
     // 12 KiB from sector 7: three clusters, none allocated yet.
     let data: Vec<u8> = (0..12288u32).map(|i| (i * 7 % 253) as u8).collect();
@@ -559,6 +564,7 @@ fn a_qcow2_disk_serves_out_and_in_through_the_queue_and_refuses_discard() {
     assert!(guest[..7 * 512].iter().all(|b| *b == 0));
 }
 
+mod helpers;
 mod uring;
 
 /// A request laid out the way Linux lays one out once INDIRECT_DESC is

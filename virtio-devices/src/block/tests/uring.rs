@@ -1,5 +1,6 @@
-//! The io_uring path against the synchronous one: every batch runs on both
-//! engines over identical images and guest memory, and the outcomes (each
+//! The io_uring path against the synchronous one (alone, and with helper
+//! threads taking every IN and OUT): every batch runs on each engine over
+//! identical images and guest memory, and the outcomes (each
 //! chain's status and used length, the guest's buffers, the image bytes,
 //! the counters) must be identical, and right.
 //!
@@ -18,6 +19,9 @@ enum Engine {
     /// image on a file system where io_uring would punt writes).
     IoUringInlineWrites,
     Sync,
+    /// The synchronous path with two helper threads taking every IN and
+    /// OUT (no size threshold).
+    SyncHelpers,
 }
 
 /// A ring over `file`, or a panic saying why the host has none.
@@ -29,7 +33,20 @@ fn ring(file: &std::fs::File, entries: u32) -> Ring {
 
 fn queue(file: &TempFile, readonly: bool, engine: Engine) -> BlockQueue {
     let mut h = handler(file, readonly);
-    if engine != Engine::Sync {
+    if engine == Engine::SyncHelpers {
+        h.helpers = Some(
+            crate::block::helpers::Helpers::spawn(
+                "test",
+                2,
+                h.image.clone(),
+                readonly,
+                h.serial,
+                h.counters.clone(),
+                0,
+            )
+            .unwrap(),
+        );
+    } else if engine != Engine::Sync {
         let ring = ring(h.image.raw_file().unwrap(), 8);
         h.uring = Some(UringQueue::new(ring, engine == Engine::IoUringInlineWrites));
     }
@@ -142,8 +159,13 @@ fn both(readonly: bool, reqs: &[Req]) -> (Outcome, u64) {
     let (sync, sync_ops) = batch(Engine::Sync, readonly, reqs);
     let (uring, uring_ops) = batch(Engine::IoUring, readonly, reqs);
     let (inline, inline_ops) = batch(Engine::IoUringInlineWrites, readonly, reqs);
-    assert_eq!(sync_ops, 0);
-    for (name, other) in [("io_uring", &uring), ("io_uring, writes inline", &inline)] {
+    let (helped, helped_ops) = batch(Engine::SyncHelpers, readonly, reqs);
+    assert_eq!((sync_ops, helped_ops), (0, 0));
+    for (name, other) in [
+        ("io_uring", &uring),
+        ("io_uring, writes inline", &inline),
+        ("synchronous with helpers", &helped),
+    ] {
         assert_eq!(
             sync.answers, other.answers,
             "statuses differ (sync, {name})"
@@ -361,6 +383,17 @@ fn a_raw_disk_is_served_through_io_uring_unless_disabled() {
         IoEngine::Sync
     };
     assert_eq!(on.io_engine(), expected);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let helpers = crate::block::helpers::count_for(cpus);
+    // Helper threads only beside the synchronous path.
+    assert_eq!(
+        on.helper_threads(),
+        if expected == IoEngine::Sync {
+            helpers
+        } else {
+            0
+        }
+    );
     drop(on);
     let off = Block::new(
         open(),
@@ -371,6 +404,18 @@ fn a_raw_disk_is_served_through_io_uring_unless_disabled() {
     )
     .unwrap();
     assert_eq!(off.io_engine(), IoEngine::Sync);
+    assert_eq!(off.helper_threads(), helpers);
+    drop(off);
+    let alone = Block::new(
+        open(),
+        BlockParams {
+            io_uring: false,
+            helper_threads: Some(0),
+            ..params(false, 1)
+        },
+    )
+    .unwrap();
+    assert_eq!(alone.helper_threads(), 0);
 }
 
 /// One OUT of 512 bytes of 0x3c at sector 5 through a Block's worker over
