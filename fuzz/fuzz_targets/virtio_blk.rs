@@ -1,8 +1,11 @@
 //! virtio-blk request parsing and execution over guest-built descriptor
 //! chains: the input is guest RAM (descriptor table, available ring, the
-//! requests' headers and buffers) plus the disk's read-only switch. Every
-//! available chain is served against a small raw image. Besides "never
-//! panics": a read-only disk's image never changes and counts no write.
+//! requests' headers and buffers) plus the disk's read-only switch and
+//! which path serves it: one chain at a time ([`execute`]), or the whole
+//! batch as a queue worker on the synchronous path does, with a helper
+//! thread taking every IN and OUT ([`SyncQueue`]). Every available chain is
+//! served against a small raw image. Besides "never panics": a read-only
+//! disk's image never changes and counts no write.
 //! (A head index past the table, which the guest may post, yields an empty
 //! chain that is dropped; virtio-queue's add_used refuses to return it.)
 #![no_main]
@@ -14,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use libfuzzer_sys::fuzz_target;
 use virtio_devices::block::request::{BlockCounters, RequestContext, execute};
-use virtio_devices::block::DiskImage;
+use virtio_devices::block::{DiskImage, SyncQueue};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::tempfile::TempFile;
@@ -56,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let readonly = flags & 1 != 0;
+    let batch = flags & 2 != 0;
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM)]).unwrap();
     let len = ram.len().min(RAM);
     mem.write_slice(&ram[..len], GuestAddress(0)).unwrap();
@@ -64,22 +68,30 @@ fuzz_target!(|data: &[u8]| {
     let image = DiskImage::open(file.as_path(), readonly, false, None).unwrap();
     let serial = *b"fuzz-serial\0\0\0\0\0\0\0\0\0";
     let counters = BlockCounters::default();
-    let mut buffer = Vec::new();
     let mut q = queue();
-    for _ in 0..MAX_CHAINS {
-        let Some(chain) = q.pop_descriptor_chain(&mem) else {
-            break;
-        };
-        let head = chain.head_index();
-        let mut ctx = RequestContext {
-            image: &image,
-            readonly,
-            serial: &serial,
-            counters: &counters,
-            buffer: &mut buffer,
-        };
-        let used = execute(chain, &mem, &mut ctx);
-        let _ = q.add_used(&mem, head, used);
+    if batch {
+        // The batch pops what virtio-queue lets it: at most a queue's worth.
+        let mut sync = SyncQueue::new(image, readonly, 1).unwrap();
+        sync.serve(&mut q, &mem);
+        let writes = sync.counters().write_ops.load(Ordering::Relaxed);
+        counters.write_ops.store(writes, Ordering::Relaxed);
+    } else {
+        let mut buffer = Vec::new();
+        for _ in 0..MAX_CHAINS {
+            let Some(chain) = q.pop_descriptor_chain(&mem) else {
+                break;
+            };
+            let head = chain.head_index();
+            let mut ctx = RequestContext {
+                image: &image,
+                readonly,
+                serial: &serial,
+                counters: &counters,
+                buffer: &mut buffer,
+            };
+            let used = execute(chain, &mem, &mut ctx);
+            let _ = q.add_used(&mem, head, used);
+        }
     }
     if readonly {
         assert_eq!(counters.write_ops.load(Ordering::Relaxed), 0);

@@ -252,6 +252,49 @@ impl Block {
     }
 }
 
+/// A raw disk's queue on the synchronous path with helper threads that take
+/// every IN and OUT, served on the caller's thread: the batch code the
+/// device's workers run, for the fuzz target (`fuzz/fuzz_targets/virtio_blk.rs`).
+#[doc(hidden)]
+pub struct SyncQueue(BlockQueue);
+
+impl SyncQueue {
+    /// `image`'s queue with `helper_threads` helpers (at least one).
+    pub fn new(image: DiskImage, readonly: bool, helper_threads: usize) -> std::io::Result<Self> {
+        let image = Arc::new(image);
+        let counters = Arc::new(BlockCounters::default());
+        let serial = *b"fuzz-serial\0\0\0\0\0\0\0\0\0";
+        let helpers = Helpers::spawn(
+            "sync",
+            helper_threads.max(1),
+            image.clone(),
+            readonly,
+            serial,
+            counters.clone(),
+            0,
+        )?;
+        Ok(SyncQueue(BlockQueue {
+            image,
+            readonly,
+            serial,
+            counters,
+            buffer: Vec::new(),
+            uring: None,
+            helpers: Some(helpers),
+        }))
+    }
+
+    /// Serve every chain available on `queue`; true when any was used.
+    pub fn serve(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+        self.0.process_queue(queue, mem)
+    }
+
+    /// The queue's counters.
+    pub fn counters(&self) -> &BlockCounters {
+        &self.0.counters
+    }
+}
+
 /// One queue's request loop.
 struct BlockQueue {
     image: Arc<DiskImage>,
