@@ -9,8 +9,9 @@
 #          disk, a file in L1's tmpfs, synchronous: on tmpfs io_uring would
 #          pass every request to its io-wq threads)
 #   ours-sync  the same with _disable_io_uring=on on every disk: synchronous
-#          preadv/pwritev in each queue's worker and, for requests of 64 KiB
-#          or more, its helper thread (L1 has 2 CPUs: one helper)
+#          preadv/pwritev in each queue's worker and, for reads of 64 KiB
+#          or more, its helper thread (L1 has 2 CPUs: one helper; writes to
+#          a file stay with the worker, they hold the file's inode lock)
 # Each VM gets the same three disks (root, the script disk read-only, a
 # 256 MiB raw data disk in L1's RAM, so L0's own disk stays out of the
 # numbers) and one NIC on the tap vmtap0 (192.168.249.1 in L1). The script
@@ -228,10 +229,10 @@ case_assert() {
   step_expect_re ours "disk _disk2: /tmp/pv-data.img is on a file system where io_uring would pass every request to its worker threads" \
     "ours: no log line for the data disk's synchronous I/O"
   for n in ours ours-sync; do
-    step_expect_re $n "disk _disk2: 1 helper thread\\(s\\) per queue share requests of 64 KiB or more" \
+    step_expect_re $n "disk _disk2: 1 helper thread\\(s\\) per queue share reads of 64 KiB or more with its worker; writes stay with the worker" \
       "$n: the data disk's queue has no helper thread (L1 has 2 CPUs)"
     h="$(ev_prop $n "vm:counters id=_disk2" helper_ops)"
-    [[ "$h" =~ ^[0-9]+$ ]] && ((h > 0)) || fail "$n: the data disk's helper thread served none of fio's 1 MiB requests (helper_ops=${h:-none})"
+    [[ "$h" =~ ^[0-9]+$ ]] && ((h > 0)) || fail "$n: the data disk's helper thread served none of fio's 1 MiB reads (helper_ops=${h:-none})"
   done
   for n in 0 2; do
     [ "$(ev_prop ours-sync "vm:counters id=_disk$n" io_uring_ops)" = 0 ] || fail "ours-sync: _disk$n did not run synchronously"

@@ -1,15 +1,17 @@
 //! Threads that serve a batch's large reads and writes beside the queue's
 //! worker, on the synchronous path of a raw image: the worker pops and
 //! checks every chain the driver made available, keeps small requests
-//! (and every one that is not IN or OUT) for itself and hands each IN / OUT
-//! of [`HANDOFF_MIN`] bytes or more to the queue's helpers; it then takes
-//! such requests itself too until none is left, waits for the ones a
-//! helper holds, and puts every chain on the used ring before the batch's
-//! one interrupt. A request's bytes are still copied once (preadv /
-//! pwritev on the guest's buffers), but on as many host CPUs as there are
-//! threads: one worker copies 1 MiB requests one after the other, which
-//! held sequential reads at 0.7-1.0x QEMU's, whose thread pool copies on
-//! every CPU (docs/perf/peer-virtio.md).
+//! (and every one that is not IN or OUT) for itself and hands each IN
+//! of [`HANDOFF_MIN`] bytes or more to the queue's helpers, and each such
+//! OUT too where the kernel lets two threads write the image at once
+//! ([`Handoff::for_image`]); it then takes handed-over requests itself
+//! too until none is left, waits for the ones a helper holds, and puts
+//! every chain on the used ring before the batch's one interrupt. A
+//! request's bytes are still copied once (preadv / pwritev on the guest's
+//! buffers), but on as many host CPUs as there are threads: one worker
+//! copies 1 MiB requests one after the other, which held sequential reads
+//! at 0.7-1.0x QEMU's, whose thread pool copies on every CPU
+//! (docs/perf/peer-virtio.md).
 //!
 //! Requests in flight together may complete in any order (virtio 1.2
 //! section 5.2.6.1: the driver orders what it needs ordered by waiting for
@@ -46,6 +48,49 @@ pub(super) const HANDOFF_MIN: u64 = 64 << 10;
 /// than the CPUs, at most three (the worker is the fourth thread copying).
 pub(super) fn count_for(cpus: usize) -> usize {
     cpus.clamp(1, 4) - 1
+}
+
+/// Which requests the worker hands over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Handoff {
+    /// Smallest IN / OUT handed over, in bytes.
+    pub min: u64,
+    /// Whether OUT is handed over at all.
+    pub writes: bool,
+}
+
+impl Handoff {
+    /// Every IN and OUT (the tests and the fuzz target).
+    pub const EVERY: Handoff = Handoff {
+        min: 0,
+        writes: true,
+    };
+
+    /// The VMM's choice for `image`: IN and OUT of [`HANDOFF_MIN`] bytes
+    /// or more, but OUT only to a block device or an image opened with
+    /// O_DIRECT. A buffered write to a regular file holds the file's inode
+    /// lock in the kernel while it copies (tmpfs, ext4 and xfs alike), so a
+    /// second thread writing the same image only waits for the first, and
+    /// the handoff is pure cost: with writes handed over, sequential write
+    /// to a tmpfs image fell from 1.3x QEMU's to 0.8-0.9x. Reads of the
+    /// page cache take no such lock, and a block device is written without
+    /// it.
+    pub fn for_image(image: &DiskImage) -> Handoff {
+        Handoff {
+            min: HANDOFF_MIN,
+            writes: image.buffered_file().is_none(),
+        }
+    }
+
+    /// Whether `plan` goes to the helpers.
+    pub fn takes(&self, plan: &Plan) -> bool {
+        let kind = match plan {
+            Plan::Read { .. } => true,
+            Plan::Write { .. } => self.writes,
+            _ => false,
+        };
+        kind && plan.bytes() >= self.min
+    }
 }
 
 /// One IN or OUT the worker handed over.
@@ -112,9 +157,8 @@ pub(super) struct Helpers {
     threads: Vec<JoinHandle<()>>,
     /// Requests handed over in the current batch and not yet collected.
     outstanding: usize,
-    /// Smallest IN / OUT handed over ([`HANDOFF_MIN`]; the tests hand
-    /// over every one).
-    handoff_min: u64,
+    /// Which requests are handed over.
+    handoff: Handoff,
 }
 
 impl Helpers {
@@ -127,7 +171,7 @@ impl Helpers {
         readonly: bool,
         serial: [u8; VIRTIO_BLK_ID_BYTES as usize],
         counters: Arc<BlockCounters>,
-        handoff_min: u64,
+        handoff: Handoff,
     ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
@@ -144,7 +188,7 @@ impl Helpers {
             shared,
             threads: Vec::new(),
             outstanding: 0,
-            handoff_min,
+            handoff,
         };
         for n in 0..count {
             let shared = helpers.shared.clone();
@@ -164,7 +208,7 @@ impl Helpers {
         Ok(helpers)
     }
 
-    /// Hand `plan` (an IN or OUT of at least [`HANDOFF_MIN`] bytes) over.
+    /// Hand `plan` (an IN or OUT [`Handoff::takes`]) over.
     pub(super) fn hand_off(
         &mut self,
         mem: &GuestMemory,
@@ -261,7 +305,7 @@ pub(super) fn process(
                 continue;
             }
         };
-        if plan.bytes() >= helpers.handoff_min {
+        if helpers.handoff.takes(&plan) {
             helpers.hand_off(mem, head, parsed.status, plan);
         } else {
             let result = request::run(plan, mem, ctx);

@@ -175,8 +175,17 @@ impl Block {
         } else {
             0
         };
+        let handoff = helpers::Handoff::for_image(&image);
         if helper_count > 0 {
-            log::info!(target: "virtio-blk", "disk {}: {} helper thread(s) per queue share requests of {} KiB or more with its worker", params.id, helper_count, helpers::HANDOFF_MIN >> 10);
+            let (what, rest) = if handoff.writes {
+                ("reads and writes", "")
+            } else {
+                (
+                    "reads",
+                    "; writes stay with the worker (a buffered write to one file holds its inode lock)",
+                )
+            };
+            log::info!(target: "virtio-blk", "disk {}: {} helper thread(s) per queue share {} of {} KiB or more with its worker{}", params.id, helper_count, what, handoff.min >> 10, rest);
         }
         let mut workers = Workers::new()?;
         for index in 0..params.num_queues {
@@ -190,7 +199,7 @@ impl Block {
                     params.readonly,
                     serial,
                     counters.clone(),
-                    helpers::HANDOFF_MIN,
+                    handoff,
                 )?),
             };
             let handler = BlockQueue {
@@ -271,7 +280,7 @@ impl SyncQueue {
             readonly,
             serial,
             counters.clone(),
-            0,
+            helpers::Handoff::EVERY,
         )?;
         Ok(SyncQueue(BlockQueue {
             image,

@@ -3,7 +3,7 @@
 //! come after its batch's earlier ones (DISCARD here) does.
 
 use super::*;
-use crate::block::helpers::Helpers;
+use crate::block::helpers::{Handoff, Helpers};
 use crate::block::request::{Plan, Segment};
 
 fn helpers(h: &BlockQueue, count: usize) -> Helpers {
@@ -14,7 +14,7 @@ fn helpers(h: &BlockQueue, count: usize) -> Helpers {
         h.readonly,
         h.serial,
         h.counters.clone(),
-        0,
+        Handoff::EVERY,
     )
     .unwrap()
 }
@@ -131,6 +131,34 @@ fn a_discard_after_a_handed_over_write_in_one_batch_comes_after_it() {
     }
     assert_eq!(image_bytes(&file, 8 * 512, 4096), vec![0; 4096]);
     assert_eq!(h.counters.write_ops.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn buffered_writes_to_a_file_stay_with_the_worker_direct_ones_do_not() {
+    let file = image_file();
+    let read = |len| Plan::Read {
+        offset: 0,
+        data: segment(DATA, len),
+    };
+    let write = |len| Plan::Write {
+        offset: 0,
+        data: segment(DATA, len),
+    };
+    let image = DiskImage::open(file.as_path(), false, false, None).unwrap();
+    let buffered = Handoff::for_image(&image);
+    drop(image);
+    assert!(buffered.takes(&read(64 << 10)));
+    assert!(buffered.takes(&read(1 << 20)));
+    assert!(!buffered.takes(&read(60 << 10)), "below the minimum");
+    assert!(!buffered.takes(&write(1 << 20)), "{buffered:?}");
+    assert!(!buffered.takes(&Plan::Flush));
+    // O_DIRECT writes to one file may run side by side: handed over.
+    let image = DiskImage::open(file.as_path(), false, true, None).unwrap();
+    let direct = Handoff::for_image(&image);
+    assert!(direct.takes(&write(1 << 20)), "{direct:?}");
+    assert!(direct.takes(&read(64 << 10)));
+    assert!(!direct.takes(&write(4 << 10)), "below the minimum");
+    assert!(Handoff::EVERY.takes(&write(512)));
 }
 
 #[test]

@@ -42,7 +42,7 @@ fn queue(file: &TempFile, readonly: bool, engine: Engine) -> BlockQueue {
                 readonly,
                 h.serial,
                 h.counters.clone(),
-                0,
+                crate::block::helpers::Handoff::EVERY,
             )
             .unwrap(),
         );
