@@ -3,7 +3,9 @@
 //! requests' headers and buffers) plus the disk's read-only switch and
 //! which path serves it: one chain at a time ([`execute`]), or the whole
 //! batch as a queue worker on the synchronous path does, with a helper
-//! thread taking every IN and OUT ([`SyncQueue`]). Every available chain is
+//! thread taking every IN and OUT, each put on the used ring and signalled
+//! as it completes, by the driver's used_event in that RAM ([`SyncQueue`]).
+//! Every available chain is
 //! served against a small raw image. Besides "never panics": a read-only
 //! disk's image never changes and counts no write.
 //! (A head index past the table, which the guest may post, yields an empty

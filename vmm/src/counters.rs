@@ -76,6 +76,10 @@ pub struct DiskCounters {
     /// synchronous path served beside the queue's worker; ours.
     #[serde(default)]
     pub helper_ops: u64,
+    /// Of `helper_ops`, the OUT requests (0 on a buffered image file,
+    /// whose writes stay with the worker); ours.
+    #[serde(default)]
+    pub helper_write_ops: u64,
 }
 
 /// One virtio-net device, with cloud-hypervisor's counter names plus
@@ -225,6 +229,7 @@ pub fn collect(devices: &DeviceManager) -> VmCounters {
                 write_ops: load(&disk.write_ops),
                 io_uring_ops: load(&disk.uring_ops),
                 helper_ops: load(&disk.helper_ops),
+                helper_write_ops: load(&disk.helper_write_ops),
             }),
         );
     }
@@ -310,13 +315,14 @@ mod tests {
             read_ops: 2,
             write_ops: 1,
             io_uring_ops: 3,
-            helper_ops: 1,
+            helper_ops: 2,
+            helper_write_ops: 1,
         };
         counters.insert("root".into(), DeviceCounters::Disk(disk.clone()));
         let json = serde_json::to_value(&counters).unwrap();
         assert_eq!(
             json["root"],
-            serde_json::json!({"read_bytes": 4096, "write_bytes": 512, "read_ops": 2, "write_ops": 1, "io_uring_ops": 3, "helper_ops": 1})
+            serde_json::json!({"read_bytes": 4096, "write_bytes": 512, "read_ops": 2, "write_ops": 1, "io_uring_ops": 3, "helper_ops": 2, "helper_write_ops": 1})
         );
         // cloud-hypervisor's four alone still read as a disk.
         let upstream =
@@ -326,6 +332,7 @@ mod tests {
             DeviceCounters::Disk(DiskCounters {
                 io_uring_ops: 0,
                 helper_ops: 0,
+                helper_write_ops: 0,
                 ..
             })
         ));

@@ -52,6 +52,9 @@ pub struct BlockCounters {
     /// IN and OUT requests a helper thread of the synchronous path served
     /// (`vm.counters`' `helper_ops`; [`super::helpers`]).
     pub helper_ops: AtomicU64,
+    /// Of those, the OUT requests (`helper_write_ops`): 0 on a buffered
+    /// image file, whose writes stay with the worker ([`super::helpers::Handoff`]).
+    pub helper_write_ops: AtomicU64,
 }
 
 /// One guest buffer.

@@ -21,13 +21,19 @@ use vm_memory::{Address, Bytes};
 
 use super::ctrl::PairLink;
 use super::{FrameIo, HEADER_LEN, MAX_FRAME, NetCounters};
-use crate::worker::{QueueHandler, serve_chains};
+use crate::worker::{Progress, QueueHandler, serve_chains};
 use crate::{GuestMemory, feature};
 
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
 const NUM_BUFFERS: usize = 10;
-/// Frames read from the host per wake-up before the guest is interrupted.
+/// Frames read from the host per wake-up before the worker looks at its
+/// other events.
 const RX_BATCH: usize = 64;
+/// Bytes delivered after which the guest hears of them before the round of
+/// [`RX_BATCH`] frames ends ([`Progress`]): one TSO frame of 64 KiB. The
+/// guest's stack then takes the frames already delivered while the worker
+/// copies the next ones, where it waited for up to 64 frames (4 MiB).
+const RX_PUBLISH_BYTES: usize = 64 << 10;
 
 fn bump(counter: &AtomicU64, by: usize) {
     counter.fetch_add(by as u64, Ordering::Relaxed);
@@ -431,7 +437,17 @@ impl<T: FrameIo> QueueHandler for Receive<T> {
     }
 
     fn input_ready(&mut self, queue: &mut Queue, mem: &GuestMemory) -> io::Result<bool> {
+        self.input_ready_with(queue, mem, Progress::QUIET)
+    }
+
+    fn input_ready_with(
+        &mut self,
+        queue: &mut Queue,
+        mem: &GuestMemory,
+        progress: Progress<'_>,
+    ) -> io::Result<bool> {
         let mut used = false;
+        let mut unpublished = 0;
         for _ in 0..RX_BATCH {
             // A pair being disabled: its host queue is about to be (or
             // was) detached, and polls as an error; it is not read.
@@ -451,7 +467,14 @@ impl<T: FrameIo> QueueHandler for Receive<T> {
                 continue;
             }
             self.pending = n;
-            used |= self.deliver(queue, mem);
+            if self.deliver(queue, mem) {
+                used = true;
+                unpublished += n;
+                if unpublished >= RX_PUBLISH_BYTES {
+                    progress.publish(queue, mem);
+                    unpublished = 0;
+                }
+            }
         }
         Ok(used)
     }

@@ -435,3 +435,45 @@ fn frames_cross_a_real_tap_through_the_queue_workers() {
     );
     dev.reset();
 }
+
+#[test]
+fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
+    use crate::QueueInterrupt;
+    use crate::worker::Progress;
+    use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+    for quiet in [false, true] {
+        let mem = memory();
+        let (device, host) = pair();
+        let mut rx = receive(device, Arc::new(NetCounters::default()), 0);
+        let mock = MockSplitQueue::new(&mem, 16);
+        let mut descs = Vec::new();
+        for i in 0..3u16 {
+            descs.extend(chain(
+                i,
+                &[(0x10_0000 * (u64::from(i) + 1), 0x1_0000, true)],
+            ));
+        }
+        mock.add_desc_chains(&descs, 0).unwrap();
+        let mut queue: Queue = mock.create_queue().unwrap();
+        for seed in 0..3 {
+            host.send(&host_frame(40_000, seed)).unwrap();
+        }
+        let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
+        let progress = if quiet {
+            Progress::QUIET
+        } else {
+            Progress::new(&interrupt)
+        };
+        assert!(rx.input_ready_with(&mut queue, &mem, progress).unwrap());
+        assert_eq!(mock.used().idx().load(), 3);
+        // The second frame passes 64 KiB: one interrupt then (no
+        // EVENT_IDX); the third is left for the worker's end of round.
+        let signalled = match vector.read() {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(signalled, u64::from(!quiet), "quiet {quiet}");
+    }
+}

@@ -10,7 +10,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::{QueueHandler, notify, serve_chains, serve_kick};
+use super::{Progress, QueueHandler, notify, serve_chains, serve_kick};
 use crate::test_chain::chain;
 use crate::{GuestMemory, QueueInterrupt};
 
@@ -93,7 +93,7 @@ fn a_chain_made_available_while_serving_is_served_without_a_new_notification() {
             late: Some((mock.avail_addr(), 3)),
             calls: 0,
         };
-        assert!(serve_kick(&mut handler, &mut queue, &mem));
+        assert!(serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET));
         assert_eq!(mock.used().idx().load(), 4, "event_idx={event_idx}");
         assert_eq!(handler.calls, 2);
         assert_eq!(queue.next_avail(), 4);
@@ -115,7 +115,7 @@ fn buffers_the_handler_leaves_end_the_round_with_notifications_on() {
         let mut queue: Queue = mock.create_queue().unwrap();
         queue.set_event_idx(event_idx);
         let mut handler = Leave(0);
-        assert!(!serve_kick(&mut handler, &mut queue, &mem));
+        assert!(!serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET));
         assert_eq!(handler.0, 2, "served once, retried once, then left");
         assert_eq!(mock.used().idx().load(), 0);
         assert_eq!(
@@ -151,13 +151,13 @@ fn with_event_idx_the_guest_is_interrupted_only_when_used_event_is_passed() {
     // entries, over used_event: it is written just before each decision.)
     // The driver wants an interrupt once entry 5 is used: two are not it.
     offer(&mock, 0, 2);
-    assert!(serve_kick(&mut handler, &mut queue, &mem));
+    assert!(serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET));
     set_used_event(&mock, &mem, 5);
     notify(&mut queue, &mem, &interrupt);
     assert_eq!(signalled(&vector), 0);
     // Four more pass it: one interrupt for the batch.
     offer(&mock, 2, 4);
-    assert!(serve_kick(&mut handler, &mut queue, &mem));
+    assert!(serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET));
     set_used_event(&mock, &mem, 5);
     notify(&mut queue, &mem, &interrupt);
     assert_eq!(signalled(&vector), 1);
@@ -174,7 +174,7 @@ fn without_event_idx_every_round_that_used_buffers_interrupts() {
     set_used_event(&mock, &mem, 5);
     offer(&mock, 0, 1);
     let mut handler = Leave(0);
-    let _ = serve_kick(&mut handler, &mut queue, &mem);
+    let _ = serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET);
     queue.add_used(&mem, 0, 0).unwrap();
     notify(&mut queue, &mem, &interrupt);
     assert_eq!(vector.read().unwrap(), 1);

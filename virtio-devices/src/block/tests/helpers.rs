@@ -83,6 +83,7 @@ fn helpers_serve_what_the_worker_hands_over_without_it() {
     assert_eq!(h.counters.read_bytes.load(Ordering::Relaxed), 3072);
     assert_eq!(h.counters.write_bytes.load(Ordering::Relaxed), 1024);
     assert_eq!(h.counters.helper_ops.load(Ordering::Relaxed), 3);
+    assert_eq!(h.counters.helper_write_ops.load(Ordering::Relaxed), 1);
     // Nothing is left to collect.
     used.clear();
     helpers.finish(&mem, &mut buffer, &mut used);
@@ -165,4 +166,103 @@ fn buffered_writes_to_a_file_stay_with_the_worker_direct_ones_do_not() {
 fn helper_counts_leave_the_worker_as_the_last_cpu() {
     use crate::block::helpers::count_for;
     assert_eq!([0, 1, 2, 3, 4, 64].map(count_for), [0, 0, 1, 2, 3, 3]);
+}
+
+/// A queue of `count` OUT requests of `len` bytes each (sector 0, then on),
+/// every one from DATA; the image is made large enough.
+fn large_writes(
+    mem: &GuestMemory,
+    count: u64,
+    len: u32,
+) -> (TempFile, BlockQueue, MockSplitQueue<'_, GuestMemory>) {
+    let file = TempFile::new().unwrap();
+    file.as_file().set_len(count * u64::from(len)).unwrap();
+    let h = handler(&file, false);
+    let mock = MockSplitQueue::new(mem, 16);
+    let mut descs = Vec::new();
+    for i in 0..count {
+        let hdr = HEADER + 0x20 * i;
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&VIRTIO_BLK_T_OUT.to_le_bytes());
+        bytes[8..].copy_from_slice(&(i * u64::from(len) / 512).to_le_bytes());
+        mem.write_slice(&bytes, GuestAddress(hdr)).unwrap();
+        let first = descs.len() as u16;
+        descs.extend(chain(
+            first,
+            &[(hdr, 16, false), (DATA, len, false), (STATUS + i, 1, true)],
+        ));
+    }
+    mock.add_desc_chains(&descs, 0).unwrap();
+    (file, h, mock)
+}
+
+#[test]
+fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
+    use crate::worker::Progress;
+    let signalled = |v: &EventFd| match v.read() {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => panic!("{e}"),
+    };
+    // The worker keeps every request (a buffered file's writes): each
+    // 64 KiB write is on the used ring, and the guest interrupted for it
+    // (no EVENT_IDX: every time), before the next one is copied.
+    for (len, quiet, interrupts) in [
+        (64 << 10, false, 3),
+        (4 << 10, false, 0),
+        (64 << 10, true, 0),
+    ] {
+        let mem = memory();
+        let (_file, mut h, mock) = large_writes(&mem, 3, len);
+        let handoff = Handoff::for_image(&h.image);
+        h.helpers = Some(
+            Helpers::spawn(
+                "test",
+                1,
+                h.image.clone(),
+                false,
+                h.serial,
+                h.counters.clone(),
+                handoff,
+            )
+            .unwrap(),
+        );
+        let vector = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+        let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
+        let progress = if quiet {
+            Progress::QUIET
+        } else {
+            Progress::new(&interrupt)
+        };
+        let mut queue: Queue = mock.create_queue().unwrap();
+        assert!(h.process_queue_with(&mut queue, &mem, progress));
+        assert_eq!(mock.used().idx().load(), 3, "len {len}");
+        assert_eq!(signalled(&vector), interrupts, "len {len}, quiet {quiet}");
+        assert_eq!(h.counters.write_ops.load(Ordering::Relaxed), 3);
+        assert_eq!(h.counters.helper_write_ops.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn handed_over_requests_are_published_as_helpers_answer_them() {
+    use crate::worker::Progress;
+    let mem = memory();
+    let (_file, mut h, mock) = large_writes(&mem, 4, 4096);
+    h.helpers = Some(helpers(&h, 1));
+    let vector = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+    let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
+    let mut queue: Queue = mock.create_queue().unwrap();
+    assert!(h.process_queue_with(&mut queue, &mem, Progress::new(&interrupt)));
+    assert_eq!(mock.used().idx().load(), 4);
+    // Every request was handed over (Handoff::EVERY); each answer the
+    // worker collected was published then, one or several at a time.
+    let n = vector.read().unwrap();
+    assert!((1..=4).contains(&n), "{n} interrupts");
+    assert_eq!(
+        h.counters.helper_write_ops.load(Ordering::Relaxed),
+        h.counters.helper_ops.load(Ordering::Relaxed)
+    );
+    for i in 0..4 {
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS + i)).unwrap(), OK);
+    }
 }
