@@ -14,12 +14,16 @@
 //! with the thread kind [`WORKER_KIND`], where the VMM installs the
 //! worker's seccomp filter.
 
+use std::cell::Cell;
 use std::io;
+use std::num::Wrapping;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueT};
+use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -108,27 +112,123 @@ pub trait QueueHandler: Send + 'static {
 /// batch answered only at its end left the disk idle between batches.
 #[derive(Clone, Copy)]
 pub struct Progress<'a> {
-    interrupt: Option<&'a crate::QueueInterrupt>,
+    signal: Option<&'a Signal>,
 }
 
 impl<'a> Progress<'a> {
     /// No interrupt before the batch ends (tests, the fuzz target).
-    pub const QUIET: Progress<'static> = Progress { interrupt: None };
+    pub const QUIET: Progress<'static> = Progress { signal: None };
 
-    /// Progress signalled on `interrupt`.
-    pub fn new(interrupt: &'a crate::QueueInterrupt) -> Self {
+    /// Progress signalled through `signal`.
+    pub fn new(signal: &'a Signal) -> Self {
         Progress {
-            interrupt: Some(interrupt),
+            signal: Some(signal),
         }
     }
 
     /// Interrupt the guest for what is on the used ring now, if the driver
     /// wants to hear of it.
     pub fn publish(&self, queue: &mut Queue, mem: &GuestMemory) {
-        if let Some(interrupt) = self.interrupt {
-            notify(queue, mem, interrupt);
+        if let Some(signal) = self.signal {
+            signal.notify(queue, mem);
         }
     }
+}
+
+/// A queue's interrupt and whether the driver wants it (virtio 1.2 section
+/// 2.7.10, VIRTIO_F_EVENT_IDX): the guest is interrupted when the used
+/// index passes the driver's `used_event` since the last decision.
+///
+/// Ours, not virtio-queue's `needs_notification`: that one counts only the
+/// entries its own `add_used` added, and a merged receive frame goes on the
+/// used ring with one index update ([`add_used_batch`]), which it would not
+/// see. Without EVENT_IDX every decision interrupts (the driver's
+/// VRING_AVAIL_F_NO_INTERRUPT is only a hint, and virtio-queue ignores it
+/// too).
+pub struct Signal {
+    interrupt: crate::QueueInterrupt,
+    /// The used index at the last decision.
+    decided: Cell<Wrapping<u16>>,
+}
+
+impl Signal {
+    /// `interrupt` for `queue`, nothing used since it started.
+    pub fn new(interrupt: crate::QueueInterrupt, queue: &Queue) -> Self {
+        Signal {
+            interrupt,
+            decided: Cell::new(Wrapping(queue.next_used())),
+        }
+    }
+
+    /// Interrupt the guest for the entries used since the last decision,
+    /// unless the driver said (used_event) it does not want one yet.
+    pub fn notify(&self, queue: &Queue, mem: &GuestMemory) {
+        if self.wanted(queue, mem) {
+            self.interrupt.signal();
+        }
+    }
+
+    fn wanted(&self, queue: &Queue, mem: &GuestMemory) -> bool {
+        let new = Wrapping(queue.next_used());
+        let old = self.decided.replace(new);
+        if !queue.event_idx_enabled() {
+            return true;
+        }
+        // The used index's store before the driver's used_event is read
+        // (the driver writes used_event, then reads the used index).
+        fence(Ordering::SeqCst);
+        let at = u64::from(queue.size()) * 2 + 4;
+        let used_event = match GuestAddress(queue.avail_ring())
+            .checked_add(at)
+            .map(|a| mem.load::<u16>(a, Ordering::Relaxed))
+        {
+            Some(Ok(v)) => Wrapping(u16::from_le(v)),
+            // A ring the driver placed past RAM: interrupt, as before any
+            // decision.
+            _ => return true,
+        };
+        new - used_event - Wrapping(1) < new - old
+    }
+}
+
+/// Put `entries` (head, used length) on `queue`'s used ring with one update
+/// of the used index, so the driver sees all of them or none: a merged
+/// receive frame's buffers must appear together (virtio 1.2 section
+/// 5.1.6.4: the driver reads `num_buffers` from the first and takes that
+/// many). virtio-queue's `add_used` publishes the index per entry, and a
+/// driver polling between two of them dropped the frame ("buffers
+/// missing"), which TCP then retransmitted.
+pub(crate) fn add_used_batch(
+    queue: &mut Queue,
+    mem: &GuestMemory,
+    entries: &[(u16, u32)],
+) -> Result<(), virtio_queue::Error> {
+    let size = queue.size();
+    if entries.iter().any(|&(head, _)| head >= size) {
+        return Err(virtio_queue::Error::InvalidDescriptorIndex);
+    }
+    let ring = GuestAddress(queue.used_ring());
+    let start = Wrapping(queue.next_used());
+    for (i, &(head, len)) in entries.iter().enumerate() {
+        let slot = u64::from((start + Wrapping(i as u16)).0 % size);
+        let at = ring
+            .checked_add(4 + slot * 8)
+            .ok_or(virtio_queue::Error::AddressOverflow)?;
+        // struct virtq_used_elem: le32 id, le32 len.
+        let mut elem = [0u8; 8];
+        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        elem[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write_slice(&elem, at)
+            .map_err(virtio_queue::Error::GuestMemory)?;
+    }
+    let end = start + Wrapping(entries.len() as u16);
+    let idx = ring
+        .checked_add(2)
+        .ok_or(virtio_queue::Error::AddressOverflow)?;
+    mem.store(end.0.to_le(), idx, Ordering::Release)
+        .map_err(virtio_queue::Error::GuestMemory)?;
+    queue.set_next_used(end.0);
+    Ok(())
 }
 
 /// What a worker is told to do, and whether it is serving.
@@ -365,10 +465,11 @@ fn serve(
             EpollEvent::new(EventSet::IN, WAKE),
         )?;
     }
-    let progress = Progress::new(&interrupt);
+    let signal = Signal::new(interrupt, &queue);
+    let progress = Progress::new(&signal);
     // Buffers made available before the queue was handed over.
     if serve_kick(handler, &mut queue, &mem, progress) {
-        notify(&mut queue, &mem, &interrupt);
+        signal.notify(&queue, &mem);
     }
     let mut events = [EpollEvent::default(); 4];
     let result = loop {
@@ -408,7 +509,7 @@ fn serve(
             used |= rearm(handler, &mut queue, &mem, progress);
         }
         if used {
-            notify(&mut queue, &mem, &interrupt);
+            signal.notify(&queue, &mem);
         }
         if let Some(killed) = stop {
             break Ok(killed);
@@ -504,14 +605,6 @@ fn rearm(
             }
             return used;
         }
-    }
-}
-
-/// Interrupt the guest for used buffers unless, with EVENT_IDX, the
-/// driver's used_event says it does not want this one yet.
-fn notify(queue: &mut Queue, mem: &GuestMemory, interrupt: &crate::QueueInterrupt) {
-    if queue.needs_notification(mem).unwrap_or(true) {
-        interrupt.signal();
     }
 }
 

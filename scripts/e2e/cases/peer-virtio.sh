@@ -136,6 +136,11 @@ print("E2E-PV: iperf3 dir=%s mbps=%.1f" % (sys.argv[1], j["end"]["sum_received"]
 }
 iperf_run l2-l1
 iperf_run l1-l2 -R
+# The guest's side of it: frames its NIC dropped, segments TCP queued out
+# of order or dropped for want of receive memory.
+echo "E2E-PV: l2 rx-dropped=$(cat /sys/class/net/eth0/statistics/rx_dropped) $(awk '/^TcpExt:/ {
+  if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
+  printf "ofo-queued=%s rcvq-drop=%s", $(col["TCPOFOQueue"]), $(col["TCPRcvQDrop"]); exit }' /proc/net/netstat)"
 EOS
 }
 
@@ -170,18 +175,45 @@ tap_address() {
 # toward the guest and those it dropped (its queue full: the VMM had not
 # read them, or the guest had no buffer), and L1's TCP retransmits over
 # the VM's life (L1 sends for L1 -> L2), as the tap last showed them.
+# and of those, what TCP said each was for (TcpExt: RTO timeouts, tail
+# loss probes, spurious RTOs, DSACKs received, fast retransmits).
 tcp_retrans() { awk '/^Tcp:/ { if (h) { print $13; exit } h = 1 }' /proc/net/snmp; }
+TCP_WHY="TCPTimeouts TCPLossProbes TCPSpuriousRTOs TCPDSACKRecv TCPFastRetrans"
+tcp_why() {
+  awk -v want="$TCP_WHY" '/^TcpExt:/ {
+    if (!h) { for (i = 2; i <= NF; i++) col[$i] = i; h = 1; next }
+    n = split(want, w, " "); for (k = 1; k <= n; k++) printf "%s ", (w[k] in col) ? $(col[w[k]]) : 0; exit }' /proc/net/netstat
+}
+# Also each VMM thread's CPU time (utime + stime, clock ticks) as last seen:
+# what the VMM burns beside its vCPUs, on the same 2 CPUs.
+thread_ticks() {
+  for t in /proc/"$1"/task/*; do
+    (
+      s=$(cat "$t/stat" 2>/dev/null) || exit 0
+      c=$(tr ' ' '_' <"$t/comm")
+      # shellcheck disable=SC2086 # the fields after the command name
+      set -- ${s##*) }
+      echo "$c:$((${12} + ${13}))"
+    )
+  done | xargs
+}
 tap_watch() {
   i=0
   while [ ! -e /sys/class/net/vmtap0 ] && [ "$i" -lt 1200 ]; do sleep 0.5; i=$((i + 1)); done
-  r0=$(tcp_retrans)
+  r0=$(tcp_retrans) w0=$(tcp_why)
+  pid=$(pidof cloud-hypervisor qemu-system-aarch64 | awk '{print $1}')
   st=/sys/class/net/vmtap0/statistics
-  last=""
+  last="" ticks=""
   while now="$(cat $st/tx_packets $st/tx_dropped 2>/dev/null | xargs)" && [ -n "$now" ]; do
-    last="$now" r1=$(tcp_retrans)
+    last="$now" r1=$(tcp_retrans) w1=$(tcp_why)
+    # The fullest sample: at teardown the tap outlives the VMM's threads.
+    t=$(thread_ticks "$pid")
+    [ "$(echo "$t" | wc -w)" -ge "$(echo "$ticks" | wc -w)" ] && ticks="$t"
     sleep 1
   done
-  echo "E2E-L1: tap step=$1 to-guest=${last% *} dropped=${last#* } l1-tcp-retrans=$((${r1:-0} - ${r0:-0}))"
+  echo "E2E-L1: threads step=$1 $ticks"
+  why=$(echo "$TCP_WHY $w0 ${w1:-$w0}" | awk '{ n = NF / 3; for (i = 1; i <= n; i++) printf "%s%s:%d", (i > 1 ? "," : ""), $i, $(2 * n + i) - $(n + i) }')
+  echo "E2E-L1: tap step=$1 to-guest=${last% *} dropped=${last#* } l1-tcp-retrans=$((${r1:-0} - ${r0:-0})) ($why)"
 }
 export MEASURE_MARK="E2E-ROOTFS: is-system-running="
 qemu=/usr/bin/qemu-system-aarch64
@@ -245,21 +277,26 @@ EOS
 # One row per step (VMM-ROUND, in the order they ran), then each VMM's
 # medians over its rounds (RSS: VmRSS alone).
 pv_table() {
-  local step vmm boot rss anon file prefault tap rows="" row
-  local fmt='%-17s %-10s %-10s %-8s %-14s %-13s %-13s %-14s %-14s %-9s %-10s %s\n'
+  local step vmm boot rss anon file prefault tap cpu rows="" row
+  local fmt='%-17s %-10s %-10s %-8s %-14s %-13s %-13s %-14s %-14s %-9s %-10s %-9s %-9s %s\n'
   # shellcheck disable=SC2059 # the format is the one above
-  printf "$fmt" step "prefault s" "boot-mu s" "in-L2 s" "seqwrite MiB/s" "seqread MiB/s" "randread IOPS" "L2->L1 Mbit/s" "L1->L2 Mbit/s" "tap drops" "L1 retrans" "RSS MiB (anon+file)"
+  printf "$fmt" step "prefault s" "boot-mu s" "in-L2 s" "seqwrite MiB/s" "seqread MiB/s" "randread IOPS" "L2->L1 Mbit/s" "L1->L2 Mbit/s" "tap drops" "L1 retrans" "vCPU s" "other s" "RSS MiB (anon+file)"
   for step in $(pv_steps); do
     read -r boot rss anon file < <(section "$step" |
       sed -n 's/.*E2E-L1: measured step=[^ ]* boot-to-init=\([0-9.]*\) vmrss-kb=\([0-9]*\) rssanon-kb=\([0-9]*\) rssfile-kb=\([0-9]*\).*/\1 \2 \3 \4/p' | head -1)
     prefault="$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | tr -d '\r' | awk -v s="step=$step" '/E2E-L1: prefaulted / && $NF == s {print $(NF - 3); exit}')"
     tap="$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | tr -d '\r' |
       sed -n "s/.*E2E-L1: tap step=$step to-guest=[0-9]* dropped=\([0-9]*\) l1-tcp-retrans=\([0-9-]*\).*/\1 \2/p" | head -1)"
+    # CPU seconds of the VMM's vCPU threads (ours: vcpuN; QEMU: CPU N/KVM)
+    # and of all its others (100 ticks a second).
+    cpu="$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | tr -d '\r' | awk -v s="step=$step" '
+      $2 == "threads" && $3 == s { for (i = 4; i <= NF; i++) { n = split($i, f, ":"); if (f[1] ~ /^(vcpu[0-9]+|CPU_[0-9]+\/KVM)$/) v += f[n]; else o += f[n] }; printf "%.1f %.1f", v / 100, o / 100; found = 1; exit }
+      END { if (!found) print "- -" }')"
     pv_val() { section "$step" | sed -n "s/^.*E2E-PV: $1.*$2=\([0-9.]*\).*/\1/p" | head -1; }
     row="$(printf '%s ' "${prefault:--}" "${boot:--}" \
       "$(section "$step" | sed -n 's/^.*E2E-ROOTFS: uptime=\([0-9.]*\).*/\1/p' | head -1)" \
       "$(pv_val 'fio job=seqwrite' mibps)" "$(pv_val 'fio job=seqread' mibps)" "$(pv_val 'fio job=randread' iops)" \
-      "$(pv_val 'iperf3 dir=l2-l1' mbps)" "$(pv_val 'iperf3 dir=l1-l2' mbps)" "${tap:-- -}" \
+      "$(pv_val 'iperf3 dir=l2-l1' mbps)" "$(pv_val 'iperf3 dir=l1-l2' mbps)" "${tap:-- -}" "$cpu" \
       "$(awk -v r="${rss:-0}" 'BEGIN { printf "%.0f", r / 1024 }')")"
     row="${row% }"
     rows+="${step%-*} $row"$'\n'
@@ -279,7 +316,7 @@ pv_table() {
         return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
       }
       END {
-        printf fmt, "median " (v == "qemu" ? "QEMU" : v), median(2), median(3), median(4), median(5), median(6), median(7), median(8), median(9), median(10), median(11), median(12) " (of " n ")"
+        printf fmt, "median " (v == "qemu" ? "QEMU" : v), median(2), median(3), median(4), median(5), median(6), median(7), median(8), median(9), median(10), median(11), median(12), median(13), median(14) " (of " n ")"
       }'
   done
 }

@@ -50,7 +50,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::Queue;
 
-use crate::worker::{Progress, QueueHandler, Workers, serve_chains};
+use crate::worker::{Progress, QueueHandler, Signal, Workers, serve_chains};
 use crate::{GuestMemory, VirtioDevice, feature};
 use batch::UringQueue;
 use helpers::Helpers;
@@ -303,8 +303,9 @@ impl SyncQueue {
 
     /// Serve every chain available on `queue`; true when any was used.
     pub fn serve(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+        let signal = Signal::new(self.1.clone(), queue);
         self.0
-            .process_queue_with(queue, mem, Progress::new(&self.1))
+            .process_queue_with(queue, mem, Progress::new(&signal))
     }
 
     /// The queue's counters.

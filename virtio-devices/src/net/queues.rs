@@ -21,7 +21,7 @@ use vm_memory::{Address, Bytes};
 
 use super::ctrl::PairLink;
 use super::{FrameIo, HEADER_LEN, MAX_FRAME, NetCounters};
-use crate::worker::{Progress, QueueHandler, serve_chains};
+use crate::worker::{Progress, QueueHandler, add_used_batch, serve_chains};
 use crate::{GuestMemory, feature};
 
 /// Offset of `num_buffers` in `virtio_net_hdr_v1`.
@@ -381,10 +381,11 @@ impl<T: FrameIo> Receive<T> {
                 lens.fill(0);
             }
         }
-        for (chain, len) in chains.iter().zip(lens) {
-            if let Err(e) = queue.add_used(mem, chain.head, len) {
-                log::error!(target: "virtio-net", "used ring: {e}");
-            }
+        // All of the frame's chains in one index update: a driver that
+        // sees the first before the rest drops the frame.
+        let entries: Vec<(u16, u32)> = chains.iter().map(|c| c.head).zip(lens).collect();
+        if let Err(e) = add_used_batch(queue, mem, &entries) {
+            log::error!(target: "virtio-net", "used ring: {e}");
         }
         true
     }

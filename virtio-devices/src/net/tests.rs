@@ -439,7 +439,7 @@ fn frames_cross_a_real_tap_through_the_queue_workers() {
 #[test]
 fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
     use crate::QueueInterrupt;
-    use crate::worker::Progress;
+    use crate::worker::{Progress, Signal};
     use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
     for quiet in [false, true] {
         let mem = memory();
@@ -459,11 +459,14 @@ fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
             host.send(&host_frame(40_000, seed)).unwrap();
         }
         let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
-        let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
+        let signal = Signal::new(
+            QueueInterrupt::new(Some(vector.clone()), Default::default()),
+            &queue,
+        );
         let progress = if quiet {
             Progress::QUIET
         } else {
-            Progress::new(&interrupt)
+            Progress::new(&signal)
         };
         assert!(rx.input_ready_with(&mut queue, &mem, progress).unwrap());
         assert_eq!(mock.used().idx().load(), 3);

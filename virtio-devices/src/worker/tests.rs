@@ -10,7 +10,7 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use super::{Progress, QueueHandler, notify, serve_chains, serve_kick};
+use super::{Progress, QueueHandler, Signal, add_used_batch, serve_chains, serve_kick};
 use crate::test_chain::chain;
 use crate::{GuestMemory, QueueInterrupt};
 
@@ -136,7 +136,10 @@ fn with_event_idx_the_guest_is_interrupted_only_when_used_event_is_passed() {
     let mut queue: Queue = mock.create_queue().unwrap();
     queue.set_event_idx(true);
     let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
-    let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
+    let signal = Signal::new(
+        QueueInterrupt::new(Some(vector.clone()), Default::default()),
+        &queue,
+    );
     let mut handler = TakeAll {
         mem: mem.clone(),
         late: None,
@@ -153,13 +156,13 @@ fn with_event_idx_the_guest_is_interrupted_only_when_used_event_is_passed() {
     offer(&mock, 0, 2);
     assert!(serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET));
     set_used_event(&mock, &mem, 5);
-    notify(&mut queue, &mem, &interrupt);
+    signal.notify(&queue, &mem);
     assert_eq!(signalled(&vector), 0);
     // Four more pass it: one interrupt for the batch.
     offer(&mock, 2, 4);
     assert!(serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET));
     set_used_event(&mock, &mem, 5);
-    notify(&mut queue, &mem, &interrupt);
+    signal.notify(&queue, &mem);
     assert_eq!(signalled(&vector), 1);
     assert_eq!(mock.used().idx().load(), 6);
 }
@@ -170,12 +173,56 @@ fn without_event_idx_every_round_that_used_buffers_interrupts() {
     let mock = MockSplitQueue::create(&mem, GuestAddress(0), SIZE);
     let mut queue: Queue = mock.create_queue().unwrap();
     let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
-    let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
+    let signal = Signal::new(
+        QueueInterrupt::new(Some(vector.clone()), Default::default()),
+        &queue,
+    );
     set_used_event(&mock, &mem, 5);
     offer(&mock, 0, 1);
     let mut handler = Leave(0);
     let _ = serve_kick(&mut handler, &mut queue, &mem, Progress::QUIET);
     queue.add_used(&mem, 0, 0).unwrap();
-    notify(&mut queue, &mem, &interrupt);
+    signal.notify(&queue, &mem);
     assert_eq!(vector.read().unwrap(), 1);
+}
+
+#[test]
+fn a_batch_goes_on_the_used_ring_with_one_index_update_and_counts_for_the_interrupt() {
+    let mem = memory();
+    let mock = MockSplitQueue::create(&mem, GuestAddress(0), SIZE);
+    let mut queue: Queue = mock.create_queue().unwrap();
+    queue.set_event_idx(true);
+    let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+    let signal = Signal::new(
+        QueueInterrupt::new(Some(vector.clone()), Default::default()),
+        &queue,
+    );
+    // Wrap around the ring's end: entries at slots SIZE-1, 0 and 1.
+    queue.set_next_used(SIZE - 1);
+    mock.used().idx().store(SIZE - 1);
+    add_used_batch(&mut queue, &mem, &[(3, 100), (7, 200), (2, 0)]).unwrap();
+    assert_eq!(mock.used().idx().load(), SIZE + 2);
+    assert_eq!(queue.next_used(), SIZE + 2);
+    let ring = mock.used().ring();
+    let got: Vec<(u32, u32)> = [SIZE - 1, 0, 1]
+        .iter()
+        .map(|&i| {
+            let e = ring.ref_at(usize::from(i)).unwrap().load();
+            (e.id(), e.len())
+        })
+        .collect();
+    assert_eq!(got, [(3, 100), (7, 200), (2, 0)]);
+    // The driver asked for an interrupt at the batch's second entry: the
+    // decision sees all three (the signal started at 0, so this decision
+    // covers every entry up to SIZE + 2).
+    set_used_event(&mock, &mem, SIZE);
+    signal.notify(&queue, &mem);
+    assert_eq!(vector.read().unwrap(), 1);
+    // Nothing used since: no second interrupt, whatever used_event says.
+    set_used_event(&mock, &mem, SIZE + 1);
+    signal.notify(&queue, &mem);
+    assert_eq!(vector.read().unwrap_err().kind(), ErrorKind::WouldBlock);
+    // A head past the ring is refused and nothing is written.
+    assert!(add_used_batch(&mut queue, &mem, &[(1, 0), (SIZE, 0)]).is_err());
+    assert_eq!(mock.used().idx().load(), SIZE + 2);
 }

@@ -198,7 +198,7 @@ fn large_writes(
 
 #[test]
 fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
-    use crate::worker::Progress;
+    use crate::worker::{Progress, Signal};
     let signalled = |v: &EventFd| match v.read() {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
@@ -228,13 +228,16 @@ fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
             .unwrap(),
         );
         let vector = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-        let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
+        let mut queue: Queue = mock.create_queue().unwrap();
+        let signal = Signal::new(
+            QueueInterrupt::new(Some(vector.clone()), Default::default()),
+            &queue,
+        );
         let progress = if quiet {
             Progress::QUIET
         } else {
-            Progress::new(&interrupt)
+            Progress::new(&signal)
         };
-        let mut queue: Queue = mock.create_queue().unwrap();
         assert!(h.process_queue_with(&mut queue, &mem, progress));
         assert_eq!(mock.used().idx().load(), 3, "len {len}");
         assert_eq!(signalled(&vector), interrupts, "len {len}, quiet {quiet}");
@@ -245,14 +248,17 @@ fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
 
 #[test]
 fn handed_over_requests_are_published_as_helpers_answer_them() {
-    use crate::worker::Progress;
+    use crate::worker::{Progress, Signal};
     let mem = memory();
     let (_file, mut h, mock) = large_writes(&mem, 4, 4096);
     h.helpers = Some(helpers(&h, 1));
     let vector = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
-    let interrupt = QueueInterrupt::new(Some(vector.clone()), Default::default());
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(h.process_queue_with(&mut queue, &mem, Progress::new(&interrupt)));
+    let signal = Signal::new(
+        QueueInterrupt::new(Some(vector.clone()), Default::default()),
+        &queue,
+    );
+    assert!(h.process_queue_with(&mut queue, &mem, Progress::new(&signal)));
     assert_eq!(mock.used().idx().load(), 4);
     // Every request was handed over (Handoff::EVERY); each answer the
     // worker collected was published then, one or several at a time.
