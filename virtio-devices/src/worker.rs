@@ -631,5 +631,32 @@ pub(crate) fn serve_chains(
     used
 }
 
+/// Interrupts the tests count.
+#[cfg(test)]
+pub(crate) mod counted {
+    use std::sync::Arc;
+
+    use virtio_queue::Queue;
+    use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+    use super::Signal;
+
+    /// A signal for `queue` on a fresh MSI-X eventfd, and that eventfd.
+    pub fn signal(queue: &Queue) -> (Signal, Arc<EventFd>) {
+        let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
+        let interrupt = crate::QueueInterrupt::new(Some(vector.clone()), Default::default());
+        (Signal::new(interrupt, queue), vector)
+    }
+
+    /// Interrupts signalled on `vector` since the last call.
+    pub fn interrupts(vector: &EventFd) -> u64 {
+        match vector.read() {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

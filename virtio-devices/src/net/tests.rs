@@ -438,9 +438,7 @@ fn frames_cross_a_real_tap_through_the_queue_workers() {
 
 #[test]
 fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
-    use crate::QueueInterrupt;
-    use crate::worker::{Progress, Signal};
-    use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+    use crate::worker::{Progress, counted};
     for quiet in [false, true] {
         let mem = memory();
         let (device, host) = pair();
@@ -458,11 +456,7 @@ fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
         for seed in 0..3 {
             host.send(&host_frame(40_000, seed)).unwrap();
         }
-        let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
-        let signal = Signal::new(
-            QueueInterrupt::new(Some(vector.clone()), Default::default()),
-            &queue,
-        );
+        let (signal, vector) = counted::signal(&queue);
         let progress = if quiet {
             Progress::QUIET
         } else {
@@ -472,11 +466,10 @@ fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
         assert_eq!(mock.used().idx().load(), 3);
         // The second frame passes 64 KiB: one interrupt then (no
         // EVENT_IDX); the third is left for the worker's end of round.
-        let signalled = match vector.read() {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => panic!("{e}"),
-        };
-        assert_eq!(signalled, u64::from(!quiet), "quiet {quiet}");
+        assert_eq!(
+            counted::interrupts(&vector),
+            u64::from(!quiet),
+            "quiet {quiet}"
+        );
     }
 }

@@ -192,11 +192,7 @@ fn a_batch_goes_on_the_used_ring_with_one_index_update_and_counts_for_the_interr
     let mock = MockSplitQueue::create(&mem, GuestAddress(0), SIZE);
     let mut queue: Queue = mock.create_queue().unwrap();
     queue.set_event_idx(true);
-    let vector = Arc::new(EventFd::new(EFD_NONBLOCK).unwrap());
-    let signal = Signal::new(
-        QueueInterrupt::new(Some(vector.clone()), Default::default()),
-        &queue,
-    );
+    let (signal, vector) = super::counted::signal(&queue);
     // Wrap around the ring's end: entries at slots SIZE-1, 0 and 1.
     queue.set_next_used(SIZE - 1);
     mock.used().idx().store(SIZE - 1);

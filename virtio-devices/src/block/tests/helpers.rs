@@ -198,12 +198,7 @@ fn large_writes(
 
 #[test]
 fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
-    use crate::worker::{Progress, Signal};
-    let signalled = |v: &EventFd| match v.read() {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(e) => panic!("{e}"),
-    };
+    use crate::worker::{Progress, counted};
     // The worker keeps every request (a buffered file's writes): each
     // 64 KiB write is on the used ring, and the guest interrupted for it
     // (no EVENT_IDX: every time), before the next one is copied.
@@ -227,12 +222,8 @@ fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
             )
             .unwrap(),
         );
-        let vector = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
         let mut queue: Queue = mock.create_queue().unwrap();
-        let signal = Signal::new(
-            QueueInterrupt::new(Some(vector.clone()), Default::default()),
-            &queue,
-        );
+        let (signal, vector) = counted::signal(&queue);
         let progress = if quiet {
             Progress::QUIET
         } else {
@@ -240,7 +231,11 @@ fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
         };
         assert!(h.process_queue_with(&mut queue, &mem, progress));
         assert_eq!(mock.used().idx().load(), 3, "len {len}");
-        assert_eq!(signalled(&vector), interrupts, "len {len}, quiet {quiet}");
+        assert_eq!(
+            counted::interrupts(&vector),
+            interrupts,
+            "len {len}, quiet {quiet}"
+        );
         assert_eq!(h.counters.write_ops.load(Ordering::Relaxed), 3);
         assert_eq!(h.counters.helper_write_ops.load(Ordering::Relaxed), 0);
     }
@@ -248,16 +243,12 @@ fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
 
 #[test]
 fn handed_over_requests_are_published_as_helpers_answer_them() {
-    use crate::worker::{Progress, Signal};
+    use crate::worker::{Progress, counted};
     let mem = memory();
     let (_file, mut h, mock) = large_writes(&mem, 4, 4096);
     h.helpers = Some(helpers(&h, 1));
-    let vector = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
     let mut queue: Queue = mock.create_queue().unwrap();
-    let signal = Signal::new(
-        QueueInterrupt::new(Some(vector.clone()), Default::default()),
-        &queue,
-    );
+    let (signal, vector) = counted::signal(&queue);
     assert!(h.process_queue_with(&mut queue, &mem, Progress::new(&signal)));
     assert_eq!(mock.used().idx().load(), 4);
     // Every request was handed over (Handoff::EVERY); each answer the
