@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 use virtio_devices::net::{
     Control, HEADER_LEN, MAX_FRAME, NetCounters, PairLink, Pairs, Receive, Transmit,
 };
-use virtio_devices::worker::QueueHandler;
+use virtio_devices::worker::{Progress, QueueHandler};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -75,11 +75,11 @@ fuzz_target!(|data: &[u8]| {
     pairs.enable(1).unwrap();
     let mut control = Control::new(pairs.clone(), features);
     let mut ctrlq = queue(CTRL_BASE);
-    control.process_queue(&mut ctrlq, &mem);
+    control.process_queue(&mut ctrlq, &mem, Progress::QUIET);
     assert_eq!(pairs.enabled(), 1, "one pair, whatever the commands");
 
     let mut txq = queue(TX_BASE);
-    tx.process_queue(&mut txq, &mem);
+    tx.process_queue(&mut txq, &mem, Progress::QUIET);
     let mut seen = 0u64;
     let mut seen_bytes = 0u64;
     let mut buf = vec![0u8; HEADER_LEN + MAX_FRAME + 1];
@@ -100,8 +100,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // Deliver what fits, then a "kick" with the same buffers.
-    let _ = rx.input_ready(&mut rxq, &mem);
-    rx.process_queue(&mut rxq, &mem);
+    let _ = rx.input_ready(&mut rxq, &mem, Progress::QUIET);
+    rx.process_queue(&mut rxq, &mem, Progress::QUIET);
     let delivered = load(&counters.rx_frames);
     let dropped = load(&counters.rx_dropped);
     assert!(delivered + dropped <= sent, "{delivered} + {dropped} > {sent}");

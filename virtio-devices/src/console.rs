@@ -24,7 +24,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
-use crate::worker::{QueueHandler, Workers, serve_chains};
+use crate::worker::{Progress, QueueHandler, Workers, serve_chains};
 use crate::{GuestMemory, VirtioDevice, feature};
 
 /// Size of both queues.
@@ -66,7 +66,7 @@ struct Transmit {
 }
 
 impl QueueHandler for Transmit {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory, _: Progress<'_>) -> bool {
         serve_chains(queue, mem, "virtio-console", |chain| {
             let mut out = Vec::new();
             for d in chain.filter(|d| !d.is_write_only()) {
@@ -127,7 +127,7 @@ impl Receive {
 }
 
 impl QueueHandler for Receive {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory, _: Progress<'_>) -> bool {
         self.deliver(queue, mem)
     }
 
@@ -139,7 +139,12 @@ impl QueueHandler for Receive {
         self.pending.len() < INPUT_BUFFER
     }
 
-    fn input_ready(&mut self, queue: &mut Queue, mem: &GuestMemory) -> io::Result<bool> {
+    fn input_ready(
+        &mut self,
+        queue: &mut Queue,
+        mem: &GuestMemory,
+        _: Progress<'_>,
+    ) -> io::Result<bool> {
         let Some(input) = self.input.as_mut() else {
             return Ok(false);
         };

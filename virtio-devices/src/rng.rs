@@ -16,7 +16,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_RNG;
 use virtio_queue::Queue;
 use vm_memory::Bytes;
 
-use crate::worker::{QueueHandler, Workers, serve_chains};
+use crate::worker::{Progress, QueueHandler, Workers, serve_chains};
 use crate::{GuestMemory, VirtioDevice, feature};
 
 /// Size of the request queue.
@@ -78,7 +78,7 @@ impl Requests {
 }
 
 impl QueueHandler for Requests {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory, _: Progress<'_>) -> bool {
         serve_chains(queue, mem, "virtio-rng", |chain| self.fill(chain, mem))
     }
 }
@@ -148,7 +148,7 @@ mod tests {
         )
         .unwrap();
         let mut queue: Queue = mock.create_queue().unwrap();
-        assert!(rq.process_queue(&mut queue, &mem));
+        assert!(rq.process_queue(&mut queue, &mem, Progress::QUIET));
         let mut got = [0u8; 20];
         mem.read_slice(&mut got[..16], GuestAddress(0x20_0000))
             .unwrap();
@@ -175,7 +175,7 @@ mod tests {
         )
         .unwrap();
         let mut queue: Queue = mock.create_queue().unwrap();
-        assert!(rq.process_queue(&mut queue, &mem));
+        assert!(rq.process_queue(&mut queue, &mem, Progress::QUIET));
         assert_eq!(mock.used().ring().ref_at(0).unwrap().load().len(), 3);
     }
 }

@@ -42,22 +42,16 @@ const WAKE: u64 = 4;
 /// What a device does with its queue.
 pub trait QueueHandler: Send + 'static {
     /// Serve what the driver made available; true when buffers were used
-    /// (the guest is interrupted).
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool;
-
-    /// [`Self::process_queue`] for a handler whose requests take long
+    /// (the guest is interrupted). A handler whose requests take long
     /// enough that the guest should hear of each one done before the
-    /// batch ends ([`Progress`]); the worker calls this one. By default
-    /// the batch is served whole and the worker interrupts once after it.
-    fn process_queue_with(
+    /// batch ends uses `progress`; the others serve the batch whole and
+    /// the worker interrupts once after it.
+    fn process_queue(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemory,
         progress: Progress<'_>,
-    ) -> bool {
-        let _ = progress;
-        self.process_queue(queue, mem)
-    }
+    ) -> bool;
 
     /// A host fd this queue also waits on (console input), if any.
     fn input_fd(&self) -> Option<RawFd> {
@@ -71,22 +65,15 @@ pub trait QueueHandler: Send + 'static {
     }
 
     /// The input fd is readable: take input and deliver what fits; true
-    /// when buffers were used. `Err` ends input (end of file or error).
-    fn input_ready(&mut self, _queue: &mut Queue, _mem: &GuestMemory) -> io::Result<bool> {
-        Ok(false)
-    }
-
-    /// [`Self::input_ready`] with `progress`, for a handler that lets the
-    /// guest hear of input delivered before the round ends; the worker
-    /// calls this one.
-    fn input_ready_with(
+    /// when buffers were used (`progress`: as in [`Self::process_queue`]).
+    /// `Err` ends input (end of file or error).
+    fn input_ready(
         &mut self,
-        queue: &mut Queue,
-        mem: &GuestMemory,
-        progress: Progress<'_>,
+        _queue: &mut Queue,
+        _mem: &GuestMemory,
+        _progress: Progress<'_>,
     ) -> io::Result<bool> {
-        let _ = progress;
-        self.input_ready(queue, mem)
+        Ok(false)
     }
 
     /// An eventfd another thread signals when what [`Self::wants_input`]
@@ -128,7 +115,7 @@ impl<'a> Progress<'a> {
 
     /// Interrupt the guest for what is on the used ring now, if the driver
     /// wants to hear of it.
-    pub fn publish(&self, queue: &mut Queue, mem: &GuestMemory) {
+    pub fn publish(&self, queue: &Queue, mem: &GuestMemory) {
         if let Some(signal) = self.signal {
             signal.notify(queue, mem);
         }
@@ -491,7 +478,7 @@ fn serve(
                     used |= serve_quietly(handler, &mut queue, &mem, progress);
                 }
                 WAKE => used |= handler.woken(&mut queue, &mem),
-                _ => match handler.input_ready_with(&mut queue, &mem, progress) {
+                _ => match handler.input_ready(&mut queue, &mem, progress) {
                     Ok(u) => used |= u,
                     Err(e) => {
                         log::info!(target: "virtio", "input ends: {e}");
@@ -566,7 +553,7 @@ fn serve_quietly(
     if let Err(e) = queue.disable_notification(mem) {
         log::debug!(target: "virtio", "notification flag: {e}");
     }
-    handler.process_queue_with(queue, mem, progress)
+    handler.process_queue(queue, mem, progress)
 }
 
 /// Re-enable the driver's notifications (with EVENT_IDX: avail_event set to

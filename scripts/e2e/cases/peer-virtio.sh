@@ -277,21 +277,22 @@ EOS
 # One row per step (VMM-ROUND, in the order they ran), then each VMM's
 # medians over its rounds (RSS: VmRSS alone).
 pv_table() {
-  local step vmm boot rss anon file prefault tap cpu rows="" row
+  local step vmm boot rss anon file prefault tap cpu rows="" row marks
   local fmt='%-17s %-10s %-10s %-8s %-14s %-13s %-13s %-14s %-14s %-9s %-10s %-9s %-9s %s\n'
   # shellcheck disable=SC2059 # the format is the one above
   printf "$fmt" step "prefault s" "boot-mu s" "in-L2 s" "seqwrite MiB/s" "seqread MiB/s" "randread IOPS" "L2->L1 Mbit/s" "L1->L2 Mbit/s" "tap drops" "L1 retrans" "vCPU s" "other s" "RSS MiB (anon+file)"
+  # L1's own lines about each step, read from the log once.
+  marks="$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | tr -d '\r' | grep -aE 'E2E-L1: (prefaulted|tap|threads) ')"
   for step in $(pv_steps); do
     read -r boot rss anon file < <(section "$step" |
       sed -n 's/.*E2E-L1: measured step=[^ ]* boot-to-init=\([0-9.]*\) vmrss-kb=\([0-9]*\) rssanon-kb=\([0-9]*\) rssfile-kb=\([0-9]*\).*/\1 \2 \3 \4/p' | head -1)
-    prefault="$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | tr -d '\r' | awk -v s="step=$step" '/E2E-L1: prefaulted / && $NF == s {print $(NF - 3); exit}')"
-    tap="$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | tr -d '\r' |
-      sed -n "s/.*E2E-L1: tap step=$step to-guest=[0-9]* dropped=\([0-9]*\) l1-tcp-retrans=\([0-9-]*\).*/\1 \2/p" | head -1)"
+    prefault="$(awk -v s="step=$step" '/E2E-L1: prefaulted / && $NF == s {print $(NF - 3); exit}' <<<"$marks")"
+    tap="$(sed -n "s/.*E2E-L1: tap step=$step to-guest=[0-9]* dropped=\([0-9]*\) l1-tcp-retrans=\([0-9-]*\).*/\1 \2/p" <<<"$marks" | head -1)"
     # CPU seconds of the VMM's vCPU threads (ours: vcpuN; QEMU: CPU N/KVM)
     # and of all its others (100 ticks a second).
-    cpu="$(sed -e 's/\x1b\[[0-9;]*m//g' "$LOG" | tr -d '\r' | awk -v s="step=$step" '
+    cpu="$(awk -v s="step=$step" '
       $2 == "threads" && $3 == s { for (i = 4; i <= NF; i++) { n = split($i, f, ":"); if (f[1] ~ /^(vcpu[0-9]+|CPU_[0-9]+\/KVM)$/) v += f[n]; else o += f[n] }; printf "%.1f %.1f", v / 100, o / 100; found = 1; exit }
-      END { if (!found) print "- -" }')"
+      END { if (!found) print "- -" }' <<<"$marks")"
     pv_val() { section "$step" | sed -n "s/^.*E2E-PV: $1.*$2=\([0-9.]*\).*/\1/p" | head -1; }
     row="$(printf '%s ' "${prefault:--}" "${boot:--}" \
       "$(section "$step" | sed -n 's/^.*E2E-ROOTFS: uptime=\([0-9.]*\).*/\1/p' | head -1)" \

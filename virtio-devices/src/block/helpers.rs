@@ -345,7 +345,7 @@ pub(super) fn process(
                 let result = request::run(plan, mem, ctx);
                 used.push((head, request::finish(mem, ctx.image, parsed.status, result)));
                 if large {
-                    publish(queue, mem, &mut used, Some(progress));
+                    publish(queue, mem, &mut used, progress);
                 }
             }
         }
@@ -353,19 +353,20 @@ pub(super) fn process(
         if !helpers.step(mem, ctx.buffer, &mut used) {
             break;
         }
-        publish(queue, mem, &mut used, Some(progress));
+        publish(queue, mem, &mut used, progress);
     }
-    publish(queue, mem, &mut used, None);
+    // The worker interrupts once for what is left.
+    publish(queue, mem, &mut used, Progress::QUIET);
     any
 }
 
-/// Put `used` on the used ring, and with `progress` interrupt the guest
-/// for it now (without, the worker does once the batch is served).
+/// Put `used` on the used ring, and let `progress` interrupt the guest
+/// for it now.
 fn publish(
     queue: &mut Queue,
     mem: &GuestMemory,
     used: &mut Vec<(u16, u32)>,
-    progress: Option<Progress<'_>>,
+    progress: Progress<'_>,
 ) {
     if used.is_empty() {
         return;
@@ -375,9 +376,7 @@ fn publish(
             log::error!(target: "virtio-blk", "used ring: {e}");
         }
     }
-    if let Some(progress) = progress {
-        progress.publish(queue, mem);
-    }
+    progress.publish(queue, mem);
 }
 
 /// A helper's loop: take a job, serve it, answer; until exit.

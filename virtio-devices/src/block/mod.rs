@@ -304,8 +304,7 @@ impl SyncQueue {
     /// Serve every chain available on `queue`; true when any was used.
     pub fn serve(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
         let signal = Signal::new(self.1.clone(), queue);
-        self.0
-            .process_queue_with(queue, mem, Progress::new(&signal))
+        self.0.process_queue(queue, mem, Progress::new(&signal))
     }
 
     /// The queue's counters.
@@ -328,11 +327,7 @@ struct BlockQueue {
 }
 
 impl QueueHandler for BlockQueue {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
-        self.process_queue_with(queue, mem, Progress::QUIET)
-    }
-
-    fn process_queue_with(
+    fn process_queue(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemory,

@@ -72,7 +72,7 @@ fn run(handler: &mut BlockQueue, mem: &GuestMemory, descs: &[(u64, u32, bool)]) 
     let mock = MockSplitQueue::new(mem, 16);
     mock.add_desc_chains(&chain(0, descs), 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(handler.process_queue(&mut queue, mem));
+    assert!(handler.process_queue(&mut queue, mem, Progress::QUIET));
     let used = mock.used().ring().ref_at(0).unwrap().load();
     assert_eq!(used.id(), 0);
     (mem.read_obj(GuestAddress(STATUS)).unwrap(), used.len())
@@ -594,7 +594,7 @@ fn an_indirect_table_is_served_like_a_direct_chain() {
     let mock = MockSplitQueue::new(&mem, 16);
     mock.add_desc_chains(&[ring], 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(h.process_queue(&mut queue, &mem));
+    assert!(h.process_queue(&mut queue, &mem, Progress::QUIET));
     let used = mock.used().ring().ref_at(0).unwrap().load();
     assert_eq!((used.id(), used.len()), (0, 2049));
     assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(), OK);

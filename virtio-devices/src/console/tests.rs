@@ -39,7 +39,7 @@ fn guest_output_reaches_the_sink() {
     let desc = RawDescriptor::from(SplitDescriptor::new(0x10_0000, 11, 0, 0));
     mock.add_desc_chains(&[desc], 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(tx.process_queue(&mut queue, &mem));
+    assert!(tx.process_queue(&mut queue, &mem, Progress::QUIET));
     assert_eq!(sink.0.lock().unwrap().as_slice(), b"hello hvc0\n");
     assert_eq!(mock.used().idx().load(), 1);
 }
@@ -54,12 +54,15 @@ fn input_waits_for_a_receive_buffer_and_fills_it() {
     let mock = MockSplitQueue::new(&mem, 16);
     let mut queue: Queue = mock.create_queue().unwrap();
     rx.pending.extend(b"typed");
-    assert!(!rx.process_queue(&mut queue, &mem), "no buffer yet");
+    assert!(
+        !rx.process_queue(&mut queue, &mem, Progress::QUIET),
+        "no buffer yet"
+    );
     let flags = VRING_DESC_F_WRITE as u16;
     let desc = RawDescriptor::from(SplitDescriptor::new(0x10_0000, 3, flags, 0));
     let desc2 = RawDescriptor::from(SplitDescriptor::new(0x20_0000, 64, flags, 0));
     mock.add_desc_chains(&[desc, desc2], 0).unwrap();
-    assert!(rx.process_queue(&mut queue, &mem));
+    assert!(rx.process_queue(&mut queue, &mem, Progress::QUIET));
     let mut got = [0u8; 5];
     mem.read_slice(&mut got[..3], GuestAddress(0x10_0000))
         .unwrap();

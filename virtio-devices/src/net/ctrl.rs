@@ -33,7 +33,7 @@ use vm_memory::Bytes;
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::FrameIo;
-use crate::worker::{QueueHandler, serve_chains};
+use crate::worker::{Progress, QueueHandler, serve_chains};
 use crate::{GuestMemory, feature};
 
 /// Bytes of a command read: `virtio_net_ctrl_hdr` (class, command) and
@@ -269,7 +269,7 @@ impl<T: FrameIo> Control<T> {
 }
 
 impl<T: FrameIo> QueueHandler for Control<T> {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory, _: Progress<'_>) -> bool {
         serve_chains(queue, mem, "virtio-net", |chain| self.serve(chain, mem))
     }
 }

@@ -133,7 +133,7 @@ impl<T: FrameIo> Transmit<T> {
 }
 
 impl<T: FrameIo> QueueHandler for Transmit<T> {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory, _: Progress<'_>) -> bool {
         serve_chains(queue, mem, "virtio-net", |chain| self.send(chain, mem))
     }
 }
@@ -423,7 +423,7 @@ fn notify_on_more(queue: &mut Queue, mem: &GuestMemory, start: u16) -> bool {
 
 impl<T: FrameIo> QueueHandler for Receive<T> {
     /// The guest posted receive buffers: the waiting frame goes first.
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory, _: Progress<'_>) -> bool {
         self.deliver(queue, mem)
     }
 
@@ -437,11 +437,7 @@ impl<T: FrameIo> QueueHandler for Receive<T> {
         self.pending == 0 && self.link.enabled()
     }
 
-    fn input_ready(&mut self, queue: &mut Queue, mem: &GuestMemory) -> io::Result<bool> {
-        self.input_ready_with(queue, mem, Progress::QUIET)
-    }
-
-    fn input_ready_with(
+    fn input_ready(
         &mut self,
         queue: &mut Queue,
         mem: &GuestMemory,

@@ -11,7 +11,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::*;
 use crate::test_chain::chain;
-use crate::worker::QueueHandler;
+use crate::worker::{Progress, QueueHandler};
 use crate::{ActiveQueue, GuestMemory};
 
 fn memory() -> GuestMemory {
@@ -161,7 +161,7 @@ fn a_transmit_chain_reaches_the_host_as_one_frame_header_included() {
     )
     .unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(tx.process_queue(&mut queue, &mem));
+    assert!(tx.process_queue(&mut queue, &mem, Progress::QUIET));
     let mut got = vec![0u8; 4096];
     let n = host.recv(&mut got).unwrap();
     assert_eq!(&got[..n], &frame[..]);
@@ -186,7 +186,7 @@ fn a_write_only_descriptor_or_a_short_header_in_a_transmit_chain_drops_the_frame
     descs.extend(chain(3, &[(0x4000_0000, 64, false)]));
     mock.add_desc_chains(&descs, 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(tx.process_queue(&mut queue, &mem));
+    assert!(tx.process_queue(&mut queue, &mem, Progress::QUIET));
     assert_eq!(mock.used().idx().load(), 3, "every chain is returned");
     assert_eq!(used(&mock, 0), (0, 0));
     assert_eq!(used(&mock, 1), (2, 0));
@@ -215,7 +215,7 @@ fn a_host_frame_fills_a_receive_chain_across_descriptors_with_num_buffers_1() {
     let mut queue: Queue = mock.create_queue().unwrap();
     let frame = host_frame(200, 9);
     host.send(&frame).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     let mut got = vec![0u8; frame.len()];
     mem.read_slice(&mut got[..10], GuestAddress(0x10_0000))
         .unwrap();
@@ -243,7 +243,7 @@ fn a_frame_larger_than_the_chain_is_dropped_and_counted_and_the_next_one_deliver
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(1000, 1)).unwrap();
     host.send(&host_frame(40, 2)).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(used(&mock, 0), (0, 0), "too small: nothing written");
     assert_eq!(used(&mock, 1), (1, (HEADER_LEN + 40) as u32));
     let mut got = vec![0u8; 40];
@@ -271,7 +271,7 @@ fn a_read_only_receive_buffer_is_never_written_and_the_frame_dropped() {
     .unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(20, 0)).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(used(&mock, 0), (0, 0));
     let mut after = [0u8; 64];
     mem.read_slice(&mut after, GuestAddress(0x20_0000)).unwrap();
@@ -289,23 +289,29 @@ fn with_no_receive_buffer_a_frame_waits_the_host_is_not_read_and_a_kick_delivers
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(30, 4)).unwrap();
     host.send(&host_frame(31, 5)).unwrap();
-    assert!(!rx.input_ready(&mut queue, &mem).unwrap(), "no buffer");
+    assert!(
+        !rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap(),
+        "no buffer"
+    );
     assert!(!rx.wants_input(), "the host is not polled meanwhile");
     assert!(
-        !rx.input_ready(&mut queue, &mem).unwrap(),
+        !rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap(),
         "a spurious wake-up reads nothing"
     );
-    assert!(!rx.process_queue(&mut queue, &mem), "a kick with no buffer");
+    assert!(
+        !rx.process_queue(&mut queue, &mem, Progress::QUIET),
+        "a kick with no buffer"
+    );
     // The guest posts a buffer and kicks.
     mock.add_desc_chains(&chain(0, &[(0x10_0000, 2048, true)]), 0)
         .unwrap();
-    assert!(rx.process_queue(&mut queue, &mem));
+    assert!(rx.process_queue(&mut queue, &mem, Progress::QUIET));
     assert_eq!(used(&mock, 0), (0, (HEADER_LEN + 30) as u32));
     assert!(rx.wants_input());
     // The second frame was left in the host's queue, not lost.
     mock.add_desc_chains(&chain(1, &[(0x20_0000, 2048, true)]), 1)
         .unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(used(&mock, 1), (1, (HEADER_LEN + 31) as u32));
     assert_eq!(counters.rx_frames.load(Ordering::Relaxed), 2);
     assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 0);
@@ -322,7 +328,7 @@ fn a_runt_from_the_host_is_dropped_without_using_a_chain() {
         .unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&[0u8; 5]).unwrap();
-    assert!(!rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(!rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(mock.used().idx().load(), 0);
     assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 1);
 }
@@ -438,7 +444,7 @@ fn frames_cross_a_real_tap_through_the_queue_workers() {
 
 #[test]
 fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
-    use crate::worker::{Progress, counted};
+    use crate::worker::counted;
     for quiet in [false, true] {
         let mem = memory();
         let (device, host) = pair();
@@ -462,7 +468,7 @@ fn the_guest_hears_of_each_64_kib_received_before_the_round_ends() {
         } else {
             Progress::new(&signal)
         };
-        assert!(rx.input_ready_with(&mut queue, &mem, progress).unwrap());
+        assert!(rx.input_ready(&mut queue, &mem, progress).unwrap());
         assert_eq!(mock.used().idx().load(), 3);
         // The second frame passes 64 KiB: one interrupt then (no
         // EVENT_IDX); the third is left for the worker's end of round.

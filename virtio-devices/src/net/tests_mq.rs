@@ -24,7 +24,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::tests::{params, receive, used};
 use super::*;
 use crate::test_chain::chain;
-use crate::worker::QueueHandler;
+use crate::worker::{Progress, QueueHandler};
 use crate::{ActiveQueue, QueueInterrupt};
 
 fn memory() -> GuestMemory {
@@ -154,7 +154,7 @@ fn control(
     let mock = MockSplitQueue::new(mem, 16);
     mock.add_desc_chains(descs, 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(ctl.process_queue(&mut queue, mem));
+    assert!(ctl.process_queue(&mut queue, mem, Progress::QUIET));
     assert_eq!(mock.used().idx().load(), 1, "the chain is returned");
     let status: u8 = mem.read_obj(GuestAddress(0x20_0000)).unwrap();
     (used(&mock, 0).1, status)
@@ -314,7 +314,7 @@ fn malformed_control_chains_are_answered_err_or_returned_and_never_panic() {
     )
     .unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(ctl.process_queue(&mut queue, &mem));
+    assert!(ctl.process_queue(&mut queue, &mem, Progress::QUIET));
     assert_eq!(used(&mock, 0), (0, 0));
     assert_eq!(
         pairs.enabled(),
@@ -364,7 +364,7 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
     let frame = host_frame(2500 - HEADER_LEN);
     host.send(&frame).unwrap();
     assert!(
-        !rx.input_ready(&mut queue, &mem).unwrap(),
+        !rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap(),
         "waits for more buffers"
     );
     assert_eq!(mock.used().idx().load(), 0);
@@ -372,7 +372,7 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
     // The guest posts a third; the frame goes out over all three.
     mock.add_desc_chains(&chain(2, &[(0x12_0000, 1000, true)]), 2)
         .unwrap();
-    assert!(rx.process_queue(&mut queue, &mem));
+    assert!(rx.process_queue(&mut queue, &mem, Progress::QUIET));
     assert_eq!(mock.used().idx().load(), 3);
     assert_eq!(used(&mock, 0), (0, 1000));
     assert_eq!(used(&mock, 1), (1, 1000));
@@ -394,7 +394,7 @@ fn with_mrg_rxbuf_a_frame_spreads_over_chains_and_num_buffers_counts_them() {
     mock.add_desc_chains(&chain(3, &[(0x13_0000, 1000, true)]), 3)
         .unwrap();
     host.send(&host_frame(60)).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(used(&mock, 3), (3, (HEADER_LEN + 60) as u32));
     let mut num = [0u8; 2];
     mem.read_slice(&mut num, GuestAddress(0x13_0000 + 10))
@@ -413,14 +413,17 @@ fn with_event_idx_a_merged_frame_short_of_buffers_asks_to_be_notified_past_the_d
     // virtq_used.avail_event, after the used ring's 16 elements.
     let avail_event = GuestAddress(mock.used_addr().0 + 4 + 8 * 16);
     host.send(&host_frame(2500 - HEADER_LEN)).unwrap();
-    assert!(!rx.input_ready(&mut queue, &mem).unwrap(), "waits");
+    assert!(
+        !rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap(),
+        "waits"
+    );
     assert_eq!(queue.next_avail(), 0, "the two chains stay posted");
     // The driver (at index 2) notifies when it passes avail_event: 2, not
     // the 0 where the device's reading stopped, which it already passed.
     assert_eq!(mem.read_obj::<u16>(avail_event).unwrap(), 2);
     mock.add_desc_chains(&chain(2, &[(0x12_0000, 1000, true)]), 2)
         .unwrap();
-    assert!(rx.process_queue(&mut queue, &mem));
+    assert!(rx.process_queue(&mut queue, &mem, Progress::QUIET));
     assert_eq!(mock.used().idx().load(), 3);
     assert_eq!(counters.rx_frames.load(Ordering::Relaxed), 1);
 }
@@ -445,13 +448,13 @@ fn with_mrg_rxbuf_a_frame_larger_than_a_full_ring_is_dropped_and_a_bad_buffer_re
     mock.add_desc_chains(&descs, 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(1000)).unwrap();
-    assert!(!rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(!rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 1);
     // (The mock's used ring overlaps a full avail ring: its index is not
     // read here.)
     assert_eq!(queue.next_avail(), 0, "the buffers stay for the next frame");
     host.send(&host_frame(30)).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(used(&mock, 0), (0, (HEADER_LEN + 30) as u32));
 
     // A read-only buffer in the middle: it is returned unused and the
@@ -462,7 +465,7 @@ fn with_mrg_rxbuf_a_frame_larger_than_a_full_ring_is_dropped_and_a_bad_buffer_re
     mock.add_desc_chains(&descs, 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(500)).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(mock.used().idx().load(), 2);
     assert_eq!(used(&mock, 0), (1, 0), "the bad buffer first");
     assert_eq!(used(&mock, 1), (0, 0));
@@ -486,7 +489,7 @@ fn a_disabled_pair_does_not_read_the_host_and_drops_a_waiting_frame() {
     let mut queue: Queue = mock.create_queue().unwrap();
     host.send(&host_frame(40)).unwrap();
     assert!(
-        !rx.input_ready(&mut queue, &mem).unwrap(),
+        !rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap(),
         "no buffer: it waits"
     );
     // The control queue disables the pair.
@@ -499,13 +502,13 @@ fn a_disabled_pair_does_not_read_the_host_and_drops_a_waiting_frame() {
     mock.add_desc_chains(&chain(0, &[(0x10_0000, 2048, true)]), 0)
         .unwrap();
     assert!(
-        !rx.input_ready(&mut queue, &mem).unwrap(),
+        !rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap(),
         "not read while disabled"
     );
     // Enabled again: the host is read.
     pairs_link.set_for_test(true);
     assert!(rx.wants_input());
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(used(&mock, 0), (0, (HEADER_LEN + 41) as u32));
 }
 
@@ -747,7 +750,7 @@ fn a_gso_or_partial_checksum_frame_the_driver_did_not_accept_is_dropped() {
     host.send(&csum).unwrap();
     host.send(&tso).unwrap();
     host.send(&host_frame(100)).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 2);
     assert_eq!(mock.used().idx().load(), 1);
     assert_eq!(used(&mock, 0), (0, (HEADER_LEN + 100) as u32));
@@ -762,7 +765,7 @@ fn a_gso_or_partial_checksum_frame_the_driver_did_not_accept_is_dropped() {
         .unwrap();
     host.send(&csum).unwrap();
     host.send(&tso).unwrap();
-    assert!(rx.input_ready(&mut queue, &mem).unwrap());
+    assert!(rx.input_ready(&mut queue, &mem, Progress::QUIET).unwrap());
     assert_eq!(used(&mock, 1), (1, csum.len() as u32));
     assert_eq!(used(&mock, 2), (2, tso.len() as u32));
     assert_eq!(counters.rx_dropped.load(Ordering::Relaxed), 2);

@@ -53,7 +53,7 @@ struct TakeAll {
 }
 
 impl QueueHandler for TakeAll {
-    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, queue: &mut Queue, mem: &GuestMemory, _: Progress<'_>) -> bool {
         self.calls += 1;
         let used = serve_chains(queue, mem, "test", |_| 0);
         if let Some((avail, head)) = self.late.take() {
@@ -70,7 +70,7 @@ impl QueueHandler for TakeAll {
 struct Leave(usize);
 
 impl QueueHandler for Leave {
-    fn process_queue(&mut self, _queue: &mut Queue, _mem: &GuestMemory) -> bool {
+    fn process_queue(&mut self, _queue: &mut Queue, _mem: &GuestMemory, _: Progress<'_>) -> bool {
         self.0 += 1;
         false
     }

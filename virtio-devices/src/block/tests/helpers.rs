@@ -125,7 +125,7 @@ fn a_discard_after_a_handed_over_write_in_one_batch_comes_after_it() {
     }
     mock.add_desc_chains(&descs, 0).unwrap();
     let mut queue: Queue = mock.create_queue().unwrap();
-    assert!(h.process_queue(&mut queue, &mem));
+    assert!(h.process_queue(&mut queue, &mem, Progress::QUIET));
     assert_eq!(mock.used().idx().load(), 2);
     for i in 0..2 {
         assert_eq!(mem.read_obj::<u8>(GuestAddress(STATUS + i)).unwrap(), OK);
@@ -229,7 +229,7 @@ fn each_large_request_is_published_as_it_completes_small_ones_with_the_batch() {
         } else {
             Progress::new(&signal)
         };
-        assert!(h.process_queue_with(&mut queue, &mem, progress));
+        assert!(h.process_queue(&mut queue, &mem, progress));
         assert_eq!(mock.used().idx().load(), 3, "len {len}");
         assert_eq!(
             counted::interrupts(&vector),
@@ -249,7 +249,7 @@ fn handed_over_requests_are_published_as_helpers_answer_them() {
     h.helpers = Some(helpers(&h, 1));
     let mut queue: Queue = mock.create_queue().unwrap();
     let (signal, vector) = counted::signal(&queue);
-    assert!(h.process_queue_with(&mut queue, &mem, Progress::new(&signal)));
+    assert!(h.process_queue(&mut queue, &mem, Progress::new(&signal)));
     assert_eq!(mock.used().idx().load(), 4);
     // Every request was handed over (Handoff::EVERY); each answer the
     // worker collected was published then, one or several at a time.

@@ -118,7 +118,7 @@ fn batch_on(file: &TempFile, engine: Engine, readonly: bool, reqs: &[Req]) -> (O
     }
     mock.add_desc_chains(&descs, 0).unwrap();
     let mut q: Queue = mock.create_queue().unwrap();
-    assert!(h.process_queue(&mut q, &mem));
+    assert!(h.process_queue(&mut q, &mem, Progress::QUIET));
     assert_eq!(usize::from(mock.used().idx().load()), reqs.len());
     let used: Vec<_> = (0..reqs.len())
         .map(|i| mock.used().ring().ref_at(i).unwrap().load())
